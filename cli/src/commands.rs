@@ -1,0 +1,303 @@
+//! Commands that talk to a running controller.
+
+use std::io::Write;
+use std::path::Path;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use ao_proto::dial::{self, ControllerAddr};
+use ao_proto::pb;
+use ao_proto::pb::controller_client::ControllerClient;
+use tonic::transport::Channel;
+
+use crate::render;
+
+/// Where the controller is, and how to reach it.
+pub struct Target {
+    addr: ControllerAddr,
+}
+
+/// A gRPC error as a sentence, naming the controller when it is unreachable.
+fn status_error(addr: &ControllerAddr, s: tonic::Status) -> anyhow::Error {
+    match s.code() {
+        tonic::Code::Unavailable if s.message().contains("transport") || s.message().is_empty() => {
+            anyhow::anyhow!("the controller at {addr} is unavailable: {}", s.message())
+        }
+        _ => anyhow::anyhow!("{}", s.message()),
+    }
+}
+
+impl Target {
+    pub fn new(flag: Option<&str>, home: &Path) -> anyhow::Result<Self> {
+        let addr = match flag {
+            Some(a) if !a.is_empty() => ControllerAddr::parse(a)?,
+            _ => ControllerAddr::Unix(crate::stack::socket_path(home)),
+        };
+        Ok(Self { addr })
+    }
+
+    pub fn addr(&self) -> &ControllerAddr {
+        &self.addr
+    }
+
+    pub async fn client(&self) -> anyhow::Result<ControllerClient<Channel>> {
+        let channel = dial::connect(&self.addr)
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}; is ao running? start it with `ao up -d`"))?;
+        Ok(ControllerClient::new(channel).max_decoding_message_size(64 * 1024 * 1024))
+    }
+
+    pub async fn info(&self) -> anyhow::Result<pb::InfoResponse> {
+        let mut c = self.client().await?;
+        let r = c
+            .info(pb::InfoRequest {})
+            .await
+            .map_err(|s| status_error(&self.addr, s))?;
+        Ok(r.into_inner())
+    }
+
+    pub async fn shutdown(&self) -> anyhow::Result<()> {
+        let mut c = self.client().await?;
+        c.shutdown(pb::ShutdownRequest {})
+            .await
+            .map_err(|s| status_error(&self.addr, s))?;
+        Ok(())
+    }
+
+    fn err(&self, s: tonic::Status) -> anyhow::Error {
+        status_error(&self.addr, s)
+    }
+}
+
+pub async fn apply(target: &Target, file: &Path) -> anyhow::Result<()> {
+    let cfg = ao_controller::config::load_file(file, &|k| std::env::var(k).ok())?;
+    let config_json = serde_json::to_string(&cfg).context("cannot encode the config")?;
+    let mut c = target.client().await?;
+    let r = c
+        .apply_config(pb::ApplyConfigRequest {
+            config_json,
+            source: file.display().to_string(),
+        })
+        .await
+        .map_err(|s| target.err(s))?
+        .into_inner();
+    eprintln!(
+        "applied {}: projects {}",
+        file.display(),
+        r.projects.join(", ")
+    );
+    Ok(())
+}
+
+/// Prints `SESSION=<id>`; fails when the agent could not start.
+fn report_spawned(s: &pb::Session) -> bool {
+    println!("SESSION={}", s.id);
+    match s.status.as_str() {
+        "errored" => {
+            eprintln!("error: session {} errored: {}", s.id, s.summary);
+            false
+        }
+        "spawning" if !s.summary.is_empty() => {
+            eprintln!("session {} is waiting: {}", s.id, s.summary);
+            true
+        }
+        _ => {
+            if !s.worktree.is_empty() {
+                eprintln!(
+                    "session {} {} in {} on {}",
+                    s.id, s.status, s.worktree, s.branch
+                );
+            }
+            true
+        }
+    }
+}
+
+pub async fn spawn(target: &Target, req: pb::SpawnRequest) -> anyhow::Result<ExitCode> {
+    let mut c = target.client().await?;
+    let r = c.spawn(req).await.map_err(|s| target.err(s))?.into_inner();
+    let s = r
+        .session
+        .context("the controller answered without a session")?;
+    Ok(if report_spawned(&s) {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+pub async fn batch_spawn(
+    target: &Target,
+    project: String,
+    issues: Vec<String>,
+    agent: Option<String>,
+) -> anyhow::Result<ExitCode> {
+    let mut c = target.client().await?;
+    let r = c
+        .batch_spawn(pb::BatchSpawnRequest {
+            project_id: project,
+            issue_ids: issues,
+            agent: agent.unwrap_or_default(),
+            wait: true,
+        })
+        .await
+        .map_err(|s| target.err(s))?
+        .into_inner();
+    let mut ok = true;
+    for res in r.results {
+        match res.session {
+            Some(s) => ok &= report_spawned(&s),
+            None if !res.existing_session_id.is_empty() => {
+                eprintln!("skipped {}: {}", res.issue_id, res.skipped);
+            }
+            None => {
+                ok = false;
+                eprintln!("error: {}: {}", res.issue_id, res.skipped);
+            }
+        }
+    }
+    Ok(if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+pub async fn list(
+    target: &Target,
+    project: Option<String>,
+    json: bool,
+    watch: bool,
+    all: bool,
+) -> anyhow::Result<()> {
+    let mut c = target.client().await?;
+    let req = pb::ListSessionsRequest {
+        project_id: project.unwrap_or_default(),
+        include_ended: all || json,
+    };
+    loop {
+        let sessions = c
+            .list_sessions(req.clone())
+            .await
+            .map_err(|s| target.err(s))?
+            .into_inner()
+            .sessions;
+        let mut out = std::io::stdout().lock();
+        if watch && !json {
+            // Clear the screen and home the cursor, like `watch`.
+            let _ = write!(out, "\x1b[2J\x1b[H");
+        }
+        let written = if json {
+            writeln!(out, "{}", render::sessions_json(&sessions))
+        } else {
+            write!(out, "{}", render::sessions_table(&sessions))
+        };
+        if written.and_then(|()| out.flush()).is_err() {
+            // A closed pipe (`ao status | head`) is not an error.
+            return Ok(());
+        }
+        drop(out);
+        if !watch {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+}
+
+pub async fn kill(target: &Target, id: String) -> anyhow::Result<()> {
+    let mut c = target.client().await?;
+    let s = c
+        .kill(pb::KillRequest { session_id: id })
+        .await
+        .map_err(|s| target.err(s))?
+        .into_inner();
+    eprintln!("killed {} (branch {} kept)", s.id, s.branch);
+    Ok(())
+}
+
+pub async fn restore(target: &Target, id: String) -> anyhow::Result<ExitCode> {
+    let mut c = target.client().await?;
+    let s = c
+        .restore(pb::RestoreRequest { session_id: id })
+        .await
+        .map_err(|s| target.err(s))?
+        .into_inner();
+    Ok(if report_spawned(&s) {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+pub async fn send(target: &Target, id: String, text: String) -> anyhow::Result<()> {
+    let mut c = target.client().await?;
+    c.send(pb::SendRequest {
+        session_id: id.clone(),
+        text,
+    })
+    .await
+    .map_err(|s| target.err(s))?;
+    eprintln!("delivered to {id}");
+    Ok(())
+}
+
+pub async fn logs(target: &Target, id: String, follow: bool, lines: u32) -> anyhow::Result<()> {
+    let mut c = target.client().await?;
+    let mut stream = c
+        .logs(pb::LogsRequest {
+            session_id: id,
+            follow,
+            tail_lines: lines,
+        })
+        .await
+        .map_err(|s| target.err(s))?
+        .into_inner();
+    let mut out = std::io::stdout();
+    while let Some(chunk) = stream.message().await.map_err(|s| target.err(s))? {
+        if out
+            .write_all(&chunk.data)
+            .and_then(|()| out.flush())
+            .is_err()
+        {
+            return Ok(());
+        }
+    }
+    Ok(())
+}
+
+pub async fn events(target: &Target, req: pb::EventsRequest, json: bool) -> anyhow::Result<()> {
+    let mut c = target.client().await?;
+    let mut stream = c.events(req).await.map_err(|s| target.err(s))?.into_inner();
+    let mut out = std::io::stdout();
+    while let Some(e) = stream.message().await.map_err(|s| target.err(s))? {
+        let line = if json {
+            render::event_json(&e)
+        } else {
+            render::event_line(&e)
+        };
+        if writeln!(out, "{line}").and_then(|()| out.flush()).is_err() {
+            return Ok(());
+        }
+    }
+    Ok(())
+}
+
+pub async fn workers(target: &Target, json: bool) -> anyhow::Result<()> {
+    let mut c = target.client().await?;
+    let workers = c
+        .list_workers(pb::ListWorkersRequest {})
+        .await
+        .map_err(|s| target.err(s))?
+        .into_inner()
+        .workers;
+    if json {
+        println!("{}", render::workers_json(&workers));
+    } else {
+        print!("{}", render::workers_table(&workers));
+    }
+    if workers.is_empty() {
+        eprintln!("no worker has connected yet");
+    }
+    Ok(())
+}

@@ -1,0 +1,118 @@
+//! `ao doctor`: what is installed, what is configured, what is running.
+
+use std::path::Path;
+use std::process::ExitCode;
+
+use ao_controller::config;
+use ao_proto::env;
+
+use crate::commands::Target;
+
+enum Level {
+    Ok,
+    Warn,
+    Fail,
+}
+
+fn line(level: Level, what: &str, detail: &str) -> bool {
+    let tag = match level {
+        Level::Ok => "ok  ",
+        Level::Warn => "warn",
+        Level::Fail => "FAIL",
+    };
+    println!("[{tag}] {what}: {detail}");
+    !matches!(level, Level::Fail)
+}
+
+fn version_of(program: &str, arg: &str) -> Option<String> {
+    let out = std::process::Command::new(program).arg(arg).output().ok()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    Some(text.lines().next().unwrap_or("").trim().to_string())
+}
+
+pub async fn run(home: &Path, target: &Target) -> anyhow::Result<ExitCode> {
+    let mut healthy = true;
+    for (program, arg, package) in [("tmux", "-V", "tmux"), ("git", "--version", "git")] {
+        healthy &= match version_of(program, arg) {
+            Some(v) => line(Level::Ok, program, &v),
+            None => line(
+                Level::Fail,
+                program,
+                &format!("not found on PATH; install it: apt-get install {package} (or brew install {package})"),
+            ),
+        };
+    }
+    let path = std::env::var("PATH").unwrap_or_default();
+    for (agent, program) in [
+        ("claude-code", "claude"),
+        ("codex", "codex"),
+        ("aider", "aider"),
+        ("opencode", "opencode"),
+        ("gemini", "gemini"),
+    ] {
+        match ao_worker::agent::find_program(program, &path) {
+            Some(p) => line(Level::Ok, agent, &p.display().to_string()),
+            None => line(
+                Level::Warn,
+                agent,
+                &format!("`{program}` not on PATH (only needed to run this agent)"),
+            ),
+        };
+    }
+    let explicit = std::env::var_os(env::AO_CONFIG_PATH).map(std::path::PathBuf::from);
+    let cwd = std::env::current_dir().unwrap_or_default();
+    healthy &= match config::find_config(explicit.as_deref(), &cwd, home) {
+        None => line(
+            Level::Warn,
+            "config",
+            "no agent-orchestrator.yaml here or above, nor $AO_HOME/config.yaml",
+        ),
+        Some(p) => match config::load_file(&p, &|k| std::env::var(k).ok()) {
+            Ok(c) => line(
+                Level::Ok,
+                "config",
+                &format!("{} ({} projects)", p.display(), c.projects.len()),
+            ),
+            Err(e) => line(Level::Fail, "config", &e.to_string()),
+        },
+    };
+    line(Level::Ok, "AO_HOME", &home.display().to_string());
+    match target.info().await {
+        Ok(info) => {
+            line(
+                Level::Ok,
+                "controller",
+                &format!(
+                    "{} (pid {}, store {}, {} sessions)",
+                    target.addr(),
+                    info.pid,
+                    info.store,
+                    info.sessions
+                ),
+            );
+            healthy &= if info.workers_ready > 0 {
+                line(
+                    Level::Ok,
+                    "workers",
+                    &format!("{} ready", info.workers_ready),
+                )
+            } else {
+                line(Level::Fail, "workers", "none connected")
+            };
+            let socket = ao_worker::tmux_socket(home);
+            line(
+                Level::Ok,
+                "attach locally",
+                &format!("tmux -S {} attach -t <session-id>", socket.display()),
+            );
+        }
+        Err(e) => {
+            line(Level::Warn, "controller", &format!("{e:#}"));
+        }
+    }
+    Ok(if healthy {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}

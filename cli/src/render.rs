@@ -1,0 +1,254 @@
+//! How sessions, events and workers look: JSON with the contract's names
+//! for scripts, aligned tables for people.
+
+use ao_proto::pb;
+use serde_json::{json, Value};
+
+fn opt(s: &str) -> Value {
+    if s.is_empty() {
+        Value::Null
+    } else {
+        Value::String(s.to_string())
+    }
+}
+
+pub fn session_value(s: &pb::Session) -> Value {
+    json!({
+        "id": s.id,
+        "projectId": s.project_id,
+        "issueId": opt(&s.issue_id),
+        "status": s.status,
+        "activity": opt(&s.activity),
+        "branch": s.branch,
+        "worktree": opt(&s.worktree),
+        "worker": opt(&s.worker),
+        "agent": s.agent,
+        "runtime": s.runtime,
+        "pr": opt(&s.pr),
+        "prNumber": if s.pr_number == 0 { Value::Null } else { json!(s.pr_number) },
+        "ciStatus": s.ci_status,
+        "reviewDecision": s.review_decision,
+        "createdAt": s.created_at,
+        "lastActivityAt": s.last_activity_at,
+        "summary": opt(&s.summary),
+        "epoch": s.epoch,
+        "exitCode": s.exit_code,
+        "attachCommand": opt(&s.attach_command),
+    })
+}
+
+pub fn sessions_json(sessions: &[pb::Session]) -> String {
+    let values: Vec<Value> = sessions.iter().map(session_value).collect();
+    serde_json::to_string_pretty(&values).expect("json")
+}
+
+/// Left-aligned columns separated by two spaces.
+fn table(header: &[&str], rows: Vec<Vec<String>>) -> String {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for row in &rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let mut out = String::new();
+    let mut line = |cells: Vec<String>| {
+        let mut l = String::new();
+        for (i, (cell, w)) in cells.iter().zip(&widths).enumerate() {
+            if i + 1 == cells.len() {
+                l.push_str(cell);
+            } else {
+                l.push_str(&format!("{cell:<w$}  "));
+            }
+        }
+        out.push_str(l.trim_end());
+        out.push('\n');
+    };
+    line(header.iter().map(|h| h.to_string()).collect());
+    for row in rows {
+        line(row);
+    }
+    out
+}
+
+fn dash(s: &str) -> String {
+    if s.is_empty() {
+        "-".into()
+    } else {
+        s.to_string()
+    }
+}
+
+/// "3m", "2h" since an RFC 3339 time.
+fn age(ts: &str) -> String {
+    let Ok(t) = chrono::DateTime::parse_from_rfc3339(ts) else {
+        return "-".into();
+    };
+    let secs = (chrono::Utc::now() - t.with_timezone(&chrono::Utc))
+        .num_seconds()
+        .max(0);
+    match secs {
+        s if s < 60 => format!("{s}s"),
+        s if s < 3600 => format!("{}m", s / 60),
+        s if s < 86400 => format!("{}h", s / 3600),
+        s => format!("{}d", s / 86400),
+    }
+}
+
+pub fn sessions_table(sessions: &[pb::Session]) -> String {
+    if sessions.is_empty() {
+        return "no sessions\n".into();
+    }
+    let rows = sessions
+        .iter()
+        .map(|s| {
+            vec![
+                s.id.clone(),
+                s.project_id.clone(),
+                dash(&s.issue_id),
+                s.status.clone(),
+                dash(&s.activity),
+                s.branch.clone(),
+                dash(&s.worker),
+                age(&s.created_at),
+                age(&s.last_activity_at),
+                s.summary.clone(),
+            ]
+        })
+        .collect();
+    table(
+        &[
+            "SESSION", "PROJECT", "ISSUE", "STATUS", "ACTIVITY", "BRANCH", "WORKER", "AGE", "LAST",
+            "SUMMARY",
+        ],
+        rows,
+    )
+}
+
+pub fn event_json(e: &pb::Event) -> String {
+    let mut v = json!({
+        "id": e.id,
+        "timestamp": e.timestamp,
+        "type": e.r#type,
+        "priority": e.priority,
+        "projectId": opt(&e.project_id),
+        "sessionId": opt(&e.session_id),
+    });
+    let obj = v.as_object_mut().expect("object");
+    for (k, val) in [
+        ("issueId", &e.issue_id),
+        ("workerId", &e.worker_id),
+        ("message", &e.message),
+    ] {
+        if !val.is_empty() {
+            obj.insert(k.into(), Value::String(val.clone()));
+        }
+    }
+    if let Ok(data) = serde_json::from_str::<Value>(&e.data_json) {
+        obj.insert("data".into(), data);
+    }
+    v.to_string()
+}
+
+pub fn event_line(e: &pb::Event) -> String {
+    let subject = [&e.session_id, &e.worker_id, &e.project_id]
+        .into_iter()
+        .find(|s| !s.is_empty())
+        .cloned()
+        .unwrap_or_default();
+    format!(
+        "{}  {:<20}  {:<10}  {}",
+        e.timestamp, e.r#type, subject, e.message
+    )
+    .trim_end()
+    .to_string()
+}
+
+pub fn workers_json(workers: &[pb::Worker]) -> String {
+    let values: Vec<Value> = workers
+        .iter()
+        .map(|w| {
+            json!({
+                "id": w.id,
+                "hostname": w.hostname,
+                "state": w.state,
+                "labels": w.labels,
+                "maxSessions": w.max_sessions,
+                "sessions": w.sessions,
+                "connectedAt": opt(&w.connected_at),
+                "lastSeenAt": opt(&w.last_seen_at),
+                "tmuxSocket": opt(&w.tmux_socket),
+            })
+        })
+        .collect();
+    serde_json::to_string_pretty(&values).expect("json")
+}
+
+pub fn workers_table(workers: &[pb::Worker]) -> String {
+    let rows = workers
+        .iter()
+        .map(|w| {
+            let mut labels: Vec<String> =
+                w.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            labels.sort();
+            let capacity = if w.max_sessions == 0 {
+                format!("{}/-", w.sessions)
+            } else {
+                format!("{}/{}", w.sessions, w.max_sessions)
+            };
+            vec![
+                w.id.clone(),
+                w.state.clone(),
+                capacity,
+                labels.join(","),
+                w.tmux_socket.clone(),
+            ]
+        })
+        .collect();
+    table(
+        &["WORKER", "STATE", "SESSIONS", "LABELS", "TMUX SOCKET"],
+        rows,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn session_json_uses_contract_names_and_nulls() {
+        let s = pb::Session {
+            id: "app-1".into(),
+            status: "working".into(),
+            ..Default::default()
+        };
+        let v = session_value(&s);
+        for key in [
+            "id",
+            "projectId",
+            "issueId",
+            "status",
+            "activity",
+            "branch",
+            "worktree",
+            "worker",
+            "agent",
+            "runtime",
+            "pr",
+            "prNumber",
+            "ciStatus",
+            "reviewDecision",
+            "createdAt",
+            "lastActivityAt",
+            "summary",
+        ] {
+            assert!(v.get(key).is_some(), "missing {key}");
+        }
+        assert!(v["activity"].is_null() && v["pr"].is_null() && v["prNumber"].is_null());
+    }
+
+    #[test]
+    fn tables_align() {
+        let t = table(&["A", "BB"], vec![vec!["long".into(), "x".into()]]);
+        assert_eq!(t, "A     BB\nlong  x\n");
+    }
+}

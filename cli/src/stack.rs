@@ -1,0 +1,300 @@
+//! The single-machine stack: controller on the embedded store + a local
+//! worker, in one process, on a Unix socket under `AO_HOME` that only its
+//! owner can open. One process per `AO_HOME`, enforced by a lock file.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use ao_controller::config;
+use ao_controller::sessions::{self, ControllerHandle};
+use ao_controller::store::embedded::EmbeddedStore;
+use ao_proto::{dial::ControllerAddr, env};
+use tokio::sync::Notify;
+
+use crate::commands::Target;
+
+/// `AO_HOME`, or `~/.agent-orchestrator`.
+pub fn ao_home() -> anyhow::Result<PathBuf> {
+    if let Some(h) = std::env::var_os(env::AO_HOME).filter(|h| !h.is_empty()) {
+        return Ok(PathBuf::from(h));
+    }
+    let home = std::env::var_os("HOME").context("neither AO_HOME nor HOME is set")?;
+    Ok(PathBuf::from(home).join(".agent-orchestrator"))
+}
+
+pub fn socket_path(home: &Path) -> PathBuf {
+    home.join("ao.sock")
+}
+
+fn log_path(home: &Path) -> PathBuf {
+    home.join("ao.log")
+}
+
+/// Creates `AO_HOME` readable by its owner only.
+fn prepare_home(home: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::create_dir_all(home).with_context(|| format!("cannot create {}", home.display()))?;
+    std::fs::set_permissions(home, std::fs::Permissions::from_mode(0o700))
+        .with_context(|| format!("cannot restrict {}", home.display()))?;
+    Ok(())
+}
+
+/// Holds `AO_HOME/ao.lock` for the life of the process; the kernel drops it
+/// when the process dies, however it dies.
+fn lock_home(home: &Path) -> anyhow::Result<File> {
+    let path = home.join("ao.lock");
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .read(true)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("cannot open {}", path.display()))?;
+    if file.try_lock().is_err() {
+        let pid = std::fs::read_to_string(&path).unwrap_or_default();
+        bail!(
+            "ao is already running on {} (pid {}); stop it with `ao down`",
+            home.display(),
+            pid.trim()
+        );
+    }
+    file.set_len(0)?;
+    write!(file, "{}", std::process::id())?;
+    Ok(file)
+}
+
+fn init_tracing(default: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env(env::AO_LOG)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+/// Resolves when SIGINT or SIGTERM arrives.
+async fn signalled() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+}
+
+/// Loads the config the stack starts with, if there is one.
+fn find_and_load_config(home: &Path) -> anyhow::Result<Option<(PathBuf, config::Config)>> {
+    let explicit = std::env::var_os(env::AO_CONFIG_PATH).map(PathBuf::from);
+    let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/"));
+    let Some(path) = config::find_config(explicit.as_deref(), &cwd, home) else {
+        return Ok(None);
+    };
+    let cfg = config::load_file(&path, &|k| std::env::var(k).ok())?;
+    Ok(Some((path, cfg)))
+}
+
+/// Starts the controller (store, actor, server) and returns its handle and
+/// the server task. The caller holds the home lock.
+async fn start_controller(
+    home: &Path,
+    stop: Arc<Notify>,
+) -> anyhow::Result<(
+    ControllerHandle,
+    tokio::task::JoinHandle<anyhow::Result<()>>,
+)> {
+    let store_path = sessions::embedded_store_path(home);
+    let store = Arc::new(EmbeddedStore::open(&store_path)?);
+    let (handle, _actor) = sessions::start(store, home).await?;
+    if let Some((path, cfg)) = find_and_load_config(home)? {
+        let projects = handle.apply(cfg).await?;
+        tracing::info!(config = %path.display(), ?projects, "config applied");
+    }
+    let listener = ao_controller::server::bind_unix(&socket_path(home))?;
+    let server_handle = handle.clone();
+    let home = home.to_path_buf();
+    let server = tokio::spawn(async move {
+        let shutdown = async move {
+            tokio::select! {
+                () = signalled() => {}
+                () = stop.notified() => {}
+            }
+        };
+        ao_controller::server::serve(server_handle, &home, listener, shutdown).await?;
+        Ok(())
+    });
+    Ok((handle, server))
+}
+
+fn local_worker_settings(
+    home: &Path,
+    id: Option<String>,
+    labels: BTreeMap<String, String>,
+    max_sessions: u32,
+) -> ao_worker::WorkerSettings {
+    let hostname = nix::unistd::gethostname()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .unwrap_or_else(|| "localhost".into());
+    let mut labels = labels;
+    labels
+        .entry("os".into())
+        .or_insert_with(|| std::env::consts::OS.into());
+    labels
+        .entry("arch".into())
+        .or_insert_with(|| std::env::consts::ARCH.into());
+    ao_worker::WorkerSettings {
+        id: id.unwrap_or_else(|| hostname.clone()),
+        hostname,
+        home: home.to_path_buf(),
+        labels,
+        max_sessions,
+        poll_interval: Duration::from_millis(500),
+    }
+}
+
+/// `ao up`: the whole stack in this process until a signal or `ao down`.
+pub async fn up_foreground(home: &Path) -> anyhow::Result<()> {
+    init_tracing("info");
+    prepare_home(home)?;
+    let _lock = lock_home(home)?;
+    let stop = Arc::new(Notify::new());
+    let (_handle, server) = start_controller(home, stop.clone()).await?;
+    let worker_stop = Arc::new(Notify::new());
+    let settings = local_worker_settings(home, None, BTreeMap::new(), 0);
+    let addr = ControllerAddr::Unix(socket_path(home));
+    let ws = worker_stop.clone();
+    let worker = tokio::spawn(ao_worker::run(settings, addr, async move {
+        ws.notified().await
+    }));
+    eprintln!(
+        "ao is up: controller at unix://{}",
+        socket_path(home).display()
+    );
+    let result = server.await.context("controller task failed")?;
+    worker_stop.notify_one();
+    let _ = worker.await;
+    let _ = std::fs::remove_file(socket_path(home));
+    eprintln!("ao is down; agent sessions keep running and are re-adopted by the next `ao up`");
+    result
+}
+
+/// `ao controller run`: the controller alone.
+pub async fn controller_only(home: &Path) -> anyhow::Result<()> {
+    init_tracing("info");
+    prepare_home(home)?;
+    let _lock = lock_home(home)?;
+    let (_handle, server) = start_controller(home, Arc::new(Notify::new())).await?;
+    eprintln!(
+        "controller listening at unix://{}",
+        socket_path(home).display()
+    );
+    server.await.context("controller task failed")?
+}
+
+/// `ao worker run`: a worker alone, dialing `target`.
+pub async fn worker_only(
+    home: &Path,
+    target: &Target,
+    id: Option<String>,
+    labels: BTreeMap<String, String>,
+    max_sessions: u32,
+) -> anyhow::Result<()> {
+    init_tracing("info");
+    prepare_home(home)?;
+    let settings = local_worker_settings(home, id, labels, max_sessions);
+    eprintln!("worker {} dialing {}", settings.id, target.addr());
+    ao_worker::run(settings, target.addr().clone(), signalled()).await;
+    Ok(())
+}
+
+/// `ao up -d`: start `ao up` in the background and return once it accepts
+/// commands and its worker is connected.
+pub async fn up_detached(home: &Path, target: &Target) -> anyhow::Result<()> {
+    if let Ok(info) = target.info().await {
+        bail!(
+            "ao is already running on {} (pid {}); stop it with `ao down`",
+            info.ao_home,
+            info.pid
+        );
+    }
+    prepare_home(home)?;
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log_path(home))
+        .with_context(|| format!("cannot open {}", log_path(home).display()))?;
+    let exe = std::env::current_exe().context("cannot find the ao binary")?;
+    let mut child = {
+        use std::os::unix::process::CommandExt;
+        std::process::Command::new(exe)
+            .arg("up")
+            .env(env::AO_HOME, home)
+            .stdin(std::process::Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            // Its own process group: a Ctrl-C in this terminal does not reach it.
+            .process_group(0)
+            .spawn()
+            .context("cannot start `ao up` in the background")?
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(status) = child.try_wait()? {
+            let tail = std::fs::read_to_string(log_path(home)).unwrap_or_default();
+            let tail: Vec<&str> = tail.lines().rev().take(5).collect();
+            let tail: Vec<&str> = tail.into_iter().rev().collect();
+            bail!(
+                "`ao up` exited ({status}); last lines of {}:\n{}",
+                log_path(home).display(),
+                tail.join("\n")
+            );
+        }
+        if let Ok(info) = target.info().await {
+            if info.workers_ready > 0 {
+                println!(
+                    "ao is up (pid {}), controller at {}",
+                    info.pid,
+                    target.addr()
+                );
+                eprintln!("logs: {}   stop: ao down", log_path(home).display());
+                return Ok(());
+            }
+        }
+        if tokio::time::Instant::now() > deadline {
+            bail!(
+                "`ao up` did not become ready within 30 s; see {}",
+                log_path(home).display()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// `ao down`: ask the stack to stop and wait until it has.
+pub async fn down(target: &Target) -> anyhow::Result<()> {
+    let Ok(info) = target.info().await else {
+        eprintln!("ao is not running at {}", target.addr());
+        return Ok(());
+    };
+    target.shutdown().await?;
+    let pid = nix::unistd::Pid::from_raw(info.pid as i32);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while nix::sys::signal::kill(pid, None).is_ok() {
+        if tokio::time::Instant::now() > deadline {
+            bail!("ao (pid {}) did not stop within 20 s", info.pid);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    eprintln!("ao is down (pid {}); agent sessions keep running", info.pid);
+    Ok(())
+}

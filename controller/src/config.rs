@@ -1,0 +1,824 @@
+//! The `agent-orchestrator.yaml` file: its typed form, finding it, and loading it.
+//!
+//! The keys are those of the original TypeScript `ao` (camelCase), plus the placement keys
+//! (`labels`, `capacity`). Loading expands `${VAR}`, deserializes strictly (an unknown key is an
+//! error, not a silently ignored typo) and validates cross-references; every failure is a
+//! [`ConfigError`] naming the file, the line and the key path so a user can jump straight to it.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Component, Path, PathBuf};
+use std::sync::LazyLock;
+
+use regex::Regex;
+use serde::{Deserialize, Serialize};
+
+/// File names looked for in the current directory and its ancestors, in order of preference.
+pub const CONFIG_FILE_NAMES: &[&str] = &["agent-orchestrator.yaml", "agent-orchestrator.yml"];
+
+/// Agents known by name without an `agents.<name>` entry.
+pub const BUILTIN_AGENTS: &[&str] = &["claude-code", "codex", "aider", "opencode", "gemini"];
+
+/// The agent used when neither the project nor `defaults` names one.
+const DEFAULT_AGENT: &str = "claude-code";
+
+/// Project ids and session prefixes end up in session ids, branch names, tmux session names and
+/// file names, so they are kept to characters that are safe in all of those.
+static ID_RE: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$").expect("valid regex"));
+
+/// What [`ID_RE`] requires, for error messages.
+const ID_RULE: &str =
+    "must start with a letter or digit and contain only letters, digits, `_`, `.` and `-`";
+
+/// `$${` (an escaped, literal `${`) or a `${NAME}` reference.
+static VAR_RE: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"\$\$\{|\$\{[A-Za-z_][A-Za-z0-9_]*\}").expect("valid regex"));
+
+/// The whole config file.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct Config {
+    pub data_dir: Option<String>,
+    pub worktree_dir: Option<String>,
+    pub port: Option<u16>,
+    pub terminal_port: Option<u16>,
+    pub direct_terminal_port: Option<u16>,
+    pub ready_threshold_ms: Option<u64>,
+    pub defaults: Defaults,
+    pub projects: BTreeMap<String, ProjectConfig>,
+    pub agents: BTreeMap<String, AgentConfig>,
+    pub reactions: BTreeMap<String, ReactionConfig>,
+    pub notifiers: BTreeMap<String, PluginConfig>,
+    pub notification_routing: NotificationRouting,
+    pub orchestrator_rules: Option<String>,
+    pub agent_rules: Option<String>,
+    pub labels: BTreeMap<String, String>,
+}
+
+/// Plugin choices that apply to every project that does not override them.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct Defaults {
+    pub runtime: Option<String>,
+    pub agent: Option<String>,
+    pub workspace: Option<String>,
+    pub notifiers: Vec<String>,
+}
+
+/// Which notifiers (keys of `notifiers`) receive events of each priority.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct NotificationRouting {
+    pub urgent: Vec<String>,
+    pub action: Vec<String>,
+    pub warning: Vec<String>,
+    pub info: Vec<String>,
+}
+
+/// One repository the orchestrator works on (`projects.<id>`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ProjectConfig {
+    pub name: Option<String>,
+    /// `owner/name` on the SCM host.
+    pub repo: Option<String>,
+    /// Local path to the git repository; absolute once loaded.
+    pub path: String,
+    pub default_branch: Option<String>,
+    pub session_prefix: Option<String>,
+    pub agent: Option<String>,
+    pub runtime: Option<String>,
+    pub workspace: Option<String>,
+    pub tracker: Option<PluginConfig>,
+    pub scm: Option<PluginConfig>,
+    #[serde(default)]
+    pub symlinks: Vec<String>,
+    #[serde(default)]
+    pub post_create: Vec<String>,
+    #[serde(default)]
+    pub agent_config: BTreeMap<String, serde_json::Value>,
+    pub agent_rules: Option<String>,
+    pub agent_rules_file: Option<String>,
+    pub orchestrator_rules: Option<String>,
+    pub orchestrator_model: Option<String>,
+    #[serde(default)]
+    pub reactions: BTreeMap<String, ReactionConfig>,
+    /// Placement: labels a worker must carry to run this project's sessions.
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    /// Placement: the most sessions of this project running at once.
+    pub capacity: Option<u32>,
+}
+
+impl ProjectConfig {
+    /// The prefix of this project's session ids: the configured one, else the project id.
+    pub fn session_prefix(&self, project_id: &str) -> String {
+        self.session_prefix
+            .clone()
+            .unwrap_or_else(|| project_id.to_owned())
+    }
+
+    /// The branch sessions start from and PRs target.
+    pub fn default_branch(&self) -> &str {
+        self.default_branch.as_deref().unwrap_or("main")
+    }
+}
+
+impl Config {
+    /// The agent a new session of `project_id` runs: project, then `defaults`, then `claude-code`.
+    pub fn agent_for(&self, project_id: &str) -> String {
+        self.projects
+            .get(project_id)
+            .and_then(|project| project.agent.clone())
+            .or_else(|| self.defaults.agent.clone())
+            .unwrap_or_else(|| DEFAULT_AGENT.to_owned())
+    }
+}
+
+/// A user-defined agent CLI (`agents.<name>`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AgentConfig {
+    /// Run with `sh -c` inside the worktree.
+    pub command: String,
+    /// Regex on the last screen line meaning the agent's turn is over.
+    pub ready_pattern: Option<String>,
+    /// Regex on the screen meaning the agent asks a human something.
+    pub input_pattern: Option<String>,
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+}
+
+/// What to do when a session reaches a state (`reactions.<key>`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct ReactionConfig {
+    pub auto: Option<bool>,
+    pub action: Option<ReactionAction>,
+    pub message: Option<String>,
+    pub priority: Option<Priority>,
+    pub retries: Option<u32>,
+    /// A number of attempts, or a duration such as `"30m"`.
+    pub escalate_after: Option<serde_json::Value>,
+    pub threshold: Option<serde_json::Value>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ReactionAction {
+    Notify,
+    SendToAgent,
+    AutoMerge,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Priority {
+    Urgent,
+    Action,
+    Warning,
+    Info,
+}
+
+/// A plugin choice with its settings; the settings belong to the plugin, so any key is accepted.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct PluginConfig {
+    pub plugin: String,
+    #[serde(flatten)]
+    pub settings: BTreeMap<String, serde_json::Value>,
+}
+
+/// A config file that cannot be read, parsed or accepted, with where in it the problem is.
+#[derive(Debug, thiserror::Error)]
+pub struct ConfigError {
+    pub file: PathBuf,
+    /// 1-based.
+    pub line: Option<usize>,
+    /// 1-based; only known for parse errors.
+    pub column: Option<usize>,
+    /// Dotted key path such as `projects.app.agent`.
+    pub key: Option<String>,
+    pub message: String,
+}
+
+impl ConfigError {
+    fn new(file: &Path, line: Option<usize>, key: Option<String>, message: String) -> Self {
+        ConfigError {
+            file: file.to_path_buf(),
+            line,
+            column: None,
+            key,
+            message,
+        }
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.file.display())?;
+        if let Some(line) = self.line {
+            write!(f, ":{line}")?;
+            if let Some(column) = self.column {
+                write!(f, ":{column}")?;
+            }
+        }
+        match &self.key {
+            Some(key) if !self.message.starts_with(key.as_str()) => {
+                write!(f, ": {key}: {}", self.message)
+            }
+            _ => write!(f, ": {}", self.message),
+        }
+    }
+}
+
+/// The config file to load: `explicit` (from `AO_CONFIG_PATH` or a flag) as given, else the first
+/// of [`CONFIG_FILE_NAMES`] in `cwd` or an ancestor, else `ao_home/config.yaml` if it exists.
+pub fn find_config(explicit: Option<&Path>, cwd: &Path, ao_home: &Path) -> Option<PathBuf> {
+    if let Some(path) = explicit {
+        // Not checked for existence: loading it reports a missing file better than a fallback.
+        return Some(path.to_path_buf());
+    }
+    cwd.ancestors()
+        .flat_map(|dir| CONFIG_FILE_NAMES.iter().map(move |name| dir.join(name)))
+        .find(|candidate| candidate.is_file())
+        .or_else(|| Some(ao_home.join("config.yaml")).filter(|home| home.is_file()))
+}
+
+/// Reads and parses the config at `path`; `env` supplies `${VAR}` values and `HOME`.
+///
+/// # Errors
+/// When the file cannot be read, or as [`parse_str`].
+pub fn load_file(path: &Path, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|err| ConfigError::new(path, None, None, err.to_string()))?;
+    parse_str(&text, path, env)
+}
+
+/// Parses config `text` that was read from `source`, which names the file in errors and anchors
+/// relative project paths.
+///
+/// # Errors
+/// On a `${VAR}` missing from `env`, invalid YAML, an unknown key or a wrong type, and on values
+/// that do not validate: bad project ids or session prefixes, empty paths, unknown agents or
+/// notifiers, patterns that are not regexes.
+pub fn parse_str(
+    text: &str,
+    source: &Path,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Config, ConfigError> {
+    let locator = Locator {
+        source,
+        outline: outline(text),
+    };
+    let expanded = expand_env(text, &locator, env)?;
+    // An empty or comment-only document is YAML null, which means "nothing configured".
+    let mut config = serde_yaml::from_str::<Option<Config>>(&expanded)
+        .map_err(|err| yaml_error(source, &err))?
+        .unwrap_or_default();
+    resolve_paths(&mut config, &locator, env)?;
+    validate(&config, &locator)?;
+    Ok(config)
+}
+
+/// Builds errors that point at the line of a key path in the original text.
+struct Locator<'a> {
+    source: &'a Path,
+    /// For each line, the key path of the mapping entry it belongs to; see [`outline`].
+    outline: Vec<Vec<&'a str>>,
+}
+
+impl Locator<'_> {
+    /// The error for `path`, at the line of its deepest ancestor present in the text (a key
+    /// that was defaulted has no line of its own).
+    fn error(&self, path: &[&str], message: impl Into<String>) -> ConfigError {
+        let line = (1..=path.len())
+            .rev()
+            .find_map(|len| locate(&self.outline, &path[..len]));
+        ConfigError::new(self.source, line, Some(path.join(".")), message.into())
+    }
+}
+
+/// Replaces `${VAR}` from `env`, line by line so a missing variable can be reported with its line.
+/// Comment lines are left alone: a commented-out line should not require its variables.
+fn expand_env(
+    text: &str,
+    locator: &Locator<'_>,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<String, ConfigError> {
+    let mut out = String::with_capacity(text.len());
+    for (index, line) in text.split_inclusive('\n').enumerate() {
+        if line.trim_start().starts_with('#') {
+            out.push_str(line);
+            continue;
+        }
+        let mut copied = 0;
+        for found in VAR_RE.find_iter(line) {
+            out.push_str(&line[copied..found.start()]);
+            copied = found.end();
+            let Some(name) = found.as_str().strip_prefix("${") else {
+                out.push_str("${");
+                continue;
+            };
+            let name = name.trim_end_matches('}');
+            let value = env(name).ok_or_else(|| {
+                let key = locator.outline.get(index).filter(|path| !path.is_empty());
+                ConfigError::new(
+                    locator.source,
+                    Some(index + 1),
+                    key.map(|path| path.join(".")),
+                    format!("environment variable `{name}` is not set"),
+                )
+            })?;
+            out.push_str(&value);
+        }
+        out.push_str(&line[copied..]);
+    }
+    Ok(out)
+}
+
+/// Turns a serde_yaml error into a [`ConfigError`], moving the key path that serde_yaml puts at
+/// the front of its message (and the location it puts at the end) into their own fields.
+fn yaml_error(source: &Path, err: &serde_yaml::Error) -> ConfigError {
+    let mut message = err.to_string();
+    let location = err.location();
+    if let Some(at) = &location {
+        message = message.replacen(
+            &format!(" at line {} column {}", at.line(), at.column()),
+            "",
+            1,
+        );
+    }
+    // A key path has no spaces, which tells it apart from messages like "invalid type: ...".
+    let (path, message) = match message.split_once(": ") {
+        Some((path, rest)) if !path.contains(char::is_whitespace) => {
+            (Some(path.to_owned()), rest.to_owned())
+        }
+        _ => (None, message),
+    };
+    // For an unknown or missing field the useful key is the field itself, not its parent.
+    let field = ["unknown field `", "missing field `"]
+        .iter()
+        .find_map(|prefix| message.strip_prefix(prefix))
+        .and_then(|rest| rest.split('`').next());
+    let key = match (path, field) {
+        (Some(path), Some(field)) => Some(format!("{path}.{field}")),
+        (path, field) => path.or(field.map(str::to_owned)),
+    };
+    ConfigError {
+        file: source.to_path_buf(),
+        line: location.as_ref().map(|at| at.line()),
+        column: location.as_ref().map(|at| at.column()),
+        key,
+        message,
+    }
+}
+
+/// Makes every project path absolute: `~/` from `HOME`, relative to the config file's directory.
+fn resolve_paths(
+    config: &mut Config,
+    locator: &Locator<'_>,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<(), ConfigError> {
+    for (id, project) in &mut config.projects {
+        let fail = |message: String| locator.error(&["projects", id, "path"], message);
+        let raw = project.path.as_str();
+        let path = if raw.trim().is_empty() {
+            return Err(fail("must not be empty".into()));
+        } else if let Some(rest) = raw.strip_prefix("~/").or((raw == "~").then_some("")) {
+            let home =
+                env("HOME").ok_or_else(|| fail("cannot expand `~`: HOME is not set".into()))?;
+            Path::new(&home).join(rest)
+        } else {
+            locator.source.parent().unwrap_or(Path::new("")).join(raw)
+        };
+        // `absolute` only consults the current directory, for a relative `source` or HOME.
+        let path = std::path::absolute(&path).map_err(|err| fail(err.to_string()))?;
+        // `..` is folded lexically, as Node's `path.resolve` does for the original `ao`, so the
+        // stored path is the one users recognise even if the directory does not exist yet.
+        let mut clean = PathBuf::new();
+        for part in path.components() {
+            match part {
+                Component::ParentDir => {
+                    clean.pop();
+                }
+                part => clean.push(part),
+            }
+        }
+        project.path = clean.to_string_lossy().into_owned();
+    }
+    Ok(())
+}
+
+/// Checks the shape of names and the references between sections.
+fn validate(config: &Config, locator: &Locator<'_>) -> Result<(), ConfigError> {
+    let check_agent = |path: &[&str], agent: Option<&String>| match agent {
+        Some(name)
+            if !BUILTIN_AGENTS.contains(&name.as_str()) && !config.agents.contains_key(name) =>
+        {
+            Err(locator.error(
+                path,
+                format!(
+                    "unknown agent `{name}`: not built in ({}) and not defined under `agents`",
+                    BUILTIN_AGENTS.join(", ")
+                ),
+            ))
+        }
+        _ => Ok(()),
+    };
+    let check_notifiers = |path: &[&str], names: &[String]| match names
+        .iter()
+        .find(|name| !config.notifiers.contains_key(name.as_str()))
+    {
+        Some(name) => Err(locator.error(
+            path,
+            format!("unknown notifier `{name}`: not defined under `notifiers`"),
+        )),
+        None => Ok(()),
+    };
+
+    check_agent(&["defaults", "agent"], config.defaults.agent.as_ref())?;
+    check_notifiers(&["defaults", "notifiers"], &config.defaults.notifiers)?;
+    let routing = &config.notification_routing;
+    for (priority, names) in [
+        ("urgent", &routing.urgent),
+        ("action", &routing.action),
+        ("warning", &routing.warning),
+        ("info", &routing.info),
+    ] {
+        check_notifiers(&["notificationRouting", priority], names)?;
+    }
+
+    for (name, agent) in &config.agents {
+        if agent.command.trim().is_empty() {
+            return Err(locator.error(&["agents", name, "command"], "must not be empty"));
+        }
+        for (key, pattern) in [
+            ("readyPattern", &agent.ready_pattern),
+            ("inputPattern", &agent.input_pattern),
+        ] {
+            if let Some(Err(err)) = pattern.as_deref().map(Regex::new) {
+                return Err(locator.error(&["agents", name, key], format!("invalid regex: {err}")));
+            }
+        }
+    }
+
+    for (id, project) in &config.projects {
+        if !ID_RE.is_match(id) {
+            return Err(locator.error(&["projects", id], format!("project id `{id}` {}", ID_RULE)));
+        }
+        if let Some(prefix) = project
+            .session_prefix
+            .as_ref()
+            .filter(|p| !ID_RE.is_match(p))
+        {
+            return Err(locator.error(
+                &["projects", id, "sessionPrefix"],
+                format!("`{prefix}` {}", ID_RULE),
+            ));
+        }
+        check_agent(&["projects", id, "agent"], project.agent.as_ref())?;
+    }
+    Ok(())
+}
+
+/// For each line of a YAML text, the key path of the mapping entry it belongs to (empty for blank
+/// and comment lines). This is a small indentation-based reading of block-style YAML, enough to
+/// point errors at lines; flow collections and multi-line quoted keys are not understood.
+fn outline(text: &str) -> Vec<Vec<&str>> {
+    let mut stack: Vec<(usize, &str)> = Vec::new();
+    // Indentation of the key whose block scalar (`|`, `>`) is being read: its text has no keys.
+    let mut block_scalar: Option<usize> = None;
+    fn keys<'t>(stack: &[(usize, &'t str)]) -> Vec<&'t str> {
+        stack.iter().map(|&(_, key)| key).collect()
+    }
+    text.lines()
+        .map(|line| {
+            let body = line.trim_start_matches(' ');
+            let raw_indent = line.len() - body.len();
+            if body.is_empty() || body.starts_with('#') {
+                return Vec::new();
+            }
+            if block_scalar.is_some_and(|indent| raw_indent > indent) {
+                return keys(&stack);
+            }
+            block_scalar = None;
+            // A key after `- ` sits at the column where its text starts.
+            let (mut indent, mut body, mut in_sequence) = (raw_indent, body, false);
+            while let Some(rest) = body
+                .strip_prefix('-')
+                .filter(|r| r.is_empty() || r.starts_with(' '))
+            {
+                let trimmed = rest.trim_start_matches(' ');
+                indent += body.len() - trimmed.len();
+                (body, in_sequence) = (trimmed, true);
+            }
+            match split_key(body) {
+                Some((key, value)) => {
+                    stack.retain(|&(level, _)| level < indent);
+                    stack.push((indent, key));
+                    if value.trim_start().starts_with(['|', '>']) {
+                        block_scalar = Some(indent);
+                    }
+                }
+                // A sequence may sit at the same indentation as the key that holds it.
+                None if in_sequence => stack.retain(|&(level, _)| level <= raw_indent),
+                None => stack.retain(|&(level, _)| level < raw_indent),
+            }
+            keys(&stack)
+        })
+        .collect()
+}
+
+/// Splits `key: value` (or `key:`) into the unquoted key and the rest after the colon.
+fn split_key(body: &str) -> Option<(&str, &str)> {
+    if let Some(quote) = body.chars().next().filter(|c| matches!(c, '"' | '\'')) {
+        let end = body[1..].find(quote)? + 1;
+        let rest = body[end + 1..].strip_prefix(':')?;
+        return (rest.is_empty() || rest.starts_with(' ')).then_some((&body[1..end], rest));
+    }
+    let (colon, _) = body.match_indices(':').find(|&(at, _)| {
+        let rest = &body[at + 1..];
+        rest.is_empty() || rest.starts_with(' ')
+    })?;
+    Some((body[..colon].trim_end(), &body[colon + 1..]))
+}
+
+/// The 1-based line of the entry with key path `path`, if the outline has one.
+fn locate(outline: &[Vec<&str>], path: &[&str]) -> Option<usize> {
+    outline
+        .iter()
+        .position(|entry| entry == path)
+        .map(|index| index + 1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SOURCE: &str = "/etc/ao/agent-orchestrator.yaml";
+
+    fn env(name: &str) -> Option<String> {
+        match name {
+            "HOME" => Some("/home/dev".into()),
+            "SLACK_URL" => Some("https://hooks.example/T0".into()),
+            _ => None,
+        }
+    }
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        parse_str(text, Path::new(SOURCE), &env)
+    }
+
+    const FULL: &str = r##"
+port: 3000
+readyThresholdMs: 300000
+defaults:
+  runtime: tmux
+  agent: mybot
+  notifiers: [slack]
+projects:
+  app:
+    repo: acme/app
+    path: ~/src/app
+    defaultBranch: develop
+    sessionPrefix: ap
+    agent: codex
+    tracker:
+      plugin: github
+    scm: {plugin: github, webhook: {enabled: true}}
+    symlinks: [.env]
+    postCreate:
+      - pnpm install
+    agentConfig:
+      model: opus
+    agentRules: |
+      Run the tests: always.
+    reactions:
+      ci-failed:
+        action: send-to-agent
+        retries: 2
+        escalateAfter: 30m
+    labels: {gpu: "true"}
+    capacity: 4
+  "lib.core":
+    path: ../lib
+agents:
+  mybot:
+    command: python3 -u bot.py
+    readyPattern: '^> $'
+    inputPattern: '\(y/n\)'
+    env: {BOT_MODE: fast}
+reactions:
+  approved-and-green:
+    auto: false
+    action: notify
+    priority: action
+notifiers:
+  slack:
+    plugin: slack
+    webhookUrl: ${SLACK_URL}
+    channel: "#agents"
+notificationRouting:
+  urgent: [slack]
+  info: []
+"##;
+
+    #[test]
+    fn full_config_loads_and_round_trips() {
+        let config = parse(FULL).unwrap();
+        let app = &config.projects["app"];
+        assert_eq!(app.path, "/home/dev/src/app");
+        assert_eq!(app.session_prefix("app"), "ap");
+        assert_eq!(app.default_branch(), "develop");
+        assert_eq!(app.agent_config["model"], "opus");
+        assert_eq!(
+            app.scm.as_ref().unwrap().settings["webhook"]["enabled"],
+            true
+        );
+        let ci = &app.reactions["ci-failed"];
+        assert_eq!(ci.action, Some(ReactionAction::SendToAgent));
+        assert_eq!(ci.escalate_after, Some(serde_json::json!("30m")));
+        assert_eq!(app.capacity, Some(4));
+        let lib = &config.projects["lib.core"];
+        assert_eq!(lib.path, "/etc/lib");
+        assert_eq!(lib.session_prefix("lib.core"), "lib.core");
+        assert_eq!(lib.default_branch(), "main");
+        assert_eq!(config.agent_for("app"), "codex");
+        assert_eq!(config.agent_for("lib.core"), "mybot");
+        assert_eq!(Config::default().agent_for("app"), "claude-code");
+        assert_eq!(config.agents["mybot"].env["BOT_MODE"], "fast");
+        let slack = &config.notifiers["slack"];
+        assert_eq!(slack.settings["webhookUrl"], "https://hooks.example/T0");
+        assert_eq!(
+            config.reactions["approved-and-green"].priority,
+            Some(Priority::Action)
+        );
+        assert_eq!(config.notification_routing.urgent, ["slack"]);
+
+        let written = serde_yaml::to_string(&config).unwrap();
+        assert_eq!(parse(&written).unwrap(), config);
+    }
+
+    #[test]
+    fn empty_or_comment_only_file_is_an_empty_config() {
+        assert_eq!(parse("").unwrap(), Config::default());
+        assert_eq!(parse("# nothing yet\n\n").unwrap(), Config::default());
+    }
+
+    /// Each case: config text, expected key, expected line, a fragment of the message.
+    #[test]
+    fn errors_name_the_key_and_line() {
+        let cases = [
+            ("port: 1\nbogus: 1\n", "bogus", 2, "unknown field `bogus`"),
+            (
+                "projects:\n  app:\n    path: /r\n\n    agnet: codex\n",
+                "projects.app.agnet",
+                5,
+                "unknown field `agnet`, expected one of",
+            ),
+            (
+                "projects:\n  app:\n    path: /r\n    postCreate: 5\n",
+                "projects.app.postCreate",
+                4,
+                "invalid type: integer `5`, expected a sequence",
+            ),
+            (
+                "reactions:\n  x:\n    action: merge\n",
+                "reactions.x.action",
+                3,
+                "unknown variant `merge`",
+            ),
+            (
+                "notifiers:\n  hook:\n    plugin: webhook\n    token: \"${HOOK_TOKEN}\"\n",
+                "notifiers.hook.token",
+                4,
+                "`HOOK_TOKEN` is not set",
+            ),
+            (
+                "projects:\n  app:\n    path: /r\n    postCreate:\n    - echo ${NOPE}\n",
+                "projects.app.postCreate",
+                5,
+                "`NOPE` is not set",
+            ),
+            (
+                "projects:\n  app:\n    path: /r\n    agent: claude\n",
+                "projects.app.agent",
+                4,
+                "unknown agent `claude`",
+            ),
+            ("defaults:\n  agent: gpt\n", "defaults.agent", 2, "unknown agent `gpt`"),
+            (
+                "agents:\n  mybot:\n    command: bot\n    readyPattern: ok\n    inputPattern: '(y/n'\n",
+                "agents.mybot.inputPattern",
+                5,
+                "invalid regex",
+            ),
+            (
+                "projects:\n  app:\n    path: /r\n    sessionPrefix: -x\n",
+                "projects.app.sessionPrefix",
+                4,
+                "must start with a letter or digit",
+            ),
+            ("projects:\n  _app:\n    path: /r\n", "projects._app", 2, "project id `_app`"),
+            ("projects:\n  app:\n    path: ''\n", "projects.app.path", 3, "must not be empty"),
+            (
+                "notifiers:\n  slack: {plugin: slack}\nnotificationRouting:\n  urgent: [slack, pager]\n",
+                "notificationRouting.urgent",
+                4,
+                "unknown notifier `pager`",
+            ),
+            ("defaults:\n  notifiers: [desktop]\n", "defaults.notifiers", 2, "unknown notifier"),
+        ];
+        for (text, key, line, fragment) in cases {
+            let err = parse(text).expect_err(text);
+            assert_eq!(err.file, Path::new(SOURCE), "{text}");
+            assert_eq!(err.key.as_deref(), Some(key), "{text}");
+            assert_eq!(err.line, Some(line), "{text}");
+            assert!(err.message.contains(fragment), "{text}: {err}");
+        }
+    }
+
+    #[test]
+    fn display_puts_location_key_and_message_in_one_line() {
+        let err = parse("projects:\n  app:\n    path: /r\n    agnet: x\n").unwrap_err();
+        assert!(
+            err.to_string().starts_with(&format!(
+                "{SOURCE}:4:5: projects.app.agnet: unknown field `agnet`, expected one of"
+            )),
+            "{err}"
+        );
+        let err = load_file(Path::new("/nonexistent/ao.yaml"), &env).unwrap_err();
+        assert_eq!(err.file, Path::new("/nonexistent/ao.yaml"));
+        assert!(
+            err.to_string().starts_with("/nonexistent/ao.yaml: "),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn yaml_syntax_error_names_the_line() {
+        let err = parse("projects:\n  app:\n    path: /r\n   bad: [\n").unwrap_err();
+        assert_eq!(err.line, Some(4), "{err}");
+        assert!(err.column.is_some(), "{err}");
+    }
+
+    #[test]
+    fn escaped_dollar_brace_stays_literal_and_comments_are_not_expanded() {
+        let text = "# token: ${UNSET}\nreactions:\n  r:\n    message: \"cost $${PRICE} ${HOME}\"\n";
+        let config = parse(text).unwrap();
+        assert_eq!(
+            config.reactions["r"].message.as_deref(),
+            Some("cost ${PRICE} /home/dev")
+        );
+    }
+
+    #[test]
+    fn relative_paths_resolve_against_the_config_directory() {
+        let text = "projects:\n  a:\n    path: repo\n  b:\n    path: /abs/b\n  c:\n    path: ~/c\n";
+        let config = parse_str(text, Path::new("/srv/cfg/ao.yaml"), &env).unwrap();
+        assert_eq!(config.projects["a"].path, "/srv/cfg/repo");
+        assert_eq!(config.projects["b"].path, "/abs/b");
+        assert_eq!(config.projects["c"].path, "/home/dev/c");
+        let err = parse_str(text, Path::new("/srv/cfg/ao.yaml"), &|_| None).unwrap_err();
+        assert_eq!(err.key.as_deref(), Some("projects.c.path"));
+        assert_eq!(err.line, Some(7));
+    }
+
+    #[test]
+    fn outline_follows_sequences_and_skips_block_scalars() {
+        let text = "a:\n  - b: 1\n    c:\n  d: |\n    e: no\n  'f g': 2\n";
+        assert_eq!(locate(&outline(text), &["a", "c"]), Some(3));
+        assert_eq!(locate(&outline(text), &["a", "d", "e"]), None);
+        assert_eq!(locate(&outline(text), &["a", "f g"]), Some(6));
+    }
+
+    #[test]
+    fn find_config_walks_up_then_falls_back_to_ao_home() {
+        let root = tempfile::tempdir().unwrap();
+        let (top, deep, home) = (
+            root.path().join("top"),
+            root.path().join("top/a/b"),
+            root.path().join("home"),
+        );
+        std::fs::create_dir_all(&deep).unwrap();
+        std::fs::create_dir_all(&home).unwrap();
+        let explicit = Path::new("/elsewhere/x.yaml");
+        assert_eq!(
+            find_config(Some(explicit), &deep, &home).as_deref(),
+            Some(explicit)
+        );
+
+        let home_config = home.join("config.yaml");
+        std::fs::write(&home_config, "").unwrap();
+        assert_eq!(find_config(None, &deep, &home), Some(home_config));
+
+        let yml = top.join("agent-orchestrator.yml");
+        std::fs::write(&yml, "").unwrap();
+        assert_eq!(find_config(None, &deep, &home), Some(yml));
+
+        let nearer = top.join("a/agent-orchestrator.yaml");
+        std::fs::write(&nearer, "").unwrap();
+        assert_eq!(find_config(None, &deep, &home), Some(nearer));
+    }
+}

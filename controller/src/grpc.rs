@@ -1,0 +1,459 @@
+//! gRPC handlers. They only translate between proto and domain types and
+//! call the [`ControllerHandle`]; no store or runtime call lives here.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ao_proto::pb;
+use tokio::sync::{mpsc, Notify};
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_stream::{Stream, StreamExt};
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::model::{rfc3339, EventRecord, SessionRecord};
+use crate::sessions::{BatchOutcome, ControllerError, ControllerHandle, SpawnArgs, Tunnel};
+use crate::store::{decode, StoreError};
+use crate::{config::Config, keys};
+
+impl From<ControllerError> for Status {
+    fn from(e: ControllerError) -> Self {
+        let msg = e.to_string();
+        match e {
+            ControllerError::UnknownProject { .. }
+            | ControllerError::UnknownSession { .. }
+            | ControllerError::UnknownAgent { .. } => Status::not_found(msg),
+            ControllerError::NoConfig
+            | ControllerError::WrongState { .. }
+            | ControllerError::NotPlaced { .. } => Status::failed_precondition(msg),
+            ControllerError::InvalidConfig(_) => Status::invalid_argument(msg),
+            ControllerError::WorkerUnavailable { .. }
+            | ControllerError::NotDelivered { .. }
+            | ControllerError::ShuttingDown => Status::unavailable(msg),
+            ControllerError::Store(StoreError::Unavailable(_)) => {
+                Status::unavailable(format!("store unavailable: {msg}"))
+            }
+            ControllerError::Store(_) => Status::internal(msg),
+        }
+    }
+}
+
+pub fn session_to_pb(s: &SessionRecord) -> pb::Session {
+    pb::Session {
+        id: s.id.clone(),
+        project_id: s.project_id.clone(),
+        issue_id: s.issue_id.clone().unwrap_or_default(),
+        status: s.status.as_str().into(),
+        activity: s
+            .activity
+            .map(|a| a.as_str().to_string())
+            .unwrap_or_default(),
+        branch: s.branch.clone(),
+        worktree: s.worktree.clone().unwrap_or_default(),
+        worker: s.worker.clone().unwrap_or_default(),
+        agent: s.agent.clone(),
+        runtime: s.runtime.clone(),
+        pr: s.pr.clone().unwrap_or_default(),
+        pr_number: s.pr_number.unwrap_or(0),
+        ci_status: s.ci_status.clone(),
+        review_decision: s.review_decision.clone(),
+        created_at: rfc3339(&s.created_at),
+        last_activity_at: rfc3339(&s.last_activity_at),
+        summary: s.summary.clone().unwrap_or_default(),
+        epoch: s.epoch,
+        exit_code: s.exit_code,
+        attach_command: s.attach_command.clone().unwrap_or_default(),
+    }
+}
+
+fn event_to_pb(e: &EventRecord) -> pb::Event {
+    pb::Event {
+        id: e.id,
+        timestamp: e.timestamp.clone(),
+        r#type: e.kind.clone(),
+        priority: e.priority.as_str().into(),
+        project_id: e.project_id.clone().unwrap_or_default(),
+        session_id: e.session_id.clone().unwrap_or_default(),
+        issue_id: e.issue_id.clone().unwrap_or_default(),
+        worker_id: e.worker_id.clone().unwrap_or_default(),
+        message: e.message.clone().unwrap_or_default(),
+        data_json: e.data.as_ref().map(|d| d.to_string()).unwrap_or_default(),
+    }
+}
+
+fn non_empty(s: String) -> Option<String> {
+    (!s.is_empty()).then_some(s)
+}
+
+type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
+
+/// The CLI-facing service.
+pub struct ControllerService {
+    pub handle: ControllerHandle,
+    pub home: String,
+    pub shutdown: Arc<Notify>,
+}
+
+#[tonic::async_trait]
+impl pb::controller_server::Controller for ControllerService {
+    async fn info(
+        &self,
+        _: Request<pb::InfoRequest>,
+    ) -> Result<Response<pb::InfoResponse>, Status> {
+        let snap = self.handle.snapshot();
+        Ok(Response::new(pb::InfoResponse {
+            version: ao_proto::VERSION.into(),
+            pid: std::process::id(),
+            store: self.handle.store().describe(),
+            ao_home: self.home.clone(),
+            workers_ready: snap
+                .workers
+                .iter()
+                .filter(|w| w.state == crate::model::WorkerState::Ready)
+                .count() as u32,
+            sessions: snap.sessions.len() as u32,
+            projects: snap.projects.clone(),
+        }))
+    }
+
+    async fn apply_config(
+        &self,
+        req: Request<pb::ApplyConfigRequest>,
+    ) -> Result<Response<pb::ApplyConfigResponse>, Status> {
+        let req = req.into_inner();
+        let config: Config = serde_json::from_str(&req.config_json)
+            .map_err(|e| Status::invalid_argument(format!("{}: {e}", req.source)))?;
+        let projects = self.handle.apply(config).await?;
+        Ok(Response::new(pb::ApplyConfigResponse { projects }))
+    }
+
+    async fn spawn(
+        &self,
+        req: Request<pb::SpawnRequest>,
+    ) -> Result<Response<pb::SpawnResponse>, Status> {
+        let r = req.into_inner();
+        let args = SpawnArgs {
+            project_id: r.project_id,
+            issue_id: non_empty(r.issue_id),
+            prompt: non_empty(r.prompt),
+            agent: non_empty(r.agent),
+            branch: non_empty(r.branch),
+            labels: r.labels.into_iter().collect(),
+        };
+        let s = self.handle.spawn(args, r.wait).await?;
+        Ok(Response::new(pb::SpawnResponse {
+            session: Some(session_to_pb(&s)),
+        }))
+    }
+
+    async fn batch_spawn(
+        &self,
+        req: Request<pb::BatchSpawnRequest>,
+    ) -> Result<Response<pb::BatchSpawnResponse>, Status> {
+        let r = req.into_inner();
+        let outcomes = self
+            .handle
+            .batch_spawn(r.project_id, r.issue_ids, non_empty(r.agent), r.wait)
+            .await?;
+        let results = outcomes
+            .into_iter()
+            .map(|o| match o {
+                BatchOutcome::Spawned(s) => pb::BatchSpawnResult {
+                    issue_id: s.issue_id.clone().unwrap_or_default(),
+                    session: Some(session_to_pb(&s)),
+                    ..Default::default()
+                },
+                BatchOutcome::Skipped { issue, existing } => pb::BatchSpawnResult {
+                    issue_id: issue,
+                    skipped: format!("live session {existing} exists"),
+                    existing_session_id: existing,
+                    ..Default::default()
+                },
+                BatchOutcome::Failed { issue, error } => pb::BatchSpawnResult {
+                    issue_id: issue,
+                    skipped: error,
+                    ..Default::default()
+                },
+            })
+            .collect();
+        Ok(Response::new(pb::BatchSpawnResponse { results }))
+    }
+
+    async fn list_sessions(
+        &self,
+        req: Request<pb::ListSessionsRequest>,
+    ) -> Result<Response<pb::ListSessionsResponse>, Status> {
+        let r = req.into_inner();
+        let snap = self.handle.snapshot();
+        if !r.project_id.is_empty() && !snap.projects.contains(&r.project_id) {
+            return Err(Status::not_found(format!(
+                "unknown project `{}` (known: {})",
+                r.project_id,
+                snap.projects.join(", ")
+            )));
+        }
+        let mut sessions: Vec<&SessionRecord> = snap
+            .sessions
+            .values()
+            .filter(|s| r.project_id.is_empty() || s.project_id == r.project_id)
+            .filter(|s| r.include_ended || !s.status.is_ended())
+            .collect();
+        sessions.sort_by(|a, b| a.created_at.cmp(&b.created_at).then(a.id.cmp(&b.id)));
+        Ok(Response::new(pb::ListSessionsResponse {
+            sessions: sessions.into_iter().map(session_to_pb).collect(),
+        }))
+    }
+
+    async fn get_session(
+        &self,
+        req: Request<pb::GetSessionRequest>,
+    ) -> Result<Response<pb::Session>, Status> {
+        let id = req.into_inner().session_id;
+        let snap = self.handle.snapshot();
+        let s = snap
+            .sessions
+            .get(&id)
+            .ok_or(ControllerError::UnknownSession { id })?;
+        Ok(Response::new(session_to_pb(s)))
+    }
+
+    async fn send(
+        &self,
+        req: Request<pb::SendRequest>,
+    ) -> Result<Response<pb::SendResponse>, Status> {
+        let r = req.into_inner();
+        self.handle.send(r.session_id, r.text).await?;
+        Ok(Response::new(pb::SendResponse {
+            delivered: true,
+            detail: String::new(),
+        }))
+    }
+
+    async fn kill(&self, req: Request<pb::KillRequest>) -> Result<Response<pb::Session>, Status> {
+        let s = self.handle.kill(req.into_inner().session_id).await?;
+        Ok(Response::new(session_to_pb(&s)))
+    }
+
+    async fn restore(
+        &self,
+        req: Request<pb::RestoreRequest>,
+    ) -> Result<Response<pb::Session>, Status> {
+        let s = self.handle.restore(req.into_inner().session_id).await?;
+        Ok(Response::new(session_to_pb(&s)))
+    }
+
+    type LogsStream = BoxStream<pb::LogChunk>;
+
+    async fn logs(
+        &self,
+        req: Request<pb::LogsRequest>,
+    ) -> Result<Response<Self::LogsStream>, Status> {
+        let r = req.into_inner();
+        let opened = self
+            .handle
+            .open_logs(r.session_id.clone(), r.follow, r.tail_lines)
+            .await?;
+        let tunnel = tokio::time::timeout(Duration::from_secs(15), opened)
+            .await
+            .map_err(|_| Status::unavailable("the worker did not open the log stream within 15 s"))?
+            .map_err(|_| Status::unavailable("the worker went away before streaming"))?;
+        let Tunnel { inbound, guard } = tunnel;
+        let stream = inbound.map_while(move |msg| {
+            // Keep the guard alive as long as the viewer reads.
+            let _keep = &guard;
+            match msg {
+                Ok(pb::TunnelUp {
+                    msg: Some(pb::tunnel_up::Msg::Data(data)),
+                }) => Some(Ok(pb::LogChunk { data })),
+                Ok(pb::TunnelUp {
+                    msg: Some(pb::tunnel_up::Msg::Error(e)),
+                }) => Some(Err(Status::unavailable(e))),
+                Ok(_) => Some(Ok(pb::LogChunk { data: Vec::new() })),
+                Err(_) => None,
+            }
+        });
+        Ok(Response::new(Box::pin(stream)))
+    }
+
+    type EventsStream = BoxStream<pb::Event>;
+
+    async fn events(
+        &self,
+        req: Request<pb::EventsRequest>,
+    ) -> Result<Response<Self::EventsStream>, Status> {
+        let r = req.into_inner();
+        // Subscribe before reading history so nothing falls in between.
+        let mut live = self.handle.subscribe_events();
+        let listing = self
+            .handle
+            .store()
+            .list(keys::EVENTS)
+            .await
+            .map_err(ControllerError::from)?;
+        let matches = {
+            let r = r.clone();
+            move |e: &EventRecord| {
+                e.id > r.after_id
+                    && (r.r#type.is_empty()
+                        || e.kind == r.r#type
+                        || e.kind.starts_with(&format!("{}.", r.r#type)))
+                    && (r.session_id.is_empty()
+                        || e.session_id.as_deref() == Some(r.session_id.as_str()))
+                    && (r.project_id.is_empty()
+                        || e.project_id.as_deref() == Some(r.project_id.as_str()))
+            }
+        };
+        let mut history = Vec::new();
+        for v in &listing.items {
+            let e: EventRecord = decode(v).map_err(ControllerError::from)?;
+            if matches(&e) {
+                history.push(e);
+            }
+        }
+        if r.tail > 0 && history.len() > r.tail as usize {
+            history.drain(..history.len() - r.tail as usize);
+        }
+        let (tx, rx) = mpsc::channel(256);
+        let follow = r.follow;
+        tokio::spawn(async move {
+            let mut last = 0;
+            for e in &history {
+                last = e.id;
+                if tx.send(Ok(event_to_pb(e))).await.is_err() {
+                    return;
+                }
+            }
+            if !follow {
+                return;
+            }
+            loop {
+                match live.recv().await {
+                    Ok(e) if e.id > last && matches(&e) => {
+                        last = e.id;
+                        if tx.send(Ok(event_to_pb(&e))).await.is_err() {
+                            return;
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                        let _ = tx
+                            .send(Err(Status::data_loss(format!(
+                                "event stream fell behind by {n} events; reconnect with after_id={last}"
+                            ))))
+                            .await;
+                        return;
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn list_workers(
+        &self,
+        _: Request<pb::ListWorkersRequest>,
+    ) -> Result<Response<pb::ListWorkersResponse>, Status> {
+        let snap = self.handle.snapshot();
+        let workers = snap
+            .workers
+            .iter()
+            .map(|w| pb::Worker {
+                id: w.id.clone(),
+                hostname: w.hostname.clone(),
+                state: w.state.as_str().into(),
+                labels: w.labels.clone().into_iter().collect(),
+                max_sessions: w.max_sessions,
+                sessions: w.sessions,
+                connected_at: w.connected_at.clone().unwrap_or_default(),
+                last_seen_at: w.last_seen_at.clone().unwrap_or_default(),
+                tmux_socket: w.tmux_socket.clone(),
+            })
+            .collect();
+        Ok(Response::new(pb::ListWorkersResponse { workers }))
+    }
+
+    async fn shutdown(
+        &self,
+        _: Request<pb::ShutdownRequest>,
+    ) -> Result<Response<pb::ShutdownResponse>, Status> {
+        self.shutdown.notify_one();
+        Ok(Response::new(pb::ShutdownResponse {}))
+    }
+}
+
+/// The worker-facing service.
+pub struct WorkerLinkService {
+    pub handle: ControllerHandle,
+}
+
+#[tonic::async_trait]
+impl pb::worker_link_server::WorkerLink for WorkerLinkService {
+    type LinkStream = BoxStream<pb::ControllerMessage>;
+
+    async fn link(
+        &self,
+        req: Request<Streaming<pb::WorkerMessage>>,
+    ) -> Result<Response<Self::LinkStream>, Status> {
+        let mut inbound = req.into_inner();
+        let hello = match inbound.message().await? {
+            Some(pb::WorkerMessage {
+                msg: Some(pb::worker_message::Msg::Hello(h)),
+            }) => h,
+            _ => {
+                return Err(Status::invalid_argument(
+                    "the first message must be a hello",
+                ))
+            }
+        };
+        if hello.worker_id.is_empty() {
+            return Err(Status::invalid_argument("hello without a worker id"));
+        }
+        let (tx, rx) = mpsc::channel(1024);
+        let worker = hello.worker_id.clone();
+        let conn = self.handle.worker_hello(hello, tx).await;
+        let handle = self.handle.clone();
+        tokio::spawn(async move {
+            loop {
+                match inbound.message().await {
+                    Ok(Some(pb::WorkerMessage { msg: Some(msg) })) => {
+                        handle.worker_message(conn, worker.clone(), msg).await;
+                    }
+                    Ok(Some(_)) => {}
+                    Ok(None) | Err(_) => break,
+                }
+            }
+            handle.worker_gone(conn, worker).await;
+        });
+        let out = ReceiverStream::new(rx).map(Ok);
+        Ok(Response::new(Box::pin(out)))
+    }
+
+    type TunnelStream = BoxStream<pb::TunnelDown>;
+
+    async fn tunnel(
+        &self,
+        req: Request<Streaming<pb::TunnelUp>>,
+    ) -> Result<Response<Self::TunnelStream>, Status> {
+        let mut inbound = req.into_inner();
+        let stream_id = match inbound.message().await? {
+            Some(pb::TunnelUp {
+                msg: Some(pb::tunnel_up::Msg::StreamId(id)),
+            }) => id,
+            _ => {
+                return Err(Status::invalid_argument(
+                    "the first tunnel message must name its stream",
+                ))
+            }
+        };
+        // The response stays open until the viewer side drops the guard,
+        // which tells the worker to stop streaming.
+        let (guard, closed) = mpsc::channel::<Result<pb::TunnelDown, Status>>(1);
+        let tunnel = Tunnel {
+            inbound,
+            guard: Box::new(guard),
+        };
+        self.handle.tunnel_opened(stream_id, tunnel).await;
+        Ok(Response::new(Box::pin(ReceiverStream::new(closed))))
+    }
+}

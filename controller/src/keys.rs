@@ -1,0 +1,39 @@
+//! The store's key layout, in one place. Every key lives under `/ao/v1/`;
+//! a new layout gets a new version prefix and an explicit migration.
+
+pub const ROOT: &str = "/ao/v1/";
+pub const CONFIG: &str = "/ao/v1/config";
+pub const SESSIONS: &str = "/ao/v1/sessions/";
+pub const EVENTS: &str = "/ao/v1/events/";
+pub const EVENT_SEQ: &str = "/ao/v1/meta/event-seq";
+pub const WORKERS: &str = "/ao/v1/workers/";
+const COUNTERS: &str = "/ao/v1/counters/";
+
+pub fn session(id: &str) -> String {
+    format!("{SESSIONS}{id}")
+}
+
+/// Zero-padded so that key order is id order.
+pub fn event(id: u64) -> String {
+    format!("{EVENTS}{id:020}")
+}
+
+pub fn worker(id: &str) -> String {
+    format!("{WORKERS}{id}")
+}
+
+/// The last session number handed out for a project.
+pub fn counter(project: &str) -> String {
+    format!("{COUNTERS}{project}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn event_keys_sort_by_id() {
+        assert!(event(9) < event(10));
+        assert!(event(10).starts_with(EVENTS) && session("a-1").starts_with(ROOT));
+    }
+}

@@ -1,0 +1,26 @@
+//! The `ao` controller: the source of truth for intent.
+//!
+//! It owns projects (the applied config), sessions, workers and the event
+//! log, persists them in a [`store::Store`], and talks to workers over one
+//! long-lived gRPC stream each.
+//!
+//! Modules:
+//! - [`config`]: `agent-orchestrator.yaml`, loaded and validated.
+//! - [`store`]: the key-value seam (compare-and-swap, prefix list, watch) and
+//!   the embedded redb implementation.
+//! - [`keys`]: the versioned key layout.
+//! - [`model`]: stored and shown domain types.
+//! - [`events`]: the `events.jsonl` projection of the event log.
+//! - [`scheduler`]: placement of sessions on workers.
+//! - [`sessions`]: the actor that owns all of the above at run time.
+//! - [`grpc`] and [`server`]: the wire.
+
+pub mod config;
+pub mod events;
+pub mod grpc;
+pub mod keys;
+pub mod model;
+pub mod scheduler;
+pub mod server;
+pub mod sessions;
+pub mod store;

@@ -1,0 +1,162 @@
+//! The controller's domain types as they are stored (JSON with a
+//! `schemaVersion`) and shown to users (the names of `shared/CONTRACT.md`).
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde::{Deserialize, Serialize};
+
+/// Bump with an explicit migration when a stored shape changes.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// RFC 3339 in UTC with millisecond precision, as every timestamp we show.
+pub fn rfc3339(t: &DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+macro_rules! contract_enum {
+    ($(#[$meta:meta])* $name:ident { $($variant:ident => $s:literal),+ $(,)? }) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+        pub enum $name { $(#[serde(rename = $s)] $variant),+ }
+
+        impl $name {
+            pub fn as_str(self) -> &'static str {
+                match self { $(Self::$variant => $s),+ }
+            }
+
+            pub fn parse(s: &str) -> Option<Self> {
+                match s { $($s => Some(Self::$variant),)+ _ => None }
+            }
+        }
+
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+    };
+}
+
+contract_enum!(
+    /// Where a session is in its life (contract `status`).
+    SessionStatus {
+        Spawning => "spawning", Working => "working", PrOpen => "pr_open", CiFailed => "ci_failed",
+        ReviewPending => "review_pending", ChangesRequested => "changes_requested",
+        Approved => "approved", Mergeable => "mergeable", Merged => "merged",
+        NeedsInput => "needs_input", Stuck => "stuck", Errored => "errored", Idle => "idle",
+        Done => "done", Killed => "killed", Cleanup => "cleanup",
+    }
+);
+
+impl SessionStatus {
+    /// An ended session has no agent running and is not expected to.
+    pub fn is_ended(self) -> bool {
+        matches!(
+            self,
+            Self::Errored | Self::Done | Self::Killed | Self::Merged | Self::Cleanup
+        )
+    }
+}
+
+contract_enum!(
+    /// What the agent is doing right now (contract `activity`).
+    Activity {
+        Active => "active", Ready => "ready", Idle => "idle", WaitingInput => "waiting_input",
+        Blocked => "blocked", Exited => "exited",
+    }
+);
+
+contract_enum!(
+    /// Event priority, which routes notifications.
+    Priority { Urgent => "urgent", Action => "action", Warning => "warning", Info => "info" }
+);
+
+contract_enum!(
+    /// Liveness of a worker as the controller sees it.
+    WorkerState {
+        Ready => "ready", Disconnected => "disconnected", Lost => "lost", Draining => "draining",
+    }
+);
+
+/// A session as stored under `/ao/v1/sessions/<id>`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SessionRecord {
+    pub schema_version: u32,
+    pub id: String,
+    pub project_id: String,
+    pub issue_id: Option<String>,
+    pub status: SessionStatus,
+    pub activity: Option<Activity>,
+    pub branch: String,
+    pub worktree: Option<String>,
+    pub worker: Option<String>,
+    pub agent: String,
+    pub runtime: String,
+    pub pr: Option<String>,
+    pub pr_number: Option<u32>,
+    pub ci_status: String,
+    pub review_decision: String,
+    pub created_at: DateTime<Utc>,
+    pub last_activity_at: DateTime<Utc>,
+    pub summary: Option<String>,
+    /// Bumped with a compare-and-swap on every assignment to a worker.
+    pub epoch: u64,
+    pub exit_code: Option<i32>,
+    pub prompt: String,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    pub attach_command: Option<String>,
+}
+
+/// One line of the event log.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EventRecord {
+    pub id: u64,
+    pub timestamp: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub priority: Priority,
+    pub project_id: Option<String>,
+    pub session_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub issue_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub worker_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data: Option<serde_json::Value>,
+}
+
+/// What the controller remembers of a worker across restarts.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WorkerRecord {
+    pub schema_version: u32,
+    pub id: String,
+    pub hostname: String,
+    pub labels: BTreeMap<String, String>,
+    pub max_sessions: u32,
+    pub tmux_socket: String,
+    pub first_seen_at: DateTime<Utc>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn contract_names_round_trip() {
+        for s in ["spawning", "needs_input", "changes_requested", "cleanup"] {
+            assert_eq!(SessionStatus::parse(s).unwrap().as_str(), s);
+        }
+        assert_eq!(
+            serde_json::to_string(&Activity::WaitingInput).unwrap(),
+            "\"waiting_input\""
+        );
+        assert!(SessionStatus::Killed.is_ended() && !SessionStatus::NeedsInput.is_ended());
+    }
+}

@@ -1,0 +1,79 @@
+//! Serving the controller's gRPC services on a listener until told to stop.
+
+use std::future::Future;
+use std::path::Path;
+use std::sync::Arc;
+
+use ao_proto::pb;
+use tokio::net::UnixListener;
+use tokio::sync::Notify;
+use tokio_stream::wrappers::UnixListenerStream;
+
+use crate::grpc::{ControllerService, WorkerLinkService};
+use crate::sessions::ControllerHandle;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("cannot listen on {path}")]
+    Bind {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("gRPC server failed")]
+    Serve(#[source] tonic::transport::Error),
+}
+
+/// Binds the controller's Unix socket so that only its owner can connect:
+/// the socket lives in an owner-only directory and is itself mode 0600.
+///
+/// # Errors
+/// [`ServeError::Bind`] when the path cannot be bound.
+pub fn bind_unix(path: &Path) -> Result<UnixListener, ServeError> {
+    use std::os::unix::fs::PermissionsExt;
+    let err = |source| ServeError::Bind {
+        path: path.display().to_string(),
+        source,
+    };
+    // A socket left by a crashed process; the caller holds the home lock.
+    match std::fs::remove_file(path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(err(e)),
+    }
+    let listener = UnixListener::bind(path).map_err(err)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(err)?;
+    Ok(listener)
+}
+
+/// Serves until `shutdown` resolves or a client calls `Shutdown`.
+///
+/// # Errors
+/// [`ServeError::Serve`] when the transport fails.
+pub async fn serve(
+    handle: ControllerHandle,
+    home: &Path,
+    listener: UnixListener,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), ServeError> {
+    let requested = Arc::new(Notify::new());
+    let controller = ControllerService {
+        handle: handle.clone(),
+        home: home.display().to_string(),
+        shutdown: requested.clone(),
+    };
+    let link = WorkerLinkService { handle };
+    let stop = async move {
+        tokio::select! {
+            () = shutdown => {}
+            () = requested.notified() => {}
+        }
+    };
+    tonic::transport::Server::builder()
+        .http2_keepalive_interval(Some(std::time::Duration::from_secs(10)))
+        .add_service(pb::controller_server::ControllerServer::new(controller))
+        .add_service(pb::worker_link_server::WorkerLinkServer::new(link))
+        .serve_with_incoming_shutdown(UnixListenerStream::new(listener), stop)
+        .await
+        .map_err(ServeError::Serve)
+}

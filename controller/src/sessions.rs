@@ -1,0 +1,1379 @@
+//! The sessions service: one actor owns projects, sessions, workers and the
+//! event log, and is the store's single writer. Everyone else holds a
+//! [`ControllerHandle`]: commands go through a channel, reads come from a
+//! published [`Snapshot`] (a read-only cache split from its writer).
+//!
+//! Worker links feed the same actor: a hello with the worker's inventory is
+//! reconciled against the store (adopt what runs, re-send what was never
+//! started, stop what was killed meanwhile), reports become coalesced status
+//! changes and events.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use ao_proto::pb;
+use chrono::Utc;
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
+use tonic::Streaming;
+
+use crate::config::{Config, BUILTIN_AGENTS};
+use crate::events::EventFile;
+use crate::keys;
+use crate::model::{
+    rfc3339, Activity, EventRecord, Priority, SessionRecord, SessionStatus, WorkerRecord,
+    WorkerState, SCHEMA_VERSION,
+};
+use crate::scheduler::{self, Candidate};
+use crate::store::{decode, encode, Precondition, Store, StoreError, Txn};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ControllerError {
+    #[error("no config applied yet: run `ao apply -f agent-orchestrator.yaml`")]
+    NoConfig,
+    #[error("unknown project `{id}` (known: {known})")]
+    UnknownProject { id: String, known: String },
+    #[error("unknown session `{id}`")]
+    UnknownSession { id: String },
+    #[error("unknown agent `{name}`: not built in and not under `agents:` in the config")]
+    UnknownAgent { name: String },
+    #[error("session `{id}` is {status}: {action} needs a {wanted} session")]
+    WrongState {
+        id: String,
+        status: SessionStatus,
+        action: &'static str,
+        wanted: &'static str,
+    },
+    #[error("worker `{worker}` of session `{id}` is not connected")]
+    WorkerUnavailable { id: String, worker: String },
+    #[error("session `{id}` has no worker yet: {reason}")]
+    NotPlaced { id: String, reason: String },
+    #[error("input not delivered to `{id}`: {reason}")]
+    NotDelivered { id: String, reason: String },
+    #[error("invalid config: {0}")]
+    InvalidConfig(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("the controller is shutting down")]
+    ShuttingDown,
+}
+
+/// What readers see without asking the actor.
+#[derive(Debug, Clone, Default)]
+pub struct Snapshot {
+    pub sessions: BTreeMap<String, SessionRecord>,
+    pub workers: Vec<WorkerView>,
+    pub projects: Vec<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct WorkerView {
+    pub id: String,
+    pub hostname: String,
+    pub state: WorkerState,
+    pub labels: BTreeMap<String, String>,
+    pub max_sessions: u32,
+    pub sessions: u32,
+    pub connected_at: Option<String>,
+    pub last_seen_at: Option<String>,
+    pub tmux_socket: String,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct SpawnArgs {
+    pub project_id: String,
+    pub issue_id: Option<String>,
+    pub prompt: Option<String>,
+    pub agent: Option<String>,
+    pub branch: Option<String>,
+    pub labels: BTreeMap<String, String>,
+}
+
+/// An open tunnel from a worker: its data, and a guard whose drop ends it.
+pub struct Tunnel {
+    pub inbound: Streaming<pb::TunnelUp>,
+    pub guard: Box<dyn std::any::Any + Send + Sync>,
+}
+
+type Reply<T> = oneshot::Sender<Result<T, ControllerError>>;
+
+enum Command {
+    Apply(Box<Config>, Reply<Vec<String>>),
+    Spawn(SpawnArgs, Reply<SessionRecord>),
+    BatchSpawn(
+        String,
+        Vec<String>,
+        Option<String>,
+        Reply<Vec<BatchOutcome>>,
+    ),
+    Send(String, String, Reply<oneshot::Receiver<Result<(), String>>>),
+    Kill(String, Reply<SessionRecord>),
+    Restore(String, Reply<SessionRecord>),
+    OpenLogs(pb::OpenStream, Reply<oneshot::Receiver<Tunnel>>),
+    TunnelOpened(u64, Tunnel),
+    WaitSettled(String, oneshot::Sender<SessionRecord>),
+    WorkerHello(u64, pb::Hello, mpsc::Sender<pb::ControllerMessage>),
+    WorkerMessage(u64, String, pb::worker_message::Msg),
+    WorkerGone(u64, String),
+}
+
+/// One issue of a batch spawn: a new session, or why none was made.
+#[derive(Debug, Clone)]
+pub enum BatchOutcome {
+    Spawned(SessionRecord),
+    Skipped { issue: String, existing: String },
+    Failed { issue: String, error: String },
+}
+
+/// The cloneable face of the controller.
+#[derive(Clone)]
+pub struct ControllerHandle {
+    tx: mpsc::Sender<Command>,
+    snapshot: watch::Receiver<Arc<Snapshot>>,
+    events: broadcast::Sender<EventRecord>,
+    store: Arc<dyn Store>,
+    next_conn: Arc<std::sync::atomic::AtomicU64>,
+}
+
+/// How long `spawn --wait` and friends wait for the worker's word.
+pub const SETTLE_TIMEOUT: Duration = Duration::from_secs(60);
+
+impl ControllerHandle {
+    async fn ask<T>(&self, make: impl FnOnce(Reply<T>) -> Command) -> Result<T, ControllerError> {
+        let (tx, rx) = oneshot::channel();
+        self.tx
+            .send(make(tx))
+            .await
+            .map_err(|_| ControllerError::ShuttingDown)?;
+        rx.await.map_err(|_| ControllerError::ShuttingDown)?
+    }
+
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.snapshot.borrow().clone()
+    }
+
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    pub fn subscribe_events(&self) -> broadcast::Receiver<EventRecord> {
+        self.events.subscribe()
+    }
+
+    /// # Errors
+    /// [`ControllerError::InvalidConfig`] when an agent or project is unusable.
+    pub async fn apply(&self, config: Config) -> Result<Vec<String>, ControllerError> {
+        self.ask(|r| Command::Apply(Box::new(config), r)).await
+    }
+
+    /// Creates a session; with `wait`, returns once its agent runs or failed.
+    ///
+    /// # Errors
+    /// Unknown project or agent, or the store.
+    pub async fn spawn(
+        &self,
+        args: SpawnArgs,
+        wait: bool,
+    ) -> Result<SessionRecord, ControllerError> {
+        let s = self.ask(|r| Command::Spawn(args, r)).await?;
+        Ok(if wait { self.settled(s).await } else { s })
+    }
+
+    /// # Errors
+    /// Unknown project or agent, or the store.
+    pub async fn batch_spawn(
+        &self,
+        project: String,
+        issues: Vec<String>,
+        agent: Option<String>,
+        wait: bool,
+    ) -> Result<Vec<BatchOutcome>, ControllerError> {
+        let outcomes = self
+            .ask(|r| Command::BatchSpawn(project, issues, agent, r))
+            .await?;
+        let mut out = Vec::with_capacity(outcomes.len());
+        for o in outcomes {
+            out.push(match o {
+                BatchOutcome::Spawned(s) if wait => BatchOutcome::Spawned(self.settled(s).await),
+                other => other,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Waits until the session leaves `spawning` (or the timeout passes).
+    async fn settled(&self, s: SessionRecord) -> SessionRecord {
+        let (tx, rx) = oneshot::channel();
+        if self
+            .tx
+            .send(Command::WaitSettled(s.id.clone(), tx))
+            .await
+            .is_err()
+        {
+            return s;
+        }
+        match tokio::time::timeout(SETTLE_TIMEOUT, rx).await {
+            Ok(Ok(settled)) => settled,
+            _ => self.snapshot().sessions.get(&s.id).cloned().unwrap_or(s),
+        }
+    }
+
+    /// Types `text` into the session's agent and waits for the worker to
+    /// confirm it arrived.
+    ///
+    /// # Errors
+    /// Unknown or ended session, worker not connected, or not delivered.
+    pub async fn send(&self, id: String, text: String) -> Result<(), ControllerError> {
+        let rx = self.ask(|r| Command::Send(id.clone(), text, r)).await?;
+        let outcome = tokio::time::timeout(Duration::from_secs(45), rx).await;
+        match outcome {
+            Ok(Ok(Ok(()))) => Ok(()),
+            Ok(Ok(Err(reason))) => Err(ControllerError::NotDelivered { id, reason }),
+            Ok(Err(_)) => Err(ControllerError::NotDelivered {
+                id,
+                reason: "the worker disconnected".into(),
+            }),
+            Err(_) => Err(ControllerError::NotDelivered {
+                id,
+                reason: "no confirmation from the worker within 45 s".into(),
+            }),
+        }
+    }
+
+    /// # Errors
+    /// Unknown or already killed session.
+    pub async fn kill(&self, id: String) -> Result<SessionRecord, ControllerError> {
+        let s = self.ask(|r| Command::Kill(id, r)).await?;
+        Ok(self.settled(s).await)
+    }
+
+    /// # Errors
+    /// Unknown or live session, or its worker is gone.
+    pub async fn restore(&self, id: String) -> Result<SessionRecord, ControllerError> {
+        let s = self.ask(|r| Command::Restore(id, r)).await?;
+        Ok(self.settled(s).await)
+    }
+
+    /// Asks the session's worker to stream its output back through a tunnel.
+    ///
+    /// # Errors
+    /// Unknown session or its worker is not connected.
+    pub async fn open_logs(
+        &self,
+        session_id: String,
+        follow: bool,
+        tail_lines: u32,
+    ) -> Result<oneshot::Receiver<Tunnel>, ControllerError> {
+        let req = pb::OpenStream {
+            stream_id: 0,
+            session_id,
+            follow,
+            tail_lines,
+        };
+        self.ask(|r| Command::OpenLogs(req, r)).await
+    }
+
+    pub async fn tunnel_opened(&self, stream_id: u64, tunnel: Tunnel) {
+        let _ = self.tx.send(Command::TunnelOpened(stream_id, tunnel)).await;
+    }
+
+    /// A new worker link; returns its connection number.
+    pub async fn worker_hello(
+        &self,
+        hello: pb::Hello,
+        tx: mpsc::Sender<pb::ControllerMessage>,
+    ) -> u64 {
+        let conn = self
+            .next_conn
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let _ = self.tx.send(Command::WorkerHello(conn, hello, tx)).await;
+        conn
+    }
+
+    pub async fn worker_message(&self, conn: u64, worker: String, msg: pb::worker_message::Msg) {
+        let _ = self
+            .tx
+            .send(Command::WorkerMessage(conn, worker, msg))
+            .await;
+    }
+
+    pub async fn worker_gone(&self, conn: u64, worker: String) {
+        let _ = self.tx.send(Command::WorkerGone(conn, worker)).await;
+    }
+}
+
+/// A live worker link.
+struct WorkerConn {
+    conn: u64,
+    tx: mpsc::Sender<pb::ControllerMessage>,
+    connected_at: chrono::DateTime<Utc>,
+    last_seen_at: chrono::DateTime<Utc>,
+}
+
+struct Worker {
+    record: WorkerRecord,
+    link: Option<WorkerConn>,
+}
+
+/// An event about to be written; the actor gives it its id and time.
+struct NewEvent {
+    kind: &'static str,
+    priority: Priority,
+    session: Option<(String, String, Option<String>)>,
+    worker: Option<String>,
+    message: Option<String>,
+    data: Option<serde_json::Value>,
+}
+
+impl NewEvent {
+    fn session(kind: &'static str, priority: Priority, s: &SessionRecord) -> Self {
+        Self {
+            kind,
+            priority,
+            session: Some((s.project_id.clone(), s.id.clone(), s.issue_id.clone())),
+            worker: s.worker.clone(),
+            message: None,
+            data: None,
+        }
+    }
+
+    fn worker(kind: &'static str, priority: Priority, worker: &str) -> Self {
+        Self {
+            kind,
+            priority,
+            session: None,
+            worker: Some(worker.to_string()),
+            message: None,
+            data: None,
+        }
+    }
+
+    fn message(mut self, m: impl Into<String>) -> Self {
+        self.message = Some(m.into());
+        self
+    }
+}
+
+struct Actor {
+    store: Arc<dyn Store>,
+    config: Option<Config>,
+    sessions: BTreeMap<String, SessionRecord>,
+    /// Last revision we wrote or read per key, for compare-and-swap.
+    revs: HashMap<String, u64>,
+    counters: HashMap<String, u64>,
+    event_seq: u64,
+    event_file: EventFile,
+    events: broadcast::Sender<EventRecord>,
+    workers: BTreeMap<String, Worker>,
+    /// Why a session waits for placement.
+    unplaced: HashMap<String, String>,
+    settle_waiters: HashMap<String, Vec<oneshot::Sender<SessionRecord>>>,
+    inputs: HashMap<u64, (String, oneshot::Sender<Result<(), String>>)>,
+    streams: HashMap<u64, (String, oneshot::Sender<Tunnel>)>,
+    next_request: u64,
+    publish: watch::Sender<Arc<Snapshot>>,
+}
+
+/// Loads the controller's state from `store`, repairs `events.jsonl` in
+/// `home`, and starts the actor.
+///
+/// # Errors
+/// The store cannot be read, or the event file cannot be opened.
+pub async fn start(
+    store: Arc<dyn Store>,
+    home: &Path,
+) -> Result<(ControllerHandle, tokio::task::JoinHandle<()>), ControllerError> {
+    let mut revs = HashMap::new();
+    let config = match store.get(keys::CONFIG).await? {
+        Some(v) => {
+            revs.insert(v.key.clone(), v.mod_revision);
+            let stored: StoredConfig = decode(&v)?;
+            Some(stored.config)
+        }
+        None => None,
+    };
+    let mut sessions = BTreeMap::new();
+    for v in store.list(keys::SESSIONS).await?.items {
+        let s: SessionRecord = decode(&v)?;
+        revs.insert(v.key.clone(), v.mod_revision);
+        sessions.insert(s.id.clone(), s);
+    }
+    let mut counters = HashMap::new();
+    for v in store.list(&keys::counter("")).await?.items {
+        let n: u64 = decode(&v)?;
+        let project = v.key.trim_start_matches(&keys::counter("")).to_string();
+        revs.insert(v.key.clone(), v.mod_revision);
+        counters.insert(project, n);
+    }
+    let mut workers = BTreeMap::new();
+    for v in store.list(keys::WORKERS).await?.items {
+        let record: WorkerRecord = decode(&v)?;
+        revs.insert(v.key.clone(), v.mod_revision);
+        workers.insert(record.id.clone(), Worker { record, link: None });
+    }
+    let event_seq = match store.get(keys::EVENT_SEQ).await? {
+        Some(v) => decode(&v)?,
+        None => 0,
+    };
+    let events_path = home.join("events.jsonl");
+    let mut event_file = EventFile::open(&events_path)
+        .map_err(|e| StoreError::Unavailable(format!("{}: {e}", events_path.display())))?;
+    // Catch the file up with what the store holds (a crash after commit).
+    if event_file.last_id() < event_seq {
+        for v in store.list(keys::EVENTS).await?.items {
+            let ev: EventRecord = decode(&v)?;
+            event_file
+                .append(&ev)
+                .map_err(|e| StoreError::Unavailable(format!("{}: {e}", events_path.display())))?;
+        }
+    }
+    let (tx, rx) = mpsc::channel(1024);
+    let (events, _) = broadcast::channel(4096);
+    let (publish, snapshot) = watch::channel(Arc::new(Snapshot::default()));
+    let actor = Actor {
+        store: store.clone(),
+        config,
+        sessions,
+        revs,
+        counters,
+        event_seq,
+        event_file,
+        events: events.clone(),
+        workers,
+        unplaced: HashMap::new(),
+        settle_waiters: HashMap::new(),
+        inputs: HashMap::new(),
+        streams: HashMap::new(),
+        next_request: 1,
+        publish,
+    };
+    // A restarted controller judges no session before its worker reports.
+    actor.publish();
+    let task = tokio::spawn(actor.run(rx));
+    Ok((
+        ControllerHandle {
+            tx,
+            snapshot,
+            events,
+            store,
+            next_conn: Arc::new(std::sync::atomic::AtomicU64::new(1)),
+        },
+        task,
+    ))
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct StoredConfig {
+    schema_version: u32,
+    config: Config,
+}
+
+impl Actor {
+    async fn run(mut self, mut rx: mpsc::Receiver<Command>) {
+        while let Some(cmd) = rx.recv().await {
+            self.handle(cmd).await;
+        }
+        tracing::debug!("sessions actor stopped");
+    }
+
+    async fn handle(&mut self, cmd: Command) {
+        match cmd {
+            Command::Apply(config, reply) => {
+                let _ = reply.send(self.apply(*config).await);
+            }
+            Command::Spawn(args, reply) => {
+                let _ = reply.send(self.spawn(args).await);
+            }
+            Command::BatchSpawn(project, issues, agent, reply) => {
+                let _ = reply.send(self.batch_spawn(project, issues, agent).await);
+            }
+            Command::Send(id, text, reply) => {
+                let _ = reply.send(self.send_input(&id, text));
+            }
+            Command::Kill(id, reply) => {
+                let _ = reply.send(self.kill(&id).await);
+            }
+            Command::Restore(id, reply) => {
+                let _ = reply.send(self.restore(&id).await);
+            }
+            Command::OpenLogs(req, reply) => {
+                let _ = reply.send(self.open_logs(req));
+            }
+            Command::TunnelOpened(stream_id, tunnel) => {
+                if let Some((_, waiter)) = self.streams.remove(&stream_id) {
+                    let _ = waiter.send(tunnel);
+                }
+            }
+            Command::WaitSettled(id, waiter) => match self.sessions.get(&id) {
+                Some(s) if s.status != SessionStatus::Spawning && !self.stopping(s) => {
+                    let _ = waiter.send(s.clone());
+                }
+                Some(_) => self.settle_waiters.entry(id).or_default().push(waiter),
+                None => {}
+            },
+            Command::WorkerHello(conn, hello, tx) => self.worker_hello(conn, hello, tx).await,
+            Command::WorkerMessage(conn, worker, msg) => {
+                self.worker_message(conn, &worker, msg).await
+            }
+            Command::WorkerGone(conn, worker) => self.worker_gone(conn, &worker).await,
+        }
+    }
+
+    /// A killed session whose worker has not yet confirmed the stop.
+    fn stopping(&self, s: &SessionRecord) -> bool {
+        s.status == SessionStatus::Killed && s.activity != Some(Activity::Exited)
+    }
+
+    fn publish(&self) {
+        let mut counts: HashMap<&str, u32> = HashMap::new();
+        for s in self.sessions.values().filter(|s| !s.status.is_ended()) {
+            if let Some(w) = &s.worker {
+                *counts.entry(w.as_str()).or_default() += 1;
+            }
+        }
+        let workers = self
+            .workers
+            .values()
+            .map(|w| WorkerView {
+                id: w.record.id.clone(),
+                hostname: w.record.hostname.clone(),
+                state: if w.link.is_some() {
+                    WorkerState::Ready
+                } else {
+                    WorkerState::Disconnected
+                },
+                labels: w.record.labels.clone(),
+                max_sessions: w.record.max_sessions,
+                sessions: counts.get(w.record.id.as_str()).copied().unwrap_or(0),
+                connected_at: w.link.as_ref().map(|l| rfc3339(&l.connected_at)),
+                last_seen_at: w.link.as_ref().map(|l| rfc3339(&l.last_seen_at)),
+                tmux_socket: w.record.tmux_socket.clone(),
+            })
+            .collect();
+        let projects = self
+            .config
+            .as_ref()
+            .map(|c| c.projects.keys().cloned().collect())
+            .unwrap_or_default();
+        self.publish.send_replace(Arc::new(Snapshot {
+            sessions: self.sessions.clone(),
+            workers,
+            projects,
+        }));
+    }
+
+    /// Writes sessions and events in one transaction guarded by the
+    /// revisions we last saw, then updates memory, the event file and
+    /// subscribers. Nothing changes in memory if the store refuses.
+    async fn write(
+        &mut self,
+        sessions: &[&SessionRecord],
+        extra: Vec<(String, Vec<u8>)>,
+        events: Vec<NewEvent>,
+    ) -> Result<(), ControllerError> {
+        let mut txn = Txn::default();
+        for s in sessions {
+            let key = keys::session(&s.id);
+            let pre = match self.revs.get(&key) {
+                Some(r) => Precondition::Revision(*r),
+                None => Precondition::Absent,
+            };
+            txn = txn.check(key.clone(), pre).put(key, encode(*s));
+        }
+        for (key, value) in extra {
+            let pre = match self.revs.get(&key) {
+                Some(r) => Precondition::Revision(*r),
+                None => Precondition::Absent,
+            };
+            txn = txn.check(key.clone(), pre).put(key, value);
+        }
+        let now = Utc::now();
+        let mut records = Vec::with_capacity(events.len());
+        let mut seq = self.event_seq;
+        for e in events {
+            seq += 1;
+            let (project_id, session_id, issue_id) = match e.session {
+                Some((p, s, i)) => (Some(p), Some(s), i),
+                None => (None, None, None),
+            };
+            let record = EventRecord {
+                id: seq,
+                timestamp: rfc3339(&now),
+                kind: e.kind.to_string(),
+                priority: e.priority,
+                project_id,
+                session_id,
+                issue_id,
+                worker_id: e.worker,
+                message: e.message,
+                data: e.data,
+            };
+            txn = txn.put(keys::event(seq), encode(&record));
+            records.push(record);
+        }
+        if seq != self.event_seq {
+            txn = txn.put(keys::EVENT_SEQ, encode(&seq));
+        }
+        let keys_written: Vec<String> = txn
+            .ops
+            .iter()
+            .filter_map(|op| match op {
+                crate::store::Op::Put { key, .. } => Some(key.clone()),
+                crate::store::Op::Delete { .. } => None,
+            })
+            .collect();
+        let rev = self.store.commit(txn).await?;
+        for key in keys_written {
+            if !key.starts_with(keys::EVENTS) {
+                self.revs.insert(key, rev);
+            }
+        }
+        self.event_seq = seq;
+        for s in sessions {
+            self.sessions.insert(s.id.clone(), (*s).clone());
+        }
+        for r in records {
+            if let Err(e) = self.event_file.append(&r) {
+                // The store has it; the next start appends what is missing.
+                tracing::error!(file = %self.event_file.path().display(), "event log append failed: {e}");
+            }
+            tracing::info!(event = %r.kind, session = ?r.session_id, "{}", r.message.as_deref().unwrap_or(""));
+            let _ = self.events.send(r);
+        }
+        for s in sessions {
+            self.wake_waiters(s);
+        }
+        self.publish();
+        Ok(())
+    }
+
+    fn wake_waiters(&mut self, s: &SessionRecord) {
+        if s.status == SessionStatus::Spawning || self.stopping(s) {
+            return;
+        }
+        if let Some(waiters) = self.settle_waiters.remove(&s.id) {
+            for w in waiters {
+                let _ = w.send(s.clone());
+            }
+        }
+    }
+
+    async fn apply(&mut self, config: Config) -> Result<Vec<String>, ControllerError> {
+        for (id, p) in &config.projects {
+            let agent = p
+                .agent
+                .clone()
+                .or_else(|| config.defaults.agent.clone())
+                .unwrap_or_else(|| "claude-code".into());
+            if !BUILTIN_AGENTS.contains(&agent.as_str()) && !config.agents.contains_key(&agent) {
+                return Err(ControllerError::InvalidConfig(format!(
+                    "projects.{id}.agent: unknown agent `{agent}`"
+                )));
+            }
+        }
+        let stored = StoredConfig {
+            schema_version: SCHEMA_VERSION,
+            config,
+        };
+        self.write(
+            &[],
+            vec![(keys::CONFIG.to_string(), encode(&stored))],
+            vec![],
+        )
+        .await?;
+        let projects = stored.config.projects.keys().cloned().collect();
+        self.config = Some(stored.config);
+        self.publish();
+        Ok(projects)
+    }
+
+    fn config(&self) -> Result<&Config, ControllerError> {
+        self.config.as_ref().ok_or(ControllerError::NoConfig)
+    }
+
+    fn check_project(&self, project: &str) -> Result<(), ControllerError> {
+        let config = self.config()?;
+        if config.projects.contains_key(project) {
+            return Ok(());
+        }
+        Err(ControllerError::UnknownProject {
+            id: project.to_string(),
+            known: if config.projects.is_empty() {
+                "none".into()
+            } else {
+                config
+                    .projects
+                    .keys()
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            },
+        })
+    }
+
+    fn session(&self, id: &str) -> Result<&SessionRecord, ControllerError> {
+        self.sessions
+            .get(id)
+            .ok_or_else(|| ControllerError::UnknownSession { id: id.to_string() })
+    }
+
+    async fn spawn(&mut self, args: SpawnArgs) -> Result<SessionRecord, ControllerError> {
+        self.check_project(&args.project_id)?;
+        let config = self.config()?;
+        let project = &config.projects[&args.project_id];
+        let agent = args
+            .agent
+            .clone()
+            .unwrap_or_else(|| config.agent_for(&args.project_id));
+        if !BUILTIN_AGENTS.contains(&agent.as_str()) && !config.agents.contains_key(&agent) {
+            return Err(ControllerError::UnknownAgent { name: agent });
+        }
+        let prefix = project.session_prefix(&args.project_id);
+        let runtime = project
+            .runtime
+            .clone()
+            .or_else(|| config.defaults.runtime.clone())
+            .unwrap_or_else(|| "tmux".into());
+        let mut labels = project.labels.clone();
+        labels.extend(args.labels.clone());
+        let counter_key = keys::counter(&args.project_id);
+        let n = self.counters.get(&args.project_id).copied().unwrap_or(0) + 1;
+        let id = format!("{prefix}-{n}");
+        let issue_id = args.issue_id.clone().filter(|i| !i.is_empty());
+        let branch = args.branch.clone().unwrap_or_else(|| match &issue_id {
+            Some(issue) => format!("feat/{}", sanitize_branch(issue)),
+            None => format!("session/{id}"),
+        });
+        let prompt = args
+            .prompt
+            .clone()
+            .unwrap_or_else(|| default_prompt(&args.project_id, issue_id.as_deref()));
+        let now = Utc::now();
+        let mut s = SessionRecord {
+            schema_version: SCHEMA_VERSION,
+            id: id.clone(),
+            project_id: args.project_id.clone(),
+            issue_id,
+            status: SessionStatus::Spawning,
+            activity: None,
+            branch,
+            worktree: None,
+            worker: None,
+            agent,
+            runtime,
+            pr: None,
+            pr_number: None,
+            ci_status: "none".into(),
+            review_decision: "none".into(),
+            created_at: now,
+            last_activity_at: now,
+            summary: None,
+            epoch: 1,
+            exit_code: None,
+            prompt,
+            labels,
+            attach_command: None,
+        };
+        match self.place(&s) {
+            Ok(worker) => s.worker = Some(worker),
+            Err(reason) => {
+                s.summary = Some(format!("waiting for a worker: {reason}"));
+                self.unplaced.insert(id.clone(), reason);
+            }
+        }
+        let event = NewEvent::session("session.spawned", Priority::Info, &s);
+        self.write(&[&s], vec![(counter_key, encode(&n))], vec![event])
+            .await?;
+        self.counters.insert(args.project_id, n);
+        self.assign(&s, false);
+        Ok(s)
+    }
+
+    async fn batch_spawn(
+        &mut self,
+        project: String,
+        issues: Vec<String>,
+        agent: Option<String>,
+    ) -> Result<Vec<BatchOutcome>, ControllerError> {
+        self.check_project(&project)?;
+        let mut out = Vec::new();
+        for issue in issues {
+            let live = self.sessions.values().find(|s| {
+                s.project_id == project
+                    && s.issue_id.as_deref() == Some(issue.as_str())
+                    && !s.status.is_ended()
+            });
+            if let Some(existing) = live {
+                out.push(BatchOutcome::Skipped {
+                    issue,
+                    existing: existing.id.clone(),
+                });
+                continue;
+            }
+            let args = SpawnArgs {
+                project_id: project.clone(),
+                issue_id: Some(issue.clone()),
+                agent: agent.clone(),
+                ..SpawnArgs::default()
+            };
+            out.push(match self.spawn(args).await {
+                Ok(s) => BatchOutcome::Spawned(s),
+                Err(e) => BatchOutcome::Failed {
+                    issue,
+                    error: e.to_string(),
+                },
+            });
+        }
+        Ok(out)
+    }
+
+    fn place(&self, s: &SessionRecord) -> Result<String, String> {
+        let mut counts: HashMap<&str, u32> = HashMap::new();
+        for other in self.sessions.values().filter(|o| !o.status.is_ended()) {
+            if let Some(w) = &other.worker {
+                *counts.entry(w.as_str()).or_default() += 1;
+            }
+        }
+        let candidates: Vec<Candidate<'_>> = self
+            .workers
+            .values()
+            .map(|w| Candidate {
+                id: &w.record.id,
+                state: if w.link.is_some() {
+                    WorkerState::Ready
+                } else {
+                    WorkerState::Disconnected
+                },
+                labels: &w.record.labels,
+                max_sessions: w.record.max_sessions,
+                sessions: counts.get(w.record.id.as_str()).copied().unwrap_or(0),
+            })
+            .collect();
+        scheduler::place(&candidates, &s.labels).map(str::to_string)
+    }
+
+    fn session_spec(&self, s: &SessionRecord) -> Option<pb::SessionSpec> {
+        let config = self.config.as_ref()?;
+        let project = config.projects.get(&s.project_id)?;
+        let custom = config.agents.get(&s.agent);
+        let mut env: BTreeMap<String, String> = custom.map(|a| a.env.clone()).unwrap_or_default();
+        env.insert(ao_proto::env::AO_PROJECT_ID.into(), s.project_id.clone());
+        Some(pb::SessionSpec {
+            session_id: s.id.clone(),
+            project_id: s.project_id.clone(),
+            issue_id: s.issue_id.clone().unwrap_or_default(),
+            repo_path: project.path.clone(),
+            default_branch: project.default_branch().to_string(),
+            branch: s.branch.clone(),
+            agent: Some(pb::AgentSpec {
+                name: s.agent.clone(),
+                command: custom.map(|a| a.command.clone()).unwrap_or_default(),
+                ready_pattern: custom
+                    .and_then(|a| a.ready_pattern.clone())
+                    .unwrap_or_default(),
+                input_pattern: custom
+                    .and_then(|a| a.input_pattern.clone())
+                    .unwrap_or_default(),
+            }),
+            prompt: s.prompt.clone(),
+            post_create: project.post_create.clone(),
+            symlinks: project.symlinks.clone(),
+            env: env.into_iter().collect(),
+        })
+    }
+
+    /// Sends the session's current assignment to its worker, if connected.
+    fn assign(&mut self, s: &SessionRecord, restore: bool) {
+        let Some(spec) = self.session_spec(s) else {
+            tracing::warn!(session = %s.id, "project no longer configured; not assigning");
+            return;
+        };
+        let msg = pb::controller_message::Msg::Assign(pb::Assign {
+            spec: Some(spec),
+            epoch: s.epoch,
+            restore,
+        });
+        self.to_worker(s.worker.as_deref(), msg);
+    }
+
+    fn to_worker(&self, worker: Option<&str>, msg: pb::controller_message::Msg) -> bool {
+        let Some(link) = worker
+            .and_then(|w| self.workers.get(w))
+            .and_then(|w| w.link.as_ref())
+        else {
+            return false;
+        };
+        link.tx
+            .try_send(pb::ControllerMessage { msg: Some(msg) })
+            .is_ok()
+    }
+
+    fn send_input(
+        &mut self,
+        id: &str,
+        text: String,
+    ) -> Result<oneshot::Receiver<Result<(), String>>, ControllerError> {
+        let s = self.session(id)?.clone();
+        if s.status.is_ended() {
+            return Err(ControllerError::WrongState {
+                id: id.into(),
+                status: s.status,
+                action: "send",
+                wanted: "live",
+            });
+        }
+        let worker = self.linked_worker(&s)?;
+        let request_id = self.next_request;
+        self.next_request += 1;
+        let msg = pb::controller_message::Msg::Input(pb::Input {
+            request_id,
+            session_id: id.to_string(),
+            epoch: s.epoch,
+            text,
+        });
+        let (tx, rx) = oneshot::channel();
+        if !self.to_worker(Some(&worker), msg) {
+            return Err(ControllerError::WorkerUnavailable {
+                id: id.into(),
+                worker,
+            });
+        }
+        self.inputs.insert(request_id, (worker, tx));
+        Ok(rx)
+    }
+
+    fn linked_worker(&self, s: &SessionRecord) -> Result<String, ControllerError> {
+        let Some(worker) = s.worker.clone() else {
+            return Err(ControllerError::NotPlaced {
+                id: s.id.clone(),
+                reason: self.unplaced.get(&s.id).cloned().unwrap_or_default(),
+            });
+        };
+        match self.workers.get(&worker) {
+            Some(w) if w.link.is_some() => Ok(worker),
+            _ => Err(ControllerError::WorkerUnavailable {
+                id: s.id.clone(),
+                worker,
+            }),
+        }
+    }
+
+    async fn kill(&mut self, id: &str) -> Result<SessionRecord, ControllerError> {
+        let mut s = self.session(id)?.clone();
+        if s.status == SessionStatus::Killed {
+            return Err(ControllerError::WrongState {
+                id: id.into(),
+                status: s.status,
+                action: "kill",
+                wanted: "not yet killed",
+            });
+        }
+        s.status = SessionStatus::Killed;
+        s.summary = Some("killed by request".into());
+        let stop = pb::controller_message::Msg::Stop(pb::Stop {
+            session_id: s.id.clone(),
+            epoch: s.epoch,
+        });
+        // Without a worker link the stop is sent again when it reconnects.
+        if !self.to_worker(s.worker.as_deref(), stop) {
+            s.activity = Some(Activity::Exited);
+        }
+        self.unplaced.remove(id);
+        let event = NewEvent::session("session.killed", Priority::Info, &s);
+        self.write(&[&s], vec![], vec![event]).await?;
+        Ok(s)
+    }
+
+    async fn restore(&mut self, id: &str) -> Result<SessionRecord, ControllerError> {
+        let mut s = self.session(id)?.clone();
+        let dead = s.status.is_ended() || s.activity == Some(Activity::Exited);
+        if !dead {
+            return Err(ControllerError::WrongState {
+                id: id.into(),
+                status: s.status,
+                action: "restore",
+                wanted: "dead (killed, done, errored or exited)",
+            });
+        }
+        self.check_project(&s.project_id)?;
+        let worker = self.linked_worker(&s)?;
+        s.worker = Some(worker);
+        s.epoch += 1;
+        s.status = SessionStatus::Spawning;
+        s.activity = None;
+        s.exit_code = None;
+        s.summary = Some("restoring".into());
+        let event = NewEvent::session("session.restored", Priority::Info, &s);
+        self.write(&[&s], vec![], vec![event]).await?;
+        self.assign(&s, true);
+        Ok(s)
+    }
+
+    fn open_logs(
+        &mut self,
+        mut req: pb::OpenStream,
+    ) -> Result<oneshot::Receiver<Tunnel>, ControllerError> {
+        let s = self.session(&req.session_id)?.clone();
+        let worker = self.linked_worker(&s)?;
+        req.stream_id = self.next_request;
+        self.next_request += 1;
+        let (tx, rx) = oneshot::channel();
+        self.streams.insert(req.stream_id, (worker.clone(), tx));
+        let id = req.session_id.clone();
+        if !self.to_worker(Some(&worker), pb::controller_message::Msg::OpenStream(req)) {
+            return Err(ControllerError::WorkerUnavailable { id, worker });
+        }
+        Ok(rx)
+    }
+
+    async fn worker_hello(
+        &mut self,
+        conn: u64,
+        hello: pb::Hello,
+        tx: mpsc::Sender<pb::ControllerMessage>,
+    ) {
+        let now = Utc::now();
+        let id = hello.worker_id.clone();
+        let record = WorkerRecord {
+            schema_version: SCHEMA_VERSION,
+            id: id.clone(),
+            hostname: hello.hostname.clone(),
+            labels: hello.labels.clone().into_iter().collect(),
+            max_sessions: hello.max_sessions,
+            tmux_socket: hello.tmux_socket.clone(),
+            first_seen_at: self
+                .workers
+                .get(&id)
+                .map_or(now, |w| w.record.first_seen_at),
+        };
+        let known = self.workers.contains_key(&id);
+        let changed = self.workers.get(&id).map(|w| &w.record) != Some(&record);
+        let _ = tx.try_send(pb::ControllerMessage {
+            msg: Some(pb::controller_message::Msg::Welcome(pb::Welcome {
+                controller_version: ao_proto::VERSION.into(),
+                heartbeat_interval_ms: 5_000,
+            })),
+        });
+        self.workers.insert(
+            id.clone(),
+            Worker {
+                record: record.clone(),
+                link: Some(WorkerConn {
+                    conn,
+                    tx,
+                    connected_at: now,
+                    last_seen_at: now,
+                }),
+            },
+        );
+        let kind = if known {
+            "worker.reconnected"
+        } else {
+            "worker.joined"
+        };
+        let extra = if changed {
+            vec![(keys::worker(&id), encode(&record))]
+        } else {
+            vec![]
+        };
+        let event = NewEvent::worker(kind, Priority::Info, &id)
+            .message(format!("worker {id} on {} connected", record.hostname));
+        if let Err(e) = self.write(&[], extra, vec![event]).await {
+            tracing::error!(worker = %id, "recording the worker failed: {e}");
+        }
+        self.reconcile_inventory(&id, hello.inventory).await;
+        self.place_waiting().await;
+    }
+
+    /// The worker's inventory is the truth about what runs; the store is the
+    /// truth about what should.
+    async fn reconcile_inventory(&mut self, worker: &str, inventory: Vec<pb::SessionReport>) {
+        let mut seen = std::collections::HashSet::new();
+        for report in inventory {
+            seen.insert(report.session_id.clone());
+            let Some(s) = self.sessions.get(&report.session_id).cloned() else {
+                tracing::warn!(worker, session = %report.session_id, "worker holds a session the store does not know; leaving it alone");
+                continue;
+            };
+            if s.worker.as_deref() != Some(worker) {
+                tracing::warn!(worker, session = %s.id, "session belongs to another worker; stopping this copy");
+                self.to_worker(Some(worker), stop_msg(&report.session_id, report.epoch));
+                continue;
+            }
+            let alive = report.state == "running" || report.state == "starting";
+            if s.status == SessionStatus::Killed && alive {
+                self.to_worker(Some(worker), stop_msg(&s.id, s.epoch));
+            } else if report.epoch < s.epoch && !s.status.is_ended() {
+                // The newer assignment never arrived.
+                let restore = s.epoch > 1;
+                self.assign(&s, restore);
+            } else {
+                self.apply_report(worker, report).await;
+            }
+        }
+        let missing: Vec<SessionRecord> = self
+            .sessions
+            .values()
+            .filter(|s| s.worker.as_deref() == Some(worker) && !seen.contains(&s.id))
+            .cloned()
+            .collect();
+        for mut s in missing {
+            match s.status {
+                SessionStatus::Spawning => {
+                    let restore = s.epoch > 1;
+                    self.assign(&s, restore);
+                }
+                SessionStatus::Killed if s.activity != Some(Activity::Exited) => {
+                    s.activity = Some(Activity::Exited);
+                    self.write_or_log(&[&s], vec![]).await;
+                }
+                status if !status.is_ended() => {
+                    s.status = SessionStatus::Errored;
+                    s.activity = Some(Activity::Exited);
+                    let reason = "its runtime ended while the worker was away";
+                    s.summary = Some(reason.into());
+                    let event = NewEvent::session("session.errored", Priority::Warning, &s)
+                        .message(format!("{}: {reason}", s.id));
+                    self.write_or_log(&[&s], vec![event]).await;
+                }
+                _ => {}
+            }
+        }
+    }
+
+    async fn write_or_log(&mut self, sessions: &[&SessionRecord], events: Vec<NewEvent>) {
+        if let Err(e) = self.write(sessions, vec![], events).await {
+            tracing::error!(
+                sessions = ?sessions.iter().map(|s| &s.id).collect::<Vec<_>>(),
+                "store write failed: {e}"
+            );
+        }
+    }
+
+    /// Places sessions that waited for a worker.
+    async fn place_waiting(&mut self) {
+        let waiting: Vec<String> = self.unplaced.keys().cloned().collect();
+        for id in waiting {
+            let Some(mut s) = self.sessions.get(&id).cloned() else {
+                self.unplaced.remove(&id);
+                continue;
+            };
+            if s.status != SessionStatus::Spawning || s.worker.is_some() {
+                self.unplaced.remove(&id);
+                continue;
+            }
+            match self.place(&s) {
+                Ok(worker) => {
+                    s.worker = Some(worker);
+                    s.summary = None;
+                    self.unplaced.remove(&id);
+                    if self.write(&[&s], vec![], vec![]).await.is_ok() {
+                        self.assign(&s, false);
+                    }
+                }
+                Err(reason) => {
+                    self.unplaced.insert(id, reason);
+                }
+            }
+        }
+    }
+
+    async fn worker_message(&mut self, conn: u64, worker: &str, msg: pb::worker_message::Msg) {
+        let Some(w) = self.workers.get_mut(worker) else {
+            return;
+        };
+        match &mut w.link {
+            Some(link) if link.conn == conn => link.last_seen_at = Utc::now(),
+            // A message from a replaced connection: ignore it.
+            _ => return,
+        }
+        match msg {
+            pb::worker_message::Msg::Heartbeat(_) | pb::worker_message::Msg::Hello(_) => {}
+            pb::worker_message::Msg::Report(report) => {
+                let current = self.sessions.get(&report.session_id).map(|s| s.epoch);
+                match current {
+                    Some(epoch) if epoch == report.epoch => {
+                        self.apply_report(worker, report).await;
+                    }
+                    Some(epoch) => tracing::warn!(
+                        worker, session = %report.session_id, report_epoch = report.epoch, epoch,
+                        "refusing a stale report"
+                    ),
+                    None => {
+                        tracing::warn!(worker, session = %report.session_id, "report for an unknown session")
+                    }
+                }
+            }
+            pb::worker_message::Msg::InputResult(r) => {
+                if let Some((_, waiter)) = self.inputs.remove(&r.request_id) {
+                    let _ = waiter.send(if r.delivered { Ok(()) } else { Err(r.error) });
+                }
+            }
+        }
+    }
+
+    /// Turns a worker's report into the session's coalesced status.
+    async fn apply_report(&mut self, worker: &str, r: pb::SessionReport) {
+        let Some(mut s) = self.sessions.get(&r.session_id).cloned() else {
+            return;
+        };
+        if s.worker.as_deref() != Some(worker) {
+            return;
+        }
+        let before = s.clone();
+        let activity = Activity::parse(&r.activity);
+        if !r.worktree.is_empty() {
+            s.worktree = Some(r.worktree.clone());
+        }
+        if !r.branch.is_empty() {
+            s.branch = r.branch.clone();
+        }
+        if !r.attach_command.is_empty() {
+            s.attach_command = Some(r.attach_command.clone());
+        }
+        let mut events = Vec::new();
+        match r.state.as_str() {
+            "stopped" => {
+                s.activity = Some(Activity::Exited);
+            }
+            _ if s.status == SessionStatus::Killed => {
+                s.activity = activity.or(s.activity);
+            }
+            "starting" => {}
+            "running" => {
+                s.activity = activity;
+                let status = match activity {
+                    Some(Activity::WaitingInput | Activity::Blocked) => SessionStatus::NeedsInput,
+                    Some(Activity::Idle | Activity::Ready) => SessionStatus::Idle,
+                    _ => SessionStatus::Working,
+                };
+                if status != s.status {
+                    s.status = status;
+                    s.summary = None;
+                    events.push(match status {
+                        SessionStatus::NeedsInput => {
+                            NewEvent::session("session.needs_input", Priority::Action, &s)
+                                .message(format!("{} is waiting for input", s.id))
+                        }
+                        SessionStatus::Idle => {
+                            NewEvent::session("session.idle", Priority::Info, &s)
+                        }
+                        _ => NewEvent::session("session.working", Priority::Info, &s),
+                    });
+                }
+            }
+            "exited" => {
+                s.activity = Some(Activity::Exited);
+                s.exit_code = r.exit_code;
+                let code = r.exit_code.unwrap_or(-1);
+                if code == 0 {
+                    s.status = SessionStatus::Done;
+                    s.summary = Some("agent exited".into());
+                    events.push(
+                        NewEvent::session("session.exited", Priority::Info, &s)
+                            .message(format!("{} exited with code 0", s.id)),
+                    );
+                } else {
+                    let reason = if r.reason.is_empty() {
+                        format!("agent exited with code {code}")
+                    } else {
+                        r.reason.clone()
+                    };
+                    s.status = SessionStatus::Errored;
+                    s.summary = Some(reason.clone());
+                    events.push(
+                        NewEvent::session("session.errored", Priority::Warning, &s)
+                            .message(format!("{}: {reason}", s.id)),
+                    );
+                }
+            }
+            "errored" => {
+                s.status = SessionStatus::Errored;
+                s.activity = Some(Activity::Exited);
+                s.summary = Some(r.reason.clone());
+                events.push(
+                    NewEvent::session("session.errored", Priority::Warning, &s)
+                        .message(format!("{}: {}", s.id, r.reason)),
+                );
+            }
+            other => {
+                tracing::warn!(session = %s.id, state = other, "unknown report state");
+                return;
+            }
+        }
+        if s.activity != before.activity || s.status != before.status {
+            s.last_activity_at = Utc::now();
+        }
+        if s != before {
+            self.write_or_log(&[&s], events).await;
+        }
+    }
+
+    async fn worker_gone(&mut self, conn: u64, worker: &str) {
+        let Some(w) = self.workers.get_mut(worker) else {
+            return;
+        };
+        if w.link.as_ref().map(|l| l.conn) != Some(conn) {
+            return;
+        }
+        w.link = None;
+        self.inputs.retain(|_, (w, _)| w != worker);
+        self.streams.retain(|_, (w, _)| w != worker);
+        let event = NewEvent::worker("worker.disconnected", Priority::Warning, worker)
+            .message(format!("worker {worker} disconnected"));
+        if let Err(e) = self.write(&[], vec![], vec![event]).await {
+            tracing::error!(worker, "recording the disconnect failed: {e}");
+        }
+    }
+}
+
+fn stop_msg(session: &str, epoch: u64) -> pb::controller_message::Msg {
+    pb::controller_message::Msg::Stop(pb::Stop {
+        session_id: session.to_string(),
+        epoch,
+    })
+}
+
+/// Keeps what git accepts in a branch name.
+fn sanitize_branch(issue: &str) -> String {
+    let cleaned: String = issue
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '/') {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    cleaned
+        .trim_matches(|c| c == '-' || c == '.' || c == '/')
+        .to_string()
+}
+
+fn default_prompt(project: &str, issue: Option<&str>) -> String {
+    match issue {
+        Some(issue) => format!(
+            "You are working on issue {issue} of project {project}. Read the issue, make the change on this branch, run the tests, commit, and open a pull request."
+        ),
+        None => format!("You are working on project {project}. Wait for instructions."),
+    }
+}
+
+/// Where the local stack keeps its store file.
+pub fn embedded_store_path(home: &Path) -> PathBuf {
+    home.join("store.redb")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn branch_names_are_sanitized() {
+        assert_eq!(sanitize_branch("INT-1234"), "INT-1234");
+        assert_eq!(sanitize_branch("#42 fix me"), "42-fix-me");
+    }
+}

@@ -1,0 +1,190 @@
+//! The controller's persistence seam: a narrow key-value [`Store`] with
+//! compare-and-swap by revision, prefix listing and watch-from-revision —
+//! the shape etcd offers, so that an etcd implementation can sit beside the
+//! [`embedded`] default without the rest of the controller noticing.
+
+pub mod embedded;
+
+use std::pin::Pin;
+
+use async_trait::async_trait;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use tokio_stream::Stream;
+
+/// A store-wide, strictly increasing write counter (etcd's `mod_revision`).
+pub type Revision = u64;
+
+/// A value with the revision that last wrote it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Versioned {
+    pub key: String,
+    pub value: Vec<u8>,
+    pub mod_revision: Revision,
+}
+
+/// What must hold of a key for a transaction to apply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Precondition {
+    /// The key does not exist.
+    Absent,
+    /// The key was last written at exactly this revision.
+    Revision(Revision),
+}
+
+/// One write inside a transaction.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Op {
+    Put { key: String, value: Vec<u8> },
+    Delete { key: String },
+}
+
+/// All-or-nothing: every check holds and every op applies, or nothing does.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Txn {
+    pub checks: Vec<(String, Precondition)>,
+    pub ops: Vec<Op>,
+}
+
+impl Txn {
+    pub fn check(mut self, key: impl Into<String>, precondition: Precondition) -> Self {
+        self.checks.push((key.into(), precondition));
+        self
+    }
+
+    pub fn put(mut self, key: impl Into<String>, value: Vec<u8>) -> Self {
+        self.ops.push(Op::Put {
+            key: key.into(),
+            value,
+        });
+        self
+    }
+}
+
+/// A prefix listing, consistent as of `revision`: watch from `revision + 1`
+/// to see every later change.
+#[derive(Debug, Clone, Default)]
+pub struct Listing {
+    pub items: Vec<Versioned>,
+    pub revision: Revision,
+}
+
+/// A change seen by a watch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WatchEvent {
+    Put(Versioned),
+    Delete { key: String, mod_revision: Revision },
+}
+
+impl WatchEvent {
+    pub fn revision(&self) -> Revision {
+        match self {
+            Self::Put(v) => v.mod_revision,
+            Self::Delete { mod_revision, .. } => *mod_revision,
+        }
+    }
+}
+
+pub type WatchStream = Pin<Box<dyn Stream<Item = Result<WatchEvent, StoreError>> + Send>>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// A precondition of a transaction did not hold; re-read and retry.
+    #[error("conflicting write on `{key}`")]
+    Conflict { key: String },
+    /// The history before `compact_revision` is gone; list again and continue.
+    #[error("revision compacted (oldest kept is {compact_revision})")]
+    Compacted { compact_revision: Revision },
+    /// The store cannot be reached or used right now; retryable.
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+    /// A value could not be decoded; terminal for that key.
+    #[error("corrupt value at `{key}`: {reason}")]
+    Corrupt { key: String, reason: String },
+}
+
+impl StoreError {
+    /// Whether trying the same thing again later may succeed.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, Self::Conflict { .. } | Self::Unavailable(_))
+    }
+}
+
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// One key, if present.
+    async fn get(&self, key: &str) -> Result<Option<Versioned>, StoreError>;
+    /// Every key under `prefix`, in key order.
+    async fn list(&self, prefix: &str) -> Result<Listing, StoreError>;
+    /// Applies `txn` atomically; returns the revision it was written at.
+    ///
+    /// # Errors
+    /// [`StoreError::Conflict`] naming the first key whose precondition failed.
+    async fn commit(&self, txn: Txn) -> Result<Revision, StoreError>;
+    /// Every change under `prefix` from `from_revision` on (inclusive).
+    ///
+    /// # Errors
+    /// [`StoreError::Compacted`] when that history is no longer kept.
+    async fn watch(&self, prefix: &str, from_revision: Revision)
+        -> Result<WatchStream, StoreError>;
+    /// A short description for `ao doctor` and logs (`embedded:/path`).
+    fn describe(&self) -> String;
+}
+
+/// Reads `key` as JSON, lets `f` change it, and writes it back guarded by the
+/// revision it read, retrying on conflict. `f` returning `None` leaves the key
+/// untouched. Returns the value written (or left) and its revision.
+///
+/// # Errors
+/// Whatever `f` or the store returns, except conflicts, which are retried.
+pub async fn read_modify_write<T, E, F>(
+    store: &dyn Store,
+    key: &str,
+    mut f: F,
+) -> Result<Option<(T, Revision)>, E>
+where
+    T: Serialize + DeserializeOwned,
+    E: From<StoreError>,
+    F: FnMut(Option<T>) -> Result<Option<T>, E>,
+{
+    loop {
+        let current = store.get(key).await?;
+        let (value, precondition) = match &current {
+            Some(v) => (
+                Some(decode::<T>(v)?),
+                Precondition::Revision(v.mod_revision),
+            ),
+            None => (None, Precondition::Absent),
+        };
+        let Some(next) = f(value)? else {
+            return Ok(match current {
+                Some(v) => Some((decode(&v)?, v.mod_revision)),
+                None => None,
+            });
+        };
+        let txn = Txn::default()
+            .check(key, precondition)
+            .put(key, encode(&next));
+        match store.commit(txn).await {
+            Ok(rev) => return Ok(Some((next, rev))),
+            Err(StoreError::Conflict { .. }) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// JSON-encodes a stored value.
+pub fn encode<T: Serialize>(value: &T) -> Vec<u8> {
+    serde_json::to_vec(value).expect("stored types serialize infallibly")
+}
+
+/// Decodes a stored JSON value.
+///
+/// # Errors
+/// [`StoreError::Corrupt`] naming the key.
+pub fn decode<T: DeserializeOwned>(v: &Versioned) -> Result<T, StoreError> {
+    serde_json::from_slice(&v.value).map_err(|e| StoreError::Corrupt {
+        key: v.key.clone(),
+        reason: e.to_string(),
+    })
+}

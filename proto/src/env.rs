@@ -1,0 +1,21 @@
+//! Environment variable names, documented once.
+
+/// Local state of this machine's controller/worker (default `~/.agent-orchestrator`).
+pub const AO_HOME: &str = "AO_HOME";
+/// Path of the config file (default: `agent-orchestrator.yaml` found walking up, else `$AO_HOME/config.yaml`).
+pub const AO_CONFIG_PATH: &str = "AO_CONFIG_PATH";
+/// Where the CLI finds the controller (`unix:///…/ao.sock`).
+pub const AO_CONTROLLER: &str = "AO_CONTROLLER";
+/// Log filter for `ao` processes (`tracing` env-filter syntax), e.g. `info,ao_worker=debug`.
+pub const AO_LOG: &str = "AO_LOG";
+
+/// Set in every agent session: the session id (`app-3`).
+pub const AO_SESSION_ID: &str = "AO_SESSION_ID";
+/// Set in every agent session: the project id.
+pub const AO_PROJECT_ID: &str = "AO_PROJECT_ID";
+/// Set in every agent session: the issue id, possibly empty.
+pub const AO_ISSUE_ID: &str = "AO_ISSUE_ID";
+/// Set in every agent session: a file holding the task prompt.
+pub const AO_PROMPT_FILE: &str = "AO_PROMPT_FILE";
+/// Set in every agent session: the worker that runs it.
+pub const AO_WORKER_ID: &str = "AO_WORKER_ID";

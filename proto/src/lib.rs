@@ -1,0 +1,19 @@
+//! The wire contract of `ao` and what every side needs to speak it.
+//!
+//! - [`pb`]: the generated tonic/prost code of `proto/ao.proto`.
+//! - [`dial`]: open a channel to a controller address (`unix:///…` today).
+//! - [`backoff`]: capped exponential backoff with jitter for reconnect loops.
+//! - [`env`]: every environment variable name `ao` reads or sets, in one place.
+
+pub mod backoff;
+pub mod dial;
+pub mod env;
+
+/// Generated code of `ao.v1`.
+#[allow(clippy::all, missing_docs)]
+pub mod pb {
+    tonic::include_proto!("ao.v1");
+}
+
+/// The version every side reports in hellos and `ao doctor`.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");

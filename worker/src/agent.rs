@@ -1,0 +1,284 @@
+//! Agent adapters: how to launch each coding agent, how its prompt reaches
+//! it, and what on its screen means "turn over" or "asking a human".
+
+use std::path::{Path, PathBuf};
+
+use ao_proto::pb;
+use regex::Regex;
+
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error("agent `{agent}`: binary `{program}` not found on PATH")]
+    BinaryNotFound { agent: String, program: String },
+    #[error("agent `{agent}` has no command (define `agents.{agent}.command` in the config)")]
+    NoCommand { agent: String },
+    #[error("agent `{agent}`: invalid {which} `{pattern}`: {reason}")]
+    BadPattern {
+        agent: String,
+        which: &'static str,
+        pattern: String,
+        reason: String,
+    },
+}
+
+/// How to run one agent.
+#[derive(Debug, Clone)]
+pub struct Launch {
+    pub command: String,
+    /// The prompt is on the command line; otherwise it is typed in once the
+    /// agent is ready.
+    pub prompt_on_command_line: bool,
+    /// The last non-empty screen line matching this means the turn is over.
+    pub ready: Option<Regex>,
+    /// The screen's last lines matching this mean a question for a human.
+    pub input: Option<Regex>,
+}
+
+struct Builtin {
+    name: &'static str,
+    program: &'static str,
+    /// Arguments after the program; `{prompt}` is the prompt from the file.
+    args: &'static str,
+    ready: Option<&'static str>,
+    input: &'static str,
+}
+
+const PROMPT: &str = r#""$(cat "$AO_PROMPT_FILE")""#;
+
+const BUILTINS: &[Builtin] = &[
+    Builtin {
+        name: "claude-code",
+        program: "claude",
+        args: "{prompt}",
+        ready: None,
+        input: r"Do you want to (proceed|make this edit|create)|❯ 1\. Yes",
+    },
+    Builtin {
+        name: "codex",
+        program: "codex",
+        args: "{prompt}",
+        ready: None,
+        input: r"Allow command\?|\[y/N\]|Approve",
+    },
+    Builtin {
+        name: "aider",
+        program: "aider",
+        args: "",
+        ready: Some(r"^(\w+ )?> ?$"),
+        input: r"\(Y\)es/\(N\)o",
+    },
+    Builtin {
+        name: "opencode",
+        program: "opencode",
+        args: "--prompt {prompt}",
+        ready: None,
+        input: r"Allow (once|always)|Permission required",
+    },
+    Builtin {
+        name: "gemini",
+        program: "gemini",
+        args: "--prompt-interactive {prompt}",
+        ready: None,
+        input: r"Allow execution|Apply this change\?|\(y/n\)",
+    },
+];
+
+fn compile(agent: &str, which: &'static str, pattern: &str) -> Result<Option<Regex>, AgentError> {
+    if pattern.is_empty() {
+        return Ok(None);
+    }
+    Regex::new(pattern)
+        .map(Some)
+        .map_err(|e| AgentError::BadPattern {
+            agent: agent.to_string(),
+            which,
+            pattern: pattern.to_string(),
+            reason: e.to_string(),
+        })
+}
+
+/// Resolves an agent spec into its launch, checking that its program exists
+/// on `path` (the worker's `PATH`).
+///
+/// # Errors
+/// [`AgentError::BinaryNotFound`] when the program is missing, and bad specs.
+pub fn resolve(spec: &pb::AgentSpec, path: &str) -> Result<Launch, AgentError> {
+    if let Some(b) = BUILTINS.iter().find(|b| b.name == spec.name) {
+        let program = find_program(b.program, path).ok_or_else(|| AgentError::BinaryNotFound {
+            agent: spec.name.clone(),
+            program: b.program.to_string(),
+        })?;
+        let args = b.args.replace("{prompt}", PROMPT);
+        let program = crate::runtime::shell_quote(&program.display().to_string());
+        return Ok(Launch {
+            command: format!("{program} {args}").trim_end().to_string(),
+            prompt_on_command_line: b.args.contains("{prompt}"),
+            ready: compile(&spec.name, "readyPattern", b.ready.unwrap_or(""))?,
+            input: compile(&spec.name, "inputPattern", b.input)?,
+        });
+    }
+    if spec.command.trim().is_empty() {
+        return Err(AgentError::NoCommand {
+            agent: spec.name.clone(),
+        });
+    }
+    if let Some(program) = command_program(&spec.command) {
+        if find_program(program, path).is_none() {
+            return Err(AgentError::BinaryNotFound {
+                agent: spec.name.clone(),
+                program: program.to_string(),
+            });
+        }
+    }
+    Ok(Launch {
+        command: spec.command.clone(),
+        prompt_on_command_line: false,
+        ready: compile(&spec.name, "readyPattern", &spec.ready_pattern)?,
+        input: compile(&spec.name, "inputPattern", &spec.input_pattern)?,
+    })
+}
+
+/// The program a shell command line runs first, when that is knowable
+/// without running it (not a builtin, keyword or expansion).
+fn command_program(command: &str) -> Option<&str> {
+    const SHELL_WORDS: &[&str] = &[
+        "cd", "if", "for", "while", "until", "case", "{", "(", "!", "true", "false", "echo",
+        "printf", "test", "[", "source", ".", "export", "set", "eval", "exec", "read", "sleep",
+    ];
+    let word = command
+        .split_whitespace()
+        .find(|w| !(w.contains('=') && !w.starts_with('=')))?;
+    if SHELL_WORDS.contains(&word) || word.contains(['$', '`', '"', '\'', ';', '&', '|']) {
+        return None;
+    }
+    Some(word)
+}
+
+/// Finds `program` like a shell would: a path as given, else on `path`.
+pub fn find_program(program: &str, path: &str) -> Option<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    let executable = |p: &Path| {
+        p.metadata()
+            .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+            .unwrap_or(false)
+    };
+    if program.contains('/') {
+        let p = PathBuf::from(program);
+        return executable(&p).then_some(p);
+    }
+    std::env::split_paths(path)
+        .map(|dir| dir.join(program))
+        .find(|p| executable(p))
+}
+
+/// What the screen says, judged by the agent's patterns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ScreenState {
+    WaitingInput,
+    Ready,
+    Other,
+}
+
+/// How many of the last non-empty lines a question may be on.
+const QUESTION_LINES: usize = 12;
+
+pub fn judge_screen(launch: &Launch, screen: &str) -> ScreenState {
+    // Trailing spaces are kept: a prompt like `> ` is only told apart from
+    // output by them.
+    let lines: Vec<&str> = screen.lines().filter(|l| !l.trim().is_empty()).collect();
+    if let Some(input) = &launch.input {
+        let tail = &lines[lines.len().saturating_sub(QUESTION_LINES)..];
+        if tail.iter().any(|l| input.is_match(l)) {
+            return ScreenState::WaitingInput;
+        }
+    }
+    if let (Some(ready), Some(last)) = (&launch.ready, lines.last()) {
+        if ready.is_match(last) {
+            return ScreenState::Ready;
+        }
+    }
+    ScreenState::Other
+}
+
+/// The last non-empty line of a screen, for summaries.
+pub fn last_line(screen: &str) -> String {
+    screen
+        .lines()
+        .rev()
+        .map(str::trim)
+        .find(|l| !l.is_empty())
+        .unwrap_or("")
+        .chars()
+        .take(200)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn custom(command: &str, ready: &str, input: &str) -> pb::AgentSpec {
+        pb::AgentSpec {
+            name: "bot".into(),
+            command: command.into(),
+            ready_pattern: ready.into(),
+            input_pattern: input.into(),
+        }
+    }
+
+    #[test]
+    fn builtins_need_their_binary() {
+        let dir = tempfile::tempdir().unwrap();
+        let spec = pb::AgentSpec {
+            name: "claude-code".into(),
+            ..Default::default()
+        };
+        let err = resolve(&spec, dir.path().to_str().unwrap()).unwrap_err();
+        assert!(err.to_string().contains("`claude` not found"), "{err}");
+
+        let bin = dir.path().join("claude");
+        std::fs::write(&bin, "#!/bin/sh\n").unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let launch = resolve(&spec, dir.path().to_str().unwrap()).unwrap();
+        assert!(launch.prompt_on_command_line);
+        assert!(
+            launch
+                .command
+                .ends_with(r#"claude' "$(cat "$AO_PROMPT_FILE")""#),
+            "{}",
+            launch.command
+        );
+    }
+
+    #[test]
+    fn custom_commands_check_their_first_program() {
+        let path = std::env::var("PATH").unwrap();
+        assert!(resolve(&custom("FOO=1 sh -c 'echo'", "", ""), &path).is_ok());
+        assert!(resolve(&custom("cd x && whatever", "", ""), &path).is_ok());
+        let err = resolve(&custom("no-such-agent-binary --x", "", ""), &path).unwrap_err();
+        assert!(
+            matches!(err, AgentError::BinaryNotFound { ref program, .. } if program == "no-such-agent-binary")
+        );
+        assert!(matches!(
+            resolve(&custom("sh", "(", ""), &path),
+            Err(AgentError::BadPattern { .. })
+        ));
+    }
+
+    #[test]
+    fn screen_judgement() {
+        let launch = resolve(
+            &custom("sh", r"^> $", r"\(y/n\)"),
+            &std::env::var("PATH").unwrap(),
+        )
+        .unwrap();
+        assert_eq!(judge_screen(&launch, "hello\n> \n\n"), ScreenState::Ready);
+        assert_eq!(
+            judge_screen(&launch, "Proceed? (y/n)\n"),
+            ScreenState::WaitingInput
+        );
+        assert_eq!(judge_screen(&launch, "working...\n"), ScreenState::Other);
+        assert_eq!(last_line("a\n  b  \n\n"), "b");
+    }
+}

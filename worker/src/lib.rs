@@ -1,0 +1,56 @@
+//! The `ao` worker: the source of truth for what runs on one machine.
+//!
+//! It dials the controller (workers behind NAT only ever dial out), starts
+//! agents in their own git worktrees and tmux sessions, watches their
+//! screens, and re-adopts them after a restart.
+//!
+//! Modules:
+//! - [`runtime`]: the `Runtime` trait and tmux.
+//! - [`workspace`]: git worktrees, symlinks, `postCreate`.
+//! - [`agent`]: adapters for built-in and configured agents.
+//! - [`output`]: per-session ring buffer and viewers.
+//! - [`sessions`]: the actor that owns local sessions.
+//! - [`link`]: the stream to the controller.
+
+pub mod agent;
+pub mod link;
+pub mod output;
+pub mod runtime;
+pub mod sessions;
+pub mod workspace;
+
+use std::sync::Arc;
+
+use ao_proto::dial::ControllerAddr;
+use tokio::sync::mpsc;
+
+pub use sessions::WorkerSettings;
+
+/// The tmux socket of a worker whose state lives in `home`.
+pub fn tmux_socket(home: &std::path::Path) -> std::path::PathBuf {
+    home.join("tmux.sock")
+}
+
+/// Runs a worker until `shutdown` resolves. Agent sessions keep running
+/// after it returns and are re-adopted by the next run.
+pub async fn run(
+    settings: WorkerSettings,
+    addr: ControllerAddr,
+    shutdown: impl std::future::Future<Output = ()>,
+) {
+    let settings = Arc::new(settings);
+    let socket = tmux_socket(&settings.home);
+    let runtime = Arc::new(runtime::TmuxRuntime::new(socket.clone()));
+    let (reports_tx, reports_rx) = mpsc::channel(4096);
+    let (handle, task) = sessions::start(settings.clone(), runtime, reports_tx).await;
+    link::run(
+        addr,
+        settings,
+        socket.display().to_string(),
+        handle,
+        reports_rx,
+        shutdown,
+    )
+    .await;
+    task.abort();
+}

@@ -1,0 +1,154 @@
+//! A session's terminal output: the log file that tmux appends to, read
+//! incrementally into a bounded ring buffer and fanned out to viewers
+//! through bounded channels. A viewer that falls behind is dropped; it
+//! never slows the agent or other viewers.
+
+use std::collections::VecDeque;
+use std::io::{Read, Seek, SeekFrom};
+use std::path::Path;
+
+use tokio::sync::mpsc;
+
+/// Bytes of recent output kept in memory per session.
+pub const RING_BYTES: usize = 256 * 1024;
+/// Chunks a viewer may have unread before it is dropped.
+pub const VIEWER_QUEUE: usize = 256;
+/// Most bytes read from a log file in one poll.
+const READ_LIMIT: u64 = 4 * 1024 * 1024;
+
+pub struct Output {
+    ring: VecDeque<u8>,
+    viewers: Vec<mpsc::Sender<Vec<u8>>>,
+    /// How far into the log file we have read.
+    offset: u64,
+}
+
+impl Output {
+    /// Starts reading `log` near its end, keeping its last bytes as history.
+    pub fn resume(log: &Path) -> Self {
+        let len = std::fs::metadata(log).map(|m| m.len()).unwrap_or(0);
+        let mut out = Self {
+            ring: VecDeque::with_capacity(4096),
+            viewers: Vec::new(),
+            offset: len.saturating_sub(RING_BYTES as u64),
+        };
+        // Fill the ring with what is there; nobody is subscribed yet.
+        out.poll(log);
+        out
+    }
+
+    pub fn offset(&self) -> u64 {
+        self.offset
+    }
+
+    /// Reads what the log gained since the last poll; returns its length.
+    pub fn poll(&mut self, log: &Path) -> usize {
+        let Ok(mut file) = std::fs::File::open(log) else {
+            return 0;
+        };
+        let len = file.metadata().map(|m| m.len()).unwrap_or(0);
+        if len < self.offset {
+            // Truncated by hand: start over.
+            self.offset = 0;
+        }
+        if len == self.offset || file.seek(SeekFrom::Start(self.offset)).is_err() {
+            return 0;
+        }
+        let mut buf = Vec::new();
+        let n = file
+            .take((len - self.offset).min(READ_LIMIT))
+            .read_to_end(&mut buf)
+            .unwrap_or(0);
+        buf.truncate(n);
+        self.offset += n as u64;
+        self.push(&buf);
+        n
+    }
+
+    fn push(&mut self, data: &[u8]) {
+        if data.is_empty() {
+            return;
+        }
+        let keep = data.len().min(RING_BYTES);
+        let overflow = (self.ring.len() + keep).saturating_sub(RING_BYTES);
+        self.ring.drain(..overflow);
+        self.ring.extend(&data[data.len() - keep..]);
+        self.viewers.retain(|v| match v.try_send(data.to_vec()) {
+            Ok(()) => true,
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                tracing::debug!("dropping a viewer that fell behind");
+                false
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => false,
+        });
+    }
+
+    /// The last `lines` lines kept in memory (all that is kept for 0).
+    pub fn tail(&self, lines: usize) -> Vec<u8> {
+        let (a, b) = self.ring.as_slices();
+        let all: Vec<u8> = [a, b].concat();
+        if lines == 0 {
+            return all;
+        }
+        let mut seen = 0;
+        // A trailing newline ends the last line rather than starting a new one.
+        let end = if all.last() == Some(&b'\n') {
+            all.len() - 1
+        } else {
+            all.len()
+        };
+        for i in (0..end).rev() {
+            if all[i] == b'\n' {
+                seen += 1;
+                if seen == lines {
+                    return all[i + 1..].to_vec();
+                }
+            }
+        }
+        all
+    }
+
+    /// New output from now on, until the session ends or the viewer lags.
+    pub fn subscribe(&mut self) -> mpsc::Receiver<Vec<u8>> {
+        let (tx, rx) = mpsc::channel(VIEWER_QUEUE);
+        self.viewers.push(tx);
+        rx
+    }
+
+    /// Ends every viewer's stream (the session is over).
+    pub fn close_viewers(&mut self) {
+        self.viewers.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    #[test]
+    fn tails_follows_and_drops_slow_viewers() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("s.log");
+        std::fs::write(&log, b"one\ntwo\nthree\n").unwrap();
+        let mut out = Output::resume(&log);
+        assert_eq!(out.tail(2), b"two\nthree\n");
+        assert_eq!(out.tail(0), b"one\ntwo\nthree\n");
+
+        let mut fast = out.subscribe();
+        let slow = out.subscribe();
+        let mut f = std::fs::OpenOptions::new().append(true).open(&log).unwrap();
+        for i in 0..(VIEWER_QUEUE + 5) {
+            writeln!(f, "line {i}").unwrap();
+            assert!(out.poll(&log) > 0);
+            while fast.try_recv().is_ok() {}
+        }
+        // The slow one never read and was dropped; the fast one still gets data.
+        assert_eq!(out.viewers.len(), 1);
+        drop(slow);
+        writeln!(f, "last").unwrap();
+        out.poll(&log);
+        assert_eq!(fast.try_recv().unwrap(), b"last\n");
+        assert!(out.ring.len() <= RING_BYTES);
+    }
+}

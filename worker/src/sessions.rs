@@ -1,0 +1,780 @@
+//! The worker's sessions: one actor owns every local session, reacts to the
+//! controller's assignments, stops and input, and polls the runtime (one
+//! `tmux list-panes` for all sessions per tick, a screen capture only for
+//! sessions whose output changed) to report coalesced status.
+//!
+//! Each session's metadata is kept in `$AO_HOME/worker/sessions/<id>.json`,
+//! so a restarted worker re-adopts its live tmux sessions and reports them in
+//! its inventory.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ao_proto::{env, pb};
+use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, oneshot};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::transport::Channel;
+
+use crate::agent::{self, Launch, ScreenState};
+use crate::output::Output;
+use crate::runtime::{PaneState, Runtime, StartSpec};
+use crate::workspace::{self, WorkspaceSpec};
+
+/// Output within this long counts as the agent being active.
+const ACTIVE_WINDOW: Duration = Duration::from_secs(2);
+/// Quiet this long after start means an agent without a ready pattern can
+/// take its prompt.
+const QUIET_BEFORE_PROMPT: Duration = Duration::from_millis(1500);
+/// How long typed input may take to show on the screen.
+const ECHO_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// What survives a worker restart, per session.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Meta {
+    schema_version: u32,
+    session_id: String,
+    project_id: String,
+    epoch: u64,
+    agent: String,
+    agent_command: String,
+    ready_pattern: String,
+    input_pattern: String,
+    worktree: PathBuf,
+    branch: String,
+    log_path: PathBuf,
+    prompt_delivered: bool,
+}
+
+impl Meta {
+    fn agent_spec(&self) -> pb::AgentSpec {
+        pb::AgentSpec {
+            name: self.agent.clone(),
+            command: self.agent_command.clone(),
+            ready_pattern: self.ready_pattern.clone(),
+            input_pattern: self.input_pattern.clone(),
+        }
+    }
+}
+
+/// The last report sent for a session.
+#[derive(Debug, Clone, PartialEq)]
+struct Reported {
+    state: &'static str,
+    activity: Option<&'static str>,
+    exit_code: Option<i32>,
+}
+
+struct Local {
+    meta: Meta,
+    launch: Launch,
+    output: Output,
+    last_output: Instant,
+    started: Instant,
+    screen: ScreenState,
+    last_line: String,
+    needs_capture: bool,
+    prompt_pending: bool,
+    exited: Option<(Option<i32>, String)>,
+    reported: Option<Reported>,
+}
+
+pub struct WorkerSettings {
+    pub id: String,
+    pub hostname: String,
+    pub home: PathBuf,
+    pub labels: BTreeMap<String, String>,
+    pub max_sessions: u32,
+    pub poll_interval: Duration,
+}
+
+enum Command {
+    FromController(pb::controller_message::Msg, Channel),
+    Inventory(oneshot::Sender<Vec<pb::SessionReport>>),
+    SetupDone(u64, Box<Result<Local, (String, String)>>),
+    PromptDelivered(String, bool),
+}
+
+#[derive(Clone)]
+pub struct WorkerHandle {
+    tx: mpsc::Sender<Command>,
+}
+
+impl WorkerHandle {
+    pub async fn from_controller(&self, msg: pb::controller_message::Msg, channel: Channel) {
+        let _ = self.tx.send(Command::FromController(msg, channel)).await;
+    }
+
+    /// Every session this worker holds, for the hello.
+    pub async fn inventory(&self) -> Vec<pb::SessionReport> {
+        let (tx, rx) = oneshot::channel();
+        if self.tx.send(Command::Inventory(tx)).await.is_err() {
+            return Vec::new();
+        }
+        rx.await.unwrap_or_default()
+    }
+}
+
+struct Actor {
+    settings: Arc<WorkerSettings>,
+    runtime: Arc<dyn Runtime>,
+    sessions: HashMap<String, Local>,
+    /// Assignments being set up, by session id, with their epoch.
+    setting_up: HashMap<String, u64>,
+    reports: mpsc::Sender<pb::WorkerMessage>,
+    tx: mpsc::Sender<Command>,
+}
+
+fn meta_dir(home: &Path) -> PathBuf {
+    home.join("worker").join("sessions")
+}
+
+fn session_dir(home: &Path, id: &str) -> PathBuf {
+    home.join("sessions").join(id)
+}
+
+/// Starts the actor, re-adopting the sessions the runtime still holds.
+pub async fn start(
+    settings: Arc<WorkerSettings>,
+    runtime: Arc<dyn Runtime>,
+    reports: mpsc::Sender<pb::WorkerMessage>,
+) -> (WorkerHandle, tokio::task::JoinHandle<()>) {
+    let (tx, rx) = mpsc::channel(1024);
+    let mut actor = Actor {
+        settings,
+        runtime,
+        sessions: HashMap::new(),
+        setting_up: HashMap::new(),
+        reports,
+        tx: tx.clone(),
+    };
+    actor.adopt().await;
+    let task = tokio::spawn(actor.run(rx));
+    (WorkerHandle { tx }, task)
+}
+
+impl Actor {
+    async fn adopt(&mut self) {
+        let dir = meta_dir(&self.settings.home);
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            return;
+        };
+        let panes = self.runtime.list().await.unwrap_or_else(|e| {
+            tracing::error!("cannot list runtime sessions: {e}");
+            Vec::new()
+        });
+        for entry in entries.flatten() {
+            let path = entry.path();
+            let meta: Meta = match std::fs::read(&path)
+                .map_err(|e| e.to_string())
+                .and_then(|b| serde_json::from_slice(&b).map_err(|e| e.to_string()))
+            {
+                Ok(m) => m,
+                Err(e) => {
+                    tracing::warn!(file = %path.display(), "skipping unreadable session metadata: {e}");
+                    continue;
+                }
+            };
+            let launch = agent::resolve(
+                &meta.agent_spec(),
+                &std::env::var("PATH").unwrap_or_default(),
+            )
+            .unwrap_or(Launch {
+                command: meta.agent_command.clone(),
+                prompt_on_command_line: true,
+                ready: None,
+                input: None,
+            });
+            let pane = panes.iter().find(|p| p.id == meta.session_id);
+            let exited = match pane {
+                None => Some((
+                    None,
+                    "its tmux session ended while the worker was away".to_string(),
+                )),
+                Some(p) if p.dead => Some((p.exit_status, String::new())),
+                Some(_) => None,
+            };
+            tracing::info!(session = %meta.session_id, alive = exited.is_none(), "re-adopting session");
+            let local = Local {
+                output: Output::resume(&meta.log_path),
+                prompt_pending: !meta.prompt_delivered && !launch.prompt_on_command_line,
+                meta,
+                launch,
+                last_output: Instant::now() - ACTIVE_WINDOW,
+                started: Instant::now() - QUIET_BEFORE_PROMPT,
+                screen: ScreenState::Other,
+                last_line: String::new(),
+                needs_capture: true,
+                exited,
+                reported: None,
+            };
+            self.sessions.insert(local.meta.session_id.clone(), local);
+        }
+    }
+
+    async fn run(mut self, mut rx: mpsc::Receiver<Command>) {
+        let mut tick = tokio::time::interval(self.settings.poll_interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                cmd = rx.recv() => match cmd {
+                    Some(cmd) => self.handle(cmd).await,
+                    None => break,
+                },
+                _ = tick.tick() => self.poll().await,
+            }
+        }
+    }
+
+    async fn handle(&mut self, cmd: Command) {
+        match cmd {
+            Command::FromController(msg, channel) => self.from_controller(msg, channel).await,
+            Command::Inventory(reply) => {
+                let reports = self
+                    .sessions
+                    .values()
+                    .map(|l| {
+                        let (state, activity) = state_of(l);
+                        report(l, state, activity, self.runtime.as_ref())
+                    })
+                    .collect();
+                let _ = reply.send(reports);
+            }
+            Command::SetupDone(epoch, result) => self.setup_done(epoch, *result).await,
+            Command::PromptDelivered(id, ok) => {
+                if let Some(l) = self.sessions.get_mut(&id) {
+                    l.meta.prompt_delivered = ok;
+                    write_meta(&self.settings.home, &l.meta);
+                }
+            }
+        }
+    }
+
+    async fn from_controller(&mut self, msg: pb::controller_message::Msg, channel: Channel) {
+        match msg {
+            pb::controller_message::Msg::Welcome(w) => {
+                tracing::info!(controller = %w.controller_version, "linked to the controller");
+            }
+            pb::controller_message::Msg::Assign(a) => self.assign(a),
+            pb::controller_message::Msg::Stop(s) => self.stop(s),
+            pb::controller_message::Msg::Input(i) => self.input(i),
+            pb::controller_message::Msg::OpenStream(o) => self.open_stream(o, channel),
+        }
+    }
+
+    fn send(&self, msg: pb::worker_message::Msg) {
+        if self
+            .reports
+            .try_send(pb::WorkerMessage { msg: Some(msg) })
+            .is_err()
+        {
+            tracing::warn!("report queue full or closed; the next hello resyncs");
+        }
+    }
+
+    fn assign(&mut self, a: pb::Assign) {
+        let Some(spec) = a.spec else {
+            return;
+        };
+        let id = spec.session_id.clone();
+        if let Some(l) = self.sessions.get_mut(&id) {
+            if l.meta.epoch == a.epoch {
+                // Already ours at this epoch: say where it is again.
+                l.reported = None;
+                return;
+            }
+            if l.meta.epoch > a.epoch {
+                tracing::warn!(session = %id, have = l.meta.epoch, got = a.epoch, "refusing a stale assignment");
+                return;
+            }
+        }
+        if self.setting_up.get(&id).is_some_and(|e| *e >= a.epoch) {
+            return;
+        }
+        self.setting_up.insert(id.clone(), a.epoch);
+        let settings = self.settings.clone();
+        let runtime = self.runtime.clone();
+        let tx = self.tx.clone();
+        let epoch = a.epoch;
+        let previous = self.sessions.remove(&id);
+        tokio::spawn(async move {
+            let result = setup(
+                &settings,
+                runtime.as_ref(),
+                &spec,
+                epoch,
+                a.restore || previous.is_some(),
+            )
+            .await
+            .map_err(|e| (id, e));
+            let _ = tx.send(Command::SetupDone(epoch, Box::new(result))).await;
+        });
+    }
+
+    async fn setup_done(&mut self, epoch: u64, result: Result<Local, (String, String)>) {
+        match result {
+            Ok(local) => {
+                let id = local.meta.session_id.clone();
+                if self.setting_up.get(&id) != Some(&epoch) {
+                    return;
+                }
+                self.setting_up.remove(&id);
+                write_meta(&self.settings.home, &local.meta);
+                self.sessions.insert(id, local);
+                self.poll().await;
+            }
+            Err((id, reason)) => {
+                if self.setting_up.get(&id) != Some(&epoch) {
+                    return;
+                }
+                self.setting_up.remove(&id);
+                tracing::warn!(session = %id, "setup failed: {reason}");
+                self.send(pb::worker_message::Msg::Report(pb::SessionReport {
+                    session_id: id,
+                    epoch,
+                    state: "errored".into(),
+                    activity: "exited".into(),
+                    reason,
+                    ..Default::default()
+                }));
+            }
+        }
+    }
+
+    fn stop(&mut self, s: pb::Stop) {
+        let known = self.sessions.get(&s.session_id).map(|l| l.meta.epoch);
+        if known.is_some_and(|e| e > s.epoch) {
+            tracing::warn!(session = %s.session_id, "refusing a stale stop");
+            return;
+        }
+        self.setting_up.remove(&s.session_id);
+        if let Some(mut l) = self.sessions.remove(&s.session_id) {
+            l.output.close_viewers();
+        }
+        let _ = std::fs::remove_file(
+            meta_dir(&self.settings.home).join(format!("{}.json", s.session_id)),
+        );
+        let runtime = self.runtime.clone();
+        let reports = self.reports.clone();
+        tokio::spawn(async move {
+            let reason = match runtime.stop(&s.session_id).await {
+                Ok(()) => String::new(),
+                Err(e) => e.to_string(),
+            };
+            let _ = reports
+                .send(pb::WorkerMessage {
+                    msg: Some(pb::worker_message::Msg::Report(pb::SessionReport {
+                        session_id: s.session_id,
+                        epoch: s.epoch,
+                        state: "stopped".into(),
+                        activity: "exited".into(),
+                        reason,
+                        ..Default::default()
+                    })),
+                })
+                .await;
+        });
+    }
+
+    fn input(&mut self, i: pb::Input) {
+        let request_id = i.request_id;
+        let result = move |delivered: bool, error: String| {
+            pb::worker_message::Msg::InputResult(pb::InputResult {
+                request_id,
+                delivered,
+                error,
+            })
+        };
+        match self.sessions.get(&i.session_id) {
+            None => return self.send(result(false, "no such session on this worker".into())),
+            Some(l) if l.meta.epoch != i.epoch => {
+                return self.send(result(
+                    false,
+                    format!("stale epoch {} (session is at {})", i.epoch, l.meta.epoch),
+                ));
+            }
+            Some(l) if l.exited.is_some() => {
+                return self.send(result(false, "the agent has exited".into()))
+            }
+            Some(_) => {}
+        }
+        let runtime = self.runtime.clone();
+        let reports = self.reports.clone();
+        tokio::spawn(async move {
+            let outcome = deliver(runtime.as_ref(), &i.session_id, &i.text).await;
+            let (delivered, error) = match outcome {
+                Ok(()) => (true, String::new()),
+                Err(e) => (false, e),
+            };
+            let _ = reports
+                .send(pb::WorkerMessage {
+                    msg: Some(result(delivered, error)),
+                })
+                .await;
+        });
+    }
+
+    fn open_stream(&mut self, o: pb::OpenStream, channel: Channel) {
+        let (tx, rx) = mpsc::channel::<pb::TunnelUp>(64);
+        let _ = tx.try_send(pb::TunnelUp {
+            msg: Some(pb::tunnel_up::Msg::StreamId(o.stream_id)),
+        });
+        let Some(l) = self.sessions.get_mut(&o.session_id) else {
+            let _ = tx.try_send(pb::TunnelUp {
+                msg: Some(pb::tunnel_up::Msg::Error(format!(
+                    "session {} is not on this worker",
+                    o.session_id
+                ))),
+            });
+            tokio::spawn(open_tunnel(channel, rx));
+            return;
+        };
+        l.output.poll(&l.meta.log_path);
+        // The history and the subscription are taken together: no gap.
+        let history = if o.tail_lines > 0 {
+            History::Memory(l.output.tail(o.tail_lines as usize))
+        } else {
+            History::File(l.meta.log_path.clone(), l.output.offset())
+        };
+        let live = (o.follow && l.exited.is_none()).then(|| l.output.subscribe());
+        tokio::spawn(async move {
+            let tunnel = tokio::spawn(open_tunnel(channel, rx));
+            stream_output(&tx, history, live).await;
+            drop(tx);
+            let _ = tunnel.await;
+        });
+    }
+
+    async fn poll(&mut self) {
+        let panes = match self.runtime.list().await {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::warn!("runtime list failed: {e}");
+                return;
+            }
+        };
+        let ids: Vec<String> = self.sessions.keys().cloned().collect();
+        for id in ids {
+            self.poll_one(&id, panes.iter().find(|p| p.id == id)).await;
+        }
+    }
+
+    async fn poll_one(&mut self, id: &str, pane: Option<&PaneState>) {
+        let Some(l) = self.sessions.get_mut(id) else {
+            return;
+        };
+        if l.output.poll(&l.meta.log_path) > 0 {
+            l.last_output = Instant::now();
+            l.needs_capture = true;
+        }
+        if l.exited.is_none() {
+            match pane {
+                None => l.exited = Some((None, "its tmux session ended outside ao".into())),
+                Some(p) if p.dead => l.exited = Some((p.exit_status, String::new())),
+                Some(_) => {}
+            }
+            if l.exited.is_some() {
+                l.output.close_viewers();
+            }
+        }
+        if l.exited.is_none() && l.needs_capture {
+            l.needs_capture = false;
+            if let Ok(screen) = self.runtime.capture(id, 0).await {
+                l.screen = agent::judge_screen(&l.launch, &screen);
+                l.last_line = agent::last_line(&screen);
+            }
+        }
+        if l.prompt_pending && l.exited.is_none() && prompt_time(l) {
+            l.prompt_pending = false;
+            let runtime = self.runtime.clone();
+            let tx = self.tx.clone();
+            let prompt =
+                std::fs::read_to_string(prompt_file(&self.settings.home, id)).unwrap_or_default();
+            let id = id.to_string();
+            tokio::spawn(async move {
+                let ok = match deliver(runtime.as_ref(), &id, prompt.trim_end()).await {
+                    Ok(()) => true,
+                    Err(e) => {
+                        tracing::warn!(session = %id, "prompt not confirmed: {e}");
+                        false
+                    }
+                };
+                let _ = tx.send(Command::PromptDelivered(id, ok)).await;
+            });
+        }
+        let (state, activity) = state_of(l);
+        let now = Reported {
+            state,
+            activity,
+            exit_code: l.exited.as_ref().and_then(|e| e.0),
+        };
+        if l.reported.as_ref() != Some(&now) {
+            let msg = report(l, state, activity, self.runtime.as_ref());
+            l.reported = Some(now);
+            self.send(pb::worker_message::Msg::Report(msg));
+        }
+    }
+}
+
+fn prompt_time(l: &Local) -> bool {
+    match l.screen {
+        ScreenState::Ready => true,
+        ScreenState::WaitingInput => false,
+        ScreenState::Other => {
+            l.launch.ready.is_none()
+                && l.started.elapsed() >= QUIET_BEFORE_PROMPT
+                && l.last_output.elapsed() >= QUIET_BEFORE_PROMPT
+        }
+    }
+}
+
+fn state_of(l: &Local) -> (&'static str, Option<&'static str>) {
+    if l.exited.is_some() {
+        return ("exited", Some("exited"));
+    }
+    let activity = match l.screen {
+        ScreenState::WaitingInput => "waiting_input",
+        ScreenState::Ready => "ready",
+        ScreenState::Other if l.last_output.elapsed() < ACTIVE_WINDOW => "active",
+        ScreenState::Other => "idle",
+    };
+    ("running", Some(activity))
+}
+
+fn report(
+    l: &Local,
+    state: &str,
+    activity: Option<&str>,
+    runtime: &dyn Runtime,
+) -> pb::SessionReport {
+    pb::SessionReport {
+        session_id: l.meta.session_id.clone(),
+        epoch: l.meta.epoch,
+        state: state.into(),
+        activity: activity.unwrap_or_default().into(),
+        exit_code: l.exited.as_ref().and_then(|e| e.0),
+        reason: l.exited.as_ref().map(|e| e.1.clone()).unwrap_or_default(),
+        worktree: l.meta.worktree.display().to_string(),
+        branch: l.meta.branch.clone(),
+        attach_command: runtime.attach_command(&l.meta.session_id),
+        last_line: l.last_line.clone(),
+    }
+}
+
+fn write_meta(home: &Path, meta: &Meta) {
+    let dir = meta_dir(home);
+    let path = dir.join(format!("{}.json", meta.session_id));
+    let tmp = path.with_extension("json.tmp");
+    let written = std::fs::create_dir_all(&dir)
+        .and_then(|()| {
+            std::fs::write(
+                &tmp,
+                serde_json::to_vec_pretty(meta).expect("meta serializes"),
+            )
+        })
+        .and_then(|()| std::fs::rename(&tmp, &path));
+    if let Err(e) = written {
+        tracing::error!(file = %path.display(), "cannot save session metadata: {e}");
+    }
+}
+
+fn prompt_file(home: &Path, id: &str) -> PathBuf {
+    session_dir(home, id).join("prompt.md")
+}
+
+/// Prepares the worktree, writes the prompt, resolves the agent and starts
+/// it in the runtime. Errors are the sentence shown to the user.
+async fn setup(
+    settings: &WorkerSettings,
+    runtime: &dyn Runtime,
+    spec: &pb::SessionSpec,
+    epoch: u64,
+    restart: bool,
+) -> Result<Local, String> {
+    let id = &spec.session_id;
+    let worktree = workspace::worktree_path(&settings.home, &spec.project_id, id);
+    let repo = PathBuf::from(&spec.repo_path);
+    workspace::prepare(&WorkspaceSpec {
+        repo: &repo,
+        path: &worktree,
+        branch: &spec.branch,
+        base: &spec.default_branch,
+        symlinks: &spec.symlinks,
+        post_create: &spec.post_create,
+    })
+    .await
+    .map_err(|e| e.to_string())?;
+    let branch = workspace::current_branch(&worktree)
+        .await
+        .unwrap_or_else(|| spec.branch.clone());
+    let dir = session_dir(&settings.home, id);
+    std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let prompt_path = prompt_file(&settings.home, id);
+    std::fs::write(&prompt_path, &spec.prompt)
+        .map_err(|e| format!("{}: {e}", prompt_path.display()))?;
+    let agent_spec = spec.agent.clone().unwrap_or_default();
+    let path_var = std::env::var("PATH").unwrap_or_default();
+    let launch = agent::resolve(&agent_spec, &path_var).map_err(|e| e.to_string())?;
+    let log_path = dir.join("terminal.log");
+    let mut vars: BTreeMap<String, String> = spec.env.clone().into_iter().collect();
+    vars.insert(env::AO_SESSION_ID.into(), id.clone());
+    vars.insert(env::AO_PROJECT_ID.into(), spec.project_id.clone());
+    vars.insert(env::AO_ISSUE_ID.into(), spec.issue_id.clone());
+    vars.insert(
+        env::AO_PROMPT_FILE.into(),
+        prompt_path.display().to_string(),
+    );
+    vars.insert(env::AO_WORKER_ID.into(), settings.id.clone());
+    vars.insert(env::AO_HOME.into(), settings.home.display().to_string());
+    vars.insert("PATH".into(), path_var);
+    if restart {
+        runtime.stop(id).await.map_err(|e| e.to_string())?;
+    }
+    runtime
+        .start(&StartSpec {
+            id: id.clone(),
+            cwd: worktree.clone(),
+            command: launch.command.clone(),
+            env: vars,
+            log_path: log_path.clone(),
+        })
+        .await
+        .map_err(|e| e.to_string())?;
+    let meta = Meta {
+        schema_version: 1,
+        session_id: id.clone(),
+        project_id: spec.project_id.clone(),
+        epoch,
+        agent: agent_spec.name.clone(),
+        agent_command: agent_spec.command.clone(),
+        ready_pattern: agent_spec.ready_pattern.clone(),
+        input_pattern: agent_spec.input_pattern.clone(),
+        worktree,
+        branch,
+        log_path: log_path.clone(),
+        prompt_delivered: launch.prompt_on_command_line,
+    };
+    Ok(Local {
+        output: Output::resume(&log_path),
+        prompt_pending: !launch.prompt_on_command_line,
+        meta,
+        launch,
+        last_output: Instant::now(),
+        started: Instant::now(),
+        screen: ScreenState::Other,
+        last_line: String::new(),
+        needs_capture: true,
+        exited: None,
+        reported: None,
+    })
+}
+
+/// Types `text` and confirms it shows on the screen (the terminal echoes
+/// what an interactive agent reads).
+async fn deliver(runtime: &dyn Runtime, id: &str, text: &str) -> Result<(), String> {
+    const HISTORY: u32 = 2000;
+    let needle: String = text
+        .lines()
+        .map(str::trim)
+        .rfind(|l| !l.is_empty())
+        .unwrap_or("")
+        .chars()
+        .take(60)
+        .collect();
+    let before = runtime
+        .capture(id, HISTORY)
+        .await
+        .map_err(|e| e.to_string())?
+        .matches(needle.as_str())
+        .count();
+    runtime
+        .write_input(id, text)
+        .await
+        .map_err(|e| e.to_string())?;
+    if needle.is_empty() {
+        return Ok(());
+    }
+    let deadline = Instant::now() + ECHO_TIMEOUT;
+    while Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let screen = runtime
+            .capture(id, HISTORY)
+            .await
+            .map_err(|e| e.to_string())?;
+        if screen.matches(needle.as_str()).count() > before {
+            return Ok(());
+        }
+    }
+    Err(format!(
+        "typed, but `{needle}` did not appear on the agent's screen within {} s",
+        ECHO_TIMEOUT.as_secs()
+    ))
+}
+
+enum History {
+    Memory(Vec<u8>),
+    /// The log file up to this offset; later bytes come live.
+    File(PathBuf, u64),
+}
+
+async fn stream_output(
+    tx: &mpsc::Sender<pb::TunnelUp>,
+    history: History,
+    live: Option<mpsc::Receiver<Vec<u8>>>,
+) {
+    let data = |d: Vec<u8>| pb::TunnelUp {
+        msg: Some(pb::tunnel_up::Msg::Data(d)),
+    };
+    match history {
+        History::Memory(bytes) => {
+            if tx.send(data(bytes)).await.is_err() {
+                return;
+            }
+        }
+        History::File(path, upto) => {
+            use tokio::io::AsyncReadExt;
+            let Ok(file) = tokio::fs::File::open(&path).await else {
+                return;
+            };
+            let mut reader = file.take(upto);
+            let mut buf = vec![0u8; 64 * 1024];
+            loop {
+                match reader.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => {
+                        if tx.send(data(buf[..n].to_vec())).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+            }
+        }
+    }
+    if let Some(mut live) = live {
+        loop {
+            tokio::select! {
+                chunk = live.recv() => match chunk {
+                    Some(c) => if tx.send(data(c)).await.is_err() { return },
+                    None => return,
+                },
+                () = tx.closed() => return,
+            }
+        }
+    }
+}
+
+/// Opens the tunnel RPC carrying `rx` and waits until either side ends it.
+async fn open_tunnel(channel: Channel, rx: mpsc::Receiver<pb::TunnelUp>) {
+    let mut client = pb::worker_link_client::WorkerLinkClient::new(channel);
+    match client.tunnel(ReceiverStream::new(rx)).await {
+        Ok(resp) => {
+            let mut inbound = resp.into_inner();
+            // The controller ends the response when the viewer leaves.
+            while let Ok(Some(_)) = inbound.message().await {}
+        }
+        Err(e) => tracing::warn!("tunnel failed: {e}"),
+    }
+}
