@@ -174,7 +174,7 @@ pub async fn list(
     let mut c = target.client().await?;
     let req = pb::ListSessionsRequest {
         project_id: project.unwrap_or_default(),
-        include_ended: all || json,
+        include_ended: true,
     };
     loop {
         let sessions = c
@@ -191,7 +191,16 @@ pub async fn list(
         let written = if json {
             writeln!(out, "{}", render::sessions_json(&sessions))
         } else {
-            write!(out, "{}", render::sessions_table(&sessions))
+            let shown: Vec<pb::Session> = sessions
+                .iter()
+                .filter(|s| all || !render::is_ended(&s.status))
+                .cloned()
+                .collect();
+            let hidden = sessions.len() - shown.len();
+            if hidden > 0 && !watch {
+                eprintln!("({hidden} ended sessions hidden; --all shows them)");
+            }
+            write!(out, "{}", render::sessions_table(&shown))
         };
         if written.and_then(|()| out.flush()).is_err() {
             // A closed pipe (`ao status | head`) is not an error.

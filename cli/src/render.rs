@@ -12,6 +12,11 @@ fn opt(s: &str) -> Value {
     }
 }
 
+/// Statuses of sessions whose agent is gone for good.
+pub fn is_ended(status: &str) -> bool {
+    ao_controller::model::SessionStatus::parse(status).is_some_and(|s| s.is_ended())
+}
+
 pub fn session_value(s: &pb::Session) -> Value {
     json!({
         "id": s.id,

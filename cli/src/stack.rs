@@ -11,10 +11,10 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use ao_controller::config;
+use ao_controller::server::{self, Stop};
 use ao_controller::sessions::{self, ControllerHandle};
 use ao_controller::store::embedded::EmbeddedStore;
 use ao_proto::{dial::ControllerAddr, env};
-use tokio::sync::Notify;
 
 use crate::commands::Target;
 
@@ -26,6 +26,9 @@ pub fn ao_home() -> anyhow::Result<PathBuf> {
     let home = std::env::var_os("HOME").context("neither AO_HOME nor HOME is set")?;
     Ok(PathBuf::from(home).join(".agent-orchestrator"))
 }
+
+/// How long open calls (followers, tunnels) may take to end on shutdown.
+const GRACE: Duration = Duration::from_secs(5);
 
 pub fn socket_path(home: &Path) -> PathBuf {
     home.join("ao.sock")
@@ -71,8 +74,10 @@ fn lock_home(home: &Path) -> anyhow::Result<File> {
 fn init_tracing(default: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_env(env::AO_LOG)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    use std::io::IsTerminal;
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr)
         .try_init();
 }
@@ -107,7 +112,7 @@ fn find_and_load_config(home: &Path) -> anyhow::Result<Option<(PathBuf, config::
 /// the server task. The caller holds the home lock.
 async fn start_controller(
     home: &Path,
-    stop: Arc<Notify>,
+    stop: Stop,
 ) -> anyhow::Result<(
     ControllerHandle,
     tokio::task::JoinHandle<anyhow::Result<()>>,
@@ -119,17 +124,24 @@ async fn start_controller(
         let projects = handle.apply(cfg).await?;
         tracing::info!(config = %path.display(), ?projects, "config applied");
     }
-    let listener = ao_controller::server::bind_unix(&socket_path(home))?;
+    let listener = server::bind_unix(&socket_path(home))?;
+    let on_signal = stop.clone();
+    tokio::spawn(async move {
+        signalled().await;
+        on_signal.send_replace(true);
+    });
     let server_handle = handle.clone();
     let home = home.to_path_buf();
     let server = tokio::spawn(async move {
-        let shutdown = async move {
-            tokio::select! {
-                () = signalled() => {}
-                () = stop.notified() => {}
+        let stopped = server::stopped(&stop);
+        let serving = server::serve(server_handle, &home, listener, stop);
+        tokio::pin!(serving);
+        tokio::select! {
+            r = &mut serving => r?,
+            () = async { stopped.await; tokio::time::sleep(GRACE).await } => {
+                tracing::warn!("open streams did not end within {GRACE:?}; stopping anyway");
             }
-        };
-        ao_controller::server::serve(server_handle, &home, listener, shutdown).await?;
+        }
         Ok(())
     });
     Ok((handle, server))
@@ -167,21 +179,17 @@ pub async fn up_foreground(home: &Path) -> anyhow::Result<()> {
     init_tracing("info");
     prepare_home(home)?;
     let _lock = lock_home(home)?;
-    let stop = Arc::new(Notify::new());
+    let stop = server::stop_switch();
     let (_handle, server) = start_controller(home, stop.clone()).await?;
-    let worker_stop = Arc::new(Notify::new());
     let settings = local_worker_settings(home, None, BTreeMap::new(), 0);
     let addr = ControllerAddr::Unix(socket_path(home));
-    let ws = worker_stop.clone();
-    let worker = tokio::spawn(ao_worker::run(settings, addr, async move {
-        ws.notified().await
-    }));
+    // The worker leaves first so that its link does not hold the server open.
+    let worker = tokio::spawn(ao_worker::run(settings, addr, server::stopped(&stop)));
     eprintln!(
         "ao is up: controller at unix://{}",
         socket_path(home).display()
     );
     let result = server.await.context("controller task failed")?;
-    worker_stop.notify_one();
     let _ = worker.await;
     let _ = std::fs::remove_file(socket_path(home));
     eprintln!("ao is down; agent sessions keep running and are re-adopted by the next `ao up`");
@@ -193,7 +201,7 @@ pub async fn controller_only(home: &Path) -> anyhow::Result<()> {
     init_tracing("info");
     prepare_home(home)?;
     let _lock = lock_home(home)?;
-    let (_handle, server) = start_controller(home, Arc::new(Notify::new())).await?;
+    let (_handle, server) = start_controller(home, server::stop_switch()).await?;
     eprintln!(
         "controller listening at unix://{}",
         socket_path(home).display()
@@ -228,6 +236,7 @@ pub async fn up_detached(home: &Path, target: &Target) -> anyhow::Result<()> {
         );
     }
     prepare_home(home)?;
+    let log_start = std::fs::metadata(log_path(home)).map_or(0, |m| m.len() as usize);
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -250,13 +259,13 @@ pub async fn up_detached(home: &Path, target: &Target) -> anyhow::Result<()> {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     loop {
         if let Some(status) = child.try_wait()? {
-            let tail = std::fs::read_to_string(log_path(home)).unwrap_or_default();
-            let tail: Vec<&str> = tail.lines().rev().take(5).collect();
-            let tail: Vec<&str> = tail.into_iter().rev().collect();
+            // What this run wrote, which ends with its error.
+            let text = std::fs::read(log_path(home)).unwrap_or_default();
+            let ours = String::from_utf8_lossy(text.get(log_start..).unwrap_or_default());
             bail!(
-                "`ao up` exited ({status}); last lines of {}:\n{}",
-                log_path(home).display(),
-                tail.join("\n")
+                "`ao up` exited ({status}):\n{}\n(full log: {})",
+                ours.trim_end(),
+                log_path(home).display()
             );
         }
         if let Ok(info) = target.info().await {

@@ -2,11 +2,10 @@
 //! call the [`ControllerHandle`]; no store or runtime call lives here.
 
 use std::pin::Pin;
-use std::sync::Arc;
 use std::time::Duration;
 
 use ao_proto::pb;
-use tokio::sync::{mpsc, Notify};
+use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status, Streaming};
@@ -91,7 +90,7 @@ type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 pub struct ControllerService {
     pub handle: ControllerHandle,
     pub home: String,
-    pub shutdown: Arc<Notify>,
+    pub stop: crate::server::Stop,
 }
 
 #[tonic::async_trait]
@@ -377,7 +376,7 @@ impl pb::controller_server::Controller for ControllerService {
         &self,
         _: Request<pb::ShutdownRequest>,
     ) -> Result<Response<pb::ShutdownResponse>, Status> {
-        self.shutdown.notify_one();
+        self.stop.send_replace(true);
         Ok(Response::new(pb::ShutdownResponse {}))
     }
 }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use ao_proto::pb;
 use tokio::net::UnixListener;
-use tokio::sync::Notify;
+use tokio::sync::watch;
 use tokio_stream::wrappers::UnixListenerStream;
 
 use crate::grpc::{ControllerService, WorkerLinkService};
@@ -46,7 +46,23 @@ pub fn bind_unix(path: &Path) -> Result<UnixListener, ServeError> {
     Ok(listener)
 }
 
-/// Serves until `shutdown` resolves or a client calls `Shutdown`.
+/// The stack's stop switch: set once, seen by every part.
+pub type Stop = Arc<watch::Sender<bool>>;
+
+pub fn stop_switch() -> Stop {
+    Arc::new(watch::channel(false).0)
+}
+
+/// Resolves once `stop` is set.
+pub fn stopped(stop: &Stop) -> impl Future<Output = ()> + Send + 'static {
+    let mut rx = stop.subscribe();
+    async move {
+        let _ = rx.wait_for(|s| *s).await;
+    }
+}
+
+/// Serves until `stop` is set (a client's `Shutdown` sets it too). Returns
+/// once in-flight calls are done; the caller bounds that wait.
 ///
 /// # Errors
 /// [`ServeError::Serve`] when the transport fails.
@@ -54,21 +70,15 @@ pub async fn serve(
     handle: ControllerHandle,
     home: &Path,
     listener: UnixListener,
-    shutdown: impl Future<Output = ()> + Send,
+    stop: Stop,
 ) -> Result<(), ServeError> {
-    let requested = Arc::new(Notify::new());
     let controller = ControllerService {
         handle: handle.clone(),
         home: home.display().to_string(),
-        shutdown: requested.clone(),
+        stop: stop.clone(),
     };
     let link = WorkerLinkService { handle };
-    let stop = async move {
-        tokio::select! {
-            () = shutdown => {}
-            () = requested.notified() => {}
-        }
-    };
+    let stop = stopped(&stop);
     tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(std::time::Duration::from_secs(10)))
         .add_service(pb::controller_server::ControllerServer::new(controller))

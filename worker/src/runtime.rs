@@ -132,11 +132,12 @@ impl TmuxRuntime {
                     .and_then(|i| args.get(i + 1))
                     .unwrap_or(&"")
                     .trim_start_matches('=')
+                    .trim_end_matches(':')
                     .to_string();
                 return Err(RuntimeError::SessionGone { id });
             }
             Err(RuntimeError::Command {
-                command: format!("tmux {}", args.join(" ")),
+                command: format!("tmux {}", args.first().unwrap_or(&"")),
                 stderr,
             })
         }
@@ -153,6 +154,11 @@ fn target(id: &str) -> String {
     format!("={id}")
 }
 
+/// The active pane of a session, matched exactly.
+fn pane(id: &str) -> String {
+    format!("={id}:")
+}
+
 #[async_trait]
 impl Runtime for TmuxRuntime {
     fn name(&self) -> &'static str {
@@ -166,7 +172,7 @@ impl Runtime for TmuxRuntime {
             shell_quote(&spec.log_path.display().to_string())
         );
         let env: Vec<String> = spec.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
-        let t = target(&spec.id);
+        let t = pane(&spec.id);
         // One invocation: the server runs the whole list before it reads any
         // output of the new pane, so pipe-pane sees the very first byte and
         // remain-on-exit holds even for a command that exits at once.
@@ -216,7 +222,7 @@ impl Runtime for TmuxRuntime {
     }
 
     async fn write_input(&self, id: &str, text: &str) -> Result<(), RuntimeError> {
-        let t = target(id);
+        let t = pane(id);
         if text.contains('\n') {
             let buffer = format!("ao-{id}");
             self.tmux_with_input(&["load-buffer", "-b", &buffer, "-"], Some(text.as_bytes()))
@@ -242,7 +248,7 @@ impl Runtime for TmuxRuntime {
             "-S",
             &start,
             "-t",
-            &target(id),
+            &pane(id),
         ])
         .await
     }
