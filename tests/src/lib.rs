@@ -1,1 +1,245 @@
+//! Test harness: a real `ao` stack in its own `AO_HOME` (own tmux socket,
+//! own store), a real git repository, and scripted agents from `agents/`.
 
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// The `ao` binary built next to this test binary (or `AO_BIN`).
+pub fn ao_bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("AO_BIN") {
+        return PathBuf::from(p);
+    }
+    let exe = std::env::current_exe().expect("current exe");
+    // target/<profile>/deps/<test> -> target/<profile>/ao
+    let bin = exe
+        .parent()
+        .and_then(Path::parent)
+        .map(|d| d.join("ao"))
+        .expect("target dir");
+    assert!(
+        bin.exists(),
+        "{} is missing: build it first (cargo build -p ao) or set AO_BIN",
+        bin.display()
+    );
+    bin
+}
+
+/// Where the scripted agents live.
+pub fn agents_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("agents")
+}
+
+/// Polls `f` until it returns `Some`, or panics after `timeout` naming `what`.
+pub fn eventually<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for: {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The output of one `ao` run.
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl From<Output> for Run {
+    fn from(o: Output) -> Self {
+        Self {
+            code: o.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+        }
+    }
+}
+
+impl Run {
+    /// Panics with both streams unless the run exited 0.
+    pub fn ok(self) -> Self {
+        assert_eq!(self.code, 0, "ao failed:\nstdout: {}\nstderr: {}", self.stdout, self.stderr);
+        self
+    }
+
+    /// The id of a `SESSION=<id>` line.
+    pub fn session_id(&self) -> String {
+        self.stdout
+            .lines()
+            .find_map(|l| l.strip_prefix("SESSION="))
+            .unwrap_or_else(|| panic!("no SESSION= line in {:?} / {:?}", self.stdout, self.stderr))
+            .to_string()
+    }
+}
+
+/// One stack: `AO_HOME`, a git repo with one commit, and a config whose
+/// project `app` runs the `bot` agent (custom agents `quitter`, `asker`,
+/// `ghost` too).
+pub struct Stack {
+    pub dir: tempfile::TempDir,
+    pub home: PathBuf,
+    pub repo: PathBuf,
+    pub config: PathBuf,
+}
+
+pub const CONFIG: &str = r#"projects:
+  app:
+    path: ./repo
+    defaultBranch: main
+    agent: bot
+    symlinks: [.env]
+    postCreate:
+      - "echo created > .post-create"
+agents:
+  bot:
+    command: "{agents}/prompt-wait.sh"
+    readyPattern: "^> $"
+  quitter:
+    command: "{agents}/exit-now.sh"
+  asker:
+    command: "{agents}/ask-yn.sh"
+    inputPattern: "\\(y/n\\)"
+    readyPattern: "^> $"
+  ghost:
+    command: "no-such-agent-binary --flag"
+"#;
+
+pub fn git(dir: &Path, args: &[&str]) -> String {
+    let out = Command::new("git").arg("-C").arg(dir).args(args).output().expect("git runs");
+    assert!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+impl Stack {
+    pub fn new() -> Self {
+        // Short paths: tmux sockets are limited to ~100 bytes.
+        let dir = tempfile::Builder::new().prefix("ao-").tempdir_in("/tmp").expect("tempdir");
+        let home = dir.path().join("home");
+        let repo = dir.path().join("repo");
+        std::fs::create_dir_all(&repo).unwrap();
+        git(&repo, &["init", "-q", "-b", "main"]);
+        std::fs::write(repo.join("README.md"), "demo\n").unwrap();
+        std::fs::write(repo.join(".env"), "SECRET=1\n").unwrap();
+        git(&repo, &["add", "README.md"]);
+        git(&repo, &["-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "init"]);
+        let config = dir.path().join("agent-orchestrator.yaml");
+        let text = CONFIG.replace("{agents}", &agents_dir().display().to_string());
+        std::fs::write(&config, text).unwrap();
+        Self { dir, home, repo, config }
+    }
+
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(ao_bin());
+        c.args(args)
+            .current_dir(self.dir.path())
+            .env("AO_HOME", &self.home)
+            .env_remove("AO_CONTROLLER")
+            .env_remove("AO_CONFIG_PATH")
+            .stdin(std::process::Stdio::null());
+        c
+    }
+
+    pub fn ao(&self, args: &[&str]) -> Run {
+        self.command(args).output().expect("ao runs").into()
+    }
+
+    /// `ao up -d`; the stack is ready when it returns.
+    pub fn up(&self) -> u32 {
+        let run = self.ao(&["up", "-d"]).ok();
+        let pid = run
+            .stdout
+            .split("pid ")
+            .nth(1)
+            .and_then(|s| s.split(')').next())
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| panic!("no pid in {:?}", run.stdout));
+        pid
+    }
+
+    pub fn spawn(&self, args: &[&str]) -> String {
+        let mut all = vec!["spawn"];
+        all.extend_from_slice(args);
+        self.ao(&all).ok().session_id()
+    }
+
+    pub fn sessions(&self) -> Vec<Value> {
+        let run = self.ao(&["status", "--json"]).ok();
+        match serde_json::from_str(&run.stdout) {
+            Ok(Value::Array(items)) => items,
+            other => panic!("status --json is not an array: {other:?} from {:?}", run.stdout),
+        }
+    }
+
+    pub fn session(&self, id: &str) -> Value {
+        self.sessions()
+            .into_iter()
+            .find(|s| s["id"] == id)
+            .unwrap_or_else(|| panic!("no session {id}"))
+    }
+
+    /// Waits until the session's `field` equals `want`.
+    pub fn wait_field(&self, id: &str, field: &str, want: &str) -> Value {
+        eventually(&format!("{id}.{field} == {want}"), Duration::from_secs(20), || {
+            let s = self.session(id);
+            (s[field] == want).then_some(s)
+        })
+    }
+
+    /// Waits until the session's terminal log contains `text`.
+    pub fn wait_log(&self, id: &str, text: &str) -> String {
+        eventually(&format!("{id} shows {text:?}"), Duration::from_secs(20), || {
+            let run = self.ao(&["logs", id]);
+            (run.code == 0 && run.stdout.contains(text)).then_some(run.stdout)
+        })
+    }
+
+    pub fn events(&self) -> Vec<Value> {
+        let text = std::fs::read_to_string(self.home.join("events.jsonl")).unwrap_or_default();
+        text.lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("torn line {l:?}: {e}")))
+            .collect()
+    }
+
+    pub fn tmux_socket(&self) -> PathBuf {
+        self.home.join("tmux.sock")
+    }
+
+    pub fn tmux_sessions(&self) -> Vec<String> {
+        let out = Command::new("tmux")
+            .arg("-S")
+            .arg(self.tmux_socket())
+            .args(["list-sessions", "-F", "#{session_name}"])
+            .output()
+            .expect("tmux runs");
+        let mut names: Vec<String> = String::from_utf8_lossy(&out.stdout).lines().map(str::to_string).collect();
+        names.sort();
+        names
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        std::fs::read_to_string(self.home.join("ao.lock")).ok()?.trim().parse().ok()
+    }
+}
+
+impl Default for Stack {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Drop for Stack {
+    fn drop(&mut self) {
+        // Stop what this test started, by pid and by socket; nothing else.
+        let _ = self.command(&["down"]).output();
+        if let Some(pid) = self.pid() {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGKILL);
+        }
+        let _ = Command::new("tmux").arg("-S").arg(self.tmux_socket()).arg("kill-server").output();
+    }
+}

@@ -180,21 +180,22 @@ pub enum ScreenState {
 }
 
 /// How many of the last non-empty lines a question may be on.
-const QUESTION_LINES: usize = 12;
+const QUESTION_LINES: usize = 8;
 
 pub fn judge_screen(launch: &Launch, screen: &str) -> ScreenState {
     // Trailing spaces are kept: a prompt like `> ` is only told apart from
     // output by them.
     let lines: Vec<&str> = screen.lines().filter(|l| !l.trim().is_empty()).collect();
+    // A ready prompt on the last line means any question above was answered.
+    if let (Some(ready), Some(last)) = (&launch.ready, lines.last()) {
+        if ready.is_match(last) {
+            return ScreenState::Ready;
+        }
+    }
     if let Some(input) = &launch.input {
         let tail = &lines[lines.len().saturating_sub(QUESTION_LINES)..];
         if tail.iter().any(|l| input.is_match(l)) {
             return ScreenState::WaitingInput;
-        }
-    }
-    if let (Some(ready), Some(last)) = (&launch.ready, lines.last()) {
-        if ready.is_match(last) {
-            return ScreenState::Ready;
         }
     }
     ScreenState::Other
@@ -279,6 +280,8 @@ mod tests {
             ScreenState::WaitingInput
         );
         assert_eq!(judge_screen(&launch, "working...\n"), ScreenState::Other);
+        // Answered: the prompt is back below the question.
+        assert_eq!(judge_screen(&launch, "Proceed? (y/n) y\n> \n"), ScreenState::Ready);
         assert_eq!(last_line("a\n  b  \n\n"), "b");
     }
 }
