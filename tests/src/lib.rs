@@ -39,7 +39,10 @@ pub fn eventually<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Optio
         if let Some(v) = f() {
             return v;
         }
-        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for: {what}");
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for: {what}"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
 }
@@ -64,7 +67,11 @@ impl From<Output> for Run {
 impl Run {
     /// Panics with both streams unless the run exited 0.
     pub fn ok(self) -> Self {
-        assert_eq!(self.code, 0, "ao failed:\nstdout: {}\nstderr: {}", self.stdout, self.stderr);
+        assert_eq!(
+            self.code, 0,
+            "ao failed:\nstdout: {}\nstderr: {}",
+            self.stdout, self.stderr
+        );
         self
     }
 
@@ -111,15 +118,27 @@ agents:
 "#;
 
 pub fn git(dir: &Path, args: &[&str]) -> String {
-    let out = Command::new("git").arg("-C").arg(dir).args(args).output().expect("git runs");
-    assert!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args(args)
+        .output()
+        .expect("git runs");
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
 impl Stack {
     pub fn new() -> Self {
         // Short paths: tmux sockets are limited to ~100 bytes.
-        let dir = tempfile::Builder::new().prefix("ao-").tempdir_in("/tmp").expect("tempdir");
+        let dir = tempfile::Builder::new()
+            .prefix("ao-")
+            .tempdir_in("/tmp")
+            .expect("tempdir");
         let home = dir.path().join("home");
         let repo = dir.path().join("repo");
         std::fs::create_dir_all(&repo).unwrap();
@@ -127,11 +146,27 @@ impl Stack {
         std::fs::write(repo.join("README.md"), "demo\n").unwrap();
         std::fs::write(repo.join(".env"), "SECRET=1\n").unwrap();
         git(&repo, &["add", "README.md"]);
-        git(&repo, &["-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "init"]);
+        git(
+            &repo,
+            &[
+                "-c",
+                "user.email=t@t",
+                "-c",
+                "user.name=t",
+                "commit",
+                "-qm",
+                "init",
+            ],
+        );
         let config = dir.path().join("agent-orchestrator.yaml");
         let text = CONFIG.replace("{agents}", &agents_dir().display().to_string());
         std::fs::write(&config, text).unwrap();
-        Self { dir, home, repo, config }
+        Self {
+            dir,
+            home,
+            repo,
+            config,
+        }
     }
 
     pub fn command(&self, args: &[&str]) -> Command {
@@ -172,7 +207,10 @@ impl Stack {
         let run = self.ao(&["status", "--json"]).ok();
         match serde_json::from_str(&run.stdout) {
             Ok(Value::Array(items)) => items,
-            other => panic!("status --json is not an array: {other:?} from {:?}", run.stdout),
+            other => panic!(
+                "status --json is not an array: {other:?} from {:?}",
+                run.stdout
+            ),
         }
     }
 
@@ -185,18 +223,32 @@ impl Stack {
 
     /// Waits until the session's `field` equals `want`.
     pub fn wait_field(&self, id: &str, field: &str, want: &str) -> Value {
-        eventually(&format!("{id}.{field} == {want}"), Duration::from_secs(20), || {
+        let mut last = Value::Null;
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
             let s = self.session(id);
-            (s[field] == want).then_some(s)
-        })
+            if s[field] == want {
+                return s;
+            }
+            last = s;
+            if Instant::now() > deadline {
+                let screen = self.ao(&["logs", id, "-n", "8"]).stdout;
+                panic!("timed out waiting for {id}.{field} == {want}; last seen {last}\nscreen:\n{screen}");
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
     }
 
     /// Waits until the session's terminal log contains `text`.
     pub fn wait_log(&self, id: &str, text: &str) -> String {
-        eventually(&format!("{id} shows {text:?}"), Duration::from_secs(20), || {
-            let run = self.ao(&["logs", id]);
-            (run.code == 0 && run.stdout.contains(text)).then_some(run.stdout)
-        })
+        eventually(
+            &format!("{id} shows {text:?}"),
+            Duration::from_secs(20),
+            || {
+                let run = self.ao(&["logs", id]);
+                (run.code == 0 && run.stdout.contains(text)).then_some(run.stdout)
+            },
+        )
     }
 
     pub fn events(&self) -> Vec<Value> {
@@ -217,13 +269,20 @@ impl Stack {
             .args(["list-sessions", "-F", "#{session_name}"])
             .output()
             .expect("tmux runs");
-        let mut names: Vec<String> = String::from_utf8_lossy(&out.stdout).lines().map(str::to_string).collect();
+        let mut names: Vec<String> = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(str::to_string)
+            .collect();
         names.sort();
         names
     }
 
     pub fn pid(&self) -> Option<u32> {
-        std::fs::read_to_string(self.home.join("ao.lock")).ok()?.trim().parse().ok()
+        std::fs::read_to_string(self.home.join("ao.lock"))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
     }
 }
 
@@ -235,11 +294,22 @@ impl Default for Stack {
 
 impl Drop for Stack {
     fn drop(&mut self) {
+        if std::thread::panicking() {
+            let log = std::fs::read_to_string(self.home.join("ao.log")).unwrap_or_default();
+            eprintln!("--- ao.log of the failed test ---\n{log}");
+        }
         // Stop what this test started, by pid and by socket; nothing else.
         let _ = self.command(&["down"]).output();
         if let Some(pid) = self.pid() {
-            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGKILL);
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid as i32),
+                nix::sys::signal::Signal::SIGKILL,
+            );
         }
-        let _ = Command::new("tmux").arg("-S").arg(self.tmux_socket()).arg("kill-server").output();
+        let _ = Command::new("tmux")
+            .arg("-S")
+            .arg(self.tmux_socket())
+            .arg("kill-server")
+            .output();
     }
 }

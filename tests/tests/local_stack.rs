@@ -16,10 +16,18 @@ fn spawn_runs_the_agent_in_its_worktree_and_send_reaches_it() {
     let s = stack.session(&id);
     let worktree = s["worktree"].as_str().expect("worktree").to_string();
     assert_eq!(s["branch"], "feat/INT-7");
-    assert_eq!(git(worktree.as_ref(), &["rev-parse", "--abbrev-ref", "HEAD"]), "feat/INT-7");
+    assert_eq!(
+        git(worktree.as_ref(), &["rev-parse", "--abbrev-ref", "HEAD"]),
+        "feat/INT-7"
+    );
     // postCreate ran and symlinks were made.
-    assert!(std::path::Path::new(&worktree).join(".post-create").exists());
-    assert_eq!(std::fs::read_to_string(format!("{worktree}/.env")).unwrap(), "SECRET=1\n");
+    assert!(std::path::Path::new(&worktree)
+        .join(".post-create")
+        .exists());
+    assert_eq!(
+        std::fs::read_to_string(format!("{worktree}/.env")).unwrap(),
+        "SECRET=1\n"
+    );
 
     let env = eventually("agent wrote its env", Duration::from_secs(10), || {
         std::fs::read_to_string(format!("{worktree}/.agent-env")).ok()
@@ -40,8 +48,22 @@ fn spawn_runs_the_agent_in_its_worktree_and_send_reaches_it() {
     stack.wait_log(&id, "got: hello agent");
     let s = stack.wait_field(&id, "activity", "ready");
     for key in [
-        "id", "projectId", "issueId", "status", "activity", "branch", "worktree", "worker", "agent",
-        "runtime", "pr", "prNumber", "ciStatus", "reviewDecision", "createdAt", "lastActivityAt",
+        "id",
+        "projectId",
+        "issueId",
+        "status",
+        "activity",
+        "branch",
+        "worktree",
+        "worker",
+        "agent",
+        "runtime",
+        "pr",
+        "prNumber",
+        "ciStatus",
+        "reviewDecision",
+        "createdAt",
+        "lastActivityAt",
         "summary",
     ] {
         assert!(s.get(key).is_some(), "status --json lacks {key}: {s}");
@@ -52,12 +74,21 @@ fn spawn_runs_the_agent_in_its_worktree_and_send_reaches_it() {
     // The agent edits and commits on its own branch.
     stack.ao(&["send", &id, "commit"]).ok();
     stack.wait_log(&id, "committed");
-    assert_eq!(git(&stack.repo, &["log", "-1", "--format=%s", "feat/INT-7"]), "agent change");
-    assert_eq!(git(&stack.repo, &["log", "-1", "--format=%s", "main"]), "init");
+    assert_eq!(
+        git(&stack.repo, &["log", "-1", "--format=%s", "feat/INT-7"]),
+        "agent change"
+    );
+    assert_eq!(
+        git(&stack.repo, &["log", "-1", "--format=%s", "main"]),
+        "init"
+    );
 
     // A person on the machine can attach with plain tmux.
     assert_eq!(stack.tmux_sessions(), ["app-1"]);
-    assert!(s["attachCommand"].as_str().unwrap().contains("attach -t app-1"));
+    assert!(s["attachCommand"]
+        .as_str()
+        .unwrap()
+        .contains("attach -t app-1"));
 }
 
 #[test]
@@ -65,7 +96,12 @@ fn batch_spawn_skips_issues_with_a_live_session() {
     let stack = Stack::new();
     stack.up();
     let first = stack.ao(&["batch-spawn", "app", "A-1", "A-2"]).ok();
-    assert_eq!(first.stdout.matches("SESSION=").count(), 2, "{}", first.stdout);
+    assert_eq!(
+        first.stdout.matches("SESSION=").count(),
+        2,
+        "{}",
+        first.stdout
+    );
     let second = stack.ao(&["batch-spawn", "app", "A-1", "A-3"]).ok();
     assert_eq!(second.stdout.trim(), "SESSION=app-3", "{}", second.stderr);
     assert!(second.stderr.contains("skipped A-1"), "{}", second.stderr);
@@ -89,9 +125,21 @@ fn kill_keeps_the_branch_and_restore_brings_the_session_back() {
     let s = stack.session(&id);
     assert_eq!(s["status"], "killed");
     assert_eq!(s["activity"], "exited");
-    assert!(stack.tmux_sessions().is_empty(), "{:?}", stack.tmux_sessions());
-    assert_eq!(git(&stack.repo, &["branch", "--list", "feat/K-1"]).trim_start_matches("+ ").trim(), "feat/K-1");
-    assert!(stack.events().iter().any(|e| e["type"] == "session.killed" && e["sessionId"] == id.as_str()));
+    assert!(
+        stack.tmux_sessions().is_empty(),
+        "{:?}",
+        stack.tmux_sessions()
+    );
+    assert_eq!(
+        git(&stack.repo, &["branch", "--list", "feat/K-1"])
+            .trim_start_matches("+ ")
+            .trim(),
+        "feat/K-1"
+    );
+    assert!(stack
+        .events()
+        .iter()
+        .any(|e| e["type"] == "session.killed" && e["sessionId"] == id.as_str()));
     // Killing twice says why.
     let again = stack.ao(&["session", "kill", &id]);
     assert_eq!(again.code, 1);
@@ -105,7 +153,10 @@ fn kill_keeps_the_branch_and_restore_brings_the_session_back() {
     assert_eq!(s["epoch"], 2);
     stack.ao(&["send", &id, "back again"]).ok();
     stack.wait_log(&id, "got: back again");
-    assert!(stack.events().iter().any(|e| e["type"] == "session.restored"));
+    assert!(stack
+        .events()
+        .iter()
+        .any(|e| e["type"] == "session.restored"));
 }
 
 #[test]
@@ -116,12 +167,18 @@ fn an_agent_that_exits_is_done_and_a_question_needs_input() {
     let s = stack.wait_field(&quick, "status", "done");
     assert_eq!(s["activity"], "exited");
     assert_eq!(s["exitCode"], 0);
-    assert!(stack.events().iter().any(|e| e["type"] == "session.exited" && e["sessionId"] == quick.as_str()));
+    assert!(stack
+        .events()
+        .iter()
+        .any(|e| e["type"] == "session.exited" && e["sessionId"] == quick.as_str()));
 
     let asker = stack.spawn(&["app", "Q-2", "--agent", "asker"]);
     let s = stack.wait_field(&asker, "status", "needs_input");
     assert_eq!(s["activity"], "waiting_input");
-    assert!(stack.events().iter().any(|e| e["type"] == "session.needs_input" && e["priority"] == "action"));
+    assert!(stack
+        .events()
+        .iter()
+        .any(|e| e["type"] == "session.needs_input" && e["priority"] == "action"));
     stack.ao(&["send", &asker, "y"]).ok();
     stack.wait_log(&asker, "answer: y");
     stack.wait_field(&asker, "activity", "ready");
@@ -131,7 +188,10 @@ fn an_agent_that_exits_is_done_and_a_question_needs_input() {
 fn kill_9_of_the_stack_loses_no_session_and_no_event() {
     let stack = Stack::new();
     let pid = stack.up();
-    let ids: Vec<String> = ["R-1", "R-2", "R-3"].iter().map(|i| stack.spawn(&["app", i])).collect();
+    let ids: Vec<String> = ["R-1", "R-2", "R-3"]
+        .iter()
+        .map(|i| stack.spawn(&["app", i]))
+        .collect();
     for id in &ids {
         stack.wait_log(id, "got: You are working");
     }
@@ -160,7 +220,10 @@ fn kill_9_of_the_stack_loses_no_session_and_no_event() {
     let event_ids: Vec<u64> = events.iter().map(|e| e["id"].as_u64().unwrap()).collect();
     let expected: Vec<u64> = (1..=event_ids.len() as u64).collect();
     assert_eq!(event_ids, expected, "events.jsonl has a gap or a duplicate");
-    let spawned = events.iter().filter(|e| e["type"] == "session.spawned").count();
+    let spawned = events
+        .iter()
+        .filter(|e| e["type"] == "session.spawned")
+        .count();
     assert_eq!(spawned, 3);
     assert!(events.iter().any(|e| e["type"] == "worker.reconnected"));
     // The CLI's view of the log matches the file.
@@ -183,7 +246,11 @@ fn bad_input_is_refused_clearly_and_disturbs_nothing() {
 
     // An unknown key names the file, the key and the line.
     let unknown = stack.dir.path().join("unknown.yaml");
-    std::fs::write(&unknown, "projects:\n  app:\n    path: ./repo\n    agnet: bot\n").unwrap();
+    std::fs::write(
+        &unknown,
+        "projects:\n  app:\n    path: ./repo\n    agnet: bot\n",
+    )
+    .unwrap();
     let run = stack.ao(&["apply", "-f", unknown.to_str().unwrap()]);
     assert_eq!(run.code, 1);
     assert!(run.stderr.contains("unknown.yaml:4"), "{}", run.stderr);
@@ -191,21 +258,36 @@ fn bad_input_is_refused_clearly_and_disturbs_nothing() {
 
     let run = stack.ao(&["spawn", "nope", "X-1"]);
     assert_eq!(run.code, 1);
-    assert!(run.stderr.contains("unknown project `nope`"), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("unknown project `nope`"),
+        "{}",
+        run.stderr
+    );
 
     let run = stack.ao(&["send", "app-99", "hi"]);
     assert_eq!(run.code, 1);
-    assert!(run.stderr.contains("unknown session `app-99`"), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("unknown session `app-99`"),
+        "{}",
+        run.stderr
+    );
 
     // An agent whose binary is missing: errored, with the reason, and logged.
     let run = stack.ao(&["spawn", "app", "G-1", "--agent", "ghost"]);
     assert_eq!(run.code, 1);
     let ghost = run.session_id();
-    assert!(run.stderr.contains("no-such-agent-binary"), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("no-such-agent-binary"),
+        "{}",
+        run.stderr
+    );
     let s = stack.session(&ghost);
     assert_eq!(s["status"], "errored");
     assert!(s["summary"].as_str().unwrap().contains("not found"), "{s}");
-    assert!(stack.events().iter().any(|e| e["type"] == "session.errored" && e["sessionId"] == ghost.as_str()));
+    assert!(stack
+        .events()
+        .iter()
+        .any(|e| e["type"] == "session.errored" && e["sessionId"] == ghost.as_str()));
 
     // A second stack on the same AO_HOME.
     let run = stack.ao(&["up"]);
@@ -235,7 +317,11 @@ fn doctor_says_what_to_install() {
         .into();
     assert_eq!(run.code, 1);
     assert!(run.stdout.contains("[FAIL] tmux"), "{}", run.stdout);
-    assert!(run.stdout.contains("apt-get install tmux"), "{}", run.stdout);
+    assert!(
+        run.stdout.contains("apt-get install tmux"),
+        "{}",
+        run.stdout
+    );
     assert!(run.stdout.contains("apt-get install git"), "{}", run.stdout);
 
     stack.up();

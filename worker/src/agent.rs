@@ -281,7 +281,10 @@ mod tests {
         );
         assert_eq!(judge_screen(&launch, "working...\n"), ScreenState::Other);
         // Answered: the prompt is back below the question.
-        assert_eq!(judge_screen(&launch, "Proceed? (y/n) y\n> \n"), ScreenState::Ready);
+        assert_eq!(
+            judge_screen(&launch, "Proceed? (y/n) y\n> \n"),
+            ScreenState::Ready
+        );
         assert_eq!(last_line("a\n  b  \n\n"), "b");
     }
 }

@@ -432,7 +432,7 @@ impl Actor {
             tokio::spawn(open_tunnel(channel, rx));
             return;
         };
-        l.output.poll(&l.meta.log_path);
+        l.read_output();
         // The history and the subscription are taken together: no gap.
         let history = if o.tail_lines > 0 {
             History::Memory(l.output.tail(o.tail_lines as usize))
@@ -466,10 +466,7 @@ impl Actor {
         let Some(l) = self.sessions.get_mut(id) else {
             return;
         };
-        if l.output.poll(&l.meta.log_path) > 0 {
-            l.last_output = Instant::now();
-            l.needs_capture = true;
-        }
+        l.read_output();
         if l.exited.is_none() {
             match pane {
                 None => l.exited = Some((None, "its tmux session ended outside ao".into())),
@@ -515,6 +512,16 @@ impl Actor {
             let msg = report(l, state, activity, self.runtime.as_ref());
             l.reported = Some(now);
             self.send(pb::worker_message::Msg::Report(msg));
+        }
+    }
+}
+
+impl Local {
+    /// Reads new terminal output; new output means the screen must be judged again.
+    fn read_output(&mut self) {
+        if self.output.poll(&self.meta.log_path) > 0 {
+            self.last_output = Instant::now();
+            self.needs_capture = true;
         }
     }
 }
