@@ -121,7 +121,7 @@ enum Command {
 /// One issue of a batch spawn: a new session, or why none was made.
 #[derive(Debug, Clone)]
 pub enum BatchOutcome {
-    Spawned(SessionRecord),
+    Spawned(Box<SessionRecord>),
     Skipped { issue: String, existing: String },
     Failed { issue: String, error: String },
 }
@@ -195,7 +195,9 @@ impl ControllerHandle {
         let mut out = Vec::with_capacity(outcomes.len());
         for o in outcomes {
             out.push(match o {
-                BatchOutcome::Spawned(s) if wait => BatchOutcome::Spawned(self.settled(s).await),
+                BatchOutcome::Spawned(s) if wait => {
+                    BatchOutcome::Spawned(Box::new(self.settled(*s).await))
+                }
                 other => other,
             });
         }
@@ -819,7 +821,7 @@ impl Actor {
                 ..SpawnArgs::default()
             };
             out.push(match self.spawn(args).await {
-                Ok(s) => BatchOutcome::Spawned(s),
+                Ok(s) => BatchOutcome::Spawned(Box::new(s)),
                 Err(e) => BatchOutcome::Failed {
                     issue,
                     error: e.to_string(),

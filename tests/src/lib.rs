@@ -223,17 +223,15 @@ impl Stack {
 
     /// Waits until the session's `field` equals `want`.
     pub fn wait_field(&self, id: &str, field: &str, want: &str) -> Value {
-        let mut last = Value::Null;
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             let s = self.session(id);
             if s[field] == want {
                 return s;
             }
-            last = s;
             if Instant::now() > deadline {
                 let screen = self.ao(&["logs", id, "-n", "8"]).stdout;
-                panic!("timed out waiting for {id}.{field} == {want}; last seen {last}\nscreen:\n{screen}");
+                panic!("timed out waiting for {id}.{field} == {want}; last seen {s}\nscreen:\n{screen}");
             }
             std::thread::sleep(Duration::from_millis(100));
         }

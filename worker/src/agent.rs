@@ -147,7 +147,7 @@ fn command_program(command: &str) -> Option<&str> {
     ];
     let word = command
         .split_whitespace()
-        .find(|w| !(w.contains('=') && !w.starts_with('=')))?;
+        .find(|w| !w.contains('=') || w.starts_with('='))?;
     if SHELL_WORDS.contains(&word) || word.contains(['$', '`', '"', '\'', ';', '&', '|']) {
         return None;
     }

@@ -92,7 +92,7 @@ pub struct WorkerSettings {
 }
 
 enum Command {
-    FromController(pb::controller_message::Msg, Channel),
+    FromController(Box<pb::controller_message::Msg>, Channel),
     Inventory(oneshot::Sender<Vec<pb::SessionReport>>),
     SetupDone(u64, Box<Result<Local, (String, String)>>),
     PromptDelivered(String, bool),
@@ -105,7 +105,10 @@ pub struct WorkerHandle {
 
 impl WorkerHandle {
     pub async fn from_controller(&self, msg: pb::controller_message::Msg, channel: Channel) {
-        let _ = self.tx.send(Command::FromController(msg, channel)).await;
+        let _ = self
+            .tx
+            .send(Command::FromController(Box::new(msg), channel))
+            .await;
     }
 
     /// Every session this worker holds, for the hello.
@@ -231,7 +234,7 @@ impl Actor {
 
     async fn handle(&mut self, cmd: Command) {
         match cmd {
-            Command::FromController(msg, channel) => self.from_controller(msg, channel).await,
+            Command::FromController(msg, channel) => self.on_controller(*msg, channel).await,
             Command::Inventory(reply) => {
                 let reports = self
                     .sessions
@@ -253,7 +256,7 @@ impl Actor {
         }
     }
 
-    async fn from_controller(&mut self, msg: pb::controller_message::Msg, channel: Channel) {
+    async fn on_controller(&mut self, msg: pb::controller_message::Msg, channel: Channel) {
         match msg {
             pb::controller_message::Msg::Welcome(w) => {
                 tracing::info!(controller = %w.controller_version, "linked to the controller");

@@ -308,10 +308,11 @@ impl Store for EmbeddedStore {
                 match live.recv().await {
                     Ok(batch) => {
                         for ev in batch.iter() {
-                            if ev.revision() > last && key_of(ev).starts_with(&prefix) {
-                                if tx.send(Ok(ev.clone())).await.is_err() {
-                                    return;
-                                }
+                            if ev.revision() > last
+                                && key_of(ev).starts_with(&prefix)
+                                && tx.send(Ok(ev.clone())).await.is_err()
+                            {
+                                return;
                             }
                         }
                         if let Some(ev) = batch.first() {
@@ -470,7 +471,7 @@ mod tests {
             if calls == 1 {
                 // Another writer slips in between our read and our write.
                 let s = &s;
-                block_on(s.commit(Txn::default().put("/n", b"10".to_vec())));
+                block_on(s.commit(Txn::default().put("/n", b"10".to_vec()))).unwrap();
             }
             Ok(Some(cur.unwrap_or(0) + 1))
         })
