@@ -2,8 +2,15 @@
 //! compare-and-swap by revision, prefix listing and watch-from-revision —
 //! the shape etcd offers, so that an etcd implementation can sit beside the
 //! [`embedded`] default without the rest of the controller noticing.
+//!
+//! Modules:
+//! - [`embedded`]: one redb file, the single-machine default.
+//! - [`etcd`]: an etcd v3 cluster, for teams and HA.
+//!
+//! `tests/store_conformance.rs` runs one suite against both.
 
 pub mod embedded;
+pub mod etcd;
 
 use std::pin::Pin;
 
@@ -120,8 +127,17 @@ pub trait Store: Send + Sync + 'static {
     ///
     /// # Errors
     /// [`StoreError::Conflict`] naming the first key whose precondition failed.
+    /// [`StoreError::Unavailable`] when the store could not be reached in
+    /// time; a remote store cannot tell whether the write applied, so re-read
+    /// before writing again.
     async fn commit(&self, txn: Txn) -> Result<Revision, StoreError>;
-    /// Every change under `prefix` from `from_revision` on (inclusive).
+    /// Every change under `prefix` from `from_revision` on (inclusive). The
+    /// ops of one commit arrive as events of the same revision, in order.
+    ///
+    /// The stream does not end by itself: it ends after an `Err` item, either
+    /// [`StoreError::Unavailable`] (the connection broke or the watcher fell
+    /// behind: watch again from the last revision seen + 1) or
+    /// [`StoreError::Compacted`] (list again and watch from the listing).
     ///
     /// # Errors
     /// [`StoreError::Compacted`] when that history is no longer kept.

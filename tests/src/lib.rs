@@ -13,12 +13,15 @@ pub fn ao_bin() -> PathBuf {
         return PathBuf::from(p);
     }
     let exe = std::env::current_exe().expect("current exe");
-    // target/<profile>/deps/<test> -> target/<profile>/ao
-    let bin = exe
-        .parent()
-        .and_then(Path::parent)
-        .map(|d| d.join("ao"))
-        .expect("target dir");
+    // target/<profile>/deps/<test> or target/<profile>/<bench> -> target/<profile>/ao
+    let dir = exe.parent().expect("exe dir");
+    let bin = [
+        dir.join("ao"),
+        dir.parent().map(|d| d.join("ao")).unwrap_or_default(),
+    ]
+    .into_iter()
+    .find(|p| p.exists())
+    .unwrap_or_else(|| dir.join("ao"));
     assert!(
         bin.exists(),
         "{} is missing: build it first (cargo build -p ao) or set AO_BIN",

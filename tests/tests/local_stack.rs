@@ -329,3 +329,100 @@ fn doctor_says_what_to_install() {
     assert!(run.stdout.contains("tmux -S"), "{}", run.stdout);
     assert!(run.stdout.contains("1 ready"), "{}", run.stdout);
 }
+
+/// Reads a child's stdout on a thread until it contains `want`.
+fn read_until(child: &mut std::process::Child, want: &str) -> String {
+    use std::io::Read;
+    let mut out = child.stdout.take().expect("piped stdout");
+    let want = want.to_string();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut seen = String::new();
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = out.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+            if seen.contains(&want) {
+                let _ = tx.send(seen);
+                return;
+            }
+        }
+    });
+    rx.recv_timeout(Duration::from_secs(20))
+        .expect("the follower printed what was expected within 20 s")
+}
+
+#[test]
+fn logs_and_events_follow_live() {
+    let stack = Stack::new();
+    stack.up();
+    let id = stack.spawn(&["app", "F-1"]);
+    stack.wait_log(&id, "got: You are working");
+
+    let mut logs = stack
+        .command(&["logs", &id, "-f", "-n", "3"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut events = stack
+        .command(&["events", "-f", "--json", "--type", "session"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    stack.ao(&["send", &id, "streamed line"]).ok();
+    let seen = read_until(&mut logs, "got: streamed line");
+    assert!(
+        !seen.contains("agent ready in"),
+        "-n 3 showed older lines: {seen}"
+    );
+
+    stack.ao(&["session", "kill", &id]).ok();
+    let seen = read_until(&mut events, "session.killed");
+    for line in seen.lines().filter(|l| !l.is_empty()) {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        assert!(
+            v["type"].as_str().unwrap().starts_with("session."),
+            "{line}"
+        );
+    }
+    // The log follower ends by itself when its session ends.
+    let status = eventually("logs -f ends", Duration::from_secs(10), || {
+        logs.try_wait().unwrap()
+    });
+    assert!(status.success());
+    events.kill().unwrap();
+    events.wait().unwrap();
+}
+
+#[test]
+fn a_broken_config_stops_ao_up_with_file_key_and_line() {
+    let stack = Stack::new();
+    std::fs::write(
+        &stack.config,
+        "projects:\n  app:\n    path: ./repo\n    postCreate: 5\n",
+    )
+    .unwrap();
+    let run = stack.ao(&["up", "-d"]);
+    assert_eq!(run.code, 1);
+    assert!(
+        run.stderr.contains("agent-orchestrator.yaml:4"),
+        "{}",
+        run.stderr
+    );
+    assert!(run.stderr.contains("postCreate"), "{}", run.stderr);
+    std::fs::write(
+        &stack.config,
+        "notifiers:\n  slack:\n    plugin: slack\n    webhook: ${AO_TEST_UNSET_WEBHOOK}\n",
+    )
+    .unwrap();
+    let run = stack.ao(&["up"]);
+    assert_eq!(run.code, 1);
+    assert!(
+        run.stderr.contains("AO_TEST_UNSET_WEBHOOK"),
+        "{}",
+        run.stderr
+    );
+    assert!(run.stderr.contains(":4"), "{}", run.stderr);
+}

@@ -129,6 +129,7 @@ struct Actor {
     setting_up: HashMap<String, u64>,
     reports: mpsc::Sender<pb::WorkerMessage>,
     tx: mpsc::Sender<Command>,
+    repo_locks: workspace::RepoLocks,
 }
 
 fn meta_dir(home: &Path) -> PathBuf {
@@ -153,6 +154,7 @@ pub async fn start(
         setting_up: HashMap::new(),
         reports,
         tx: tx.clone(),
+        repo_locks: workspace::RepoLocks::default(),
     };
     actor.adopt().await;
     let task = tokio::spawn(actor.run(rx));
@@ -303,10 +305,12 @@ impl Actor {
         let tx = self.tx.clone();
         let epoch = a.epoch;
         let previous = self.sessions.remove(&id);
+        let locks = self.repo_locks.clone();
         tokio::spawn(async move {
             let result = setup(
                 &settings,
                 runtime.as_ref(),
+                &locks,
                 &spec,
                 epoch,
                 a.restore || previous.is_some(),
@@ -600,6 +604,7 @@ fn prompt_file(home: &Path, id: &str) -> PathBuf {
 async fn setup(
     settings: &WorkerSettings,
     runtime: &dyn Runtime,
+    locks: &workspace::RepoLocks,
     spec: &pb::SessionSpec,
     epoch: u64,
     restart: bool,
@@ -607,14 +612,17 @@ async fn setup(
     let id = &spec.session_id;
     let worktree = workspace::worktree_path(&settings.home, &spec.project_id, id);
     let repo = PathBuf::from(&spec.repo_path);
-    workspace::prepare(&WorkspaceSpec {
-        repo: &repo,
-        path: &worktree,
-        branch: &spec.branch,
-        base: &spec.default_branch,
-        symlinks: &spec.symlinks,
-        post_create: &spec.post_create,
-    })
+    workspace::prepare(
+        &WorkspaceSpec {
+            repo: &repo,
+            path: &worktree,
+            branch: &spec.branch,
+            base: &spec.default_branch,
+            symlinks: &spec.symlinks,
+            post_create: &spec.post_create,
+        },
+        locks,
+    )
     .await
     .map_err(|e| e.to_string())?;
     let branch = workspace::current_branch(&worktree)

@@ -1,7 +1,9 @@
 //! Git worktrees: every session works in its own checkout on its own branch,
 //! under `$AO_HOME/worktrees/<project>/<session>`.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use tokio::process::Command;
 
@@ -36,6 +38,21 @@ pub enum WorkspaceError {
         #[source]
         source: std::io::Error,
     },
+}
+
+/// Serializes worktree bookkeeping per repository: git's `worktree add` and
+/// `prune` are not safe to run concurrently on one repository (a prune can
+/// remove the half-written record of a concurrent add).
+#[derive(Default, Clone)]
+pub struct RepoLocks {
+    locks: Arc<std::sync::Mutex<HashMap<PathBuf, Arc<tokio::sync::Mutex<()>>>>>,
+}
+
+impl RepoLocks {
+    fn for_repo(&self, repo: &Path) -> Arc<tokio::sync::Mutex<()>> {
+        let mut locks = self.locks.lock().unwrap_or_else(|e| e.into_inner());
+        locks.entry(repo.to_path_buf()).or_default().clone()
+    }
 }
 
 /// What a session's workspace needs.
@@ -80,7 +97,7 @@ async fn git(dir: &Path, args: &[&str]) -> Result<String, WorkspaceError> {
 ///
 /// # Errors
 /// Git failures, a missing repository, a failing `postCreate` command.
-pub async fn prepare(spec: &WorkspaceSpec<'_>) -> Result<bool, WorkspaceError> {
+pub async fn prepare(spec: &WorkspaceSpec<'_>, locks: &RepoLocks) -> Result<bool, WorkspaceError> {
     if git(spec.repo, &["rev-parse", "--git-dir"]).await.is_err() {
         return Err(WorkspaceError::NotARepo {
             path: spec.repo.display().to_string(),
@@ -95,6 +112,8 @@ pub async fn prepare(spec: &WorkspaceSpec<'_>) -> Result<bool, WorkspaceError> {
             source: e,
         })?;
     }
+    let lock = locks.for_repo(spec.repo);
+    let guard = lock.lock().await;
     // A worktree whose directory was deleted by hand leaves a stale record.
     let _ = git(spec.repo, &["worktree", "prune"]).await;
     let path = spec.path.display().to_string();
@@ -119,6 +138,7 @@ pub async fn prepare(spec: &WorkspaceSpec<'_>) -> Result<bool, WorkspaceError> {
         )
         .await?;
     }
+    drop(guard);
     link_files(spec)?;
     for command in spec.post_create {
         run_post_create(spec.path, command).await?;
@@ -233,7 +253,8 @@ mod tests {
             symlinks: &symlinks,
             post_create: &post,
         };
-        assert!(prepare(&spec).await.unwrap());
+        let locks = RepoLocks::default();
+        assert!(prepare(&spec, &locks).await.unwrap());
         assert_eq!(current_branch(&wt).await.as_deref(), Some("feat/INT-1"));
         assert_eq!(
             std::fs::read_to_string(wt.join(".env")).unwrap(),
@@ -241,7 +262,7 @@ mod tests {
         );
         assert!(wt.join("post-created").exists());
         // Preparing again reuses it.
-        assert!(!prepare(&spec).await.unwrap());
+        assert!(!prepare(&spec, &locks).await.unwrap());
 
         let bad = vec!["echo nope >&2; exit 3".to_string()];
         let wt2 = dir.path().join("wt/app-2");
@@ -251,10 +272,38 @@ mod tests {
             post_create: &bad,
             ..spec
         };
-        let err = prepare(&spec2).await.unwrap_err().to_string();
+        let err = prepare(&spec2, &locks).await.unwrap_err().to_string();
         assert!(
             err.contains("nope") && err.contains("exit status: 3"),
             "{err}"
         );
+    }
+
+    #[tokio::test]
+    async fn concurrent_worktrees_of_one_repo_all_succeed() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = dir.path().join("repo");
+        std::fs::create_dir(&repo).unwrap();
+        sh(&repo, "git init -q -b main && git -c user.email=t@t -c user.name=t commit -q --allow-empty -m init");
+        let locks = RepoLocks::default();
+        let mut set = tokio::task::JoinSet::new();
+        for i in 0..40 {
+            let (locks, repo) = (locks.clone(), repo.clone());
+            let path = dir.path().join(format!("wt/s-{i}"));
+            set.spawn(async move {
+                let spec = WorkspaceSpec {
+                    repo: &repo,
+                    path: &path,
+                    branch: &format!("b-{i}"),
+                    base: "main",
+                    symlinks: &[],
+                    post_create: &[],
+                };
+                prepare(&spec, &locks).await
+            });
+        }
+        while let Some(r) = set.join_next().await {
+            r.unwrap().unwrap();
+        }
     }
 }

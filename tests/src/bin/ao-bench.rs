@@ -1,0 +1,232 @@
+//! Benchmarks of the single-machine stack, with baselines measured in the
+//! same run. Prints figures; asserts nothing about speed.
+//!
+//! Run: `scripts/bench` (release build). `AO_BENCH_SESSIONS` sets the
+//! large-stack size (default 200).
+
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use ao_tests::{eventually, Stack};
+
+fn percentile(samples: &mut [Duration], p: f64) -> Duration {
+    samples.sort();
+    let idx = ((samples.len() as f64 - 1.0) * p).round() as usize;
+    samples[idx]
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.1} ms", d.as_secs_f64() * 1000.0)
+}
+
+fn time_runs(n: usize, mut f: impl FnMut()) -> (Duration, Duration) {
+    let mut samples: Vec<Duration> = (0..n)
+        .map(|_| {
+            let t = Instant::now();
+            f();
+            t.elapsed()
+        })
+        .collect();
+    (
+        percentile(&mut samples, 0.5),
+        percentile(&mut samples, 0.95),
+    )
+}
+
+/// Resident memory of a process, in KiB.
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+fn tmux_server_pid(stack: &Stack) -> Option<u32> {
+    let out = Command::new("tmux")
+        .arg("-S")
+        .arg(stack.tmux_socket())
+        .args(["display-message", "-p", "#{pid}"])
+        .output()
+        .ok()?;
+    String::from_utf8_lossy(&out.stdout).trim().parse().ok()
+}
+
+fn row(what: &str, ao: &str, baseline: &str) {
+    println!("| {what} | {ao} | {baseline} |");
+}
+
+fn main() {
+    let large: usize = std::env::var("AO_BENCH_SESSIONS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(200);
+    let stack = Stack::new();
+    let pid = stack.up();
+    let status_runs = 30;
+    let tmux_ls = |stack: &Stack| {
+        let _ = Command::new("tmux")
+            .arg("-S")
+            .arg(stack.tmux_socket())
+            .args(["list-sessions", "-F", "#{session_name}"])
+            .output();
+    };
+
+    println!("| measure | ao | baseline |");
+    println!("|---|---|---|");
+    let idle_rss = rss_kib(pid);
+    let (p50, p95) = time_runs(status_runs, || {
+        stack.ao(&["status", "--json"]).ok();
+    });
+    row(
+        "`ao status --json`, 0 sessions (p50 / p95)",
+        &format!("{} / {}", ms(p50), ms(p95)),
+        "-",
+    );
+
+    // Spawn latency: command -> the agent process runs (it has written its env file).
+    let spawn_runs = 20;
+    let mut spawn_samples = Vec::new();
+    for i in 0..spawn_runs {
+        let t = Instant::now();
+        let id = stack.spawn(&["app", &format!("S-{i}")]);
+        let worktree = stack.home.join("worktrees/app").join(&id);
+        eventually("agent running", Duration::from_secs(20), || {
+            worktree.join(".agent-env").exists().then_some(())
+        });
+        spawn_samples.push(t.elapsed());
+    }
+    // Baseline: the same work by hand — a git worktree and a tmux session running the agent.
+    let scratch = stack.dir.path().join("baseline");
+    let baseline_sock = stack.dir.path().join("baseline.sock");
+    let mut base_samples = Vec::new();
+    for i in 0..spawn_runs {
+        let wt = scratch.join(format!("b-{i}"));
+        let t = Instant::now();
+        let ok = Command::new("git")
+            .arg("-C")
+            .arg(&stack.repo)
+            .args([
+                "worktree",
+                "add",
+                "-q",
+                "-b",
+                &format!("base/{i}"),
+                wt.to_str().unwrap(),
+                "main",
+            ])
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false);
+        assert!(ok, "baseline git worktree add failed");
+        let agent = ao_tests::agents_dir().join("prompt-wait.sh");
+        Command::new("tmux")
+            .arg("-S")
+            .arg(&baseline_sock)
+            .args([
+                "new-session",
+                "-d",
+                "-s",
+                &format!("b-{i}"),
+                "-c",
+                wt.to_str().unwrap(),
+                agent.to_str().unwrap(),
+            ])
+            .status()
+            .unwrap();
+        eventually("baseline agent running", Duration::from_secs(20), || {
+            wt.join(".agent-env").exists().then_some(())
+        });
+        base_samples.push(t.elapsed());
+    }
+    let _ = Command::new("tmux")
+        .arg("-S")
+        .arg(&baseline_sock)
+        .arg("kill-server")
+        .status();
+    row(
+        "spawn → agent process running (p50 / p95)",
+        &format!(
+            "{} / {}",
+            ms(percentile(&mut spawn_samples, 0.5)),
+            ms(percentile(&mut spawn_samples, 0.95))
+        ),
+        &format!(
+            "{} / {} (git worktree add + tmux new-session by hand)",
+            ms(percentile(&mut base_samples, 0.5)),
+            ms(percentile(&mut base_samples, 0.95))
+        ),
+    );
+
+    // Grow to the large size with batch-spawn.
+    let remaining: Vec<String> = (spawn_runs..large).map(|i| format!("L-{i}")).collect();
+    let t = Instant::now();
+    for chunk in remaining.chunks(20) {
+        let mut args = vec!["batch-spawn", "app"];
+        args.extend(chunk.iter().map(String::as_str));
+        stack.ao(&args).ok();
+    }
+    let grow = t.elapsed();
+    let count = stack.sessions().len();
+    assert_eq!(count, large, "expected {large} sessions");
+    // Let them settle (prompt typed, agents idle) before measuring.
+    eventually("sessions settle", Duration::from_secs(120), || {
+        stack
+            .sessions()
+            .iter()
+            .all(|s| s["activity"] == "ready" || s["activity"] == "idle")
+            .then_some(())
+    });
+    let (p50, p95) = time_runs(status_runs, || {
+        stack.ao(&["status", "--json"]).ok();
+    });
+    let (b50, b95) = time_runs(status_runs, || tmux_ls(&stack));
+    row(
+        &format!("`ao status --json`, {large} sessions (p50 / p95)"),
+        &format!("{} / {}", ms(p50), ms(p95)),
+        &format!("{} / {} (`tmux list-sessions`)", ms(b50), ms(b95)),
+    );
+    row(
+        &format!("batch-spawn of {} sessions", remaining.len()),
+        &format!(
+            "{:.1} s ({} per session)",
+            grow.as_secs_f64(),
+            ms(grow / remaining.len().max(1) as u32)
+        ),
+        "-",
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    let busy_rss = rss_kib(pid);
+    let tmux_rss = tmux_server_pid(&stack).map(rss_kib).unwrap_or(0);
+    row(
+        "ao stack memory (RSS), idle with 0 sessions",
+        &format!("{:.1} MiB", idle_rss as f64 / 1024.0),
+        "-",
+    );
+    row(
+        &format!("ao stack memory (RSS) with {large} sessions"),
+        &format!(
+            "{:.1} MiB ({:.0} KiB per session)",
+            busy_rss as f64 / 1024.0,
+            busy_rss.saturating_sub(idle_rss) as f64 / large as f64
+        ),
+        &format!(
+            "tmux server: {:.1} MiB ({:.0} KiB per session)",
+            tmux_rss as f64 / 1024.0,
+            tmux_rss as f64 / large as f64
+        ),
+    );
+    let disk = dir_size(&stack.home.join("store.redb"));
+    row(
+        "embedded store file",
+        &format!("{:.1} MiB", disk as f64 / 1048576.0),
+        "-",
+    );
+}
+
+fn dir_size(p: &Path) -> u64 {
+    std::fs::metadata(p).map(|m| m.len()).unwrap_or(0)
+}
