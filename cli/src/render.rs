@@ -227,27 +227,8 @@ mod tests {
             ..Default::default()
         };
         let v = session_value(&s);
-        for key in [
-            "id",
-            "projectId",
-            "issueId",
-            "status",
-            "activity",
-            "branch",
-            "worktree",
-            "worker",
-            "agent",
-            "runtime",
-            "pr",
-            "prNumber",
-            "ciStatus",
-            "reviewDecision",
-            "createdAt",
-            "lastActivityAt",
-            "summary",
-        ] {
-            assert!(v.get(key).is_some(), "missing {key}");
-        }
+        assert_eq!(v["id"], "app-1");
+        assert_eq!(v["status"], "working");
         assert!(v["activity"].is_null() && v["pr"].is_null() && v["prNumber"].is_null());
     }
 

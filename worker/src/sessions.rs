@@ -694,14 +694,7 @@ async fn setup(
 /// what an interactive agent reads).
 async fn deliver(runtime: &dyn Runtime, id: &str, text: &str) -> Result<(), String> {
     const HISTORY: u32 = 2000;
-    let needle: String = text
-        .lines()
-        .map(str::trim)
-        .rfind(|l| !l.is_empty())
-        .unwrap_or("")
-        .chars()
-        .take(60)
-        .collect();
+    let needle: String = agent::last_line(text).chars().take(60).collect();
     let before = runtime
         .capture(id, HISTORY)
         .await

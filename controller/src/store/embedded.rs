@@ -85,6 +85,12 @@ fn decode_change(rev: Revision, raw: &[u8]) -> WatchEvent {
     }
 }
 
+fn meta_value(r: &redb::ReadTransaction, key: &str) -> Result<u64, StoreError> {
+    let meta = r.open_table(META).map_err(unavailable)?;
+    let value = meta.get(key).map_err(unavailable)?;
+    Ok(value.map_or(0, |g| g.value()))
+}
+
 fn key_of(e: &WatchEvent) -> &str {
     match e {
         WatchEvent::Put(v) => &v.key,
@@ -109,6 +115,12 @@ impl EmbeddedStore {
     pub fn with_change_log(path: &Path, keep: u64) -> Result<Self, StoreError> {
         let db =
             Database::create(path).map_err(|e| unavailable(format!("{}: {e}", path.display())))?;
+        // Create every table up front so that readers never meet a missing one.
+        let w = db.begin_write().map_err(unavailable)?;
+        w.open_table(KV).map_err(unavailable)?;
+        w.open_table(META).map_err(unavailable)?;
+        w.open_table(CHANGES).map_err(unavailable)?;
+        w.commit().map_err(unavailable)?;
         let (changes, _) = broadcast::channel(1024);
         Ok(Self {
             db: Arc::new(db),
@@ -190,14 +202,7 @@ impl EmbeddedStore {
         from: Revision,
     ) -> Result<Vec<WatchEvent>, StoreError> {
         let r = db.begin_read().map_err(unavailable)?;
-        let compacted = match r.open_table(META) {
-            Ok(meta) => meta
-                .get(COMPACTED)
-                .map_err(unavailable)?
-                .map_or(0, |g| g.value()),
-            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
-            Err(e) => return Err(unavailable(e)),
-        };
+        let compacted = meta_value(&r, COMPACTED)?;
         if from < compacted {
             return Err(StoreError::Compacted {
                 compact_revision: compacted,
@@ -229,11 +234,7 @@ impl Store for EmbeddedStore {
         let key = key.to_string();
         tokio::task::spawn_blocking(move || {
             let r = db.begin_read().map_err(unavailable)?;
-            let kv = match r.open_table(KV) {
-                Ok(t) => t,
-                Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
-                Err(e) => return Err(unavailable(e)),
-            };
+            let kv = r.open_table(KV).map_err(unavailable)?;
             let found = kv.get(key.as_str()).map_err(unavailable)?;
             Ok(found.map(|g| decode_entry(&key, g.value())))
         })
@@ -246,14 +247,7 @@ impl Store for EmbeddedStore {
         let prefix = prefix.to_string();
         tokio::task::spawn_blocking(move || {
             let r = db.begin_read().map_err(unavailable)?;
-            let revision = match r.open_table(META) {
-                Ok(meta) => meta
-                    .get(REVISION)
-                    .map_err(unavailable)?
-                    .map_or(0, |g| g.value()),
-                Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Listing::default()),
-                Err(e) => return Err(unavailable(e)),
-            };
+            let revision = meta_value(&r, REVISION)?;
             let kv = r.open_table(KV).map_err(unavailable)?;
             let mut items = Vec::new();
             for row in kv.range(prefix.as_str()..).map_err(unavailable)? {
