@@ -84,6 +84,15 @@ fn non_empty(s: String) -> Option<String> {
     (!s.is_empty()).then_some(s)
 }
 
+/// Reads are refused while the store is unavailable rather than served stale.
+fn fresh(handle: &ControllerHandle) -> Result<std::sync::Arc<crate::sessions::Snapshot>, Status> {
+    let snap = handle.snapshot();
+    match &snap.store_error {
+        Some(e) => Err(Status::unavailable(e.clone())),
+        None => Ok(snap),
+    }
+}
+
 type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 
 /// The CLI-facing service.
@@ -183,7 +192,7 @@ impl pb::controller_server::Controller for ControllerService {
         req: Request<pb::ListSessionsRequest>,
     ) -> Result<Response<pb::ListSessionsResponse>, Status> {
         let r = req.into_inner();
-        let snap = self.handle.snapshot();
+        let snap = fresh(&self.handle)?;
         if !r.project_id.is_empty() && !snap.projects.contains(&r.project_id) {
             return Err(Status::not_found(format!(
                 "unknown project `{}` (known: {})",
@@ -208,7 +217,7 @@ impl pb::controller_server::Controller for ControllerService {
         req: Request<pb::GetSessionRequest>,
     ) -> Result<Response<pb::Session>, Status> {
         let id = req.into_inner().session_id;
-        let snap = self.handle.snapshot();
+        let snap = fresh(&self.handle)?;
         let s = snap
             .sessions
             .get(&id)
@@ -353,7 +362,7 @@ impl pb::controller_server::Controller for ControllerService {
         &self,
         _: Request<pb::ListWorkersRequest>,
     ) -> Result<Response<pb::ListWorkersResponse>, Status> {
-        let snap = self.handle.snapshot();
+        let snap = fresh(&self.handle)?;
         let workers = snap
             .workers
             .iter()

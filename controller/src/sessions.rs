@@ -62,6 +62,8 @@ pub enum ControllerError {
 /// What readers see without asking the actor.
 #[derive(Debug, Clone, Default)]
 pub struct Snapshot {
+    /// Set while the store cannot be written or read: what is shown may be stale.
+    pub store_error: Option<String>,
     pub sessions: BTreeMap<String, SessionRecord>,
     pub workers: Vec<WorkerView>,
     pub projects: Vec<String>,
@@ -116,6 +118,7 @@ enum Command {
     WorkerHello(u64, pb::Hello, mpsc::Sender<pb::ControllerMessage>),
     WorkerMessage(u64, String, pb::worker_message::Msg),
     WorkerGone(u64, String),
+    StoreProbe(Result<(), String>),
 }
 
 /// One issue of a batch spawn: a new session, or why none was made.
@@ -375,7 +378,11 @@ struct Actor {
     streams: HashMap<u64, (String, oneshot::Sender<Tunnel>)>,
     next_request: u64,
     publish: watch::Sender<Arc<Snapshot>>,
+    store_error: Option<String>,
 }
+
+/// How often the store's health is probed.
+const STORE_PROBE: Duration = Duration::from_secs(2);
 
 /// Loads the controller's state from `store`, repairs `events.jsonl` in
 /// `home`, and starts the actor.
@@ -449,10 +456,12 @@ pub async fn start(
         streams: HashMap::new(),
         next_request: 1,
         publish,
+        store_error: None,
     };
     // A restarted controller judges no session before its worker reports.
     actor.publish();
     let task = tokio::spawn(actor.run(rx));
+    tokio::spawn(probe_store(store.clone(), tx.downgrade()));
     Ok((
         ControllerHandle {
             tx,
@@ -520,6 +529,7 @@ impl Actor {
                 self.worker_message(conn, &worker, msg).await
             }
             Command::WorkerGone(conn, worker) => self.worker_gone(conn, &worker).await,
+            Command::StoreProbe(result) => self.store_probe(result),
         }
     }
 
@@ -560,6 +570,7 @@ impl Actor {
             .map(|c| c.projects.keys().cloned().collect())
             .unwrap_or_default();
         self.publish.send_replace(Arc::new(Snapshot {
+            store_error: self.store_error.clone(),
             sessions: self.sessions.clone(),
             workers,
             projects,
@@ -626,7 +637,17 @@ impl Actor {
                 crate::store::Op::Delete { .. } => None,
             })
             .collect();
-        let rev = self.store.commit(txn).await?;
+        let rev = match self.store.commit(txn).await {
+            Ok(rev) => rev,
+            Err(e) => {
+                if matches!(e, StoreError::Unavailable(_)) && self.store_error.is_none() {
+                    tracing::error!("{e}");
+                    self.store_error = Some(e.to_string());
+                    self.publish();
+                }
+                return Err(e.into());
+            }
+        };
         for key in keys_written {
             if !key.starts_with(keys::EVENTS) {
                 self.revs.insert(key, rev);
@@ -1313,6 +1334,27 @@ impl Actor {
         }
     }
 
+    fn store_probe(&mut self, result: Result<(), String>) {
+        match (result, self.store_error.is_some()) {
+            (Ok(()), true) => {
+                tracing::info!("store available again; asking workers for a fresh report");
+                self.store_error = None;
+                // Reports that could not be written meanwhile are sent again.
+                let links: Vec<String> = self.workers.keys().cloned().collect();
+                for w in links {
+                    self.to_worker(Some(&w), pb::controller_message::Msg::Resync(pb::Resync {}));
+                }
+                self.publish();
+            }
+            (Err(e), false) => {
+                tracing::error!("{e}");
+                self.store_error = Some(e);
+                self.publish();
+            }
+            _ => {}
+        }
+    }
+
     async fn worker_gone(&mut self, conn: u64, worker: &str) {
         let Some(w) = self.workers.get_mut(worker) else {
             return;
@@ -1327,6 +1369,30 @@ impl Actor {
             .message(format!("worker {worker} disconnected"));
         if let Err(e) = self.write(&[], vec![], vec![event]).await {
             tracing::error!(worker, "recording the disconnect failed: {e}");
+        }
+    }
+}
+
+/// Reads one key every [`STORE_PROBE`] and tells the actor how it went,
+/// until the actor is gone.
+async fn probe_store(store: Arc<dyn Store>, actor: mpsc::WeakSender<Command>) {
+    let mut tick = tokio::time::interval(STORE_PROBE);
+    loop {
+        tick.tick().await;
+        let result =
+            match tokio::time::timeout(Duration::from_secs(5), store.get(keys::CONFIG)).await {
+                Ok(Ok(_)) => Ok(()),
+                Ok(Err(e)) => Err(e.to_string()),
+                Err(_) => Err(format!(
+                    "store unavailable: {} did not answer within 5 s",
+                    store.describe()
+                )),
+            };
+        let Some(actor) = actor.upgrade() else {
+            return;
+        };
+        if actor.send(Command::StoreProbe(result)).await.is_err() {
+            return;
         }
     }
 }

@@ -267,6 +267,11 @@ impl Actor {
             pb::controller_message::Msg::Stop(s) => self.stop(s),
             pb::controller_message::Msg::Input(i) => self.input(i),
             pb::controller_message::Msg::OpenStream(o) => self.open_stream(o, channel),
+            pb::controller_message::Msg::Resync(_) => {
+                for l in self.sessions.values_mut() {
+                    l.reported = None;
+                }
+            }
         }
     }
 

@@ -55,6 +55,19 @@ fn tmux_server_pid(stack: &Stack) -> Option<u32> {
     String::from_utf8_lossy(&out.stdout).trim().parse().ok()
 }
 
+/// Waits for a file with a fine poll, so both sides are timed alike.
+fn wait_file(path: &Path) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !path.exists() {
+        assert!(
+            Instant::now() < deadline,
+            "{} never appeared",
+            path.display()
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
 fn row(what: &str, ao: &str, baseline: &str) {
     println!("| {what} | {ao} | {baseline} |");
 }
@@ -94,9 +107,7 @@ fn main() {
         let t = Instant::now();
         let id = stack.spawn(&["app", &format!("S-{i}")]);
         let worktree = stack.home.join("worktrees/app").join(&id);
-        eventually("agent running", Duration::from_secs(20), || {
-            worktree.join(".agent-env").exists().then_some(())
-        });
+        wait_file(&worktree.join(".agent-env"));
         spawn_samples.push(t.elapsed());
     }
     // Baseline: the same work by hand — a git worktree and a tmux session running the agent.
@@ -137,9 +148,7 @@ fn main() {
             ])
             .status()
             .unwrap();
-        eventually("baseline agent running", Duration::from_secs(20), || {
-            wt.join(".agent-env").exists().then_some(())
-        });
+        wait_file(&wt.join(".agent-env"));
         base_samples.push(t.elapsed());
     }
     let _ = Command::new("tmux")
