@@ -279,7 +279,7 @@ impl Runtime for TmuxRuntime {
                 "list-panes",
                 "-a",
                 "-F",
-                "#{session_name}\t#{pane_dead}\t#{pane_dead_status}\t#{pane_pid}",
+                "#{session_name}\t#{pane_dead}\t#{pane_dead_status}\t#{pane_pid}\t#{pane_dead_signal}",
             ])
             .await
         {
@@ -298,8 +298,11 @@ impl Runtime for TmuxRuntime {
                 let mut f = line.split('\t');
                 let id = f.next()?.to_string();
                 let dead = f.next()? == "1";
-                let exit_status = f.next().and_then(|s| s.parse().ok());
+                let status: Option<i32> = f.next().and_then(|s| s.parse().ok());
                 let pid = f.next().and_then(|s| s.parse().ok());
+                // Killed by a signal: the shell convention, 128 + signal.
+                let signal: Option<i32> = f.next().and_then(|s| s.parse().ok());
+                let exit_status = status.or(signal.map(|s| 128 + s));
                 Some(PaneState {
                     id,
                     dead,

@@ -28,6 +28,8 @@ const ACTIVE_WINDOW: Duration = Duration::from_secs(2);
 /// Quiet this long after start means an agent without a ready pattern can
 /// take its prompt.
 const QUIET_BEFORE_PROMPT: Duration = Duration::from_millis(1500);
+/// Polls to wait for the exit status of a pane tmux already calls dead.
+const DEAD_POLLS_FOR_STATUS: u32 = 10;
 /// How long typed input may take to show on the screen.
 const ECHO_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -79,6 +81,8 @@ struct Local {
     needs_capture: bool,
     prompt_pending: bool,
     exited: Option<(Option<i32>, String)>,
+    /// Polls that saw the pane dead but no exit status yet.
+    dead_polls: u32,
     reported: Option<Reported>,
 }
 
@@ -214,6 +218,7 @@ impl Actor {
                 last_line: String::new(),
                 needs_capture: true,
                 exited,
+                dead_polls: 0,
                 reported: None,
             };
             self.sessions.insert(local.meta.session_id.clone(), local);
@@ -482,7 +487,19 @@ impl Actor {
         if l.exited.is_none() {
             match pane {
                 None => l.exited = Some((None, "its tmux session ended outside ao".into())),
-                Some(p) if p.dead => l.exited = Some((p.exit_status, String::new())),
+                Some(p) if p.dead && p.exit_status.is_some() => {
+                    l.exited = Some((p.exit_status, String::new()));
+                }
+                // tmux marks a pane dead when its terminal closes, which can
+                // be a moment before it has reaped the process: wait for the
+                // status rather than report an exit without one.
+                Some(p) if p.dead => {
+                    l.dead_polls += 1;
+                    if l.dead_polls > DEAD_POLLS_FOR_STATUS {
+                        l.exited =
+                            Some((None, "the agent exited; its exit status is unknown".into()));
+                    }
+                }
                 Some(_) => {}
             }
             if l.exited.is_some() {
@@ -691,6 +708,7 @@ async fn setup(
         last_line: String::new(),
         needs_capture: true,
         exited: None,
+        dead_polls: 0,
         reported: None,
     })
 }

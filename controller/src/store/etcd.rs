@@ -14,6 +14,7 @@
 //! with [`StoreError::Unavailable`] when its connection breaks, so that its
 //! owner resumes from the last revision it saw.
 
+use std::error::Error as _;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -96,8 +97,9 @@ impl EtcdStore {
             .with_connect_timeout(REQUEST_TIMEOUT)
             .with_keep_alive(KEEP_ALIVE.0, KEEP_ALIVE.1)
             .with_keep_alive_while_idle(false)
-            // A member cut off from its leader refuses at once instead of
-            // serving stale reads or holding a watch that no longer moves.
+            // A member cut off from its leader answers "no leader" at once
+            // instead of letting calls wait, and ends watches that would no
+            // longer move.
             .with_require_leader(true);
         if let Some(tls) = &tls {
             options = options.with_tls(tls_options(tls).await?);
@@ -124,7 +126,7 @@ impl EtcdStore {
         // or a dead cluster shows now, with the endpoints in the message.
         store
             .call(
-                "the first request",
+                "connect",
                 store
                     .kv
                     .clone()
@@ -144,57 +146,61 @@ impl EtcdStore {
         self.endpoints.join(",")
     }
 
-    /// Runs one unary etcd call under the timeout, naming the endpoints and
-    /// `what` in the error.
+    /// Runs one unary etcd call under the timeout. The outer error is the
+    /// timeout; the inner result is etcd's answer, for callers that look at
+    /// its errors.
+    async fn timed<T>(
+        &self,
+        what: &str,
+        call: impl std::future::Future<Output = Result<T, etcd_client::Error>>,
+    ) -> Result<Result<T, etcd_client::Error>, StoreError> {
+        tokio::time::timeout(self.timeout, call).await.map_err(|_| {
+            StoreError::Unavailable(format!(
+                "etcd at {}: no answer to {what} within {:?}",
+                self.at(),
+                self.timeout
+            ))
+        })
+    }
+
+    /// An etcd error as ours, naming the endpoints and `what` failed.
+    fn unavailable(&self, what: &str, e: &etcd_client::Error) -> StoreError {
+        StoreError::Unavailable(format!(
+            "etcd at {}: {what}: {}",
+            self.at(),
+            describe_error(e)
+        ))
+    }
+
+    /// Runs one unary etcd call under the timeout; every error is
+    /// [`StoreError::Unavailable`].
     async fn call<T>(
         &self,
         what: &str,
         call: impl std::future::Future<Output = Result<T, etcd_client::Error>>,
     ) -> Result<T, StoreError> {
-        match tokio::time::timeout(self.timeout, call).await {
-            Ok(Ok(v)) => Ok(v),
-            Ok(Err(e)) => Err(StoreError::Unavailable(format!(
-                "etcd at {}: {what}: {}",
-                self.at(),
-                describe_error(&e)
-            ))),
-            Err(_) => Err(StoreError::Unavailable(format!(
-                "etcd at {}: no answer to {what} within {:?}",
-                self.at(),
-                self.timeout
-            ))),
-        }
+        self.timed(what, call)
+            .await?
+            .map_err(|e| self.unavailable(what, &e))
     }
 
     /// Whether history from `revision` on has been compacted away: a read at
     /// that revision says so at once, where a new watch learns it only from
     /// the server's next sync.
     async fn is_compacted(&self, key: &[u8], revision: i64) -> Result<bool, StoreError> {
-        let mut kv = self.kv.clone();
-        let read = kv.get(
-            key,
-            Some(
-                GetOptions::new()
-                    .with_revision(revision)
-                    .with_keys_only()
-                    .with_limit(1),
-            ),
-        );
-        match tokio::time::timeout(self.timeout, read).await {
-            Ok(Ok(_)) => Ok(false),
-            Ok(Err(e)) if is_compacted_error(&e) => Ok(true),
+        let options = GetOptions::new()
+            .with_revision(revision)
+            .with_keys_only()
+            .with_limit(1);
+        match self
+            .timed("watch", self.kv.clone().get(key, Some(options)))
+            .await?
+        {
+            Ok(_) => Ok(false),
+            Err(e) if is_compacted_error(&e) => Ok(true),
             // A revision not written yet is simply not history.
-            Ok(Err(e)) if is_future_revision_error(&e) => Ok(false),
-            Ok(Err(e)) => Err(StoreError::Unavailable(format!(
-                "etcd at {}: watch: {}",
-                self.at(),
-                describe_error(&e)
-            ))),
-            Err(_) => Err(StoreError::Unavailable(format!(
-                "etcd at {}: no answer to watch within {:?}",
-                self.at(),
-                self.timeout
-            ))),
+            Err(e) if is_future_revision_error(&e) => Ok(false),
+            Err(e) => Err(self.unavailable("watch", &e)),
         }
     }
 
@@ -211,28 +217,14 @@ impl EtcdStore {
             if listing.revision > 0 {
                 options = options.with_revision(to_etcd(listing.revision));
             }
-            let page = tokio::time::timeout(
-                self.timeout,
-                self.kv.clone().get(from.clone(), Some(options)),
-            )
-            .await;
+            let what = format!("list `{prefix}`");
+            let page = self
+                .timed(&what, self.kv.clone().get(from.clone(), Some(options)))
+                .await?;
             let mut page = match page {
-                Ok(Ok(page)) => page,
-                Ok(Err(e)) if listing.revision > 0 && is_compacted_error(&e) => return Ok(None),
-                Ok(Err(e)) => {
-                    return Err(StoreError::Unavailable(format!(
-                        "etcd at {}: list `{prefix}`: {}",
-                        self.at(),
-                        describe_error(&e)
-                    )))
-                }
-                Err(_) => {
-                    return Err(StoreError::Unavailable(format!(
-                        "etcd at {}: no answer to list `{prefix}` within {:?}",
-                        self.at(),
-                        self.timeout
-                    )))
-                }
+                Ok(page) => page,
+                Err(e) if listing.revision > 0 && is_compacted_error(&e) => return Ok(None),
+                Err(e) => return Err(self.unavailable(&what, &e)),
             };
             if listing.revision == 0 {
                 listing.revision = header_revision(page.header())?;
@@ -584,13 +576,24 @@ fn is_future_revision_error(e: &etcd_client::Error) -> bool {
     })
 }
 
-/// A one-line account of an etcd client error (tonic's own `Display` of a
-/// status is long and repeats itself).
+/// A one-line account of an etcd client error with its root cause ("tcp
+/// connect error (Connection refused)"); tonic's own `Display` of a status is
+/// long and repeats itself.
 fn describe_error(e: &etcd_client::Error) -> String {
-    match grpc_status(e) {
-        Some(s) if s.message().is_empty() => format!("{:?}", s.code()),
-        Some(s) => format!("{:?}: {}", s.code(), s.message()),
-        None => e.to_string(),
+    let Some(status) = grpc_status(e) else {
+        return e.to_string();
+    };
+    let mut out = format!("{:?}", status.code());
+    if !status.message().is_empty() {
+        out = format!("{out}: {}", status.message());
+    }
+    let mut root = status.source();
+    while let Some(next) = root.and_then(|c| c.source()) {
+        root = Some(next);
+    }
+    match root.map(|c| c.to_string()) {
+        Some(cause) if !out.contains(&cause) => format!("{out} ({cause})"),
+        _ => out,
     }
 }
 
