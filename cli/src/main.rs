@@ -42,6 +42,8 @@ enum Command {
         /// Detach: return once the stack accepts commands.
         #[arg(short = 'd', long)]
         detach: bool,
+        #[command(flatten)]
+        store: StoreArgs,
     },
     /// Stop the local stack; agent sessions keep running and are re-adopted by the next `ao up`.
     Down,
@@ -190,8 +192,28 @@ struct WorkerRunArgs {
 
 #[derive(Subcommand)]
 enum ControllerCommand {
-    /// Run the controller alone on the embedded store, serving AO_HOME/ao.sock.
-    Run,
+    /// Run the controller alone, serving AO_HOME/ao.sock.
+    Run {
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+}
+
+/// Where the controller keeps its state.
+#[derive(Args, Clone, Default)]
+pub struct StoreArgs {
+    /// `embedded` (default: $AO_HOME/store.redb), `embedded:/path`, or etcd://host:2379[,host:2379…]
+    #[arg(long, env = "AO_STORE")]
+    pub store: Option<String>,
+    /// CA certificate (PEM) that signed etcd's server certificates; turns on TLS to etcd.
+    #[arg(long, requires = "store")]
+    pub etcd_ca: Option<PathBuf>,
+    /// Client certificate (PEM) for etcd's --client-cert-auth.
+    #[arg(long, requires_all = ["etcd_ca", "etcd_key"])]
+    pub etcd_cert: Option<PathBuf>,
+    /// Private key (PEM) of --etcd-cert.
+    #[arg(long, requires = "etcd_cert")]
+    pub etcd_key: Option<PathBuf>,
 }
 
 fn parse_label(s: &str) -> Result<(String, String), String> {
@@ -237,16 +259,18 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let target = commands::Target::new(cli.controller.as_deref(), &home)?;
     let ok = Ok(ExitCode::SUCCESS);
     match cli.command {
-        Command::Up { detach: false } => stack::up_foreground(&home)
-            .await
-            .map(|()| ExitCode::SUCCESS),
-        Command::Up { detach: true } => stack::up_detached(&home, &target)
-            .await
-            .map(|()| ExitCode::SUCCESS),
+        Command::Up {
+            detach: false,
+            store,
+        } => stack::up_foreground(&home, &store).await.and(ok),
+        Command::Up {
+            detach: true,
+            store,
+        } => stack::up_detached(&home, &target, &store).await.and(ok),
         Command::Down => stack::down(&target).await.map(|()| ExitCode::SUCCESS),
-        Command::Controller(ControllerCommand::Run) => stack::controller_only(&home)
-            .await
-            .map(|()| ExitCode::SUCCESS),
+        Command::Controller(ControllerCommand::Run { store }) => {
+            stack::controller_only(&home, &store).await.and(ok)
+        }
         Command::Worker(WorkerCommand::Run(a)) => {
             stack::worker_only(&home, &target, a.id, labels(a.labels), a.max_sessions)
                 .await

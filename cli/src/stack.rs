@@ -6,17 +6,18 @@ use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
 use ao_controller::config;
 use ao_controller::server::{self, Stop};
 use ao_controller::sessions::{self, ControllerHandle};
-use ao_controller::store::embedded::EmbeddedStore;
+use ao_controller::store::etcd::EtcdTls;
+use ao_controller::store::StoreLocation;
 use ao_proto::{dial::ControllerAddr, env};
 
 use crate::commands::Target;
+use crate::StoreArgs;
 
 /// `AO_HOME`, or `~/.agent-orchestrator`.
 pub fn ao_home() -> anyhow::Result<PathBuf> {
@@ -112,13 +113,21 @@ fn find_and_load_config(home: &Path) -> anyhow::Result<Option<(PathBuf, config::
 /// the server task. The caller holds the home lock.
 async fn start_controller(
     home: &Path,
+    store: &StoreArgs,
     stop: Stop,
 ) -> anyhow::Result<(
     ControllerHandle,
     tokio::task::JoinHandle<anyhow::Result<()>>,
 )> {
-    let store_path = sessions::embedded_store_path(home);
-    let store = Arc::new(EmbeddedStore::open(&store_path)?);
+    let location =
+        StoreLocation::parse(store.store.as_deref(), home).map_err(anyhow::Error::msg)?;
+    let tls = store.etcd_ca.clone().map(|ca| EtcdTls {
+        ca,
+        cert: store.etcd_cert.clone(),
+        key: store.etcd_key.clone(),
+    });
+    let store = location.open(tls).await?;
+    tracing::info!(store = %store.describe(), "store open");
     let (handle, _actor) = sessions::start(store, home).await?;
     if let Some((path, cfg)) = find_and_load_config(home)? {
         let projects = handle.apply(cfg).await?;
@@ -175,12 +184,12 @@ fn local_worker_settings(
 }
 
 /// `ao up`: the whole stack in this process until a signal or `ao down`.
-pub async fn up_foreground(home: &Path) -> anyhow::Result<()> {
+pub async fn up_foreground(home: &Path, store: &StoreArgs) -> anyhow::Result<()> {
     init_tracing("info");
     prepare_home(home)?;
     let _lock = lock_home(home)?;
     let stop = server::stop_switch();
-    let (_handle, server) = start_controller(home, stop.clone()).await?;
+    let (_handle, server) = start_controller(home, store, stop.clone()).await?;
     let settings = local_worker_settings(home, None, BTreeMap::new(), 0);
     let addr = ControllerAddr::Unix(socket_path(home));
     // The worker leaves first so that its link does not hold the server open.
@@ -197,11 +206,11 @@ pub async fn up_foreground(home: &Path) -> anyhow::Result<()> {
 }
 
 /// `ao controller run`: the controller alone.
-pub async fn controller_only(home: &Path) -> anyhow::Result<()> {
+pub async fn controller_only(home: &Path, store: &StoreArgs) -> anyhow::Result<()> {
     init_tracing("info");
     prepare_home(home)?;
     let _lock = lock_home(home)?;
-    let (_handle, server) = start_controller(home, server::stop_switch()).await?;
+    let (_handle, server) = start_controller(home, store, server::stop_switch()).await?;
     eprintln!(
         "controller listening at unix://{}",
         socket_path(home).display()
@@ -227,7 +236,7 @@ pub async fn worker_only(
 
 /// `ao up -d`: start `ao up` in the background and return once it accepts
 /// commands and its worker is connected.
-pub async fn up_detached(home: &Path, target: &Target) -> anyhow::Result<()> {
+pub async fn up_detached(home: &Path, target: &Target, store: &StoreArgs) -> anyhow::Result<()> {
     if let Ok(info) = target.info().await {
         bail!(
             "ao is already running on {} (pid {}); stop it with `ao down`",
@@ -245,10 +254,21 @@ pub async fn up_detached(home: &Path, target: &Target) -> anyhow::Result<()> {
     let exe = std::env::current_exe().context("cannot find the ao binary")?;
     let mut child = {
         use std::os::unix::process::CommandExt;
-        std::process::Command::new(exe)
-            .arg("up")
-            .env(env::AO_HOME, home)
-            .stdin(std::process::Stdio::null())
+        let mut cmd = std::process::Command::new(exe);
+        cmd.arg("up").env(env::AO_HOME, home);
+        if let Some(s) = &store.store {
+            cmd.arg("--store").arg(s);
+        }
+        for (flag, value) in [
+            ("--etcd-ca", &store.etcd_ca),
+            ("--etcd-cert", &store.etcd_cert),
+            ("--etcd-key", &store.etcd_key),
+        ] {
+            if let Some(v) = value {
+                cmd.arg(flag).arg(v);
+            }
+        }
+        cmd.stdin(std::process::Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)
             // Its own process group: a Ctrl-C in this terminal does not reach it.

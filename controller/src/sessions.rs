@@ -9,7 +9,7 @@
 //! changes and events.
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -1428,11 +1428,6 @@ fn default_prompt(project: &str, issue: Option<&str>) -> String {
         ),
         None => format!("You are working on project {project}. Wait for instructions."),
     }
-}
-
-/// Where the local stack keeps its store file.
-pub fn embedded_store_path(home: &Path) -> PathBuf {
-    home.join("store.redb")
 }
 
 #[cfg(test)]

@@ -12,12 +12,66 @@
 pub mod embedded;
 pub mod etcd;
 
+use std::path::{Path, PathBuf};
 use std::pin::Pin;
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tokio_stream::Stream;
+
+/// Where a controller keeps its state: `--store` / `AO_STORE`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreLocation {
+    /// `embedded` (the default) or `embedded:/path/to/store.redb`.
+    Embedded(PathBuf),
+    /// `etcd://host:2379[,host:2379…]`.
+    Etcd(Vec<String>),
+}
+
+impl StoreLocation {
+    /// Parses a `--store` value; `None` or empty is the embedded store in `home`.
+    ///
+    /// # Errors
+    /// A sentence naming what was expected.
+    pub fn parse(value: Option<&str>, home: &Path) -> Result<Self, String> {
+        let value = value.map(str::trim).unwrap_or_default();
+        if value.is_empty() || value == "embedded" {
+            return Ok(Self::Embedded(home.join("store.redb")));
+        }
+        if let Some(path) = value.strip_prefix("embedded:") {
+            return Ok(Self::Embedded(PathBuf::from(path)));
+        }
+        if let Some(rest) = value.strip_prefix("etcd://") {
+            let endpoints: Vec<String> = rest
+                .split(',')
+                .map(|e| e.trim().trim_end_matches('/').to_string())
+                .filter(|e| !e.is_empty())
+                .collect();
+            if endpoints.is_empty() || endpoints.iter().any(|e| !e.contains(':')) {
+                return Err(format!(
+                    "--store {value}: expected etcd://host:port[,host:port…]"
+                ));
+            }
+            return Ok(Self::Etcd(endpoints));
+        }
+        Err(format!(
+            "--store {value}: expected `embedded`, `embedded:/path` or etcd://host:port[,host:port…]"
+        ))
+    }
+
+    /// Opens the store (connecting to etcd and checking that it answers).
+    ///
+    /// # Errors
+    /// [`StoreError::Unavailable`] naming the file or the endpoints.
+    pub async fn open(&self, tls: Option<etcd::EtcdTls>) -> Result<Arc<dyn Store>, StoreError> {
+        Ok(match self {
+            Self::Embedded(path) => Arc::new(embedded::EmbeddedStore::open(path)?),
+            Self::Etcd(endpoints) => Arc::new(etcd::EtcdStore::connect(endpoints, tls).await?),
+        })
+    }
+}
 
 /// A store-wide, strictly increasing write counter (etcd's `mod_revision`).
 pub type Revision = u64;
@@ -203,4 +257,26 @@ pub fn decode<T: DeserializeOwned>(v: &Versioned) -> Result<T, StoreError> {
         key: v.key.clone(),
         reason: e.to_string(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn store_locations_parse() {
+        let home = Path::new("/h");
+        assert_eq!(
+            StoreLocation::parse(None, home),
+            Ok(StoreLocation::Embedded("/h/store.redb".into()))
+        );
+        assert_eq!(
+            StoreLocation::parse(Some("etcd://a:2379, b:2379/"), home),
+            Ok(StoreLocation::Etcd(vec!["a:2379".into(), "b:2379".into()]))
+        );
+        assert!(StoreLocation::parse(Some("etcd://"), home).is_err());
+        assert!(StoreLocation::parse(Some("redis://x"), home)
+            .unwrap_err()
+            .contains("expected"));
+    }
 }

@@ -6,6 +6,8 @@ pub const AO_HOME: &str = "AO_HOME";
 pub const AO_CONFIG_PATH: &str = "AO_CONFIG_PATH";
 /// Where the CLI finds the controller (`unix:///…/ao.sock`).
 pub const AO_CONTROLLER: &str = "AO_CONTROLLER";
+/// Where the controller keeps its state (`embedded`, `etcd://host:2379,…`).
+pub const AO_STORE: &str = "AO_STORE";
 /// Log filter for `ao` processes (`tracing` env-filter syntax), e.g. `info,ao_worker=debug`.
 pub const AO_LOG: &str = "AO_LOG";
 
