@@ -1,6 +1,8 @@
 //! Test harness: a real `ao` stack in its own `AO_HOME` (own tmux socket,
 //! own store), a real git repository, and scripted agents from `agents/`.
 
+pub mod etcd;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
@@ -96,6 +98,14 @@ pub struct Stack {
     pub home: PathBuf,
     pub repo: PathBuf,
     pub config: PathBuf,
+    /// The stack's own etcd when it runs on one (see [`Stack::new`]).
+    pub etcd: Option<etcd::EtcdServer>,
+}
+
+/// Which store the suite runs on: `AO_TEST_STORE=etcd` runs every stack on
+/// its own real etcd; anything else on the embedded store.
+pub fn etcd_mode() -> bool {
+    std::env::var("AO_TEST_STORE").is_ok_and(|v| v == "etcd")
 }
 
 pub const CONFIG: &str = r#"projects:
@@ -136,7 +146,14 @@ pub fn git(dir: &Path, args: &[&str]) -> String {
 }
 
 impl Stack {
+    /// A stack on the store `AO_TEST_STORE` names.
     pub fn new() -> Self {
+        let etcd = etcd_mode().then(|| etcd::EtcdServer::start(None));
+        Self::with_etcd(etcd)
+    }
+
+    /// A stack on this etcd, or on the embedded store for `None`.
+    pub fn with_etcd(etcd: Option<etcd::EtcdServer>) -> Self {
         // Short paths: tmux sockets are limited to ~100 bytes.
         let dir = tempfile::Builder::new()
             .prefix("ao-")
@@ -169,6 +186,7 @@ impl Stack {
             home,
             repo,
             config,
+            etcd,
         }
     }
 
@@ -179,7 +197,11 @@ impl Stack {
             .env("AO_HOME", &self.home)
             .env_remove("AO_CONTROLLER")
             .env_remove("AO_CONFIG_PATH")
+            .env_remove("AO_STORE")
             .stdin(std::process::Stdio::null());
+        if let Some(etcd) = &self.etcd {
+            c.env("AO_STORE", etcd.store_url());
+        }
         c
     }
 
@@ -197,6 +219,13 @@ impl Stack {
             .and_then(|s| s.split(')').next())
             .and_then(|s| s.parse().ok())
             .unwrap_or_else(|| panic!("no pid in {:?}", run.stdout));
+        // The stack runs on the store it was given, not a local file.
+        assert_eq!(
+            self.home.join("store.redb").exists(),
+            self.etcd.is_none(),
+            "store.redb exists: {}",
+            self.home.join("store.redb").exists()
+        );
         pid
     }
 

@@ -1,0 +1,212 @@
+//! A real etcd for tests: free loopback ports, a temporary data dir, stopped
+//! by its pid when dropped (also on panic). It can be killed with SIGKILL
+//! and started again on the same ports and data, as after a crash.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Certificates for an etcd that serves TLS and asks clients for theirs.
+#[derive(Debug, Clone)]
+pub struct ServerTls {
+    pub ca: PathBuf,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+pub struct EtcdServer {
+    child: Option<Child>,
+    client_port: u16,
+    peer_port: u16,
+    tls: Option<ServerTls>,
+    log: PathBuf,
+    dir: tempfile::TempDir,
+}
+
+/// Two ports that were free a moment ago.
+fn free_ports() -> (u16, u16) {
+    let a = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let b = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    (
+        a.local_addr().unwrap().port(),
+        b.local_addr().unwrap().port(),
+    )
+}
+
+fn etcd_binary() -> PathBuf {
+    std::env::var_os("PATH")
+        .and_then(|paths| {
+            std::env::split_paths(&paths)
+                .map(|d| d.join("etcd"))
+                .find(|p| p.is_file())
+        })
+        .unwrap_or_else(|| {
+            panic!(
+                "`etcd` is not on PATH: install Debian's etcd-server package (scripts/deps does)"
+            )
+        })
+}
+
+impl EtcdServer {
+    /// Starts etcd and waits until it serves.
+    pub fn start(tls: Option<ServerTls>) -> Self {
+        let dir = tempfile::Builder::new()
+            .prefix("etcd-")
+            .tempdir()
+            .expect("temp dir");
+        let (client_port, peer_port) = free_ports();
+        let mut server = Self {
+            child: None,
+            client_port,
+            peer_port,
+            tls,
+            log: dir.path().join("etcd.log"),
+            dir,
+        };
+        server.launch();
+        server
+    }
+
+    fn launch(&mut self) {
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        let client = format!("{scheme}://127.0.0.1:{}", self.client_port);
+        let peer = format!("http://127.0.0.1:{}", self.peer_port);
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .expect("etcd log");
+        let mut cmd = Command::new(etcd_binary());
+        cmd.args(["--name", "ao-test", "--data-dir"])
+            .arg(self.dir.path().join("data"))
+            .args([
+                "--listen-client-urls",
+                &client,
+                "--advertise-client-urls",
+                &client,
+            ])
+            .args([
+                "--listen-peer-urls",
+                &peer,
+                "--initial-advertise-peer-urls",
+                &peer,
+            ])
+            .args(["--initial-cluster", &format!("ao-test={peer}")])
+            .args([
+                "--initial-cluster-state",
+                "new",
+                "--logger",
+                "zap",
+                "--log-level",
+                "warn",
+            ]);
+        if let Some(tls) = &self.tls {
+            cmd.arg("--cert-file")
+                .arg(&tls.cert)
+                .arg("--key-file")
+                .arg(&tls.key)
+                .arg("--trusted-ca-file")
+                .arg(&tls.ca)
+                .arg("--client-cert-auth");
+        }
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("etcd starts");
+        self.child = Some(child);
+        self.wait_serving();
+    }
+
+    /// Waits until the client port accepts connections and etcd reports healthy.
+    fn wait_serving(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(status) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
+                panic!("etcd exited with {status}:\n{}", self.log_tail());
+            }
+            if self.tls.is_some() {
+                if std::net::TcpStream::connect(self.addr()).is_ok() {
+                    return;
+                }
+            } else if self.http_get("/health").is_some_and(|b| b.contains("true")) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "etcd did not serve within 20 s:\n{}",
+                self.log_tail()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// `127.0.0.1:port` of the client listener.
+    pub fn addr(&self) -> String {
+        format!("127.0.0.1:{}", self.client_port)
+    }
+
+    /// The value for `--store`.
+    pub fn store_url(&self) -> String {
+        format!("etcd://{}", self.addr())
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// SIGKILL, as a crash.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts again on the same ports and data.
+    pub fn restart(&mut self) {
+        self.kill();
+        self.launch();
+    }
+
+    /// The body of a plain-HTTP GET on the client port (no TLS).
+    pub fn http_get(&self, path: &str) -> Option<String> {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(self.addr()).ok()?;
+        s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+        write!(s, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").ok()?;
+        let mut body = String::new();
+        s.read_to_string(&mut body).ok()?;
+        body.split_once("\r\n\r\n").map(|(_, b)| b.to_string())
+    }
+
+    /// Sum of the Prometheus counters named `name` on `/metrics`.
+    pub fn metric(&self, name: &str) -> f64 {
+        let text = self.http_get("/metrics").unwrap_or_default();
+        text.lines()
+            .filter(|l| l.starts_with(name) && l[name.len()..].starts_with([' ', '{']))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn log_tail(&self) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(30)..].join("\n")
+    }
+}
+
+impl Drop for EtcdServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
