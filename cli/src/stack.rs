@@ -316,9 +316,18 @@ pub async fn down(target: &Target) -> anyhow::Result<()> {
         return Ok(());
     };
     target.shutdown().await?;
-    let pid = nix::unistd::Pid::from_raw(info.pid as i32);
+    // The stack has stopped when its AO_HOME lock is free: the kernel
+    // releases it when the process exits (even before anyone reaps it).
+    let lock_path = Path::new(&info.ao_home).join("ao.lock");
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    while nix::sys::signal::kill(pid, None).is_ok() {
+    loop {
+        let released = match File::open(&lock_path) {
+            Ok(f) => f.try_lock().is_ok(),
+            Err(_) => true,
+        };
+        if released {
+            break;
+        }
         if tokio::time::Instant::now() > deadline {
             bail!("ao (pid {}) did not stop within 20 s", info.pid);
         }

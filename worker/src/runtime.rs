@@ -69,11 +69,26 @@ pub trait Runtime: Send + Sync + 'static {
 
 pub struct TmuxRuntime {
     socket: PathBuf,
+    /// Exit codes written by each session's wrapper; tmux's own
+    /// `pane_dead_status` is sometimes never set (seen with tmux 3.3a).
+    exit_dir: PathBuf,
 }
 
 impl TmuxRuntime {
     pub fn new(socket: PathBuf) -> Self {
-        Self { socket }
+        let exit_dir = socket.with_extension("exit");
+        Self { socket, exit_dir }
+    }
+
+    fn exit_file(&self, id: &str) -> PathBuf {
+        self.exit_dir.join(id)
+    }
+
+    /// The command line tmux runs: the agent in a subshell, then its exit
+    /// status written where [`Runtime::list`] finds it.
+    fn wrapped(&self, id: &str, command: &str) -> String {
+        let file = shell_quote(&self.exit_file(id).display().to_string());
+        format!("(\n{command}\n)\nprintf '%s\\n' \"$?\" > {file}")
     }
 
     pub fn socket(&self) -> &Path {
@@ -166,6 +181,16 @@ impl Runtime for TmuxRuntime {
     }
 
     async fn start(&self, spec: &StartSpec) -> Result<(), RuntimeError> {
+        let io = |source| RuntimeError::Io {
+            program: "tmux".into(),
+            source,
+        };
+        std::fs::create_dir_all(&self.exit_dir).map_err(io)?;
+        match std::fs::remove_file(self.exit_file(&spec.id)) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(io(e)),
+            _ => {}
+        }
+        let command = self.wrapped(&spec.id, &spec.command);
         let cwd = spec.cwd.display().to_string();
         let pipe = format!(
             "cat >> {}",
@@ -209,15 +234,7 @@ impl Runtime for TmuxRuntime {
             args.push("-e");
             args.push(e);
         }
-        args.extend([
-            spec.command.as_str(),
-            ";",
-            "pipe-pane",
-            "-t",
-            &t,
-            "-o",
-            &pipe,
-        ]);
+        args.extend([command.as_str(), ";", "pipe-pane", "-t", &t, "-o", &pipe]);
         self.tmux(&args).await.map(|_| ())
     }
 
@@ -302,7 +319,10 @@ impl Runtime for TmuxRuntime {
                 let pid = f.next().and_then(|s| s.parse().ok());
                 // Killed by a signal: the shell convention, 128 + signal.
                 let signal: Option<i32> = f.next().and_then(|s| s.parse().ok());
-                let exit_status = status.or(signal.map(|s| 128 + s));
+                let written = std::fs::read_to_string(self.exit_file(&id))
+                    .ok()
+                    .and_then(|s| s.trim().parse().ok());
+                let exit_status = written.or(status).or(signal.map(|s| 128 + s));
                 Some(PaneState {
                     id,
                     dead,
