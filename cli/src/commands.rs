@@ -13,13 +13,14 @@ use tonic::transport::Channel;
 
 use crate::render;
 
-/// Where the controller is, and how to reach it.
+/// Where the controller is, and how to reach it: one address, or several
+/// controllers of which only the leader answers.
 pub struct Target {
-    addr: ControllerAddr,
+    addrs: Vec<ControllerAddr>,
 }
 
 /// A gRPC error as a sentence, naming the controller when it is unreachable.
-fn status_error(addr: &ControllerAddr, s: tonic::Status) -> anyhow::Error {
+fn status_error(addr: &str, s: tonic::Status) -> anyhow::Error {
     match s.code() {
         tonic::Code::Unavailable if s.message().contains("transport") || s.message().is_empty() => {
             anyhow::anyhow!("the controller at {addr} is unavailable: {}", s.message())
@@ -30,19 +31,25 @@ fn status_error(addr: &ControllerAddr, s: tonic::Status) -> anyhow::Error {
 
 impl Target {
     pub fn new(flag: Option<&str>, home: &Path) -> anyhow::Result<Self> {
-        let addr = match flag {
-            Some(a) if !a.is_empty() => ControllerAddr::parse(a)?,
-            _ => ControllerAddr::Unix(crate::stack::socket_path(home)),
+        let addrs = match flag {
+            Some(a) if !a.is_empty() => dial::parse_list(a)?,
+            _ => vec![ControllerAddr::Unix(crate::stack::socket_path(home))],
         };
-        Ok(Self { addr })
+        Ok(Self { addrs })
     }
 
-    pub fn addr(&self) -> &ControllerAddr {
-        &self.addr
+    pub fn addrs(&self) -> &[ControllerAddr] {
+        &self.addrs
+    }
+
+    /// The addresses as the user wrote them, for messages.
+    pub fn addr(&self) -> String {
+        let all: Vec<String> = self.addrs.iter().map(ToString::to_string).collect();
+        all.join(",")
     }
 
     pub async fn client(&self) -> anyhow::Result<ControllerClient<Channel>> {
-        let channel = dial::connect(&self.addr)
+        let (channel, _) = dial::connect_any(&self.addrs)
             .await
             .map_err(|e| anyhow::anyhow!("{e}; is ao running? start it with `ao up -d`"))?;
         Ok(ControllerClient::new(channel).max_decoding_message_size(64 * 1024 * 1024))
@@ -53,7 +60,7 @@ impl Target {
         let r = c
             .info(pb::InfoRequest {})
             .await
-            .map_err(|s| status_error(&self.addr, s))?;
+            .map_err(|s| status_error(&self.addr(), s))?;
         Ok(r.into_inner())
     }
 
@@ -61,12 +68,12 @@ impl Target {
         let mut c = self.client().await?;
         c.shutdown(pb::ShutdownRequest {})
             .await
-            .map_err(|s| status_error(&self.addr, s))?;
+            .map_err(|s| status_error(&self.addr(), s))?;
         Ok(())
     }
 
     fn err(&self, s: tonic::Status) -> anyhow::Error {
-        status_error(&self.addr, s)
+        status_error(&self.addr(), s)
     }
 }
 

@@ -10,11 +10,13 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use ao_controller::config;
+use ao_controller::leader;
 use ao_controller::server::{self, Stop};
 use ao_controller::sessions::{self, ControllerHandle};
-use ao_controller::store::etcd::EtcdTls;
-use ao_controller::store::StoreLocation;
+use ao_controller::store::etcd::{EtcdStore, EtcdTls};
+use ao_controller::store::{Store, StoreLocation};
 use ao_proto::{dial::ControllerAddr, env};
+use std::sync::Arc;
 
 use crate::commands::Target;
 use crate::StoreArgs;
@@ -126,9 +128,27 @@ async fn start_controller(
         cert: store.etcd_cert.clone(),
         key: store.etcd_key.clone(),
     });
-    let store = location.open(tls).await?;
+    let (store, mut leadership): (Arc<dyn Store>, _) = match &location {
+        StoreLocation::Etcd(endpoints) => {
+            // Several controllers may share this etcd: lead before anything else.
+            let etcd = EtcdStore::connect(endpoints, tls).await?;
+            let candidate = format!(
+                "{} (pid {})",
+                socket_path(home).display(),
+                std::process::id()
+            );
+            let leadership = leader::campaign(&etcd, &candidate, |holder| {
+                eprintln!("waiting to lead: the leader is {holder}");
+            })
+            .await?;
+            tracing::info!(revision = leadership.fence.revision, "leading");
+            (Arc::new(etcd), Some(leadership))
+        }
+        StoreLocation::Embedded(_) => (location.open(tls).await?, None),
+    };
     tracing::info!(store = %store.describe(), "store open");
-    let (handle, _actor) = sessions::start(store, home).await?;
+    let fence = leadership.as_ref().map(|l| l.fence.clone());
+    let (handle, _actor) = sessions::start(store, home, fence).await?;
     if let Some((path, cfg)) = find_and_load_config(home)? {
         let projects = handle.apply(cfg).await?;
         tracing::info!(config = %path.display(), ?projects, "config applied");
@@ -145,11 +165,18 @@ async fn start_controller(
         let stopped = server::stopped(&stop);
         let serving = server::serve(server_handle, &home, listener, stop);
         tokio::pin!(serving);
+        let deposed = async {
+            match leadership.as_mut() {
+                Some(l) => l.lost().await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
             r = &mut serving => r?,
             () = async { stopped.await; tokio::time::sleep(GRACE).await } => {
                 tracing::warn!("open streams did not end within {GRACE:?}; stopping anyway");
             }
+            why = deposed => bail!("stepping down: {why}"),
         }
         Ok(())
     });
@@ -191,7 +218,7 @@ pub async fn up_foreground(home: &Path, store: &StoreArgs) -> anyhow::Result<()>
     let stop = server::stop_switch();
     let (_handle, server) = start_controller(home, store, stop.clone()).await?;
     let settings = local_worker_settings(home, None, BTreeMap::new(), 0);
-    let addr = ControllerAddr::Unix(socket_path(home));
+    let addr = vec![ControllerAddr::Unix(socket_path(home))];
     // The worker leaves first so that its link does not hold the server open.
     let worker = tokio::spawn(ao_worker::run(settings, addr, server::stopped(&stop)));
     eprintln!(
@@ -230,7 +257,7 @@ pub async fn worker_only(
     prepare_home(home)?;
     let settings = local_worker_settings(home, id, labels, max_sessions);
     eprintln!("worker {} dialing {}", settings.id, target.addr());
-    ao_worker::run(settings, target.addr().clone(), signalled()).await;
+    ao_worker::run(settings, target.addrs().to_vec(), signalled()).await;
     Ok(())
 }
 

@@ -28,7 +28,8 @@ impl From<ControllerError> for Status {
             ControllerError::InvalidConfig(_) => Status::invalid_argument(msg),
             ControllerError::WorkerUnavailable { .. }
             | ControllerError::NotDelivered { .. }
-            | ControllerError::ShuttingDown => Status::unavailable(msg),
+            | ControllerError::ShuttingDown
+            | ControllerError::Deposed(_) => Status::unavailable(msg),
             ControllerError::Store(StoreError::Unavailable(_)) => {
                 Status::unavailable(format!("store unavailable: {msg}"))
             }

@@ -7,6 +7,8 @@ pub const SESSIONS: &str = "/ao/v1/sessions/";
 pub const EVENTS: &str = "/ao/v1/events/";
 pub const EVENT_SEQ: &str = "/ao/v1/meta/event-seq";
 pub const WORKERS: &str = "/ao/v1/workers/";
+/// Held by the leading controller, under its lease.
+pub const LEADER: &str = "/ao/v1/leader";
 const COUNTERS: &str = "/ao/v1/counters/";
 
 pub fn session(id: &str) -> String {

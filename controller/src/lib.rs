@@ -11,6 +11,7 @@
 //! - [`keys`]: the versioned key layout.
 //! - [`model`]: stored and shown domain types.
 //! - [`events`]: the `events.jsonl` projection of the event log.
+//! - [`leader`]: leader election and write fencing on etcd.
 //! - [`scheduler`]: placement of sessions on workers.
 //! - [`sessions`]: the actor that owns all of the above at run time.
 //! - [`grpc`] and [`server`]: the wire.
@@ -19,6 +20,7 @@ pub mod config;
 pub mod events;
 pub mod grpc;
 pub mod keys;
+pub mod leader;
 pub mod model;
 pub mod scheduler;
 pub mod server;

@@ -21,6 +21,7 @@ use tonic::Streaming;
 use crate::config::{Config, BUILTIN_AGENTS};
 use crate::events::EventFile;
 use crate::keys;
+use crate::leader::Fence;
 use crate::model::{
     rfc3339, Activity, EventRecord, Priority, SessionRecord, SessionStatus, WorkerRecord,
     WorkerState, SCHEMA_VERSION,
@@ -57,6 +58,8 @@ pub enum ControllerError {
     Store(#[from] StoreError),
     #[error("the controller is shutting down")]
     ShuttingDown,
+    #[error("this controller is no longer the leader: {0}")]
+    Deposed(String),
 }
 
 /// What readers see without asking the actor.
@@ -379,6 +382,8 @@ struct Actor {
     next_request: u64,
     publish: watch::Sender<Arc<Snapshot>>,
     store_error: Option<String>,
+    /// With several controllers: every write holds only while we lead.
+    fence: Option<Fence>,
 }
 
 /// How often the store's health is probed.
@@ -392,6 +397,7 @@ const STORE_PROBE: Duration = Duration::from_secs(2);
 pub async fn start(
     store: Arc<dyn Store>,
     home: &Path,
+    fence: Option<Fence>,
 ) -> Result<(ControllerHandle, tokio::task::JoinHandle<()>), ControllerError> {
     let mut revs = HashMap::new();
     let config = match store.get(keys::CONFIG).await? {
@@ -457,6 +463,7 @@ pub async fn start(
         next_request: 1,
         publish,
         store_error: None,
+        fence,
     };
     // A restarted controller judges no session before its worker reports.
     actor.publish();
@@ -587,6 +594,9 @@ impl Actor {
         events: Vec<NewEvent>,
     ) -> Result<(), ControllerError> {
         let mut txn = Txn::default();
+        if let Some(f) = &self.fence {
+            txn = txn.check(f.key.clone(), Precondition::Revision(f.revision));
+        }
         for s in sessions {
             let key = keys::session(&s.id);
             let pre = match self.revs.get(&key) {
@@ -639,6 +649,16 @@ impl Actor {
             .collect();
         let rev = match self.store.commit(txn).await {
             Ok(rev) => rev,
+            Err(StoreError::Conflict { key })
+                if self.fence.as_ref().is_some_and(|f| f.key == key) =>
+            {
+                let why = "another controller took the lead; this one refuses to write".to_string();
+                tracing::error!("{why}");
+                if let Some(f) = &self.fence {
+                    f.deposed(why.clone());
+                }
+                return Err(ControllerError::Deposed(why));
+            }
             Err(e) => {
                 if matches!(e, StoreError::Unavailable(_)) && self.store_error.is_none() {
                     tracing::error!("{e}");

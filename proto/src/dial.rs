@@ -42,6 +42,42 @@ impl ControllerAddr {
     }
 }
 
+/// Parses a comma-separated list of addresses (several controllers: the
+/// leader is whichever answers).
+///
+/// # Errors
+/// The first address that does not parse.
+pub fn parse_list(s: &str) -> Result<Vec<ControllerAddr>, DialError> {
+    let addrs = s
+        .split(',')
+        .map(str::trim)
+        .filter(|a| !a.is_empty())
+        .map(ControllerAddr::parse)
+        .collect::<Result<Vec<_>, _>>()?;
+    if addrs.is_empty() {
+        return Err(DialError::BadAddress(s.to_string()));
+    }
+    Ok(addrs)
+}
+
+/// Connects to the first of `addrs` that accepts: only the leading
+/// controller listens, so this finds the leader.
+///
+/// # Errors
+/// The last address's error when none accepts.
+pub async fn connect_any(
+    addrs: &[ControllerAddr],
+) -> Result<(Channel, &ControllerAddr), DialError> {
+    let mut last = DialError::BadAddress("no controller address given".into());
+    for addr in addrs {
+        match connect(addr).await {
+            Ok(channel) => return Ok((channel, addr)),
+            Err(e) => last = e,
+        }
+    }
+    Err(last)
+}
+
 impl std::fmt::Display for ControllerAddr {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {

@@ -31,11 +31,12 @@ pub fn tmux_socket(home: &std::path::Path) -> std::path::PathBuf {
     home.join("tmux.sock")
 }
 
-/// Runs a worker until `shutdown` resolves. Agent sessions keep running
+/// Runs a worker, dialing the first of `addrs` that answers, until
+/// `shutdown` resolves. Agent sessions keep running
 /// after it returns and are re-adopted by the next run.
 pub async fn run(
     settings: WorkerSettings,
-    addr: ControllerAddr,
+    addrs: Vec<ControllerAddr>,
     shutdown: impl std::future::Future<Output = ()>,
 ) {
     let settings = Arc::new(settings);
@@ -44,7 +45,7 @@ pub async fn run(
     let (reports_tx, reports_rx) = mpsc::channel(4096);
     let (handle, task) = sessions::start(settings.clone(), runtime, reports_tx).await;
     link::run(
-        addr,
+        addrs,
         settings,
         socket.display().to_string(),
         handle,

@@ -17,7 +17,7 @@ const HEARTBEAT: Duration = Duration::from_secs(5);
 
 /// Runs until `shutdown` resolves.
 pub async fn run(
-    addr: ControllerAddr,
+    addrs: Vec<ControllerAddr>,
     settings: Arc<WorkerSettings>,
     tmux_socket: String,
     handle: WorkerHandle,
@@ -28,7 +28,8 @@ pub async fn run(
     let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
     loop {
         let session = async {
-            let channel = dial::connect(&addr).await.map_err(|e| e.to_string())?;
+            let (channel, addr) = dial::connect_any(&addrs).await.map_err(|e| e.to_string())?;
+            tracing::debug!(controller = %addr, "dialed");
             // What was queued while disconnected is superseded by the inventory.
             while reports.try_recv().is_ok() {}
             let hello = pb::Hello {
@@ -83,7 +84,7 @@ pub async fn run(
             result = session => {
                 let Err::<std::convert::Infallible, String>(e) = result;
                 let delay = backoff.next_delay();
-                tracing::warn!(controller = %addr, "link down: {e}; retrying in {delay:?}");
+                tracing::warn!(controllers = ?addrs.iter().map(ToString::to_string).collect::<Vec<_>>(), "link down: {e}; retrying in {delay:?}");
                 tokio::select! {
                     () = &mut shutdown => return,
                     () = tokio::time::sleep(delay) => {}

@@ -63,8 +63,9 @@ pub struct EtcdTls {
 
 /// A [`Store`] on an etcd v3 cluster.
 pub struct EtcdStore {
-    /// Kept whole: it owns the endpoint set behind the balanced channel.
-    _client: Client,
+    /// Kept whole: it owns the endpoint set behind the balanced channel, and
+    /// leader election uses its lease client.
+    client: Client,
     kv: KvClient,
     watch: WatchClient,
     /// `host:port` of each endpoint, as shown in messages.
@@ -118,7 +119,7 @@ impl EtcdStore {
         let store = Self {
             kv: client.kv_client().max_decoding_message_size(MAX_MESSAGE),
             watch: client.watch_client().max_decoding_message_size(MAX_MESSAGE),
-            _client: client,
+            client,
             endpoints: hosts,
             timeout: REQUEST_TIMEOUT,
         };
@@ -134,6 +135,23 @@ impl EtcdStore {
             )
             .await?;
         Ok(store)
+    }
+
+    /// The underlying client, for leases ([`crate::leader`]).
+    pub fn client(&self) -> Client {
+        self.client.clone()
+    }
+
+    /// Runs one etcd call under the store's timeout, errors as ours.
+    ///
+    /// # Errors
+    /// [`StoreError::Unavailable`] naming the endpoints and `what`.
+    pub async fn run<T>(
+        &self,
+        what: &str,
+        call: impl std::future::Future<Output = Result<T, etcd_client::Error>>,
+    ) -> Result<T, StoreError> {
+        self.call(what, call).await
     }
 
     /// The same store with another per-call timeout.

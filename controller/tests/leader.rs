@@ -1,0 +1,73 @@
+//! Leader election and write fencing on a real etcd.
+
+use std::time::Duration;
+
+use ao_controller::config::Config;
+use ao_controller::keys;
+use ao_controller::leader;
+use ao_controller::sessions::{self, ControllerError};
+use ao_controller::store::etcd::EtcdStore;
+use ao_controller::store::Store;
+use ao_tests::etcd::EtcdServer;
+use std::sync::Arc;
+
+async fn connect(etcd: &EtcdServer) -> EtcdStore {
+    EtcdStore::connect(&[etcd.addr()], None)
+        .await
+        .expect("etcd answers")
+}
+
+#[tokio::test]
+async fn a_deposed_leader_cannot_write() {
+    let etcd = EtcdServer::start(None);
+    let home_a = tempfile::tempdir().unwrap();
+    let store_a = connect(&etcd).await;
+    let mut lead_a = leader::campaign(&store_a, "a", |_| {}).await.unwrap();
+    let store_a: Arc<dyn Store> = Arc::new(store_a);
+    let (a, _task) = sessions::start(store_a.clone(), home_a.path(), Some(lead_a.fence.clone()))
+        .await
+        .unwrap();
+    a.apply(Config::default()).await.expect("the leader writes");
+    let written = store_a
+        .get(keys::CONFIG)
+        .await
+        .unwrap()
+        .unwrap()
+        .mod_revision;
+
+    // A follower waits while `a` leads.
+    let store_b = connect(&etcd).await;
+    let waiting = tokio::time::timeout(
+        Duration::from_secs(3),
+        leader::campaign(&store_b, "b", |_| {}),
+    )
+    .await;
+    assert!(waiting.is_err(), "b must not lead while a does");
+
+    // `a` loses its key (as when its lease expires while it is paused) and `b` takes over.
+    let mut raw = store_b.client();
+    raw.delete(keys::LEADER, None).await.unwrap();
+    let lead_b = leader::campaign(&store_b, "b", |_| {}).await.unwrap();
+    assert!(lead_b.fence.revision > lead_a.fence.revision);
+
+    // `a` still believes it leads; the store refuses its write.
+    let refused = a.apply(Config::default()).await;
+    assert!(
+        matches!(refused, Err(ControllerError::Deposed(_))),
+        "{refused:?}"
+    );
+    let why = tokio::time::timeout(Duration::from_secs(5), lead_a.lost())
+        .await
+        .unwrap();
+    assert!(why.contains("another controller"), "{why}");
+    assert_eq!(
+        store_a
+            .get(keys::CONFIG)
+            .await
+            .unwrap()
+            .unwrap()
+            .mod_revision,
+        written,
+        "the deposed leader's write landed"
+    );
+}

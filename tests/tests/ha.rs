@@ -1,0 +1,199 @@
+//! Two controllers on one etcd: one leads, the other takes over when the
+//! leader dies or stalls, and a deposed leader cannot write.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Stdio};
+use std::time::Duration;
+
+use ao_tests::etcd::EtcdServer;
+use ao_tests::{eventually, Run, Stack};
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use serde_json::Value;
+
+struct Cluster {
+    stack: Stack,
+    etcd: EtcdServer,
+    addrs: String,
+}
+
+impl Cluster {
+    fn home(&self, name: &str) -> PathBuf {
+        self.stack.dir.path().join(name)
+    }
+
+    fn socket(&self, name: &str) -> String {
+        format!("unix://{}", self.home(name).join("ao.sock").display())
+    }
+
+    /// `ao controller run` with its own AO_HOME on the shared etcd.
+    fn controller(&self, name: &str) -> Child {
+        self.stack
+            .command(&["controller", "run"])
+            .env("AO_HOME", self.home(name))
+            .env("AO_STORE", self.etcd.store_url())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(self.home_log(name)).unwrap())
+            .spawn()
+            .unwrap()
+    }
+
+    fn home_log(&self, name: &str) -> PathBuf {
+        let dir = self.home(name);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir.with_extension("log")
+    }
+
+    /// The CLI, given every controller's address.
+    fn ao(&self, args: &[&str]) -> Run {
+        self.stack
+            .command(args)
+            .env("AO_CONTROLLER", &self.addrs)
+            .output()
+            .unwrap()
+            .into()
+    }
+
+    /// The CLI aimed at one controller only.
+    fn ao_at(&self, name: &str, args: &[&str]) -> Run {
+        self.stack
+            .command(args)
+            .env("AO_CONTROLLER", self.socket(name))
+            .output()
+            .unwrap()
+            .into()
+    }
+
+    fn sessions(&self) -> Vec<Value> {
+        let run = self.ao(&["status", "--json"]).ok();
+        serde_json::from_str(&run.stdout).unwrap()
+    }
+
+    fn wait_leader(&self, name: &str, within: Duration) {
+        eventually(&format!("{name} leads and serves"), within, || {
+            (self.ao_at(name, &["status", "--json"]).code == 0).then_some(())
+        });
+    }
+}
+
+fn pid(child: &Child) -> Pid {
+    Pid::from_raw(child.id() as i32)
+}
+
+fn events_of(home: &Path) -> Vec<u64> {
+    std::fs::read_to_string(home.join("events.jsonl"))
+        .unwrap_or_default()
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<Value>(l).unwrap()["id"]
+                .as_u64()
+                .unwrap()
+        })
+        .collect()
+}
+
+#[test]
+fn a_second_controller_takes_over_and_a_deposed_leader_cannot_write() {
+    let stack = Stack::with_etcd(None);
+    let etcd = EtcdServer::start(None);
+    let mut cluster = Cluster {
+        addrs: String::new(),
+        stack,
+        etcd,
+    };
+    cluster.addrs = ["a", "b", "c"].map(|n| cluster.socket(n)).join(",");
+
+    let mut a = cluster.controller("a");
+    cluster.wait_leader("a", Duration::from_secs(15));
+    let mut b = cluster.controller("b");
+    // The worker knows both controllers and follows the leader.
+    let mut worker = cluster
+        .stack
+        .command(&["worker", "run", "--controller", &cluster.addrs])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    eventually("the worker joined", Duration::from_secs(15), || {
+        let run = cluster.ao(&["worker", "ls", "--json"]);
+        (run.code == 0 && run.stdout.contains("\"ready\"")).then_some(())
+    });
+    let first: Vec<String> = ["H-1", "H-2"]
+        .iter()
+        .map(|i| cluster.ao(&["spawn", "app", i]).ok().session_id())
+        .collect();
+    eventually("agents ready", Duration::from_secs(20), || {
+        let s = cluster.sessions();
+        s.iter().all(|s| s["activity"] == "ready").then_some(())
+    });
+    let tmux_before = cluster.stack.tmux_sessions();
+    assert_eq!(tmux_before, first);
+
+    // The leader dies: the follower takes over, the CLI and the worker follow.
+    kill(pid(&a), Signal::SIGKILL).unwrap();
+    let _ = a.wait();
+    cluster.wait_leader("b", Duration::from_secs(20));
+    let third = eventually(
+        "spawn through the new leader",
+        Duration::from_secs(20),
+        || {
+            let run = cluster.ao(&["spawn", "app", "H-3"]);
+            (run.code == 0).then(|| run.session_id())
+        },
+    );
+    let sessions = cluster.sessions();
+    assert_eq!(sessions.len(), 3, "{sessions:?}");
+    for s in sessions
+        .iter()
+        .filter(|s| first.contains(&s["id"].as_str().unwrap().to_string()))
+    {
+        assert_eq!(s["epoch"], 1, "not restarted: {s}");
+        assert_ne!(s["status"], "errored", "{s}");
+    }
+    let mut expected = first.clone();
+    expected.push(third);
+    assert_eq!(cluster.stack.tmux_sessions(), expected);
+
+    // A new follower; then the leader stalls past its lease.
+    let mut c = cluster.controller("c");
+    std::thread::sleep(Duration::from_secs(2));
+    kill(pid(&b), Signal::SIGSTOP).unwrap();
+    cluster.wait_leader("c", Duration::from_secs(25));
+    kill(pid(&b), Signal::SIGCONT).unwrap();
+    // The old leader wakes up believing it leads; its write must be refused.
+    let late = cluster.ao_at("b", &["spawn", "app", "STALE-1"]);
+    assert_ne!(
+        late.code, 0,
+        "the deposed leader accepted a spawn: {}",
+        late.stdout
+    );
+    // Refused by the fence in the store, or the old leader already stepped down.
+    assert!(
+        late.stderr.contains("no longer the leader") || late.stderr.contains("cannot reach"),
+        "{}",
+        late.stderr
+    );
+    eprintln!("the deposed leader answered: {}", late.stderr.trim());
+    let b_status = eventually(
+        "the deposed leader steps down",
+        Duration::from_secs(20),
+        || b.try_wait().unwrap(),
+    );
+    assert!(!b_status.success());
+    let log = std::fs::read_to_string(cluster.home_log("b")).unwrap();
+    assert!(log.contains("stepping down"), "{log}");
+    let sessions = cluster.sessions();
+    assert!(
+        sessions.iter().all(|s| s["issueId"] != "STALE-1"),
+        "a write of the deposed leader landed: {sessions:?}"
+    );
+    assert_eq!(sessions.len(), 3);
+    // One history, with no gap, as the new leader rebuilt it.
+    let ids = events_of(&cluster.home("c"));
+    assert_eq!(ids, (1..=ids.len() as u64).collect::<Vec<_>>());
+
+    for child in [&mut c, &mut worker] {
+        let _ = kill(pid(child), Signal::SIGTERM);
+        let _ = child.wait();
+    }
+}
