@@ -1,6 +1,7 @@
-//! The event log file, `$AO_HOME/events.jsonl`: one JSON object per line,
-//! appended, never rewritten.
+//! The event log: the `$AO_HOME/events.jsonl` file, and the feed that
+//! serves `ao events [-f]` from the store.
 //!
+//! The file: one JSON object per line, appended, never rewritten.
 //! The store holds every event first (in the same transaction as the change
 //! it records); this file is a projection of it. On open, a line torn by a
 //! crash is cut off and whatever the store holds beyond the file's last id is
@@ -10,7 +11,96 @@ use std::fs::{File, OpenOptions};
 use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
+use std::sync::Arc;
+
+use tokio::sync::mpsc;
+
+use crate::keys;
 use crate::model::EventRecord;
+use crate::store::follow::{follow, Followed};
+use crate::store::{decode, Store, StoreError, WatchEvent};
+
+/// Which events a reader wants.
+#[derive(Debug, Clone, Default)]
+pub struct EventFilter {
+    /// Only events with a larger id.
+    pub after_id: u64,
+    /// A type (`session.killed`) or a family (`session`); empty for all.
+    pub kind: String,
+    pub session_id: String,
+    pub project_id: String,
+    /// Only the last N matching events of the history (0: all).
+    pub tail: usize,
+    /// Keep delivering new events.
+    pub follow: bool,
+}
+
+impl EventFilter {
+    pub fn matches(&self, e: &EventRecord) -> bool {
+        let family = e.kind.split('.').next().unwrap_or_default();
+        e.id > self.after_id
+            && (self.kind.is_empty() || e.kind == self.kind || family == self.kind)
+            && (self.session_id.is_empty()
+                || e.session_id.as_deref() == Some(self.session_id.as_str()))
+            && (self.project_id.is_empty()
+                || e.project_id.as_deref() == Some(self.project_id.as_str()))
+    }
+}
+
+/// The history that matches `filter`, then (with `follow`) every new
+/// event, from the store: gap-free across broken watches and compactions,
+/// each event once, in id order.
+pub fn feed(
+    store: Arc<dyn Store>,
+    filter: EventFilter,
+) -> mpsc::Receiver<Result<EventRecord, StoreError>> {
+    let (tx, rx) = mpsc::channel(256);
+    tokio::spawn(async move {
+        let mut changes = follow(store, keys::EVENTS.to_string());
+        let mut last = filter.after_id;
+        let mut first = true;
+        while let Some(followed) = changes.recv().await {
+            let mut batch = Vec::new();
+            match followed {
+                Followed::Snapshot(listing) => {
+                    for v in &listing.items {
+                        match decode::<EventRecord>(v) {
+                            Ok(e) if e.id > last && filter.matches(&e) => batch.push(e),
+                            Ok(_) => {}
+                            Err(e) => {
+                                let _ = tx.send(Err(e)).await;
+                                return;
+                            }
+                        }
+                    }
+                    if first && filter.tail > 0 && batch.len() > filter.tail {
+                        batch.drain(..batch.len() - filter.tail);
+                    }
+                }
+                Followed::Change(WatchEvent::Put(v)) => match decode::<EventRecord>(&v) {
+                    Ok(e) if e.id > last && filter.matches(&e) => batch.push(e),
+                    Ok(_) => {}
+                    Err(e) => {
+                        let _ = tx.send(Err(e)).await;
+                        return;
+                    }
+                },
+                Followed::Change(WatchEvent::Delete { .. }) => {}
+            }
+            for e in batch {
+                last = e.id;
+                if tx.send(Ok(e)).await.is_err() {
+                    return;
+                }
+            }
+            if first && !filter.follow {
+                return;
+            }
+            first = false;
+        }
+    });
+    rx
+}
 
 pub struct EventFile {
     path: PathBuf,

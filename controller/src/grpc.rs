@@ -10,10 +10,11 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status, Streaming};
 
+use crate::config::Config;
+use crate::events::{self, EventFilter};
 use crate::model::{rfc3339, EventRecord, SessionRecord};
 use crate::sessions::{BatchOutcome, ControllerError, ControllerHandle, SpawnArgs, Tunnel};
-use crate::store::{decode, StoreError};
-use crate::{config::Config, keys};
+use crate::store::StoreError;
 
 impl From<ControllerError> for Status {
     fn from(e: ControllerError) -> Self {
@@ -291,72 +292,20 @@ impl pb::controller_server::Controller for ControllerService {
         req: Request<pb::EventsRequest>,
     ) -> Result<Response<Self::EventsStream>, Status> {
         let r = req.into_inner();
-        // Subscribe before reading history so nothing falls in between.
-        let mut live = self.handle.subscribe_events();
-        let listing = self
-            .handle
-            .store()
-            .list(keys::EVENTS)
-            .await
-            .map_err(ControllerError::from)?;
-        let matches = {
-            let r = r.clone();
-            move |e: &EventRecord| {
-                e.id > r.after_id
-                    && (r.r#type.is_empty()
-                        || e.kind == r.r#type
-                        || e.kind.starts_with(&format!("{}.", r.r#type)))
-                    && (r.session_id.is_empty()
-                        || e.session_id.as_deref() == Some(r.session_id.as_str()))
-                    && (r.project_id.is_empty()
-                        || e.project_id.as_deref() == Some(r.project_id.as_str()))
-            }
+        let filter = EventFilter {
+            after_id: r.after_id,
+            kind: r.r#type,
+            session_id: r.session_id,
+            project_id: r.project_id,
+            tail: r.tail as usize,
+            follow: r.follow,
         };
-        let mut history = Vec::new();
-        for v in &listing.items {
-            let e: EventRecord = decode(v).map_err(ControllerError::from)?;
-            if matches(&e) {
-                history.push(e);
-            }
-        }
-        if r.tail > 0 && history.len() > r.tail as usize {
-            history.drain(..history.len() - r.tail as usize);
-        }
-        let (tx, rx) = mpsc::channel(256);
-        let follow = r.follow;
-        tokio::spawn(async move {
-            let mut last = 0;
-            for e in &history {
-                last = e.id;
-                if tx.send(Ok(event_to_pb(e))).await.is_err() {
-                    return;
-                }
-            }
-            if !follow {
-                return;
-            }
-            loop {
-                match live.recv().await {
-                    Ok(e) if e.id > last && matches(&e) => {
-                        last = e.id;
-                        if tx.send(Ok(event_to_pb(&e))).await.is_err() {
-                            return;
-                        }
-                    }
-                    Ok(_) => {}
-                    Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
-                        let _ = tx
-                            .send(Err(Status::data_loss(format!(
-                                "event stream fell behind by {n} events; reconnect with after_id={last}"
-                            ))))
-                            .await;
-                        return;
-                    }
-                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
-                }
-            }
+        let feed = events::feed(self.handle.store().clone(), filter);
+        let out = ReceiverStream::new(feed).map(|e| match e {
+            Ok(e) => Ok(event_to_pb(&e)),
+            Err(e) => Err(Status::from(ControllerError::from(e))),
         });
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+        Ok(Response::new(Box::pin(out)))
     }
 
     async fn list_workers(

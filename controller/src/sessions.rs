@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use ao_proto::pb;
 use chrono::Utc;
-use tokio::sync::{broadcast, mpsc, oneshot, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 use tonic::Streaming;
 
 use crate::config::{Config, BUILTIN_AGENTS};
@@ -137,7 +137,6 @@ pub enum BatchOutcome {
 pub struct ControllerHandle {
     tx: mpsc::Sender<Command>,
     snapshot: watch::Receiver<Arc<Snapshot>>,
-    events: broadcast::Sender<EventRecord>,
     store: Arc<dyn Store>,
     next_conn: Arc<std::sync::atomic::AtomicU64>,
 }
@@ -161,10 +160,6 @@ impl ControllerHandle {
 
     pub fn store(&self) -> &Arc<dyn Store> {
         &self.store
-    }
-
-    pub fn subscribe_events(&self) -> broadcast::Receiver<EventRecord> {
-        self.events.subscribe()
     }
 
     /// # Errors
@@ -372,7 +367,6 @@ struct Actor {
     counters: HashMap<String, u64>,
     event_seq: u64,
     event_file: EventFile,
-    events: broadcast::Sender<EventRecord>,
     workers: BTreeMap<String, Worker>,
     /// Why a session waits for placement.
     unplaced: HashMap<String, String>,
@@ -444,7 +438,6 @@ pub async fn start(
         }
     }
     let (tx, rx) = mpsc::channel(1024);
-    let (events, _) = broadcast::channel(4096);
     let (publish, snapshot) = watch::channel(Arc::new(Snapshot::default()));
     let actor = Actor {
         store: store.clone(),
@@ -454,7 +447,6 @@ pub async fn start(
         counters,
         event_seq,
         event_file,
-        events: events.clone(),
         workers,
         unplaced: HashMap::new(),
         settle_waiters: HashMap::new(),
@@ -473,7 +465,6 @@ pub async fn start(
         ControllerHandle {
             tx,
             snapshot,
-            events,
             store,
             next_conn: Arc::new(std::sync::atomic::AtomicU64::new(1)),
         },
@@ -683,7 +674,6 @@ impl Actor {
                 tracing::error!(file = %self.event_file.path().display(), "event log append failed: {e}");
             }
             tracing::info!(event = %r.kind, session = ?r.session_id, "{}", r.message.as_deref().unwrap_or(""));
-            let _ = self.events.send(r);
         }
         for s in sessions {
             self.wake_waiters(s);

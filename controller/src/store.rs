@@ -6,11 +6,13 @@
 //! Modules:
 //! - [`embedded`]: one redb file, the single-machine default.
 //! - [`etcd`]: an etcd v3 cluster, for teams and HA.
+//! - [`follow`]: a watch that never misses (resume, relist, backoff).
 //!
 //! `tests/store_conformance.rs` runs one suite against both.
 
 pub mod embedded;
 pub mod etcd;
+pub mod follow;
 
 use std::path::{Path, PathBuf};
 use std::pin::Pin;

@@ -9,9 +9,9 @@
 
 use std::future::Future;
 use std::net::TcpListener;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::pin::Pin;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -20,6 +20,7 @@ use ao_controller::store::etcd::{EtcdStore, EtcdTls};
 use ao_controller::store::{
     read_modify_write, Op, Precondition, Revision, Store, StoreError, Txn, WatchEvent, WatchStream,
 };
+use ao_tests::etcd::{EtcdServer, ServerTls};
 use async_trait::async_trait;
 use tokio_stream::StreamExt;
 
@@ -111,144 +112,26 @@ impl Backend for Etcd {
 }
 
 // ---------------------------------------------------------------------------
-// A real etcd, stopped by its pid when the guard drops (also on panic)
+// A real etcd (the shared launcher in `ao_tests::etcd`)
 // ---------------------------------------------------------------------------
 
-/// Certificates for an etcd that serves TLS and asks clients for theirs.
-struct ServerTls {
-    ca: PathBuf,
-    cert: PathBuf,
-    key: PathBuf,
-}
-
-struct EtcdProcess {
-    child: Child,
-    /// `127.0.0.1:port` of the client listener.
-    addr: String,
-    log: PathBuf,
-    _dir: tempfile::TempDir,
-}
-
-impl EtcdProcess {
-    /// Starts `etcd` on free loopback ports with its data in a temp dir.
-    fn start(tls: Option<&ServerTls>) -> Self {
-        let bin = find_on_path("etcd").unwrap_or_else(|| {
-            panic!(
-                "`etcd` is not on PATH, so the etcd store cannot be tested: install Debian's \
-                 `etcd-server` package (apt-get install -y etcd-server)"
-            )
-        });
-        let dir = tempfile::tempdir().expect("temp dir");
-        let (client_port, peer_port) = free_ports();
-        let scheme = if tls.is_some() { "https" } else { "http" };
-        let client_url = format!("{scheme}://127.0.0.1:{client_port}");
-        let peer_url = format!("http://127.0.0.1:{peer_port}");
-        let log = dir.path().join("etcd.log");
-        let log_file = std::fs::File::create(&log).expect("etcd log file");
-        let mut cmd = Command::new(&bin);
-        cmd.arg("--name")
-            .arg("ao-test")
-            .arg("--data-dir")
-            .arg(dir.path().join("data"))
-            .arg("--listen-client-urls")
-            .arg(&client_url)
-            .arg("--advertise-client-urls")
-            .arg(&client_url)
-            .arg("--listen-peer-urls")
-            .arg(&peer_url)
-            .arg("--initial-advertise-peer-urls")
-            .arg(&peer_url)
-            .arg("--initial-cluster")
-            .arg(format!("ao-test={peer_url}"))
-            .arg("--initial-cluster-state")
-            .arg("new")
-            .arg("--logger")
-            .arg("zap")
-            .arg("--log-level")
-            .arg("warn");
-        if let Some(tls) = tls {
-            cmd.arg("--cert-file")
-                .arg(&tls.cert)
-                .arg("--key-file")
-                .arg(&tls.key)
-                .arg("--trusted-ca-file")
-                .arg(&tls.ca)
-                .arg("--client-cert-auth");
-        }
-        let child = cmd
-            .stdin(Stdio::null())
-            .stdout(log_file.try_clone().expect("log file"))
-            .stderr(log_file)
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {}: {e}", bin.display()));
-        Self {
-            child,
-            addr: format!("127.0.0.1:{client_port}"),
-            log,
-            _dir: dir,
-        }
-    }
-
-    /// Connects until etcd answers; panics with etcd's log after the deadline.
-    async fn connect(&mut self, tls: Option<EtcdTls>) -> EtcdStore {
-        let deadline = Instant::now() + ETCD_START_DEADLINE;
-        loop {
-            if let Some(status) = self.child.try_wait().expect("etcd status") {
-                panic!("etcd exited with {status}:\n{}", self.log_tail());
+/// Connects to `etcd` until it answers; panics with etcd's log after the
+/// deadline.
+async fn connect(etcd: &EtcdServer, tls: Option<EtcdTls>) -> EtcdStore {
+    let addr = etcd.addr();
+    let deadline = Instant::now() + ETCD_START_DEADLINE;
+    loop {
+        match EtcdStore::connect(std::slice::from_ref(&addr), tls.clone()).await {
+            Ok(store) => return store,
+            Err(e) if Instant::now() > deadline => {
+                panic!(
+                    "etcd at {addr} did not answer within {ETCD_START_DEADLINE:?}: {e}\n{}",
+                    etcd.log_tail()
+                )
             }
-            match EtcdStore::connect(std::slice::from_ref(&self.addr), tls.clone()).await {
-                Ok(store) => return store,
-                Err(e) if Instant::now() > deadline => {
-                    panic!(
-                        "etcd at {} did not answer within {ETCD_START_DEADLINE:?}: {e}\n{}",
-                        self.addr,
-                        self.log_tail()
-                    )
-                }
-                Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
-            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
         }
     }
-
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    /// Kills etcd now (by its pid) and reaps it.
-    fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-
-    fn log_tail(&self) -> String {
-        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
-        let lines: Vec<&str> = text.lines().collect();
-        lines[lines.len().saturating_sub(30)..].join("\n")
-    }
-}
-
-impl Drop for EtcdProcess {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
-fn find_on_path(program: &str) -> Option<PathBuf> {
-    std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths)
-            .map(|dir| dir.join(program))
-            .find(|p| p.is_file())
-    })
-}
-
-/// Two distinct free loopback ports (both held until both are known).
-fn free_ports() -> (u16, u16) {
-    let a = TcpListener::bind("127.0.0.1:0").expect("bind");
-    let b = TcpListener::bind("127.0.0.1:0").expect("bind");
-    (
-        a.local_addr().expect("addr").port(),
-        b.local_addr().expect("addr").port(),
-    )
 }
 
 /// A prefix no other run of this suite (or other test) shares.
@@ -753,18 +636,18 @@ async fn embedded_store_conforms() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn etcd_store_conforms() {
     let t = Instant::now();
-    let mut etcd = EtcdProcess::start(None);
-    let store = etcd.connect(None).await;
+    let etcd = EtcdServer::start(None);
+    let store = connect(&etcd, None).await;
     println!(
         "etcd (pid {}) at {} answered after {:.1} ms",
-        etcd.pid(),
-        etcd.addr,
+        etcd.pid().expect("etcd runs"),
+        etcd.addr(),
         ms(t.elapsed())
     );
-    assert_eq!(store.describe(), format!("etcd:{}", etcd.addr));
+    assert_eq!(store.describe(), format!("etcd:{}", etcd.addr()));
     let backend = Etcd {
         store: Arc::new(store),
-        url: etcd.addr.clone(),
+        url: etcd.addr(),
     };
     run_suite("etcd", Arc::new(backend)).await;
 }
@@ -823,9 +706,8 @@ async fn unreachable_etcd_is_unavailable() {
 /// owner resumes) and further calls time out into Unavailable.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn etcd_going_away_ends_watches_and_calls_with_unavailable() {
-    let mut etcd = EtcdProcess::start(None);
-    let store = etcd
-        .connect(None)
+    let mut etcd = EtcdServer::start(None);
+    let store = connect(&etcd, None)
         .await
         .with_timeout(Duration::from_secs(2));
     let p = unique_root("gone");
@@ -845,7 +727,7 @@ async fn etcd_going_away_ends_watches_and_calls_with_unavailable() {
     match got {
         Err(StoreError::Unavailable(msg)) => {
             println!("get after etcd died: {msg} ({:.1} ms)", ms(t.elapsed()));
-            assert!(msg.contains(&etcd.addr), "names the endpoint: {msg}");
+            assert!(msg.contains(&etcd.addr()), "names the endpoint: {msg}");
         }
         other => panic!("expected Unavailable, got {other:?}"),
     }
@@ -857,8 +739,8 @@ async fn etcd_going_away_ends_watches_and_calls_with_unavailable() {
 async fn etcd_over_mutual_tls() {
     let certs = tempfile::tempdir().expect("temp dir");
     let pki = make_pki(certs.path());
-    let mut etcd = EtcdProcess::start(Some(&pki.server));
-    let store = etcd.connect(Some(pki.client.clone())).await;
+    let etcd = EtcdServer::start(Some(pki.server));
+    let store = connect(&etcd, Some(pki.client.clone())).await;
     let k = format!("{}k", unique_root("tls"));
     let r = store
         .commit(put(&k, "secret").check(&k, Precondition::Absent))
@@ -871,7 +753,7 @@ async fn etcd_over_mutual_tls() {
         key: None,
         ..pki.client.clone()
     };
-    match EtcdStore::connect(std::slice::from_ref(&etcd.addr), Some(without_cert)).await {
+    match EtcdStore::connect(std::slice::from_ref(&etcd.addr()), Some(without_cert)).await {
         Err(StoreError::Unavailable(msg)) => println!("without a client certificate: {msg}"),
         Err(e) => panic!("expected Unavailable, got {e}"),
         Ok(_) => panic!("etcd with --client-cert-auth let in a client without a certificate"),
@@ -879,12 +761,12 @@ async fn etcd_over_mutual_tls() {
     // The server certificate must be checked against the CA, too.
     let other_ca = tempfile::tempdir().expect("temp dir");
     let stranger = make_pki(other_ca.path()).client;
-    match EtcdStore::connect(std::slice::from_ref(&etcd.addr), Some(stranger)).await {
+    match EtcdStore::connect(std::slice::from_ref(&etcd.addr()), Some(stranger)).await {
         Err(StoreError::Unavailable(msg)) => println!("with another CA: {msg}"),
         Err(e) => panic!("expected Unavailable, got {e}"),
         Ok(_) => panic!("trusted an etcd whose certificate another CA signed"),
     }
-    let plain = EtcdStore::connect(&[format!("http://{}", etcd.addr)], Some(pki.client)).await;
+    let plain = EtcdStore::connect(&[format!("http://{}", etcd.addr())], Some(pki.client)).await;
     assert!(matches!(plain, Err(StoreError::Unavailable(msg)) if msg.contains("plain http")));
 }
 
@@ -896,15 +778,17 @@ struct Pki {
 /// A throw-away CA with a server certificate for 127.0.0.1 and a client
 /// certificate, made with the `openssl` command.
 fn make_pki(dir: &Path) -> Pki {
-    let openssl = find_on_path("openssl").unwrap_or_else(|| {
-        panic!("`openssl` is not on PATH: install Debian's `openssl` to make test certificates")
-    });
     let run = |args: &[&str]| {
-        let out = Command::new(&openssl)
+        let out = Command::new("openssl")
             .args(args)
             .current_dir(dir)
             .output()
-            .expect("run openssl");
+            .unwrap_or_else(|e| match e.kind() {
+                std::io::ErrorKind::NotFound => panic!(
+                    "`openssl` is not on PATH: install Debian's `openssl` to make test certificates"
+                ),
+                _ => panic!("run openssl: {e}"),
+            });
         assert!(
             out.status.success(),
             "openssl {args:?} failed: {}",

@@ -185,6 +185,28 @@ impl EtcdServer {
         body.split_once("\r\n\r\n").map(|(_, b)| b.to_string())
     }
 
+    /// The store's current revision (one more per write transaction), read
+    /// through etcd's JSON gateway.
+    pub fn revision(&self) -> u64 {
+        use std::io::{Read, Write};
+        let body = r#"{"key":"AA==","count_only":true}"#;
+        let mut s = std::net::TcpStream::connect(self.addr()).expect("etcd reachable");
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        write!(
+            s,
+            "POST /v3/kv/range HTTP/1.0\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+        .unwrap();
+        let mut text = String::new();
+        s.read_to_string(&mut text).unwrap();
+        let after = text
+            .split("\"revision\":\"")
+            .nth(1)
+            .unwrap_or_else(|| panic!("no revision in {text}"));
+        after.split('"').next().unwrap().parse().expect("revision")
+    }
+
     /// Sum of the Prometheus counters named `name` on `/metrics`.
     pub fn metric(&self, name: &str) -> f64 {
         let text = self.http_get("/metrics").unwrap_or_default();

@@ -72,11 +72,75 @@ fn row(what: &str, ao: &str, baseline: &str) {
     println!("| {what} | {ao} | {baseline} |");
 }
 
-fn main() {
-    let large: usize = std::env::var("AO_BENCH_SESSIONS")
+fn large_size() -> usize {
+    std::env::var("AO_BENCH_SESSIONS")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(200);
+        .unwrap_or(200)
+}
+
+/// Grows the stack to `total` sessions with batch-spawn, 20 at a time, and
+/// waits until every agent is idle. Returns how long the spawning took.
+fn grow_to(stack: &Stack, from: usize, total: usize) -> Duration {
+    let issues: Vec<String> = (from..total).map(|i| format!("L-{i}")).collect();
+    let t = Instant::now();
+    for chunk in issues.chunks(20) {
+        let mut args = vec!["batch-spawn", "app"];
+        args.extend(chunk.iter().map(String::as_str));
+        stack.ao(&args).ok();
+    }
+    let took = t.elapsed();
+    assert_eq!(stack.sessions().len(), total, "expected {total} sessions");
+    eventually("sessions settle", Duration::from_secs(120), || {
+        stack
+            .sessions()
+            .iter()
+            .all(|s| s["activity"] == "ready" || s["activity"] == "idle")
+            .then_some(())
+    });
+    took
+}
+
+/// Store writes at steady state on etcd: sessions idle, nothing changing.
+fn etcd_steady_state() {
+    let large = large_size();
+    let stack = Stack::with_etcd(Some(ao_tests::etcd::EtcdServer::start(None)));
+    let pid = stack.up();
+    grow_to(&stack, 0, large);
+    // Let the last transitions (prompt typed, idle) land.
+    std::thread::sleep(Duration::from_secs(10));
+    let etcd = stack.etcd.as_ref().expect("etcd");
+    let window = Duration::from_secs(60);
+    let before = etcd.revision();
+    std::thread::sleep(window);
+    let writes = etcd.revision() - before;
+    println!("| measure | value | target |");
+    println!("|---|---|---|");
+    row(
+        &format!(
+            "etcd writes at steady state, {large} idle sessions, over {}s",
+            window.as_secs()
+        ),
+        &format!(
+            "{writes} ({:.3} per second, {:.4} per session per 20 s)",
+            writes as f64 / window.as_secs_f64(),
+            writes as f64 / large as f64 / (window.as_secs_f64() / 20.0)
+        ),
+        "at most 1 per session per 20 s",
+    );
+    row(
+        &format!("controller + worker memory (RSS) with {large} sessions on etcd"),
+        &format!("{:.1} MiB", rss_kib(pid) as f64 / 1024.0),
+        "-",
+    );
+}
+
+fn main() {
+    if std::env::args().any(|a| a == "--etcd") {
+        etcd_steady_state();
+        return;
+    }
+    let large = large_size();
     let stack = Stack::new();
     let pid = stack.up();
     let status_runs = 30;
@@ -171,24 +235,8 @@ fn main() {
     );
 
     // Grow to the large size with batch-spawn.
-    let remaining: Vec<String> = (spawn_runs..large).map(|i| format!("L-{i}")).collect();
-    let t = Instant::now();
-    for chunk in remaining.chunks(20) {
-        let mut args = vec!["batch-spawn", "app"];
-        args.extend(chunk.iter().map(String::as_str));
-        stack.ao(&args).ok();
-    }
-    let grow = t.elapsed();
-    let count = stack.sessions().len();
-    assert_eq!(count, large, "expected {large} sessions");
-    // Let them settle (prompt typed, agents idle) before measuring.
-    eventually("sessions settle", Duration::from_secs(120), || {
-        stack
-            .sessions()
-            .iter()
-            .all(|s| s["activity"] == "ready" || s["activity"] == "idle")
-            .then_some(())
-    });
+    let grow = grow_to(&stack, spawn_runs, large);
+    let grown = large - spawn_runs;
     let (p50, p95) = time_runs(status_runs, || {
         stack.ao(&["status", "--json"]).ok();
     });
@@ -199,11 +247,11 @@ fn main() {
         &format!("{} / {} (`tmux list-sessions`)", ms(b50), ms(b95)),
     );
     row(
-        &format!("batch-spawn of {} sessions", remaining.len()),
+        &format!("batch-spawn of {grown} sessions"),
         &format!(
             "{:.1} s ({} per session)",
             grow.as_secs_f64(),
-            ms(grow / remaining.len().max(1) as u32)
+            ms(grow / grown.max(1) as u32)
         ),
         "-",
     );
