@@ -25,6 +25,21 @@ pub enum Followed {
     Change(WatchEvent),
 }
 
+impl Followed {
+    /// Applies this to a key → value cache of the prefix.
+    pub fn apply(self, cache: &mut std::collections::BTreeMap<String, Vec<u8>>) {
+        match self {
+            Self::Snapshot(l) => *cache = l.items.into_iter().map(|v| (v.key, v.value)).collect(),
+            Self::Change(WatchEvent::Put(v)) => {
+                cache.insert(v.key, v.value);
+            }
+            Self::Change(WatchEvent::Delete { key, .. }) => {
+                cache.remove(&key);
+            }
+        }
+    }
+}
+
 /// Follows `prefix` until the receiver is dropped.
 pub fn follow(store: Arc<dyn Store>, prefix: String) -> mpsc::Receiver<Followed> {
     let (tx, rx) = mpsc::channel(256);
@@ -100,21 +115,6 @@ mod tests {
     use crate::store::embedded::EmbeddedStore;
     use crate::store::Txn;
 
-    /// Applies what a follower receives to a map, as a cache would.
-    fn apply(state: &mut BTreeMap<String, Vec<u8>>, f: Followed) {
-        match f {
-            Followed::Snapshot(l) => {
-                *state = l.items.into_iter().map(|v| (v.key, v.value)).collect();
-            }
-            Followed::Change(WatchEvent::Put(v)) => {
-                state.insert(v.key, v.value);
-            }
-            Followed::Change(WatchEvent::Delete { key, .. }) => {
-                state.remove(&key);
-            }
-        }
-    }
-
     #[tokio::test]
     async fn a_follower_behind_a_compaction_lists_again_and_converges() {
         let dir = tempfile::tempdir().unwrap();
@@ -127,7 +127,7 @@ mod tests {
             .unwrap();
         let mut rx = follow(store.clone(), "/p/".into());
         let mut state = BTreeMap::new();
-        apply(&mut state, rx.recv().await.unwrap());
+        rx.recv().await.unwrap().apply(&mut state);
         // Many writes while the follower does not read.
         for i in 0..50u32 {
             store
@@ -145,7 +145,7 @@ mod tests {
             .collect();
         tokio::time::timeout(Duration::from_secs(10), async {
             while state != truth {
-                apply(&mut state, rx.recv().await.unwrap());
+                rx.recv().await.unwrap().apply(&mut state);
             }
         })
         .await
