@@ -4,10 +4,12 @@
 //! Args (clap types only) → a command → an exit code. Data goes to stdout,
 //! everything else to stderr. Modules:
 //! - [`stack`]: `ao up`/`down` and the single-machine stack in one process.
+//! - [`attach`]: `ao attach`, the interactive terminal.
 //! - [`commands`]: every command that talks to a running controller.
 //! - [`render`]: tables and JSON for people and scripts.
 //! - [`doctor`]: `ao doctor`.
 
+mod attach;
 mod commands;
 mod doctor;
 mod render;
@@ -77,6 +79,16 @@ enum Command {
         /// Read the message from a file.
         #[arg(short = 'f', long = "file", conflicts_with = "message")]
         file: Option<PathBuf>,
+    },
+    /// Step into a session's terminal (detach with Ctrl-b d or Ctrl-\\).
+    Attach {
+        id: String,
+        /// Watch without typing.
+        #[arg(long)]
+        read_only: bool,
+        /// Take the keyboard from whoever holds it (they are told).
+        #[arg(long, conflicts_with = "read_only")]
+        force: bool,
     },
     /// A session's terminal output.
     Logs {
@@ -313,6 +325,11 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             };
             commands::send(&target, id, text).await.and(ok)
         }
+        Command::Attach {
+            id,
+            read_only,
+            force,
+        } => attach::run(&target, id, read_only, force).await,
         Command::Logs { id, follow, lines } => {
             commands::logs(&target, id, follow, lines).await.and(ok)
         }

@@ -95,6 +95,14 @@ fn fresh(handle: &ControllerHandle) -> Result<std::sync::Arc<crate::sessions::Sn
     }
 }
 
+/// Waits for the worker to open the tunnel it was asked for.
+async fn arrived(opened: tokio::sync::oneshot::Receiver<Tunnel>) -> Result<Tunnel, Status> {
+    tokio::time::timeout(Duration::from_secs(15), opened)
+        .await
+        .map_err(|_| Status::unavailable("the worker did not open the stream within 15 s"))?
+        .map_err(|_| Status::unavailable("the worker went away before streaming"))
+}
+
 type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 
 /// The CLI-facing service.
@@ -263,14 +271,10 @@ impl pb::controller_server::Controller for ControllerService {
             .handle
             .open_logs(r.session_id.clone(), r.follow, r.tail_lines)
             .await?;
-        let tunnel = tokio::time::timeout(Duration::from_secs(15), opened)
-            .await
-            .map_err(|_| Status::unavailable("the worker did not open the log stream within 15 s"))?
-            .map_err(|_| Status::unavailable("the worker went away before streaming"))?;
-        let Tunnel { inbound, guard } = tunnel;
+        let Tunnel { inbound, down } = arrived(opened).await?;
         let stream = inbound.map_while(move |msg| {
-            // Keep the guard alive as long as the viewer reads.
-            let _keep = &guard;
+            // The worker streams as long as `down` lives: as long as the viewer reads.
+            let _keep = &down;
             match msg {
                 Ok(pb::TunnelUp {
                     msg: Some(pb::tunnel_up::Msg::Data(data)),
@@ -283,6 +287,120 @@ impl pb::controller_server::Controller for ControllerService {
             }
         });
         Ok(Response::new(Box::pin(stream)))
+    }
+
+    type AttachStream = BoxStream<pb::AttachOutput>;
+
+    async fn attach(
+        &self,
+        req: Request<Streaming<pb::AttachInput>>,
+    ) -> Result<Response<Self::AttachStream>, Status> {
+        let mut input = req.into_inner();
+        let start = match input.message().await? {
+            Some(pb::AttachInput {
+                msg: Some(pb::attach_input::Msg::Start(start)),
+            }) => start,
+            _ => {
+                return Err(Status::invalid_argument(
+                    "the first attach message must be `start`",
+                ))
+            }
+        };
+        let Tunnel { mut inbound, down } =
+            arrived(self.handle.open_terminal(start.clone()).await?).await?;
+        // The worker's first word: a refusal (seat taken, session ended) or the screen.
+        let first = match inbound.message().await {
+            Ok(Some(pb::TunnelUp {
+                msg: Some(pb::tunnel_up::Msg::Error(e)),
+            })) => return Err(Status::failed_precondition(e)),
+            Ok(Some(first)) => first,
+            Ok(None) | Err(_) => return Err(Status::unavailable("the worker closed the terminal")),
+        };
+        let mode = if start.read_only {
+            "read-only"
+        } else {
+            "read-write"
+        };
+        let id = start.session_id.clone();
+        self.handle
+            .record(
+                "session.attached",
+                &id,
+                format!("{} attached to {id} ({mode})", start.who),
+                serde_json::json!({"who": start.who, "mode": mode, "force": start.force}),
+            )
+            .await;
+        // Keys and window size toward the worker, until the viewer stops.
+        tokio::spawn(async move {
+            while let Ok(Some(msg)) = input.message().await {
+                let down_msg = match msg.msg {
+                    Some(pb::attach_input::Msg::Data(keys)) => pb::tunnel_down::Msg::Input(keys),
+                    Some(pb::attach_input::Msg::Resize(r)) => pb::tunnel_down::Msg::Resize(r),
+                    _ => continue,
+                };
+                if down
+                    .send(pb::TunnelDown {
+                        msg: Some(down_msg),
+                    })
+                    .await
+                    .is_err()
+                {
+                    break;
+                }
+            }
+        });
+        // The screen toward the viewer; the detach is recorded with its reason.
+        let (out, rx) = mpsc::channel(64);
+        let handle = self.handle.clone();
+        tokio::spawn(async move {
+            let output = |msg| Ok(pb::AttachOutput { msg: Some(msg) });
+            let mut next = Some(first);
+            let how = loop {
+                let msg = match next.take() {
+                    Some(m) => Ok(Some(m)),
+                    None => tokio::select! {
+                        m = inbound.message() => m,
+                        () = out.closed() => break "the viewer left".to_string(),
+                    },
+                };
+                let forward = match msg {
+                    Ok(Some(pb::TunnelUp {
+                        msg: Some(pb::tunnel_up::Msg::Data(d)),
+                    })) => pb::attach_output::Msg::Data(d),
+                    Ok(Some(pb::TunnelUp {
+                        msg: Some(pb::tunnel_up::Msg::Notice(n)),
+                    })) => pb::attach_output::Msg::Notice(n),
+                    Ok(Some(pb::TunnelUp {
+                        msg: Some(pb::tunnel_up::Msg::End(why) | pb::tunnel_up::Msg::Error(why)),
+                    })) => {
+                        let _ = out
+                            .send(output(pb::attach_output::Msg::End(why.clone())))
+                            .await;
+                        break why;
+                    }
+                    Ok(Some(_)) => continue,
+                    Ok(None) | Err(_) => {
+                        let why = "the connection to the worker was lost".to_string();
+                        let _ = out
+                            .send(output(pb::attach_output::Msg::End(why.clone())))
+                            .await;
+                        break why;
+                    }
+                };
+                if out.send(output(forward)).await.is_err() {
+                    break "the viewer left".to_string();
+                }
+            };
+            handle
+                .record(
+                    "session.detached",
+                    &id,
+                    format!("{} left {id}: {how}", start.who),
+                    serde_json::json!({"who": start.who, "how": how}),
+                )
+                .await;
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 
     type EventsStream = BoxStream<pb::Event>;
@@ -404,14 +522,14 @@ impl pb::worker_link_server::WorkerLink for WorkerLinkService {
                 ))
             }
         };
-        // The response stays open until the viewer side drops the guard,
-        // which tells the worker to stop streaming.
-        let (guard, closed) = mpsc::channel::<Result<pb::TunnelDown, Status>>(1);
-        let tunnel = Tunnel {
-            inbound,
-            guard: Box::new(guard),
-        };
-        self.handle.tunnel_opened(stream_id, tunnel).await;
-        Ok(Response::new(Box::pin(ReceiverStream::new(closed))))
+        // The response carries the viewer's keys down, and ends when the
+        // viewer side drops `down`, which tells the worker to stop.
+        let (down, to_worker) = mpsc::channel::<pb::TunnelDown>(64);
+        self.handle
+            .tunnel_opened(stream_id, Tunnel { inbound, down })
+            .await;
+        Ok(Response::new(Box::pin(
+            ReceiverStream::new(to_worker).map(Ok),
+        )))
     }
 }

@@ -98,7 +98,8 @@ pub struct SpawnArgs {
 /// An open tunnel from a worker: its data, and a guard whose drop ends it.
 pub struct Tunnel {
     pub inbound: Streaming<pb::TunnelUp>,
-    pub guard: Box<dyn std::any::Any + Send + Sync>,
+    /// Toward the worker (keys, window size); dropping it ends the stream.
+    pub down: mpsc::Sender<pb::TunnelDown>,
 }
 
 type Reply<T> = oneshot::Sender<Result<T, ControllerError>>;
@@ -115,7 +116,8 @@ enum Command {
     Send(String, String, Reply<oneshot::Receiver<Result<(), String>>>),
     Kill(String, Reply<SessionRecord>),
     Restore(String, Reply<SessionRecord>),
-    OpenLogs(pb::OpenStream, Reply<oneshot::Receiver<Tunnel>>),
+    OpenStream(pb::OpenStream, Reply<oneshot::Receiver<Tunnel>>),
+    Record(&'static str, String, String, serde_json::Value),
     TunnelOpened(u64, Tunnel),
     WaitSettled(String, oneshot::Sender<SessionRecord>),
     WorkerHello(u64, pb::Hello, mpsc::Sender<pb::ControllerMessage>),
@@ -273,8 +275,41 @@ impl ControllerHandle {
             session_id,
             follow,
             tail_lines,
+            attach: None,
         };
-        self.ask(|r| Command::OpenLogs(req, r)).await
+        self.ask(|r| Command::OpenStream(req, r)).await
+    }
+
+    /// Asks the session's worker for an interactive terminal.
+    ///
+    /// # Errors
+    /// Unknown session or its worker is not connected.
+    pub async fn open_terminal(
+        &self,
+        start: pb::AttachStart,
+    ) -> Result<oneshot::Receiver<Tunnel>, ControllerError> {
+        let req = pb::OpenStream {
+            stream_id: 0,
+            session_id: start.session_id.clone(),
+            follow: true,
+            tail_lines: 0,
+            attach: Some(start),
+        };
+        self.ask(|r| Command::OpenStream(req, r)).await
+    }
+
+    /// Records an event about a session (e.g. who attached).
+    pub async fn record(
+        &self,
+        kind: &'static str,
+        session: &str,
+        message: String,
+        data: serde_json::Value,
+    ) {
+        let _ = self
+            .tx
+            .send(Command::Record(kind, session.to_string(), message, data))
+            .await;
     }
 
     pub async fn tunnel_opened(&self, stream_id: u64, tunnel: Tunnel) {
@@ -507,8 +542,15 @@ impl Actor {
             Command::Restore(id, reply) => {
                 let _ = reply.send(self.restore(&id).await);
             }
-            Command::OpenLogs(req, reply) => {
-                let _ = reply.send(self.open_logs(req));
+            Command::Record(kind, id, message, data) => {
+                if let Some(s) = self.sessions.get(&id).cloned() {
+                    let mut event = NewEvent::session(kind, Priority::Info, &s).message(message);
+                    event.data = Some(data);
+                    self.write_or_log(&[], vec![event]).await;
+                }
+            }
+            Command::OpenStream(req, reply) => {
+                let _ = reply.send(self.open_stream(req));
             }
             Command::TunnelOpened(stream_id, tunnel) => {
                 if let Some((_, waiter)) = self.streams.remove(&stream_id) {
@@ -1044,7 +1086,7 @@ impl Actor {
         Ok(s)
     }
 
-    fn open_logs(
+    fn open_stream(
         &mut self,
         mut req: pb::OpenStream,
     ) -> Result<oneshot::Receiver<Tunnel>, ControllerError> {

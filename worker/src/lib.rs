@@ -10,6 +10,7 @@
 //! - [`agent`]: adapters for built-in and configured agents.
 //! - [`output`]: per-session ring buffer and viewers.
 //! - [`sessions`]: the actor that owns local sessions.
+//! - [`terminal`]: `ao attach` through a tmux client in a pseudo-terminal.
 //! - [`link`]: the stream to the controller.
 
 pub mod agent;
@@ -17,6 +18,7 @@ pub mod link;
 pub mod output;
 pub mod runtime;
 pub mod sessions;
+pub mod terminal;
 pub mod workspace;
 
 use std::sync::Arc;

@@ -21,6 +21,7 @@ use tonic::transport::Channel;
 use crate::agent::{self, Launch, ScreenState};
 use crate::output::Output;
 use crate::runtime::{PaneState, Runtime, StartSpec};
+use crate::terminal::{Terminal, TerminalSpec};
 use crate::workspace::{self, WorkspaceSpec};
 
 /// Output within this long counts as the agent being active.
@@ -70,7 +71,17 @@ struct Reported {
     exit_code: Option<i32>,
 }
 
+/// Who holds a session's keyboard through `ao attach`.
+struct Writer {
+    attach: u64,
+    who: String,
+    /// Tells the holder who took the seat.
+    takeover: oneshot::Sender<String>,
+}
+
 struct Local {
+    /// The one viewer whose keys reach the agent, if any.
+    writer: Option<Writer>,
     meta: Meta,
     launch: Launch,
     output: Output,
@@ -100,6 +111,8 @@ enum Command {
     Inventory(oneshot::Sender<Vec<pb::SessionReport>>),
     SetupDone(u64, Box<Result<Local, (String, String)>>),
     PromptDelivered(String, bool),
+    /// A terminal of `ao attach` closed.
+    TerminalClosed(String, u64),
 }
 
 #[derive(Clone)]
@@ -208,6 +221,7 @@ impl Actor {
             };
             tracing::info!(session = %meta.session_id, alive = exited.is_none(), "re-adopting session");
             let local = Local {
+                writer: None,
                 output: Output::resume(&meta.log_path),
                 prompt_pending: !meta.prompt_delivered && !launch.prompt_on_command_line,
                 meta,
@@ -254,6 +268,13 @@ impl Actor {
                 let _ = reply.send(reports);
             }
             Command::SetupDone(epoch, result) => self.setup_done(epoch, *result).await,
+            Command::TerminalClosed(id, attach) => {
+                if let Some(l) = self.sessions.get_mut(&id) {
+                    if l.writer.as_ref().is_some_and(|w| w.attach == attach) {
+                        l.writer = None;
+                    }
+                }
+            }
             Command::PromptDelivered(id, ok) => {
                 if let Some(l) = self.sessions.get_mut(&id) {
                     l.meta.prompt_delivered = ok;
@@ -434,11 +455,14 @@ impl Actor {
         });
     }
 
-    fn open_stream(&mut self, o: pb::OpenStream, channel: Channel) {
+    fn open_stream(&mut self, mut o: pb::OpenStream, channel: Channel) {
         let (tx, rx) = mpsc::channel::<pb::TunnelUp>(64);
         let _ = tx.try_send(pb::TunnelUp {
             msg: Some(pb::tunnel_up::Msg::StreamId(o.stream_id)),
         });
+        if let Some(start) = o.attach.take() {
+            return self.open_terminal(o.stream_id, start, tx, rx, channel);
+        }
         let Some(l) = self.sessions.get_mut(&o.session_id) else {
             let _ = tx.try_send(pb::TunnelUp {
                 msg: Some(pb::tunnel_up::Msg::Error(format!(
@@ -462,6 +486,88 @@ impl Actor {
             stream_output(&tx, history, live).await;
             drop(tx);
             let _ = tunnel.await;
+        });
+    }
+
+    /// Checks that the viewer may attach and, for a writer, gives it the
+    /// keyboard (taking it from the holder with `force`). The receiver tells
+    /// the new writer when someone else takes the seat in turn.
+    fn claim_seat(
+        &mut self,
+        attach: u64,
+        start: &pb::AttachStart,
+    ) -> Result<oneshot::Receiver<String>, String> {
+        let Some(l) = self.sessions.get_mut(&start.session_id) else {
+            return Err(format!(
+                "session {} is not on this worker",
+                start.session_id
+            ));
+        };
+        if l.exited.is_some() {
+            return Err(format!(
+                "session {} has ended; `ao session restore` brings it back",
+                start.session_id
+            ));
+        }
+        let (takeover_tx, takeover_rx) = oneshot::channel();
+        if !start.read_only {
+            match l.writer.take() {
+                Some(holder) if !start.force => {
+                    let why = format!(
+                        "{} holds the keyboard of {}; attach with --read-only to watch, or --force to take over",
+                        holder.who, start.session_id
+                    );
+                    l.writer = Some(holder);
+                    return Err(why);
+                }
+                Some(holder) => {
+                    let _ = holder.takeover.send(start.who.clone());
+                }
+                None => {}
+            }
+            l.writer = Some(Writer {
+                attach,
+                who: start.who.clone(),
+                takeover: takeover_tx,
+            });
+        }
+        Ok(takeover_rx)
+    }
+
+    /// Gives the viewer its own tmux client; one viewer at a time may type.
+    fn open_terminal(
+        &mut self,
+        attach: u64,
+        start: pb::AttachStart,
+        tx: mpsc::Sender<pb::TunnelUp>,
+        rx: mpsc::Receiver<pb::TunnelUp>,
+        channel: Channel,
+    ) {
+        let takeover_rx = match self.claim_seat(attach, &start) {
+            Ok(rx) => rx,
+            Err(why) => {
+                let _ = tx.try_send(pb::TunnelUp {
+                    msg: Some(pb::tunnel_up::Msg::Error(why)),
+                });
+                tokio::spawn(open_tunnel(channel, rx));
+                return;
+            }
+        };
+        let spec = TerminalSpec {
+            socket: crate::tmux_socket(&self.settings.home),
+            session_id: start.session_id.clone(),
+            read_only: start.read_only,
+            cols: start.cols.clamp(1, u16::MAX.into()) as u16,
+            rows: start.rows.clamp(1, u16::MAX.into()) as u16,
+            term: start.term.clone(),
+        };
+        let runtime = self.runtime.clone();
+        let actor = self.tx.clone();
+        tokio::spawn(async move {
+            relay_terminal(spec, runtime, tx, rx, channel, takeover_rx).await;
+            let _ = actor
+                .send(Command::TerminalClosed(start.session_id, attach))
+                .await;
         });
     }
 
@@ -698,6 +804,7 @@ async fn setup(
         prompt_delivered: launch.prompt_on_command_line,
     };
     Ok(Local {
+        writer: None,
         output: Output::resume(&log_path),
         prompt_pending: !launch.prompt_on_command_line,
         meta,
@@ -797,6 +904,99 @@ async fn stream_output(
                 () = tx.closed() => return,
             }
         }
+    }
+}
+
+/// Relays one viewer's terminal: what its tmux client draws goes up the
+/// tunnel, the viewer's keys and window size come down. Ends when the
+/// viewer leaves, the client exits (detach, session end) or another writer
+/// takes over; the last message says why.
+async fn relay_terminal(
+    spec: TerminalSpec,
+    runtime: Arc<dyn Runtime>,
+    tx: mpsc::Sender<pb::TunnelUp>,
+    rx: mpsc::Receiver<pb::TunnelUp>,
+    channel: Channel,
+    mut takeover: oneshot::Receiver<String>,
+) {
+    use std::io::{Read, Write};
+    let mut client = pb::worker_link_client::WorkerLinkClient::new(channel);
+    let mut down = match client.tunnel(ReceiverStream::new(rx)).await {
+        Ok(resp) => resp.into_inner(),
+        Err(e) => {
+            tracing::warn!(session = %spec.session_id, "terminal tunnel failed: {e}");
+            return;
+        }
+    };
+    let up = |msg| pb::TunnelUp { msg: Some(msg) };
+    let opened = Terminal::open(&spec).and_then(|t| Ok((t.reader()?, t.writer()?, t)));
+    let (mut reader, mut writer, mut term) = match opened {
+        Ok(parts) => parts,
+        Err(e) => {
+            let _ = tx
+                .send(up(pb::tunnel_up::Msg::Error(format!(
+                    "cannot open a terminal: {e}"
+                ))))
+                .await;
+            return;
+        }
+    };
+    // A blocking reader: when the viewer's queue is full it stops reading,
+    // the tmux client blocks, and tmux skips frames for that client only.
+    let (done_tx, mut reader_done) = oneshot::channel::<()>();
+    let out = tx.clone();
+    std::thread::spawn(move || {
+        let mut buf = vec![0u8; 16 * 1024];
+        while let Ok(n) = reader.read(&mut buf) {
+            if n == 0
+                || out
+                    .blocking_send(up(pb::tunnel_up::Msg::Data(buf[..n].to_vec())))
+                    .is_err()
+            {
+                break;
+            }
+        }
+        let _ = done_tx.send(());
+    });
+    let mut seat_held = true;
+    let reason = loop {
+        tokio::select! {
+            msg = down.message() => match msg {
+                Ok(Some(pb::TunnelDown { msg: Some(pb::tunnel_down::Msg::Input(keys)) })) => {
+                    if writer.write_all(&keys).is_err() {
+                        break None;
+                    }
+                }
+                Ok(Some(pb::TunnelDown { msg: Some(pb::tunnel_down::Msg::Resize(r)) })) => {
+                    term.resize(r.cols.clamp(1, u16::MAX.into()) as u16, r.rows.clamp(1, u16::MAX.into()) as u16);
+                }
+                Ok(Some(_)) => {}
+                // The viewer left.
+                Ok(None) | Err(_) => break None,
+            },
+            who = &mut takeover, if seat_held => match who {
+                Ok(who) => break Some(format!("taken over by {who}")),
+                // A read-only viewer holds no seat.
+                Err(_) => seat_held = false,
+            },
+            _ = &mut reader_done => {
+                let alive = runtime
+                    .list()
+                    .await
+                    .map(|panes| panes.iter().any(|p| p.id == spec.session_id && !p.dead))
+                    .unwrap_or(false);
+                break Some(if alive { "detached" } else { "session ended" }.to_string());
+            }
+        }
+    };
+    term.close();
+    if let Some(reason) = reason {
+        let _ = tx.send(up(pb::tunnel_up::Msg::End(reason))).await;
+        // Close our side and wait for the controller to close its side:
+        // dropping the call now could cancel it before the reason is sent.
+        drop(tx);
+        let drained = async { while let Ok(Some(_)) = down.message().await {} };
+        let _ = tokio::time::timeout(Duration::from_secs(5), drained).await;
     }
 }
 
