@@ -128,6 +128,11 @@ agents:
     readyPattern: "^> $"
   ghost:
     command: "no-such-agent-binary --flag"
+  shell:
+    command: "sh"
+    readyPattern: "^\\$ $"
+    env:
+      PS1: "$ "
 "#;
 
 pub fn git(dir: &Path, args: &[&str]) -> String {
