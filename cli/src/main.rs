@@ -75,6 +75,7 @@ enum Command {
     Send {
         id: String,
         /// The message (words are joined with spaces).
+        #[arg(required_unless_present = "file")]
         message: Vec<String>,
         /// Read the message from a file.
         #[arg(short = 'f', long = "file", conflicts_with = "message")]
@@ -318,9 +319,6 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let text = match file {
                 Some(f) => std::fs::read_to_string(&f)
                     .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", f.display()))?,
-                None if message.is_empty() => {
-                    anyhow::bail!("nothing to send: give a message or -f FILE")
-                }
                 None => message.join(" "),
             };
             commands::send(&target, id, text).await.and(ok)

@@ -163,6 +163,7 @@ async fn start_controller(
     let home = home.to_path_buf();
     let server = tokio::spawn(async move {
         let stopped = server::stopped(&stop);
+        let stop_all = stop.clone();
         let serving = server::serve(server_handle, &home, listener, stop);
         tokio::pin!(serving);
         let deposed = async {
@@ -176,7 +177,13 @@ async fn start_controller(
             () = async { stopped.await; tokio::time::sleep(GRACE).await } => {
                 tracing::warn!("open streams did not end within {GRACE:?}; stopping anyway");
             }
-            why = deposed => bail!("stepping down: {why}"),
+            why = deposed => {
+                // Stop the local worker too, so that the process exits and
+                // frees AO_HOME for a restart (crash-only: run it under a
+                // supervisor, or `ao up` again).
+                stop_all.send_replace(true);
+                bail!("stepping down: {why}");
+            }
         }
         Ok(())
     });
@@ -213,6 +220,7 @@ fn local_worker_settings(
 /// `ao up`: the whole stack in this process until a signal or `ao down`.
 pub async fn up_foreground(home: &Path, store: &StoreArgs) -> anyhow::Result<()> {
     init_tracing("info");
+    require_tmux()?;
     prepare_home(home)?;
     let _lock = lock_home(home)?;
     let stop = server::stop_switch();
@@ -230,6 +238,14 @@ pub async fn up_foreground(home: &Path, store: &StoreArgs) -> anyhow::Result<()>
     let _ = std::fs::remove_file(socket_path(home));
     eprintln!("ao is down; agent sessions keep running and are re-adopted by the next `ao up`");
     result
+}
+
+/// The local worker runs agents in tmux: without it nothing would run.
+fn require_tmux() -> anyhow::Result<()> {
+    match std::process::Command::new("tmux").arg("-V").output() {
+        Ok(out) if out.status.success() => Ok(()),
+        _ => bail!("tmux is not installed or not on PATH: install it (apt-get install tmux); `ao doctor` checks the rest"),
+    }
 }
 
 /// `ao controller run`: the controller alone.
@@ -254,6 +270,7 @@ pub async fn worker_only(
     max_sessions: u32,
 ) -> anyhow::Result<()> {
     init_tracing("info");
+    require_tmux()?;
     prepare_home(home)?;
     let settings = local_worker_settings(home, id, labels, max_sessions);
     eprintln!("worker {} dialing {}", settings.id, target.addr());
@@ -327,8 +344,14 @@ pub async fn up_detached(home: &Path, target: &Target, store: &StoreArgs) -> any
             }
         }
         if tokio::time::Instant::now() > deadline {
+            // Do not leave a half-started stack holding AO_HOME.
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(child.id() as i32),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+            let _ = child.wait();
             bail!(
-                "`ao up` did not become ready within 30 s; see {}",
+                "`ao up` did not become ready within 30 s and was stopped; see {}",
                 log_path(home).display()
             );
         }

@@ -56,6 +56,12 @@ pub fn feed(
 ) -> mpsc::Receiver<Result<EventRecord, StoreError>> {
     let (tx, rx) = mpsc::channel(256);
     tokio::spawn(async move {
+        // Fail at once, rather than wait, when the store cannot be read now;
+        // once streaming, outages are ridden out and resumed from.
+        if let Err(e) = store.get(keys::EVENT_SEQ).await {
+            let _ = tx.send(Err(e)).await;
+            return;
+        }
         let mut changes = follow(store, keys::EVENTS.to_string());
         let mut last = filter.after_id;
         let mut first = true;

@@ -354,6 +354,16 @@ struct Worker {
     link: Option<WorkerConn>,
 }
 
+impl Worker {
+    fn state(&self) -> WorkerState {
+        if self.link.is_some() {
+            WorkerState::Ready
+        } else {
+            WorkerState::Disconnected
+        }
+    }
+}
+
 /// An event about to be written; the actor gives it its id and time.
 struct NewEvent {
     kind: &'static str,
@@ -402,6 +412,8 @@ struct Actor {
     counters: HashMap<String, u64>,
     event_seq: u64,
     event_file: EventFile,
+    /// An append failed: the file is caught up from the store before the next one.
+    event_file_behind: bool,
     workers: BTreeMap<String, Worker>,
     /// Why a session waits for placement.
     unplaced: HashMap<String, String>,
@@ -428,61 +440,22 @@ pub async fn start(
     home: &Path,
     fence: Option<Fence>,
 ) -> Result<(ControllerHandle, tokio::task::JoinHandle<()>), ControllerError> {
-    let mut revs = HashMap::new();
-    let config = match store.get(keys::CONFIG).await? {
-        Some(v) => {
-            revs.insert(v.key.clone(), v.mod_revision);
-            let stored: StoredConfig = decode(&v)?;
-            Some(stored.config)
-        }
-        None => None,
-    };
-    let mut sessions = BTreeMap::new();
-    for v in store.list(keys::SESSIONS).await?.items {
-        let s: SessionRecord = decode(&v)?;
-        revs.insert(v.key.clone(), v.mod_revision);
-        sessions.insert(s.id.clone(), s);
-    }
-    let mut counters = HashMap::new();
-    for v in store.list(&keys::counter("")).await?.items {
-        let n: u64 = decode(&v)?;
-        let project = v.key.trim_start_matches(&keys::counter("")).to_string();
-        revs.insert(v.key.clone(), v.mod_revision);
-        counters.insert(project, n);
-    }
-    let mut workers = BTreeMap::new();
-    for v in store.list(keys::WORKERS).await?.items {
-        let record: WorkerRecord = decode(&v)?;
-        revs.insert(v.key.clone(), v.mod_revision);
-        workers.insert(record.id.clone(), Worker { record, link: None });
-    }
-    let event_seq = match store.get(keys::EVENT_SEQ).await? {
-        Some(v) => decode(&v)?,
-        None => 0,
-    };
+    let loaded = Loaded::read(store.as_ref()).await?;
     let events_path = home.join("events.jsonl");
-    let mut event_file = EventFile::open(&events_path)
+    let event_file = EventFile::open(&events_path)
         .map_err(|e| StoreError::Unavailable(format!("{}: {e}", events_path.display())))?;
-    // Catch the file up with what the store holds (a crash after commit).
-    if event_file.last_id() < event_seq {
-        for v in store.list(keys::EVENTS).await?.items {
-            let ev: EventRecord = decode(&v)?;
-            event_file
-                .append(&ev)
-                .map_err(|e| StoreError::Unavailable(format!("{}: {e}", events_path.display())))?;
-        }
-    }
     let (tx, rx) = mpsc::channel(1024);
     let (publish, snapshot) = watch::channel(Arc::new(Snapshot::default()));
-    let actor = Actor {
+    let mut actor = Actor {
         store: store.clone(),
-        config,
-        sessions,
-        revs,
-        counters,
-        event_seq,
+        config: None,
+        sessions: BTreeMap::new(),
+        revs: HashMap::new(),
+        counters: HashMap::new(),
+        event_seq: 0,
         event_file,
-        workers,
+        event_file_behind: false,
+        workers: BTreeMap::new(),
         unplaced: HashMap::new(),
         settle_waiters: HashMap::new(),
         inputs: HashMap::new(),
@@ -492,6 +465,7 @@ pub async fn start(
         store_error: None,
         fence,
     };
+    actor.adopt(loaded).await?;
     // A restarted controller judges no session before its worker reports.
     actor.publish();
     let task = tokio::spawn(actor.run(rx));
@@ -507,6 +481,62 @@ pub async fn start(
     ))
 }
 
+/// Everything the controller keeps in the store, as read at one time.
+struct Loaded {
+    config: Option<Config>,
+    sessions: BTreeMap<String, SessionRecord>,
+    revs: HashMap<String, u64>,
+    counters: HashMap<String, u64>,
+    workers: Vec<WorkerRecord>,
+    event_seq: u64,
+}
+
+impl Loaded {
+    async fn read(store: &dyn Store) -> Result<Self, ControllerError> {
+        let mut revs = HashMap::new();
+        let config = match store.get(keys::CONFIG).await? {
+            Some(v) => {
+                revs.insert(v.key.clone(), v.mod_revision);
+                Some(decode::<StoredConfig>(&v)?.config)
+            }
+            None => None,
+        };
+        let mut sessions = BTreeMap::new();
+        for v in store.list(keys::SESSIONS).await?.items {
+            let s: SessionRecord = decode(&v)?;
+            revs.insert(v.key.clone(), v.mod_revision);
+            sessions.insert(s.id.clone(), s);
+        }
+        let mut counters = HashMap::new();
+        for v in store.list(&keys::counter("")).await?.items {
+            let n: u64 = decode(&v)?;
+            let project = v.key.trim_start_matches(&keys::counter("")).to_string();
+            revs.insert(v.key.clone(), v.mod_revision);
+            counters.insert(project, n);
+        }
+        let mut workers = Vec::new();
+        for v in store.list(keys::WORKERS).await?.items {
+            workers.push(decode::<WorkerRecord>(&v)?);
+            revs.insert(v.key.clone(), v.mod_revision);
+        }
+        let event_seq = match store.get(keys::EVENT_SEQ).await? {
+            Some(v) => {
+                revs.insert(v.key.clone(), v.mod_revision);
+                decode(&v)?
+            }
+            None => 0,
+        };
+        Ok(Self {
+            config,
+            sessions,
+            revs,
+            counters,
+            workers,
+            event_seq,
+        })
+    }
+}
+
 #[derive(serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct StoredConfig {
@@ -515,6 +545,62 @@ struct StoredConfig {
 }
 
 impl Actor {
+    /// Takes what the store holds as the truth, keeping live worker links,
+    /// and catches `events.jsonl` up with it.
+    async fn adopt(&mut self, loaded: Loaded) -> Result<(), ControllerError> {
+        self.config = loaded.config;
+        self.sessions = loaded.sessions;
+        self.revs = loaded.revs;
+        self.counters = loaded.counters;
+        self.event_seq = loaded.event_seq;
+        for record in loaded.workers {
+            let link = self.workers.remove(&record.id).and_then(|w| w.link);
+            self.workers
+                .insert(record.id.clone(), Worker { record, link });
+        }
+        // Sessions that wait for a worker wait again after a restart.
+        for s in self.sessions.values() {
+            if s.status == SessionStatus::Spawning && s.worker.is_none() {
+                self.unplaced
+                    .entry(s.id.clone())
+                    .or_insert_with(|| "waiting for placement".into());
+            }
+        }
+        self.catch_up_event_file().await
+    }
+
+    /// Appends to `events.jsonl` what the store has and the file lacks.
+    async fn catch_up_event_file(&mut self) -> Result<(), ControllerError> {
+        if self.event_file.last_id() >= self.event_seq {
+            self.event_file_behind = false;
+            return Ok(());
+        }
+        let path = self.event_file.path().to_path_buf();
+        let io = |e: std::io::Error| StoreError::Unavailable(format!("{}: {e}", path.display()));
+        // Reopen: a failed append may have left a torn line.
+        self.event_file = EventFile::open(&path).map_err(io)?;
+        for v in self.store.list(keys::EVENTS).await?.items {
+            let ev: EventRecord = decode(&v)?;
+            self.event_file.append(&ev).map_err(io)?;
+        }
+        self.event_file_behind = false;
+        Ok(())
+    }
+
+    /// After a write whose outcome is unknown (or refused), the store is
+    /// read again: our revisions, sequence and sessions may be behind it.
+    async fn reload(&mut self) {
+        match Loaded::read(self.store.as_ref()).await {
+            Ok(loaded) => {
+                if let Err(e) = self.adopt(loaded).await {
+                    tracing::error!("cannot catch up with the store: {e}");
+                }
+                self.publish();
+            }
+            Err(e) => tracing::warn!("cannot re-read the store yet: {e}"),
+        }
+    }
+
     async fn run(mut self, mut rx: mpsc::Receiver<Command>) {
         while let Some(cmd) = rx.recv().await {
             self.handle(cmd).await;
@@ -569,7 +655,7 @@ impl Actor {
                 self.worker_message(conn, &worker, msg).await
             }
             Command::WorkerGone(conn, worker) => self.worker_gone(conn, &worker).await,
-            Command::StoreProbe(result) => self.store_probe(result),
+            Command::StoreProbe(result) => self.store_probe(result).await,
         }
     }
 
@@ -579,23 +665,14 @@ impl Actor {
     }
 
     fn publish(&self) {
-        let mut counts: HashMap<&str, u32> = HashMap::new();
-        for s in self.sessions.values().filter(|s| !s.status.is_ended()) {
-            if let Some(w) = &s.worker {
-                *counts.entry(w.as_str()).or_default() += 1;
-            }
-        }
+        let counts = self.worker_loads();
         let workers = self
             .workers
             .values()
             .map(|w| WorkerView {
                 id: w.record.id.clone(),
                 hostname: w.record.hostname.clone(),
-                state: if w.link.is_some() {
-                    WorkerState::Ready
-                } else {
-                    WorkerState::Disconnected
-                },
+                state: w.state(),
                 labels: w.record.labels.clone(),
                 max_sessions: w.record.max_sessions,
                 sessions: counts.get(w.record.id.as_str()).copied().unwrap_or(0),
@@ -630,23 +707,13 @@ impl Actor {
         if let Some(f) = &self.fence {
             txn = txn.check(f.key.clone(), Precondition::Revision(f.revision));
         }
-        for s in sessions {
-            let key = keys::session(&s.id);
-            let pre = match self.revs.get(&key) {
-                Some(r) => Precondition::Revision(*r),
-                None => Precondition::Absent,
-            };
-            txn = txn.check(key.clone(), pre).put(key, encode(*s));
-        }
-        for (key, value) in extra {
-            let pre = match self.revs.get(&key) {
-                Some(r) => Precondition::Revision(*r),
-                None => Precondition::Absent,
-            };
-            txn = txn.check(key.clone(), pre).put(key, value);
-        }
+        let mut puts: Vec<(String, Vec<u8>)> = sessions
+            .iter()
+            .map(|s| (keys::session(&s.id), encode(*s)))
+            .collect();
+        puts.extend(extra);
         let now = Utc::now();
-        let mut records = Vec::with_capacity(events.len());
+        let mut records: Vec<EventRecord> = Vec::with_capacity(events.len());
         let mut seq = self.event_seq;
         for e in events {
             seq += 1;
@@ -666,11 +733,22 @@ impl Actor {
                 message: e.message,
                 data: e.data,
             };
-            txn = txn.put(keys::event(seq), encode(&record));
+            // Event ids are never reused: an event key is only ever created.
+            txn = txn
+                .check(keys::event(seq), Precondition::Absent)
+                .put(keys::event(seq), encode(&record));
             records.push(record);
         }
         if seq != self.event_seq {
-            txn = txn.put(keys::EVENT_SEQ, encode(&seq));
+            puts.push((keys::EVENT_SEQ.to_string(), encode(&seq)));
+        }
+        // Every other key is written over the revision we last saw of it.
+        for (key, value) in puts {
+            let pre = match self.revs.get(&key) {
+                Some(r) => Precondition::Revision(*r),
+                None => Precondition::Absent,
+            };
+            txn = txn.check(key.clone(), pre).put(key, value);
         }
         let keys_written: Vec<String> = txn
             .ops
@@ -698,6 +776,10 @@ impl Actor {
                     self.store_error = Some(e.to_string());
                     self.publish();
                 }
+                // A refused write means our view is behind the store; an
+                // unanswered one may have applied. Either way, read again
+                // (if the store answers) before the next write.
+                self.reload().await;
                 return Err(e.into());
             }
         };
@@ -710,11 +792,22 @@ impl Actor {
         for s in sessions {
             self.sessions.insert(s.id.clone(), (*s).clone());
         }
-        for r in records {
-            if let Err(e) = self.event_file.append(&r) {
-                // The store has it; the next start appends what is missing.
-                tracing::error!(file = %self.event_file.path().display(), "event log append failed: {e}");
+        if self.event_file_behind {
+            if let Err(e) = self.catch_up_event_file().await {
+                tracing::error!("event log still behind the store: {e}");
             }
+        }
+        for r in &records {
+            if self.event_file_behind {
+                break;
+            }
+            if let Err(e) = self.event_file.append(r) {
+                // The store has it; the file is caught up before the next append.
+                tracing::error!(file = %self.event_file.path().display(), "event log append failed: {e}");
+                self.event_file_behind = true;
+            }
+        }
+        for r in &records {
             tracing::info!(event = %r.kind, session = ?r.session_id, "{}", r.message.as_deref().unwrap_or(""));
         }
         for s in sessions {
@@ -760,6 +853,7 @@ impl Actor {
         .await?;
         let projects = stored.config.projects.keys().cloned().collect();
         self.config = Some(stored.config);
+        self.place_waiting().await;
         self.publish();
         Ok(projects)
     }
@@ -904,23 +998,43 @@ impl Actor {
         Ok(out)
     }
 
-    fn place(&self, s: &SessionRecord) -> Result<String, String> {
+    /// Live sessions per worker.
+    fn worker_loads(&self) -> HashMap<&str, u32> {
         let mut counts: HashMap<&str, u32> = HashMap::new();
         for other in self.sessions.values().filter(|o| !o.status.is_ended()) {
             if let Some(w) = &other.worker {
                 *counts.entry(w.as_str()).or_default() += 1;
             }
         }
+        counts
+    }
+
+    fn place(&self, s: &SessionRecord) -> Result<String, String> {
+        let project = self
+            .config
+            .as_ref()
+            .and_then(|c| c.projects.get(&s.project_id));
+        if let Some(cap) = project.and_then(|p| p.capacity) {
+            let live = self
+                .sessions
+                .values()
+                .filter(|o| o.project_id == s.project_id && o.id != s.id)
+                .filter(|o| !o.status.is_ended() && o.worker.is_some())
+                .count();
+            if live >= cap as usize {
+                return Err(format!(
+                    "project {} is at its capacity of {cap} live sessions",
+                    s.project_id
+                ));
+            }
+        }
+        let counts = self.worker_loads();
         let candidates: Vec<Candidate<'_>> = self
             .workers
             .values()
             .map(|w| Candidate {
                 id: &w.record.id,
-                state: if w.link.is_some() {
-                    WorkerState::Ready
-                } else {
-                    WorkerState::Disconnected
-                },
+                state: w.state(),
                 labels: &w.record.labels,
                 max_sessions: w.record.max_sessions,
                 sessions: counts.get(w.record.id.as_str()).copied().unwrap_or(0),
@@ -1058,6 +1172,7 @@ impl Actor {
         self.unplaced.remove(id);
         let event = NewEvent::session("session.killed", Priority::Info, &s);
         self.write(&[&s], vec![], vec![event]).await?;
+        self.place_waiting().await;
         Ok(s)
     }
 
@@ -1124,6 +1239,9 @@ impl Actor {
                 .map_or(now, |w| w.record.first_seen_at),
         };
         let known = self.workers.contains_key(&id);
+        // Requests in flight on a replaced link will never be answered.
+        self.inputs.retain(|_, (w, _)| *w != id);
+        self.streams.retain(|_, (w, _)| *w != id);
         let changed = self.workers.get(&id).map(|w| &w.record) != Some(&record);
         let _ = tx.try_send(pb::ControllerMessage {
             msg: Some(pb::controller_message::Msg::Welcome(pb::Welcome {
@@ -1383,14 +1501,20 @@ impl Actor {
         }
         if s != before {
             self.write_or_log(&[&s], events).await;
+            if s.status.is_ended() && !before.status.is_ended() {
+                // Room may have appeared for a session waiting on capacity.
+                self.place_waiting().await;
+            }
         }
     }
 
-    fn store_probe(&mut self, result: Result<(), String>) {
+    async fn store_probe(&mut self, result: Result<(), String>) {
         match (result, self.store_error.is_some()) {
             (Ok(()), true) => {
                 tracing::info!("store available again; asking workers for a fresh report");
                 self.store_error = None;
+                // Writes that timed out may have applied: read the truth first.
+                self.reload().await;
                 // Reports that could not be written meanwhile are sent again.
                 let links: Vec<String> = self.workers.keys().cloned().collect();
                 for w in links {

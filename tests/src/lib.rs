@@ -116,6 +116,15 @@ pub const CONFIG: &str = r#"projects:
     symlinks: [.env]
     postCreate:
       - "echo created > .post-create"
+  slow:
+    path: ./repo
+    agent: bot
+    postCreate:
+      - "sleep 2 && touch .slow-done"
+  capped:
+    path: ./repo
+    agent: bot
+    capacity: 1
 agents:
   bot:
     command: "{agents}/prompt-wait.sh"

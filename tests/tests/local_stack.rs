@@ -140,6 +140,12 @@ fn kill_keeps_the_branch_and_restore_brings_the_session_back() {
         .events()
         .iter()
         .any(|e| e["type"] == "session.killed" && e["sessionId"] == id.as_str()));
+    // Its terminal output stays readable.
+    assert!(stack
+        .ao(&["logs", &id])
+        .ok()
+        .stdout
+        .contains("got: You are working"));
     // Killing twice says why.
     let again = stack.ao(&["session", "kill", &id]);
     assert_eq!(again.code, 1);
@@ -298,6 +304,7 @@ fn bad_input_is_refused_clearly_and_disturbs_nothing() {
 
     // Usage errors exit 2.
     assert_eq!(stack.ao(&["spawn"]).code, 2);
+    assert_eq!(stack.ao(&["send", &live]).code, 2);
 
     // None of that disturbed the live session.
     stack.ao(&["send", &live, "still here"]).ok();
@@ -425,4 +432,45 @@ fn a_broken_config_stops_ao_up_with_file_key_and_line() {
         run.stderr
     );
     assert!(run.stderr.contains(":4"), "{}", run.stderr);
+}
+
+#[test]
+fn a_session_killed_while_being_set_up_leaves_nothing_running() {
+    let stack = Stack::new();
+    stack.up();
+    let id = stack
+        .ao(&["spawn", "slow", "S-1", "--no-wait"])
+        .ok()
+        .session_id();
+    stack.ao(&["session", "kill", &id]).ok();
+    let worktree = stack.home.join("worktrees/slow").join(&id);
+    eventually("the set-up finished", Duration::from_secs(20), || {
+        worktree.join(".slow-done").exists().then_some(())
+    });
+    eventually(
+        "no agent runs for the killed session",
+        Duration::from_secs(10),
+        || stack.tmux_sessions().is_empty().then_some(()),
+    );
+    assert_eq!(stack.session(&id)["status"], "killed");
+}
+
+#[test]
+fn a_project_at_capacity_waits_and_is_placed_when_room_appears() {
+    let stack = Stack::new();
+    stack.up();
+    let first = stack.spawn(&["capped", "C-1"]);
+    let run = stack.ao(&["spawn", "capped", "C-2"]).ok();
+    let second = run.session_id();
+    assert!(run.stderr.contains("capacity"), "{}", run.stderr);
+    let s = stack.session(&second);
+    assert_eq!(s["status"], "spawning");
+    assert!(
+        s["summary"].as_str().unwrap().contains("capacity of 1"),
+        "{s}"
+    );
+    assert_eq!(stack.tmux_sessions(), std::slice::from_ref(&first));
+    stack.ao(&["session", "kill", &first]).ok();
+    stack.wait_field(&second, "activity", "ready");
+    assert_eq!(stack.tmux_sessions(), [second]);
 }

@@ -140,7 +140,15 @@ impl TmuxRuntime {
             Ok(String::from_utf8_lossy(&out.stdout).into_owned())
         } else {
             let stderr = String::from_utf8_lossy(&out.stderr).trim().to_string();
-            if stderr.contains("can't find session") || stderr.contains("no server running") {
+            // No server (none started yet, or it exited with its last
+            // session) means no session either.
+            let gone = [
+                "can't find session",
+                "can't find pane",
+                "no server running",
+                "error connecting to",
+            ];
+            if gone.iter().any(|g| stderr.contains(g)) {
                 let id = args
                     .iter()
                     .position(|a| *a == "-t")
@@ -302,11 +310,6 @@ impl Runtime for TmuxRuntime {
         {
             Ok(out) => out,
             Err(RuntimeError::SessionGone { .. }) => return Ok(Vec::new()),
-            Err(RuntimeError::Command { stderr, .. })
-                if stderr.contains("error connecting") || stderr.contains("No such file") =>
-            {
-                return Ok(Vec::new())
-            }
             Err(e) => return Err(e),
         };
         Ok(out

@@ -147,6 +147,8 @@ struct Actor {
     reports: mpsc::Sender<pb::WorkerMessage>,
     tx: mpsc::Sender<Command>,
     repo_locks: workspace::RepoLocks,
+    /// The last runtime failure, logged once until it changes.
+    runtime_error: Option<String>,
 }
 
 fn meta_dir(home: &Path) -> PathBuf {
@@ -172,6 +174,7 @@ pub async fn start(
         reports,
         tx: tx.clone(),
         repo_locks: workspace::RepoLocks::default(),
+        runtime_error: None,
     };
     actor.adopt().await;
     let task = tokio::spawn(actor.run(rx));
@@ -335,19 +338,12 @@ impl Actor {
         let runtime = self.runtime.clone();
         let tx = self.tx.clone();
         let epoch = a.epoch;
-        let previous = self.sessions.remove(&id);
+        self.sessions.remove(&id);
         let locks = self.repo_locks.clone();
         tokio::spawn(async move {
-            let result = setup(
-                &settings,
-                runtime.as_ref(),
-                &locks,
-                &spec,
-                epoch,
-                a.restore || previous.is_some(),
-            )
-            .await
-            .map_err(|e| (id, e));
+            let result = setup(&settings, runtime.as_ref(), &locks, &spec, epoch)
+                .await
+                .map_err(|e| (id, e));
             let _ = tx.send(Command::SetupDone(epoch, Box::new(result))).await;
         });
     }
@@ -357,6 +353,17 @@ impl Actor {
             Ok(local) => {
                 let id = local.meta.session_id.clone();
                 if self.setting_up.get(&id) != Some(&epoch) {
+                    // Stopped (or overtaken) while it was being set up: what
+                    // it started must not run on untracked. A newer set-up
+                    // stops it itself before starting.
+                    if !self.setting_up.contains_key(&id) {
+                        let runtime = self.runtime.clone();
+                        tokio::spawn(async move {
+                            if let Err(e) = runtime.stop(&id).await {
+                                tracing::warn!(session = %id, "cannot stop a cancelled session: {e}");
+                            }
+                        });
+                    }
                     return;
                 }
                 self.setting_up.remove(&id);
@@ -463,24 +470,41 @@ impl Actor {
         if let Some(start) = o.attach.take() {
             return self.open_terminal(o.stream_id, start, tx, rx, channel);
         }
-        let Some(l) = self.sessions.get_mut(&o.session_id) else {
-            let _ = tx.try_send(pb::TunnelUp {
-                msg: Some(pb::tunnel_up::Msg::Error(format!(
-                    "session {} is not on this worker",
-                    o.session_id
-                ))),
-            });
-            tokio::spawn(open_tunnel(channel, rx));
-            return;
+        let (history, live) = match self.sessions.get_mut(&o.session_id) {
+            Some(l) => {
+                l.read_output();
+                // The history and the subscription are taken together: no gap.
+                let history = if o.tail_lines > 0 {
+                    History::Memory(l.output.tail(o.tail_lines as usize))
+                } else {
+                    History::File(l.meta.log_path.clone(), l.output.offset())
+                };
+                (
+                    history,
+                    (o.follow && l.exited.is_none()).then(|| l.output.subscribe()),
+                )
+            }
+            None => {
+                // An ended session: its log file is still here.
+                let log = session_dir(&self.settings.home, &o.session_id).join("terminal.log");
+                let Ok(meta) = std::fs::metadata(&log) else {
+                    let _ = tx.try_send(pb::TunnelUp {
+                        msg: Some(pb::tunnel_up::Msg::Error(format!(
+                            "session {} has no output on this worker",
+                            o.session_id
+                        ))),
+                    });
+                    tokio::spawn(open_tunnel(channel, rx));
+                    return;
+                };
+                let history = if o.tail_lines > 0 {
+                    History::Memory(Output::resume(&log).tail(o.tail_lines as usize))
+                } else {
+                    History::File(log, meta.len())
+                };
+                (history, None)
+            }
         };
-        l.read_output();
-        // The history and the subscription are taken together: no gap.
-        let history = if o.tail_lines > 0 {
-            History::Memory(l.output.tail(o.tail_lines as usize))
-        } else {
-            History::File(l.meta.log_path.clone(), l.output.offset())
-        };
-        let live = (o.follow && l.exited.is_none()).then(|| l.output.subscribe());
         tokio::spawn(async move {
             let tunnel = tokio::spawn(open_tunnel(channel, rx));
             stream_output(&tx, history, live).await;
@@ -573,9 +597,16 @@ impl Actor {
 
     async fn poll(&mut self) {
         let panes = match self.runtime.list().await {
-            Ok(p) => p,
+            Ok(p) => {
+                self.runtime_error = None;
+                p
+            }
             Err(e) => {
-                tracing::warn!("runtime list failed: {e}");
+                let e = e.to_string();
+                if self.runtime_error.as_ref() != Some(&e) {
+                    tracing::error!("cannot list the runtime's sessions: {e}");
+                    self.runtime_error = Some(e);
+                }
                 return;
             }
         };
@@ -735,7 +766,6 @@ async fn setup(
     locks: &workspace::RepoLocks,
     spec: &pb::SessionSpec,
     epoch: u64,
-    restart: bool,
 ) -> Result<Local, String> {
     let id = &spec.session_id;
     let worktree = workspace::worktree_path(&settings.home, &spec.project_id, id);
@@ -776,9 +806,9 @@ async fn setup(
     vars.insert(env::AO_WORKER_ID.into(), settings.id.clone());
     vars.insert(env::AO_HOME.into(), settings.home.display().to_string());
     vars.insert("PATH".into(), path_var);
-    if restart {
-        runtime.stop(id).await.map_err(|e| e.to_string())?;
-    }
+    // An older incarnation of this session (a restore, or a set-up that was
+    // overtaken) must not linger beside the new one.
+    runtime.stop(id).await.map_err(|e| e.to_string())?;
     runtime
         .start(&StartSpec {
             id: id.clone(),
