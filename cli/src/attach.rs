@@ -6,6 +6,7 @@ use std::io::{IsTerminal, Read, Write};
 use std::os::fd::AsRawFd;
 use std::process::ExitCode;
 use std::sync::Mutex;
+use std::time::Duration;
 
 use anyhow::Context;
 use ao_proto::pb;
@@ -117,17 +118,21 @@ fn keyboard() -> mpsc::Receiver<Key> {
     rx
 }
 
-pub async fn run(
-    target: &Target,
-    id: String,
-    read_only: bool,
-    force: bool,
-) -> anyhow::Result<ExitCode> {
+/// One attachment: keys up, screen down.
+struct Conn {
+    tx: mpsc::Sender<pb::AttachInput>,
+    output: tonic::Streaming<pb::AttachOutput>,
+}
+
+fn input(msg: pb::attach_input::Msg) -> pb::AttachInput {
+    pb::AttachInput { msg: Some(msg) }
+}
+
+async fn connect(target: &Target, id: &str, read_only: bool, force: bool) -> anyhow::Result<Conn> {
     let (cols, rows) = window_size();
     let (tx, rx) = mpsc::channel::<pb::AttachInput>(64);
-    let input = |msg| pb::AttachInput { msg: Some(msg) };
     tx.send(input(pb::attach_input::Msg::Start(pb::AttachStart {
-        session_id: id.clone(),
+        session_id: id.to_string(),
         read_only,
         force,
         cols,
@@ -137,55 +142,51 @@ pub async fn run(
     })))
     .await?;
     let mut client = target.client().await?;
-    let mut output = client
+    let output = client
         .attach(ReceiverStream::new(rx))
         .await
         .map_err(|s| anyhow::anyhow!("cannot attach to {id}: {}", s.message()))?
         .into_inner();
+    Ok(Conn { tx, output })
+}
+
+/// How a relay ended.
+enum Ended {
+    /// For good: the reason, and whether that is a normal end.
+    Done(String, bool),
+    /// The connection broke; attaching again may resume.
+    Lost(String),
+}
+
+/// How long a broken attachment keeps trying to come back.
+const RECONNECT_FOR: Duration = Duration::from_secs(30);
+
+pub async fn run(
+    target: &Target,
+    id: String,
+    read_only: bool,
+    force: bool,
+) -> anyhow::Result<ExitCode> {
+    let mut conn = connect(target, &id, read_only, force).await?;
     let raw = if std::io::stdin().is_terminal() {
         Some(RawMode::enable()?)
     } else {
         None
     };
     let mut keys = keyboard();
-    let mut winch = signal(SignalKind::window_change())?;
-    let mut term = signal(SignalKind::terminate())?;
-    let mut hup = signal(SignalKind::hangup())?;
-    let mut stdout = std::io::stdout();
+    let mut signals = Signals::new()?;
     let mut keyboard_open = true;
     let (why, ok) = loop {
-        tokio::select! {
-            msg = output.message() => match msg {
-                Ok(Some(pb::AttachOutput { msg: Some(pb::attach_output::Msg::Data(d)) })) => {
-                    if stdout.write_all(&d).and_then(|()| stdout.flush()).is_err() {
-                        break ("the local terminal closed".to_string(), false);
-                    }
+        match relay(&mut conn, &mut keys, &mut keyboard_open, &mut signals).await {
+            Ended::Done(why, ok) => break (why, ok),
+            Ended::Lost(why) => {
+                eprint!("\r\n[ao] {why}; reconnecting\r\n");
+                // A writer takes its own seat back from the broken attachment.
+                match reconnect(target, &id, read_only).await {
+                    Some(c) => conn = c,
+                    None => break (why, false),
                 }
-                Ok(Some(pb::AttachOutput { msg: Some(pb::attach_output::Msg::Notice(n)) })) => {
-                    let _ = write!(stdout, "\r\n[ao] {n}\r\n");
-                }
-                Ok(Some(pb::AttachOutput { msg: Some(pb::attach_output::Msg::End(why)) })) => {
-                    let ok = why == "detached" || why == "session ended";
-                    break (why, ok);
-                }
-                Ok(Some(_)) => {}
-                Ok(None) => break ("the controller closed the terminal".to_string(), false),
-                Err(s) => break (format!("connection lost: {}", s.message()), false),
-            },
-            key = keys.recv(), if keyboard_open => match key {
-                Some(Key::Bytes(b)) if !b.is_empty() => {
-                    let _ = tx.send(input(pb::attach_input::Msg::Data(b))).await;
-                }
-                Some(Key::Bytes(_)) => {}
-                Some(Key::Detach) => break ("detached".to_string(), true),
-                None => keyboard_open = false,
-            },
-            _ = winch.recv() => {
-                let (cols, rows) = window_size();
-                let _ = tx.send(input(pb::attach_input::Msg::Resize(pb::Resize { cols, rows }))).await;
             }
-            _ = term.recv() => break ("terminated".to_string(), false),
-            _ = hup.recv() => break ("the terminal hung up".to_string(), false),
         }
     };
     drop(raw);
@@ -195,4 +196,82 @@ pub async fn run(
     } else {
         ExitCode::FAILURE
     })
+}
+
+async fn reconnect(target: &Target, id: &str, read_only: bool) -> Option<Conn> {
+    let deadline = tokio::time::Instant::now() + RECONNECT_FOR;
+    let mut backoff =
+        ao_proto::backoff::Backoff::new(Duration::from_millis(200), Duration::from_secs(3));
+    while tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(backoff.next_delay()).await;
+        if let Ok(conn) = connect(target, id, read_only, !read_only).await {
+            return Some(conn);
+        }
+    }
+    None
+}
+
+struct Signals {
+    winch: tokio::signal::unix::Signal,
+    term: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn new() -> std::io::Result<Self> {
+        Ok(Self {
+            winch: signal(SignalKind::window_change())?,
+            term: signal(SignalKind::terminate())?,
+            hup: signal(SignalKind::hangup())?,
+        })
+    }
+}
+
+async fn relay(
+    conn: &mut Conn,
+    keys: &mut mpsc::Receiver<Key>,
+    keyboard_open: &mut bool,
+    signals: &mut Signals,
+) -> Ended {
+    let mut stdout = std::io::stdout();
+    loop {
+        tokio::select! {
+            msg = conn.output.message() => match msg {
+                Ok(Some(pb::AttachOutput { msg: Some(pb::attach_output::Msg::Data(d)) })) => {
+                    if stdout.write_all(&d).and_then(|()| stdout.flush()).is_err() {
+                        return Ended::Done("the local terminal closed".into(), false);
+                    }
+                }
+                Ok(Some(pb::AttachOutput { msg: Some(pb::attach_output::Msg::Notice(n)) })) => {
+                    let _ = write!(stdout, "\r\n[ao] {n}\r\n");
+                }
+                Ok(Some(pb::AttachOutput { msg: Some(pb::attach_output::Msg::End(why)) })) => {
+                    let ok = why == "detached" || why == "session ended";
+                    return if why.contains("connection to the worker was lost") {
+                        Ended::Lost(why)
+                    } else {
+                        Ended::Done(why, ok)
+                    };
+                }
+                Ok(Some(_)) => {}
+                Ok(None) => return Ended::Lost("the controller closed the terminal".into()),
+                Err(s) => return Ended::Lost(format!("connection lost: {}", s.message())),
+            },
+            key = keys.recv(), if *keyboard_open => match key {
+                Some(Key::Bytes(b)) if !b.is_empty() => {
+                    let _ = conn.tx.send(input(pb::attach_input::Msg::Data(b))).await;
+                }
+                Some(Key::Bytes(_)) => {}
+                Some(Key::Detach) => return Ended::Done("detached".into(), true),
+                // No keyboard (stdin closed): keep showing the screen.
+                None => *keyboard_open = false,
+            },
+            _ = signals.winch.recv() => {
+                let (cols, rows) = window_size();
+                let _ = conn.tx.send(input(pb::attach_input::Msg::Resize(pb::Resize { cols, rows }))).await;
+            }
+            _ = signals.term.recv() => return Ended::Done("terminated".into(), false),
+            _ = signals.hup.recv() => return Ended::Done("the terminal hung up".into(), false),
+        }
+    }
 }

@@ -44,12 +44,13 @@ fn typing_output_resize_detach_and_the_terminal_is_restored() {
     let mut term = attach(&stack, &[&id], 100, 30);
     // First paint: the current screen at once.
     term.expect("started").unwrap();
-    term.send("tput cols\r").unwrap();
-    term.expect(Regex("\r\n100\r\n")).unwrap();
+    term.send("echo cols=$(tput cols)\r").unwrap();
+    term.expect("cols=100").unwrap();
     term.get_process_mut().set_window_size(120, 40).unwrap();
     std::thread::sleep(Duration::from_millis(500));
-    term.send("tput cols; echo typed-$((6*7))\r").unwrap();
-    term.expect(Regex("\r\n120\r\n")).unwrap();
+    term.send("echo cols=$(tput cols) typed-$((6*7))\r")
+        .unwrap();
+    term.expect("cols=120").unwrap();
     term.expect("typed-42").unwrap();
     // Detach with Ctrl-\.
     term.send("\x1c").unwrap();
@@ -139,4 +140,87 @@ fn attaching_to_an_unknown_or_ended_session_says_why() {
     let run = stack.ao(&["attach", &id]);
     assert_eq!(run.code, 1);
     assert!(run.stderr.contains("restore"), "{}", run.stderr);
+}
+
+#[test]
+fn an_attachment_comes_back_after_the_controller_restarts() {
+    let stack = Stack::new();
+    let pid = stack.up();
+    let id = shell_session(&stack);
+    let mut term = attach(&stack, &[&id], 100, 30);
+    term.expect("started").unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    term.expect("reconnecting").unwrap();
+    stack.up();
+    // The same terminal, repainted, and typing works again.
+    term.expect("started").unwrap();
+    term.send("echo back-$((5+5))\r").unwrap();
+    term.expect("back-10").unwrap();
+    term.send("\x1c").unwrap();
+    term.expect("EXIT=0").unwrap();
+}
+
+/// Runs `seq 1 N` in the session and returns how long the agent took, in
+/// milliseconds, as the agent itself measured it.
+fn timed_burst(stack: &Stack, id: &str, tag: &str) -> u64 {
+    let cmd = format!(
+        "s=$(date +%s%N); seq 1 200000; e=$(date +%s%N); echo DUR-{tag}-$(( (e-s)/1000000 ))-END"
+    );
+    let sent = stack.ao(&["send", id, &cmd]);
+    if sent.code != 0 {
+        let screen =
+            std::fs::read_to_string(stack.home.join("sessions").join(id).join("terminal.log"))
+                .unwrap_or_default();
+        panic!("send failed: {}\nscreen: {screen:?}", sent.stderr);
+    }
+    let re = regex_lite(tag);
+    eventually(
+        &format!("burst {tag} finished"),
+        Duration::from_secs(60),
+        || {
+            let log =
+                std::fs::read_to_string(stack.home.join("sessions").join(id).join("terminal.log"))
+                    .ok()?;
+            re(&log)
+        },
+    )
+}
+
+/// Finds `DUR-<tag>-<n>-END` and returns n.
+fn regex_lite(tag: &str) -> impl Fn(&str) -> Option<u64> {
+    let start = format!("DUR-{tag}-");
+    move |text: &str| {
+        text.match_indices(&start).find_map(|(at, m)| {
+            let rest = &text[at + m.len()..];
+            let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+            (!digits.is_empty() && rest[digits.len()..].starts_with("-END"))
+                .then(|| digits.parse().unwrap())
+        })
+    }
+}
+
+#[test]
+fn a_slow_viewer_does_not_slow_the_agent() {
+    let stack = Stack::new();
+    stack.up();
+    let id = shell_session(&stack);
+    let alone = timed_burst(&stack, &id, "A");
+
+    // A viewer that never reads: its terminal fills up and stays full.
+    let mut slow = attach(&stack, &["--read-only", &id], 100, 30);
+    let watched = timed_burst(&stack, &id, "B");
+    eprintln!("burst alone: {alone} ms, with a stalled viewer: {watched} ms");
+    assert!(
+        watched <= alone * 4 + 3000,
+        "a stalled viewer slowed the agent: {watched} ms against {alone} ms alone"
+    );
+    // Once it reads again it is brought up to date with the current screen.
+    stack.ao(&["send", &id, "echo caught-$((7*6))-up"]).ok();
+    slow.expect("caught-42-up").unwrap();
+    slow.send("\x1c").unwrap();
+    slow.expect("EXIT=0").unwrap();
 }

@@ -55,8 +55,9 @@ pub trait Runtime: Send + Sync + 'static {
     fn name(&self) -> &'static str;
     /// Starts the command in a new terminal whose output goes to `log_path`.
     async fn start(&self, spec: &StartSpec) -> Result<(), RuntimeError>;
-    /// Types `text` (pasted when it has several lines), then presses Enter.
-    async fn write_input(&self, id: &str, text: &str) -> Result<(), RuntimeError>;
+    /// Types `text` (pasted when it has several lines), then presses Enter
+    /// if `enter`.
+    async fn write_input(&self, id: &str, text: &str, enter: bool) -> Result<(), RuntimeError>;
     /// The visible screen plus `history` lines of scrollback.
     async fn capture(&self, id: &str, history: u32) -> Result<String, RuntimeError>;
     /// Ends the session and every process in it.
@@ -246,7 +247,7 @@ impl Runtime for TmuxRuntime {
         self.tmux(&args).await.map(|_| ())
     }
 
-    async fn write_input(&self, id: &str, text: &str) -> Result<(), RuntimeError> {
+    async fn write_input(&self, id: &str, text: &str, enter: bool) -> Result<(), RuntimeError> {
         let t = pane(id);
         if text.contains('\n') {
             let buffer = format!("ao-{id}");
@@ -258,9 +259,10 @@ impl Runtime for TmuxRuntime {
             self.tmux(&["send-keys", "-t", &t, "-l", "--", text])
                 .await?;
         }
-        self.tmux(&["send-keys", "-t", &t, "Enter"])
-            .await
-            .map(|_| ())
+        if enter {
+            self.tmux(&["send-keys", "-t", &t, "Enter"]).await?;
+        }
+        Ok(())
     }
 
     async fn capture(&self, id: &str, history: u32) -> Result<String, RuntimeError> {
@@ -373,7 +375,7 @@ mod tests {
                 .contains("hello world")
         })
         .await;
-        rt.write_input("t-1", "ping").await.unwrap();
+        rt.write_input("t-1", "ping", true).await.unwrap();
         wait_for(|| {
             std::fs::read_to_string(&log)
                 .unwrap_or_default()
@@ -393,7 +395,7 @@ mod tests {
         rt.stop("t-1").await.unwrap();
         assert!(rt.list().await.unwrap().is_empty());
         assert!(matches!(
-            rt.write_input("t-1", "x").await,
+            rt.write_input("t-1", "x", true).await,
             Err(RuntimeError::SessionGone { .. })
         ));
     }

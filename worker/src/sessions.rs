@@ -82,6 +82,8 @@ struct Writer {
 struct Local {
     /// The one viewer whose keys reach the agent, if any.
     writer: Option<Writer>,
+    /// Held while a message is typed in, so that messages do not interleave.
+    keyboard: Arc<tokio::sync::Mutex<()>>,
     meta: Meta,
     launch: Launch,
     output: Output,
@@ -225,6 +227,7 @@ impl Actor {
             tracing::info!(session = %meta.session_id, alive = exited.is_none(), "re-adopting session");
             let local = Local {
                 writer: None,
+                keyboard: Arc::default(),
                 output: Output::resume(&meta.log_path),
                 prompt_pending: !meta.prompt_delivered && !launch.prompt_on_command_line,
                 meta,
@@ -446,10 +449,11 @@ impl Actor {
             }
             Some(_) => {}
         }
+        let keyboard = self.sessions[&i.session_id].keyboard.clone();
         let runtime = self.runtime.clone();
         let reports = self.reports.clone();
         tokio::spawn(async move {
-            let outcome = deliver(runtime.as_ref(), &i.session_id, &i.text).await;
+            let outcome = deliver(runtime.as_ref(), &keyboard, &i.session_id, &i.text).await;
             let (delivered, error) = match outcome {
                 Ok(()) => (true, String::new()),
                 Err(e) => (false, e),
@@ -653,12 +657,13 @@ impl Actor {
         if l.prompt_pending && l.exited.is_none() && prompt_time(l) {
             l.prompt_pending = false;
             let runtime = self.runtime.clone();
+            let keyboard = l.keyboard.clone();
             let tx = self.tx.clone();
             let prompt =
                 std::fs::read_to_string(prompt_file(&self.settings.home, id)).unwrap_or_default();
             let id = id.to_string();
             tokio::spawn(async move {
-                let ok = match deliver(runtime.as_ref(), &id, prompt.trim_end()).await {
+                let ok = match deliver(runtime.as_ref(), &keyboard, &id, prompt.trim_end()).await {
                     Ok(()) => true,
                     Err(e) => {
                         tracing::warn!(session = %id, "prompt not confirmed: {e}");
@@ -835,6 +840,7 @@ async fn setup(
     };
     Ok(Local {
         writer: None,
+        keyboard: Arc::default(),
         output: Output::resume(&log_path),
         prompt_pending: !launch.prompt_on_command_line,
         meta,
@@ -850,9 +856,19 @@ async fn setup(
     })
 }
 
-/// Types `text` and confirms it shows on the screen (the terminal echoes
-/// what an interactive agent reads).
-async fn deliver(runtime: &dyn Runtime, id: &str, text: &str) -> Result<(), String> {
+/// Types `text`, confirms it shows on the screen (an interactive agent's
+/// terminal echoes what it is typed), then presses Enter. Checking before
+/// Enter matters: an agent that prints a lot in answer would scroll the
+/// typed line away before it could be seen.
+async fn deliver(
+    runtime: &dyn Runtime,
+    keyboard: &tokio::sync::Mutex<()>,
+    id: &str,
+    text: &str,
+) -> Result<(), String> {
+    // One message at a time: typed text and its Enter must not interleave
+    // with another message's (the prompt and an `ao send`, say).
+    let _turn = keyboard.lock().await;
     const HISTORY: u32 = 2000;
     let needle: String = agent::last_line(text).chars().take(60).collect();
     let before = runtime
@@ -862,27 +878,32 @@ async fn deliver(runtime: &dyn Runtime, id: &str, text: &str) -> Result<(), Stri
         .matches(needle.as_str())
         .count();
     runtime
-        .write_input(id, text)
+        .write_input(id, text, false)
         .await
         .map_err(|e| e.to_string())?;
-    if needle.is_empty() {
-        return Ok(());
-    }
     let deadline = Instant::now() + ECHO_TIMEOUT;
-    while Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut seen = needle.is_empty();
+    while !seen && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
         let screen = runtime
             .capture(id, HISTORY)
             .await
             .map_err(|e| e.to_string())?;
-        if screen.matches(needle.as_str()).count() > before {
-            return Ok(());
-        }
+        seen = screen.matches(needle.as_str()).count() > before;
     }
-    Err(format!(
-        "typed, but `{needle}` did not appear on the agent's screen within {} s",
-        ECHO_TIMEOUT.as_secs()
-    ))
+    // Enter either way: typed text left unsubmitted would mix with the next input.
+    runtime
+        .write_input(id, "", true)
+        .await
+        .map_err(|e| e.to_string())?;
+    if seen {
+        Ok(())
+    } else {
+        Err(format!(
+            "typed, but `{needle}` did not appear on the agent's screen within {} s",
+            ECHO_TIMEOUT.as_secs()
+        ))
+    }
 }
 
 enum History {
