@@ -135,9 +135,86 @@ fn etcd_steady_state() {
     );
 }
 
+/// A viewer in a pseudo-terminal: `ao attach` or, as the baseline, plain
+/// `tmux attach` on the same session.
+fn viewer(stack: &Stack, id: &str, through_ao: bool) -> expectrl::session::OsSession {
+    let mut cmd = Command::new(if through_ao { ao_tests::ao_bin() } else { "tmux".into() });
+    if through_ao {
+        cmd.args(["attach", id]).env("AO_HOME", &stack.home);
+    } else {
+        cmd.arg("-S").arg(stack.tmux_socket()).args(["attach", "-t", &format!("={id}")]);
+    }
+    cmd.env("TERM", "xterm-256color").env_remove("TMUX");
+    let mut s = expectrl::Session::spawn(cmd).expect("spawn a viewer");
+    s.get_process_mut().set_window_size(120, 40).unwrap();
+    s.set_expect_timeout(Some(Duration::from_secs(120)));
+    s
+}
+
+fn detach(mut v: expectrl::session::OsSession, through_ao: bool) {
+    use expectrl::Expect;
+    // Ctrl-\ for ao, the tmux prefix then d for tmux.
+    let keys: &[u8] = if through_ao { b"\x1c" } else { b"\x02d" };
+    let _ = v.send(keys);
+    let _ = v.get_process_mut().wait();
+}
+
+/// `ao attach` against `tmux attach`: keystroke round trip, output
+/// throughput, first paint.
+fn attach_bench() {
+    use expectrl::Expect;
+    let stack = Stack::new();
+    stack.up();
+    let id = stack.spawn(&["app", "B-1", "--agent", "shell", "--prompt", "seq 1 2000"]);
+    stack.wait_log(&id, "\n2000");
+    println!("| measure | ao attach | tmux attach (baseline) |");
+    println!("|---|---|---|");
+    let mut results: Vec<[String; 3]> = Vec::new();
+    for through_ao in [true, false] {
+        // First paint with 2,000 lines of scrollback.
+        let t = Instant::now();
+        let mut v = viewer(&stack, &id, through_ao);
+        v.expect("2000").unwrap();
+        let paint = t.elapsed();
+        // Keystroke round trip: a key typed, its echo seen.
+        let mut samples = Vec::new();
+        for i in 0..200u32 {
+            let key = (b'a' + (i % 26) as u8) as char;
+            let t = Instant::now();
+            v.send(key.to_string()).unwrap();
+            v.expect(key.to_string()).unwrap();
+            samples.push(t.elapsed());
+        }
+        // Clear the typed line.
+        v.send("\x15").unwrap();
+        let p50 = percentile(&mut samples, 0.5);
+        let p99 = percentile(&mut samples, 0.99);
+        // Throughput: the agent prints 30 MB; the viewer sees the end.
+        let tag = if through_ao { "AO" } else { "TMUX" };
+        let t = Instant::now();
+        v.send(format!("seq 1 4000000; echo done-{tag}-$((1+1))\r")).unwrap();
+        v.expect(format!("done-{tag}-2")).unwrap();
+        let burst = t.elapsed();
+        detach(v, through_ao);
+        results.push([ms(paint), format!("{} / {}", ms(p50), ms(p99)), format!("{:.2} s", burst.as_secs_f64())]);
+    }
+    let names = [
+        "first paint, 2,000 lines of scrollback",
+        "keystroke round trip p50 / p99 (200 keys)",
+        "a session printing 30 MB (`seq 1 4000000`) until the viewer sees its end",
+    ];
+    for (i, name) in names.iter().enumerate() {
+        row(name, &results[0][i], &results[1][i]);
+    }
+}
+
 fn main() {
     if std::env::args().any(|a| a == "--etcd") {
         etcd_steady_state();
+        return;
+    }
+    if std::env::args().any(|a| a == "--attach") {
+        attach_bench();
         return;
     }
     let large = large_size();
