@@ -81,7 +81,7 @@ enum Command {
         #[arg(short = 'f', long = "file", conflicts_with = "message")]
         file: Option<PathBuf>,
     },
-    /// Step into a session's terminal (detach with Ctrl-b d or Ctrl-\\).
+    /// Step into a session's terminal (detach with Ctrl-b d or Ctrl-\).
     Attach {
         id: String,
         /// Watch without typing.
