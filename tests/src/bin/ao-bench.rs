@@ -138,11 +138,17 @@ fn etcd_steady_state() {
 /// A viewer in a pseudo-terminal: `ao attach` or, as the baseline, plain
 /// `tmux attach` on the same session.
 fn viewer(stack: &Stack, id: &str, through_ao: bool) -> expectrl::session::OsSession {
-    let mut cmd = Command::new(if through_ao { ao_tests::ao_bin() } else { "tmux".into() });
+    let mut cmd = Command::new(if through_ao {
+        ao_tests::ao_bin()
+    } else {
+        "tmux".into()
+    });
     if through_ao {
         cmd.args(["attach", id]).env("AO_HOME", &stack.home);
     } else {
-        cmd.arg("-S").arg(stack.tmux_socket()).args(["attach", "-t", &format!("={id}")]);
+        cmd.arg("-S")
+            .arg(stack.tmux_socket())
+            .args(["attach", "-t", &format!("={id}")]);
     }
     cmd.env("TERM", "xterm-256color").env_remove("TMUX");
     let mut s = expectrl::Session::spawn(cmd).expect("spawn a viewer");
@@ -165,16 +171,25 @@ fn attach_bench() {
     use expectrl::Expect;
     let stack = Stack::new();
     stack.up();
-    let id = stack.spawn(&["app", "B-1", "--agent", "shell", "--prompt", "seq 1 2000"]);
-    stack.wait_log(&id, "\n2000");
+    let id = stack.spawn(&["app", "B-1", "--agent", "shell", "--prompt", "echo ready"]);
+    stack.wait_log(&id, "\nready");
     println!("| measure | ao attach | tmux attach (baseline) |");
     println!("|---|---|---|");
     let mut results: Vec<[String; 3]> = Vec::new();
     for through_ao in [true, false] {
         // First paint with 2,000 lines of scrollback.
+        let tag = if through_ao { "AO" } else { "TMUX" };
+        stack
+            .ao(&[
+                "send",
+                &id,
+                &format!("clear; seq 1 2000; echo paint-{tag}-$((2*2))"),
+            ])
+            .ok();
+        stack.wait_log(&id, &format!("paint-{tag}-4"));
         let t = Instant::now();
         let mut v = viewer(&stack, &id, through_ao);
-        v.expect("2000").unwrap();
+        v.expect(format!("paint-{tag}-4")).unwrap();
         let paint = t.elapsed();
         // Keystroke round trip: a key typed, its echo seen.
         let mut samples = Vec::new();
@@ -190,13 +205,17 @@ fn attach_bench() {
         let p50 = percentile(&mut samples, 0.5);
         let p99 = percentile(&mut samples, 0.99);
         // Throughput: the agent prints 30 MB; the viewer sees the end.
-        let tag = if through_ao { "AO" } else { "TMUX" };
         let t = Instant::now();
-        v.send(format!("seq 1 4000000; echo done-{tag}-$((1+1))\r")).unwrap();
+        v.send(format!("seq 1 4000000; echo done-{tag}-$((1+1))\r"))
+            .unwrap();
         v.expect(format!("done-{tag}-2")).unwrap();
         let burst = t.elapsed();
         detach(v, through_ao);
-        results.push([ms(paint), format!("{} / {}", ms(p50), ms(p99)), format!("{:.2} s", burst.as_secs_f64())]);
+        results.push([
+            ms(paint),
+            format!("{} / {}", ms(p50), ms(p99)),
+            format!("{:.2} s", burst.as_secs_f64()),
+        ]);
     }
     let names = [
         "first paint, 2,000 lines of scrollback",
