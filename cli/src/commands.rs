@@ -258,17 +258,9 @@ pub async fn send(target: &Target, id: String, text: String) -> anyhow::Result<(
     Ok(())
 }
 
-pub async fn logs(target: &Target, id: String, follow: bool, lines: u32) -> anyhow::Result<()> {
+pub async fn logs(target: &Target, req: pb::LogsRequest) -> anyhow::Result<()> {
     let mut c = target.client().await?;
-    let mut stream = c
-        .logs(pb::LogsRequest {
-            session_id: id,
-            follow,
-            tail_lines: lines,
-        })
-        .await
-        .map_err(|s| target.err(s))?
-        .into_inner();
+    let mut stream = c.logs(req).await.map_err(|s| target.err(s))?.into_inner();
     let mut out = std::io::stdout();
     while let Some(chunk) = stream.message().await.map_err(|s| target.err(s))? {
         if out

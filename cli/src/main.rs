@@ -100,6 +100,9 @@ enum Command {
         /// Only the last N lines (0: everything kept).
         #[arg(short = 'n', long = "lines", default_value_t = 0)]
         lines: u32,
+        /// Only output since a time: a duration ago (30s, 10m, 2h, 1d) or an RFC 3339 time.
+        #[arg(long, value_parser = parse_since, conflicts_with = "lines")]
+        since: Option<u64>,
     },
     /// The event log.
     Events {
@@ -236,6 +239,26 @@ fn parse_label(s: &str) -> Result<(String, String), String> {
     }
 }
 
+/// `--since`: `30s`, `10m`, `2h`, `1d` ago, or an RFC 3339 time; as unix seconds.
+fn parse_since(s: &str) -> Result<u64, String> {
+    if let Ok(t) = chrono::DateTime::parse_from_rfc3339(s) {
+        return u64::try_from(t.timestamp()).map_err(|_| format!("`{s}` is before 1970"));
+    }
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (n, unit) = s.split_at(split);
+    let n: u64 = n
+        .parse()
+        .map_err(|_| format!("expected 30s, 10m, 2h, 1d or an RFC 3339 time, got `{s}`"))?;
+    let secs = match unit {
+        "s" | "" => n,
+        "m" => n * 60,
+        "h" => n * 3600,
+        "d" => n * 86400,
+        _ => return Err(format!("unknown unit `{unit}` in `{s}`: use s, m, h or d")),
+    };
+    Ok((chrono::Utc::now().timestamp().max(0) as u64).saturating_sub(secs))
+}
+
 fn labels(pairs: Vec<(String, String)>) -> BTreeMap<String, String> {
     pairs.into_iter().collect()
 }
@@ -328,9 +351,22 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             read_only,
             force,
         } => attach::run(&target, id, read_only, force).await,
-        Command::Logs { id, follow, lines } => {
-            commands::logs(&target, id, follow, lines).await.and(ok)
-        }
+        Command::Logs {
+            id,
+            follow,
+            lines,
+            since,
+        } => commands::logs(
+            &target,
+            ao_proto::pb::LogsRequest {
+                session_id: id,
+                follow,
+                tail_lines: lines,
+                since_unix: since.unwrap_or(0),
+            },
+        )
+        .await
+        .and(ok),
         Command::Events {
             follow,
             kind,

@@ -266,11 +266,7 @@ impl pb::controller_server::Controller for ControllerService {
         &self,
         req: Request<pb::LogsRequest>,
     ) -> Result<Response<Self::LogsStream>, Status> {
-        let r = req.into_inner();
-        let opened = self
-            .handle
-            .open_logs(r.session_id.clone(), r.follow, r.tail_lines)
-            .await?;
+        let opened = self.handle.open_logs(req.into_inner()).await?;
         let Tunnel { inbound, down } = arrived(opened).await?;
         let stream = inbound.map_while(move |msg| {
             // The worker streams as long as `down` lives: as long as the viewer reads.

@@ -266,16 +266,15 @@ impl ControllerHandle {
     /// Unknown session or its worker is not connected.
     pub async fn open_logs(
         &self,
-        session_id: String,
-        follow: bool,
-        tail_lines: u32,
+        req: pb::LogsRequest,
     ) -> Result<oneshot::Receiver<Tunnel>, ControllerError> {
         let req = pb::OpenStream {
             stream_id: 0,
-            session_id,
-            follow,
-            tail_lines,
+            session_id: req.session_id,
+            follow: req.follow,
+            tail_lines: req.tail_lines,
             attach: None,
+            since_unix: req.since_unix,
         };
         self.ask(|r| Command::OpenStream(req, r)).await
     }
@@ -294,6 +293,7 @@ impl ControllerHandle {
             follow: true,
             tail_lines: 0,
             attach: Some(start),
+            since_unix: 0,
         };
         self.ask(|r| Command::OpenStream(req, r)).await
     }

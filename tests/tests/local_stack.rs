@@ -474,3 +474,38 @@ fn a_project_at_capacity_waits_and_is_placed_when_room_appears() {
     stack.wait_field(&second, "activity", "ready");
     assert_eq!(stack.tmux_sessions(), [second]);
 }
+
+#[test]
+fn logs_since_a_time_show_only_later_output() {
+    let stack = Stack::new();
+    stack.up();
+    let id = stack.spawn(&["app", "L-1"]);
+    stack.wait_log(&id, "got: You are working");
+    let now = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+    };
+    // A second boundary between the old output and the new.
+    let mark = now() + 1;
+    eventually("the clock passed the mark", Duration::from_secs(3), || {
+        (now() >= mark).then_some(())
+    });
+    stack.ao(&["send", &id, "after the mark"]).ok();
+    stack.wait_log(&id, "got: after the mark");
+    let stamp = std::process::Command::new("date")
+        .args(["-u", "-d", &format!("@{mark}"), "+%Y-%m-%dT%H:%M:%SZ"])
+        .output()
+        .unwrap();
+    let stamp = String::from_utf8_lossy(&stamp.stdout).trim().to_string();
+    let since = stack.ao(&["logs", &id, "--since", &stamp]).ok().stdout;
+    assert!(since.contains("got: after the mark"), "{since:?}");
+    assert!(
+        !since.contains("agent ready in"),
+        "older output shown: {since:?}"
+    );
+    let recent = stack.ao(&["logs", &id, "--since", "1h"]).ok().stdout;
+    assert!(recent.contains("agent ready in"), "{recent:?}");
+    assert_eq!(stack.ao(&["logs", &id, "--since", "5 minutes"]).code, 2);
+}

@@ -21,6 +21,43 @@ pub struct Output {
     viewers: Vec<mpsc::Sender<Vec<u8>>>,
     /// How far into the log file we have read.
     offset: u64,
+    /// The second of the last entry of the time index.
+    indexed_at: u64,
+}
+
+/// The time index beside a log (`terminal.log.idx`): a line
+/// `<unix seconds> <offset>` for each second in which output arrived, so that
+/// `ao logs --since` knows where to start. Output written while no worker
+/// ran is dated when the worker reads it.
+fn index_path(log: &Path) -> std::path::PathBuf {
+    let mut name = log.as_os_str().to_owned();
+    name.push(".idx");
+    name.into()
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// Where in `log` the output since `since` (unix seconds) starts; the end
+/// of the log when nothing came since. Output before the first dated entry
+/// has no date: it is included when that entry is already after `since`.
+pub fn offset_since(log: &Path, since: u64) -> u64 {
+    let index = std::fs::read_to_string(index_path(log)).unwrap_or_default();
+    let mut entries = index.lines().filter_map(|l| {
+        let (ts, off) = l.split_once(' ')?;
+        Some((ts.parse::<u64>().ok()?, off.parse::<u64>().ok()?))
+    });
+    match entries.next() {
+        Some((first, _)) if first >= since => 0,
+        Some(_) => entries
+            .find(|(ts, _)| *ts >= since)
+            .map(|(_, off)| off)
+            .unwrap_or_else(|| std::fs::metadata(log).map_or(0, |m| m.len())),
+        None => 0,
+    }
 }
 
 impl Output {
@@ -31,9 +68,11 @@ impl Output {
             ring: VecDeque::with_capacity(4096),
             viewers: Vec::new(),
             offset: len.saturating_sub(RING_BYTES as u64),
+            indexed_at: u64::MAX,
         };
         // Fill the ring with what is there; nobody is subscribed yet.
         out.poll(log);
+        out.indexed_at = 0;
         out
     }
 
@@ -43,6 +82,11 @@ impl Output {
 
     /// Reads what the log gained since the last poll; returns its length.
     pub fn poll(&mut self, log: &Path) -> usize {
+        self.poll_at(log, unix_now())
+    }
+
+    /// [`Self::poll`], dating new output at `now` (unix seconds).
+    fn poll_at(&mut self, log: &Path, now: u64) -> usize {
         let Ok(mut file) = std::fs::File::open(log) else {
             return 0;
         };
@@ -60,6 +104,20 @@ impl Output {
             .read_to_end(&mut buf)
             .unwrap_or(0);
         buf.truncate(n);
+        // The resumed history is not new output: it is not dated.
+        if self.indexed_at != u64::MAX && now != self.indexed_at {
+            use std::io::Write;
+            let line = format!("{now} {}\n", self.offset);
+            let written = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(index_path(log))
+                .and_then(|mut f| f.write_all(line.as_bytes()));
+            if let Err(e) = written {
+                tracing::warn!(log = %log.display(), "cannot extend the time index: {e}");
+            }
+            self.indexed_at = now;
+        }
         self.offset += n as u64;
         self.push(&buf);
         n
@@ -125,6 +183,25 @@ impl Output {
 mod tests {
     use super::*;
     use std::io::Write;
+
+    #[test]
+    fn new_output_is_dated_for_since() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("s.log");
+        std::fs::write(&log, b"old\n").unwrap();
+        let mut out = Output::resume(&log);
+        let mut f = std::fs::OpenOptions::new().append(true).open(&log).unwrap();
+        f.write_all(b"new\n").unwrap();
+        out.poll_at(&log, 1000);
+        f.write_all(b"newer\n").unwrap();
+        out.poll_at(&log, 1010);
+        // Undated output before the first entry counts as older than it.
+        assert_eq!(offset_since(&log, 1000), 0);
+        assert_eq!(offset_since(&log, 1005), 8);
+        assert_eq!(offset_since(&log, 1010), 8);
+        // Nothing came since: the end of the log.
+        assert_eq!(offset_since(&log, 2000), 14);
+    }
 
     #[test]
     fn tails_follows_and_drops_slow_viewers() {

@@ -19,7 +19,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Channel;
 
 use crate::agent::{self, Launch, ScreenState};
-use crate::output::Output;
+use crate::output::{self, Output};
 use crate::runtime::{PaneState, Runtime, StartSpec};
 use crate::terminal::{Terminal, TerminalSpec};
 use crate::workspace::{self, WorkspaceSpec};
@@ -478,10 +478,13 @@ impl Actor {
             Some(l) => {
                 l.read_output();
                 // The history and the subscription are taken together: no gap.
-                let history = if o.tail_lines > 0 {
+                let history = if o.since_unix > 0 {
+                    let from = output::offset_since(&l.meta.log_path, o.since_unix);
+                    History::File(l.meta.log_path.clone(), from, l.output.offset())
+                } else if o.tail_lines > 0 {
                     History::Memory(l.output.tail(o.tail_lines as usize))
                 } else {
-                    History::File(l.meta.log_path.clone(), l.output.offset())
+                    History::File(l.meta.log_path.clone(), 0, l.output.offset())
                 };
                 (
                     history,
@@ -501,10 +504,16 @@ impl Actor {
                     tokio::spawn(open_tunnel(channel, rx));
                     return;
                 };
-                let history = if o.tail_lines > 0 {
+                let history = if o.since_unix > 0 {
+                    History::File(
+                        log.clone(),
+                        output::offset_since(&log, o.since_unix),
+                        meta.len(),
+                    )
+                } else if o.tail_lines > 0 {
                     History::Memory(Output::resume(&log).tail(o.tail_lines as usize))
                 } else {
-                    History::File(log, meta.len())
+                    History::File(log, 0, meta.len())
                 };
                 (history, None)
             }
@@ -908,8 +917,8 @@ async fn deliver(
 
 enum History {
     Memory(Vec<u8>),
-    /// The log file up to this offset; later bytes come live.
-    File(PathBuf, u64),
+    /// The log file from the first offset up to the second; later bytes come live.
+    File(PathBuf, u64, u64),
 }
 
 async fn stream_output(
@@ -926,12 +935,15 @@ async fn stream_output(
                 return;
             }
         }
-        History::File(path, upto) => {
-            use tokio::io::AsyncReadExt;
-            let Ok(file) = tokio::fs::File::open(&path).await else {
+        History::File(path, from, upto) => {
+            use tokio::io::{AsyncReadExt, AsyncSeekExt};
+            let Ok(mut file) = tokio::fs::File::open(&path).await else {
                 return;
             };
-            let mut reader = file.take(upto);
+            if file.seek(std::io::SeekFrom::Start(from)).await.is_err() {
+                return;
+            }
+            let mut reader = file.take(upto.saturating_sub(from));
             let mut buf = vec![0u8; 64 * 1024];
             loop {
                 match reader.read(&mut buf).await {
