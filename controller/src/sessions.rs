@@ -644,7 +644,12 @@ impl Actor {
                 }
             }
             Command::WaitSettled(id, waiter) => match self.sessions.get(&id) {
-                Some(s) if s.status != SessionStatus::Spawning && !self.stopping(s) => {
+                // Settled, or waiting for a worker (which may take long):
+                // answer now, with the reason in the summary.
+                Some(s)
+                    if (s.status != SessionStatus::Spawning && !self.stopping(s))
+                        || self.unplaced.contains_key(&s.id) =>
+                {
                     let _ = waiter.send(s.clone());
                 }
                 Some(_) => self.settle_waiters.entry(id).or_default().push(waiter),
