@@ -85,11 +85,19 @@ impl TmuxRuntime {
         self.exit_dir.join(id)
     }
 
-    /// The command line tmux runs: the agent in a subshell, then its exit
-    /// status written where [`Runtime::list`] finds it.
+    /// The session's environment, in a file only its owner can read: on
+    /// tmux's command line it would show in `ps` to every user.
+    fn env_file(&self, id: &str) -> PathBuf {
+        self.exit_dir.join(format!("{id}.env"))
+    }
+
+    /// The command line tmux runs: the environment read from its file, the
+    /// agent in a subshell, then its exit status written where
+    /// [`Runtime::list`] finds it.
     fn wrapped(&self, id: &str, command: &str) -> String {
+        let env = shell_quote(&self.env_file(id).display().to_string());
         let file = shell_quote(&self.exit_file(id).display().to_string());
-        format!("(\n{command}\n)\nprintf '%s\\n' \"$?\" > {file}")
+        format!("set -a; . {env}; set +a\n(\n{command}\n)\nprintf '%s\\n' \"$?\" > {file}")
     }
 
     pub fn socket(&self) -> &Path {
@@ -199,13 +207,26 @@ impl Runtime for TmuxRuntime {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(io(e)),
             _ => {}
         }
+        {
+            use std::io::Write;
+            use std::os::unix::fs::OpenOptionsExt;
+            let mut file = std::fs::OpenOptions::new()
+                .create(true)
+                .write(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(self.env_file(&spec.id))
+                .map_err(io)?;
+            for (k, v) in &spec.env {
+                writeln!(file, "{k}={}", shell_quote(v)).map_err(io)?;
+            }
+        }
         let command = self.wrapped(&spec.id, &spec.command);
         let cwd = spec.cwd.display().to_string();
         let pipe = format!(
             "cat >> {}",
             shell_quote(&spec.log_path.display().to_string())
         );
-        let env: Vec<String> = spec.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
         let t = pane(&spec.id);
         // One invocation: the server runs the whole list before it reads any
         // output of the new pane, so pipe-pane sees the very first byte and
@@ -239,10 +260,6 @@ impl Runtime for TmuxRuntime {
             "-c",
             &cwd,
         ];
-        for e in &env {
-            args.push("-e");
-            args.push(e);
-        }
         args.extend([command.as_str(), ";", "pipe-pane", "-t", &t, "-o", &pipe]);
         self.tmux(&args).await.map(|_| ())
     }
