@@ -18,8 +18,12 @@ use tokio_stream::wrappers::ReceiverStream;
 
 use crate::commands::Target;
 
-/// `Ctrl-\`: detach without going through tmux.
+/// `Ctrl-\`: detach.
 const DETACH_KEY: u8 = 0x1c;
+/// What `Ctrl-\` sends: tmux's prefix, then `d`.
+const DETACH_KEYS: &[u8] = b"\x02d";
+/// How long a detach waits for the worker's word before leaving anyway.
+const DETACH_WAIT: Duration = Duration::from_secs(3);
 
 nix::ioctl_read_bad!(get_winsize, nix::libc::TIOCGWINSZ, Winsize);
 
@@ -181,10 +185,26 @@ pub async fn run(
             Ended::Done(why, ok) => break (why, ok),
             Ended::Lost(why) => {
                 eprint!("\r\n[ao] {why}; reconnecting\r\n");
-                // A writer takes its own seat back from the broken attachment.
-                match reconnect(target, &id, read_only).await {
-                    Some(c) => conn = c,
-                    None => break (why, false),
+                let attempt = reconnect(target, &id, read_only);
+                tokio::pin!(attempt);
+                let again = loop {
+                    tokio::select! {
+                        c = &mut attempt => break c.ok_or(why),
+                        stop = signals.stops.stop() => break Err(stop),
+                        key = keys.recv() => match key {
+                            Some(Key::Detach) | None => break Err("detached".to_string()),
+                            // Keys (and the terminal's answers to queries)
+                            // while away are not sent to an unseen agent.
+                            Some(Key::Bytes(_)) => {}
+                        },
+                    }
+                };
+                match again {
+                    Ok(c) => conn = c,
+                    Err(why) => {
+                        let ok = why == "detached";
+                        break (why, ok);
+                    }
                 }
             }
         }
@@ -213,17 +233,40 @@ async fn reconnect(target: &Target, id: &str, read_only: bool) -> Option<Conn> {
 
 struct Signals {
     winch: tokio::signal::unix::Signal,
+    stops: Stops,
+}
+
+/// The signals that end the viewer.
+struct Stops {
     term: tokio::signal::unix::Signal,
     hup: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+    quit: tokio::signal::unix::Signal,
 }
 
 impl Signals {
     fn new() -> std::io::Result<Self> {
         Ok(Self {
             winch: signal(SignalKind::window_change())?,
-            term: signal(SignalKind::terminate())?,
-            hup: signal(SignalKind::hangup())?,
+            stops: Stops {
+                term: signal(SignalKind::terminate())?,
+                hup: signal(SignalKind::hangup())?,
+                int: signal(SignalKind::interrupt())?,
+                quit: signal(SignalKind::quit())?,
+            },
         })
+    }
+}
+
+impl Stops {
+    /// Resolves with a reason when a signal asks the viewer to stop.
+    async fn stop(&mut self) -> String {
+        tokio::select! {
+            _ = self.term.recv() => "terminated".into(),
+            _ = self.hup.recv() => "the terminal hung up".into(),
+            _ = self.int.recv() => "interrupted".into(),
+            _ = self.quit.recv() => "quit".into(),
+        }
     }
 }
 
@@ -234,8 +277,16 @@ async fn relay(
     signals: &mut Signals,
 ) -> Ended {
     let mut stdout = std::io::stdout();
+    let mut detaching: Option<tokio::time::Instant> = None;
     loop {
+        let detach_deadline = async {
+            match detaching {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
+            () = detach_deadline => return Ended::Done("detached".into(), true),
             msg = conn.output.message() => match msg {
                 Ok(Some(pb::AttachOutput { msg: Some(pb::attach_output::Msg::Data(d)) })) => {
                     if stdout.write_all(&d).and_then(|()| stdout.flush()).is_err() {
@@ -262,7 +313,12 @@ async fn relay(
                     let _ = conn.tx.send(input(pb::attach_input::Msg::Data(b))).await;
                 }
                 Some(Key::Bytes(_)) => {}
-                Some(Key::Detach) => return Ended::Done("detached".into(), true),
+                Some(Key::Detach) => {
+                    // Detach through tmux (its prefix, then d), so that the
+                    // session records a detach rather than a vanished viewer.
+                    let _ = conn.tx.send(input(pb::attach_input::Msg::Data(DETACH_KEYS.to_vec()))).await;
+                    detaching = Some(tokio::time::Instant::now() + DETACH_WAIT);
+                }
                 // No keyboard (stdin closed): keep showing the screen.
                 None => *keyboard_open = false,
             },
@@ -270,8 +326,7 @@ async fn relay(
                 let (cols, rows) = window_size();
                 let _ = conn.tx.send(input(pb::attach_input::Msg::Resize(pb::Resize { cols, rows }))).await;
             }
-            _ = signals.term.recv() => return Ended::Done("terminated".into(), false),
-            _ = signals.hup.recv() => return Ended::Done("the terminal hung up".into(), false),
+            why = signals.stops.stop() => return Ended::Done(why, false),
         }
     }
 }

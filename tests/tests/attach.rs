@@ -30,7 +30,11 @@ fn attach(stack: &Stack, args: &[&str], cols: u16, rows: u16) -> OsSession {
 }
 
 fn shell_session(stack: &Stack) -> String {
-    let id = stack.spawn(&["app", "T-1", "--agent", "shell", "--prompt", "echo started"]);
+    shell_session_for(stack, "T-1")
+}
+
+fn shell_session_for(stack: &Stack, issue: &str) -> String {
+    let id = stack.spawn(&["app", issue, "--agent", "shell", "--prompt", "echo started"]);
     stack.wait_log(&id, "started");
     stack.wait_field(&id, "activity", "ready");
     id
@@ -66,7 +70,7 @@ fn typing_output_resize_detach_and_the_terminal_is_restored() {
     let attached = event(&stack, |e| e["type"] == "session.attached");
     assert_eq!(attached["data"]["mode"], "read-write");
     let detached = event(&stack, |e| e["type"] == "session.detached");
-    assert!(detached["data"]["how"].is_string(), "{detached}");
+    assert_eq!(detached["data"]["how"], "detached", "{detached}");
 }
 
 /// Waits for an event of the log that `pick` accepts.
@@ -223,4 +227,57 @@ fn a_slow_viewer_does_not_slow_the_agent() {
     slow.expect("caught-42-up").unwrap();
     slow.send("\x1c").unwrap();
     slow.expect("EXIT=0").unwrap();
+}
+
+#[test]
+fn a_viewer_stays_in_its_session_and_leaves_when_the_agent_ends() {
+    let stack = Stack::new();
+    stack.up();
+    let mine = shell_session_for(&stack, "V-1");
+    let other = shell_session_for(&stack, "V-2");
+    let mut term = attach(&stack, &[&mine], 100, 30);
+    term.expect("started").unwrap();
+    // tmux's keys for the next session and the command prompt do nothing.
+    term.send("\x02)\x02:").unwrap();
+    // Whatever reached the shell's line is erased (Ctrl-U).
+    term.send("\x15").unwrap();
+    term.send("echo where-$((3*3))\r").unwrap();
+    term.expect("where-9").unwrap();
+    assert!(stack.wait_log(&mine, "where-9").contains("where-9"));
+    assert!(!stack.ao(&["logs", &other]).ok().stdout.contains("where-9"));
+    // The agent exits: the viewer is told and leaves.
+    term.send("exit\r").unwrap();
+    term.expect(Regex("session ended[^\n]*\n[^\n]*EXIT=0"))
+        .unwrap();
+    let detached = event(&stack, |e| e["type"] == "session.detached");
+    assert_eq!(detached["data"]["how"], "session ended", "{detached}");
+}
+
+#[test]
+fn an_interrupted_viewer_restores_the_terminal() {
+    let stack = Stack::new();
+    stack.up();
+    let id = shell_session(&stack);
+    let mut term = attach(&stack, &[&id], 100, 30);
+    term.expect("started").unwrap();
+    // `ao attach` is the child of this terminal's shell (other tests run
+    // their own `ao attach app-1`).
+    let shell = term.get_process().pid().to_string();
+    let pid = eventually("the attach process", Duration::from_secs(5), || {
+        let out = Command::new("pgrep").args(["-P", &shell]).output().ok()?;
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .next()?
+            .trim()
+            .parse::<i32>()
+            .ok()
+    });
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .unwrap();
+    term.expect(Regex("interrupted[^\n]*\n[^\n]*EXIT=1"))
+        .unwrap();
+    term.expect(Regex("[^-]icanon")).unwrap();
 }

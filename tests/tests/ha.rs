@@ -152,7 +152,10 @@ fn a_second_controller_takes_over_and_a_deposed_leader_cannot_write() {
     }
     let mut expected = first.clone();
     expected.push(third);
-    assert_eq!(cluster.stack.tmux_sessions(), expected);
+    // The new session is placed once the worker has found the new leader.
+    eventually("the new session runs", Duration::from_secs(20), || {
+        (cluster.stack.tmux_sessions() == expected).then_some(())
+    });
 
     // A new follower; then the leader stalls past its lease.
     let mut c = cluster.controller("c");

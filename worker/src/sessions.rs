@@ -599,9 +599,10 @@ impl Actor {
             term: start.term.clone(),
         };
         let runtime = self.runtime.clone();
+        let keyboard = self.sessions[&start.session_id].keyboard.clone();
         let actor = self.tx.clone();
         tokio::spawn(async move {
-            relay_terminal(spec, runtime, tx, rx, channel, takeover_rx).await;
+            relay_terminal(spec, runtime, keyboard, tx, rx, channel, takeover_rx).await;
             let _ = actor
                 .send(Command::TerminalClosed(start.session_id, attach))
                 .await;
@@ -977,6 +978,7 @@ async fn stream_output(
 async fn relay_terminal(
     spec: TerminalSpec,
     runtime: Arc<dyn Runtime>,
+    keyboard: Arc<tokio::sync::Mutex<()>>,
     tx: mpsc::Sender<pb::TunnelUp>,
     rx: mpsc::Receiver<pb::TunnelUp>,
     channel: Channel,
@@ -1022,10 +1024,13 @@ async fn relay_terminal(
         let _ = done_tx.send(());
     });
     let mut seat_held = true;
+    let mut check = tokio::time::interval(Duration::from_secs(1));
     let reason = loop {
         tokio::select! {
             msg = down.message() => match msg {
                 Ok(Some(pb::TunnelDown { msg: Some(pb::tunnel_down::Msg::Input(keys)) })) => {
+                    // Not in the middle of a message `ao send` is typing.
+                    let _turn = keyboard.lock().await;
                     if writer.write_all(&keys).is_err() {
                         break None;
                     }
@@ -1043,12 +1048,15 @@ async fn relay_terminal(
                 Err(_) => seat_held = false,
             },
             _ = &mut reader_done => {
-                let alive = runtime
-                    .list()
-                    .await
-                    .map(|panes| panes.iter().any(|p| p.id == spec.session_id && !p.dead))
-                    .unwrap_or(false);
+                let alive = session_alive(runtime.as_ref(), &spec.session_id).await;
                 break Some(if alive { "detached" } else { "session ended" }.to_string());
+            }
+            // The agent's pane stays after it exits (remain-on-exit), and so
+            // would the viewer's client: end it when the agent is gone.
+            _ = check.tick() => {
+                if !session_alive(runtime.as_ref(), &spec.session_id).await {
+                    break Some("session ended".to_string());
+                }
             }
         }
     };
@@ -1061,6 +1069,16 @@ async fn relay_terminal(
         let drained = async { while let Ok(Some(_)) = down.message().await {} };
         let _ = tokio::time::timeout(Duration::from_secs(5), drained).await;
     }
+}
+
+/// Whether the session's agent still runs in the runtime (assumed so when
+/// the runtime cannot be asked: a viewer is not ended on a hiccup).
+async fn session_alive(runtime: &dyn Runtime, id: &str) -> bool {
+    runtime
+        .list()
+        .await
+        .map(|panes| panes.iter().any(|p| p.id == id && !p.dead))
+        .unwrap_or(true)
 }
 
 /// Opens the tunnel RPC carrying `rx` and waits until either side ends it.

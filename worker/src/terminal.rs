@@ -43,6 +43,12 @@ fn winsize(cols: u16, rows: u16) -> Winsize {
 
 nix::ioctl_write_ptr_bad!(set_winsize, nix::libc::TIOCSWINSZ, Winsize);
 
+/// Prefix keys of tmux's defaults that leave the session or reach tmux's
+/// command prompt: previous/next/last session, the trees, finding or moving
+/// a window (across sessions), the prompt, choosing a client, renaming the
+/// session (ao knows it by name).
+const ISOLATING_KEYS: &[&str] = &["(", ")", "L", "s", "w", "f", ".", ":", "D", "$"];
+
 impl Terminal {
     /// Starts `tmux attach` for the session in a new pseudo-terminal.
     ///
@@ -53,9 +59,16 @@ impl Terminal {
         let slave = File::from(pty.slave);
         let target = format!("={}:", spec.session_id);
         let mut cmd = Command::new("tmux");
+        cmd.arg("-S").arg(&spec.socket);
+        // A viewer sees one session only: no key leads to another session
+        // or to tmux's command prompt. (The server is ao's own, on its own
+        // socket, so these bindings are nobody else's.)
+        for key in ISOLATING_KEYS {
+            cmd.args(["unbind-key", "-T", "prefix", key, ";"]);
+        }
         // Sessions start detached at a fixed size; an attached viewer's
         // window size should win, as with `tmux attach`.
-        cmd.arg("-S").arg(&spec.socket).args([
+        cmd.args([
             "set-option",
             "-w",
             "-t",
