@@ -132,6 +132,13 @@ pub struct Listing {
     pub revision: Revision,
 }
 
+impl Listing {
+    /// Key → value, as a cache of the prefix holds it.
+    pub fn into_map(self) -> std::collections::BTreeMap<String, Vec<u8>> {
+        self.items.into_iter().map(|v| (v.key, v.value)).collect()
+    }
+}
+
 /// A change seen by a watch.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum WatchEvent {

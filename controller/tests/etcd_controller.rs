@@ -110,14 +110,7 @@ async fn a_follower_misses_nothing_across_an_etcd_crash_and_a_compaction() {
     raw.compact(now, None).await.unwrap();
     raw.put("/f/after", "x", None).await.unwrap();
 
-    let truth: BTreeMap<String, Vec<u8>> = store
-        .list("/f/")
-        .await
-        .unwrap()
-        .items
-        .into_iter()
-        .map(|v| (v.key, v.value))
-        .collect();
+    let truth = store.list("/f/").await.unwrap().into_map();
     tokio::time::timeout(Duration::from_secs(20), async {
         while cache != truth {
             rx.recv()

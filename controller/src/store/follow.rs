@@ -29,7 +29,7 @@ impl Followed {
     /// Applies this to a key → value cache of the prefix.
     pub fn apply(self, cache: &mut std::collections::BTreeMap<String, Vec<u8>>) {
         match self {
-            Self::Snapshot(l) => *cache = l.items.into_iter().map(|v| (v.key, v.value)).collect(),
+            Self::Snapshot(l) => *cache = l.into_map(),
             Self::Change(WatchEvent::Put(v)) => {
                 cache.insert(v.key, v.value);
             }
@@ -135,14 +135,7 @@ mod tests {
                 .await
                 .unwrap();
         }
-        let truth: BTreeMap<String, Vec<u8>> = store
-            .list("/p/")
-            .await
-            .unwrap()
-            .items
-            .into_iter()
-            .map(|v| (v.key, v.value))
-            .collect();
+        let truth = store.list("/p/").await.unwrap().into_map();
         tokio::time::timeout(Duration::from_secs(10), async {
             while state != truth {
                 rx.recv().await.unwrap().apply(&mut state);
