@@ -27,15 +27,17 @@ impl Cluster {
     }
 
     /// `ao controller run` with its own AO_HOME on the shared etcd.
-    fn controller(&self, name: &str) -> Child {
-        self.stack
-            .command(&["controller", "run"])
-            .env("AO_HOME", self.home(name))
-            .env("AO_STORE", self.etcd.store_url())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(self.home_log(name)).unwrap())
-            .spawn()
-            .unwrap()
+    fn controller(&self, name: &str) -> Guarded {
+        Guarded(
+            self.stack
+                .command(&["controller", "run"])
+                .env("AO_HOME", self.home(name))
+                .env("AO_STORE", self.etcd.store_url())
+                .stdout(Stdio::null())
+                .stderr(std::fs::File::create(self.home_log(name)).unwrap())
+                .spawn()
+                .unwrap(),
+        )
     }
 
     fn home_log(&self, name: &str) -> PathBuf {
@@ -76,6 +78,33 @@ impl Cluster {
     }
 }
 
+/// A child process stopped (and continued, if paused) when the test ends,
+/// however it ends.
+struct Guarded(Child);
+
+impl Drop for Guarded {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = kill(pid(&self.0), Signal::SIGCONT);
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
+impl std::ops::Deref for Guarded {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Guarded {
+    fn deref_mut(&mut self) -> &mut Child {
+        &mut self.0
+    }
+}
+
 fn pid(child: &Child) -> Pid {
     Pid::from_raw(child.id() as i32)
 }
@@ -107,13 +136,15 @@ fn a_second_controller_takes_over_and_a_deposed_leader_cannot_write() {
     cluster.wait_leader("a", Duration::from_secs(15));
     let mut b = cluster.controller("b");
     // The worker knows both controllers and follows the leader.
-    let mut worker = cluster
-        .stack
-        .command(&["worker", "run", "--controller", &cluster.addrs])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut worker = Guarded(
+        cluster
+            .stack
+            .command(&["worker", "run", "--controller", &cluster.addrs])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
     eventually("the worker joined", Duration::from_secs(15), || {
         let run = cluster.ao(&["worker", "ls", "--json"]);
         (run.code == 0 && run.stdout.contains("\"ready\"")).then_some(())
