@@ -95,6 +95,20 @@ fn fresh(handle: &ControllerHandle) -> Result<std::sync::Arc<crate::sessions::Sn
     }
 }
 
+/// The first message of a client stream, which must be of one kind:
+/// `pick` takes what the handler needs from it, or refuses it.
+async fn first_message<T, U>(
+    stream: &mut Streaming<T>,
+    refusal: &str,
+    pick: impl FnOnce(T) -> Option<U>,
+) -> Result<U, Status> {
+    stream
+        .message()
+        .await?
+        .and_then(pick)
+        .ok_or_else(|| Status::invalid_argument(refusal))
+}
+
 /// Waits for the worker to open the tunnel it was asked for.
 async fn arrived(opened: tokio::sync::oneshot::Receiver<Tunnel>) -> Result<Tunnel, Status> {
     tokio::time::timeout(Duration::from_secs(15), opened)
@@ -292,16 +306,15 @@ impl pb::controller_server::Controller for ControllerService {
         req: Request<Streaming<pb::AttachInput>>,
     ) -> Result<Response<Self::AttachStream>, Status> {
         let mut input = req.into_inner();
-        let start = match input.message().await? {
-            Some(pb::AttachInput {
-                msg: Some(pb::attach_input::Msg::Start(start)),
-            }) => start,
-            _ => {
-                return Err(Status::invalid_argument(
-                    "the first attach message must be `start`",
-                ))
-            }
-        };
+        let start = first_message(
+            &mut input,
+            "the first attach message must be `start`",
+            |m| match m.msg {
+                Some(pb::attach_input::Msg::Start(start)) => Some(start),
+                _ => None,
+            },
+        )
+        .await?;
         let Tunnel { mut inbound, down } =
             arrived(self.handle.open_terminal(start.clone()).await?).await?;
         // The worker's first word: a refusal (seat taken, session ended) or the screen.
@@ -468,16 +481,15 @@ impl pb::worker_link_server::WorkerLink for WorkerLinkService {
         req: Request<Streaming<pb::WorkerMessage>>,
     ) -> Result<Response<Self::LinkStream>, Status> {
         let mut inbound = req.into_inner();
-        let hello = match inbound.message().await? {
-            Some(pb::WorkerMessage {
-                msg: Some(pb::worker_message::Msg::Hello(h)),
-            }) => h,
-            _ => {
-                return Err(Status::invalid_argument(
-                    "the first message must be a hello",
-                ))
-            }
-        };
+        let hello = first_message(
+            &mut inbound,
+            "the first message must be a hello",
+            |m| match m.msg {
+                Some(pb::worker_message::Msg::Hello(h)) => Some(h),
+                _ => None,
+            },
+        )
+        .await?;
         if hello.worker_id.is_empty() {
             return Err(Status::invalid_argument("hello without a worker id"));
         }
@@ -508,16 +520,15 @@ impl pb::worker_link_server::WorkerLink for WorkerLinkService {
         req: Request<Streaming<pb::TunnelUp>>,
     ) -> Result<Response<Self::TunnelStream>, Status> {
         let mut inbound = req.into_inner();
-        let stream_id = match inbound.message().await? {
-            Some(pb::TunnelUp {
-                msg: Some(pb::tunnel_up::Msg::StreamId(id)),
-            }) => id,
-            _ => {
-                return Err(Status::invalid_argument(
-                    "the first tunnel message must name its stream",
-                ))
-            }
-        };
+        let stream_id = first_message(
+            &mut inbound,
+            "the first tunnel message must name its stream",
+            |m| match m.msg {
+                Some(pb::tunnel_up::Msg::StreamId(id)) => Some(id),
+                _ => None,
+            },
+        )
+        .await?;
         // The response carries the viewer's keys down, and ends when the
         // viewer side drops `down`, which tells the worker to stop.
         let (down, to_worker) = mpsc::channel::<pb::TunnelDown>(64);
