@@ -493,7 +493,7 @@ impl Actor {
             }
             None => {
                 // An ended session: its log file is still here.
-                let log = session_dir(&self.settings.home, &o.session_id).join("terminal.log");
+                let log = log_file(&self.settings.home, &o.session_id);
                 let Ok(meta) = std::fs::metadata(&log) else {
                     let _ = tx.try_send(pb::TunnelUp {
                         msg: Some(pb::tunnel_up::Msg::Error(format!(
@@ -610,6 +610,10 @@ impl Actor {
     }
 
     async fn poll(&mut self) {
+        // No runtime call at all while there is nothing to watch.
+        if self.sessions.is_empty() {
+            return;
+        }
         let panes = match self.runtime.list().await {
             Ok(p) => {
                 self.runtime_error = None;
@@ -773,6 +777,11 @@ fn prompt_file(home: &Path, id: &str) -> PathBuf {
     session_dir(home, id).join("prompt.md")
 }
 
+/// Everything the session's terminal showed (kept after the session ends).
+fn log_file(home: &Path, id: &str) -> PathBuf {
+    session_dir(home, id).join("terminal.log")
+}
+
 /// Prepares the worktree, writes the prompt, resolves the agent and starts
 /// it in the runtime. Errors are the sentence shown to the user.
 async fn setup(
@@ -809,7 +818,7 @@ async fn setup(
     let agent_spec = spec.agent.clone().unwrap_or_default();
     let path_var = std::env::var("PATH").unwrap_or_default();
     let launch = agent::resolve(&agent_spec, &path_var).map_err(|e| e.to_string())?;
-    let log_path = dir.join("terminal.log");
+    let log_path = log_file(&settings.home, id);
     let mut vars: BTreeMap<String, String> = spec.env.clone().into_iter().collect();
     vars.insert(env::AO_SESSION_ID.into(), id.clone());
     vars.insert(env::AO_PROJECT_ID.into(), spec.project_id.clone());
