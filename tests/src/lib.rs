@@ -295,11 +295,20 @@ impl Stack {
         )
     }
 
+    /// The events of `$AO_HOME/events.jsonl`; panics on a torn line.
     pub fn events(&self) -> Vec<Value> {
         let text = std::fs::read_to_string(self.home.join("events.jsonl")).unwrap_or_default();
-        text.lines()
-            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("torn line {l:?}: {e}")))
-            .collect()
+        json_lines(&text)
+    }
+
+    /// The events as `ao events --json` prints them (from the store).
+    pub fn cli_events(&self) -> Vec<Value> {
+        json_lines(&self.ao(&["events", "--json"]).ok().stdout)
+    }
+
+    /// The session's terminal log as the worker keeps it, if any yet.
+    pub fn terminal_log(&self, id: &str) -> Option<String> {
+        std::fs::read_to_string(self.home.join("sessions").join(id).join("terminal.log")).ok()
     }
 
     pub fn tmux_socket(&self) -> PathBuf {
@@ -328,6 +337,12 @@ impl Stack {
             .parse()
             .ok()
     }
+}
+
+fn json_lines(text: &str) -> Vec<Value> {
+    text.lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("torn line {l:?}: {e}")))
+        .collect()
 }
 
 impl Default for Stack {

@@ -88,12 +88,7 @@ fn an_etcd_outage_is_reported_and_nothing_is_lost() {
         2
     );
     // The CLI's log (from etcd) and the file agree.
-    let cli = stack.ao(&["events", "--json"]).ok();
-    let from_store: Vec<Value> = cli
-        .stdout
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let from_store = stack.cli_events();
     assert_eq!(event_ids(&from_store), event_ids(&events));
     // The other agent still works.
     stack.ao(&["send", &b, "after the outage"]).ok();
@@ -145,12 +140,7 @@ fn a_fresh_controller_on_a_populated_etcd_shows_everything() {
         after.iter().map(key).collect::<Vec<_>>(),
         before.iter().map(key).collect::<Vec<_>>()
     );
-    let cli = second.ao(&["events", "--json"]).ok();
-    let from_store: Vec<Value> = cli
-        .stdout
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let from_store = second.cli_events();
     assert_eq!(event_ids(&from_store[..events.len()]), event_ids(&events));
     // Its own events.jsonl was rebuilt from the store.
     let rebuilt = second.events();

@@ -233,8 +233,7 @@ fn kill_9_of_the_stack_loses_no_session_and_no_event() {
     assert_eq!(spawned, 3);
     assert!(events.iter().any(|e| e["type"] == "worker.reconnected"));
     // The CLI's view of the log matches the file.
-    let cli = stack.ao(&["events", "--json"]).ok();
-    assert_eq!(cli.stdout.lines().count(), events.len());
+    assert_eq!(stack.cli_events().len(), events.len());
 }
 
 #[test]
