@@ -173,13 +173,6 @@ pub enum StoreError {
     Corrupt { key: String, reason: String },
 }
 
-impl StoreError {
-    /// Whether trying the same thing again later may succeed.
-    pub fn is_retryable(&self) -> bool {
-        matches!(self, Self::Conflict { .. } | Self::Unavailable(_))
-    }
-}
-
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
     /// One key, if present.

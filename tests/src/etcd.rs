@@ -2,7 +2,7 @@
 //! by its pid when dropped (also on panic). It can be killed with SIGKILL
 //! and started again on the same ports and data, as after a crash.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -205,19 +205,6 @@ impl EtcdServer {
             .nth(1)
             .unwrap_or_else(|| panic!("no revision in {text}"));
         after.split('"').next().unwrap().parse().expect("revision")
-    }
-
-    /// Sum of the Prometheus counters named `name` on `/metrics`.
-    pub fn metric(&self, name: &str) -> f64 {
-        let text = self.http_get("/metrics").unwrap_or_default();
-        text.lines()
-            .filter(|l| l.starts_with(name) && l[name.len()..].starts_with([' ', '{']))
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum()
-    }
-
-    pub fn data_dir(&self) -> &Path {
-        self.dir.path()
     }
 
     pub fn log_tail(&self) -> String {

@@ -9,7 +9,7 @@
 //! file — it keeps doing so while no worker runs.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use async_trait::async_trait;
 use tokio::process::Command;
@@ -98,10 +98,6 @@ impl TmuxRuntime {
         let env = shell_quote(&self.env_file(id).display().to_string());
         let file = shell_quote(&self.exit_file(id).display().to_string());
         format!("set -a; . {env}; set +a\n(\n{command}\n)\nprintf '%s\\n' \"$?\" > {file}")
-    }
-
-    pub fn socket(&self) -> &Path {
-        &self.socket
     }
 
     async fn tmux(&self, args: &[&str]) -> Result<String, RuntimeError> {

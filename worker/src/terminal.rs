@@ -143,11 +143,6 @@ impl Terminal {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-
-    /// Whether the client has exited, without waiting.
-    pub fn exited(&mut self) -> bool {
-        !matches!(self.child.try_wait(), Ok(None))
-    }
 }
 
 impl Drop for Terminal {
