@@ -298,7 +298,7 @@ async fn relay(
                 }
                 Ok(Some(pb::AttachOutput { msg: Some(pb::attach_output::Msg::End(why)) })) => {
                     let ok = why == "detached" || why == "session ended";
-                    return if why.contains("connection to the worker was lost") {
+                    return if why == ao_controller::grpc::WORKER_LOST {
                         Ended::Lost(why)
                     } else {
                         Ended::Done(why, ok)

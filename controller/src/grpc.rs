@@ -95,6 +95,10 @@ fn fresh(handle: &ControllerHandle) -> Result<std::sync::Arc<crate::sessions::Sn
     }
 }
 
+/// How an attachment ends when the worker's side broke: the viewer may
+/// attach again (the CLI does, for a while).
+pub const WORKER_LOST: &str = "the connection to the worker was lost";
+
 /// The first message of a client stream, which must be of one kind:
 /// `pick` takes what the handler needs from it, or refuses it.
 async fn first_message<T, U>(
@@ -389,7 +393,7 @@ impl pb::controller_server::Controller for ControllerService {
                     }
                     Ok(Some(_)) => continue,
                     Ok(None) | Err(_) => {
-                        let why = "the connection to the worker was lost".to_string();
+                        let why = WORKER_LOST.to_string();
                         let _ = out
                             .send(output(pb::attach_output::Msg::End(why.clone())))
                             .await;
