@@ -2,6 +2,7 @@
 //! own store), a real git repository, and scripted agents from `agents/`.
 
 pub mod etcd;
+pub mod netns;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
