@@ -4,10 +4,12 @@
 //! - [`dial`]: open a channel to a controller address (`unix:///…` today).
 //! - [`backoff`]: capped exponential backoff with jitter for reconnect loops.
 //! - [`env`]: every environment variable name `ao` reads or sets, in one place.
+//! - [`pki`]: the cluster CA, certificates and CSRs, CA pinning, tonic TLS configs.
 
 pub mod backoff;
 pub mod dial;
 pub mod env;
+pub mod pki;
 
 /// Generated code of `ao.v1`.
 #[allow(clippy::all, missing_docs)]
