@@ -14,9 +14,11 @@ use tonic::transport::Channel;
 use crate::render;
 
 /// Where the controller is, and how to reach it: one address, or several
-/// controllers of which only the leader answers.
+/// controllers of which only the leader answers; over https, with the
+/// client certificate in `credentials`.
 pub struct Target {
     addrs: Vec<ControllerAddr>,
+    credentials: std::path::PathBuf,
 }
 
 /// A gRPC error as a sentence, naming the controller when it is unreachable.
@@ -30,16 +32,42 @@ fn status_error(addr: &str, s: tonic::Status) -> anyhow::Error {
 }
 
 impl Target {
-    pub fn new(flag: Option<&str>, home: &Path) -> anyhow::Result<Self> {
+    /// `credentials` defaults to the admin credential that `ao controller
+    /// init` made in this machine's `AO_HOME`.
+    pub fn new(
+        flag: Option<&str>,
+        home: &Path,
+        credentials: Option<std::path::PathBuf>,
+    ) -> anyhow::Result<Self> {
         let addrs = match flag {
             Some(a) if !a.is_empty() => dial::parse_list(a)?,
             _ => vec![ControllerAddr::Unix(crate::stack::socket_path(home))],
         };
-        Ok(Self { addrs })
+        let credentials = credentials.unwrap_or_else(|| crate::stack::admin_dir(home));
+        Ok(Self { addrs, credentials })
+    }
+
+    /// The client TLS config, when an address needs one.
+    fn tls(&self) -> anyhow::Result<Option<tonic::transport::ClientTlsConfig>> {
+        if !self.addrs.iter().any(ControllerAddr::is_tls) {
+            return Ok(None);
+        }
+        let creds = ao_proto::pki::Credentials::load(&self.credentials).map_err(|e| {
+            anyhow::anyhow!(
+                "{e}\nthe CLI needs an admin credential to reach {}: copy ca.crt, tls.crt and tls.key from the controller's AO_HOME/pki/admin (made by `ao controller init`) and pass --credentials DIR (or AO_CREDENTIALS)",
+                self.addr()
+            )
+        })?;
+        Ok(Some(creds.client_tls()))
     }
 
     pub fn addrs(&self) -> &[ControllerAddr] {
         &self.addrs
+    }
+
+    /// Where the client certificate for https addresses is.
+    pub fn credentials(&self) -> &Path {
+        &self.credentials
     }
 
     /// The addresses as the user wrote them, for messages.
@@ -49,7 +77,8 @@ impl Target {
     }
 
     pub async fn client(&self) -> anyhow::Result<ControllerClient<Channel>> {
-        let (channel, _) = dial::connect_any(&self.addrs)
+        let tls = self.tls()?;
+        let (channel, _) = dial::connect_any(&self.addrs, tls.as_ref())
             .await
             .map_err(|e| anyhow::anyhow!("{e}; is ao running? start it with `ao up -d`"))?;
         Ok(ControllerClient::new(channel).max_decoding_message_size(64 * 1024 * 1024))
@@ -288,6 +317,64 @@ pub async fn events(target: &Target, req: pb::EventsRequest, json: bool) -> anyh
             return Ok(());
         }
     }
+    Ok(())
+}
+
+/// `ao token create`: prints the join command (stdout) for a new build machine.
+pub async fn create_token(target: &Target, ttl: Duration) -> anyhow::Result<()> {
+    let mut c = target.client().await?;
+    let r = c
+        .create_token(pb::CreateTokenRequest {
+            ttl_seconds: ttl.as_secs(),
+        })
+        .await
+        .map_err(|s| target.err(s))?
+        .into_inner();
+    println!(
+        "ao worker join {} --token {} --ca-hash {}",
+        r.controller_url, r.token, r.ca_hash
+    );
+    eprintln!(
+        "single use, valid until {}; run it on the new build machine, then `ao worker run`",
+        r.expires_at
+    );
+    Ok(())
+}
+
+/// `ao worker drain`: no new sessions on it (or again, with `undo`).
+pub async fn drain(target: &Target, id: String, undo: bool) -> anyhow::Result<()> {
+    let mut c = target.client().await?;
+    let w = c
+        .drain_worker(pb::DrainWorkerRequest {
+            worker_id: id,
+            undo,
+        })
+        .await
+        .map_err(|s| target.err(s))?
+        .into_inner();
+    let what = if undo {
+        "accepts new sessions again"
+    } else {
+        "takes no new sessions; its running sessions stay"
+    };
+    eprintln!("worker {} {what} ({} live)", w.id, w.sessions);
+    Ok(())
+}
+
+/// `ao worker rm`: forget a worker and revoke its certificates.
+pub async fn remove_worker(target: &Target, id: String) -> anyhow::Result<()> {
+    let mut c = target.client().await?;
+    let r = c
+        .remove_worker(pb::RemoveWorkerRequest {
+            worker_id: id.clone(),
+        })
+        .await
+        .map_err(|s| target.err(s))?
+        .into_inner();
+    eprintln!(
+        "worker {id} removed; {} certificate(s) revoked: its next call is refused",
+        r.revoked_certificates
+    );
     Ok(())
 }
 

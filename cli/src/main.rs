@@ -30,9 +30,12 @@ use clap::{Args, Parser, Subcommand};
                   State lives in $AO_HOME (default ~/.agent-orchestrator)."
 )]
 struct Cli {
-    /// Where the controller is (unix:///path/ao.sock); default: the local stack under AO_HOME.
+    /// Where the controller is: https://host:port (several, comma-separated, for HA) or unix:///path/ao.sock; default: the local stack under AO_HOME.
     #[arg(long, global = true, env = "AO_CONTROLLER")]
     controller: Option<String>,
+    /// Directory with ca.crt, tls.crt, tls.key for https controllers (default: $AO_HOME/pki/admin, or $AO_HOME/pki/worker for `ao worker run`).
+    #[arg(long, global = true, env = "AO_CREDENTIALS")]
+    credentials: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -46,6 +49,8 @@ enum Command {
         detach: bool,
         #[command(flatten)]
         store: StoreArgs,
+        #[command(flatten)]
+        cluster: ClusterArgs,
     },
     /// Stop the local stack; agent sessions keep running and are re-adopted by the next `ao up`.
     Down,
@@ -125,9 +130,12 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Workers.
+    /// Workers: list, join, run, drain, remove.
     #[command(subcommand)]
     Worker(WorkerCommand),
+    /// Join tokens for new build machines.
+    #[command(subcommand)]
+    Token(TokenCommand),
     /// Run one part of the stack alone.
     #[command(subcommand)]
     Controller(ControllerCommand),
@@ -189,8 +197,41 @@ enum WorkerCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Run a worker that dials the controller (--controller or AO_CONTROLLER).
+    /// Run a worker that dials the controller (--controller, AO_CONTROLLER, or the one it joined).
     Run(WorkerRunArgs),
+    /// Join a cluster: pin its CA, make a key here, trade the token for a worker certificate.
+    Join {
+        /// The controller, https://host:port (as `ao token create` printed it).
+        controller_url: String,
+        /// The single-use token from `ao token create`.
+        #[arg(long)]
+        token: String,
+        /// sha256:<hex> of the cluster CA certificate, from `ao token create`.
+        #[arg(long)]
+        ca_hash: String,
+        /// Worker id (default: the host name).
+        #[arg(long)]
+        id: Option<String>,
+    },
+    /// Stop placing new sessions on a worker; its running sessions stay.
+    Drain {
+        id: String,
+        /// Accept new sessions again.
+        #[arg(long)]
+        undo: bool,
+    },
+    /// Forget a worker and revoke its certificates; its sessions are marked stuck.
+    Rm { id: String },
+}
+
+#[derive(Subcommand)]
+enum TokenCommand {
+    /// Make a single-use join token and print the `ao worker join` command.
+    Create {
+        /// How long it stays valid (30m, 1h, 1d).
+        #[arg(long, default_value = "1h", value_parser = parse_duration)]
+        ttl: std::time::Duration,
+    },
 }
 
 #[derive(Args)]
@@ -204,15 +245,46 @@ struct WorkerRunArgs {
     /// Most sessions to run here (0: no limit).
     #[arg(long, default_value_t = 0)]
     max_sessions: u32,
+    /// Memory to keep free (512M, 2G): no session is placed here while less is available.
+    #[arg(long, default_value = "0", value_parser = parse_size)]
+    memory_reserve: u64,
 }
 
 #[derive(Subcommand)]
 enum ControllerCommand {
-    /// Run the controller alone, serving AO_HOME/ao.sock.
+    /// Run the controller alone, serving AO_HOME/ao.sock (and, with --listen, workers and CLIs over mTLS).
     Run {
         #[command(flatten)]
         store: StoreArgs,
+        #[command(flatten)]
+        cluster: ClusterArgs,
     },
+    /// Create the cluster CA and an admin credential for the CLI (once per cluster).
+    Init {
+        /// Where to keep them (default: $AO_HOME/pki).
+        #[arg(long)]
+        pki_dir: Option<PathBuf>,
+    },
+}
+
+/// Serving workers on other machines.
+#[derive(Args, Clone, Default)]
+pub struct ClusterArgs {
+    /// Serve workers and remote CLIs on this TCP address (mTLS only), e.g. 0.0.0.0:7070. Needs `ao controller init` first.
+    #[arg(long, env = "AO_LISTEN")]
+    pub listen: Option<std::net::SocketAddr>,
+    /// The URL workers use to reach this controller (default: https://<listen address, or host name>:<port>).
+    #[arg(long, requires = "listen")]
+    pub advertise: Option<String>,
+    /// Where the cluster CA is (default: $AO_HOME/pki).
+    #[arg(long)]
+    pub pki_dir: Option<PathBuf>,
+    /// A worker silent this long is `lost` and its sessions are marked stuck.
+    #[arg(long, default_value = "2m", value_parser = parse_duration, env = "AO_WORKER_GRACE")]
+    pub worker_grace: std::time::Duration,
+    /// Lifetime of worker certificates; workers renew them at two thirds of it.
+    #[arg(long, default_value = "24h", value_parser = parse_duration)]
+    pub worker_cert_ttl: std::time::Duration,
 }
 
 /// Where the controller keeps its state.
@@ -239,16 +311,19 @@ fn parse_label(s: &str) -> Result<(String, String), String> {
     }
 }
 
-/// `--since`: `30s`, `10m`, `2h`, `1d` ago, or an RFC 3339 time; as unix seconds.
-fn parse_since(s: &str) -> Result<u64, String> {
-    if let Ok(t) = chrono::DateTime::parse_from_rfc3339(s) {
-        return u64::try_from(t.timestamp()).map_err(|_| format!("`{s}` is before 1970"));
-    }
+/// A number and a unit, `n` and what follows it.
+fn number_and_unit<'a>(s: &'a str, expected: &str) -> Result<(u64, &'a str), String> {
     let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
     let (n, unit) = s.split_at(split);
-    let n: u64 = n
+    let n = n
         .parse()
-        .map_err(|_| format!("expected 30s, 10m, 2h, 1d or an RFC 3339 time, got `{s}`"))?;
+        .map_err(|_| format!("expected {expected}, got `{s}`"))?;
+    Ok((n, unit))
+}
+
+/// `30s`, `10m`, `2h`, `1d` (a bare number is seconds).
+fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    let (n, unit) = number_and_unit(s, "a duration like 30s, 10m, 2h or 1d")?;
     let secs = match unit {
         "s" | "" => n,
         "m" => n * 60,
@@ -256,7 +331,33 @@ fn parse_since(s: &str) -> Result<u64, String> {
         "d" => n * 86400,
         _ => return Err(format!("unknown unit `{unit}` in `{s}`: use s, m, h or d")),
     };
-    Ok((chrono::Utc::now().timestamp().max(0) as u64).saturating_sub(secs))
+    Ok(std::time::Duration::from_secs(secs))
+}
+
+/// `512M`, `2G`, `1T` or bytes.
+fn parse_size(s: &str) -> Result<u64, String> {
+    let (n, unit) = number_and_unit(s, "a size like 512M or 2G")?;
+    let shift = match unit.trim_end_matches(['i', 'B']) {
+        "" => 0,
+        "K" | "k" => 10,
+        "M" | "m" => 20,
+        "G" | "g" => 30,
+        "T" | "t" => 40,
+        _ => return Err(format!("unknown unit `{unit}` in `{s}`: use K, M, G or T")),
+    };
+    n.checked_mul(1 << shift)
+        .ok_or_else(|| format!("`{s}` is too large"))
+}
+
+/// `--since`: `30s`, `10m`, `2h`, `1d` ago, or an RFC 3339 time; as unix seconds.
+fn parse_since(s: &str) -> Result<u64, String> {
+    if let Ok(t) = chrono::DateTime::parse_from_rfc3339(s) {
+        return u64::try_from(t.timestamp()).map_err(|_| format!("`{s}` is before 1970"));
+    }
+    let ago = parse_duration(s)
+        .map_err(|e| format!("{e}; or give an RFC 3339 time"))?
+        .as_secs();
+    Ok((chrono::Utc::now().timestamp().max(0) as u64).saturating_sub(ago))
 }
 
 fn labels(pairs: Vec<(String, String)>) -> BTreeMap<String, String> {
@@ -292,25 +393,62 @@ fn main() -> ExitCode {
 
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let home = stack::ao_home()?;
-    let target = commands::Target::new(cli.controller.as_deref(), &home)?;
+    // `ao worker run` after `ao worker join` needs no flags.
+    let worker_run = matches!(cli.command, Command::Worker(WorkerCommand::Run(_)));
+    let (controller, credentials) = if worker_run {
+        stack::joined_target(&home, cli.controller, cli.credentials)
+    } else {
+        (cli.controller, cli.credentials)
+    };
+    let target = commands::Target::new(controller.as_deref(), &home, credentials)?;
     let ok = Ok(ExitCode::SUCCESS);
     match cli.command {
         Command::Up {
             detach: false,
             store,
-        } => stack::up_foreground(&home, &store).await.and(ok),
+            cluster,
+        } => stack::up_foreground(&home, &store, &cluster).await.and(ok),
         Command::Up {
             detach: true,
             store,
-        } => stack::up_detached(&home, &target, &store).await.and(ok),
+            cluster,
+        } => stack::up_detached(&home, &target, &store, &cluster)
+            .await
+            .and(ok),
         Command::Down => stack::down(&target).await.map(|()| ExitCode::SUCCESS),
-        Command::Controller(ControllerCommand::Run { store }) => {
-            stack::controller_only(&home, &store).await.and(ok)
+        Command::Controller(ControllerCommand::Run { store, cluster }) => {
+            stack::controller_only(&home, &store, &cluster)
+                .await
+                .and(ok)
+        }
+        Command::Controller(ControllerCommand::Init { pki_dir }) => {
+            stack::init_pki(&home, pki_dir).and(ok)
         }
         Command::Worker(WorkerCommand::Run(a)) => {
-            stack::worker_only(&home, &target, a.id, labels(a.labels), a.max_sessions)
+            let capacity = stack::Capacity {
+                max_sessions: a.max_sessions,
+                memory_reserve: a.memory_reserve,
+            };
+            stack::worker_only(&home, &target, a.id, labels(a.labels), capacity)
                 .await
-                .map(|()| ExitCode::SUCCESS)
+                .and(ok)
+        }
+        Command::Worker(WorkerCommand::Join {
+            controller_url,
+            token,
+            ca_hash,
+            id,
+        }) => stack::join(&home, &controller_url, &token, &ca_hash, id)
+            .await
+            .and(ok),
+        Command::Worker(WorkerCommand::Drain { id, undo }) => {
+            commands::drain(&target, id, undo).await.and(ok)
+        }
+        Command::Worker(WorkerCommand::Rm { id }) => {
+            commands::remove_worker(&target, id).await.and(ok)
+        }
+        Command::Token(TokenCommand::Create { ttl }) => {
+            commands::create_token(&target, ttl).await.and(ok)
         }
         Command::Doctor => doctor::run(&home, &target).await,
         Command::Apply { file } => commands::apply(&target, &file).await.and(ok),

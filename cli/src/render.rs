@@ -182,6 +182,11 @@ pub fn workers_json(workers: &[pb::Worker]) -> String {
                 "connectedAt": opt(&w.connected_at),
                 "lastSeenAt": opt(&w.last_seen_at),
                 "tmuxSocket": opt(&w.tmux_socket),
+                "reason": opt(&w.reason),
+                "memAvailableBytes": w.mem_available_bytes,
+                "memoryReserveBytes": w.memory_reserve_bytes,
+                "draining": w.draining,
+                "version": opt(&w.version),
             })
         })
         .collect();
@@ -200,19 +205,35 @@ pub fn workers_table(workers: &[pb::Worker]) -> String {
             } else {
                 format!("{}/{}", w.sessions, w.max_sessions)
             };
+            let memory = if w.memory_reserve_bytes == 0 {
+                gib(w.mem_available_bytes)
+            } else {
+                format!(
+                    "{} (keep {})",
+                    gib(w.mem_available_bytes),
+                    gib(w.memory_reserve_bytes)
+                )
+            };
             vec![
                 w.id.clone(),
                 w.state.clone(),
                 capacity,
+                memory,
                 labels.join(","),
-                w.tmux_socket.clone(),
+                w.reason.clone(),
             ]
         })
         .collect();
     table(
-        &["WORKER", "STATE", "SESSIONS", "LABELS", "TMUX SOCKET"],
+        &[
+            "WORKER", "STATE", "SESSIONS", "MEM FREE", "LABELS", "REASON",
+        ],
         rows,
     )
+}
+
+fn gib(bytes: u64) -> String {
+    format!("{:.1}G", bytes as f64 / f64::from(1u32 << 30))
 }
 
 #[cfg(test)]

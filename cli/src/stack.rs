@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{bail, Context};
+use ao_controller::cluster::Cluster;
 use ao_controller::config;
 use ao_controller::leader;
 use ao_controller::server::{self, Stop};
@@ -19,7 +20,7 @@ use ao_proto::{dial::ControllerAddr, env};
 use std::sync::Arc;
 
 use crate::commands::Target;
-use crate::StoreArgs;
+use crate::{ClusterArgs, StoreArgs};
 
 /// `AO_HOME`, or `~/.agent-orchestrator`.
 pub fn ao_home() -> anyhow::Result<PathBuf> {
@@ -39,6 +40,122 @@ pub fn socket_path(home: &Path) -> PathBuf {
 
 fn log_path(home: &Path) -> PathBuf {
     home.join("ao.log")
+}
+
+/// The cluster CA (`ca.crt`, `ca.key`), unless `--pki-dir` says otherwise.
+fn pki_dir(home: &Path, flag: Option<&Path>) -> PathBuf {
+    flag.map_or_else(|| home.join("pki"), Path::to_path_buf)
+}
+
+/// The CLI's admin credential made by `ao controller init`.
+pub fn admin_dir(home: &Path) -> PathBuf {
+    home.join("pki").join("admin")
+}
+
+/// This machine's worker credential from `ao worker join`.
+fn worker_dir(home: &Path) -> PathBuf {
+    home.join("pki").join("worker")
+}
+
+/// The file in which `ao worker join` remembers the controller's URL.
+fn joined_url_path(home: &Path) -> PathBuf {
+    worker_dir(home).join("controller")
+}
+
+/// For `ao worker run`: the controller and credential that `ao worker
+/// join` left, unless flags say otherwise.
+pub fn joined_target(
+    home: &Path,
+    controller: Option<String>,
+    credentials: Option<PathBuf>,
+) -> (Option<String>, Option<PathBuf>) {
+    let controller = controller.or_else(|| {
+        std::fs::read_to_string(joined_url_path(home))
+            .ok()
+            .map(|u| u.trim().to_string())
+    });
+    (controller, credentials.or_else(|| Some(worker_dir(home))))
+}
+
+/// `ao controller init`: the cluster CA and the CLI's admin credential.
+pub fn init_pki(home: &Path, flag: Option<PathBuf>) -> anyhow::Result<()> {
+    use ao_proto::pki::{Ca, Role};
+    prepare_home(home)?;
+    let dir = pki_dir(home, flag.as_deref());
+    if dir.join("ca.key").exists() {
+        bail!(
+            "a cluster CA already exists in {}; remove that directory to start a new cluster (every worker must join again)",
+            dir.display()
+        );
+    }
+    let cluster = nix::unistd::gethostname()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .unwrap_or_else(|| "ao".into());
+    let ca = Ca::generate(&cluster)?;
+    ca.save(&dir)?;
+    let admin_dir = dir.join("admin");
+    ca.issue_client(Role::Admin, "admin", Duration::from_secs(365 * 86400))?
+        .save(&admin_dir)?;
+    println!("ca-hash: {}", ao_proto::pki::ca_hash(ca.cert_pem())?);
+    eprintln!(
+        "cluster CA in {} (keep ca.key secret); admin credential for the CLI in {}\n\
+         next: ao controller run --listen 0.0.0.0:7070 (or ao up -d --listen …), then ao token create",
+        dir.display(),
+        admin_dir.display()
+    );
+    Ok(())
+}
+
+/// What the controller needs to serve workers on TCP.
+struct Listening {
+    listener: tokio::net::TcpListener,
+    server: ao_proto::pki::Credentials,
+    ca: ao_proto::pki::Ca,
+    url: String,
+}
+
+/// Binds `--listen` and issues this run's serving certificate from the
+/// cluster CA (names: the advertised host, the listen address, the host
+/// name; clients verify the cluster's fixed name, so any of them works).
+async fn listen(home: &Path, args: &ClusterArgs) -> anyhow::Result<Option<Listening>> {
+    let Some(addr) = args.listen else {
+        return Ok(None);
+    };
+    let dir = pki_dir(home, args.pki_dir.as_deref());
+    if !dir.join("ca.key").exists() {
+        bail!(
+            "--listen needs the cluster CA, and {} has none: run `ao controller init` first",
+            dir.display()
+        );
+    }
+    let ca = ao_proto::pki::Ca::load(&dir)?;
+    let hostname = nix::unistd::gethostname()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .unwrap_or_else(|| "localhost".into());
+    let url = match &args.advertise {
+        Some(u) => u.clone(),
+        None if addr.ip().is_unspecified() => format!("https://{hostname}:{}", addr.port()),
+        None => format!("https://{addr}"),
+    };
+    let advertised = ControllerAddr::parse(&url)
+        .map_err(|e| anyhow::anyhow!("--advertise: {e}"))?
+        .to_string();
+    let mut names = vec![hostname, addr.ip().to_string()];
+    if let Some((host, _)) = advertised.trim_start_matches("https://").rsplit_once(':') {
+        names.push(host.trim_matches(['[', ']']).to_string());
+    }
+    let server = ca.issue_server(&names, Duration::from_secs(365 * 86400))?;
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr}"))?;
+    Ok(Some(Listening {
+        listener,
+        server,
+        ca,
+        url,
+    }))
 }
 
 /// Creates `AO_HOME` readable by its owner only.
@@ -116,6 +233,7 @@ fn find_and_load_config(home: &Path) -> anyhow::Result<Option<(PathBuf, config::
 async fn start_controller(
     home: &Path,
     store: &StoreArgs,
+    cluster_args: &ClusterArgs,
     stop: Stop,
 ) -> anyhow::Result<(
     ControllerHandle,
@@ -148,7 +266,25 @@ async fn start_controller(
     };
     tracing::info!(store = %store.describe(), "store open");
     let fence = leadership.as_ref().map(|l| l.fence.clone());
-    let (handle, _actor) = sessions::start(store, home, fence).await?;
+    let settings = sessions::ControllerSettings {
+        worker_grace: cluster_args.worker_grace,
+        ..Default::default()
+    };
+    let (handle, _actor) = sessions::start(store.clone(), home, fence.clone(), settings).await?;
+    let (tcp, cluster) = match listen(home, cluster_args).await? {
+        Some(l) => {
+            let cluster = Cluster::open(
+                store,
+                l.ca,
+                cluster_args.worker_cert_ttl,
+                l.url.clone(),
+                fence,
+            )
+            .await?;
+            (Some((l.listener, l.server, l.url)), Some(Arc::new(cluster)))
+        }
+        None => (None, None),
+    };
     if let Some((path, cfg)) = find_and_load_config(home)? {
         let projects = handle.apply(cfg).await?;
         tracing::info!(config = %path.display(), ?projects, "config applied");
@@ -164,7 +300,24 @@ async fn start_controller(
     let server = tokio::spawn(async move {
         let stopped = server::stopped(&stop);
         let stop_all = stop.clone();
-        let serving = server::serve(server_handle, &home, listener, stop);
+        let unix = server::serve(
+            server_handle.clone(),
+            &home,
+            listener,
+            cluster.clone(),
+            stop.clone(),
+        );
+        let network = async {
+            match (tcp, cluster) {
+                (Some((listener, credentials, url)), Some(cluster)) => {
+                    tracing::info!(%url, "serving workers and CLIs over mTLS");
+                    server::serve_tls(server_handle, &home, listener, &credentials, cluster, stop)
+                        .await
+                }
+                _ => Ok(()),
+            }
+        };
+        let serving = async { tokio::try_join!(unix, network).map(|_| ()) };
         tokio::pin!(serving);
         let deposed = async {
             match leadership.as_mut() {
@@ -190,11 +343,20 @@ async fn start_controller(
     Ok((handle, server))
 }
 
+/// How much a worker takes on.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Capacity {
+    /// 0: no limit.
+    pub max_sessions: u32,
+    /// Bytes to keep free.
+    pub memory_reserve: u64,
+}
+
 fn local_worker_settings(
     home: &Path,
     id: Option<String>,
     labels: BTreeMap<String, String>,
-    max_sessions: u32,
+    capacity: Capacity,
 ) -> ao_worker::WorkerSettings {
     let hostname = nix::unistd::gethostname()
         .ok()
@@ -212,23 +374,31 @@ fn local_worker_settings(
         hostname,
         home: home.to_path_buf(),
         labels,
-        max_sessions,
+        max_sessions: capacity.max_sessions,
+        memory_reserve: capacity.memory_reserve,
         poll_interval: Duration::from_millis(500),
     }
 }
 
 /// `ao up`: the whole stack in this process until a signal or `ao down`.
-pub async fn up_foreground(home: &Path, store: &StoreArgs) -> anyhow::Result<()> {
+pub async fn up_foreground(
+    home: &Path,
+    store: &StoreArgs,
+    cluster: &ClusterArgs,
+) -> anyhow::Result<()> {
     init_tracing("info");
     require_tmux()?;
     prepare_home(home)?;
     let _lock = lock_home(home)?;
     let stop = server::stop_switch();
-    let (_handle, server) = start_controller(home, store, stop.clone()).await?;
-    let settings = local_worker_settings(home, None, BTreeMap::new(), 0);
-    let addr = vec![ControllerAddr::Unix(socket_path(home))];
+    let (_handle, server) = start_controller(home, store, cluster, stop.clone()).await?;
+    let settings = local_worker_settings(home, None, BTreeMap::new(), Capacity::default());
+    let link = ao_worker::LinkConfig {
+        addrs: vec![ControllerAddr::Unix(socket_path(home))],
+        credentials: None,
+    };
     // The worker leaves first so that its link does not hold the server open.
-    let worker = tokio::spawn(ao_worker::run(settings, addr, server::stopped(&stop)));
+    let worker = tokio::spawn(ao_worker::run(settings, link, server::stopped(&stop)));
     eprintln!(
         "ao is up: controller at unix://{}",
         socket_path(home).display()
@@ -249,11 +419,15 @@ fn require_tmux() -> anyhow::Result<()> {
 }
 
 /// `ao controller run`: the controller alone.
-pub async fn controller_only(home: &Path, store: &StoreArgs) -> anyhow::Result<()> {
+pub async fn controller_only(
+    home: &Path,
+    store: &StoreArgs,
+    cluster: &ClusterArgs,
+) -> anyhow::Result<()> {
     init_tracing("info");
     prepare_home(home)?;
     let _lock = lock_home(home)?;
-    let (_handle, server) = start_controller(home, store, server::stop_switch()).await?;
+    let (_handle, server) = start_controller(home, store, cluster, server::stop_switch()).await?;
     eprintln!(
         "controller listening at unix://{}",
         socket_path(home).display()
@@ -267,20 +441,104 @@ pub async fn worker_only(
     target: &Target,
     id: Option<String>,
     labels: BTreeMap<String, String>,
-    max_sessions: u32,
+    capacity: Capacity,
 ) -> anyhow::Result<()> {
     init_tracing("info");
     require_tmux()?;
     prepare_home(home)?;
-    let settings = local_worker_settings(home, id, labels, max_sessions);
+    let credentials = target
+        .addrs()
+        .iter()
+        .any(ControllerAddr::is_tls)
+        .then(|| target.credentials().to_path_buf());
+    // Over TLS the worker is who its certificate says.
+    let id = match &credentials {
+        Some(dir) => {
+            let creds = ao_proto::pki::Credentials::load(dir).map_err(|e| {
+                anyhow::anyhow!("{e}\njoin the cluster first: ao worker join <controller> --token … --ca-hash … (see `ao token create`)")
+            })?;
+            let named = ao_proto::pki::peer_identity_pem(&creds.cert_pem)?.name;
+            if let Some(asked) = id.filter(|i| *i != named) {
+                bail!("--id {asked}: this machine's certificate names worker `{named}`");
+            }
+            Some(named)
+        }
+        None => id,
+    };
+    let settings = local_worker_settings(home, id, labels, capacity);
     eprintln!("worker {} dialing {}", settings.id, target.addr());
-    ao_worker::run(settings, target.addrs().to_vec(), signalled()).await;
+    let link = ao_worker::LinkConfig {
+        addrs: target.addrs().to_vec(),
+        credentials,
+    };
+    ao_worker::run(settings, link, signalled()).await?;
+    Ok(())
+}
+
+/// `ao worker join`: pins the cluster CA by its hash, makes a key that
+/// never leaves this machine, and trades the token and a CSR for a worker
+/// certificate, kept in `AO_HOME/pki/worker` beside the controller's URL.
+pub async fn join(
+    home: &Path,
+    url: &str,
+    token: &str,
+    ca_hash: &str,
+    id: Option<String>,
+) -> anyhow::Result<()> {
+    use ao_proto::pki;
+    let started = std::time::Instant::now();
+    prepare_home(home)?;
+    let addr = ControllerAddr::parse(url)?;
+    let ControllerAddr::Https(host_port) = &addr else {
+        bail!("{url}: a cluster is joined over https://host:port");
+    };
+    let ca_pem = pki::fetch_pinned_ca(host_port, ca_hash).await?;
+    let id = id.unwrap_or_else(|| {
+        local_worker_settings(home, None, BTreeMap::new(), Capacity::default()).id
+    });
+    let (csr_pem, key_pem) = pki::new_csr(&id)?;
+    let channel = ao_proto::dial::connect(&addr, Some(&pki::anonymous_client_tls(&ca_pem))).await?;
+    let joined = ao_proto::pb::join_client::JoinClient::new(channel)
+        .join(ao_proto::pb::JoinRequest {
+            token: token.to_string(),
+            worker_id: id.clone(),
+            csr_pem,
+        })
+        .await
+        .map_err(|s| anyhow::anyhow!("{}", s.message()))?
+        .into_inner();
+    if pki::ca_hash(&joined.ca_pem)? != pki::ca_hash(&ca_pem)? {
+        bail!("the controller answered with a CA other than the pinned one; not trusting it");
+    }
+    let creds = pki::Credentials {
+        ca_pem,
+        cert_pem: joined.cert_pem,
+        key_pem,
+    };
+    let (_, not_after) = creds.validity()?;
+    let dir = worker_dir(home);
+    creds.save(&dir)?;
+    std::fs::write(joined_url_path(home), format!("{addr}\n"))
+        .with_context(|| format!("cannot write {}", joined_url_path(home).display()))?;
+    println!("joined as worker {}", joined.worker_id);
+    eprintln!(
+        "certificate in {} (valid until {}, renewed automatically) after {} ms\n\
+         next: ao worker run [--label k=v] [--max-sessions N] [--memory-reserve 2G]",
+        dir.display(),
+        chrono::DateTime::from_timestamp(not_after, 0).unwrap_or_default(),
+        started.elapsed().as_millis()
+    );
     Ok(())
 }
 
 /// `ao up -d`: start `ao up` in the background and return once it accepts
 /// commands and its worker is connected.
-pub async fn up_detached(home: &Path, target: &Target, store: &StoreArgs) -> anyhow::Result<()> {
+pub async fn up_detached(
+    home: &Path,
+    target: &Target,
+    store: &StoreArgs,
+    cluster: &ClusterArgs,
+) -> anyhow::Result<()> {
     if let Ok(info) = target.info().await {
         bail!(
             "ao is already running on {} (pid {}); stop it with `ao down`",
@@ -312,6 +570,19 @@ pub async fn up_detached(home: &Path, target: &Target, store: &StoreArgs) -> any
                 cmd.arg(flag).arg(v);
             }
         }
+        if let Some(listen) = cluster.listen {
+            cmd.arg("--listen").arg(listen.to_string());
+        }
+        if let Some(a) = &cluster.advertise {
+            cmd.arg("--advertise").arg(a);
+        }
+        if let Some(d) = &cluster.pki_dir {
+            cmd.arg("--pki-dir").arg(d);
+        }
+        cmd.arg("--worker-grace")
+            .arg(format!("{}s", cluster.worker_grace.as_secs()))
+            .arg("--worker-cert-ttl")
+            .arg(format!("{}s", cluster.worker_cert_ttl.as_secs()));
         cmd.stdin(std::process::Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)

@@ -10,10 +10,13 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status, Streaming};
 
+use crate::cluster::{Cluster, ClusterError};
 use crate::config::Config;
 use crate::events::{self, EventFilter};
 use crate::model::{rfc3339, EventRecord, SessionRecord};
-use crate::sessions::{BatchOutcome, ControllerError, ControllerHandle, SpawnArgs, Tunnel};
+use crate::sessions::{
+    BatchOutcome, ControllerError, ControllerHandle, SpawnArgs, Tunnel, WorkerView,
+};
 use crate::store::StoreError;
 
 impl From<ControllerError> for Status {
@@ -22,7 +25,8 @@ impl From<ControllerError> for Status {
         match e {
             ControllerError::UnknownProject { .. }
             | ControllerError::UnknownSession { .. }
-            | ControllerError::UnknownAgent { .. } => Status::not_found(msg),
+            | ControllerError::UnknownAgent { .. }
+            | ControllerError::UnknownWorker { .. } => Status::not_found(msg),
             ControllerError::NoConfig
             | ControllerError::WrongState { .. }
             | ControllerError::NotPlaced { .. } => Status::failed_precondition(msg),
@@ -36,6 +40,54 @@ impl From<ControllerError> for Status {
             }
             ControllerError::Store(_) => Status::internal(msg),
         }
+    }
+}
+
+impl From<ClusterError> for Status {
+    fn from(e: ClusterError) -> Self {
+        match e {
+            ClusterError::Refused(m) => Status::permission_denied(m),
+            ClusterError::Invalid(m) => Status::invalid_argument(m),
+            ClusterError::Store(e) => ControllerError::Store(e).into(),
+        }
+    }
+}
+
+fn worker_to_pb(w: &WorkerView) -> pb::Worker {
+    pb::Worker {
+        id: w.id.clone(),
+        hostname: w.hostname.clone(),
+        state: w.state.as_str().into(),
+        labels: w.labels.clone().into_iter().collect(),
+        max_sessions: w.max_sessions,
+        sessions: w.sessions,
+        connected_at: w.connected_at.clone().unwrap_or_default(),
+        last_seen_at: w.last_seen_at.clone().unwrap_or_default(),
+        tmux_socket: w.tmux_socket.clone(),
+        reason: w.reason.clone().unwrap_or_default(),
+        mem_available_bytes: w.mem_available_bytes,
+        memory_reserve_bytes: w.memory_reserve_bytes,
+        draining: w.draining,
+        version: w.version.clone(),
+    }
+}
+
+/// Over TCP, every call but `Join` must come with a certificate of the
+/// right role; the caller's identity rides along in the request.
+#[derive(Clone)]
+pub struct RequireRole {
+    pub cluster: std::sync::Arc<Cluster>,
+    pub role: ao_proto::pki::Role,
+}
+
+impl tonic::service::Interceptor for RequireRole {
+    fn call(&mut self, mut req: Request<()>) -> Result<Request<()>, Status> {
+        let who = self.cluster.authorize(&req, self.role).map_err(|e| {
+            tracing::warn!(remote = ?req.remote_addr(), "refused: {e}");
+            Status::from(e)
+        })?;
+        req.extensions_mut().insert(who);
+        Ok(req)
     }
 }
 
@@ -128,6 +180,18 @@ pub struct ControllerService {
     pub handle: ControllerHandle,
     pub home: String,
     pub stop: crate::server::Stop,
+    /// Set when the controller admits workers over TCP.
+    pub cluster: Option<std::sync::Arc<Cluster>>,
+}
+
+impl ControllerService {
+    fn cluster(&self) -> Result<&Cluster, Status> {
+        self.cluster.as_deref().ok_or_else(|| {
+            Status::failed_precondition(
+                "this controller does not admit workers over the network: run `ao controller init`, then start it with --listen HOST:PORT",
+            )
+        })
+    }
 }
 
 #[tonic::async_trait]
@@ -149,6 +213,11 @@ impl pb::controller_server::Controller for ControllerService {
                 .count() as u32,
             sessions: snap.sessions.len() as u32,
             projects: snap.projects.clone(),
+            controller_url: self
+                .cluster
+                .as_ref()
+                .map(|c| c.url().to_string())
+                .unwrap_or_default(),
         }))
     }
 
@@ -444,22 +513,54 @@ impl pb::controller_server::Controller for ControllerService {
         _: Request<pb::ListWorkersRequest>,
     ) -> Result<Response<pb::ListWorkersResponse>, Status> {
         let snap = fresh(&self.handle)?;
-        let workers = snap
-            .workers
-            .iter()
-            .map(|w| pb::Worker {
-                id: w.id.clone(),
-                hostname: w.hostname.clone(),
-                state: w.state.as_str().into(),
-                labels: w.labels.clone().into_iter().collect(),
-                max_sessions: w.max_sessions,
-                sessions: w.sessions,
-                connected_at: w.connected_at.clone().unwrap_or_default(),
-                last_seen_at: w.last_seen_at.clone().unwrap_or_default(),
-                tmux_socket: w.tmux_socket.clone(),
-            })
-            .collect();
+        let workers = snap.workers.iter().map(worker_to_pb).collect();
         Ok(Response::new(pb::ListWorkersResponse { workers }))
+    }
+
+    async fn drain_worker(
+        &self,
+        req: Request<pb::DrainWorkerRequest>,
+    ) -> Result<Response<pb::Worker>, Status> {
+        let r = req.into_inner();
+        let view = self.handle.drain(r.worker_id, r.undo).await?;
+        Ok(Response::new(worker_to_pb(&view)))
+    }
+
+    async fn remove_worker(
+        &self,
+        req: Request<pb::RemoveWorkerRequest>,
+    ) -> Result<Response<pb::RemoveWorkerResponse>, Status> {
+        let id = req.into_inner().worker_id;
+        // Revoke first: once the link closes, a reconnect is refused.
+        let revoked = match &self.cluster {
+            Some(c) => c.revoke(&id).await?,
+            None => 0,
+        };
+        match self.handle.remove_worker(id).await {
+            Err(ControllerError::UnknownWorker { .. }) if revoked > 0 => {}
+            other => other?,
+        }
+        Ok(Response::new(pb::RemoveWorkerResponse {
+            revoked_certificates: revoked,
+        }))
+    }
+
+    async fn create_token(
+        &self,
+        req: Request<pb::CreateTokenRequest>,
+    ) -> Result<Response<pb::CreateTokenResponse>, Status> {
+        let cluster = self.cluster()?;
+        let ttl = match req.into_inner().ttl_seconds {
+            0 => Duration::from_secs(3600),
+            s => Duration::from_secs(s),
+        };
+        let (token, expires) = cluster.create_token(ttl).await?;
+        Ok(Response::new(pb::CreateTokenResponse {
+            token,
+            expires_at: rfc3339(&expires),
+            ca_hash: cluster.ca_hash().to_string(),
+            controller_url: cluster.url().to_string(),
+        }))
     }
 
     async fn shutdown(
@@ -474,6 +575,15 @@ impl pb::controller_server::Controller for ControllerService {
 /// The worker-facing service.
 pub struct WorkerLinkService {
     pub handle: ControllerHandle,
+    pub cluster: Option<std::sync::Arc<Cluster>>,
+}
+
+/// The caller's certificate identity, put there by [`RequireRole`] (absent
+/// on the local Unix socket, which only its owner can open).
+fn caller<T>(req: &Request<T>) -> Option<ao_proto::pki::PeerIdentity> {
+    req.extensions()
+        .get::<ao_proto::pki::PeerIdentity>()
+        .cloned()
 }
 
 #[tonic::async_trait]
@@ -484,6 +594,7 @@ impl pb::worker_link_server::WorkerLink for WorkerLinkService {
         &self,
         req: Request<Streaming<pb::WorkerMessage>>,
     ) -> Result<Response<Self::LinkStream>, Status> {
+        let who = caller(&req);
         let mut inbound = req.into_inner();
         let hello = first_message(
             &mut inbound,
@@ -496,6 +607,13 @@ impl pb::worker_link_server::WorkerLink for WorkerLinkService {
         .await?;
         if hello.worker_id.is_empty() {
             return Err(Status::invalid_argument("hello without a worker id"));
+        }
+        if let Some(who) = who.filter(|w| w.name != hello.worker_id) {
+            tracing::warn!(cert = %who.name, hello = %hello.worker_id, "refused a worker speaking for another");
+            return Err(Status::permission_denied(format!(
+                "this certificate names worker `{}`, not `{}`",
+                who.name, hello.worker_id
+            )));
         }
         let (tx, rx) = mpsc::channel(1024);
         let worker = hello.worker_id.clone();
@@ -542,5 +660,50 @@ impl pb::worker_link_server::WorkerLink for WorkerLinkService {
         Ok(Response::new(Box::pin(
             ReceiverStream::new(to_worker).map(Ok),
         )))
+    }
+
+    async fn renew(
+        &self,
+        req: Request<pb::RenewRequest>,
+    ) -> Result<Response<pb::RenewResponse>, Status> {
+        let (Some(cluster), Some(who)) = (&self.cluster, caller(&req)) else {
+            return Err(Status::failed_precondition(
+                "certificates are renewed only over the controller's TCP port",
+            ));
+        };
+        let cert_pem = cluster.renew(&who, &req.into_inner().csr_pem).await?;
+        tracing::info!(worker = %who.name, "renewed a worker certificate");
+        Ok(Response::new(pb::RenewResponse { cert_pem }))
+    }
+}
+
+/// `ao worker join`: a token and a CSR in, a certificate out. The only
+/// call served to callers without a certificate.
+pub struct JoinService {
+    pub cluster: std::sync::Arc<Cluster>,
+}
+
+#[tonic::async_trait]
+impl pb::join_server::Join for JoinService {
+    async fn join(
+        &self,
+        req: Request<pb::JoinRequest>,
+    ) -> Result<Response<pb::JoinResponse>, Status> {
+        let remote = req.remote_addr();
+        let r = req.into_inner();
+        match self.cluster.join(&r.token, &r.worker_id, &r.csr_pem).await {
+            Ok(cert_pem) => {
+                tracing::info!(worker = %r.worker_id, ?remote, "worker joined with a token");
+                Ok(Response::new(pb::JoinResponse {
+                    worker_id: r.worker_id,
+                    cert_pem,
+                    ca_pem: self.cluster.ca_pem().to_string(),
+                }))
+            }
+            Err(e) => {
+                tracing::warn!(worker = %r.worker_id, ?remote, "join refused: {e}");
+                Err(e.into())
+            }
+        }
     }
 }

@@ -10,6 +10,25 @@ pub const WORKERS: &str = "/ao/v1/workers/";
 /// Held by the leading controller, under its lease.
 pub const LEADER: &str = "/ao/v1/leader";
 const COUNTERS: &str = "/ao/v1/counters/";
+/// Join tokens, by token id; the value holds only a hash of the secret.
+pub const TOKENS: &str = "/ao/v1/tokens/";
+/// Certificates issued to workers: `/ao/v1/certs/<worker>/<serial>`.
+pub const CERTS: &str = "/ao/v1/certs/";
+/// Revoked certificate serials.
+pub const REVOKED: &str = "/ao/v1/revoked/";
+
+pub fn token(id: &str) -> String {
+    format!("{TOKENS}{id}")
+}
+
+/// With an empty `serial`: the prefix of every certificate of `worker`.
+pub fn cert(worker: &str, serial: &str) -> String {
+    format!("{CERTS}{worker}/{serial}")
+}
+
+pub fn revoked(serial: &str) -> String {
+    format!("{REVOKED}{serial}")
+}
 
 pub fn session(id: &str) -> String {
     format!("{SESSIONS}{id}")

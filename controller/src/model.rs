@@ -142,6 +142,17 @@ pub struct WorkerRecord {
     pub max_sessions: u32,
     pub tmux_socket: String,
     pub first_seen_at: DateTime<Utc>,
+    /// No session is placed while its available memory is at or below this.
+    #[serde(default)]
+    pub memory_reserve_bytes: u64,
+    /// `ao worker drain`: no new sessions.
+    #[serde(default)]
+    pub draining: bool,
+    /// Silent past the grace; cleared when it says hello again.
+    #[serde(default)]
+    pub lost: bool,
+    #[serde(default)]
+    pub version: String,
 }
 
 #[cfg(test)]

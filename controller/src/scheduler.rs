@@ -14,6 +14,20 @@ pub struct Candidate<'a> {
     /// 0 means unlimited.
     pub max_sessions: u32,
     pub sessions: u32,
+    /// What the machine has left (`MemAvailable`), as last reported.
+    pub mem_available: u64,
+    /// Placement stops while `mem_available <= memory_reserve` (0: no reserve).
+    pub memory_reserve: u64,
+}
+
+impl Candidate<'_> {
+    fn has_room(&self) -> bool {
+        self.max_sessions == 0 || self.sessions < self.max_sessions
+    }
+
+    fn has_memory(&self) -> bool {
+        self.memory_reserve == 0 || self.mem_available > self.memory_reserve
+    }
 }
 
 /// Picks a worker for a session that needs `labels`, or says why none fits.
@@ -45,9 +59,16 @@ pub fn place<'a>(
         let want: Vec<_> = labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
         return Err(format!("no ready worker has labels {}", want.join(",")));
     }
-    matching
-        .into_iter()
-        .filter(|c| c.max_sessions == 0 || c.sessions < c.max_sessions)
+    let with_room: Vec<_> = matching.iter().filter(|c| c.has_room()).collect();
+    if with_room.is_empty() {
+        return Err(format!(
+            "every matching worker is at capacity ({} of them)",
+            matching.len()
+        ));
+    }
+    with_room
+        .iter()
+        .filter(|c| c.has_memory())
         .min_by(|a, b| {
             load(a)
                 .partial_cmp(&load(b))
@@ -55,7 +76,12 @@ pub fn place<'a>(
                 .then_with(|| a.id.cmp(b.id))
         })
         .map(|c| c.id)
-        .ok_or_else(|| "every matching worker is at capacity".into())
+        .ok_or_else(|| {
+            format!(
+                "every matching worker with room is at its memory reserve ({} of them)",
+                with_room.len()
+            )
+        })
 }
 
 fn load(c: &Candidate<'_>) -> f64 {
@@ -88,6 +114,8 @@ mod tests {
                 labels: &none,
                 max_sessions: 4,
                 sessions: 3,
+                mem_available: 8 << 30,
+                memory_reserve: 1 << 30,
             },
             Candidate {
                 id: "b",
@@ -95,6 +123,8 @@ mod tests {
                 labels: &gpu,
                 max_sessions: 4,
                 sessions: 1,
+                mem_available: 0,
+                memory_reserve: 0,
             },
             Candidate {
                 id: "c",
@@ -102,6 +132,8 @@ mod tests {
                 labels: &gpu,
                 max_sessions: 4,
                 sessions: 0,
+                mem_available: 0,
+                memory_reserve: 0,
             },
             Candidate {
                 id: "d",
@@ -109,6 +141,8 @@ mod tests {
                 labels: &gpu,
                 max_sessions: 1,
                 sessions: 1,
+                mem_available: 0,
+                memory_reserve: 0,
             },
         ];
         assert_eq!(place(&ws, &none), Ok("b"));
@@ -118,5 +152,31 @@ mod tests {
             .contains("os=mac"));
         assert!(place(&ws[3..], &gpu).unwrap_err().contains("capacity"));
         assert!(place(&[], &none).unwrap_err().contains("no worker"));
+    }
+
+    #[test]
+    fn a_worker_at_its_memory_reserve_gets_nothing() {
+        let none = labels(&[]);
+        let mut low = Candidate {
+            id: "low",
+            state: WorkerState::Ready,
+            labels: &none,
+            max_sessions: 0,
+            sessions: 0,
+            mem_available: 1 << 30,
+            memory_reserve: 2 << 30,
+        };
+        let busy = Candidate {
+            id: "busy",
+            sessions: 10,
+            memory_reserve: 0,
+            ..low.clone()
+        };
+        assert_eq!(place(&[low.clone(), busy.clone()], &none), Ok("busy"));
+        assert!(place(std::slice::from_ref(&low), &none)
+            .unwrap_err()
+            .contains("memory reserve"));
+        low.mem_available = 3 << 30;
+        assert_eq!(place(&[low, busy], &none), Ok("low"));
     }
 }

@@ -9,7 +9,8 @@ use tokio::net::UnixListener;
 use tokio::sync::watch;
 use tokio_stream::wrappers::UnixListenerStream;
 
-use crate::grpc::{ControllerService, WorkerLinkService};
+use crate::cluster::Cluster;
+use crate::grpc::{ControllerService, JoinService, RequireRole, WorkerLinkService};
 use crate::sessions::ControllerHandle;
 
 #[derive(Debug, thiserror::Error)]
@@ -61,8 +62,17 @@ pub fn stopped(stop: &Stop) -> impl Future<Output = ()> + Send + 'static {
     }
 }
 
-/// Serves until `stop` is set (a client's `Shutdown` sets it too). Returns
-/// once in-flight calls are done; the caller bounds that wait.
+fn builder() -> tonic::transport::Server {
+    tonic::transport::Server::builder()
+        .http2_keepalive_interval(Some(std::time::Duration::from_secs(10)))
+        .http2_keepalive_timeout(Some(std::time::Duration::from_secs(20)))
+}
+
+/// Serves the local Unix socket until `stop` is set (a client's `Shutdown`
+/// sets it too): only the socket's owner can connect, so no certificate is
+/// asked for. Returns once in-flight calls are done; the caller bounds
+/// that wait. `cluster` is set when the controller also listens on TCP
+/// (then the local CLI can create tokens).
 ///
 /// # Errors
 /// [`ServeError::Serve`] when the transport fails.
@@ -70,20 +80,75 @@ pub async fn serve(
     handle: ControllerHandle,
     home: &Path,
     listener: UnixListener,
+    cluster: Option<Arc<Cluster>>,
     stop: Stop,
 ) -> Result<(), ServeError> {
     let controller = ControllerService {
         handle: handle.clone(),
         home: home.display().to_string(),
         stop: stop.clone(),
+        cluster: cluster.clone(),
     };
-    let link = WorkerLinkService { handle };
+    let link = WorkerLinkService { handle, cluster };
     let stop = stopped(&stop);
-    tonic::transport::Server::builder()
-        .http2_keepalive_interval(Some(std::time::Duration::from_secs(10)))
+    builder()
         .add_service(pb::controller_server::ControllerServer::new(controller))
         .add_service(pb::worker_link_server::WorkerLinkServer::new(link))
         .serve_with_incoming_shutdown(UnixListenerStream::new(listener), stop)
+        .await
+        .map_err(ServeError::Serve)
+}
+
+/// Serves the TCP port with mutual TLS only: the CLI's API needs an admin
+/// certificate, the worker link a worker certificate that is not revoked;
+/// only `Join` takes callers without one. Plain-text connections fail the
+/// handshake.
+///
+/// # Errors
+/// [`ServeError::Serve`] when the TLS setup or the transport fails.
+pub async fn serve_tls(
+    handle: ControllerHandle,
+    home: &Path,
+    listener: tokio::net::TcpListener,
+    server: &ao_proto::pki::Credentials,
+    cluster: Arc<Cluster>,
+    stop: Stop,
+) -> Result<(), ServeError> {
+    use ao_proto::pki::Role;
+    let controller = ControllerService {
+        handle: handle.clone(),
+        home: home.display().to_string(),
+        stop: stop.clone(),
+        cluster: Some(cluster.clone()),
+    };
+    let link = WorkerLinkService {
+        handle,
+        cluster: Some(cluster.clone()),
+    };
+    let join = JoinService {
+        cluster: cluster.clone(),
+    };
+    let role = |role| RequireRole {
+        cluster: cluster.clone(),
+        role,
+    };
+    let stop = stopped(&stop);
+    builder()
+        .tls_config(server.server_tls())
+        .map_err(ServeError::Serve)?
+        .add_service(pb::controller_server::ControllerServer::with_interceptor(
+            controller,
+            role(Role::Admin),
+        ))
+        .add_service(pb::worker_link_server::WorkerLinkServer::with_interceptor(
+            link,
+            role(Role::Worker),
+        ))
+        .add_service(pb::join_server::JoinServer::new(join))
+        .serve_with_incoming_shutdown(
+            tokio_stream::wrappers::TcpListenerStream::new(listener),
+            stop,
+        )
         .await
         .map_err(ServeError::Serve)
 }

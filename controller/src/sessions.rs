@@ -11,7 +11,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use ao_proto::pb;
 use chrono::Utc;
@@ -46,6 +46,8 @@ pub enum ControllerError {
         action: &'static str,
         wanted: &'static str,
     },
+    #[error("unknown worker `{id}` (see `ao worker ls`)")]
+    UnknownWorker { id: String },
     #[error("worker `{worker}` of session `{id}` is not connected")]
     WorkerUnavailable { id: String, worker: String },
     #[error("session `{id}` has no worker yet: {reason}")]
@@ -83,6 +85,30 @@ pub struct WorkerView {
     pub connected_at: Option<String>,
     pub last_seen_at: Option<String>,
     pub tmux_socket: String,
+    /// Why it is not ready, when it is not.
+    pub reason: Option<String>,
+    pub mem_available_bytes: u64,
+    pub memory_reserve_bytes: u64,
+    pub draining: bool,
+    pub version: String,
+}
+
+/// How the controller judges workers.
+#[derive(Debug, Clone)]
+pub struct ControllerSettings {
+    /// A worker silent this long is `disconnected` (shown, no action).
+    pub silent_after: Duration,
+    /// A worker silent this long is `lost`: its sessions are marked stuck.
+    pub worker_grace: Duration,
+}
+
+impl Default for ControllerSettings {
+    fn default() -> Self {
+        Self {
+            silent_after: Duration::from_secs(20),
+            worker_grace: Duration::from_secs(120),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default)]
@@ -123,7 +149,10 @@ enum Command {
     WorkerHello(u64, pb::Hello, mpsc::Sender<pb::ControllerMessage>),
     WorkerMessage(u64, String, pb::worker_message::Msg),
     WorkerGone(u64, String),
+    Drain(String, bool, Reply<WorkerView>),
+    RemoveWorker(String, Reply<()>),
     StoreProbe(Result<(), String>),
+    Tick,
 }
 
 /// One issue of a batch spawn: a new session, or why none was made.
@@ -339,6 +368,23 @@ impl ControllerHandle {
     pub async fn worker_gone(&self, conn: u64, worker: String) {
         let _ = self.tx.send(Command::WorkerGone(conn, worker)).await;
     }
+
+    /// Stops (or, with `undo`, resumes) placing sessions on a worker.
+    ///
+    /// # Errors
+    /// Unknown worker, or the store refused the write.
+    pub async fn drain(&self, worker: String, undo: bool) -> Result<WorkerView, ControllerError> {
+        self.ask(|r| Command::Drain(worker, undo, r)).await
+    }
+
+    /// Forgets a worker: its link is closed and its live sessions are
+    /// marked stuck. Certificates are revoked by the caller.
+    ///
+    /// # Errors
+    /// Unknown worker, or the store refused the write.
+    pub async fn remove_worker(&self, worker: String) -> Result<(), ControllerError> {
+        self.ask(|r| Command::RemoveWorker(worker, r)).await
+    }
 }
 
 /// A live worker link.
@@ -346,21 +392,70 @@ struct WorkerConn {
     conn: u64,
     tx: mpsc::Sender<pb::ControllerMessage>,
     connected_at: chrono::DateTime<Utc>,
-    last_seen_at: chrono::DateTime<Utc>,
 }
 
 struct Worker {
     record: WorkerRecord,
     link: Option<WorkerConn>,
+    /// When it last said anything (or when this controller started: a
+    /// restarted controller gives every worker the full grace).
+    last_seen: Instant,
+    last_seen_at: Option<chrono::DateTime<Utc>>,
+    /// Its link is open but it has said nothing for too long.
+    silent: bool,
+    mem_available: u64,
 }
 
 impl Worker {
-    fn state(&self) -> WorkerState {
-        if self.link.is_some() {
-            WorkerState::Ready
-        } else {
-            WorkerState::Disconnected
+    fn new(record: WorkerRecord) -> Self {
+        Self {
+            record,
+            link: None,
+            last_seen: Instant::now(),
+            last_seen_at: None,
+            silent: false,
+            mem_available: 0,
         }
+    }
+
+    fn state(&self) -> WorkerState {
+        if self.record.lost {
+            WorkerState::Lost
+        } else if self.link.is_none() || self.silent {
+            WorkerState::Disconnected
+        } else if self.record.draining {
+            WorkerState::Draining
+        } else {
+            WorkerState::Ready
+        }
+    }
+
+    /// Why it takes no sessions, for `ao worker ls`.
+    fn reason(&self, grace: Duration) -> Option<String> {
+        let silent_for = self.last_seen.elapsed();
+        let left = grace.saturating_sub(silent_for).as_secs();
+        match self.state() {
+            WorkerState::Ready => None,
+            WorkerState::Draining => Some("drained: takes no new sessions".into()),
+            WorkerState::Lost => Some(format!(
+                "lost: silent for more than {}s; its sessions are marked stuck",
+                grace.as_secs()
+            )),
+            WorkerState::Disconnected if self.link.is_some() => Some(format!(
+                "no heartbeat for {}s; lost in {left}s",
+                silent_for.as_secs()
+            )),
+            WorkerState::Disconnected => Some(format!(
+                "link down for {}s; lost in {left}s",
+                silent_for.as_secs()
+            )),
+        }
+    }
+
+    /// Heard from it: it is alive, whatever it said.
+    fn seen(&mut self) {
+        self.last_seen = Instant::now();
+        self.last_seen_at = Some(Utc::now());
     }
 }
 
@@ -425,10 +520,13 @@ struct Actor {
     store_error: Option<String>,
     /// With several controllers: every write holds only while we lead.
     fence: Option<Fence>,
+    settings: ControllerSettings,
 }
 
 /// How often the store's health is probed.
 const STORE_PROBE: Duration = Duration::from_secs(2);
+/// How often workers' silence is judged.
+const LIVENESS_TICK: Duration = Duration::from_secs(1);
 
 /// Loads the controller's state from `store`, repairs `events.jsonl` in
 /// `home`, and starts the actor.
@@ -439,6 +537,7 @@ pub async fn start(
     store: Arc<dyn Store>,
     home: &Path,
     fence: Option<Fence>,
+    settings: ControllerSettings,
 ) -> Result<(ControllerHandle, tokio::task::JoinHandle<()>), ControllerError> {
     let loaded = Loaded::read(store.as_ref()).await?;
     let events_path = home.join("events.jsonl");
@@ -464,12 +563,14 @@ pub async fn start(
         publish,
         store_error: None,
         fence,
+        settings,
     };
     actor.adopt(loaded).await?;
     // A restarted controller judges no session before its worker reports.
     actor.publish();
     let task = tokio::spawn(actor.run(rx));
     tokio::spawn(probe_store(store.clone(), tx.downgrade()));
+    tokio::spawn(tick(tx.downgrade()));
     Ok((
         ControllerHandle {
             tx,
@@ -553,10 +654,14 @@ impl Actor {
         self.revs = loaded.revs;
         self.counters = loaded.counters;
         self.event_seq = loaded.event_seq;
+        let mut known = std::mem::take(&mut self.workers);
         for record in loaded.workers {
-            let link = self.workers.remove(&record.id).and_then(|w| w.link);
-            self.workers
-                .insert(record.id.clone(), Worker { record, link });
+            // Keep what only memory knows: the link and the liveness.
+            let worker = match known.remove(&record.id) {
+                Some(w) => Worker { record, ..w },
+                None => Worker::new(record),
+            };
+            self.workers.insert(worker.record.id.clone(), worker);
         }
         // Sessions that wait for a worker wait again after a restart.
         for s in self.sessions.values() {
@@ -660,7 +765,14 @@ impl Actor {
                 self.worker_message(conn, &worker, msg).await
             }
             Command::WorkerGone(conn, worker) => self.worker_gone(conn, &worker).await,
+            Command::Drain(worker, undo, reply) => {
+                let _ = reply.send(self.drain(&worker, undo).await);
+            }
+            Command::RemoveWorker(worker, reply) => {
+                let _ = reply.send(self.remove_worker(&worker).await);
+            }
             Command::StoreProbe(result) => self.store_probe(result).await,
+            Command::Tick => self.judge_workers().await,
         }
     }
 
@@ -674,17 +786,7 @@ impl Actor {
         let workers = self
             .workers
             .values()
-            .map(|w| WorkerView {
-                id: w.record.id.clone(),
-                hostname: w.record.hostname.clone(),
-                state: w.state(),
-                labels: w.record.labels.clone(),
-                max_sessions: w.record.max_sessions,
-                sessions: counts.get(w.record.id.as_str()).copied().unwrap_or(0),
-                connected_at: w.link.as_ref().map(|l| rfc3339(&l.connected_at)),
-                last_seen_at: w.link.as_ref().map(|l| rfc3339(&l.last_seen_at)),
-                tmux_socket: w.record.tmux_socket.clone(),
-            })
+            .map(|w| self.worker_view(w, &counts))
             .collect();
         let projects = self
             .config
@@ -697,6 +799,25 @@ impl Actor {
             workers,
             projects,
         }));
+    }
+
+    fn worker_view(&self, w: &Worker, counts: &HashMap<&str, u32>) -> WorkerView {
+        WorkerView {
+            id: w.record.id.clone(),
+            hostname: w.record.hostname.clone(),
+            state: w.state(),
+            labels: w.record.labels.clone(),
+            max_sessions: w.record.max_sessions,
+            sessions: counts.get(w.record.id.as_str()).copied().unwrap_or(0),
+            connected_at: w.link.as_ref().map(|l| rfc3339(&l.connected_at)),
+            last_seen_at: w.last_seen_at.as_ref().map(rfc3339),
+            tmux_socket: w.record.tmux_socket.clone(),
+            reason: w.reason(self.settings.worker_grace),
+            mem_available_bytes: w.mem_available,
+            memory_reserve_bytes: w.record.memory_reserve_bytes,
+            draining: w.record.draining,
+            version: w.record.version.clone(),
+        }
     }
 
     /// Writes sessions and events in one transaction guarded by the
@@ -1043,6 +1164,8 @@ impl Actor {
                 labels: &w.record.labels,
                 max_sessions: w.record.max_sessions,
                 sessions: counts.get(w.record.id.as_str()).copied().unwrap_or(0),
+                mem_available: w.mem_available,
+                memory_reserve: w.record.memory_reserve_bytes,
             })
             .collect();
         scheduler::place(&candidates, &s.labels).map(str::to_string)
@@ -1231,6 +1354,7 @@ impl Actor {
     ) {
         let now = Utc::now();
         let id = hello.worker_id.clone();
+        let previous = self.workers.get(&id).map(|w| &w.record);
         let record = WorkerRecord {
             schema_version: SCHEMA_VERSION,
             id: id.clone(),
@@ -1238,12 +1362,14 @@ impl Actor {
             labels: hello.labels.clone().into_iter().collect(),
             max_sessions: hello.max_sessions,
             tmux_socket: hello.tmux_socket.clone(),
-            first_seen_at: self
-                .workers
-                .get(&id)
-                .map_or(now, |w| w.record.first_seen_at),
+            first_seen_at: previous.map_or(now, |r| r.first_seen_at),
+            memory_reserve_bytes: hello.memory_reserve_bytes,
+            // Draining is the admin's word and outlives reconnects.
+            draining: previous.is_some_and(|r| r.draining),
+            lost: false,
+            version: hello.version.clone(),
         };
-        let known = self.workers.contains_key(&id);
+        let known = previous.is_some();
         // Requests in flight on a replaced link will never be answered.
         self.inputs.retain(|_, (w, _)| *w != id);
         self.streams.retain(|_, (w, _)| *w != id);
@@ -1254,18 +1380,15 @@ impl Actor {
                 heartbeat_interval_ms: 5_000,
             })),
         });
-        self.workers.insert(
-            id.clone(),
-            Worker {
-                record: record.clone(),
-                link: Some(WorkerConn {
-                    conn,
-                    tx,
-                    connected_at: now,
-                    last_seen_at: now,
-                }),
-            },
-        );
+        let mut worker = Worker::new(record.clone());
+        worker.link = Some(WorkerConn {
+            conn,
+            tx,
+            connected_at: now,
+        });
+        worker.seen();
+        worker.mem_available = hello.mem_available_bytes;
+        self.workers.insert(id.clone(), worker);
         let kind = if known {
             "worker.reconnected"
         } else {
@@ -1382,13 +1505,26 @@ impl Actor {
         let Some(w) = self.workers.get_mut(worker) else {
             return;
         };
-        match &mut w.link {
-            Some(link) if link.conn == conn => link.last_seen_at = Utc::now(),
+        if w.link.as_ref().map(|l| l.conn) != Some(conn) {
             // A message from a replaced connection: ignore it.
-            _ => return,
+            return;
+        }
+        w.seen();
+        if w.silent {
+            w.silent = false;
+            let event = NewEvent::worker("worker.reconnected", Priority::Info, worker)
+                .message(format!("worker {worker} is heard from again"));
+            self.write_or_log(&[], vec![event]).await;
+            self.publish();
+            self.place_waiting().await;
         }
         match msg {
-            pb::worker_message::Msg::Heartbeat(_) | pb::worker_message::Msg::Hello(_) => {}
+            pb::worker_message::Msg::Heartbeat(beat) => {
+                if let Some(w) = self.workers.get_mut(worker) {
+                    w.mem_available = beat.mem_available_bytes;
+                }
+            }
+            pb::worker_message::Msg::Hello(_) => {}
             pb::worker_message::Msg::Report(report) => {
                 let current = self.sessions.get(&report.session_id).map(|s| s.epoch);
                 match current {
@@ -1544,13 +1680,154 @@ impl Actor {
             return;
         }
         w.link = None;
+        // Already reported when it fell silent.
+        let announced = std::mem::take(&mut w.silent) || w.record.lost;
         self.inputs.retain(|_, (w, _)| w != worker);
         self.streams.retain(|_, (w, _)| w != worker);
-        let event = NewEvent::worker("worker.disconnected", Priority::Warning, worker)
-            .message(format!("worker {worker} disconnected"));
-        if let Err(e) = self.write(&[], vec![], vec![event]).await {
-            tracing::error!(worker, "recording the disconnect failed: {e}");
+        if !announced {
+            let event = NewEvent::worker("worker.disconnected", Priority::Warning, worker)
+                .message(format!("worker {worker} disconnected: its link closed"));
+            self.write_or_log(&[], vec![event]).await;
         }
+        self.publish();
+    }
+
+    /// Judges every worker's silence: `disconnected` after
+    /// `silent_after` (shown only), `lost` after the grace (its sessions
+    /// are marked stuck and its link, if any, is closed so that it comes
+    /// back with a fresh inventory).
+    async fn judge_workers(&mut self) {
+        let (silent_after, grace) = (self.settings.silent_after, self.settings.worker_grace);
+        let mut fell_silent = Vec::new();
+        let mut lost = Vec::new();
+        for w in self.workers.values_mut() {
+            let quiet = w.last_seen.elapsed();
+            if w.link.is_some() && !w.silent && quiet >= silent_after {
+                w.silent = true;
+                fell_silent.push((w.record.id.clone(), quiet));
+            }
+            if (w.link.is_none() || w.silent) && !w.record.lost && quiet >= grace {
+                lost.push((w.record.id.clone(), quiet));
+            }
+        }
+        for (id, quiet) in &fell_silent {
+            let event =
+                NewEvent::worker("worker.disconnected", Priority::Warning, id).message(format!(
+                    "worker {id} disconnected: no heartbeat for {}s",
+                    quiet.as_secs()
+                ));
+            self.write_or_log(&[], vec![event]).await;
+        }
+        for (id, quiet) in lost {
+            let reason = format!(
+                "worker {id} lost: no word from it for {}s (grace {}s)",
+                quiet.as_secs(),
+                grace.as_secs()
+            );
+            self.mark_lost(&id, "worker.lost", &reason).await;
+        }
+        let disconnected = self
+            .workers
+            .values()
+            .any(|w| w.state() == WorkerState::Disconnected);
+        if !fell_silent.is_empty() || disconnected {
+            // The countdown in `ao worker ls` moves.
+            self.publish();
+        }
+    }
+
+    /// Marks a worker lost (or removed): one event for it, and every live
+    /// session it held becomes `stuck` with the reason. Nothing is
+    /// restarted elsewhere: a worker that comes back re-adopts its sessions.
+    async fn mark_lost(&mut self, id: &str, kind: &'static str, reason: &str) {
+        let Some(w) = self.workers.get_mut(id) else {
+            return;
+        };
+        w.silent = false;
+        // Dropping the sender ends the response stream: a half-open
+        // connection comes back through a new hello.
+        w.link = None;
+        let mut record = w.record.clone();
+        record.lost = true;
+        let mut sessions = Vec::new();
+        let mut events = vec![NewEvent::worker(kind, Priority::Urgent, id).message(reason)];
+        for s in self.sessions.values() {
+            if s.worker.as_deref() != Some(id) || s.status.is_ended() {
+                continue;
+            }
+            let mut s = s.clone();
+            s.status = SessionStatus::Stuck;
+            s.activity = None;
+            s.summary = Some(reason.to_string());
+            events.push(
+                NewEvent::session("session.stuck", Priority::Urgent, &s)
+                    .message(format!("{}: {reason}", s.id)),
+            );
+            sessions.push(s);
+        }
+        let refs: Vec<&SessionRecord> = sessions.iter().collect();
+        match self
+            .write(&refs, vec![(keys::worker(id), encode(&record))], events)
+            .await
+        {
+            Ok(()) => {
+                if let Some(w) = self.workers.get_mut(id) {
+                    w.record = record;
+                }
+            }
+            Err(e) => tracing::error!(worker = id, "recording the loss failed: {e}"),
+        }
+        self.inputs.retain(|_, (w, _)| w != id);
+        self.streams.retain(|_, (w, _)| w != id);
+        self.publish();
+    }
+
+    async fn drain(&mut self, id: &str, undo: bool) -> Result<WorkerView, ControllerError> {
+        let w = self
+            .workers
+            .get(id)
+            .ok_or_else(|| ControllerError::UnknownWorker { id: id.into() })?;
+        let mut record = w.record.clone();
+        record.draining = !undo;
+        let (kind, what) = if undo {
+            ("worker.resumed", "accepts new sessions again")
+        } else {
+            ("worker.drained", "takes no new sessions")
+        };
+        let event =
+            NewEvent::worker(kind, Priority::Info, id).message(format!("worker {id} {what}"));
+        self.write(&[], vec![(keys::worker(id), encode(&record))], vec![event])
+            .await?;
+        if let Some(w) = self.workers.get_mut(id) {
+            w.record = record;
+        }
+        self.publish();
+        if undo {
+            self.place_waiting().await;
+        }
+        let counts = self.worker_loads();
+        Ok(self.worker_view(&self.workers[id], &counts))
+    }
+
+    async fn remove_worker(&mut self, id: &str) -> Result<(), ControllerError> {
+        if !self.workers.contains_key(id) {
+            return Err(ControllerError::UnknownWorker { id: id.into() });
+        }
+        let reason = format!("worker {id} was removed (ao worker rm)");
+        self.mark_lost(id, "worker.removed", &reason).await;
+        let rev = self.revs.get(&keys::worker(id)).copied();
+        let mut txn = Txn::default().delete(keys::worker(id));
+        if let Some(f) = &self.fence {
+            txn = txn.check(f.key.clone(), Precondition::Revision(f.revision));
+        }
+        if let Some(rev) = rev {
+            txn = txn.check(keys::worker(id), Precondition::Revision(rev));
+        }
+        self.store.commit(txn).await?;
+        self.workers.remove(id);
+        self.revs.remove(&keys::worker(id));
+        self.publish();
+        Ok(())
     }
 }
 
@@ -1573,6 +1850,20 @@ async fn probe_store(store: Arc<dyn Store>, actor: mpsc::WeakSender<Command>) {
             return;
         };
         if actor.send(Command::StoreProbe(result)).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Tells the actor to judge workers' silence every [`LIVENESS_TICK`].
+async fn tick(actor: mpsc::WeakSender<Command>) {
+    let mut tick = tokio::time::interval(LIVENESS_TICK);
+    loop {
+        tick.tick().await;
+        let Some(actor) = actor.upgrade() else {
+            return;
+        };
+        if actor.send(Command::Tick).await.is_err() {
             return;
         }
     }

@@ -115,6 +115,11 @@ impl Txn {
         self
     }
 
+    pub fn delete(mut self, key: impl Into<String>) -> Self {
+        self.ops.push(Op::Delete { key: key.into() });
+        self
+    }
+
     pub fn put(mut self, key: impl Into<String>, value: Vec<u8>) -> Self {
         self.ops.push(Op::Put {
             key: key.into(),

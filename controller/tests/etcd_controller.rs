@@ -29,9 +29,14 @@ async fn a_deposed_leader_cannot_write() {
     let store_a = connect(&etcd).await;
     let mut lead_a = leader::campaign(&store_a, "a", |_| {}).await.unwrap();
     let store_a: Arc<dyn Store> = Arc::new(store_a);
-    let (a, _task) = sessions::start(store_a.clone(), home_a.path(), Some(lead_a.fence.clone()))
-        .await
-        .unwrap();
+    let (a, _task) = sessions::start(
+        store_a.clone(),
+        home_a.path(),
+        Some(lead_a.fence.clone()),
+        Default::default(),
+    )
+    .await
+    .unwrap();
     a.apply(Config::default()).await.expect("the leader writes");
     let written = store_a
         .get(keys::CONFIG)

@@ -5,19 +5,25 @@ use std::time::Duration;
 
 use hyper_util::rt::TokioIo;
 use tokio::net::UnixStream;
-use tonic::transport::{Channel, Endpoint, Uri};
+use tonic::transport::{Channel, ClientTlsConfig, Endpoint, Uri};
 
 /// A parsed controller address.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ControllerAddr {
     /// `unix:///path/to/ao.sock` — the local stack.
     Unix(PathBuf),
+    /// `https://host:port` — a controller's TCP port (mutual TLS only).
+    Https(String),
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum DialError {
-    #[error("unsupported controller address `{0}`: expected unix:///path/to/ao.sock")]
+    #[error(
+        "unsupported controller address `{0}`: expected https://host:port or unix:///path/to/ao.sock"
+    )]
     BadAddress(String),
+    #[error("{addr} needs TLS credentials (a client certificate from the cluster CA)")]
+    NoCredentials { addr: String },
     #[error("cannot reach the controller at {addr}")]
     Unreachable {
         addr: String,
@@ -27,10 +33,11 @@ pub enum DialError {
 }
 
 impl ControllerAddr {
-    /// Parses `unix:///…` or a bare absolute socket path.
+    /// Parses `https://host:port`, `unix:///…` or a bare absolute socket path.
     ///
     /// # Errors
-    /// [`DialError::BadAddress`] for any other scheme.
+    /// [`DialError::BadAddress`] for anything else (plain `http://` too:
+    /// the controller never serves the network without TLS).
     pub fn parse(s: &str) -> Result<Self, DialError> {
         if let Some(path) = s.strip_prefix("unix://") {
             return Ok(Self::Unix(PathBuf::from(path)));
@@ -38,7 +45,21 @@ impl ControllerAddr {
         if s.starts_with('/') {
             return Ok(Self::Unix(PathBuf::from(s)));
         }
+        if let Some(rest) = s.strip_prefix("https://") {
+            let host_port = rest.trim_end_matches('/');
+            let has_port = host_port
+                .rsplit_once(':')
+                .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok());
+            if has_port && !host_port.contains('/') {
+                return Ok(Self::Https(host_port.to_string()));
+            }
+        }
         Err(DialError::BadAddress(s.to_string()))
+    }
+
+    /// Whether dialing it needs TLS credentials.
+    pub fn is_tls(&self) -> bool {
+        matches!(self, Self::Https(_))
     }
 }
 
@@ -65,12 +86,13 @@ pub fn parse_list(s: &str) -> Result<Vec<ControllerAddr>, DialError> {
 ///
 /// # Errors
 /// The last address's error when none accepts.
-pub async fn connect_any(
-    addrs: &[ControllerAddr],
-) -> Result<(Channel, &ControllerAddr), DialError> {
+pub async fn connect_any<'a>(
+    addrs: &'a [ControllerAddr],
+    tls: Option<&ClientTlsConfig>,
+) -> Result<(Channel, &'a ControllerAddr), DialError> {
     let mut last = DialError::BadAddress("no controller address given".into());
     for addr in addrs {
-        match connect(addr).await {
+        match connect(addr, tls).await {
             Ok(channel) => return Ok((channel, addr)),
             Err(e) => last = e,
         }
@@ -82,23 +104,38 @@ impl std::fmt::Display for ControllerAddr {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Self::Unix(p) => write!(f, "unix://{}", p.display()),
+            Self::Https(hp) => write!(f, "https://{hp}"),
         }
     }
+}
+
+/// Keep-alive pings find a dead peer on an otherwise idle connection.
+fn endpoint(uri: Uri) -> Endpoint {
+    Endpoint::from(uri)
+        .connect_timeout(Duration::from_secs(5))
+        .http2_keep_alive_interval(Duration::from_secs(10))
+        .keep_alive_timeout(Duration::from_secs(20))
+        .keep_alive_while_idle(true)
 }
 
 /// Connects to the controller; fails fast if nothing listens there.
 ///
 /// # Errors
-/// [`DialError::Unreachable`] when the socket cannot be connected.
-pub async fn connect(addr: &ControllerAddr) -> Result<Channel, DialError> {
+/// [`DialError::Unreachable`] when nothing accepts (or the TLS handshake
+/// fails); [`DialError::NoCredentials`] for `https://` without `tls`.
+pub async fn connect(
+    addr: &ControllerAddr,
+    tls: Option<&ClientTlsConfig>,
+) -> Result<Channel, DialError> {
+    let unreachable = |source| DialError::Unreachable {
+        addr: addr.to_string(),
+        source,
+    };
     match addr {
         ControllerAddr::Unix(path) => {
             let path = path.clone();
             // The URI is required by the builder but unused by the connector.
-            Endpoint::from_static("http://ao.local")
-                .connect_timeout(Duration::from_secs(5))
-                .http2_keep_alive_interval(Duration::from_secs(10))
-                .keep_alive_timeout(Duration::from_secs(20))
+            endpoint(Uri::from_static("http://ao.local"))
                 .connect_with_connector(tower::service_fn(move |_: Uri| {
                     let path = path.clone();
                     async move {
@@ -106,10 +143,42 @@ pub async fn connect(addr: &ControllerAddr) -> Result<Channel, DialError> {
                     }
                 }))
                 .await
-                .map_err(|source| DialError::Unreachable {
-                    addr: addr.to_string(),
-                    source,
-                })
+                .map_err(unreachable)
         }
+        ControllerAddr::Https(host_port) => {
+            let tls = tls.ok_or_else(|| DialError::NoCredentials {
+                addr: addr.to_string(),
+            })?;
+            let uri: Uri = format!("https://{host_port}")
+                .parse()
+                .map_err(|_| DialError::BadAddress(addr.to_string()))?;
+            endpoint(uri)
+                .tls_config(tls.clone())
+                .map_err(unreachable)?
+                .connect()
+                .await
+                .map_err(unreachable)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses_parse() {
+        assert_eq!(
+            ControllerAddr::parse("https://10.0.0.2:7070/").unwrap(),
+            ControllerAddr::Https("10.0.0.2:7070".into())
+        );
+        assert_eq!(
+            ControllerAddr::parse("/run/ao.sock").unwrap(),
+            ControllerAddr::Unix("/run/ao.sock".into())
+        );
+        for bad in ["http://h:1", "https://h", "https://:7070", "h:7070"] {
+            assert!(ControllerAddr::parse(bad).is_err(), "{bad}");
+        }
+        assert_eq!(parse_list("https://a:1, https://b:2").unwrap().len(), 2);
     }
 }

@@ -589,6 +589,14 @@ pub fn peer_identity(der: &[u8]) -> Result<PeerIdentity, PkiError> {
     })
 }
 
+/// [`peer_identity`] of the first certificate of a PEM text (a credential's `tls.crt`).
+///
+/// # Errors
+/// As [`peer_identity`], or [`PkiError::Invalid`] if there is no certificate.
+pub fn peer_identity_pem(cert_pem: &str) -> Result<PeerIdentity, PkiError> {
+    peer_identity(&first_cert_der(cert_pem, "the certificate")?)
+}
+
 /// Bootstrap of `ao worker join`: opens a TLS connection to `host_port` (e.g. "10.0.0.2:7070") accepting any certificate, takes the chain the server presents, finds the certificate whose `ca_hash` equals `pin`, then checks that the server's leaf certificate is validly signed by that CA for SERVER_NAME (rustls WebPkiServerVerifier with that CA as the only root). Returns the CA PEM.
 ///
 /// The handshake still proves that the server holds the key of the leaf it presents (its
@@ -1217,6 +1225,13 @@ mod tests {
             &self,
             _request: tonic::Request<tonic::Streaming<crate::pb::TunnelUp>>,
         ) -> Result<tonic::Response<Self::TunnelStream>, tonic::Status> {
+            Err(tonic::Status::unimplemented("test"))
+        }
+
+        async fn renew(
+            &self,
+            _request: tonic::Request<crate::pb::RenewRequest>,
+        ) -> Result<tonic::Response<crate::pb::RenewResponse>, tonic::Status> {
             Err(tonic::Status::unimplemented("test"))
         }
     }

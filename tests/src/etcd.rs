@@ -16,6 +16,8 @@ pub struct ServerTls {
 
 pub struct EtcdServer {
     child: Option<Child>,
+    /// Where it runs: a test host of its own, or this machine's loopback.
+    host: Option<crate::netns::Host>,
     client_port: u16,
     peer_port: u16,
     tls: Option<ServerTls>,
@@ -50,13 +52,26 @@ fn etcd_binary() -> PathBuf {
 impl EtcdServer {
     /// Starts etcd and waits until it serves.
     pub fn start(tls: Option<ServerTls>) -> Self {
+        Self::start_with(None, tls)
+    }
+
+    /// Starts etcd on a test host of its own, at its address, port 2379.
+    pub fn start_on(host: &crate::netns::Host) -> Self {
+        Self::start_with(Some(host.clone()), None)
+    }
+
+    fn start_with(host: Option<crate::netns::Host>, tls: Option<ServerTls>) -> Self {
         let dir = tempfile::Builder::new()
             .prefix("etcd-")
             .tempdir()
             .expect("temp dir");
-        let (client_port, peer_port) = free_ports();
+        let (client_port, peer_port) = match host {
+            Some(_) => (2379, 2380),
+            None => free_ports(),
+        };
         let mut server = Self {
             child: None,
+            host,
             client_port,
             peer_port,
             tls,
@@ -69,14 +84,17 @@ impl EtcdServer {
 
     fn launch(&mut self) {
         let scheme = if self.tls.is_some() { "https" } else { "http" };
-        let client = format!("{scheme}://127.0.0.1:{}", self.client_port);
-        let peer = format!("http://127.0.0.1:{}", self.peer_port);
+        let client = format!("{scheme}://{}:{}", self.ip(), self.client_port);
+        let peer = format!("http://{}:{}", self.ip(), self.peer_port);
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(&self.log)
             .expect("etcd log");
-        let mut cmd = Command::new(etcd_binary());
+        let mut cmd = match &self.host {
+            Some(h) => h.command(etcd_binary()),
+            None => Command::new(etcd_binary()),
+        };
         cmd.args(["--name", "ao-test", "--data-dir"])
             .arg(self.dir.path().join("data"))
             .args([
@@ -131,7 +149,7 @@ impl EtcdServer {
                 panic!("etcd exited with {status}:\n{}", self.log_tail());
             }
             if self.tls.is_some() {
-                if std::net::TcpStream::connect(self.addr()).is_ok() {
+                if self.connect().is_ok() {
                     return;
                 }
             } else if self.http_get("/health").is_some_and(|b| b.contains("true")) {
@@ -146,9 +164,27 @@ impl EtcdServer {
         }
     }
 
-    /// `127.0.0.1:port` of the client listener.
+    fn ip(&self) -> String {
+        self.host
+            .as_ref()
+            .map_or_else(|| "127.0.0.1".into(), |h| h.ip.to_string())
+    }
+
+    /// `ip:port` of the client listener.
     pub fn addr(&self) -> String {
-        format!("127.0.0.1:{}", self.client_port)
+        format!("{}:{}", self.ip(), self.client_port)
+    }
+
+    /// A TCP connection to the client port, from the host's namespace
+    /// when it runs on a test host.
+    fn connect(&self) -> std::io::Result<std::net::TcpStream> {
+        let addr = self.addr();
+        match &self.host {
+            Some(h) => h
+                .enter(|| std::net::TcpStream::connect(addr))
+                .map_err(std::io::Error::other)?,
+            None => std::net::TcpStream::connect(addr),
+        }
     }
 
     /// The value for `--store`.
@@ -177,7 +213,7 @@ impl EtcdServer {
     /// The body of a plain-HTTP GET on the client port (no TLS).
     pub fn http_get(&self, path: &str) -> Option<String> {
         use std::io::{Read, Write};
-        let mut s = std::net::TcpStream::connect(self.addr()).ok()?;
+        let mut s = self.connect().ok()?;
         s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
         write!(s, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").ok()?;
         let mut body = String::new();
@@ -190,7 +226,7 @@ impl EtcdServer {
     pub fn revision(&self) -> u64 {
         use std::io::{Read, Write};
         let body = r#"{"key":"AA==","count_only":true}"#;
-        let mut s = std::net::TcpStream::connect(self.addr()).expect("etcd reachable");
+        let mut s = self.connect().expect("etcd reachable");
         s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
         write!(
             s,

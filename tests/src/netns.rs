@@ -223,7 +223,7 @@ pub struct Host {
 }
 
 impl Host {
-    /// `program args…` run inside this host's namespace (`ip netns exec <ns> program`, which execs, so the child's pid is the program's pid — check this and document it).
+    /// `program args…` run inside this host's namespace.
     ///
     /// `ip netns exec` enters the namespace (and a private mount namespace
     /// with the netns' own `/sys`) and then `execvp`s `program`: the child's
@@ -233,6 +233,28 @@ impl Host {
         let mut c = Command::new(tool("ip"));
         c.args(["netns", "exec", &self.netns]).arg(program);
         c
+    }
+
+    /// Runs `f` on a thread that has entered this host's network namespace:
+    /// sockets it opens are the host's (the test process itself stays in
+    /// the machine's namespace, where a transparent proxy may accept any
+    /// connection).
+    ///
+    /// # Errors
+    /// The namespace cannot be opened or entered.
+    pub fn enter<T: Send>(&self, f: impl FnOnce() -> T + Send) -> anyhow::Result<T> {
+        let path = format!("/var/run/netns/{}", self.netns);
+        let ns = std::fs::File::open(&path).with_context(|| format!("cannot open {path}"))?;
+        std::thread::scope(|scope| {
+            scope
+                .spawn(move || {
+                    nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET)
+                        .with_context(|| format!("cannot enter {path}"))?;
+                    Ok(f())
+                })
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+        })
     }
 
     /// Pulls the cable: from now on frames to and from this host are silently dropped (no RST, no ICMP, no link-down seen by the host's sockets), like a switch port dying. Established TCP connections must SURVIVE a cut of ~10 s and carry data again after `restore`.

@@ -23,9 +23,9 @@ pub mod workspace;
 
 use std::sync::Arc;
 
-use ao_proto::dial::ControllerAddr;
 use tokio::sync::mpsc;
 
+pub use link::{LinkConfig, LinkError};
 pub use sessions::WorkerSettings;
 
 /// The tmux socket of a worker whose state lives in `home`.
@@ -33,21 +33,24 @@ pub fn tmux_socket(home: &std::path::Path) -> std::path::PathBuf {
     home.join("tmux.sock")
 }
 
-/// Runs a worker, dialing the first of `addrs` that answers, until
-/// `shutdown` resolves. Agent sessions keep running
-/// after it returns and are re-adopted by the next run.
+/// Runs a worker, dialing the first controller that answers, until
+/// `shutdown` resolves. Agent sessions keep running after it returns and
+/// are re-adopted by the next run.
+///
+/// # Errors
+/// The controller refused this worker, or its certificate is unusable.
 pub async fn run(
     settings: WorkerSettings,
-    addrs: Vec<ControllerAddr>,
+    link: LinkConfig,
     shutdown: impl std::future::Future<Output = ()>,
-) {
+) -> Result<(), LinkError> {
     let settings = Arc::new(settings);
     let socket = tmux_socket(&settings.home);
     let runtime = Arc::new(runtime::TmuxRuntime::new(socket.clone()));
     let (reports_tx, reports_rx) = mpsc::channel(4096);
     let (handle, task) = sessions::start(settings.clone(), runtime, reports_tx).await;
-    link::run(
-        addrs,
+    let result = link::run(
+        link,
         settings,
         socket.display().to_string(),
         handle,
@@ -56,4 +59,5 @@ pub async fn run(
     )
     .await;
     task.abort();
+    result
 }

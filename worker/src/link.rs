@@ -1,34 +1,107 @@
 //! The worker's side of the link: dial the controller, say hello with the
-//! inventory, then carry reports up and commands down until the stream
-//! breaks; reconnect with capped exponential backoff and jitter.
+//! inventory, then carry reports and heartbeats up and commands down until
+//! the stream breaks; reconnect with capped exponential backoff and jitter.
+//!
+//! Over TCP the worker presents the certificate it got from `ao worker
+//! join` (read again at every dial, so a renewal takes effect on the next
+//! connection) and renews it at two thirds of its life without touching
+//! the open link or any session.
 
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use ao_proto::backoff::Backoff;
 use ao_proto::dial::{self, ControllerAddr};
 use ao_proto::pb;
+use ao_proto::pki::{self, Credentials};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
+use tonic::transport::ClientTlsConfig;
 
 use crate::sessions::{WorkerHandle, WorkerSettings};
 
 const HEARTBEAT: Duration = Duration::from_secs(5);
 
-/// Runs until `shutdown` resolves.
+/// Where the controller is and how to prove who we are.
+#[derive(Debug, Clone)]
+pub struct LinkConfig {
+    pub addrs: Vec<ControllerAddr>,
+    /// `ca.crt`, `tls.crt`, `tls.key` from `ao worker join`; needed for https.
+    pub credentials: Option<PathBuf>,
+}
+
+/// Why the worker stopped for good.
+#[derive(Debug, thiserror::Error)]
+pub enum LinkError {
+    /// The controller refused us (revoked, wrong role or name): retrying
+    /// cannot help; an admin must act.
+    #[error("the controller refused this worker: {0}")]
+    Refused(String),
+    /// Our certificate is unusable (missing, expired).
+    #[error("{0}")]
+    Credentials(String),
+}
+
+/// Unix seconds now.
+fn now_unix() -> i64 {
+    chrono::Utc::now().timestamp()
+}
+
+/// The TLS config of this worker, checked for expiry.
+fn tls(dir: Option<&Path>) -> Result<Option<ClientTlsConfig>, LinkError> {
+    let Some(dir) = dir else {
+        return Ok(None);
+    };
+    let creds = Credentials::load(dir).map_err(|e| LinkError::Credentials(e.to_string()))?;
+    let (_, not_after) = creds
+        .validity()
+        .map_err(|e| LinkError::Credentials(e.to_string()))?;
+    if not_after <= now_unix() {
+        return Err(LinkError::Credentials(format!(
+            "the worker certificate in {} expired at {}; join again with a new token (ao token create)",
+            dir.display(),
+            chrono::DateTime::from_timestamp(not_after, 0).unwrap_or_default()
+        )));
+    }
+    Ok(Some(creds.client_tls()))
+}
+
+/// MemAvailable of this machine, in bytes (0 when unknown).
+pub fn mem_available() -> u64 {
+    std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines()
+                .find_map(|l| l.strip_prefix("MemAvailable:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        })
+        .map_or(0, |kib| kib * 1024)
+}
+
+/// Runs until `shutdown` resolves, or the controller refuses us.
+///
+/// # Errors
+/// [`LinkError`] when going on cannot help.
 pub async fn run(
-    addrs: Vec<ControllerAddr>,
+    config: LinkConfig,
     settings: Arc<WorkerSettings>,
     tmux_socket: String,
     handle: WorkerHandle,
     mut reports: mpsc::Receiver<pb::WorkerMessage>,
     shutdown: impl std::future::Future<Output = ()>,
-) {
+) -> Result<(), LinkError> {
     tokio::pin!(shutdown);
+    if let Some(dir) = config.credentials.clone() {
+        tokio::spawn(renew_forever(config.addrs.clone(), dir));
+    }
     let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
     loop {
         let session = async {
-            let (channel, addr) = dial::connect_any(&addrs).await.map_err(|e| e.to_string())?;
+            let tls = tls(config.credentials.as_deref()).map_err(Down::Fatal)?;
+            let (channel, addr) = dial::connect_any(&config.addrs, tls.as_ref())
+                .await
+                .map_err(|e| Down::Retry(error_chain(&e)))?;
             tracing::debug!(controller = %addr, "dialed");
             // What was queued while disconnected is superseded by the inventory.
             while reports.try_recv().is_ok() {}
@@ -40,19 +113,22 @@ pub async fn run(
                 inventory: handle.inventory().await,
                 tmux_socket: tmux_socket.clone(),
                 version: ao_proto::VERSION.into(),
+                mem_available_bytes: mem_available(),
+                memory_reserve_bytes: settings.memory_reserve,
             };
             let (tx, rx) = mpsc::channel(1024);
             tx.send(pb::WorkerMessage {
                 msg: Some(pb::worker_message::Msg::Hello(hello)),
             })
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| Down::Retry(e.to_string()))?;
             let mut client = pb::worker_link_client::WorkerLinkClient::new(channel.clone());
             let mut inbound = client
                 .link(ReceiverStream::new(rx))
                 .await
-                .map_err(|e| e.message().to_string())?
+                .map_err(Down::from_status)?
                 .into_inner();
+            tracing::info!(controller = %addr, "linked");
             backoff.reset();
             let mut heartbeat = tokio::time::interval(HEARTBEAT);
             let mut seq = 0;
@@ -61,35 +137,148 @@ pub async fn run(
                     msg = inbound.message() => match msg {
                         Ok(Some(pb::ControllerMessage { msg: Some(m) })) => handle.from_controller(m, channel.clone()).await,
                         Ok(Some(_)) => {}
-                        Ok(None) => return Err("the controller closed the link".to_string()),
-                        Err(e) => return Err(e.message().to_string()),
+                        Ok(None) => return Err(Down::Retry("the controller closed the link".into())),
+                        Err(e) => return Err(Down::from_status(e)),
                     },
                     Some(out) = reports.recv() => {
                         if tx.send(out).await.is_err() {
-                            return Err("link closed".into());
+                            return Err(Down::Retry("link closed".into()));
                         }
                     }
                     _ = heartbeat.tick() => {
                         seq += 1;
-                        let beat = pb::WorkerMessage { msg: Some(pb::worker_message::Msg::Heartbeat(pb::Heartbeat { seq })) };
+                        let beat = pb::Heartbeat { seq, mem_available_bytes: mem_available() };
+                        let beat = pb::WorkerMessage { msg: Some(pb::worker_message::Msg::Heartbeat(beat)) };
                         if tx.send(beat).await.is_err() {
-                            return Err("link closed".into());
+                            return Err(Down::Retry("link closed".into()));
                         }
                     }
                 }
             }
         };
         tokio::select! {
-            () = &mut shutdown => return,
+            () = &mut shutdown => return Ok(()),
             result = session => {
-                let Err::<std::convert::Infallible, String>(e) = result;
+                let e = match result {
+                    Err(Down::Fatal(e)) => return Err(e),
+                    Err(Down::Retry(e)) => e,
+                    Ok::<std::convert::Infallible, Down>(never) => match never {},
+                };
                 let delay = backoff.next_delay();
-                tracing::warn!(controllers = ?addrs.iter().map(ToString::to_string).collect::<Vec<_>>(), "link down: {e}; retrying in {delay:?}");
+                tracing::warn!(controllers = ?config.addrs.iter().map(ToString::to_string).collect::<Vec<_>>(), "link down: {e}; retrying in {delay:?}");
                 tokio::select! {
-                    () = &mut shutdown => return,
+                    () = &mut shutdown => return Ok(()),
                     () = tokio::time::sleep(delay) => {}
                 }
             }
         }
+    }
+}
+
+/// How one connection ended.
+enum Down {
+    Retry(String),
+    Fatal(LinkError),
+}
+
+impl Down {
+    fn from_status(s: tonic::Status) -> Self {
+        match s.code() {
+            tonic::Code::PermissionDenied | tonic::Code::Unauthenticated => {
+                Self::Fatal(LinkError::Refused(s.message().to_string()))
+            }
+            _ => Self::Retry(s.message().to_string()),
+        }
+    }
+}
+
+/// An error with its causes, for one log line.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        out.push_str(": ");
+        out.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    out
+}
+
+/// When to renew a certificate valid from `not_before` to `not_after`: at
+/// two thirds of its life (now, if that has passed).
+fn renew_at(not_before: i64, not_after: i64) -> i64 {
+    not_before + (not_after - not_before) * 2 / 3
+}
+
+/// Renews the certificate in `dir` at two thirds of its life, forever.
+/// A failed renewal is retried every 30 s (or sooner, near expiry); the
+/// link and the sessions are not touched either way.
+async fn renew_forever(addrs: Vec<ControllerAddr>, dir: PathBuf) {
+    loop {
+        let wait = match Credentials::load(&dir).and_then(|c| c.validity()) {
+            Ok((not_before, not_after)) => {
+                let left = renew_at(not_before, not_after) - now_unix();
+                Duration::from_secs(u64::try_from(left).unwrap_or(0))
+            }
+            Err(e) => {
+                tracing::error!("cannot read the worker certificate: {e}");
+                Duration::from_secs(30)
+            }
+        };
+        tokio::time::sleep(wait).await;
+        match renew_once(&addrs, &dir).await {
+            Ok(not_after) => tracing::info!(
+                valid_until = %chrono::DateTime::from_timestamp(not_after, 0).unwrap_or_default(),
+                "worker certificate renewed"
+            ),
+            Err(e) => {
+                tracing::warn!("certificate renewal failed: {e}; retrying in 30 s");
+                tokio::time::sleep(Duration::from_secs(30)).await;
+            }
+        }
+    }
+}
+
+/// One renewal: a new key and CSR made here, signed by the controller,
+/// written atomically beside the CA. Returns the new expiry.
+async fn renew_once(addrs: &[ControllerAddr], dir: &Path) -> Result<i64, String> {
+    let current = Credentials::load(dir).map_err(|e| e.to_string())?;
+    let tls = current.client_tls();
+    let (channel, _) = dial::connect_any(addrs, Some(&tls))
+        .await
+        .map_err(|e| error_chain(&e))?;
+    let name = pki::peer_identity_pem(&current.cert_pem)
+        .map_err(|e| e.to_string())?
+        .name;
+    let (csr_pem, key_pem) = pki::new_csr(&name).map_err(|e| e.to_string())?;
+    let cert_pem = pb::worker_link_client::WorkerLinkClient::new(channel)
+        .renew(pb::RenewRequest { csr_pem })
+        .await
+        .map_err(|s| s.message().to_string())?
+        .into_inner()
+        .cert_pem;
+    let renewed = Credentials {
+        ca_pem: current.ca_pem,
+        cert_pem,
+        key_pem,
+    };
+    let (_, not_after) = renewed.validity().map_err(|e| e.to_string())?;
+    renewed.save(dir).map_err(|e| e.to_string())?;
+    Ok(not_after)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renewal_is_due_at_two_thirds() {
+        assert_eq!(renew_at(0, 90), 60);
+        assert_eq!(renew_at(1000, 1000 + 86_400), 1000 + 57_600);
+    }
+
+    #[test]
+    fn available_memory_is_read() {
+        assert!(mem_available() > 0);
     }
 }

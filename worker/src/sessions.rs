@@ -105,6 +105,8 @@ pub struct WorkerSettings {
     pub home: PathBuf,
     pub labels: BTreeMap<String, String>,
     pub max_sessions: u32,
+    /// Bytes of memory to keep free: no session is placed here below it.
+    pub memory_reserve: u64,
     pub poll_interval: Duration,
 }
 

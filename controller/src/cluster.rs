@@ -1,0 +1,372 @@
+//! The cluster's trust: single-use join tokens, worker certificates and
+//! their revocation, and the role check on every call that arrives over TCP.
+//!
+//! Tokens are stored only as a SHA-256 of their secret and are consumed by a
+//! compare-and-swap delete, so two workers racing with one token cannot both
+//! join. Every certificate issued to a worker is recorded under its id;
+//! `ao worker rm` moves those serials to the revoked set, which every call
+//! is checked against.
+
+use std::collections::HashSet;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use ao_proto::pki::{self, Ca, PeerIdentity, Role};
+use chrono::{DateTime, Utc};
+use rand::distr::{Alphanumeric, SampleString};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::keys;
+use crate::leader::Fence;
+use crate::model::SCHEMA_VERSION;
+use crate::store::{decode, encode, Precondition, Store, StoreError, Txn};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    /// The caller may not do this (bad, used or expired token; wrong role; revoked).
+    #[error("{0}")]
+    Refused(String),
+    /// The request itself is malformed (bad id, unparsable CSR).
+    #[error("{0}")]
+    Invalid(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct TokenRecord {
+    schema_version: u32,
+    id: String,
+    /// Hex SHA-256 of the secret; the secret itself is never stored.
+    secret_sha256: String,
+    created_at: DateTime<Utc>,
+    expires_at: DateTime<Utc>,
+}
+
+/// One certificate issued to a worker, so that it can be revoked.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct CertRecord {
+    schema_version: u32,
+    worker: String,
+    serial: String,
+    issued_at: DateTime<Utc>,
+    not_after: i64,
+}
+
+/// A revoked certificate serial.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RevokedRecord {
+    schema_version: u32,
+    worker: String,
+    serial: String,
+    revoked_at: DateTime<Utc>,
+}
+
+/// What a controller listening on TCP needs to admit workers.
+pub struct Cluster {
+    store: Arc<dyn Store>,
+    ca: Ca,
+    ca_hash: String,
+    /// Lifetime of worker certificates (they renew at two thirds of it).
+    cert_ttl: Duration,
+    /// Where workers reach this controller (`https://host:port`).
+    url: String,
+    fence: Option<Fence>,
+    revoked: RwLock<HashSet<String>>,
+}
+
+fn sha256_hex(data: &[u8]) -> String {
+    Sha256::digest(data)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// Equal without telling, by its timing, how much of a guess was right.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// A worker id is a DNS-label-like name: it ends up in certificates, keys
+/// and tmux socket paths.
+pub fn valid_worker_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 63
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        && !id.starts_with(['-', '.'])
+}
+
+impl Cluster {
+    /// Loads the revoked serials.
+    ///
+    /// # Errors
+    /// The store cannot be read.
+    pub async fn open(
+        store: Arc<dyn Store>,
+        ca: Ca,
+        cert_ttl: Duration,
+        url: String,
+        fence: Option<Fence>,
+    ) -> Result<Self, ClusterError> {
+        let ca_hash =
+            pki::ca_hash(ca.cert_pem()).map_err(|e| ClusterError::Invalid(e.to_string()))?;
+        let mut revoked = HashSet::new();
+        for v in store.list(keys::REVOKED).await?.items {
+            revoked.insert(decode::<RevokedRecord>(&v)?.serial);
+        }
+        Ok(Self {
+            store,
+            ca,
+            ca_hash,
+            cert_ttl,
+            url,
+            fence,
+            revoked: RwLock::new(revoked),
+        })
+    }
+
+    pub fn ca_hash(&self) -> &str {
+        &self.ca_hash
+    }
+
+    pub fn ca_pem(&self) -> &str {
+        self.ca.cert_pem()
+    }
+
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    fn fenced(&self, txn: Txn) -> Txn {
+        match &self.fence {
+            Some(f) => txn.check(f.key.clone(), Precondition::Revision(f.revision)),
+            None => txn,
+        }
+    }
+
+    /// A new single-use token, `<id>.<secret>`, valid for `ttl`.
+    ///
+    /// # Errors
+    /// The store refused the write.
+    pub async fn create_token(
+        &self,
+        ttl: Duration,
+    ) -> Result<(String, DateTime<Utc>), ClusterError> {
+        let (id, secret) = {
+            let mut rng = rand::rng();
+            (
+                Alphanumeric.sample_string(&mut rng, 6).to_ascii_lowercase(),
+                Alphanumeric.sample_string(&mut rng, 24),
+            )
+        };
+        let now = Utc::now();
+        let ttl = chrono::Duration::from_std(ttl)
+            .map_err(|_| ClusterError::Invalid("token lifetime too long".into()))?;
+        let record = TokenRecord {
+            schema_version: SCHEMA_VERSION,
+            id: id.clone(),
+            secret_sha256: sha256_hex(secret.as_bytes()),
+            created_at: now,
+            expires_at: now + ttl,
+        };
+        let key = keys::token(&id);
+        let txn = self.fenced(
+            Txn::default()
+                .check(key.clone(), Precondition::Absent)
+                .put(key, encode(&record)),
+        );
+        self.store.commit(txn).await?;
+        Ok((format!("{id}.{secret}"), record.expires_at))
+    }
+
+    /// Trades a token for a worker certificate: the token is consumed (a
+    /// compare-and-swap delete) in the same transaction that records the
+    /// certificate.
+    ///
+    /// # Errors
+    /// [`ClusterError::Refused`] for an unknown, used, wrong or expired
+    /// token; [`ClusterError::Invalid`] for a bad id or CSR.
+    pub async fn join(
+        &self,
+        token: &str,
+        worker: &str,
+        csr_pem: &str,
+    ) -> Result<String, ClusterError> {
+        if !valid_worker_id(worker) {
+            return Err(ClusterError::Invalid(format!(
+                "`{worker}` is not a valid worker id: use letters, digits, `-`, `_` and `.` (at most 63)"
+            )));
+        }
+        let refused = || {
+            ClusterError::Refused(
+                "join token refused: unknown, already used, or wrong (create one with `ao token create`)"
+                    .into(),
+            )
+        };
+        let (id, secret) = token.split_once('.').ok_or_else(refused)?;
+        let key = keys::token(id);
+        let stored = self.store.get(&key).await?.ok_or_else(refused)?;
+        let record: TokenRecord = decode(&stored)?;
+        if !constant_time_eq(
+            sha256_hex(secret.as_bytes()).as_bytes(),
+            record.secret_sha256.as_bytes(),
+        ) {
+            return Err(refused());
+        }
+        if record.expires_at <= Utc::now() {
+            return Err(ClusterError::Refused(format!(
+                "join token expired at {}; create a new one with `ao token create`",
+                crate::model::rfc3339(&record.expires_at)
+            )));
+        }
+        let (cert, cert_record) = self.issue(worker, csr_pem)?;
+        let txn = self.fenced(
+            Txn::default()
+                .check(key.clone(), Precondition::Revision(stored.mod_revision))
+                .delete(key)
+                .put(
+                    keys::cert(worker, &cert_record.serial),
+                    encode(&cert_record),
+                ),
+        );
+        match self.store.commit(txn).await {
+            Ok(_) => Ok(cert),
+            Err(StoreError::Conflict { .. }) => Err(refused()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// A fresh certificate for a worker that still holds a valid one.
+    ///
+    /// # Errors
+    /// A bad CSR, or the store refused the record.
+    pub async fn renew(&self, who: &PeerIdentity, csr_pem: &str) -> Result<String, ClusterError> {
+        let (cert, record) = self.issue(&who.name, csr_pem)?;
+        let key = keys::cert(&who.name, &record.serial);
+        let txn = self.fenced(Txn::default().put(key, encode(&record)));
+        self.store.commit(txn).await?;
+        Ok(cert)
+    }
+
+    fn issue(&self, worker: &str, csr_pem: &str) -> Result<(String, CertRecord), ClusterError> {
+        let cert = self
+            .ca
+            .sign_csr(csr_pem, Role::Worker, worker, self.cert_ttl)
+            .map_err(|e| ClusterError::Invalid(format!("certificate request refused: {e}")))?;
+        let who =
+            pki::peer_identity_pem(&cert).map_err(|e| ClusterError::Invalid(e.to_string()))?;
+        let record = CertRecord {
+            schema_version: SCHEMA_VERSION,
+            worker: worker.to_string(),
+            serial: who.serial,
+            issued_at: Utc::now(),
+            not_after: who.not_after,
+        };
+        Ok((cert, record))
+    }
+
+    /// Revokes every certificate issued to `worker`; returns how many.
+    ///
+    /// # Errors
+    /// The store refused the write.
+    pub async fn revoke(&self, worker: &str) -> Result<u32, ClusterError> {
+        let issued = self.store.list(&keys::cert(worker, "")).await?;
+        let now = Utc::now();
+        let mut txn = Txn::default();
+        let mut serials = Vec::new();
+        for v in &issued.items {
+            let record: CertRecord = decode(v)?;
+            let revoked = RevokedRecord {
+                schema_version: SCHEMA_VERSION,
+                worker: worker.to_string(),
+                serial: record.serial.clone(),
+                revoked_at: now,
+            };
+            txn = txn
+                .check(v.key.clone(), Precondition::Revision(v.mod_revision))
+                .delete(v.key.clone())
+                .put(keys::revoked(&record.serial), encode(&revoked));
+            serials.push(record.serial);
+        }
+        if serials.is_empty() {
+            return Ok(0);
+        }
+        self.store.commit(self.fenced(txn)).await?;
+        let mut set = self.revoked.write().unwrap_or_else(|e| e.into_inner());
+        set.extend(serials.iter().cloned());
+        Ok(serials.len() as u32)
+    }
+
+    /// Who is calling, if the call may go on: its certificate must name
+    /// `role` and must not be revoked.
+    ///
+    /// # Errors
+    /// [`ClusterError::Refused`] with the reason.
+    pub fn authorize<T>(
+        &self,
+        req: &tonic::Request<T>,
+        role: Role,
+    ) -> Result<PeerIdentity, ClusterError> {
+        let certs = req.peer_certs().ok_or_else(|| {
+            ClusterError::Refused(format!(
+                "this call needs a client certificate of role {}",
+                role.as_str()
+            ))
+        })?;
+        let leaf = certs
+            .first()
+            .ok_or_else(|| ClusterError::Refused("no client certificate was presented".into()))?;
+        let who = pki::peer_identity(leaf).map_err(|e| ClusterError::Refused(e.to_string()))?;
+        if who.role != role {
+            return Err(ClusterError::Refused(format!(
+                "a {} certificate cannot make this call (it needs role {})",
+                who.role.as_str(),
+                role.as_str()
+            )));
+        }
+        let revoked = self
+            .revoked
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(&who.serial);
+        if revoked {
+            return Err(ClusterError::Refused(format!(
+                "the certificate of {} {} was revoked (ao worker rm); join again with a new token",
+                who.role.as_str(),
+                who.name
+            )));
+        }
+        Ok(who)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn worker_ids_are_checked() {
+        assert!(valid_worker_id("build-01.eu"));
+        assert!(!valid_worker_id(""));
+        assert!(!valid_worker_id("../etc"));
+        assert!(!valid_worker_id("a b"));
+        assert!(!valid_worker_id(&"x".repeat(64)));
+    }
+
+    #[test]
+    fn secrets_compare_in_full() {
+        assert!(constant_time_eq(b"abc", b"abc"));
+        assert!(!constant_time_eq(b"abc", b"abd"));
+        assert!(!constant_time_eq(b"abc", b"ab"));
+        assert_eq!(
+            sha256_hex(b"abc"),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+    }
+}
