@@ -1495,6 +1495,12 @@ impl Actor {
                     }
                 }
                 Err(reason) => {
+                    // `ao status` tells why it still waits.
+                    let summary = Some(format!("waiting for a worker: {reason}"));
+                    if s.summary != summary {
+                        s.summary = summary;
+                        self.write_or_log(&[&s], vec![]).await;
+                    }
                     self.unplaced.insert(id, reason);
                 }
             }
@@ -1725,6 +1731,10 @@ impl Actor {
                 grace.as_secs()
             );
             self.mark_lost(&id, "worker.lost", &reason).await;
+        }
+        if !self.unplaced.is_empty() {
+            // Room may have appeared (memory freed on a worker).
+            self.place_waiting().await;
         }
         let disconnected = self
             .workers

@@ -204,10 +204,20 @@ fn error_chain(e: &dyn std::error::Error) -> String {
     out
 }
 
-/// When to renew a certificate valid from `not_before` to `not_after`: at
-/// two thirds of its life (now, if that has passed).
-fn renew_at(not_before: i64, not_after: i64) -> i64 {
-    not_before + (not_after - not_before) * 2 / 3
+/// When to renew a certificate received at `received` and valid until
+/// `not_after`: at two thirds of what was left of its life then. (Its
+/// `notBefore` is backdated for clock skew, so it does not say.)
+fn renew_at(received: i64, not_after: i64) -> i64 {
+    received + (not_after - received) * 2 / 3
+}
+
+/// When the credential in `dir` was written (renewals rewrite it).
+fn received(dir: &Path) -> i64 {
+    std::fs::metadata(dir.join("tls.crt"))
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map_or_else(now_unix, |d| i64::try_from(d.as_secs()).unwrap_or(0))
 }
 
 /// Renews the certificate in `dir` at two thirds of its life, forever.
@@ -216,9 +226,10 @@ fn renew_at(not_before: i64, not_after: i64) -> i64 {
 async fn renew_forever(addrs: Vec<ControllerAddr>, dir: PathBuf) {
     loop {
         let wait = match Credentials::load(&dir).and_then(|c| c.validity()) {
-            Ok((not_before, not_after)) => {
-                let left = renew_at(not_before, not_after) - now_unix();
-                Duration::from_secs(u64::try_from(left).unwrap_or(0))
+            Ok((_, not_after)) => {
+                let left = renew_at(received(&dir), not_after) - now_unix();
+                // Never in a tight loop, whatever the clock says.
+                Duration::from_secs(u64::try_from(left).unwrap_or(0).max(1))
             }
             Err(e) => {
                 tracing::error!("cannot read the worker certificate: {e}");

@@ -1,0 +1,289 @@
+//! Workers on other machines: etcd, the controller and two workers each run
+//! on a host of their own (a network namespace with its own address), as
+//! real processes, with real tmux and git. See `tests/src/cluster.rs`.
+
+use std::io::{Read, Write};
+use std::time::{Duration, Instant};
+
+use ao_tests::cluster::Cluster;
+use ao_tests::eventually;
+
+/// Joining: a token works once, the CA is pinned, the TCP port speaks only
+/// mTLS, roles are kept apart, certificates renew on their own, and a
+/// removed worker is refused.
+#[test]
+fn join_is_single_use_pinned_renewed_and_revocable() {
+    let mut c = Cluster::new(&["--worker-cert-ttl", "30s"]);
+    c.add_host("w1");
+    c.add_host("w2");
+    let join = c.join_command();
+    let joined_at = Instant::now();
+    let first = c.join("w1", &join).ok();
+    assert!(
+        first.stdout.contains("joined as worker w1"),
+        "{}",
+        first.stdout
+    );
+
+    let again = c.join("w2", &join);
+    assert_eq!(again.code, 1, "a used token must be refused");
+    assert!(again.stderr.contains("token refused"), "{}", again.stderr);
+
+    let mut wrong_pin = c.join_command();
+    let pin = wrong_pin.iter().position(|a| a == "--ca-hash").unwrap() + 1;
+    wrong_pin[pin] = format!("sha256:{}", "0".repeat(64));
+    let refused = c.join("w2", &wrong_pin);
+    assert_eq!(refused.code, 1);
+    assert!(
+        refused.stderr.contains("does not match --ca-hash"),
+        "{}",
+        refused.stderr
+    );
+    // The pin was checked before anything was sent: no credential was made.
+    assert!(!c.workers["w2"].home.join("pki/worker/tls.crt").exists());
+
+    let second = c.join_command();
+    c.join("w2", &second).ok();
+    c.start_worker("w1", &["--label", "pool=a"]);
+    c.start_worker("w2", &["--label", "pool=b"]);
+    c.wait_worker_state("w1", "ready", Duration::from_secs(20));
+    c.wait_worker_state("w2", "ready", Duration::from_secs(20));
+    let listed = c.worker_list();
+    let w1 = listed.iter().find(|w| w["id"] == "w1").unwrap();
+    assert_eq!(w1["labels"]["pool"], "a");
+    assert_eq!(w1["labels"]["os"], "linux");
+
+    // Plain text to the TCP port: the server answers with a TLS alert or
+    // hangs up, never with HTTP/2.
+    let addr = format!("{}:7070", c.controller.ip);
+    let reply = c.workers["w1"]
+        .host
+        .enter(|| {
+            let mut s = std::net::TcpStream::connect(&addr).expect("connect");
+            s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            s.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0")
+                .unwrap();
+            let mut buf = Vec::new();
+            let _ = s.read_to_end(&mut buf);
+            buf
+        })
+        .unwrap();
+    assert!(
+        reply.is_empty() || reply[0] == 0x15,
+        "plain text got an answer: {reply:?}"
+    );
+
+    // A credential from another CA is refused at the handshake; a worker's
+    // credential cannot call the CLI's API.
+    c.ao(&["controller", "init", "--pki-dir", "other-ca"]).ok();
+    let other = c.stack.dir.path().join("other-ca/admin");
+    let stranger = c.ao(&["worker", "ls", "--credentials", other.to_str().unwrap()]);
+    assert_eq!(stranger.code, 1, "{}", stranger.stdout);
+    let worker_creds = c.workers["w1"].home.join("pki/worker");
+    let as_worker = c.ao(&["status", "--credentials", worker_creds.to_str().unwrap()]);
+    assert_eq!(as_worker.code, 1);
+    assert!(
+        as_worker.stderr.contains("cannot make this call"),
+        "{}",
+        as_worker.stderr
+    );
+
+    // Renewal at two thirds of 30 s, without dropping the link.
+    let cert = worker_creds.join("tls.crt");
+    let original = std::fs::read_to_string(&cert).unwrap();
+    eventually("w1 renews its certificate", Duration::from_secs(40), || {
+        (std::fs::read_to_string(&cert).unwrap() != original).then_some(())
+    });
+    // Once (at ~20 s), not in a loop.
+    let renewals = c.workers["w1"]
+        .log_text()
+        .matches("worker certificate renewed")
+        .count();
+    assert!((1..=2).contains(&renewals), "{renewals} renewals");
+    assert_eq!(c.worker_events("worker.disconnected", "w1"), 0);
+    // Once the first certificate has expired, a restarted worker gets in
+    // with the renewed one.
+    std::thread::sleep(Duration::from_secs(31).saturating_sub(joined_at.elapsed()));
+    c.kill_worker("w1");
+    c.start_worker("w1", &["--label", "pool=a"]);
+    eventually("w1 links again", Duration::from_secs(20), || {
+        (c.worker_events("worker.reconnected", "w1") > 0 && c.worker_state("w1") == "ready")
+            .then_some(())
+    });
+
+    // Removal revokes: the running worker is cut off and refused.
+    let rm = c.ao(&["worker", "rm", "w2"]).ok();
+    assert!(rm.stderr.contains("revoked"), "{}", rm.stderr);
+    let code = eventually("w2 gives up", Duration::from_secs(15), || {
+        c.worker("w2").exited()
+    });
+    assert_eq!(code, 1);
+    assert!(c.workers["w2"].log_text().contains("was revoked"));
+    c.start_worker("w2", &["--label", "pool=b"]);
+    let code = eventually("w2 is refused again", Duration::from_secs(15), || {
+        c.worker("w2").exited()
+    });
+    assert_eq!(code, 1);
+    assert_eq!(c.worker_state("w2"), "absent");
+    assert_eq!(c.worker_state("w1"), "ready");
+}
+
+/// Placement by label and capacity across two hosts; a session that does
+/// not fit waits with the reason and is placed when room appears; drained
+/// workers and workers at their memory reserve get nothing new.
+#[test]
+fn sessions_are_placed_by_label_capacity_drain_and_memory() {
+    let mut c = Cluster::new(&[]);
+    c.add_worker("w1", &["--label", "pool=gpu", "--max-sessions", "2"]);
+    c.add_worker("w2", &["--label", "pool=cpu", "--max-sessions", "1"]);
+
+    let gpu = c.spawn(&["app", "g1", "--label", "pool=gpu"]);
+    let cpu = c.spawn(&["app", "c1", "--label", "pool=cpu"]);
+    assert_eq!(c.session(&gpu)["worker"], "w1");
+    assert_eq!(c.session(&cpu)["worker"], "w2");
+    // The worktree is on the worker's own disk.
+    let wt = c.session(&gpu)["worktree"].as_str().unwrap().to_string();
+    assert!(
+        wt.starts_with(c.workers["w1"].home.to_str().unwrap()),
+        "{wt}"
+    );
+
+    let waiting = c.spawn(&["app", "c2", "--label", "pool=cpu"]);
+    let s = c.session(&waiting);
+    assert_eq!(s["status"], "spawning");
+    assert!(s["worker"].is_null());
+    assert!(s["summary"].as_str().unwrap().contains("capacity"), "{s}");
+    let nowhere = c.spawn(&["app", "t1", "--label", "pool=tpu"]);
+    assert!(c.session(&nowhere)["summary"]
+        .as_str()
+        .unwrap()
+        .contains("pool=tpu"));
+    let table = c.ao(&["status"]).ok().stdout;
+    assert!(table.contains("w1") && table.contains("w2"), "{table}");
+
+    // Room appears: the waiting session is placed at once, never over capacity.
+    c.ao(&["session", "kill", &cpu]).ok();
+    let placed = c.wait_session(&waiting, "placed on w2", |s| {
+        s["worker"] == "w2" && s["status"] == "idle"
+    });
+    assert_eq!(placed["activity"], "ready");
+    let w2 = c
+        .worker_list()
+        .into_iter()
+        .find(|w| w["id"] == "w2")
+        .unwrap();
+    assert_eq!(w2["sessions"], 1);
+
+    // Drained: nothing new lands there until it is resumed.
+    c.ao(&["worker", "drain", "w1"]).ok();
+    assert_eq!(c.worker_state("w1"), "draining");
+    let held = c.spawn(&["app", "g2", "--label", "pool=gpu"]);
+    assert!(c.session(&held)["worker"].is_null());
+    assert_eq!(c.session(&gpu)["status"], "idle", "drain keeps what runs");
+    c.ao(&["worker", "drain", "w1", "--undo"]).ok();
+    c.wait_session(&held, "placed on w1 after undo", |s| s["worker"] == "w1");
+
+    // A worker at its memory reserve takes nothing.
+    c.kill_worker("w2");
+    c.start_worker(
+        "w2",
+        &[
+            "--label",
+            "pool=cpu",
+            "--max-sessions",
+            "5",
+            "--memory-reserve",
+            "1000T",
+        ],
+    );
+    c.wait_worker_state("w2", "ready", Duration::from_secs(20));
+    let starved = c.spawn(&["app", "c3", "--label", "pool=cpu"]);
+    let s = c.wait_session(&starved, "waits for memory", |s| {
+        s["summary"]
+            .as_str()
+            .is_some_and(|t| t.contains("memory reserve"))
+    });
+    assert!(s["worker"].is_null());
+}
+
+/// Liveness in two steps: a network cut of 10 s changes nothing; a longer
+/// silence is `disconnected`; a killed worker is `disconnected`, then
+/// `lost` at the grace with its sessions marked, while the other worker
+/// keeps serving; restarted workers re-adopt their sessions.
+#[test]
+fn dead_workers_are_disconnected_then_lost_and_come_back() {
+    let mut c = Cluster::new(&["--worker-grace", "40s"]);
+    c.add_worker("w1", &["--label", "at=one"]);
+    c.add_worker("w2", &["--label", "at=two"]);
+    let s1 = c.spawn(&["app", "one", "--label", "at=one"]);
+    let s2 = c.spawn(&["app", "two", "--label", "at=two"]);
+    let epoch2 = c.session(&s2)["epoch"].clone();
+
+    // A 10 s cut: no state change during it or after, no event, and the
+    // link carries on.
+    c.workers["w2"].host.cut().unwrap();
+    let watch_until = Instant::now() + Duration::from_secs(20);
+    let mut restored = false;
+    while Instant::now() < watch_until {
+        if !restored && watch_until - Instant::now() <= Duration::from_secs(10) {
+            c.workers["w2"].host.restore().unwrap();
+            restored = true;
+        }
+        assert_eq!(c.worker_state("w2"), "ready", "flapped during a 10 s cut");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    assert_eq!(c.worker_events("worker.disconnected", "w2"), 0);
+    assert_eq!(c.worker_events("worker.lost", "w2"), 0);
+    c.ao(&["send", &s2, "after the cut"]).ok();
+
+    // A 25 s cut: silent past 20 s is `disconnected` (the link is still
+    // open), back to `ready` when heard from, and not lost.
+    c.workers["w2"].host.cut().unwrap();
+    let cut_at = Instant::now();
+    c.wait_worker_state("w2", "disconnected", Duration::from_secs(30));
+    let noticed = cut_at.elapsed();
+    assert!(noticed >= Duration::from_secs(15), "{noticed:?}");
+    c.workers["w2"].host.restore().unwrap();
+    c.wait_worker_state("w2", "ready", Duration::from_secs(20));
+    assert_eq!(c.worker_events("worker.lost", "w2"), 0);
+    assert_eq!(c.session(&s2)["epoch"], epoch2);
+
+    // kill -9: disconnected at once (the link closes), lost at the grace.
+    c.kill_worker("w1");
+    let killed_at = Instant::now();
+    c.wait_worker_state("w1", "disconnected", Duration::from_secs(25));
+    let other = c.spawn(&["app", "three", "--label", "at=two"]);
+    c.wait_session(&other, "served by w2", |s| {
+        s["worker"] == "w2" && s["status"] == "idle"
+    });
+    assert_eq!(c.worker_state("w1"), "disconnected");
+    c.wait_worker_state("w1", "lost", Duration::from_secs(60));
+    let lost_after = killed_at.elapsed();
+    assert!(
+        lost_after >= Duration::from_secs(30) && lost_after <= Duration::from_secs(50),
+        "lost after {lost_after:?} with a 40 s grace"
+    );
+    let stuck = c.session(&s1);
+    assert_eq!(stuck["status"], "stuck");
+    assert!(
+        stuck["summary"].as_str().unwrap().contains("lost"),
+        "{stuck}"
+    );
+    assert_eq!(c.worker_events("worker.lost", "w1"), 1);
+
+    // Back: its agent kept running in tmux and is adopted, same epoch.
+    let epoch1 = stuck["epoch"].clone();
+    c.start_worker("w1", &["--label", "at=one"]);
+    let back = c.wait_session(&s1, "re-adopted", |s| s["status"] == "idle");
+    assert_eq!(back["epoch"], epoch1);
+    assert_eq!(back["worker"], "w1");
+    c.ao(&["send", &s1, "welcome back"]).ok();
+
+    // A worker restarted before anyone noticed keeps its sessions too.
+    c.kill_worker("w2");
+    c.start_worker("w2", &["--label", "at=two"]);
+    c.wait_worker_state("w2", "ready", Duration::from_secs(20));
+    let s = c.wait_session(&s2, "still idle on w2", |s| s["status"] == "idle");
+    assert_eq!(s["epoch"], epoch2);
+    c.ao(&["send", &s2, "after the restart"]).ok();
+}
