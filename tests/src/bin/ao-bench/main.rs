@@ -2,7 +2,9 @@
 //! same run. Prints figures; asserts nothing about speed.
 //!
 //! Run: `scripts/bench` (release build). `AO_BENCH_SESSIONS` sets the
-//! large-stack size (default 200).
+//! large-stack size (default 200). `--cluster`: see [`cluster`].
+
+mod cluster;
 
 use std::path::Path;
 use std::process::Command;
@@ -10,17 +12,17 @@ use std::time::{Duration, Instant};
 
 use ao_tests::{eventually, Stack};
 
-fn percentile(samples: &mut [Duration], p: f64) -> Duration {
+pub(crate) fn percentile(samples: &mut [Duration], p: f64) -> Duration {
     samples.sort();
     let idx = ((samples.len() as f64 - 1.0) * p).round() as usize;
     samples[idx]
 }
 
-fn ms(d: Duration) -> String {
+pub(crate) fn ms(d: Duration) -> String {
     format!("{:.1} ms", d.as_secs_f64() * 1000.0)
 }
 
-fn time_runs(n: usize, mut f: impl FnMut()) -> (Duration, Duration) {
+pub(crate) fn time_runs(n: usize, mut f: impl FnMut()) -> (Duration, Duration) {
     let mut samples: Vec<Duration> = (0..n)
         .map(|_| {
             let t = Instant::now();
@@ -35,7 +37,7 @@ fn time_runs(n: usize, mut f: impl FnMut()) -> (Duration, Duration) {
 }
 
 /// Resident memory of a process, in KiB.
-fn rss_kib(pid: u32) -> u64 {
+pub(crate) fn rss_kib(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     status
         .lines()
@@ -68,7 +70,7 @@ fn wait_file(path: &Path) {
     }
 }
 
-fn row(what: &str, ao: &str, baseline: &str) {
+pub(crate) fn row(what: &str, ao: &str, baseline: &str) {
     println!("| {what} | {ao} | {baseline} |");
 }
 
@@ -234,6 +236,10 @@ fn main() {
     }
     if std::env::args().any(|a| a == "--attach") {
         attach_bench();
+        return;
+    }
+    if std::env::args().any(|a| a == "--cluster") {
+        cluster::run();
         return;
     }
     let large = large_size();
