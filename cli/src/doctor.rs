@@ -30,6 +30,37 @@ fn version_of(program: &str, arg: &str) -> Option<String> {
     Some(text.lines().next().unwrap_or("").trim().to_string())
 }
 
+/// A credential's certificate: who it names and how long it lasts.
+fn certificate(what: &str, dir: &Path) -> bool {
+    let checked = ao_proto::pki::Credentials::load(dir).and_then(|c| {
+        let who = ao_proto::pki::peer_identity_pem(&c.cert_pem)?;
+        Ok((who, c.validity()?.1))
+    });
+    let (who, not_after) = match checked {
+        Ok(v) => v,
+        Err(e) => return line(Level::Fail, what, &e.to_string()),
+    };
+    let until = chrono::DateTime::from_timestamp(not_after, 0).unwrap_or_default();
+    let left = not_after - chrono::Utc::now().timestamp();
+    let detail = format!(
+        "{} {} in {}, valid until {until}",
+        who.role.as_str(),
+        who.name,
+        dir.display()
+    );
+    if left <= 0 {
+        line(
+            Level::Fail,
+            what,
+            &format!("{detail}: EXPIRED; join again (ao token create, ao worker join)"),
+        )
+    } else if left < 3600 {
+        line(Level::Warn, what, &format!("{detail}: expires within the hour"))
+    } else {
+        line(Level::Ok, what, &detail)
+    }
+}
+
 pub async fn run(home: &Path, target: &Target) -> anyhow::Result<ExitCode> {
     let mut healthy = true;
     for (program, arg, package) in [("tmux", "-V", "tmux"), ("git", "--version", "git")] {
@@ -77,6 +108,14 @@ pub async fn run(home: &Path, target: &Target) -> anyhow::Result<ExitCode> {
         },
     };
     line(Level::Ok, "AO_HOME", &home.display().to_string());
+    for (what, dir) in [
+        ("admin credential", crate::stack::admin_dir(home)),
+        ("worker credential", crate::stack::worker_dir(home)),
+    ] {
+        if ao_proto::pki::Credentials::exists(&dir) {
+            healthy &= certificate(what, &dir);
+        }
+    }
     match target.info().await {
         Ok(info) => {
             line(

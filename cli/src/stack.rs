@@ -53,7 +53,7 @@ pub fn admin_dir(home: &Path) -> PathBuf {
 }
 
 /// This machine's worker credential from `ao worker join`.
-fn worker_dir(home: &Path) -> PathBuf {
+pub fn worker_dir(home: &Path) -> PathBuf {
     home.join("pki").join("worker")
 }
 
