@@ -55,7 +55,11 @@ fn certificate(what: &str, dir: &Path) -> bool {
             &format!("{detail}: EXPIRED; join again (ao token create, ao worker join)"),
         )
     } else if left < 3600 {
-        line(Level::Warn, what, &format!("{detail}: expires within the hour"))
+        line(
+            Level::Warn,
+            what,
+            &format!("{detail}: expires within the hour"),
+        )
     } else {
         line(Level::Ok, what, &detail)
     }

@@ -62,6 +62,22 @@ pub fn stopped(stop: &Stop) -> impl Future<Output = ()> + Send + 'static {
     }
 }
 
+/// The CLI's service and the worker link, as every listener serves them.
+fn services(
+    handle: ControllerHandle,
+    home: &Path,
+    cluster: Option<Arc<Cluster>>,
+    stop: &Stop,
+) -> (ControllerService, WorkerLinkService) {
+    let controller = ControllerService {
+        handle: handle.clone(),
+        home: home.display().to_string(),
+        stop: stop.clone(),
+        cluster: cluster.clone(),
+    };
+    (controller, WorkerLinkService { handle, cluster })
+}
+
 fn builder() -> tonic::transport::Server {
     tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(std::time::Duration::from_secs(10)))
@@ -83,13 +99,7 @@ pub async fn serve(
     cluster: Option<Arc<Cluster>>,
     stop: Stop,
 ) -> Result<(), ServeError> {
-    let controller = ControllerService {
-        handle: handle.clone(),
-        home: home.display().to_string(),
-        stop: stop.clone(),
-        cluster: cluster.clone(),
-    };
-    let link = WorkerLinkService { handle, cluster };
+    let (controller, link) = services(handle, home, cluster, &stop);
     let stop = stopped(&stop);
     builder()
         .add_service(pb::controller_server::ControllerServer::new(controller))
@@ -115,16 +125,7 @@ pub async fn serve_tls(
     stop: Stop,
 ) -> Result<(), ServeError> {
     use ao_proto::pki::Role;
-    let controller = ControllerService {
-        handle: handle.clone(),
-        home: home.display().to_string(),
-        stop: stop.clone(),
-        cluster: Some(cluster.clone()),
-    };
-    let link = WorkerLinkService {
-        handle,
-        cluster: Some(cluster.clone()),
-    };
+    let (controller, link) = services(handle, home, Some(cluster.clone()), &stop);
     let join = JoinService {
         cluster: cluster.clone(),
     };

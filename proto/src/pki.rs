@@ -437,12 +437,19 @@ impl Ca {
             ExtendedKeyUsagePurpose::ServerAuth,
             ExtendedKeyUsagePurpose::ClientAuth,
         ];
+        self.credentials(params, &key, "the controller certificate")
+    }
+
+    /// Signs `params` for `key` and bundles the result with the CA.
+    fn credentials(
+        &self,
+        params: CertificateParams,
+        key: &KeyPair,
+        what: &'static str,
+    ) -> Result<Credentials, PkiError> {
         let cert = params
-            .signed_by(&key, &self.issuer)
-            .map_err(|source| PkiError::Generate {
-                what: "the controller certificate",
-                source,
-            })?;
+            .signed_by(key, &self.issuer)
+            .map_err(|source| PkiError::Generate { what, source })?;
         Ok(Credentials {
             ca_pem: self.cert_pem.clone(),
             cert_pem: cert.pem(),
@@ -465,17 +472,7 @@ impl Ca {
             what: "the client key",
             source,
         })?;
-        let cert = params
-            .signed_by(&key, &self.issuer)
-            .map_err(|source| PkiError::Generate {
-                what: "the client certificate",
-                source,
-            })?;
-        Ok(Credentials {
-            ca_pem: self.cert_pem.clone(),
-            cert_pem: cert.pem(),
-            key_pem: key.serialize_pem(),
-        })
+        self.credentials(params, &key, "the client certificate")
     }
 
     /// Signs a CSR's public key; the subject is NOT taken from the CSR: CN = name, O = "ao-<role>" (e.g. "ao-worker"), client-auth EKU, validity now-1min .. now+ttl, random serial. Returns the certificate PEM.

@@ -12,7 +12,7 @@ use serde_json::Value;
 
 use crate::etcd::EtcdServer;
 use crate::netns::{Host, Net};
-use crate::{ao_bin, eventually, Run, Stack};
+use crate::{ao_bin, eventually, json_array, Cli, Run, Stack};
 
 /// One worker host.
 pub struct Worker {
@@ -90,11 +90,6 @@ impl Cluster {
             || (cluster.ao(&["worker", "ls"]).code == 0).then_some(()),
         );
         cluster
-    }
-
-    /// `ao <args>` on the controller's host, over https as the admin.
-    pub fn ao(&self, args: &[&str]) -> Run {
-        self.ao_on(&self.controller, &self.stack.home, args)
     }
 
     /// `ao <args>` on `host` with `home` as `AO_HOME`, aimed at this cluster.
@@ -183,11 +178,7 @@ impl Cluster {
 
     /// `ao worker ls --json`.
     pub fn worker_list(&self) -> Vec<Value> {
-        let run = self.ao(&["worker", "ls", "--json"]).ok();
-        match serde_json::from_str(&run.stdout) {
-            Ok(Value::Array(items)) => items,
-            other => panic!("worker ls --json: {other:?} from {:?}", run.stdout),
-        }
+        json_array(&self.ao(&["worker", "ls", "--json"]).ok())
     }
 
     /// The worker's state as `ao worker ls` shows it (`absent` if not listed).
@@ -207,35 +198,12 @@ impl Cluster {
         });
     }
 
-    /// `ao status --json`.
-    pub fn sessions(&self) -> Vec<Value> {
-        let run = self.ao(&["status", "--json"]).ok();
-        match serde_json::from_str(&run.stdout) {
-            Ok(Value::Array(items)) => items,
-            other => panic!("status --json: {other:?} from {:?}", run.stdout),
-        }
-    }
-
-    pub fn session(&self, id: &str) -> Value {
-        self.sessions()
-            .into_iter()
-            .find(|s| s["id"] == id)
-            .unwrap_or_else(|| panic!("no session {id}"))
-    }
-
     /// Waits until `check` holds of session `id`; returns it.
     pub fn wait_session(&self, id: &str, what: &str, check: impl Fn(&Value) -> bool) -> Value {
         eventually(&format!("{id}: {what}"), Duration::from_secs(30), || {
             let s = self.session(id);
             check(&s).then_some(s)
         })
-    }
-
-    /// `ao spawn <args>`; the session id.
-    pub fn spawn(&self, args: &[&str]) -> String {
-        let mut all = vec!["spawn"];
-        all.extend_from_slice(args);
-        self.ao(&all).ok().session_id()
     }
 
     /// `ao events --json`.
@@ -257,6 +225,13 @@ impl Cluster {
 
     pub fn controller_log(&self) -> String {
         std::fs::read_to_string(self.stack.dir.path().join("controller.log")).unwrap_or_default()
+    }
+}
+
+impl Cli for Cluster {
+    /// `ao <args>` on the controller's host, over https as the admin.
+    fn ao(&self, args: &[&str]) -> Run {
+        self.ao_on(&self.controller, &self.stack.home, args)
     }
 }
 

@@ -92,6 +92,37 @@ impl Run {
     }
 }
 
+/// What a test does through the `ao` CLI, wherever the controller runs.
+pub trait Cli {
+    /// `ao <args>` against this test's controller.
+    fn ao(&self, args: &[&str]) -> Run;
+
+    /// `ao spawn <args>`; the session id.
+    fn spawn(&self, args: &[&str]) -> String {
+        let mut all = vec!["spawn"];
+        all.extend_from_slice(args);
+        self.ao(&all).ok().session_id()
+    }
+
+    /// `ao status --json`.
+    fn sessions(&self) -> Vec<Value> {
+        json_array(&self.ao(&["status", "--json"]).ok())
+    }
+
+    fn session(&self, id: &str) -> Value {
+        self.sessions()
+            .into_iter()
+            .find(|s| s["id"] == id)
+            .unwrap_or_else(|| panic!("no session {id}"))
+    }
+}
+
+impl Cli for Stack {
+    fn ao(&self, args: &[&str]) -> Run {
+        self.command(args).output().expect("ao runs").into()
+    }
+}
+
 /// One stack: `AO_HOME`, a git repo with one commit, and a config whose
 /// project `app` runs the `bot` agent (custom agents `quitter`, `asker`,
 /// `ghost` too).
@@ -221,10 +252,6 @@ impl Stack {
         c
     }
 
-    pub fn ao(&self, args: &[&str]) -> Run {
-        self.command(args).output().expect("ao runs").into()
-    }
-
     /// `ao up -d`; the stack is ready when it returns.
     pub fn up(&self) -> u32 {
         let run = self.ao(&["up", "-d"]).ok();
@@ -243,30 +270,6 @@ impl Stack {
             self.home.join("store.redb").exists()
         );
         pid
-    }
-
-    pub fn spawn(&self, args: &[&str]) -> String {
-        let mut all = vec!["spawn"];
-        all.extend_from_slice(args);
-        self.ao(&all).ok().session_id()
-    }
-
-    pub fn sessions(&self) -> Vec<Value> {
-        let run = self.ao(&["status", "--json"]).ok();
-        match serde_json::from_str(&run.stdout) {
-            Ok(Value::Array(items)) => items,
-            other => panic!(
-                "status --json is not an array: {other:?} from {:?}",
-                run.stdout
-            ),
-        }
-    }
-
-    pub fn session(&self, id: &str) -> Value {
-        self.sessions()
-            .into_iter()
-            .find(|s| s["id"] == id)
-            .unwrap_or_else(|| panic!("no session {id}"))
     }
 
     /// Waits until the session's `field` equals `want`.
@@ -338,6 +341,14 @@ impl Stack {
             .trim()
             .parse()
             .ok()
+    }
+}
+
+/// A `--json` output that must be an array.
+pub fn json_array(run: &Run) -> Vec<Value> {
+    match serde_json::from_str(&run.stdout) {
+        Ok(Value::Array(items)) => items,
+        other => panic!("not a JSON array: {other:?} from {:?}", run.stdout),
     }
 }
 

@@ -3,7 +3,7 @@
 use std::process::Command;
 use std::time::Duration;
 
-use ao_tests::{ao_bin, eventually, Stack};
+use ao_tests::{ao_bin, eventually, Cli, Stack};
 use expectrl::session::OsSession;
 use expectrl::{Expect, Regex, Session};
 use serde_json::Value;

@@ -6,7 +6,7 @@ use std::io::{Read, Write};
 use std::time::{Duration, Instant};
 
 use ao_tests::cluster::Cluster;
-use ao_tests::eventually;
+use ao_tests::{eventually, Cli};
 
 /// Joining: a token works once, the CA is pinned, the TCP port speaks only
 /// mTLS, roles are kept apart, certificates renew on their own, and a

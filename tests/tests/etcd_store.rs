@@ -5,7 +5,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use ao_tests::etcd::EtcdServer;
-use ao_tests::{eventually, Stack};
+use ao_tests::{eventually, Cli, Stack};
 use serde_json::Value;
 
 fn event_ids(events: &[Value]) -> Vec<u64> {

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use ao_tests::{eventually, git, Stack};
+use ao_tests::{eventually, git, Cli, Stack};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 

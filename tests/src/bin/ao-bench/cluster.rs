@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use ao_proto::dial::{self, ControllerAddr};
 use ao_proto::pb;
-use ao_tests::{eventually, Stack};
+use ao_tests::{eventually, Cli, Stack};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 

@@ -10,7 +10,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use ao_tests::{eventually, Stack};
+use ao_tests::{eventually, Cli, Stack};
 
 pub(crate) fn percentile(samples: &mut [Duration], p: f64) -> Duration {
     samples.sort();
