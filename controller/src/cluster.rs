@@ -3,9 +3,12 @@
 //!
 //! Tokens are stored only as a SHA-256 of their secret and are consumed by a
 //! compare-and-swap delete, so two workers racing with one token cannot both
-//! join. Every certificate issued to a worker is recorded under its id;
-//! `ao worker rm` moves those serials to the revoked set, which every call
-//! is checked against.
+//! join. A join also claims the worker id (`/ao/v1/identities/<id>`): a
+//! second machine cannot take over an id in use. Every certificate issued
+//! to a worker is recorded under its id; `ao worker rm` moves those serials
+//! to the revoked set, which every call is checked against, and frees the
+//! id. Renewals and removals both write the id's key, so a renewal racing a
+//! removal cannot leave a certificate unrevoked.
 
 use std::collections::HashSet;
 use std::sync::{Arc, RwLock};
@@ -54,6 +57,17 @@ struct CertRecord {
     serial: String,
     issued_at: DateTime<Utc>,
     not_after: i64,
+}
+
+/// A worker id held by a joined machine.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct IdentityRecord {
+    schema_version: u32,
+    worker: String,
+    joined_at: DateTime<Utc>,
+    /// Certificates issued so far (the join and every renewal).
+    issued: u64,
 }
 
 /// A revoked certificate serial.
@@ -225,11 +239,28 @@ impl Cluster {
                 crate::model::rfc3339(&record.expires_at)
             )));
         }
+        let identity = keys::identity(worker);
+        let taken = || {
+            ClusterError::Refused(format!(
+                "worker id `{worker}` is already joined: pick another --id, or remove it first (ao worker rm {worker})"
+            ))
+        };
+        if self.store.get(&identity).await?.is_some() {
+            return Err(taken());
+        }
         let (cert, cert_record) = self.issue(worker, csr_pem)?;
+        let claim = IdentityRecord {
+            schema_version: SCHEMA_VERSION,
+            worker: worker.to_string(),
+            joined_at: Utc::now(),
+            issued: 1,
+        };
         let txn = self.fenced(
             Txn::default()
                 .check(key.clone(), Precondition::Revision(stored.mod_revision))
+                .check(identity.clone(), Precondition::Absent)
                 .delete(key)
+                .put(identity.clone(), encode(&claim))
                 .put(
                     keys::cert(worker, &cert_record.serial),
                     encode(&cert_record),
@@ -237,6 +268,7 @@ impl Cluster {
         );
         match self.store.commit(txn).await {
             Ok(_) => Ok(cert),
+            Err(StoreError::Conflict { key }) if key == identity => Err(taken()),
             Err(StoreError::Conflict { .. }) => Err(refused()),
             Err(e) => Err(e.into()),
         }
@@ -247,11 +279,32 @@ impl Cluster {
     /// # Errors
     /// A bad CSR, or the store refused the record.
     pub async fn renew(&self, who: &PeerIdentity, csr_pem: &str) -> Result<String, ClusterError> {
+        let identity = keys::identity(&who.name);
+        let removed = || {
+            ClusterError::Refused(format!(
+                "worker `{}` is no longer joined (ao worker rm); join again with a new token",
+                who.name
+            ))
+        };
+        let current = self.store.get(&identity).await?.ok_or_else(removed)?;
+        let mut claim: IdentityRecord = decode(&current)?;
+        claim.issued += 1;
         let (cert, record) = self.issue(&who.name, csr_pem)?;
-        let key = keys::cert(&who.name, &record.serial);
-        let txn = self.fenced(Txn::default().put(key, encode(&record)));
-        self.store.commit(txn).await?;
-        Ok(cert)
+        let txn = self.fenced(
+            Txn::default()
+                .check(
+                    identity.clone(),
+                    Precondition::Revision(current.mod_revision),
+                )
+                .put(identity, encode(&claim))
+                .put(keys::cert(&who.name, &record.serial), encode(&record)),
+        );
+        match self.store.commit(txn).await {
+            Ok(_) => Ok(cert),
+            // Removed (or renewed twice) meanwhile: the worker asks again.
+            Err(StoreError::Conflict { .. }) => Err(removed()),
+            Err(e) => Err(e.into()),
+        }
     }
 
     fn issue(&self, worker: &str, csr_pem: &str) -> Result<(String, CertRecord), ClusterError> {
@@ -276,9 +329,26 @@ impl Cluster {
     /// # Errors
     /// The store refused the write.
     pub async fn revoke(&self, worker: &str) -> Result<u32, ClusterError> {
+        loop {
+            match self.revoke_once(worker).await {
+                // A renewal wrote meanwhile: list again.
+                Err(ClusterError::Store(StoreError::Conflict { .. })) => continue,
+                other => return other,
+            }
+        }
+    }
+
+    async fn revoke_once(&self, worker: &str) -> Result<u32, ClusterError> {
+        let identity = keys::identity(worker);
+        let claim = self.store.get(&identity).await?;
         let issued = self.store.list(&keys::cert(worker, "")).await?;
         let now = Utc::now();
-        let mut txn = Txn::default();
+        let mut txn = match &claim {
+            Some(v) => Txn::default()
+                .check(identity.clone(), Precondition::Revision(v.mod_revision))
+                .delete(identity),
+            None => Txn::default().check(identity, Precondition::Absent),
+        };
         let mut serials = Vec::new();
         for v in &issued.items {
             let record: CertRecord = decode(v)?;
@@ -294,7 +364,7 @@ impl Cluster {
                 .put(keys::revoked(&record.serial), encode(&revoked));
             serials.push(record.serial);
         }
-        if serials.is_empty() {
+        if serials.is_empty() && claim.is_none() {
             return Ok(0);
         }
         self.store.commit(self.fenced(txn)).await?;
@@ -349,6 +419,65 @@ impl Cluster {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    use crate::store::embedded::EmbeddedStore;
+
+    async fn cluster(dir: &std::path::Path) -> Cluster {
+        let store: Arc<dyn Store> = Arc::new(EmbeddedStore::open(&dir.join("s.redb")).unwrap());
+        let ca = Ca::generate("test").unwrap();
+        Cluster::open(
+            store,
+            ca,
+            Duration::from_secs(3600),
+            "https://h:1".into(),
+            None,
+        )
+        .await
+        .unwrap()
+    }
+
+    fn who(cert_pem: &str) -> PeerIdentity {
+        pki::peer_identity_pem(cert_pem).unwrap()
+    }
+
+    #[tokio::test]
+    async fn tokens_are_single_use_and_ids_are_claimed_until_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = cluster(dir.path()).await;
+        let (token, _) = c.create_token(Duration::from_secs(60)).await.unwrap();
+        let (csr, _) = pki::new_csr("w1").unwrap();
+        let cert = c.join(&token, "w1", &csr).await.unwrap();
+        assert_eq!(who(&cert).name, "w1");
+        // The same token again, even for another id: refused.
+        let again = c.join(&token, "w2", &csr).await.unwrap_err();
+        assert!(again.to_string().contains("token refused"), "{again}");
+        // A wrong secret for a live token: refused, and the token survives.
+        let (other, _) = c.create_token(Duration::from_secs(60)).await.unwrap();
+        let (id, _) = other.split_once('.').unwrap();
+        assert!(c.join(&format!("{id}.wrong"), "w2", &csr).await.is_err());
+        // A fresh token cannot take over an id in use.
+        let taken = c.join(&other, "w1", &csr).await.unwrap_err();
+        assert!(taken.to_string().contains("already joined"), "{taken}");
+        // Renewal works while joined; removal revokes both certificates
+        // and frees the id; a renewal after it is refused.
+        let renewed = c.renew(&who(&cert), &csr).await.unwrap();
+        assert_ne!(who(&renewed).serial, who(&cert).serial);
+        assert_eq!(c.revoke("w1").await.unwrap(), 2);
+        let revoked = c.revoked.read().unwrap().clone();
+        assert!(revoked.contains(&who(&cert).serial) && revoked.contains(&who(&renewed).serial));
+        assert!(c.renew(&who(&renewed), &csr).await.is_err());
+        c.join(&other, "w1", &csr).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn an_expired_token_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = cluster(dir.path()).await;
+        let (token, _) = c.create_token(Duration::from_secs(0)).await.unwrap();
+        let (csr, _) = pki::new_csr("w1").unwrap();
+        let e = c.join(&token, "w1", &csr).await.unwrap_err();
+        assert!(e.to_string().contains("expired"), "{e}");
+    }
 
     #[test]
     fn worker_ids_are_checked() {

@@ -536,6 +536,17 @@ impl pb::controller_server::Controller for ControllerService {
             Some(c) => c.revoke(&id).await?,
             None => 0,
         };
+        let linked = self
+            .handle
+            .snapshot()
+            .workers
+            .iter()
+            .any(|w| w.id == id && w.connected_at.is_some());
+        if revoked == 0 && linked {
+            return Err(Status::failed_precondition(format!(
+                "worker `{id}` is connected and has no certificate to revoke (it dials the local socket): stop its process first, then remove it"
+            )));
+        }
         match self.handle.remove_worker(id).await {
             Err(ControllerError::UnknownWorker { .. }) if revoked > 0 => {}
             other => other?,
@@ -617,15 +628,17 @@ impl pb::worker_link_server::WorkerLink for WorkerLinkService {
         }
         let (tx, rx) = mpsc::channel(1024);
         let worker = hello.worker_id.clone();
-        let conn = self.handle.worker_hello(hello, tx).await;
+        let heard = crate::sessions::Heard::new();
+        let conn = self.handle.worker_hello(hello, tx, heard.clone()).await;
         let handle = self.handle.clone();
         tokio::spawn(async move {
             loop {
                 match inbound.message().await {
                     Ok(Some(pb::WorkerMessage { msg: Some(msg) })) => {
+                        heard.stamp();
                         handle.worker_message(conn, worker.clone(), msg).await;
                     }
-                    Ok(Some(_)) => {}
+                    Ok(Some(_)) => heard.stamp(),
                     Ok(None) | Err(_) => break,
                 }
             }
@@ -641,6 +654,7 @@ impl pb::worker_link_server::WorkerLink for WorkerLinkService {
         &self,
         req: Request<Streaming<pb::TunnelUp>>,
     ) -> Result<Response<Self::TunnelStream>, Status> {
+        let who = caller(&req).map(|w| w.name);
         let mut inbound = req.into_inner();
         let stream_id = first_message(
             &mut inbound,
@@ -655,7 +669,7 @@ impl pb::worker_link_server::WorkerLink for WorkerLinkService {
         // viewer side drops `down`, which tells the worker to stop.
         let (down, to_worker) = mpsc::channel::<pb::TunnelDown>(64);
         self.handle
-            .tunnel_opened(stream_id, Tunnel { inbound, down })
+            .tunnel_opened(stream_id, who, Tunnel { inbound, down })
             .await;
         Ok(Response::new(Box::pin(
             ReceiverStream::new(to_worker).map(Ok),

@@ -16,6 +16,12 @@ pub const TOKENS: &str = "/ao/v1/tokens/";
 pub const CERTS: &str = "/ao/v1/certs/";
 /// Revoked certificate serials.
 pub const REVOKED: &str = "/ao/v1/revoked/";
+/// Worker ids held by a joined machine (one per id, until `ao worker rm`).
+const IDENTITIES: &str = "/ao/v1/identities/";
+
+pub fn identity(worker: &str) -> String {
+    format!("{IDENTITIES}{worker}")
+}
 
 pub fn token(id: &str) -> String {
     format!("{TOKENS}{id}")

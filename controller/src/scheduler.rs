@@ -14,7 +14,7 @@ pub struct Candidate<'a> {
     /// 0 means unlimited.
     pub max_sessions: u32,
     pub sessions: u32,
-    /// What the machine has left (`MemAvailable`), as last reported.
+    /// What the machine has left (`MemAvailable`), as last reported; 0: unknown.
     pub mem_available: u64,
     /// Placement stops while `mem_available <= memory_reserve` (0: no reserve).
     pub memory_reserve: u64,
@@ -25,8 +25,11 @@ impl Candidate<'_> {
         self.max_sessions == 0 || self.sessions < self.max_sessions
     }
 
+    /// A worker that cannot read its free memory (0) is not held back.
     fn has_memory(&self) -> bool {
-        self.memory_reserve == 0 || self.mem_available > self.memory_reserve
+        self.memory_reserve == 0
+            || self.mem_available == 0
+            || self.mem_available > self.memory_reserve
     }
 }
 

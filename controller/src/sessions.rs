@@ -144,9 +144,9 @@ enum Command {
     Restore(String, Reply<SessionRecord>),
     OpenStream(pb::OpenStream, Reply<oneshot::Receiver<Tunnel>>),
     Record(&'static str, String, String, serde_json::Value),
-    TunnelOpened(u64, Tunnel),
+    TunnelOpened(u64, Option<String>, Tunnel),
     WaitSettled(String, oneshot::Sender<SessionRecord>),
-    WorkerHello(u64, pb::Hello, mpsc::Sender<pb::ControllerMessage>),
+    WorkerHello(u64, pb::Hello, mpsc::Sender<pb::ControllerMessage>, Heard),
     WorkerMessage(u64, String, pb::worker_message::Msg),
     WorkerGone(u64, String),
     Drain(String, bool, Reply<WorkerView>),
@@ -341,20 +341,31 @@ impl ControllerHandle {
             .await;
     }
 
-    pub async fn tunnel_opened(&self, stream_id: u64, tunnel: Tunnel) {
-        let _ = self.tx.send(Command::TunnelOpened(stream_id, tunnel)).await;
+    /// A worker opened the tunnel of `stream_id`; `caller` is the worker its
+    /// certificate names (`None` on the local socket).
+    pub async fn tunnel_opened(&self, stream_id: u64, caller: Option<String>, tunnel: Tunnel) {
+        let _ = self
+            .tx
+            .send(Command::TunnelOpened(stream_id, caller, tunnel))
+            .await;
     }
 
     /// A new worker link; returns its connection number.
+    ///
+    /// The caller stamps `heard` whenever the link delivers a message.
     pub async fn worker_hello(
         &self,
         hello: pb::Hello,
         tx: mpsc::Sender<pb::ControllerMessage>,
+        heard: Heard,
     ) -> u64 {
         let conn = self
             .next_conn
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let _ = self.tx.send(Command::WorkerHello(conn, hello, tx)).await;
+        let _ = self
+            .tx
+            .send(Command::WorkerHello(conn, hello, tx, heard))
+            .await;
         conn
     }
 
@@ -387,8 +398,44 @@ impl ControllerHandle {
     }
 }
 
+/// When a link last delivered a message, stamped by the task that reads
+/// it: a busy actor must not take its own backlog for a worker's silence.
+#[derive(Debug, Clone)]
+pub struct Heard(Arc<std::sync::atomic::AtomicU64>);
+
+/// The base of [`Heard`] stamps.
+fn clock() -> Instant {
+    static START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    *START.get_or_init(Instant::now)
+}
+
+impl Heard {
+    pub fn new() -> Self {
+        let heard = Self(Arc::default());
+        heard.stamp();
+        heard
+    }
+
+    pub fn stamp(&self) {
+        let ms = u64::try_from(clock().elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.0.store(ms, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    fn elapsed(&self) -> Duration {
+        let at = Duration::from_millis(self.0.load(std::sync::atomic::Ordering::Relaxed));
+        clock().elapsed().saturating_sub(at)
+    }
+}
+
+impl Default for Heard {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 /// A live worker link.
 struct WorkerConn {
+    heard: Heard,
     conn: u64,
     tx: mpsc::Sender<pb::ControllerMessage>,
     connected_at: chrono::DateTime<Utc>,
@@ -431,8 +478,17 @@ impl Worker {
     }
 
     /// Why it takes no sessions, for `ao worker ls`.
+    /// How long it has said nothing: by its link's own stamp while linked.
+    fn quiet(&self) -> Duration {
+        let quiet = self.last_seen.elapsed();
+        match &self.link {
+            Some(l) => quiet.min(l.heard.elapsed()),
+            None => quiet,
+        }
+    }
+
     fn reason(&self, grace: Duration) -> Option<String> {
-        let silent_for = self.last_seen.elapsed();
+        let silent_for = self.quiet();
         let left = grace.saturating_sub(silent_for).as_secs();
         match self.state() {
             WorkerState::Ready => None,
@@ -655,14 +711,22 @@ impl Actor {
         self.counters = loaded.counters;
         self.event_seq = loaded.event_seq;
         let mut known = std::mem::take(&mut self.workers);
-        for record in loaded.workers {
-            // Keep what only memory knows: the link and the liveness.
+        for mut record in loaded.workers {
+            // Keep what only memory knows: the link and the liveness. A
+            // worker that said hello is not lost, whatever a write that
+            // failed left in the store.
             let worker = match known.remove(&record.id) {
-                Some(w) => Worker { record, ..w },
+                Some(w) => {
+                    record.lost &= w.link.is_none();
+                    Worker { record, ..w }
+                }
                 None => Worker::new(record),
             };
             self.workers.insert(worker.record.id.clone(), worker);
         }
+        // Linked workers whose record never reached the store stay linked.
+        self.workers
+            .extend(known.into_iter().filter(|(_, w)| w.link.is_some()));
         // Sessions that wait for a worker wait again after a restart.
         for s in self.sessions.values() {
             if s.status == SessionStatus::Spawning && s.worker.is_none() {
@@ -743,9 +807,16 @@ impl Actor {
             Command::OpenStream(req, reply) => {
                 let _ = reply.send(self.open_stream(req));
             }
-            Command::TunnelOpened(stream_id, tunnel) => {
-                if let Some((_, waiter)) = self.streams.remove(&stream_id) {
-                    let _ = waiter.send(tunnel);
+            Command::TunnelOpened(stream_id, caller, tunnel) => {
+                match self.streams.remove(&stream_id) {
+                    Some((owner, waiter)) if caller.as_ref().is_none_or(|c| *c == owner) => {
+                        let _ = waiter.send(tunnel);
+                    }
+                    Some(pending) => {
+                        tracing::warn!(stream_id, caller = ?caller, owner = %pending.0, "refused a tunnel opened by another worker");
+                        self.streams.insert(stream_id, pending);
+                    }
+                    None => {}
                 }
             }
             Command::WaitSettled(id, waiter) => match self.sessions.get(&id) {
@@ -760,7 +831,9 @@ impl Actor {
                 Some(_) => self.settle_waiters.entry(id).or_default().push(waiter),
                 None => {}
             },
-            Command::WorkerHello(conn, hello, tx) => self.worker_hello(conn, hello, tx).await,
+            Command::WorkerHello(conn, hello, tx, heard) => {
+                self.worker_hello(conn, hello, tx, heard).await
+            }
             Command::WorkerMessage(conn, worker, msg) => {
                 self.worker_message(conn, &worker, msg).await
             }
@@ -826,16 +899,17 @@ impl Actor {
     async fn write(
         &mut self,
         sessions: &[&SessionRecord],
-        extra: Vec<(String, Vec<u8>)>,
+        extra: Vec<(String, Option<Vec<u8>>)>,
         events: Vec<NewEvent>,
     ) -> Result<(), ControllerError> {
         let mut txn = Txn::default();
         if let Some(f) = &self.fence {
             txn = txn.check(f.key.clone(), Precondition::Revision(f.revision));
         }
-        let mut puts: Vec<(String, Vec<u8>)> = sessions
+        // `None`: delete the key.
+        let mut puts: Vec<(String, Option<Vec<u8>>)> = sessions
             .iter()
-            .map(|s| (keys::session(&s.id), encode(*s)))
+            .map(|s| (keys::session(&s.id), Some(encode(*s))))
             .collect();
         puts.extend(extra);
         let now = Utc::now();
@@ -866,7 +940,7 @@ impl Actor {
             records.push(record);
         }
         if seq != self.event_seq {
-            puts.push((keys::EVENT_SEQ.to_string(), encode(&seq)));
+            puts.push((keys::EVENT_SEQ.to_string(), Some(encode(&seq))));
         }
         // Every other key is written over the revision we last saw of it.
         for (key, value) in puts {
@@ -874,7 +948,11 @@ impl Actor {
                 Some(r) => Precondition::Revision(*r),
                 None => Precondition::Absent,
             };
-            txn = txn.check(key.clone(), pre).put(key, value);
+            txn = txn.check(key.clone(), pre);
+            txn = match value {
+                Some(value) => txn.put(key, value),
+                None => txn.delete(key),
+            };
         }
         let keys_written: Vec<String> = txn
             .ops
@@ -882,6 +960,14 @@ impl Actor {
             .filter_map(|op| match op {
                 crate::store::Op::Put { key, .. } => Some(key.clone()),
                 crate::store::Op::Delete { .. } => None,
+            })
+            .collect();
+        let keys_deleted: Vec<String> = txn
+            .ops
+            .iter()
+            .filter_map(|op| match op {
+                crate::store::Op::Delete { key } => Some(key.clone()),
+                crate::store::Op::Put { .. } => None,
             })
             .collect();
         let rev = match self.store.commit(txn).await {
@@ -913,6 +999,9 @@ impl Actor {
             if !key.starts_with(keys::EVENTS) {
                 self.revs.insert(key, rev);
             }
+        }
+        for key in keys_deleted {
+            self.revs.remove(&key);
         }
         self.event_seq = seq;
         for s in sessions {
@@ -973,7 +1062,7 @@ impl Actor {
         };
         self.write(
             &[],
-            vec![(keys::CONFIG.to_string(), encode(&stored))],
+            vec![(keys::CONFIG.to_string(), Some(encode(&stored)))],
             vec![],
         )
         .await?;
@@ -1079,7 +1168,7 @@ impl Actor {
             }
         }
         let event = NewEvent::session("session.spawned", Priority::Info, &s);
-        self.write(&[&s], vec![(counter_key, encode(&n))], vec![event])
+        self.write(&[&s], vec![(counter_key, Some(encode(&n)))], vec![event])
             .await?;
         self.counters.insert(args.project_id, n);
         self.assign(&s, false);
@@ -1351,6 +1440,7 @@ impl Actor {
         conn: u64,
         hello: pb::Hello,
         tx: mpsc::Sender<pb::ControllerMessage>,
+        heard: Heard,
     ) {
         let now = Utc::now();
         let id = hello.worker_id.clone();
@@ -1382,6 +1472,7 @@ impl Actor {
         });
         let mut worker = Worker::new(record.clone());
         worker.link = Some(WorkerConn {
+            heard,
             conn,
             tx,
             connected_at: now,
@@ -1395,7 +1486,7 @@ impl Actor {
             "worker.joined"
         };
         let extra = if changed {
-            vec![(keys::worker(&id), encode(&record))]
+            vec![(keys::worker(&id), Some(encode(&record)))]
         } else {
             vec![]
         };
@@ -1547,6 +1638,18 @@ impl Actor {
                 }
             }
             pb::worker_message::Msg::InputResult(r) => {
+                if self
+                    .inputs
+                    .get(&r.request_id)
+                    .is_some_and(|(w, _)| w != worker)
+                {
+                    tracing::warn!(
+                        worker,
+                        request = r.request_id,
+                        "refused an input result for another worker's request"
+                    );
+                    return;
+                }
                 if let Some((_, waiter)) = self.inputs.remove(&r.request_id) {
                     let _ = waiter.send(if r.delivered { Ok(()) } else { Err(r.error) });
                 }
@@ -1580,6 +1683,11 @@ impl Actor {
             }
             _ if s.status == SessionStatus::Killed => {
                 s.activity = activity.or(s.activity);
+            }
+            // A session marked stuck while its worker was away is starting again.
+            "starting" if s.status == SessionStatus::Stuck => {
+                s.status = SessionStatus::Spawning;
+                s.summary = None;
             }
             "starting" => {}
             "running" => {
@@ -1704,15 +1812,17 @@ impl Actor {
     /// back with a fresh inventory).
     async fn judge_workers(&mut self) {
         let (silent_after, grace) = (self.settings.silent_after, self.settings.worker_grace);
+        let store_ok = self.store_error.is_none();
         let mut fell_silent = Vec::new();
         let mut lost = Vec::new();
         for w in self.workers.values_mut() {
-            let quiet = w.last_seen.elapsed();
+            let quiet = w.quiet();
             if w.link.is_some() && !w.silent && quiet >= silent_after {
                 w.silent = true;
                 fell_silent.push((w.record.id.clone(), quiet));
             }
-            if (w.link.is_none() || w.silent) && !w.record.lost && quiet >= grace {
+            // While the store fails, our own view is what is in doubt.
+            if (w.link.is_none() || w.silent) && !w.record.lost && quiet >= grace && store_ok {
                 lost.push((w.record.id.clone(), quiet));
             }
         }
@@ -1730,7 +1840,8 @@ impl Actor {
                 quiet.as_secs(),
                 grace.as_secs()
             );
-            self.mark_lost(&id, "worker.lost", &reason).await;
+            // Failures are logged; the next tick tries again.
+            let _ = self.mark_lost(&id, "worker.lost", &reason, false).await;
         }
         if !self.unplaced.is_empty() {
             // Room may have appeared (memory freed on a worker).
@@ -1749,9 +1860,18 @@ impl Actor {
     /// Marks a worker lost (or removed): one event for it, and every live
     /// session it held becomes `stuck` with the reason. Nothing is
     /// restarted elsewhere: a worker that comes back re-adopts its sessions.
-    async fn mark_lost(&mut self, id: &str, kind: &'static str, reason: &str) {
+    ///
+    /// With `remove`, the worker's record is deleted in the same
+    /// transaction (`ao worker rm`).
+    async fn mark_lost(
+        &mut self,
+        id: &str,
+        kind: &'static str,
+        reason: &str,
+        remove: bool,
+    ) -> Result<(), ControllerError> {
         let Some(w) = self.workers.get_mut(id) else {
-            return;
+            return Err(ControllerError::UnknownWorker { id: id.into() });
         };
         w.silent = false;
         // Dropping the sender ends the response stream: a half-open
@@ -1766,20 +1886,30 @@ impl Actor {
                 continue;
             }
             let mut s = s.clone();
-            s.status = SessionStatus::Stuck;
-            s.activity = None;
             s.summary = Some(reason.to_string());
-            events.push(
-                NewEvent::session("session.stuck", Priority::Urgent, &s)
-                    .message(format!("{}: {reason}", s.id)),
-            );
+            // A session not yet started stays `spawning`: its assignment
+            // is sent again when the worker is back.
+            if s.status != SessionStatus::Spawning {
+                s.status = SessionStatus::Stuck;
+                s.activity = None;
+                events.push(
+                    NewEvent::session("session.stuck", Priority::Urgent, &s)
+                        .message(format!("{}: {reason}", s.id)),
+                );
+            }
             sessions.push(s);
         }
         let refs: Vec<&SessionRecord> = sessions.iter().collect();
-        match self
-            .write(&refs, vec![(keys::worker(id), encode(&record))], events)
-            .await
-        {
+        let change = (!remove).then(|| encode(&record));
+        let result = self
+            .write(&refs, vec![(keys::worker(id), change)], events)
+            .await;
+        self.inputs.retain(|_, (w, _)| w != id);
+        self.streams.retain(|_, (w, _)| w != id);
+        match &result {
+            Ok(()) if remove => {
+                self.workers.remove(id);
+            }
             Ok(()) => {
                 if let Some(w) = self.workers.get_mut(id) {
                     w.record = record;
@@ -1787,9 +1917,8 @@ impl Actor {
             }
             Err(e) => tracing::error!(worker = id, "recording the loss failed: {e}"),
         }
-        self.inputs.retain(|_, (w, _)| w != id);
-        self.streams.retain(|_, (w, _)| w != id);
         self.publish();
+        result
     }
 
     async fn drain(&mut self, id: &str, undo: bool) -> Result<WorkerView, ControllerError> {
@@ -1806,8 +1935,12 @@ impl Actor {
         };
         let event =
             NewEvent::worker(kind, Priority::Info, id).message(format!("worker {id} {what}"));
-        self.write(&[], vec![(keys::worker(id), encode(&record))], vec![event])
-            .await?;
+        self.write(
+            &[],
+            vec![(keys::worker(id), Some(encode(&record)))],
+            vec![event],
+        )
+        .await?;
         if let Some(w) = self.workers.get_mut(id) {
             w.record = record;
         }
@@ -1824,20 +1957,7 @@ impl Actor {
             return Err(ControllerError::UnknownWorker { id: id.into() });
         }
         let reason = format!("worker {id} was removed (ao worker rm)");
-        self.mark_lost(id, "worker.removed", &reason).await;
-        let rev = self.revs.get(&keys::worker(id)).copied();
-        let mut txn = Txn::default().delete(keys::worker(id));
-        if let Some(f) = &self.fence {
-            txn = txn.check(f.key.clone(), Precondition::Revision(f.revision));
-        }
-        if let Some(rev) = rev {
-            txn = txn.check(keys::worker(id), Precondition::Revision(rev));
-        }
-        self.store.commit(txn).await?;
-        self.workers.remove(id);
-        self.revs.remove(&keys::worker(id));
-        self.publish();
-        Ok(())
+        self.mark_lost(id, "worker.removed", &reason, true).await
     }
 }
 

@@ -44,6 +44,16 @@ fn join_is_single_use_pinned_renewed_and_revocable() {
 
     let second = c.join_command();
     c.join("w2", &second).ok();
+    // Another machine cannot take an id in use, even with a good token.
+    c.add_host("w3");
+    let mut impostor: Vec<&str> = Vec::new();
+    let third = c.join_command();
+    impostor.extend(third.iter().map(String::as_str));
+    impostor.extend(["--id", "w1"]);
+    let w3 = &c.workers["w3"];
+    let taken = c.ao_on(&w3.host, &w3.home, &impostor);
+    assert_eq!(taken.code, 1);
+    assert!(taken.stderr.contains("already joined"), "{}", taken.stderr);
     c.start_worker("w1", &["--label", "pool=a"]);
     c.start_worker("w2", &["--label", "pool=b"]);
     c.wait_worker_state("w1", "ready", Duration::from_secs(20));
@@ -126,6 +136,11 @@ fn join_is_single_use_pinned_renewed_and_revocable() {
     assert_eq!(code, 1);
     assert_eq!(c.worker_state("w2"), "absent");
     assert_eq!(c.worker_state("w1"), "ready");
+    // Removal freed the id: the machine joins again with a new token.
+    let fresh = c.join_command();
+    c.join("w2", &fresh).ok();
+    c.start_worker("w2", &["--label", "pool=b"]);
+    c.wait_worker_state("w2", "ready", Duration::from_secs(20));
 }
 
 /// Placement by label and capacity across two hosts; a session that does

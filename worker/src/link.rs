@@ -38,9 +38,6 @@ pub enum LinkError {
     /// cannot help; an admin must act.
     #[error("the controller refused this worker: {0}")]
     Refused(String),
-    /// Our certificate is unusable (missing, expired).
-    #[error("{0}")]
-    Credentials(String),
 }
 
 /// Unix seconds now.
@@ -48,21 +45,21 @@ fn now_unix() -> i64 {
     chrono::Utc::now().timestamp()
 }
 
-/// The TLS config of this worker, checked for expiry.
-fn tls(dir: Option<&Path>) -> Result<Option<ClientTlsConfig>, LinkError> {
+/// The TLS config of this worker, checked for expiry. Read at every dial:
+/// a renewal, or a new `ao worker join` after an expiry, takes effect
+/// without a restart.
+fn tls(dir: Option<&Path>) -> Result<Option<ClientTlsConfig>, String> {
     let Some(dir) = dir else {
         return Ok(None);
     };
-    let creds = Credentials::load(dir).map_err(|e| LinkError::Credentials(e.to_string()))?;
-    let (_, not_after) = creds
-        .validity()
-        .map_err(|e| LinkError::Credentials(e.to_string()))?;
+    let creds = Credentials::load(dir).map_err(|e| e.to_string())?;
+    let (_, not_after) = creds.validity().map_err(|e| e.to_string())?;
     if not_after <= now_unix() {
-        return Err(LinkError::Credentials(format!(
-            "the worker certificate in {} expired at {}; join again with a new token (ao token create)",
+        return Err(format!(
+            "the worker certificate in {} expired at {}; join again with a new token (ao token create, ao worker join)",
             dir.display(),
             chrono::DateTime::from_timestamp(not_after, 0).unwrap_or_default()
-        )));
+        ));
     }
     Ok(Some(creds.client_tls()))
 }
@@ -98,7 +95,7 @@ pub async fn run(
     let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
     loop {
         let session = async {
-            let tls = tls(config.credentials.as_deref()).map_err(Down::Fatal)?;
+            let tls = tls(config.credentials.as_deref()).map_err(Down::Retry)?;
             let (channel, addr) = dial::connect_any(&config.addrs, tls.as_ref())
                 .await
                 .map_err(|e| Down::Retry(error_chain(&e)))?;
