@@ -49,6 +49,8 @@ const CA_CRT: &str = "ca.crt";
 const CA_KEY: &str = "ca.key";
 const TLS_CRT: &str = "tls.crt";
 const TLS_KEY: &str = "tls.key";
+/// The key of the certificate before the last renewal, until the new one is in place.
+const TLS_KEY_PREV: &str = "tls.key.prev";
 
 /// What a certificate entitles its holder to; written as O = `ao-<role>`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -227,10 +229,22 @@ impl Credentials {
             &cert_pem,
             &format!("the certificate in {}", cert_path.display()),
         )?;
-        KeyPair::from_pem(&key_pem).map_err(|e| PkiError::Invalid {
-            what: format!("the key in {}", key_path.display()),
-            reason: e.to_string(),
-        })?;
+        // A renewal interrupted between its two renames leaves the new key
+        // beside the old certificate: the old key, kept aside, still fits.
+        let prev_path = dir.join(TLS_KEY_PREV);
+        let key_pem = if key_fits(&key_pem, &cert_pem, &key_path)? {
+            key_pem
+        } else {
+            match read_file(&prev_path) {
+                Ok(prev) if key_fits(&prev, &cert_pem, &prev_path)? => prev,
+                _ => {
+                    return Err(PkiError::Invalid {
+                        what: format!("the key in {}", key_path.display()),
+                        reason: format!("it does not belong to {}", cert_path.display()),
+                    })
+                }
+            }
+        };
         Ok(Self {
             ca_pem,
             cert_pem,
@@ -246,6 +260,12 @@ impl Credentials {
     pub fn save(&self, dir: &Path) -> Result<(), PkiError> {
         prepare_dir(dir)?;
         write_atomic(&dir.join(CA_CRT), self.ca_pem.as_bytes(), 0o644)?;
+        // The key the current certificate needs, until the new one is in place.
+        if let Ok(old) = read_file(&dir.join(TLS_KEY)) {
+            if old != self.key_pem {
+                write_atomic(&dir.join(TLS_KEY_PREV), old.as_bytes(), 0o600)?;
+            }
+        }
         write_atomic(&dir.join(TLS_KEY), self.key_pem.as_bytes(), 0o600)?;
         write_atomic(&dir.join(TLS_CRT), self.cert_pem.as_bytes(), 0o644)?;
         sync_dir(dir);
@@ -757,6 +777,18 @@ fn der_hash(der: &[u8]) -> String {
 }
 
 /// The DER of the first CERTIFICATE block in `pem_text`.
+/// Whether the key in `key_pem` (read from `path`) is the one `cert_pem` certifies.
+fn key_fits(key_pem: &str, cert_pem: &str, path: &Path) -> Result<bool, PkiError> {
+    use rcgen::PublicKeyData;
+    let key = KeyPair::from_pem(key_pem).map_err(|e| PkiError::Invalid {
+        what: format!("the key in {}", path.display()),
+        reason: e.to_string(),
+    })?;
+    let der = first_cert_der(cert_pem, "the certificate")?;
+    let cert = parse_cert(&der, "the certificate")?;
+    Ok(cert.public_key().raw == key.subject_public_key_info().as_slice())
+}
+
 fn first_cert_der(pem_text: &str, what: &str) -> Result<CertificateDer<'static>, PkiError> {
     let blocks = pem::parse_many(pem_text).map_err(|e| PkiError::Invalid {
         what: what.to_string(),
@@ -1071,6 +1103,20 @@ mod tests {
             fs::read_dir(&dir).unwrap().count() == 3,
             "no temporary file is left"
         );
+
+        // A renewal cut short between its renames (new key, old
+        // certificate) still loads: with the key kept aside.
+        let renewed = ca.issue_client(Role::Admin, "alice", DAY).unwrap();
+        renewed.save(&dir).unwrap();
+        fs::write(dir.join("tls.crt"), &admin.cert_pem).unwrap();
+        let torn = Credentials::load(&dir).unwrap();
+        assert_eq!(torn.key_pem, admin.key_pem);
+        // A key that fits neither is refused, naming the files.
+        let stranger = ca.issue_client(Role::Admin, "bob", DAY).unwrap();
+        fs::write(dir.join("tls.key"), &stranger.key_pem).unwrap();
+        fs::write(dir.join("tls.key.prev"), &stranger.key_pem).unwrap();
+        let err = Credentials::load(&dir).unwrap_err();
+        assert!(err.to_string().contains("does not belong"), "{err}");
 
         fs::remove_file(dir.join("tls.key")).unwrap();
         let err = Credentials::load(&dir).unwrap_err();
