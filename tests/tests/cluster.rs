@@ -122,6 +122,8 @@ fn join_is_single_use_pinned_renewed_and_revocable() {
     });
 
     // Removal revokes: the running worker is cut off and refused.
+    let on_w2 = c.spawn(&["app", "b1", "--label", "pool=b"]);
+    assert_eq!(c.session(&on_w2)["worker"], "w2");
     let rm = c.ao(&["worker", "rm", "w2"]).ok();
     assert!(rm.stderr.contains("revoked"), "{}", rm.stderr);
     let code = eventually("w2 gives up", Duration::from_secs(15), || {
@@ -136,11 +138,17 @@ fn join_is_single_use_pinned_renewed_and_revocable() {
     assert_eq!(code, 1);
     assert_eq!(c.worker_state("w2"), "absent");
     assert_eq!(c.worker_state("w1"), "ready");
+    let stuck = c.session(&on_w2);
+    assert_eq!(stuck["status"], "stuck");
+    assert!(stuck["summary"].as_str().unwrap().contains("removed"));
     // Removal freed the id: the machine joins again with a new token.
     let fresh = c.join_command();
     c.join("w2", &fresh).ok();
     c.start_worker("w2", &["--label", "pool=b"]);
     c.wait_worker_state("w2", "ready", Duration::from_secs(20));
+    // Its agent kept running through all this and is adopted again.
+    c.wait_session(&on_w2, "adopted after the re-join", |s| s["status"] == "idle");
+    c.ao(&["send", &on_w2, "still here"]).ok();
 }
 
 /// Placement by label and capacity across two hosts; a session that does
