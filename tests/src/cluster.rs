@@ -46,6 +46,7 @@ pub struct Cluster {
     /// `https://<controller ip>:7070`.
     pub url: String,
     controller_child: Option<Child>,
+    controller_args: Vec<String>,
     pub workers: BTreeMap<String, Worker>,
     pub etcd: EtcdServer,
     net: Net,
@@ -66,30 +67,44 @@ impl Cluster {
             controller,
             url,
             controller_child: None,
+            controller_args: controller_args.iter().map(ToString::to_string).collect(),
             workers: BTreeMap::new(),
             etcd,
             net,
         };
         cluster.ao(&["controller", "init"]).ok();
-        let log = cluster.stack.dir.path().join("controller.log");
-        let listen = format!("{}:7070", cluster.controller.ip);
-        let mut cmd = cluster.controller.command(ao_bin());
+        cluster.start_controller();
+        cluster
+    }
+
+    /// Starts `ao controller run` and waits until it serves https.
+    pub fn start_controller(&mut self) {
+        let log = self.stack.dir.path().join("controller.log");
+        let listen = format!("{}:7070", self.controller.ip);
+        let mut cmd = self.controller.command(ao_bin());
         cmd.args(["controller", "run", "--store"])
-            .arg(cluster.etcd.store_url())
+            .arg(self.etcd.store_url())
             .args(["--listen", &listen])
-            .args(controller_args)
-            .current_dir(cluster.stack.dir.path())
-            .env("AO_HOME", &cluster.stack.home)
-            .env("AO_CONFIG_PATH", &cluster.stack.config)
+            .args(&self.controller_args)
+            .current_dir(self.stack.dir.path())
+            .env("AO_HOME", &self.stack.home)
+            .env("AO_CONFIG_PATH", &self.stack.config)
             .env_remove("AO_CONTROLLER")
             .env_remove("AO_STORE");
-        cluster.controller_child = Some(spawn_logged(cmd, &log));
+        self.controller_child = Some(spawn_logged(cmd, &log));
         eventually(
             "the controller serves https",
             Duration::from_secs(30),
-            || (cluster.ao(&["worker", "ls"]).code == 0).then_some(()),
+            || (self.ao(&["worker", "ls"]).code == 0).then_some(()),
         );
-        cluster
+    }
+
+    /// SIGKILL of the controller, as a crash.
+    pub fn kill_controller(&mut self) {
+        if let Some(mut child) = self.controller_child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
 
     /// `ao <args>` on `host` with `home` as `AO_HOME`, aimed at this cluster.

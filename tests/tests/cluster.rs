@@ -147,7 +147,9 @@ fn join_is_single_use_pinned_renewed_and_revocable() {
     c.start_worker("w2", &["--label", "pool=b"]);
     c.wait_worker_state("w2", "ready", Duration::from_secs(20));
     // Its agent kept running through all this and is adopted again.
-    c.wait_session(&on_w2, "adopted after the re-join", |s| s["status"] == "idle");
+    c.wait_session(&on_w2, "adopted after the re-join", |s| {
+        s["status"] == "idle"
+    });
     c.ao(&["send", &on_w2, "still here"]).ok();
 }
 
@@ -309,4 +311,37 @@ fn dead_workers_are_disconnected_then_lost_and_come_back() {
     let s = c.wait_session(&s2, "still idle on w2", |s| s["status"] == "idle");
     assert_eq!(s["epoch"], epoch2);
     c.ao(&["send", &s2, "after the restart"]).ok();
+}
+
+/// A crash of the controller loses nothing: the workers reconnect on their
+/// own, every session keeps its status and epoch, and the cluster serves
+/// again.
+#[test]
+fn a_controller_crash_loses_nothing_in_a_cluster() {
+    let mut c = Cluster::new(&[]);
+    c.add_worker("w1", &[]);
+    c.add_worker("w2", &[]);
+    let a = c.spawn(&["app", "a"]);
+    let b = c.spawn(&["app", "b"]);
+    let before: Vec<_> = [&a, &b].iter().map(|id| c.session(id)).collect();
+    assert_ne!(before[0]["worker"], before[1]["worker"], "spread over both");
+    let events_before = c.events().len();
+
+    c.kill_controller();
+    c.start_controller();
+    c.wait_worker_state("w1", "ready", Duration::from_secs(30));
+    c.wait_worker_state("w2", "ready", Duration::from_secs(30));
+    for old in &before {
+        let id = old["id"].as_str().unwrap();
+        let now = c.wait_session(id, "idle again", |s| s["status"] == "idle");
+        assert_eq!(now["epoch"], old["epoch"]);
+        assert_eq!(now["worker"], old["worker"]);
+        c.ao(&["send", id, "after the crash"]).ok();
+    }
+    let events = c.events();
+    assert!(events.len() >= events_before);
+    let ids: Vec<u64> = events.iter().map(|e| e["id"].as_u64().unwrap()).collect();
+    assert!(ids.windows(2).all(|w| w[1] == w[0] + 1), "gap in {ids:?}");
+    let third = c.spawn(&["app", "c"]);
+    c.wait_session(&third, "placed and running", |s| s["status"] == "idle");
 }
