@@ -300,6 +300,7 @@ impl pb::controller_server::Controller for ControllerService {
         let mut sessions: Vec<&SessionRecord> = snap
             .sessions
             .values()
+            .map(AsRef::as_ref)
             .filter(|s| r.project_id.is_empty() || s.project_id == r.project_id)
             .filter(|s| r.include_ended || !s.status.is_ended())
             .collect();

@@ -69,7 +69,7 @@ pub enum ControllerError {
 pub struct Snapshot {
     /// Set while the store cannot be written or read: what is shown may be stale.
     pub store_error: Option<String>,
-    pub sessions: BTreeMap<String, SessionRecord>,
+    pub sessions: BTreeMap<String, Arc<SessionRecord>>,
     pub workers: Vec<WorkerView>,
     pub projects: Vec<String>,
 }
@@ -249,7 +249,11 @@ impl ControllerHandle {
         }
         match tokio::time::timeout(SETTLE_TIMEOUT, rx).await {
             Ok(Ok(settled)) => settled,
-            _ => self.snapshot().sessions.get(&s.id).cloned().unwrap_or(s),
+            _ => self
+                .snapshot()
+                .sessions
+                .get(&s.id)
+                .map_or(s, |now| SessionRecord::clone(now)),
         }
     }
 
@@ -557,7 +561,7 @@ impl NewEvent {
 struct Actor {
     store: Arc<dyn Store>,
     config: Option<Config>,
-    sessions: BTreeMap<String, SessionRecord>,
+    sessions: BTreeMap<String, Arc<SessionRecord>>,
     /// Last revision we wrote or read per key, for compare-and-swap.
     revs: HashMap<String, u64>,
     counters: HashMap<String, u64>,
@@ -641,7 +645,7 @@ pub async fn start(
 /// Everything the controller keeps in the store, as read at one time.
 struct Loaded {
     config: Option<Config>,
-    sessions: BTreeMap<String, SessionRecord>,
+    sessions: BTreeMap<String, Arc<SessionRecord>>,
     revs: HashMap<String, u64>,
     counters: HashMap<String, u64>,
     workers: Vec<WorkerRecord>,
@@ -662,7 +666,7 @@ impl Loaded {
         for v in store.list(keys::SESSIONS).await?.items {
             let s: SessionRecord = decode(&v)?;
             revs.insert(v.key.clone(), v.mod_revision);
-            sessions.insert(s.id.clone(), s);
+            sessions.insert(s.id.clone(), Arc::new(s));
         }
         let mut counters = HashMap::new();
         for v in store.list(&keys::counter("")).await?.items {
@@ -798,7 +802,7 @@ impl Actor {
                 let _ = reply.send(self.restore(&id).await);
             }
             Command::Record(kind, id, message, data) => {
-                if let Some(s) = self.sessions.get(&id).cloned() {
+                if let Some(s) = self.session_copy(&id) {
                     let mut event = NewEvent::session(kind, Priority::Info, &s).message(message);
                     event.data = Some(data);
                     self.write_or_log(&[], vec![event]).await;
@@ -826,7 +830,7 @@ impl Actor {
                     if (s.status != SessionStatus::Spawning && !self.stopping(s))
                         || self.unplaced.contains_key(&s.id) =>
                 {
-                    let _ = waiter.send(s.clone());
+                    let _ = waiter.send(SessionRecord::clone(s));
                 }
                 Some(_) => self.settle_waiters.entry(id).or_default().push(waiter),
                 None => {}
@@ -847,6 +851,11 @@ impl Actor {
             Command::StoreProbe(result) => self.store_probe(result).await,
             Command::Tick => self.judge_workers().await,
         }
+    }
+
+    /// A copy of a session to change and write.
+    fn session_copy(&self, id: &str) -> Option<SessionRecord> {
+        self.sessions.get(id).map(|s| SessionRecord::clone(s))
     }
 
     /// A killed session whose worker has not yet confirmed the stop.
@@ -1005,7 +1014,7 @@ impl Actor {
         }
         self.event_seq = seq;
         for s in sessions {
-            self.sessions.insert(s.id.clone(), (*s).clone());
+            self.sessions.insert(s.id.clone(), Arc::new((*s).clone()));
         }
         if self.event_file_behind {
             if let Err(e) = self.catch_up_event_file().await {
@@ -1100,6 +1109,7 @@ impl Actor {
     fn session(&self, id: &str) -> Result<&SessionRecord, ControllerError> {
         self.sessions
             .get(id)
+            .map(AsRef::as_ref)
             .ok_or_else(|| ControllerError::UnknownSession { id: id.to_string() })
     }
 
@@ -1505,7 +1515,7 @@ impl Actor {
         let mut seen = std::collections::HashSet::new();
         for report in inventory {
             seen.insert(report.session_id.clone());
-            let Some(s) = self.sessions.get(&report.session_id).cloned() else {
+            let Some(s) = self.session_copy(&report.session_id) else {
                 tracing::warn!(worker, session = %report.session_id, "worker holds a session the store does not know; leaving it alone");
                 continue;
             };
@@ -1529,7 +1539,7 @@ impl Actor {
             .sessions
             .values()
             .filter(|s| s.worker.as_deref() == Some(worker) && !seen.contains(&s.id))
-            .cloned()
+            .map(|s| SessionRecord::clone(s))
             .collect();
         for mut s in missing {
             match s.status {
@@ -1568,7 +1578,7 @@ impl Actor {
     async fn place_waiting(&mut self) {
         let waiting: Vec<String> = self.unplaced.keys().cloned().collect();
         for id in waiting {
-            let Some(mut s) = self.sessions.get(&id).cloned() else {
+            let Some(mut s) = self.session_copy(&id) else {
                 self.unplaced.remove(&id);
                 continue;
             };
@@ -1659,7 +1669,7 @@ impl Actor {
 
     /// Turns a worker's report into the session's coalesced status.
     async fn apply_report(&mut self, worker: &str, r: pb::SessionReport) {
-        let Some(mut s) = self.sessions.get(&r.session_id).cloned() else {
+        let Some(mut s) = self.session_copy(&r.session_id) else {
             return;
         };
         if s.worker.as_deref() != Some(worker) {
@@ -1885,7 +1895,7 @@ impl Actor {
             if s.worker.as_deref() != Some(id) || s.status.is_ended() {
                 continue;
             }
-            let mut s = s.clone();
+            let mut s = SessionRecord::clone(s);
             s.summary = Some(reason.to_string());
             // A session not yet started stays `spawning`: its assignment
             // is sent again when the worker is back.
