@@ -164,6 +164,17 @@ impl Cluster {
         }
     }
 
+    /// A refused commit that is about leadership, not about the request:
+    /// this controller no longer leads, and the caller should try the next.
+    fn deposed(&self, e: &StoreError) -> Option<ClusterError> {
+        match (e, &self.fence) {
+            (StoreError::Conflict { key }, Some(f)) if *key == f.key => Some(ClusterError::Store(
+                StoreError::Unavailable("this controller is no longer the leader".into()),
+            )),
+            _ => None,
+        }
+    }
+
     /// A new single-use token, `<id>.<secret>`, valid for `ttl`.
     ///
     /// # Errors
@@ -255,10 +266,13 @@ impl Cluster {
             joined_at: Utc::now(),
             issued: 1,
         };
+        // A worker record without a claim is the local worker (or one
+        // that dialed the local socket): its id is taken too.
         let txn = self.fenced(
             Txn::default()
                 .check(key.clone(), Precondition::Revision(stored.mod_revision))
                 .check(identity.clone(), Precondition::Absent)
+                .check(keys::worker(worker), Precondition::Absent)
                 .delete(key)
                 .put(identity.clone(), encode(&claim))
                 .put(
@@ -268,9 +282,13 @@ impl Cluster {
         );
         match self.store.commit(txn).await {
             Ok(_) => Ok(cert),
-            Err(StoreError::Conflict { key }) if key == identity => Err(taken()),
-            Err(StoreError::Conflict { .. }) => Err(refused()),
-            Err(e) => Err(e.into()),
+            Err(e) => Err(self.deposed(&e).unwrap_or_else(|| match e {
+                StoreError::Conflict { key } if key == identity || key == keys::worker(worker) => {
+                    taken()
+                }
+                StoreError::Conflict { .. } => refused(),
+                e => e.into(),
+            })),
         }
     }
 
@@ -290,20 +308,29 @@ impl Cluster {
         let mut claim: IdentityRecord = decode(&current)?;
         claim.issued += 1;
         let (cert, record) = self.issue(&who.name, csr_pem)?;
-        let txn = self.fenced(
-            Txn::default()
-                .check(
-                    identity.clone(),
-                    Precondition::Revision(current.mod_revision),
-                )
-                .put(identity, encode(&claim))
-                .put(keys::cert(&who.name, &record.serial), encode(&record)),
-        );
-        match self.store.commit(txn).await {
+        let mut txn = Txn::default()
+            .check(
+                identity.clone(),
+                Precondition::Revision(current.mod_revision),
+            )
+            .put(identity, encode(&claim))
+            .put(keys::cert(&who.name, &record.serial), encode(&record));
+        // Records of expired certificates go: nothing is left to revoke.
+        let now = Utc::now().timestamp();
+        for v in self.store.list(&keys::cert(&who.name, "")).await?.items {
+            if decode::<CertRecord>(&v)?.not_after < now {
+                txn = txn
+                    .check(v.key.clone(), Precondition::Revision(v.mod_revision))
+                    .delete(v.key);
+            }
+        }
+        match self.store.commit(self.fenced(txn)).await {
             Ok(_) => Ok(cert),
-            // Removed (or renewed twice) meanwhile: the worker asks again.
-            Err(StoreError::Conflict { .. }) => Err(removed()),
-            Err(e) => Err(e.into()),
+            Err(e) => Err(self.deposed(&e).unwrap_or_else(|| match e {
+                // Removed (or renewed twice) meanwhile: the worker asks again.
+                StoreError::Conflict { .. } => removed(),
+                e => e.into(),
+            })),
         }
     }
 
@@ -329,10 +356,16 @@ impl Cluster {
     /// # Errors
     /// The store refused the write.
     pub async fn revoke(&self, worker: &str) -> Result<u32, ClusterError> {
+        let mut attempts = 0;
         loop {
+            attempts += 1;
             match self.revoke_once(worker).await {
-                // A renewal wrote meanwhile: list again.
-                Err(ClusterError::Store(StoreError::Conflict { .. })) => continue,
+                Err(ClusterError::Store(e)) => match self.deposed(&e) {
+                    Some(deposed) => return Err(deposed),
+                    // A renewal wrote meanwhile: list again.
+                    None if matches!(e, StoreError::Conflict { .. }) && attempts < 5 => {}
+                    None => return Err(e.into()),
+                },
                 other => return other,
             }
         }
@@ -373,6 +406,14 @@ impl Cluster {
         Ok(serials.len() as u32)
     }
 
+    /// Whether a certificate serial was revoked.
+    pub fn is_revoked(&self, serial: &str) -> bool {
+        self.revoked
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(serial)
+    }
+
     /// Who is calling, if the call may go on: its certificate must name
     /// `role` and must not be revoked.
     ///
@@ -400,12 +441,7 @@ impl Cluster {
                 role.as_str()
             )));
         }
-        let revoked = self
-            .revoked
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .contains(&who.serial);
-        if revoked {
+        if self.is_revoked(&who.serial) {
             return Err(ClusterError::Refused(format!(
                 "the certificate of {} {} was revoked (ao worker rm); join again with a new token",
                 who.role.as_str(),
@@ -467,6 +503,13 @@ mod tests {
         assert!(revoked.contains(&who(&cert).serial) && revoked.contains(&who(&renewed).serial));
         assert!(c.renew(&who(&renewed), &csr).await.is_err());
         c.join(&other, "w1", &csr).await.unwrap();
+        // The id of a worker that dials the local socket is taken too.
+        let local = keys::worker("laptop");
+        let txn = Txn::default().put(local, b"{}".to_vec());
+        c.store.commit(txn).await.unwrap();
+        let (token, _) = c.create_token(Duration::from_secs(60)).await.unwrap();
+        let e = c.join(&token, "laptop", &csr).await.unwrap_err();
+        assert!(e.to_string().contains("already joined"), "{e}");
     }
 
     #[tokio::test]

@@ -537,13 +537,13 @@ impl pb::controller_server::Controller for ControllerService {
             Some(c) => c.revoke(&id).await?,
             None => 0,
         };
-        let linked = self
+        let local = self
             .handle
             .snapshot()
             .workers
             .iter()
-            .any(|w| w.id == id && w.connected_at.is_some());
-        if revoked == 0 && linked {
+            .any(|w| w.id == id && w.local);
+        if local {
             return Err(Status::failed_precondition(format!(
                 "worker `{id}` is connected and has no certificate to revoke (it dials the local socket): stop its process first, then remove it"
             )));
@@ -620,7 +620,7 @@ impl pb::worker_link_server::WorkerLink for WorkerLinkService {
         if hello.worker_id.is_empty() {
             return Err(Status::invalid_argument("hello without a worker id"));
         }
-        if let Some(who) = who.filter(|w| w.name != hello.worker_id) {
+        if let Some(who) = who.as_ref().filter(|w| w.name != hello.worker_id) {
             tracing::warn!(cert = %who.name, hello = %hello.worker_id, "refused a worker speaking for another");
             return Err(Status::permission_denied(format!(
                 "this certificate names worker `{}`, not `{}`",
@@ -630,7 +630,18 @@ impl pb::worker_link_server::WorkerLink for WorkerLinkService {
         let (tx, rx) = mpsc::channel(1024);
         let worker = hello.worker_id.clone();
         let heard = crate::sessions::Heard::new();
-        let conn = self.handle.worker_hello(hello, tx, heard.clone()).await;
+        let admitted = match (&self.cluster, &who) {
+            (Some(cluster), Some(who)) => {
+                let (cluster, serial) = (cluster.clone(), who.serial.clone());
+                Some(Box::new(move || !cluster.is_revoked(&serial)) as Box<_>)
+            }
+            _ => None,
+        };
+        let meta = crate::sessions::LinkMeta {
+            heard: heard.clone(),
+            admitted,
+        };
+        let conn = self.handle.worker_hello(hello, tx, meta).await;
         let handle = self.handle.clone();
         tokio::spawn(async move {
             loop {

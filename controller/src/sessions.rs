@@ -91,6 +91,8 @@ pub struct WorkerView {
     pub memory_reserve_bytes: u64,
     pub draining: bool,
     pub version: String,
+    /// Linked through the local socket (no certificate).
+    pub local: bool,
 }
 
 /// How the controller judges workers.
@@ -146,7 +148,12 @@ enum Command {
     Record(&'static str, String, String, serde_json::Value),
     TunnelOpened(u64, Option<String>, Tunnel),
     WaitSettled(String, oneshot::Sender<SessionRecord>),
-    WorkerHello(u64, pb::Hello, mpsc::Sender<pb::ControllerMessage>, Heard),
+    WorkerHello(
+        u64,
+        pb::Hello,
+        mpsc::Sender<pb::ControllerMessage>,
+        LinkMeta,
+    ),
     WorkerMessage(u64, String, pb::worker_message::Msg),
     WorkerGone(u64, String),
     Drain(String, bool, Reply<WorkerView>),
@@ -356,19 +363,19 @@ impl ControllerHandle {
 
     /// A new worker link; returns its connection number.
     ///
-    /// The caller stamps `heard` whenever the link delivers a message.
+    /// The caller stamps `meta.heard` whenever the link delivers a message.
     pub async fn worker_hello(
         &self,
         hello: pb::Hello,
         tx: mpsc::Sender<pb::ControllerMessage>,
-        heard: Heard,
+        meta: LinkMeta,
     ) -> u64 {
         let conn = self
             .next_conn
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let _ = self
             .tx
-            .send(Command::WorkerHello(conn, hello, tx, heard))
+            .send(Command::WorkerHello(conn, hello, tx, meta))
             .await;
         conn
     }
@@ -437,9 +444,21 @@ impl Default for Heard {
     }
 }
 
+/// What a link's reader knows of its peer, handed over with the hello.
+pub struct LinkMeta {
+    pub heard: Heard,
+    /// For a worker with a certificate: whether it is still admitted (its
+    /// certificate not revoked), asked again when the hello is taken in, so
+    /// that a hello overtaken by `ao worker rm` is refused. `None`: the
+    /// local socket.
+    pub admitted: Option<Box<dyn Fn() -> bool + Send + Sync>>,
+}
+
 /// A live worker link.
 struct WorkerConn {
     heard: Heard,
+    /// Dialed the local socket (no certificate to revoke).
+    local: bool,
     conn: u64,
     tx: mpsc::Sender<pb::ControllerMessage>,
     connected_at: chrono::DateTime<Utc>,
@@ -454,6 +473,8 @@ struct Worker {
     last_seen_at: Option<chrono::DateTime<Utc>>,
     /// Its link is open but it has said nothing for too long.
     silent: bool,
+    /// The store's copy says `lost` while it is linked: rewrite it.
+    record_stale: bool,
     mem_available: u64,
 }
 
@@ -465,6 +486,7 @@ impl Worker {
             last_seen: Instant::now(),
             last_seen_at: None,
             silent: false,
+            record_stale: false,
             mem_available: 0,
         }
     }
@@ -721,8 +743,13 @@ impl Actor {
             // failed left in the store.
             let worker = match known.remove(&record.id) {
                 Some(w) => {
-                    record.lost &= w.link.is_none();
-                    Worker { record, ..w }
+                    let stale = record.lost && w.link.is_some();
+                    record.lost &= !stale;
+                    Worker {
+                        record,
+                        record_stale: stale,
+                        ..w
+                    }
                 }
                 None => Worker::new(record),
             };
@@ -835,8 +862,8 @@ impl Actor {
                 Some(_) => self.settle_waiters.entry(id).or_default().push(waiter),
                 None => {}
             },
-            Command::WorkerHello(conn, hello, tx, heard) => {
-                self.worker_hello(conn, hello, tx, heard).await
+            Command::WorkerHello(conn, hello, tx, meta) => {
+                self.worker_hello(conn, hello, tx, meta).await
             }
             Command::WorkerMessage(conn, worker, msg) => {
                 self.worker_message(conn, &worker, msg).await
@@ -899,6 +926,7 @@ impl Actor {
             memory_reserve_bytes: w.record.memory_reserve_bytes,
             draining: w.record.draining,
             version: w.record.version.clone(),
+            local: w.link.as_ref().is_some_and(|l| l.local),
         }
     }
 
@@ -1450,8 +1478,13 @@ impl Actor {
         conn: u64,
         hello: pb::Hello,
         tx: mpsc::Sender<pb::ControllerMessage>,
-        heard: Heard,
+        meta: LinkMeta,
     ) {
+        if meta.admitted.as_ref().is_some_and(|still| !still()) {
+            // Dropping `tx` ends the stream; its next dial is refused.
+            tracing::warn!(worker = %hello.worker_id, "refused the hello of a revoked worker");
+            return;
+        }
         let now = Utc::now();
         let id = hello.worker_id.clone();
         let previous = self.workers.get(&id).map(|w| &w.record);
@@ -1482,7 +1515,8 @@ impl Actor {
         });
         let mut worker = Worker::new(record.clone());
         worker.link = Some(WorkerConn {
-            heard,
+            heard: meta.heard,
+            local: meta.admitted.is_none(),
             conn,
             tx,
             connected_at: now,
@@ -1857,6 +1891,24 @@ impl Actor {
             // Room may have appeared (memory freed on a worker).
             self.place_waiting().await;
         }
+        let stale: Vec<WorkerRecord> = self
+            .workers
+            .values()
+            .filter(|w| w.record_stale)
+            .map(|w| w.record.clone())
+            .collect();
+        for record in stale {
+            let key = keys::worker(&record.id);
+            if self
+                .write(&[], vec![(key, Some(encode(&record)))], vec![])
+                .await
+                .is_ok()
+            {
+                if let Some(w) = self.workers.get_mut(&record.id) {
+                    w.record_stale = false;
+                }
+            }
+        }
         let disconnected = self
             .workers
             .values()
@@ -1898,8 +1950,13 @@ impl Actor {
             let mut s = SessionRecord::clone(s);
             s.summary = Some(reason.to_string());
             // A session not yet started stays `spawning`: its assignment
-            // is sent again when the worker is back.
-            if s.status != SessionStatus::Spawning {
+            // is sent again when the worker is back or, if the worker was
+            // removed, it is placed elsewhere under a new epoch.
+            if s.status == SessionStatus::Spawning && remove {
+                s.worker = None;
+                s.epoch += 1;
+                s.summary = Some(format!("waiting for a worker: {reason}"));
+            } else if s.status != SessionStatus::Spawning {
                 s.status = SessionStatus::Stuck;
                 s.activity = None;
                 events.push(
@@ -1919,6 +1976,10 @@ impl Actor {
         match &result {
             Ok(()) if remove => {
                 self.workers.remove(id);
+                for s in sessions.iter().filter(|s| s.worker.is_none()) {
+                    self.unplaced
+                        .insert(s.id.clone(), "its worker was removed".into());
+                }
             }
             Ok(()) => {
                 if let Some(w) = self.workers.get_mut(id) {
@@ -1928,6 +1989,9 @@ impl Actor {
             Err(e) => tracing::error!(worker = id, "recording the loss failed: {e}"),
         }
         self.publish();
+        if result.is_ok() && remove {
+            self.place_waiting().await;
+        }
         result
     }
 

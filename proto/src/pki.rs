@@ -260,10 +260,11 @@ impl Credentials {
     pub fn save(&self, dir: &Path) -> Result<(), PkiError> {
         prepare_dir(dir)?;
         write_atomic(&dir.join(CA_CRT), self.ca_pem.as_bytes(), 0o644)?;
-        // The key the current certificate needs, until the new one is in place.
-        if let Ok(old) = read_file(&dir.join(TLS_KEY)) {
-            if old != self.key_pem {
-                write_atomic(&dir.join(TLS_KEY_PREV), old.as_bytes(), 0o600)?;
+        // The key the current certificate needs, until the new one is in
+        // place (after an interrupted renewal, the one that fits).
+        if let Ok(current) = Self::load(dir) {
+            if current.key_pem != self.key_pem {
+                write_atomic(&dir.join(TLS_KEY_PREV), current.key_pem.as_bytes(), 0o600)?;
             }
         }
         write_atomic(&dir.join(TLS_KEY), self.key_pem.as_bytes(), 0o600)?;
@@ -1111,6 +1112,11 @@ mod tests {
         fs::write(dir.join("tls.crt"), &admin.cert_pem).unwrap();
         let torn = Credentials::load(&dir).unwrap();
         assert_eq!(torn.key_pem, admin.key_pem);
+        // And a second one cut short the same way, right after.
+        let again = ca.issue_client(Role::Admin, "alice", DAY).unwrap();
+        again.save(&dir).unwrap();
+        fs::write(dir.join("tls.crt"), &admin.cert_pem).unwrap();
+        assert_eq!(Credentials::load(&dir).unwrap().key_pem, admin.key_pem);
         // A key that fits neither is refused, naming the files.
         let stranger = ca.issue_client(Role::Admin, "bob", DAY).unwrap();
         fs::write(dir.join("tls.key"), &stranger.key_pem).unwrap();
