@@ -201,12 +201,18 @@ impl Cluster {
             expires_at: now + ttl,
         };
         let key = keys::token(&id);
-        let txn = self.fenced(
-            Txn::default()
-                .check(key.clone(), Precondition::Absent)
-                .put(key, encode(&record)),
-        );
-        self.store.commit(txn).await?;
+        let mut txn = Txn::default()
+            .check(key.clone(), Precondition::Absent)
+            .put(key, encode(&record));
+        // Expired tokens are of no use to anyone: they go with this write.
+        for v in self.store.list(keys::TOKENS).await?.items {
+            if decode::<TokenRecord>(&v)?.expires_at <= now {
+                txn = txn
+                    .check(v.key.clone(), Precondition::Revision(v.mod_revision))
+                    .delete(v.key);
+            }
+        }
+        self.store.commit(self.fenced(txn)).await?;
         Ok((format!("{id}.{secret}"), record.expires_at))
     }
 
@@ -520,6 +526,9 @@ mod tests {
         let (csr, _) = pki::new_csr("w1").unwrap();
         let e = c.join(&token, "w1", &csr).await.unwrap_err();
         assert!(e.to_string().contains("expired"), "{e}");
+        // The next token made sweeps it away.
+        c.create_token(Duration::from_secs(60)).await.unwrap();
+        assert_eq!(c.store.list(keys::TOKENS).await.unwrap().items.len(), 1);
     }
 
     #[test]
