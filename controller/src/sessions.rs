@@ -607,6 +607,9 @@ struct Actor {
 
 /// How often the store's health is probed.
 const STORE_PROBE: Duration = Duration::from_secs(2);
+/// Sessions marked per store transaction when a worker is lost (each
+/// takes a put and an event; etcd allows 128 operations by default).
+const MARK_BATCH: usize = 40;
 /// How often workers' silence is judged.
 const LIVENESS_TICK: Duration = Duration::from_secs(1);
 
@@ -1942,9 +1945,10 @@ impl Actor {
         let mut record = w.record.clone();
         record.lost = true;
         let mut sessions = Vec::new();
-        let mut events = vec![NewEvent::worker(kind, Priority::Urgent, id).message(reason)];
         for s in self.sessions.values() {
-            if s.worker.as_deref() != Some(id) || s.status.is_ended() {
+            // Already stuck (a retry after a failed write): nothing to add.
+            let done = s.status == SessionStatus::Stuck;
+            if s.worker.as_deref() != Some(id) || s.status.is_ended() || done {
                 continue;
             }
             let mut s = SessionRecord::clone(s);
@@ -1959,18 +1963,35 @@ impl Actor {
             } else if s.status != SessionStatus::Spawning {
                 s.status = SessionStatus::Stuck;
                 s.activity = None;
-                events.push(
-                    NewEvent::session("session.stuck", Priority::Urgent, &s)
-                        .message(format!("{}: {reason}", s.id)),
-                );
             }
             sessions.push(s);
         }
-        let refs: Vec<&SessionRecord> = sessions.iter().collect();
-        let change = (!remove).then(|| encode(&record));
-        let result = self
-            .write(&refs, vec![(keys::worker(id), change)], events)
-            .await;
+        // In batches (etcd caps the operations of one transaction), the
+        // worker's own record last: if a batch fails, the next tick (or
+        // `ao worker rm` again) carries on from where it stopped.
+        let mut result = Ok(());
+        for batch in sessions.chunks(MARK_BATCH) {
+            let events = batch
+                .iter()
+                .filter(|s| s.status == SessionStatus::Stuck)
+                .map(|s| {
+                    NewEvent::session("session.stuck", Priority::Urgent, s)
+                        .message(format!("{}: {reason}", s.id))
+                })
+                .collect();
+            let refs: Vec<&SessionRecord> = batch.iter().collect();
+            result = self.write(&refs, vec![], events).await;
+            if result.is_err() {
+                break;
+            }
+        }
+        if result.is_ok() {
+            let change = (!remove).then(|| encode(&record));
+            let event = NewEvent::worker(kind, Priority::Urgent, id).message(reason);
+            result = self
+                .write(&[], vec![(keys::worker(id), change)], vec![event])
+                .await;
+        }
         self.inputs.retain(|_, (w, _)| w != id);
         self.streams.retain(|_, (w, _)| w != id);
         match &result {

@@ -345,3 +345,35 @@ fn a_controller_crash_loses_nothing_in_a_cluster() {
     let third = c.spawn(&["app", "c"]);
     c.wait_session(&third, "placed and running", |s| s["status"] == "idle");
 }
+
+/// A worker holding more sessions than etcd takes operations in one
+/// transaction (128 by default) is still marked lost, with every session.
+#[test]
+fn a_lost_worker_with_many_sessions_marks_them_all() {
+    let mut c = Cluster::new(&["--worker-grace", "10s"]);
+    c.add_worker("w1", &[]);
+    let issues: Vec<String> = (0..70).map(|i| format!("m{i}")).collect();
+    let mut args = vec!["batch-spawn", "app"];
+    args.extend(issues.iter().map(String::as_str));
+    c.ao(&args).ok();
+    eventually("70 sessions run", Duration::from_secs(120), || {
+        let idle = c
+            .sessions()
+            .iter()
+            .filter(|s| s["status"] == "idle")
+            .count();
+        (idle == 70).then_some(())
+    });
+    c.kill_worker("w1");
+    c.wait_worker_state("w1", "lost", Duration::from_secs(40));
+    let sessions = c.sessions();
+    let stuck = sessions.iter().filter(|s| s["status"] == "stuck").count();
+    assert_eq!(stuck, 70, "{sessions:?}");
+    let events = c.events();
+    let marked = events
+        .iter()
+        .filter(|e| e["type"] == "session.stuck")
+        .count();
+    assert_eq!(marked, 70);
+    assert_eq!(c.worker_events("worker.lost", "w1"), 1);
+}
