@@ -341,6 +341,33 @@ pub async fn create_token(target: &Target, ttl: Duration) -> anyhow::Result<()> 
     Ok(())
 }
 
+/// `ao token ls`.
+pub async fn list_tokens(target: &Target, json: bool) -> anyhow::Result<()> {
+    let mut c = target.client().await?;
+    let tokens = c
+        .list_tokens(pb::ListTokensRequest {})
+        .await
+        .map_err(|s| target.err(s))?
+        .into_inner()
+        .tokens;
+    if json {
+        println!("{}", render::tokens_json(&tokens));
+    } else {
+        print!("{}", render::tokens_table(&tokens));
+    }
+    Ok(())
+}
+
+/// `ao token rm`.
+pub async fn delete_token(target: &Target, id: String) -> anyhow::Result<()> {
+    let mut c = target.client().await?;
+    c.delete_token(pb::DeleteTokenRequest { id: id.clone() })
+        .await
+        .map_err(|s| target.err(s))?;
+    eprintln!("token {id} withdrawn");
+    Ok(())
+}
+
 /// `ao worker drain`: no new sessions on it (or again, with `undo`).
 pub async fn drain(target: &Target, id: String, undo: bool) -> anyhow::Result<()> {
     let mut c = target.client().await?;

@@ -232,6 +232,13 @@ enum TokenCommand {
         #[arg(long, default_value = "1h", value_parser = parse_duration)]
         ttl: std::time::Duration,
     },
+    /// Tokens not yet used (ids and expiry; secrets are not kept).
+    Ls {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Withdraw an unused token (its id is the part before the dot).
+    Rm { id: String },
 }
 
 #[derive(Args)]
@@ -449,6 +456,12 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Token(TokenCommand::Create { ttl }) => {
             commands::create_token(&target, ttl).await.and(ok)
+        }
+        Command::Token(TokenCommand::Ls { json }) => {
+            commands::list_tokens(&target, json).await.and(ok)
+        }
+        Command::Token(TokenCommand::Rm { id }) => {
+            commands::delete_token(&target, id).await.and(ok)
         }
         Command::Doctor => doctor::run(&home, &target).await,
         Command::Apply { file } => commands::apply(&target, &file).await.and(ok),

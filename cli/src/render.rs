@@ -232,6 +232,37 @@ pub fn workers_table(workers: &[pb::Worker]) -> String {
     )
 }
 
+pub fn tokens_json(tokens: &[pb::JoinToken]) -> String {
+    let values: Vec<Value> = tokens
+        .iter()
+        .map(|t| {
+            json!({
+                "id": t.id,
+                "createdAt": t.created_at,
+                "expiresAt": t.expires_at,
+                "expired": t.expired,
+            })
+        })
+        .collect();
+    serde_json::to_string_pretty(&values).expect("json")
+}
+
+pub fn tokens_table(tokens: &[pb::JoinToken]) -> String {
+    let rows = tokens
+        .iter()
+        .map(|t| {
+            let state = if t.expired { "expired" } else { "usable" };
+            vec![
+                t.id.clone(),
+                t.created_at.clone(),
+                t.expires_at.clone(),
+                state.to_string(),
+            ]
+        })
+        .collect();
+    table(&["TOKEN", "CREATED", "EXPIRES", "STATE"], rows)
+}
+
 fn gib(bytes: u64) -> String {
     format!("{:.1}G", bytes as f64 / f64::from(1u32 << 30))
 }

@@ -216,6 +216,46 @@ impl Cluster {
         Ok((format!("{id}.{secret}"), record.expires_at))
     }
 
+    /// Tokens not yet used: (id, created, expires).
+    ///
+    /// # Errors
+    /// The store cannot be read.
+    pub async fn tokens(
+        &self,
+    ) -> Result<Vec<(String, DateTime<Utc>, DateTime<Utc>)>, ClusterError> {
+        let mut out = Vec::new();
+        for v in self.store.list(keys::TOKENS).await?.items {
+            let t: TokenRecord = decode(&v)?;
+            out.push((t.id, t.created_at, t.expires_at));
+        }
+        Ok(out)
+    }
+
+    /// Withdraws an unused token.
+    ///
+    /// # Errors
+    /// [`ClusterError::Invalid`] when there is no such token (used, withdrawn, or never made).
+    pub async fn delete_token(&self, id: &str) -> Result<(), ClusterError> {
+        let key = keys::token(id);
+        let Some(v) = self.store.get(&key).await? else {
+            return Err(ClusterError::Invalid(format!(
+                "no unused token `{id}` (see `ao token ls`)"
+            )));
+        };
+        let txn = Txn::default()
+            .check(key.clone(), Precondition::Revision(v.mod_revision))
+            .delete(key);
+        match self.store.commit(self.fenced(txn)).await {
+            Ok(_) => Ok(()),
+            Err(e) => Err(self.deposed(&e).unwrap_or_else(|| match e {
+                StoreError::Conflict { .. } => {
+                    ClusterError::Invalid(format!("token `{id}` was used meanwhile"))
+                }
+                e => e.into(),
+            })),
+        }
+    }
+
     /// Trades a token for a worker certificate: the token is consumed (a
     /// compare-and-swap delete) in the same transaction that records the
     /// certificate.
@@ -527,8 +567,15 @@ mod tests {
         let e = c.join(&token, "w1", &csr).await.unwrap_err();
         assert!(e.to_string().contains("expired"), "{e}");
         // The next token made sweeps it away.
-        c.create_token(Duration::from_secs(60)).await.unwrap();
-        assert_eq!(c.store.list(keys::TOKENS).await.unwrap().items.len(), 1);
+        let (fresh, _) = c.create_token(Duration::from_secs(60)).await.unwrap();
+        let listed = c.tokens().await.unwrap();
+        assert_eq!(listed.len(), 1);
+        // A withdrawn token cannot be used.
+        let (id, _) = fresh.split_once('.').unwrap();
+        assert_eq!(listed[0].0, id);
+        c.delete_token(id).await.unwrap();
+        assert!(c.join(&fresh, "w1", &csr).await.is_err());
+        assert!(c.delete_token(id).await.is_err());
     }
 
     #[test]

@@ -557,6 +557,34 @@ impl pb::controller_server::Controller for ControllerService {
         }))
     }
 
+    async fn list_tokens(
+        &self,
+        _: Request<pb::ListTokensRequest>,
+    ) -> Result<Response<pb::ListTokensResponse>, Status> {
+        let now = chrono::Utc::now();
+        let tokens = self
+            .cluster()?
+            .tokens()
+            .await?
+            .into_iter()
+            .map(|(id, created, expires)| pb::JoinToken {
+                id,
+                created_at: rfc3339(&created),
+                expires_at: rfc3339(&expires),
+                expired: expires <= now,
+            })
+            .collect();
+        Ok(Response::new(pb::ListTokensResponse { tokens }))
+    }
+
+    async fn delete_token(
+        &self,
+        req: Request<pb::DeleteTokenRequest>,
+    ) -> Result<Response<pb::DeleteTokenResponse>, Status> {
+        self.cluster()?.delete_token(&req.into_inner().id).await?;
+        Ok(Response::new(pb::DeleteTokenResponse {}))
+    }
+
     async fn create_token(
         &self,
         req: Request<pb::CreateTokenRequest>,

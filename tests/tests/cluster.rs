@@ -42,6 +42,18 @@ fn join_is_single_use_pinned_renewed_and_revocable() {
     // The pin was checked before anything was sent: no credential was made.
     assert!(!c.workers["w2"].home.join("pki/worker/tls.crt").exists());
 
+    // A token withdrawn before use is refused.
+    let withdrawn = c.join_command();
+    let token = &withdrawn[withdrawn.iter().position(|a| a == "--token").unwrap() + 1];
+    let id = token.split('.').next().unwrap();
+    let listed = c.ao(&["token", "ls", "--json"]).ok().stdout;
+    assert!(
+        listed.contains(id) && !listed.contains(token.as_str()),
+        "{listed}"
+    );
+    c.ao(&["token", "rm", id]).ok();
+    assert_eq!(c.join("w2", &withdrawn).code, 1);
+
     let second = c.join_command();
     c.join("w2", &second).ok();
     // Another machine cannot take an id in use, even with a good token.
