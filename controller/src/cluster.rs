@@ -18,7 +18,6 @@ use ao_proto::pki::{self, Ca, PeerIdentity, Role};
 use chrono::{DateTime, Utc};
 use rand::distr::{Alphanumeric, SampleString};
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
 use crate::keys;
 use crate::leader::Fence;
@@ -93,13 +92,6 @@ pub struct Cluster {
     revoked: RwLock<HashSet<String>>,
 }
 
-fn sha256_hex(data: &[u8]) -> String {
-    Sha256::digest(data)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
-
 /// Equal without telling, by its timing, how much of a guess was right.
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
@@ -157,21 +149,25 @@ impl Cluster {
         &self.url
     }
 
-    fn fenced(&self, txn: Txn) -> Txn {
-        match &self.fence {
+    /// Commits `txn` while this controller leads. A refusal that is about
+    /// leadership, not about the request, comes back as `Unavailable` (the
+    /// caller should try the next controller); any other `Conflict` is the
+    /// request's own.
+    async fn commit(&self, txn: Txn) -> Result<(), StoreError> {
+        let txn = match &self.fence {
             Some(f) => txn.check(f.key.clone(), Precondition::Revision(f.revision)),
             None => txn,
-        }
-    }
-
-    /// A refused commit that is about leadership, not about the request:
-    /// this controller no longer leads, and the caller should try the next.
-    fn deposed(&self, e: &StoreError) -> Option<ClusterError> {
-        match (e, &self.fence) {
-            (StoreError::Conflict { key }, Some(f)) if *key == f.key => Some(ClusterError::Store(
-                StoreError::Unavailable("this controller is no longer the leader".into()),
-            )),
-            _ => None,
+        };
+        match self.store.commit(txn).await {
+            Ok(_) => Ok(()),
+            Err(StoreError::Conflict { key })
+                if self.fence.as_ref().is_some_and(|f| f.key == key) =>
+            {
+                Err(StoreError::Unavailable(
+                    "this controller is no longer the leader".into(),
+                ))
+            }
+            Err(e) => Err(e),
         }
     }
 
@@ -196,7 +192,7 @@ impl Cluster {
         let record = TokenRecord {
             schema_version: SCHEMA_VERSION,
             id: id.clone(),
-            secret_sha256: sha256_hex(secret.as_bytes()),
+            secret_sha256: pki::sha256_hex(secret.as_bytes()),
             created_at: now,
             expires_at: now + ttl,
         };
@@ -212,7 +208,7 @@ impl Cluster {
                     .delete(v.key);
             }
         }
-        self.store.commit(self.fenced(txn)).await?;
+        self.commit(txn).await?;
         Ok((format!("{id}.{secret}"), record.expires_at))
     }
 
@@ -245,14 +241,11 @@ impl Cluster {
         let txn = Txn::default()
             .check(key.clone(), Precondition::Revision(v.mod_revision))
             .delete(key);
-        match self.store.commit(self.fenced(txn)).await {
-            Ok(_) => Ok(()),
-            Err(e) => Err(self.deposed(&e).unwrap_or_else(|| match e {
-                StoreError::Conflict { .. } => {
-                    ClusterError::Invalid(format!("token `{id}` was used meanwhile"))
-                }
-                e => e.into(),
-            })),
+        match self.commit(txn).await {
+            Err(StoreError::Conflict { .. }) => Err(ClusterError::Invalid(format!(
+                "token `{id}` was used meanwhile"
+            ))),
+            other => Ok(other?),
         }
     }
 
@@ -285,7 +278,7 @@ impl Cluster {
         let stored = self.store.get(&key).await?.ok_or_else(refused)?;
         let record: TokenRecord = decode(&stored)?;
         if !constant_time_eq(
-            sha256_hex(secret.as_bytes()).as_bytes(),
+            pki::sha256_hex(secret.as_bytes()).as_bytes(),
             record.secret_sha256.as_bytes(),
         ) {
             return Err(refused());
@@ -314,27 +307,23 @@ impl Cluster {
         };
         // A worker record without a claim is the local worker (or one
         // that dialed the local socket): its id is taken too.
-        let txn = self.fenced(
-            Txn::default()
-                .check(key.clone(), Precondition::Revision(stored.mod_revision))
-                .check(identity.clone(), Precondition::Absent)
-                .check(keys::worker(worker), Precondition::Absent)
-                .delete(key)
-                .put(identity.clone(), encode(&claim))
-                .put(
-                    keys::cert(worker, &cert_record.serial),
-                    encode(&cert_record),
-                ),
-        );
-        match self.store.commit(txn).await {
-            Ok(_) => Ok(cert),
-            Err(e) => Err(self.deposed(&e).unwrap_or_else(|| match e {
-                StoreError::Conflict { key } if key == identity || key == keys::worker(worker) => {
-                    taken()
-                }
-                StoreError::Conflict { .. } => refused(),
-                e => e.into(),
-            })),
+        let txn = Txn::default()
+            .check(key.clone(), Precondition::Revision(stored.mod_revision))
+            .check(identity.clone(), Precondition::Absent)
+            .check(keys::worker(worker), Precondition::Absent)
+            .delete(key)
+            .put(identity.clone(), encode(&claim))
+            .put(
+                keys::cert(worker, &cert_record.serial),
+                encode(&cert_record),
+            );
+        match self.commit(txn).await {
+            Ok(()) => Ok(cert),
+            Err(StoreError::Conflict { key }) if key == identity || key == keys::worker(worker) => {
+                Err(taken())
+            }
+            Err(StoreError::Conflict { .. }) => Err(refused()),
+            Err(e) => Err(e.into()),
         }
     }
 
@@ -370,13 +359,11 @@ impl Cluster {
                     .delete(v.key);
             }
         }
-        match self.store.commit(self.fenced(txn)).await {
-            Ok(_) => Ok(cert),
-            Err(e) => Err(self.deposed(&e).unwrap_or_else(|| match e {
-                // Removed (or renewed twice) meanwhile: the worker asks again.
-                StoreError::Conflict { .. } => removed(),
-                e => e.into(),
-            })),
+        match self.commit(txn).await {
+            Ok(()) => Ok(cert),
+            // Removed (or renewed twice) meanwhile: the worker asks again.
+            Err(StoreError::Conflict { .. }) => Err(removed()),
+            Err(e) => Err(e.into()),
         }
     }
 
@@ -406,12 +393,8 @@ impl Cluster {
         loop {
             attempts += 1;
             match self.revoke_once(worker).await {
-                Err(ClusterError::Store(e)) => match self.deposed(&e) {
-                    Some(deposed) => return Err(deposed),
-                    // A renewal wrote meanwhile: list again.
-                    None if matches!(e, StoreError::Conflict { .. }) && attempts < 5 => {}
-                    None => return Err(e.into()),
-                },
+                // A renewal wrote meanwhile: list again.
+                Err(ClusterError::Store(StoreError::Conflict { .. })) if attempts < 5 => {}
                 other => return other,
             }
         }
@@ -446,7 +429,7 @@ impl Cluster {
         if serials.is_empty() && claim.is_none() {
             return Ok(0);
         }
-        self.store.commit(self.fenced(txn)).await?;
+        self.commit(txn).await?;
         let mut set = self.revoked.write().unwrap_or_else(|e| e.into_inner());
         set.extend(serials.iter().cloned());
         Ok(serials.len() as u32)
@@ -593,7 +576,7 @@ mod tests {
         assert!(!constant_time_eq(b"abc", b"abd"));
         assert!(!constant_time_eq(b"abc", b"ab"));
         assert_eq!(
-            sha256_hex(b"abc"),
+            pki::sha256_hex(b"abc"),
             "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
         );
     }

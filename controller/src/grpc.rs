@@ -532,11 +532,6 @@ impl pb::controller_server::Controller for ControllerService {
         req: Request<pb::RemoveWorkerRequest>,
     ) -> Result<Response<pb::RemoveWorkerResponse>, Status> {
         let id = req.into_inner().worker_id;
-        // Revoke first: once the link closes, a reconnect is refused.
-        let revoked = match &self.cluster {
-            Some(c) => c.revoke(&id).await?,
-            None => 0,
-        };
         let local = self
             .handle
             .snapshot()
@@ -548,6 +543,11 @@ impl pb::controller_server::Controller for ControllerService {
                 "worker `{id}` is connected and has no certificate to revoke (it dials the local socket): stop its process first, then remove it"
             )));
         }
+        // Revoke first: once the link closes, a reconnect is refused.
+        let revoked = match &self.cluster {
+            Some(c) => c.revoke(&id).await?,
+            None => 0,
+        };
         match self.handle.remove_worker(id).await {
             Err(ControllerError::UnknownWorker { .. }) if revoked > 0 => {}
             other => other?,

@@ -25,12 +25,16 @@ impl Candidate<'_> {
         self.max_sessions == 0 || self.sessions < self.max_sessions
     }
 
-    /// A worker that cannot read its free memory (0) is not held back.
     fn has_memory(&self) -> bool {
-        self.memory_reserve == 0
-            || self.mem_available == 0
-            || self.mem_available > self.memory_reserve
+        memory_allows(self.mem_available, self.memory_reserve)
     }
+}
+
+/// Whether a worker with `available` bytes free and `reserve` to keep may
+/// take a session. A worker that cannot read its free memory (0) is not
+/// held back.
+pub fn memory_allows(available: u64, reserve: u64) -> bool {
+    reserve == 0 || available == 0 || available > reserve
 }
 
 /// Picks a worker for a session that needs `labels`, or says why none fits.

@@ -456,7 +456,6 @@ pub struct LinkMeta {
 
 /// A live worker link.
 struct WorkerConn {
-    heard: Heard,
     /// Dialed the local socket (no certificate to revoke).
     local: bool,
     conn: u64,
@@ -467,10 +466,12 @@ struct WorkerConn {
 struct Worker {
     record: WorkerRecord,
     link: Option<WorkerConn>,
-    /// When it last said anything (or when this controller started: a
-    /// restarted controller gives every worker the full grace).
-    last_seen: Instant,
-    last_seen_at: Option<chrono::DateTime<Utc>>,
+    /// When it last said anything, stamped by its link's reader (until its
+    /// first hello: when this controller took it in, so that a restarted
+    /// controller gives every worker the full grace).
+    heard: Heard,
+    /// Whether this controller has heard from it at all.
+    heard_from: bool,
     /// Its link is open but it has said nothing for too long.
     silent: bool,
     /// The store's copy says `lost` while it is linked: rewrite it.
@@ -483,8 +484,8 @@ impl Worker {
         Self {
             record,
             link: None,
-            last_seen: Instant::now(),
-            last_seen_at: None,
+            heard: Heard::new(),
+            heard_from: false,
             silent: false,
             record_stale: false,
             mem_available: 0,
@@ -504,17 +505,8 @@ impl Worker {
     }
 
     /// Why it takes no sessions, for `ao worker ls`.
-    /// How long it has said nothing: by its link's own stamp while linked.
-    fn quiet(&self) -> Duration {
-        let quiet = self.last_seen.elapsed();
-        match &self.link {
-            Some(l) => quiet.min(l.heard.elapsed()),
-            None => quiet,
-        }
-    }
-
     fn reason(&self, grace: Duration) -> Option<String> {
-        let silent_for = self.quiet();
+        let silent_for = self.heard.elapsed();
         let left = grace.saturating_sub(silent_for).as_secs();
         match self.state() {
             WorkerState::Ready => None,
@@ -532,12 +524,6 @@ impl Worker {
                 silent_for.as_secs()
             )),
         }
-    }
-
-    /// Heard from it: it is alive, whatever it said.
-    fn seen(&mut self) {
-        self.last_seen = Instant::now();
-        self.last_seen_at = Some(Utc::now());
     }
 }
 
@@ -654,8 +640,15 @@ pub async fn start(
     // A restarted controller judges no session before its worker reports.
     actor.publish();
     let task = tokio::spawn(actor.run(rx));
-    tokio::spawn(probe_store(store.clone(), tx.downgrade()));
-    tokio::spawn(tick(tx.downgrade()));
+    let probed = store.clone();
+    tokio::spawn(every(STORE_PROBE, tx.downgrade(), move || {
+        let store = probed.clone();
+        async move { Command::StoreProbe(probe_store(store.as_ref()).await) }
+    }));
+    // Workers' silence is judged on every tick.
+    tokio::spawn(every(LIVENESS_TICK, tx.downgrade(), || async {
+        Command::Tick
+    }));
     Ok((
         ControllerHandle {
             tx,
@@ -922,7 +915,10 @@ impl Actor {
             max_sessions: w.record.max_sessions,
             sessions: counts.get(w.record.id.as_str()).copied().unwrap_or(0),
             connected_at: w.link.as_ref().map(|l| rfc3339(&l.connected_at)),
-            last_seen_at: w.last_seen_at.as_ref().map(rfc3339),
+            last_seen_at: w.heard_from.then(|| {
+                let ago = chrono::Duration::from_std(w.heard.elapsed()).unwrap_or_default();
+                rfc3339(&(Utc::now() - ago))
+            }),
             tmux_socket: w.record.tmux_socket.clone(),
             reason: w.reason(self.settings.worker_grace),
             mem_available_bytes: w.mem_available,
@@ -994,20 +990,13 @@ impl Actor {
                 None => txn.delete(key),
             };
         }
-        let keys_written: Vec<String> = txn
+        // Each key, and whether it is still there after the commit.
+        let touched: Vec<(String, bool)> = txn
             .ops
             .iter()
-            .filter_map(|op| match op {
-                crate::store::Op::Put { key, .. } => Some(key.clone()),
-                crate::store::Op::Delete { .. } => None,
-            })
-            .collect();
-        let keys_deleted: Vec<String> = txn
-            .ops
-            .iter()
-            .filter_map(|op| match op {
-                crate::store::Op::Delete { key } => Some(key.clone()),
-                crate::store::Op::Put { .. } => None,
+            .map(|op| match op {
+                crate::store::Op::Put { key, .. } => (key.clone(), true),
+                crate::store::Op::Delete { key } => (key.clone(), false),
             })
             .collect();
         let rev = match self.store.commit(txn).await {
@@ -1035,13 +1024,12 @@ impl Actor {
                 return Err(e.into());
             }
         };
-        for key in keys_written {
-            if !key.starts_with(keys::EVENTS) {
+        for (key, kept) in touched {
+            if !kept {
+                self.revs.remove(&key);
+            } else if !key.starts_with(keys::EVENTS) {
                 self.revs.insert(key, rev);
             }
-        }
-        for key in keys_deleted {
-            self.revs.remove(&key);
         }
         self.event_seq = seq;
         for s in sessions {
@@ -1517,14 +1505,14 @@ impl Actor {
             })),
         });
         let mut worker = Worker::new(record.clone());
+        worker.heard = meta.heard;
+        worker.heard_from = true;
         worker.link = Some(WorkerConn {
-            heard: meta.heard,
             local: meta.admitted.is_none(),
             conn,
             tx,
             connected_at: now,
         });
-        worker.seen();
         worker.mem_available = hello.mem_available_bytes;
         self.workers.insert(id.clone(), worker);
         let kind = if known {
@@ -1653,7 +1641,6 @@ impl Actor {
             // A message from a replaced connection: ignore it.
             return;
         }
-        w.seen();
         if w.silent {
             w.silent = false;
             let event = NewEvent::worker("worker.reconnected", Priority::Info, worker)
@@ -1664,8 +1651,15 @@ impl Actor {
         }
         match msg {
             pb::worker_message::Msg::Heartbeat(beat) => {
-                if let Some(w) = self.workers.get_mut(worker) {
-                    w.mem_available = beat.mem_available_bytes;
+                let Some(w) = self.workers.get_mut(worker) else {
+                    return;
+                };
+                let reserve = w.record.memory_reserve_bytes;
+                let before = scheduler::memory_allows(w.mem_available, reserve);
+                w.mem_available = beat.mem_available_bytes;
+                if !before && scheduler::memory_allows(w.mem_available, reserve) {
+                    // Memory freed up: room may have appeared.
+                    self.place_waiting().await;
                 }
             }
             pb::worker_message::Msg::Hello(_) => {}
@@ -1851,6 +1845,8 @@ impl Actor {
             self.write_or_log(&[], vec![event]).await;
         }
         self.publish();
+        // Waiting sessions say why they wait, and that has changed.
+        self.place_waiting().await;
     }
 
     /// Judges every worker's silence: `disconnected` after
@@ -1863,7 +1859,7 @@ impl Actor {
         let mut fell_silent = Vec::new();
         let mut lost = Vec::new();
         for w in self.workers.values_mut() {
-            let quiet = w.quiet();
+            let quiet = w.heard.elapsed();
             if w.link.is_some() && !w.silent && quiet >= silent_after {
                 w.silent = true;
                 fell_silent.push((w.record.id.clone(), quiet));
@@ -1881,6 +1877,9 @@ impl Actor {
                 ));
             self.write_or_log(&[], vec![event]).await;
         }
+        if !fell_silent.is_empty() {
+            self.place_waiting().await;
+        }
         for (id, quiet) in lost {
             let reason = format!(
                 "worker {id} lost: no word from it for {}s (grace {}s)",
@@ -1889,10 +1888,6 @@ impl Actor {
             );
             // Failures are logged; the next tick tries again.
             let _ = self.mark_lost(&id, "worker.lost", &reason, false).await;
-        }
-        if !self.unplaced.is_empty() {
-            // Room may have appeared (memory freed on a worker).
-            self.place_waiting().await;
         }
         let stale: Vec<WorkerRecord> = self
             .workers
@@ -2010,9 +2005,8 @@ impl Actor {
             Err(e) => tracing::error!(worker = id, "recording the loss failed: {e}"),
         }
         self.publish();
-        if result.is_ok() && remove {
-            self.place_waiting().await;
-        }
+        // Sessions it held elsewhere, and every waiting session's reason.
+        self.place_waiting().await;
         result
     }
 
@@ -2056,39 +2050,33 @@ impl Actor {
     }
 }
 
-/// Reads one key every [`STORE_PROBE`] and tells the actor how it went,
-/// until the actor is gone.
-async fn probe_store(store: Arc<dyn Store>, actor: mpsc::WeakSender<Command>) {
-    let mut tick = tokio::time::interval(STORE_PROBE);
-    loop {
-        tick.tick().await;
-        let result =
-            match tokio::time::timeout(Duration::from_secs(5), store.get(keys::CONFIG)).await {
-                Ok(Ok(_)) => Ok(()),
-                Ok(Err(e)) => Err(e.to_string()),
-                Err(_) => Err(format!(
-                    "store unavailable: {} did not answer within 5 s",
-                    store.describe()
-                )),
-            };
-        let Some(actor) = actor.upgrade() else {
-            return;
-        };
-        if actor.send(Command::StoreProbe(result)).await.is_err() {
-            return;
-        }
+/// Reads one key and says how it went.
+async fn probe_store(store: &dyn Store) -> Result<(), String> {
+    match tokio::time::timeout(Duration::from_secs(5), store.get(keys::CONFIG)).await {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err(format!(
+            "store unavailable: {} did not answer within 5 s",
+            store.describe()
+        )),
     }
 }
 
-/// Tells the actor to judge workers' silence every [`LIVENESS_TICK`].
-async fn tick(actor: mpsc::WeakSender<Command>) {
-    let mut tick = tokio::time::interval(LIVENESS_TICK);
+/// Sends the actor the command `next` makes, every `period`, until the
+/// actor is gone.
+async fn every<F, Fut>(period: Duration, actor: mpsc::WeakSender<Command>, mut next: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Command>,
+{
+    let mut tick = tokio::time::interval(period);
     loop {
         tick.tick().await;
+        let command = next().await;
         let Some(actor) = actor.upgrade() else {
             return;
         };
-        if actor.send(Command::Tick).await.is_err() {
+        if actor.send(command).await.is_err() {
             return;
         }
     }

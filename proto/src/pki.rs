@@ -280,6 +280,14 @@ impl Credentials {
             .all(|f| dir.join(f).is_file())
     }
 
+    /// Who tls.crt names, and until when.
+    ///
+    /// # Errors
+    /// As [`peer_identity`].
+    pub fn identity(&self) -> Result<PeerIdentity, PkiError> {
+        peer_identity_pem(&self.cert_pem)
+    }
+
     /// Validity of tls.crt, unix seconds.
     ///
     /// # Errors
@@ -380,6 +388,11 @@ impl Ca {
             cert_pem: cert.pem(),
             issuer: Issuer::new(params, key),
         })
+    }
+
+    /// Whether `dir` holds a CA key (`ca.key`).
+    pub fn exists(dir: &Path) -> bool {
+        dir.join(CA_KEY).is_file()
     }
 
     /// Reads `ca.crt` and `ca.key` from `dir`.
@@ -773,11 +786,15 @@ fn normalize_pin(pin: &str) -> Result<String, PkiError> {
     Ok(format!("sha256:{}", hex.to_ascii_lowercase()))
 }
 
-fn der_hash(der: &[u8]) -> String {
-    format!("sha256:{}", hex::encode(Sha256::digest(der)))
+/// Lowercase hex of the SHA-256 of `data`.
+pub fn sha256_hex(data: &[u8]) -> String {
+    hex::encode(Sha256::digest(data))
 }
 
-/// The DER of the first CERTIFICATE block in `pem_text`.
+fn der_hash(der: &[u8]) -> String {
+    format!("sha256:{}", sha256_hex(der))
+}
+
 /// Whether the key in `key_pem` (read from `path`) is the one `cert_pem` certifies.
 fn key_fits(key_pem: &str, cert_pem: &str, path: &Path) -> Result<bool, PkiError> {
     use rcgen::PublicKeyData;
@@ -790,6 +807,7 @@ fn key_fits(key_pem: &str, cert_pem: &str, path: &Path) -> Result<bool, PkiError
     Ok(cert.public_key().raw == key.subject_public_key_info().as_slice())
 }
 
+/// The DER of the first CERTIFICATE block in `pem_text`.
 fn first_cert_der(pem_text: &str, what: &str) -> Result<CertificateDer<'static>, PkiError> {
     let blocks = pem::parse_many(pem_text).map_err(|e| PkiError::Invalid {
         what: what.to_string(),
