@@ -81,11 +81,7 @@ fn window_size() -> (u32, u32) {
 
 fn who() -> String {
     let user = std::env::var("USER").unwrap_or_else(|_| "someone".into());
-    let host = nix::unistd::gethostname()
-        .ok()
-        .and_then(|h| h.into_string().ok())
-        .unwrap_or_else(|| "localhost".into());
-    format!("{user}@{host}")
+    format!("{user}@{}", crate::stack::hostname())
 }
 
 enum Key {

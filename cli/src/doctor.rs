@@ -32,14 +32,11 @@ fn version_of(program: &str, arg: &str) -> Option<String> {
 
 /// A credential's certificate: who it names and how long it lasts.
 fn certificate(what: &str, dir: &Path) -> bool {
-    let checked = ao_proto::pki::Credentials::load(dir).and_then(|c| {
-        let who = ao_proto::pki::peer_identity_pem(&c.cert_pem)?;
-        Ok((who, c.validity()?.1))
-    });
-    let (who, not_after) = match checked {
-        Ok(v) => v,
+    let who = match ao_proto::pki::Credentials::load(dir).and_then(|c| c.identity()) {
+        Ok(who) => who,
         Err(e) => return line(Level::Fail, what, &e.to_string()),
     };
+    let not_after = who.not_after;
     let until = chrono::DateTime::from_timestamp(not_after, 0).unwrap_or_default();
     let left = not_after - chrono::Utc::now().timestamp();
     let detail = format!(

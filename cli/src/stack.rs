@@ -42,6 +42,14 @@ fn log_path(home: &Path) -> PathBuf {
     home.join("ao.log")
 }
 
+/// This machine's host name (`localhost` if it has none).
+pub fn hostname() -> String {
+    nix::unistd::gethostname()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .unwrap_or_else(|| "localhost".into())
+}
+
 /// The cluster CA (`ca.crt`, `ca.key`), unless `--pki-dir` says otherwise.
 fn pki_dir(home: &Path, flag: Option<&Path>) -> PathBuf {
     flag.map_or_else(|| home.join("pki"), Path::to_path_buf)
@@ -82,17 +90,13 @@ pub fn init_pki(home: &Path, flag: Option<PathBuf>) -> anyhow::Result<()> {
     use ao_proto::pki::{Ca, Role};
     prepare_home(home)?;
     let dir = pki_dir(home, flag.as_deref());
-    if dir.join("ca.key").exists() {
+    if Ca::exists(&dir) {
         bail!(
             "a cluster CA already exists in {}; remove that directory to start a new cluster (every worker must join again)",
             dir.display()
         );
     }
-    let cluster = nix::unistd::gethostname()
-        .ok()
-        .and_then(|h| h.into_string().ok())
-        .unwrap_or_else(|| "ao".into());
-    let ca = Ca::generate(&cluster)?;
+    let ca = Ca::generate(&hostname())?;
     ca.save(&dir)?;
     let admin_dir = dir.join("admin");
     ca.issue_client(Role::Admin, "admin", Duration::from_secs(365 * 86400))?
@@ -107,55 +111,55 @@ pub fn init_pki(home: &Path, flag: Option<PathBuf>) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// What the controller needs to serve workers on TCP.
+/// The controller's TCP port: the bound listener and this run's serving
+/// certificate.
 struct Listening {
     listener: tokio::net::TcpListener,
     server: ao_proto::pki::Credentials,
-    ca: ao_proto::pki::Ca,
-    url: String,
 }
 
-/// Binds `--listen` and issues this run's serving certificate from the
-/// cluster CA (names: the advertised host, the listen address, the host
-/// name; clients verify the cluster's fixed name, so any of them works).
-async fn listen(home: &Path, args: &ClusterArgs) -> anyhow::Result<Option<Listening>> {
+/// Binds `--listen`, issues this run's serving certificate from the cluster
+/// CA (names: the advertised host, the listen address, the host name;
+/// clients verify the cluster's fixed name, so any of them works), and
+/// opens the cluster that admits workers there.
+async fn listen(
+    home: &Path,
+    args: &ClusterArgs,
+    store: Arc<dyn Store>,
+    fence: Option<leader::Fence>,
+) -> anyhow::Result<Option<(Listening, Arc<Cluster>)>> {
+    use ao_proto::pki::Ca;
     let Some(addr) = args.listen else {
         return Ok(None);
     };
     let dir = pki_dir(home, args.pki_dir.as_deref());
-    if !dir.join("ca.key").exists() {
+    if !Ca::exists(&dir) {
         bail!(
             "--listen needs the cluster CA, and {} has none: run `ao controller init` first",
             dir.display()
         );
     }
-    let ca = ao_proto::pki::Ca::load(&dir)?;
-    let hostname = nix::unistd::gethostname()
-        .ok()
-        .and_then(|h| h.into_string().ok())
-        .unwrap_or_else(|| "localhost".into());
+    let ca = Ca::load(&dir)?;
     let url = match &args.advertise {
         Some(u) => u.clone(),
-        None if addr.ip().is_unspecified() => format!("https://{hostname}:{}", addr.port()),
+        None if addr.ip().is_unspecified() => format!("https://{}:{}", hostname(), addr.port()),
         None => format!("https://{addr}"),
     };
-    let advertised = ControllerAddr::parse(&url)
-        .map_err(|e| anyhow::anyhow!("--advertise: {e}"))?
-        .to_string();
-    let mut names = vec![hostname, addr.ip().to_string()];
-    if let Some((host, _)) = advertised.trim_start_matches("https://").rsplit_once(':') {
+    let advertised =
+        ControllerAddr::parse(&url).map_err(|e| anyhow::anyhow!("--advertise: {e}"))?;
+    let ControllerAddr::Https(advertised) = advertised else {
+        bail!("--advertise {url}: expected https://host:port");
+    };
+    let mut names = vec![hostname(), addr.ip().to_string()];
+    if let Some((host, _)) = advertised.rsplit_once(':') {
         names.push(host.trim_matches(['[', ']']).to_string());
     }
     let server = ca.issue_server(&names, Duration::from_secs(365 * 86400))?;
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("cannot listen on {addr}"))?;
-    Ok(Some(Listening {
-        listener,
-        server,
-        ca,
-        url,
-    }))
+    let cluster = Cluster::open(store, ca, args.worker_cert_ttl, url, fence).await?;
+    Ok(Some((Listening { listener, server }, Arc::new(cluster))))
 }
 
 /// Creates `AO_HOME` readable by its owner only.
@@ -271,20 +275,8 @@ async fn start_controller(
         ..Default::default()
     };
     let (handle, _actor) = sessions::start(store.clone(), home, fence.clone(), settings).await?;
-    let (tcp, cluster) = match listen(home, cluster_args).await? {
-        Some(l) => {
-            let cluster = Cluster::open(
-                store,
-                l.ca,
-                cluster_args.worker_cert_ttl,
-                l.url.clone(),
-                fence,
-            )
-            .await?;
-            (Some((l.listener, l.server, l.url)), Some(Arc::new(cluster)))
-        }
-        None => (None, None),
-    };
+    let tcp = listen(home, cluster_args, store, fence).await?;
+    let cluster = tcp.as_ref().map(|(_, cluster)| cluster.clone());
     if let Some((path, cfg)) = find_and_load_config(home)? {
         let projects = handle.apply(cfg).await?;
         tracing::info!(config = %path.display(), ?projects, "config applied");
@@ -308,13 +300,13 @@ async fn start_controller(
             stop.clone(),
         );
         let network = async {
-            match (tcp, cluster) {
-                (Some((listener, credentials, url)), Some(cluster)) => {
-                    tracing::info!(%url, "serving workers and CLIs over mTLS");
-                    server::serve_tls(server_handle, &home, listener, &credentials, cluster, stop)
+            match tcp {
+                Some((l, cluster)) => {
+                    tracing::info!(url = %cluster.url(), "serving workers and CLIs over mTLS");
+                    server::serve_tls(server_handle, &home, l.listener, &l.server, cluster, stop)
                         .await
                 }
-                _ => Ok(()),
+                None => Ok(()),
             }
         };
         let serving = async { tokio::try_join!(unix, network).map(|_| ()) };
@@ -358,10 +350,7 @@ fn local_worker_settings(
     labels: BTreeMap<String, String>,
     capacity: Capacity,
 ) -> ao_worker::WorkerSettings {
-    let hostname = nix::unistd::gethostname()
-        .ok()
-        .and_then(|h| h.into_string().ok())
-        .unwrap_or_else(|| "localhost".into());
+    let hostname = hostname();
     let mut labels = labels;
     labels
         .entry("os".into())
@@ -457,7 +446,7 @@ pub async fn worker_only(
             let creds = ao_proto::pki::Credentials::load(dir).map_err(|e| {
                 anyhow::anyhow!("{e}\njoin the cluster first: ao worker join <controller> --token … --ca-hash … (see `ao token create`)")
             })?;
-            let named = ao_proto::pki::peer_identity_pem(&creds.cert_pem)?.name;
+            let named = creds.identity()?.name;
             if let Some(asked) = id.filter(|i| *i != named) {
                 bail!("--id {asked}: this machine's certificate names worker `{named}`");
             }
@@ -493,9 +482,7 @@ pub async fn join(
         bail!("{url}: a cluster is joined over https://host:port");
     };
     let ca_pem = pki::fetch_pinned_ca(host_port, ca_hash).await?;
-    let id = id.unwrap_or_else(|| {
-        local_worker_settings(home, None, BTreeMap::new(), Capacity::default()).id
-    });
+    let id = id.unwrap_or_else(hostname);
     let (csr_pem, key_pem) = pki::new_csr(&id)?;
     let channel = ao_proto::dial::connect(&addr, Some(&pki::anonymous_client_tls(&ca_pem))).await?;
     let joined = ao_proto::pb::join_client::JoinClient::new(channel)

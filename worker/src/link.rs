@@ -255,9 +255,7 @@ async fn renew_once(addrs: &[ControllerAddr], dir: &Path) -> Result<i64, String>
     let (channel, _) = dial::connect_any(addrs, Some(&tls))
         .await
         .map_err(|e| error_chain(&e))?;
-    let name = pki::peer_identity_pem(&current.cert_pem)
-        .map_err(|e| e.to_string())?
-        .name;
+    let name = current.identity().map_err(|e| e.to_string())?.name;
     let (csr_pem, key_pem) = pki::new_csr(&name).map_err(|e| e.to_string())?;
     let cert_pem = pb::worker_link_client::WorkerLinkClient::new(channel)
         .renew(pb::RenewRequest { csr_pem })
