@@ -358,10 +358,7 @@ impl Ca {
     /// [`PkiError::BadName`] for an unusable cluster name; [`PkiError::Generate`].
     pub fn generate(cluster: &str) -> Result<Ca, PkiError> {
         check_name(cluster)?;
-        let key = KeyPair::generate().map_err(|source| PkiError::Generate {
-            what: "the CA key",
-            source,
-        })?;
+        let key = new_key("the CA key")?;
         let mut params = CertificateParams::default();
         params.distinguished_name = DistinguishedName::new();
         params
@@ -461,10 +458,7 @@ impl Ca {
                 sans.push(san);
             }
         }
-        let key = KeyPair::generate().map_err(|source| PkiError::Generate {
-            what: "the controller key",
-            source,
-        })?;
+        let key = new_key("the controller key")?;
         let mut params = leaf_params(Role::Controller, SERVER_NAME, ttl)?;
         params.subject_alt_names = sans;
         params.extended_key_usages = vec![
@@ -502,10 +496,7 @@ impl Ca {
         ttl: Duration,
     ) -> Result<Credentials, PkiError> {
         let params = leaf_params(role, name, ttl)?;
-        let key = KeyPair::generate().map_err(|source| PkiError::Generate {
-            what: "the client key",
-            source,
-        })?;
+        let key = new_key("the client key")?;
         self.credentials(params, &key, "the client certificate")
     }
 
@@ -543,10 +534,7 @@ impl Ca {
 /// [`PkiError::BadName`]; [`PkiError::Generate`].
 pub fn new_csr(name: &str) -> Result<(String, String), PkiError> {
     check_name(name)?;
-    let key = KeyPair::generate().map_err(|source| PkiError::Generate {
-        what: "a key",
-        source,
-    })?;
+    let key = new_key("a key")?;
     let mut params = CertificateParams::default();
     params.distinguished_name = DistinguishedName::new();
     params.distinguished_name.push(DnType::CommonName, name);
@@ -784,6 +772,11 @@ fn normalize_pin(pin: &str) -> Result<String, PkiError> {
         .filter(|h| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()))
         .ok_or_else(|| PkiError::BadPin(pin.to_string()))?;
     Ok(format!("sha256:{}", hex.to_ascii_lowercase()))
+}
+
+/// A fresh key pair; `what` names it in the error.
+fn new_key(what: &'static str) -> Result<KeyPair, PkiError> {
+    KeyPair::generate().map_err(|source| PkiError::Generate { what, source })
 }
 
 /// Lowercase hex of the SHA-256 of `data`.
