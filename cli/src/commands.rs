@@ -81,7 +81,7 @@ impl Target {
         let (channel, _) = dial::connect_any(&self.addrs, tls.as_ref())
             .await
             .map_err(|e| anyhow::anyhow!("{e}; is ao running? start it with `ao up -d`"))?;
-        Ok(ControllerClient::new(channel).max_decoding_message_size(64 * 1024 * 1024))
+        Ok(dial::controller_client(channel))
     }
 
     pub async fn info(&self) -> anyhow::Result<pb::InfoResponse> {
@@ -276,6 +276,7 @@ pub async fn restore(target: &Target, id: String) -> anyhow::Result<ExitCode> {
 }
 
 pub async fn send(target: &Target, id: String, text: String) -> anyhow::Result<()> {
+    ao_proto::limits::check("the message", text.len(), ao_proto::limits::MAX_INPUT_BYTES)?;
     let mut c = target.client().await?;
     c.send(pb::SendRequest {
         session_id: id.clone(),

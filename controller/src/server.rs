@@ -8,6 +8,7 @@ use ao_proto::pb;
 use tokio::net::UnixListener;
 use tokio::sync::watch;
 use tokio_stream::wrappers::UnixListenerStream;
+use tonic::service::interceptor::InterceptedService;
 
 use crate::cluster::Cluster;
 use crate::grpc::{ControllerService, JoinService, RequireRole, WorkerLinkService};
@@ -62,20 +63,31 @@ pub fn stopped(stop: &Stop) -> impl Future<Output = ()> + Send + 'static {
     }
 }
 
-/// The CLI's service and the worker link, as every listener serves them.
+type CliApi = pb::controller_server::ControllerServer<ControllerService>;
+type LinkApi = pb::worker_link_server::WorkerLinkServer<WorkerLinkService>;
+
+/// The CLI's service and the worker link, as every listener serves them,
+/// with the message limits of [`ao_proto::limits`].
 fn services(
     handle: ControllerHandle,
     home: &Path,
     cluster: Option<Arc<Cluster>>,
     stop: &Stop,
-) -> (ControllerService, WorkerLinkService) {
+) -> (CliApi, LinkApi) {
+    use ao_proto::limits;
     let controller = ControllerService {
         handle: handle.clone(),
         home: home.display().to_string(),
         stop: stop.clone(),
         cluster: cluster.clone(),
     };
-    (controller, WorkerLinkService { handle, cluster })
+    let cli = CliApi::new(controller)
+        .max_decoding_message_size(limits::MAX_REQUEST_BYTES)
+        .max_encoding_message_size(limits::MAX_RESPONSE_BYTES);
+    let link = LinkApi::new(WorkerLinkService { handle, cluster })
+        .max_decoding_message_size(limits::MAX_LINK_MESSAGE_BYTES)
+        .max_encoding_message_size(limits::MAX_LINK_MESSAGE_BYTES);
+    (cli, link)
 }
 
 fn builder() -> tonic::transport::Server {
@@ -102,8 +114,8 @@ pub async fn serve(
     let (controller, link) = services(handle, home, cluster, &stop);
     let stop = stopped(&stop);
     builder()
-        .add_service(pb::controller_server::ControllerServer::new(controller))
-        .add_service(pb::worker_link_server::WorkerLinkServer::new(link))
+        .add_service(controller)
+        .add_service(link)
         .serve_with_incoming_shutdown(UnixListenerStream::new(listener), stop)
         .await
         .map_err(ServeError::Serve)
@@ -137,14 +149,8 @@ pub async fn serve_tls(
     builder()
         .tls_config(server.server_tls())
         .map_err(ServeError::Serve)?
-        .add_service(pb::controller_server::ControllerServer::with_interceptor(
-            controller,
-            role(Role::Admin),
-        ))
-        .add_service(pb::worker_link_server::WorkerLinkServer::with_interceptor(
-            link,
-            role(Role::Worker),
-        ))
+        .add_service(InterceptedService::new(controller, role(Role::Admin)))
+        .add_service(InterceptedService::new(link, role(Role::Worker)))
         .add_service(pb::join_server::JoinServer::new(join))
         .serve_with_incoming_shutdown(
             tokio_stream::wrappers::TcpListenerStream::new(listener),

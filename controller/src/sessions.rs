@@ -13,7 +13,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ao_proto::pb;
+use ao_proto::{limits, pb};
 use chrono::Utc;
 use tokio::sync::{mpsc, oneshot, watch};
 use tonic::Streaming;
@@ -56,6 +56,8 @@ pub enum ControllerError {
     NotDelivered { id: String, reason: String },
     #[error("invalid config: {0}")]
     InvalidConfig(String),
+    #[error(transparent)]
+    TooLarge(#[from] ao_proto::limits::TooLarge),
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error("the controller is shutting down")]
@@ -121,6 +123,31 @@ pub struct SpawnArgs {
     pub agent: Option<String>,
     pub branch: Option<String>,
     pub labels: BTreeMap<String, String>,
+}
+
+impl SpawnArgs {
+    /// Refuses what users send over the content limits, before anything is
+    /// stored.
+    fn check_sizes(&self) -> Result<(), limits::TooLarge> {
+        let name = |what: &str, v: &Option<String>| {
+            limits::check(
+                what,
+                v.as_ref().map_or(0, String::len),
+                limits::MAX_NAME_BYTES,
+            )
+        };
+        limits::check(
+            "the prompt",
+            self.prompt.as_ref().map_or(0, String::len),
+            limits::MAX_PROMPT_BYTES,
+        )?;
+        name("the issue id", &self.issue_id)?;
+        name("the agent name", &self.agent)?;
+        name("the branch name", &self.branch)?;
+        let labels = self.labels.iter().map(|(k, v)| k.len() + v.len()).sum();
+        limits::check("the size of the labels", labels, limits::MAX_LABELS_BYTES)?;
+        Ok(())
+    }
 }
 
 /// An open tunnel from a worker: its data, and a guard whose drop ends it.
@@ -580,6 +607,9 @@ struct Actor {
     workers: BTreeMap<String, Worker>,
     /// Why a session waits for placement.
     unplaced: HashMap<String, String>,
+    /// Assignments sent again because a reconnecting worker lacked them:
+    /// the session's epoch and how many times.
+    resent: HashMap<String, (u64, u32)>,
     settle_waiters: HashMap<String, Vec<oneshot::Sender<SessionRecord>>>,
     inputs: HashMap<u64, (String, oneshot::Sender<Result<(), String>>)>,
     streams: HashMap<u64, (String, oneshot::Sender<Tunnel>)>,
@@ -598,6 +628,9 @@ const STORE_PROBE: Duration = Duration::from_secs(2);
 const MARK_BATCH: usize = 40;
 /// How often workers' silence is judged.
 const LIVENESS_TICK: Duration = Duration::from_secs(1);
+/// Reconnects of a worker that still lacks a session's assignment before
+/// the session is given up as `errored`.
+const MAX_RESENDS: u32 = 5;
 
 /// Loads the controller's state from `store`, repairs `events.jsonl` in
 /// `home`, and starts the actor.
@@ -627,6 +660,7 @@ pub async fn start(
         event_file_behind: false,
         workers: BTreeMap::new(),
         unplaced: HashMap::new(),
+        resent: HashMap::new(),
         settle_waiters: HashMap::new(),
         inputs: HashMap::new(),
         streams: HashMap::new(),
@@ -1133,6 +1167,7 @@ impl Actor {
     }
 
     async fn spawn(&mut self, args: SpawnArgs) -> Result<SessionRecord, ControllerError> {
+        args.check_sizes()?;
         self.check_project(&args.project_id)?;
         let config = self.config()?;
         let project = &config.projects[&args.project_id];
@@ -1189,6 +1224,20 @@ impl Actor {
             labels,
             attach_command: None,
         };
+        // What the worker will be sent must fit its link: an assignment it
+        // cannot read would break the link of every session on it.
+        if let Some(spec) = self.session_spec(&s) {
+            let assign = pb::controller_message::Msg::Assign(pb::Assign {
+                spec: Some(spec),
+                epoch: s.epoch,
+                restore: false,
+            });
+            limits::check(
+                format!("the assignment of {id} (prompt, agent settings and env)"),
+                link_size(&assign),
+                limits::MAX_LINK_MESSAGE_BYTES,
+            )?;
+        }
         match self.place(&s) {
             Ok(worker) => s.worker = Some(worker),
             Err(reason) => {
@@ -1340,6 +1389,18 @@ impl Actor {
         else {
             return false;
         };
+        // Requests are checked against smaller content limits before they
+        // get here; this is the last guard for the link itself.
+        let size = link_size(&msg);
+        if size > limits::MAX_LINK_MESSAGE_BYTES {
+            tracing::error!(
+                worker = ?worker,
+                size,
+                limit = limits::MAX_LINK_MESSAGE_BYTES,
+                "not sending a message over the link limit"
+            );
+            return false;
+        }
         link.tx
             .try_send(pb::ControllerMessage { msg: Some(msg) })
             .is_ok()
@@ -1350,6 +1411,7 @@ impl Actor {
         id: &str,
         text: String,
     ) -> Result<oneshot::Receiver<Result<(), String>>, ControllerError> {
+        limits::check("the message", text.len(), limits::MAX_INPUT_BYTES)?;
         let s = self.session(id)?.clone();
         if s.status.is_ended() {
             return Err(ControllerError::WrongState {
@@ -1416,6 +1478,7 @@ impl Actor {
             s.activity = Some(Activity::Exited);
         }
         self.unplaced.remove(id);
+        self.resent.remove(id);
         let event = NewEvent::session("session.killed", Priority::Info, &s);
         self.write(&[&s], vec![], vec![event]).await?;
         self.place_waiting().await;
@@ -1554,8 +1617,7 @@ impl Actor {
                 self.to_worker(Some(worker), stop_msg(&s.id, s.epoch));
             } else if report.epoch < s.epoch && !s.status.is_ended() {
                 // The newer assignment never arrived.
-                let restore = s.epoch > 1;
-                self.assign(&s, restore);
+                self.resend(worker, &s).await;
             } else {
                 self.apply_report(worker, report).await;
             }
@@ -1568,10 +1630,7 @@ impl Actor {
             .collect();
         for mut s in missing {
             match s.status {
-                SessionStatus::Spawning => {
-                    let restore = s.epoch > 1;
-                    self.assign(&s, restore);
-                }
+                SessionStatus::Spawning => self.resend(worker, &s).await,
                 SessionStatus::Killed if s.activity != Some(Activity::Exited) => {
                     s.activity = Some(Activity::Exited);
                     self.write_or_log(&[&s], vec![]).await;
@@ -1588,6 +1647,34 @@ impl Actor {
                 _ => {}
             }
         }
+    }
+
+    /// Sends again an assignment that a reconnecting worker lacks. One that
+    /// a worker never takes, however often it reconnects, is given up as
+    /// `errored`: re-sending it forever would only keep the link breaking.
+    async fn resend(&mut self, worker: &str, s: &SessionRecord) {
+        let tries = match self.resent.get(&s.id) {
+            Some((epoch, n)) if *epoch == s.epoch => n + 1,
+            _ => 1,
+        };
+        if tries <= MAX_RESENDS {
+            self.resent.insert(s.id.clone(), (s.epoch, tries));
+            self.assign(s, s.epoch > 1);
+            return;
+        }
+        self.resent.remove(&s.id);
+        let mut s = s.clone();
+        let reason = format!(
+            "worker {worker} reconnected {MAX_RESENDS} times without taking this session's assignment; \
+             see the worker's log, then `ao session restore {}`",
+            s.id
+        );
+        s.status = SessionStatus::Errored;
+        s.activity = Some(Activity::Exited);
+        s.summary = Some(reason.clone());
+        let event = NewEvent::session("session.errored", Priority::Warning, &s)
+            .message(format!("{}: {reason}", s.id));
+        self.write_or_log(&[&s], vec![event]).await;
     }
 
     async fn write_or_log(&mut self, sessions: &[&SessionRecord], events: Vec<NewEvent>) {
@@ -1705,6 +1792,10 @@ impl Actor {
         };
         if s.worker.as_deref() != Some(worker) {
             return;
+        }
+        if r.epoch == s.epoch {
+            // The worker holds the assignment it was sent.
+            self.resent.remove(&s.id);
         }
         let before = s.clone();
         let activity = Activity::parse(&r.activity);
@@ -2080,6 +2171,12 @@ where
             return;
         }
     }
+}
+
+/// The encoded size of a message to a worker: its content plus an upper
+/// bound for the envelope's tag and length.
+fn link_size(msg: &pb::controller_message::Msg) -> usize {
+    msg.encoded_len() + 16
 }
 
 fn stop_msg(session: &str, epoch: u64) -> pb::controller_message::Msg {

@@ -7,6 +7,10 @@ use hyper_util::rt::TokioIo;
 use tokio::net::UnixStream;
 use tonic::transport::{Channel, ClientTlsConfig, Endpoint, Uri};
 
+use crate::limits;
+use crate::pb::controller_client::ControllerClient;
+use crate::pb::worker_link_client::WorkerLinkClient;
+
 /// A parsed controller address.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ControllerAddr {
@@ -107,6 +111,21 @@ impl std::fmt::Display for ControllerAddr {
             Self::Https(hp) => write!(f, "https://{hp}"),
         }
     }
+}
+
+/// The CLI's client of the controller, with the limits of [`crate::limits`].
+pub fn controller_client(channel: Channel) -> ControllerClient<Channel> {
+    ControllerClient::new(channel)
+        .max_encoding_message_size(limits::MAX_REQUEST_BYTES)
+        .max_decoding_message_size(limits::MAX_RESPONSE_BYTES)
+}
+
+/// A worker's client of the link and tunnels, with the limits of
+/// [`crate::limits`].
+pub fn worker_link_client(channel: Channel) -> WorkerLinkClient<Channel> {
+    WorkerLinkClient::new(channel)
+        .max_encoding_message_size(limits::MAX_LINK_MESSAGE_BYTES)
+        .max_decoding_message_size(limits::MAX_LINK_MESSAGE_BYTES)
 }
 
 /// Keep-alive pings find a dead peer on an otherwise idle connection.

@@ -22,6 +22,8 @@ use tonic::transport::ClientTlsConfig;
 use crate::sessions::{WorkerHandle, WorkerSettings};
 
 const HEARTBEAT: Duration = Duration::from_secs(5);
+/// A link up this long counts as healthy when it breaks.
+const STABLE_LINK: Duration = Duration::from_secs(30);
 
 /// Where the controller is and how to prove who we are.
 #[derive(Debug, Clone)]
@@ -94,6 +96,7 @@ pub async fn run(
     }
     let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
     loop {
+        let mut linked_at = None;
         let session = async {
             let tls = tls(config.credentials.as_deref()).map_err(Down::Retry)?;
             let (channel, addr) = dial::connect_any(&config.addrs, tls.as_ref())
@@ -119,14 +122,14 @@ pub async fn run(
             })
             .await
             .map_err(|e| Down::Retry(e.to_string()))?;
-            let mut client = pb::worker_link_client::WorkerLinkClient::new(channel.clone());
+            let mut client = ao_proto::dial::worker_link_client(channel.clone());
             let mut inbound = client
                 .link(ReceiverStream::new(rx))
                 .await
                 .map_err(Down::from_status)?
                 .into_inner();
             tracing::info!(controller = %addr, "linked");
-            backoff.reset();
+            linked_at = Some(tokio::time::Instant::now());
             let mut heartbeat = tokio::time::interval(HEARTBEAT);
             let mut seq = 0;
             loop {
@@ -161,6 +164,12 @@ pub async fn run(
                     Err(Down::Retry(e)) => e,
                     Ok::<std::convert::Infallible, Down>(never) => match never {},
                 };
+                // Only a link that held for a while starts the backoff over: one
+                // that breaks right after the hello each time must not turn
+                // into a reconnect storm.
+                if linked_at.is_some_and(|t| t.elapsed() >= STABLE_LINK) {
+                    backoff.reset();
+                }
                 let delay = backoff.next_delay();
                 tracing::warn!(controllers = ?config.addrs.iter().map(ToString::to_string).collect::<Vec<_>>(), "link down: {e}; retrying in {delay:?}");
                 tokio::select! {
@@ -257,7 +266,7 @@ async fn renew_once(addrs: &[ControllerAddr], dir: &Path) -> Result<i64, String>
         .map_err(|e| error_chain(&e))?;
     let name = current.identity().map_err(|e| e.to_string())?.name;
     let (csr_pem, key_pem) = pki::new_csr(&name).map_err(|e| e.to_string())?;
-    let cert_pem = pb::worker_link_client::WorkerLinkClient::new(channel)
+    let cert_pem = ao_proto::dial::worker_link_client(channel)
         .renew(pb::RenewRequest { csr_pem })
         .await
         .map_err(|s| s.message().to_string())?

@@ -69,7 +69,7 @@ async fn simulated_worker(socket: std::path::PathBuf, id: String, arrivals: Arri
     tx.send(msg(pb::worker_message::Msg::Hello(hello)))
         .await
         .expect("hello");
-    let mut inbound = pb::worker_link_client::WorkerLinkClient::new(channel)
+    let mut inbound = ao_proto::dial::worker_link_client(channel)
         .link(ReceiverStream::new(rx))
         .await
         .expect("link")
@@ -230,7 +230,7 @@ pub fn run() {
         let channel = dial::connect(&ControllerAddr::Unix(socket.clone()), None)
             .await
             .expect("controller");
-        let mut client = pb::controller_client::ControllerClient::new(channel);
+        let mut client = ao_proto::dial::controller_client(channel);
         let deadline = Instant::now() + Duration::from_secs(30);
         while client
             .info(pb::InfoRequest {})
