@@ -236,6 +236,98 @@ fn kill_9_of_the_stack_loses_no_session_and_no_event() {
     assert_eq!(stack.cli_events().len(), events.len());
 }
 
+/// How many times the agent of `id` received its task prompt: lines the
+/// scripted agent answered with `got: ` that hold the prompt's opening.
+fn prompts_received(stack: &Stack, id: &str) -> usize {
+    let log = stack.terminal_log(id).unwrap_or_default();
+    log.lines()
+        .filter_map(|l| l.trim_start_matches('\r').strip_prefix("got: "))
+        .map(|l| l.matches("You are working on issue").count())
+        .sum()
+}
+
+/// Waits until the agent of `id` got its prompt and is idle again, then
+/// says how many times it got it.
+fn settled_prompts(stack: &Stack, id: &str) -> usize {
+    stack.wait_log(id, "got: You are working on issue");
+    stack.wait_field(id, "activity", "ready");
+    prompts_received(stack, id)
+}
+
+fn wait_gone(pid: u32) {
+    eventually("the stack process is gone", Duration::from_secs(20), || {
+        kill(Pid::from_raw(pid as i32), None).is_err().then_some(())
+    });
+}
+
+#[test]
+fn kill_9_during_batch_spawn_delivers_every_prompt_exactly_once() {
+    let stack = Stack::new();
+    let pid = stack.up();
+    let issues: Vec<String> = (1..=8).map(|i| format!("K-{i}")).collect();
+    let mut args = vec!["batch-spawn", "app"];
+    args.extend(issues.iter().map(String::as_str));
+    let mut batch = stack
+        .command(&args)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Killed while the batch is under way: some agents have their prompt,
+    // some are being typed into, some are still being set up.
+    eventually(
+        "a first agent got its prompt",
+        Duration::from_secs(30),
+        || {
+            let sessions = std::fs::read_dir(stack.home.join("sessions")).ok()?;
+            sessions
+                .flatten()
+                .any(|d| prompts_received(&stack, &d.file_name().to_string_lossy()) > 0)
+                .then_some(())
+        },
+    );
+    kill(Pid::from_raw(pid as i32), Signal::SIGKILL).unwrap();
+    let _ = batch.wait();
+    wait_gone(pid);
+
+    stack.up();
+    // What the batch had not recorded yet is spawned now; the rest is skipped.
+    stack.ao(&args).ok();
+    let sessions = stack.sessions();
+    assert_eq!(sessions.len(), issues.len(), "{sessions:?}");
+    for s in &sessions {
+        let id = s["id"].as_str().unwrap();
+        assert_eq!(settled_prompts(&stack, id), 1, "{id} got its prompt once");
+    }
+}
+
+#[test]
+fn a_crash_between_typing_and_enter_or_after_enter_delivers_the_prompt_once() {
+    for point in ["prompt-typed", "prompt-submitted"] {
+        let stack = Stack::new();
+        let run: ao_tests::Run = stack
+            .command(&["up", "-d"])
+            .env("AO_FAULT", point)
+            .output()
+            .unwrap()
+            .into();
+        let run = run.ok();
+        let pid = stack
+            .pid()
+            .unwrap_or_else(|| panic!("no pid: {}", run.stdout));
+        let id = stack.spawn(&["app", "T-1", "--no-wait"]);
+        // The worker dies at that point of delivering the prompt.
+        wait_gone(pid);
+        let typed = stack.terminal_log(&id).unwrap_or_default();
+        assert!(
+            typed.contains("You are working on issue T-1"),
+            "{point}: {typed}"
+        );
+        stack.up();
+        assert_eq!(settled_prompts(&stack, &id), 1, "{point}: delivered once");
+    }
+}
+
 #[test]
 fn bad_input_is_refused_clearly_and_disturbs_nothing() {
     let stack = Stack::new();

@@ -60,6 +60,8 @@ pub trait Runtime: Send + Sync + 'static {
     async fn write_input(&self, id: &str, text: &str, enter: bool) -> Result<(), RuntimeError>;
     /// The visible screen plus `history` lines of scrollback.
     async fn capture(&self, id: &str, history: u32) -> Result<String, RuntimeError>;
+    /// The screen line the cursor is on: what is being typed at a prompt.
+    async fn cursor_line(&self, id: &str) -> Result<String, RuntimeError>;
     /// Ends the session and every process in it.
     async fn stop(&self, id: &str) -> Result<(), RuntimeError>;
     /// Every session the runtime holds, alive or dead.
@@ -291,6 +293,20 @@ impl Runtime for TmuxRuntime {
             &pane(id),
         ])
         .await
+    }
+
+    async fn cursor_line(&self, id: &str) -> Result<String, RuntimeError> {
+        let t = pane(id);
+        let y = self
+            .tmux(&["display-message", "-p", "-t", &t, "#{cursor_y}"])
+            .await?;
+        let y: u32 = y.trim().parse().unwrap_or(0);
+        // From a few rows up, joined: a long line wraps over several rows.
+        let (from, to) = (y.saturating_sub(10).to_string(), y.to_string());
+        let rows = self
+            .tmux(&["capture-pane", "-p", "-J", "-S", &from, "-E", &to, "-t", &t])
+            .await?;
+        Ok(rows.lines().last().unwrap_or("").to_string())
     }
 
     async fn stop(&self, id: &str) -> Result<(), RuntimeError> {

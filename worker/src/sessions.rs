@@ -34,6 +34,9 @@ const DEAD_POLLS_FOR_STATUS: u32 = 10;
 /// How long typed input may take to show on the screen.
 const ECHO_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// The version of [`Meta`] this worker writes.
+const META_VERSION: u32 = 2;
+
 /// What survives a worker restart, per session.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -49,10 +52,49 @@ struct Meta {
     worktree: PathBuf,
     branch: String,
     log_path: PathBuf,
+    /// Written before the runtime starts the agent, so that a crash in
+    /// between cannot leave an agent no metadata names; false until the
+    /// start returned.
+    #[serde(default = "yes")]
+    launched: bool,
+    /// How far the task prompt got, recorded before each step is taken.
+    #[serde(default)]
+    prompt: PromptStep,
+    /// Version 1's record of the prompt; read by [`Meta::migrate`] only.
+    #[serde(default, skip_serializing)]
     prompt_delivered: bool,
 }
 
+fn yes() -> bool {
+    true
+}
+
+/// How far delivering the task prompt got. Each step is on disk before
+/// the step is taken, so a worker that dies in the middle knows what to
+/// check on the screen when it comes back: the prompt is typed once and
+/// submitted once, whatever the moment of the crash.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+enum PromptStep {
+    /// Not typed yet.
+    #[default]
+    Pending,
+    /// Being typed, or typed and not yet submitted with Enter.
+    Typing,
+    /// Enter was pressed after the prompt.
+    Submitted,
+}
+
 impl Meta {
+    /// Brings metadata of an older worker to [`META_VERSION`].
+    fn migrate(mut self) -> Self {
+        if self.schema_version < 2 && self.prompt_delivered {
+            self.prompt = PromptStep::Submitted;
+        }
+        self.schema_version = META_VERSION;
+        self
+    }
+
     fn agent_spec(&self) -> pb::AgentSpec {
         pb::AgentSpec {
             name: self.agent.clone(),
@@ -114,7 +156,8 @@ enum Command {
     FromController(Box<pb::controller_message::Msg>, Channel),
     Inventory(oneshot::Sender<Vec<pb::SessionReport>>),
     SetupDone(u64, Box<Result<Local, (String, String)>>),
-    PromptDelivered(String, bool),
+    /// Enter was pressed after the task prompt.
+    PromptSubmitted(String),
     /// A terminal of `ao attach` closed.
     TerminalClosed(String, u64),
 }
@@ -199,14 +242,23 @@ impl Actor {
             let path = entry.path();
             let meta: Meta = match std::fs::read(&path)
                 .map_err(|e| e.to_string())
-                .and_then(|b| serde_json::from_slice(&b).map_err(|e| e.to_string()))
+                .and_then(|b| serde_json::from_slice::<Meta>(&b).map_err(|e| e.to_string()))
             {
-                Ok(m) => m,
+                Ok(m) => m.migrate(),
                 Err(e) => {
                     tracing::warn!(file = %path.display(), "skipping unreadable session metadata: {e}");
                     continue;
                 }
             };
+            let pane = panes.iter().find(|p| p.id == meta.session_id);
+            if !meta.launched && pane.is_none() {
+                // The worker died between recording the session and starting
+                // its agent: nothing runs, and the controller assigns it
+                // again when this worker's inventory lacks it.
+                tracing::info!(session = %meta.session_id, "forgetting a session that never started");
+                let _ = std::fs::remove_file(&path);
+                continue;
+            }
             let launch = agent::resolve(
                 &meta.agent_spec(),
                 &std::env::var("PATH").unwrap_or_default(),
@@ -217,7 +269,6 @@ impl Actor {
                 ready: None,
                 input: None,
             });
-            let pane = panes.iter().find(|p| p.id == meta.session_id);
             let exited = match pane {
                 None => Some((
                     None,
@@ -231,7 +282,8 @@ impl Actor {
                 writer: None,
                 keyboard: Arc::default(),
                 output: Output::resume(&meta.log_path),
-                prompt_pending: !meta.prompt_delivered && !launch.prompt_on_command_line,
+                prompt_pending: meta.prompt != PromptStep::Submitted
+                    && !launch.prompt_on_command_line,
                 meta,
                 launch,
                 last_output: Instant::now() - ACTIVE_WINDOW,
@@ -265,7 +317,7 @@ impl Actor {
         match cmd {
             Command::FromController(msg, channel) => self.on_controller(*msg, channel).await,
             Command::Inventory(reply) => {
-                let reports = self
+                let mut reports: Vec<pb::SessionReport> = self
                     .sessions
                     .values()
                     .map(|l| {
@@ -273,6 +325,14 @@ impl Actor {
                         report(l, state, activity, self.runtime.as_ref())
                     })
                     .collect();
+                // Being set up is held too: the controller must not take a
+                // long `postCreate` for an assignment that never arrived.
+                reports.extend(self.setting_up.iter().map(|(id, epoch)| pb::SessionReport {
+                    session_id: id.clone(),
+                    epoch: *epoch,
+                    state: "starting".into(),
+                    ..Default::default()
+                }));
                 let _ = reply.send(reports);
             }
             Command::SetupDone(epoch, result) => self.setup_done(epoch, *result).await,
@@ -283,9 +343,9 @@ impl Actor {
                     }
                 }
             }
-            Command::PromptDelivered(id, ok) => {
+            Command::PromptSubmitted(id) => {
                 if let Some(l) = self.sessions.get_mut(&id) {
-                    l.meta.prompt_delivered = ok;
+                    l.meta.prompt = PromptStep::Submitted;
                     write_meta(&self.settings.home, &l.meta);
                 }
             }
@@ -362,6 +422,7 @@ impl Actor {
                     // it started must not run on untracked. A newer set-up
                     // stops it itself before starting.
                     if !self.setting_up.contains_key(&id) {
+                        let _ = std::fs::remove_file(meta_path(&self.settings.home, &id));
                         let runtime = self.runtime.clone();
                         tokio::spawn(async move {
                             if let Err(e) = runtime.stop(&id).await {
@@ -381,6 +442,7 @@ impl Actor {
                     return;
                 }
                 self.setting_up.remove(&id);
+                let _ = std::fs::remove_file(meta_path(&self.settings.home, &id));
                 tracing::warn!(session = %id, "setup failed: {reason}");
                 self.send(pb::worker_message::Msg::Report(pb::SessionReport {
                     session_id: id,
@@ -404,9 +466,7 @@ impl Actor {
         if let Some(mut l) = self.sessions.remove(&s.session_id) {
             l.output.close_viewers();
         }
-        let _ = std::fs::remove_file(
-            meta_dir(&self.settings.home).join(format!("{}.json", s.session_id)),
-        );
+        let _ = std::fs::remove_file(meta_path(&self.settings.home, &s.session_id));
         let runtime = self.runtime.clone();
         let reports = self.reports.clone();
         tokio::spawn(async move {
@@ -458,7 +518,7 @@ impl Actor {
             let outcome = deliver(runtime.as_ref(), &keyboard, &i.session_id, &i.text).await;
             let (delivered, error) = match outcome {
                 Ok(()) => (true, String::new()),
-                Err(e) => (false, e),
+                Err(e) => (false, e.reason),
             };
             let _ = reports
                 .send(pb::WorkerMessage {
@@ -670,8 +730,13 @@ impl Actor {
                 l.last_line = agent::last_line(&screen);
             }
         }
-        if l.prompt_pending && l.exited.is_none() && prompt_time(l) {
+        // A prompt a previous worker was typing is finished at once: the
+        // agent was ready then, and what it shows now is the typed prompt.
+        let resumed = l.meta.prompt == PromptStep::Typing;
+        if l.prompt_pending && l.exited.is_none() && (resumed || prompt_time(l)) {
             l.prompt_pending = false;
+            l.meta.prompt = PromptStep::Typing;
+            write_meta(&self.settings.home, &l.meta);
             let runtime = self.runtime.clone();
             let keyboard = l.keyboard.clone();
             let tx = self.tx.clone();
@@ -679,14 +744,23 @@ impl Actor {
                 std::fs::read_to_string(prompt_file(&self.settings.home, id)).unwrap_or_default();
             let id = id.to_string();
             tokio::spawn(async move {
-                let ok = match deliver(runtime.as_ref(), &keyboard, &id, prompt.trim_end()).await {
+                let text = prompt.trim_end();
+                let outcome = if resumed {
+                    resume_prompt(runtime.as_ref(), &keyboard, &id, text).await
+                } else {
+                    deliver(runtime.as_ref(), &keyboard, &id, text).await
+                };
+                let submitted = match outcome {
                     Ok(()) => true,
                     Err(e) => {
-                        tracing::warn!(session = %id, "prompt not confirmed: {e}");
-                        false
+                        tracing::warn!(session = %id, "prompt not confirmed: {}", e.reason);
+                        e.submitted
                     }
                 };
-                let _ = tx.send(Command::PromptDelivered(id, ok)).await;
+                if submitted {
+                    crash_point("prompt-submitted");
+                    let _ = tx.send(Command::PromptSubmitted(id)).await;
+                }
             });
         }
         let (state, activity) = state_of(l);
@@ -758,9 +832,13 @@ fn report(
     }
 }
 
+fn meta_path(home: &Path, id: &str) -> PathBuf {
+    meta_dir(home).join(format!("{id}.json"))
+}
+
 fn write_meta(home: &Path, meta: &Meta) {
     let dir = meta_dir(home);
-    let path = dir.join(format!("{}.json", meta.session_id));
+    let path = meta_path(home, &meta.session_id);
     let tmp = path.with_extension("json.tmp");
     let written = std::fs::create_dir_all(&dir)
         .and_then(|()| {
@@ -835,18 +913,8 @@ async fn setup(
     // An older incarnation of this session (a restore, or a set-up that was
     // overtaken) must not linger beside the new one.
     runtime.stop(id).await.map_err(|e| e.to_string())?;
-    runtime
-        .start(&StartSpec {
-            id: id.clone(),
-            cwd: worktree.clone(),
-            command: launch.command.clone(),
-            env: vars,
-            log_path: log_path.clone(),
-        })
-        .await
-        .map_err(|e| e.to_string())?;
-    let meta = Meta {
-        schema_version: 1,
+    let mut meta = Meta {
+        schema_version: META_VERSION,
         session_id: id.clone(),
         project_id: spec.project_id.clone(),
         epoch,
@@ -857,8 +925,26 @@ async fn setup(
         worktree,
         branch,
         log_path: log_path.clone(),
-        prompt_delivered: launch.prompt_on_command_line,
+        launched: false,
+        prompt: if launch.prompt_on_command_line {
+            PromptStep::Submitted
+        } else {
+            PromptStep::Pending
+        },
+        prompt_delivered: false,
     };
+    write_meta(&settings.home, &meta);
+    runtime
+        .start(&StartSpec {
+            id: id.clone(),
+            cwd: meta.worktree.clone(),
+            command: launch.command.clone(),
+            env: vars,
+            log_path: log_path.clone(),
+        })
+        .await
+        .map_err(|e| e.to_string())?;
+    meta.launched = true;
     Ok(Local {
         writer: None,
         keyboard: Arc::default(),
@@ -877,6 +963,30 @@ async fn setup(
     })
 }
 
+/// Why a message was not confirmed, and whether Enter was pressed anyway.
+#[derive(Debug)]
+struct Undelivered {
+    submitted: bool,
+    reason: String,
+}
+
+impl Undelivered {
+    fn before_typing(e: impl ToString) -> Self {
+        Self {
+            submitted: false,
+            reason: e.to_string(),
+        }
+    }
+}
+
+/// How much scrollback is searched for typed text.
+const HISTORY: u32 = 2000;
+
+/// What shows on the screen once `text` is typed: the end of its last line.
+fn echo_needle(text: &str) -> String {
+    agent::last_line(text).chars().take(60).collect()
+}
+
 /// Types `text`, confirms it shows on the screen (an interactive agent's
 /// terminal echoes what it is typed), then presses Enter. Checking before
 /// Enter matters: an agent that prints a lot in answer would scroll the
@@ -886,44 +996,100 @@ async fn deliver(
     keyboard: &tokio::sync::Mutex<()>,
     id: &str,
     text: &str,
-) -> Result<(), String> {
+) -> Result<(), Undelivered> {
     // One message at a time: typed text and its Enter must not interleave
     // with another message's (the prompt and an `ao send`, say).
     let _turn = keyboard.lock().await;
-    const HISTORY: u32 = 2000;
-    let needle: String = agent::last_line(text).chars().take(60).collect();
+    let needle = echo_needle(text);
     let before = runtime
         .capture(id, HISTORY)
         .await
-        .map_err(|e| e.to_string())?
+        .map_err(Undelivered::before_typing)?
         .matches(needle.as_str())
         .count();
     runtime
         .write_input(id, text, false)
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(Undelivered::before_typing)?;
+    crash_point("prompt-typed");
     let deadline = Instant::now() + ECHO_TIMEOUT;
     let mut seen = needle.is_empty();
     while !seen && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(50)).await;
-        let screen = runtime
-            .capture(id, HISTORY)
-            .await
-            .map_err(|e| e.to_string())?;
-        seen = screen.matches(needle.as_str()).count() > before;
+        match runtime.capture(id, HISTORY).await {
+            Ok(screen) => seen = screen.matches(needle.as_str()).count() > before,
+            Err(e) => {
+                return Err(Undelivered {
+                    submitted: false,
+                    reason: e.to_string(),
+                })
+            }
+        }
     }
     // Enter either way: typed text left unsubmitted would mix with the next input.
     runtime
         .write_input(id, "", true)
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| Undelivered {
+            submitted: false,
+            reason: e.to_string(),
+        })?;
     if seen {
         Ok(())
     } else {
-        Err(format!(
-            "typed, but `{needle}` did not appear on the agent's screen within {} s",
-            ECHO_TIMEOUT.as_secs()
-        ))
+        Err(Undelivered {
+            submitted: true,
+            reason: format!(
+                "typed, but `{needle}` did not appear on the agent's screen within {} s",
+                ECHO_TIMEOUT.as_secs()
+            ),
+        })
+    }
+}
+
+/// Finishes delivering a prompt that a previous worker was typing when it
+/// died: the screen tells how far it got. Typed but not submitted, the
+/// prompt is still on the cursor's line and only Enter is missing;
+/// submitted, it is in the scrollback above; otherwise it was never typed.
+async fn resume_prompt(
+    runtime: &dyn Runtime,
+    keyboard: &tokio::sync::Mutex<()>,
+    id: &str,
+    text: &str,
+) -> Result<(), Undelivered> {
+    let needle = echo_needle(text);
+    {
+        let _turn = keyboard.lock().await;
+        let cursor = runtime
+            .cursor_line(id)
+            .await
+            .map_err(Undelivered::before_typing)?;
+        if !needle.is_empty() && cursor.contains(&needle) {
+            tracing::info!(session = %id, "submitting a prompt typed before a crash");
+            return runtime
+                .write_input(id, "", true)
+                .await
+                .map_err(Undelivered::before_typing);
+        }
+        let screen = runtime
+            .capture(id, HISTORY)
+            .await
+            .map_err(Undelivered::before_typing)?;
+        if screen.contains(&needle) {
+            tracing::info!(session = %id, "the prompt was submitted before a crash");
+            return Ok(());
+        }
+    }
+    deliver(runtime, keyboard, id, text).await
+}
+
+/// Test-only crash points: with `AO_FAULT=<name>` the process exits at once
+/// at the point of that name, as a `kill -9` there would end it, so tests
+/// can show what a crash at that moment loses.
+fn crash_point(name: &str) {
+    if std::env::var(env::AO_FAULT).is_ok_and(|v| v == name) {
+        tracing::error!("AO_FAULT={name}: exiting here");
+        std::process::exit(86);
     }
 }
 
@@ -996,7 +1162,7 @@ async fn relay_terminal(
     mut takeover: oneshot::Receiver<String>,
 ) {
     use std::io::{Read, Write};
-    let mut client = pb::worker_link_client::WorkerLinkClient::new(channel);
+    let mut client = ao_proto::dial::worker_link_client(channel);
     let mut down = match client.tunnel(ReceiverStream::new(rx)).await {
         Ok(resp) => resp.into_inner(),
         Err(e) => {
@@ -1094,7 +1260,7 @@ async fn session_alive(runtime: &dyn Runtime, id: &str) -> bool {
 
 /// Opens the tunnel RPC carrying `rx` and waits until either side ends it.
 async fn open_tunnel(channel: Channel, rx: mpsc::Receiver<pb::TunnelUp>) {
-    let mut client = pb::worker_link_client::WorkerLinkClient::new(channel);
+    let mut client = ao_proto::dial::worker_link_client(channel);
     match client.tunnel(ReceiverStream::new(rx)).await {
         Ok(resp) => {
             let mut inbound = resp.into_inner();
