@@ -21,6 +21,8 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 
+/// How many past events `ao events` shows unless told otherwise.
+const EVENTS_SHOWN: u32 = 1000;
 #[derive(Parser)]
 #[command(
     name = "ao",
@@ -123,9 +125,13 @@ enum Command {
         /// Only this project's events.
         #[arg(short = 'p', long)]
         project: Option<String>,
-        /// Only the last N events of the history.
-        #[arg(short = 'n', long = "lines")]
+        /// Only the last N events of the history (default 1000, see --all).
+        #[arg(short = 'n', long = "lines", conflicts_with = "all")]
         lines: Option<u32>,
+        /// Every event the store keeps (the newest 10,000; $AO_HOME/events.jsonl
+        /// on the controller's machine holds them all).
+        #[arg(long)]
+        all: bool,
         /// One JSON object per line, as in events.jsonl.
         #[arg(long)]
         json: bool,
@@ -222,6 +228,10 @@ enum WorkerCommand {
     },
     /// Forget a worker and revoke its certificates; its sessions are marked stuck.
     Rm { id: String },
+    /// Append standard input to a terminal log, rotating it past 64 MiB
+    /// (tmux runs this for every session's pane).
+    #[command(hide = true)]
+    LogWriter { log: PathBuf },
 }
 
 #[derive(Subcommand)]
@@ -373,6 +383,21 @@ fn labels(pairs: Vec<(String, String)>) -> BTreeMap<String, String> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Runs for the life of a pane, under tmux: no runtime, no home needed.
+    if let Command::Worker(WorkerCommand::LogWriter { log }) = &cli.command {
+        let input = std::io::stdin().lock();
+        return match ao_worker::output::write_rotating(
+            log,
+            ao_worker::output::LOG_ROTATE_BYTES,
+            input,
+        ) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: writing {}: {e}", log.display());
+                ExitCode::FAILURE
+            }
+        };
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -451,6 +476,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Worker(WorkerCommand::Drain { id, undo }) => {
             commands::drain(&target, id, undo).await.and(ok)
         }
+        Command::Worker(WorkerCommand::LogWriter { .. }) => {
+            unreachable!("`ao worker log-writer` runs before the async runtime starts")
+        }
         Command::Worker(WorkerCommand::Rm { id }) => {
             commands::remove_worker(&target, id).await.and(ok)
         }
@@ -524,6 +552,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             session,
             project,
             lines,
+            all,
             json,
         } => {
             let req = ao_proto::pb::EventsRequest {
@@ -532,7 +561,11 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 session_id: session.unwrap_or_default(),
                 project_id: project.unwrap_or_default(),
                 after_id: 0,
-                tail: lines.unwrap_or(0),
+                tail: if all {
+                    0
+                } else {
+                    lines.unwrap_or(EVENTS_SHOWN)
+                },
             };
             commands::events(&target, req, json).await.and(ok)
         }

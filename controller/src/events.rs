@@ -5,7 +5,8 @@
 //! The store holds every event first (in the same transaction as the change
 //! it records); this file is a projection of it. On open, a line torn by a
 //! crash is cut off and whatever the store holds beyond the file's last id is
-//! appended, so the file never has a torn or lost line.
+//! appended, so the file never has a torn or lost line. The store keeps
+//! only the newest [`EVENTS_KEPT`] events.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom, Write};
@@ -19,6 +20,11 @@ use crate::keys;
 use crate::model::EventRecord;
 use crate::store::follow::{follow, Followed};
 use crate::store::{decode, Store, StoreError, WatchEvent};
+
+/// The newest events the store keeps (for `ao events` and followers);
+/// older ones are deleted as new ones are written. `events.jsonl` keeps
+/// every event.
+pub const EVENTS_KEPT: u64 = 10_000;
 
 /// Which events a reader wants.
 #[derive(Debug, Clone, Default)]

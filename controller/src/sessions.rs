@@ -19,7 +19,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tonic::Streaming;
 
 use crate::config::{Config, BUILTIN_AGENTS};
-use crate::events::EventFile;
+use crate::events::{EventFile, EVENTS_KEPT};
 use crate::keys;
 use crate::leader::Fence;
 use crate::model::{
@@ -97,13 +97,15 @@ pub struct WorkerView {
     pub local: bool,
 }
 
-/// How the controller judges workers.
+/// How the controller judges workers, and how much history it keeps.
 #[derive(Debug, Clone)]
 pub struct ControllerSettings {
     /// A worker silent this long is `disconnected` (shown, no action).
     pub silent_after: Duration,
     /// A worker silent this long is `lost`: its sessions are marked stuck.
     pub worker_grace: Duration,
+    /// The newest events the store keeps ([`EVENTS_KEPT`]).
+    pub events_kept: u64,
 }
 
 impl Default for ControllerSettings {
@@ -111,6 +113,7 @@ impl Default for ControllerSettings {
         Self {
             silent_after: Duration::from_secs(20),
             worker_grace: Duration::from_secs(120),
+            events_kept: EVENTS_KEPT,
         }
     }
 }
@@ -624,7 +627,8 @@ struct Actor {
 /// How often the store's health is probed.
 const STORE_PROBE: Duration = Duration::from_secs(2);
 /// Sessions marked per store transaction when a worker is lost (each
-/// takes a put and an event; etcd allows 128 operations by default).
+/// takes a put, an event and the deletion of an old event; etcd allows 128
+/// operations by default).
 const MARK_BATCH: usize = 40;
 /// How often workers' silence is judged.
 const LIVENESS_TICK: Duration = Duration::from_secs(1);
@@ -671,6 +675,7 @@ pub async fn start(
         settings,
     };
     actor.adopt(loaded).await?;
+    actor.trim_events().await?;
     // A restarted controller judges no session before its worker reports.
     actor.publish();
     let task = tokio::spawn(actor.run(rx));
@@ -814,6 +819,39 @@ impl Actor {
             self.event_file.append(&ev).map_err(io)?;
         }
         self.event_file_behind = false;
+        Ok(())
+    }
+
+    /// Deletes from the store the events older than the newest
+    /// `events_kept` that a version without the bound (or a larger one)
+    /// left there; new writes trim as they go. A batch per transaction.
+    async fn trim_events(&mut self) -> Result<(), ControllerError> {
+        let Some(floor) = self.event_seq.checked_sub(self.settings.events_kept) else {
+            return Ok(());
+        };
+        let last_old = keys::event(floor);
+        let old: Vec<String> = self
+            .store
+            .list(keys::EVENTS)
+            .await?
+            .items
+            .into_iter()
+            .map(|v| v.key)
+            .filter(|key| *key <= last_old)
+            .collect();
+        if !old.is_empty() {
+            tracing::info!(events = old.len(), "trimming old events from the store");
+        }
+        for batch in old.chunks(100) {
+            let mut txn = Txn::default();
+            if let Some(f) = &self.fence {
+                txn = txn.check(f.key.clone(), Precondition::Revision(f.revision));
+            }
+            for key in batch {
+                txn = txn.delete(key.clone());
+            }
+            self.store.commit(txn).await?;
+        }
         Ok(())
     }
 
@@ -1011,6 +1049,16 @@ impl Actor {
         }
         if seq != self.event_seq {
             puts.push((keys::EVENT_SEQ.to_string(), Some(encode(&seq))));
+        }
+        // One old event leaves the store for each new one: what the store
+        // keeps stays bounded (events.jsonl keeps everything).
+        for id in self.event_seq + 1..=seq {
+            if let Some(old) = id
+                .checked_sub(self.settings.events_kept)
+                .filter(|old| *old > 0)
+            {
+                txn = txn.delete(keys::event(old));
+            }
         }
         // Every other key is written over the revision we last saw of it.
         for (key, value) in puts {
