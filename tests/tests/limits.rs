@@ -199,3 +199,45 @@ fn an_assignment_a_worker_never_takes_errors_that_session_only() {
     stack.wait_log(&healthy, "got: fine");
     assert_eq!(stack.session(&healthy)["status"], "idle");
 }
+
+#[test]
+fn a_terminal_log_rotates_and_ao_logs_reads_across_it() {
+    let stack = Stack::new();
+    stack.up();
+    let id = stack.spawn(&["app", "--agent", "shell"]);
+    stack.wait_field(&id, "activity", "ready");
+    // 70 MB of output: more than one log file's worth.
+    stack
+        .ao(&[
+            "send",
+            &id,
+            "head -c 70000000 /dev/zero | tr '\\0' x | fold -w 1000; echo printed-$((6*7))",
+        ])
+        .ok();
+    let log = stack.home.join("sessions").join(&id).join("terminal.log");
+    let previous_log = stack.home.join("sessions").join(&id).join("terminal.log.1");
+    eventually(
+        "the output is written, across a rotation",
+        Duration::from_secs(300),
+        || {
+            let text = std::fs::read(&log).ok()?;
+            (previous_log.exists() && String::from_utf8_lossy(&text).contains("printed-42"))
+                .then_some(())
+        },
+    );
+    let previous = std::fs::metadata(&previous_log).unwrap().len();
+    let current = std::fs::metadata(&log).unwrap().len();
+    let limit = 64 * 1024 * 1024;
+    assert!(
+        previous <= limit && previous > limit - 1024 * 1024,
+        "{previous}"
+    );
+    assert!(current < limit, "{current}");
+    assert!(previous + current > 70_000_000);
+    // The tail comes from the new file, the whole history from both.
+    let tail = stack.ao(&["logs", &id, "-n", "3"]).ok().stdout;
+    assert!(tail.contains("printed-42"), "{tail}");
+    let all = stack.ao(&["logs", &id]).ok().stdout;
+    assert_eq!(all.len() as u64, previous + current);
+    assert!(all.starts_with("$ "), "{}", &all[..100]);
+}

@@ -46,7 +46,17 @@ pub async fn run(
 ) -> Result<(), LinkError> {
     let settings = Arc::new(settings);
     let socket = tmux_socket(&settings.home);
-    let runtime = Arc::new(runtime::TmuxRuntime::new(socket.clone()));
+    let mut runtime = runtime::TmuxRuntime::new(socket.clone());
+    // This binary writes the terminal logs, rotating them; tmux runs it
+    // for each pane, so it keeps writing while no worker runs.
+    match std::env::current_exe() {
+        Ok(exe) => {
+            let exe = runtime::shell_quote(&exe.display().to_string());
+            runtime = runtime.with_log_writer(format!("{exe} {}", output::LOG_WRITER_ARGS));
+        }
+        Err(e) => tracing::warn!("terminal logs will not rotate: cannot find this binary: {e}"),
+    }
+    let runtime = Arc::new(runtime);
     let (reports_tx, reports_rx) = mpsc::channel(4096);
     let (handle, task) = sessions::start(settings.clone(), runtime, reports_tx).await;
     let result = link::run(

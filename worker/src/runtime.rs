@@ -75,12 +75,27 @@ pub struct TmuxRuntime {
     /// Exit codes written by each session's wrapper; tmux's own
     /// `pane_dead_status` is sometimes never set (seen with tmux 3.3a).
     exit_dir: PathBuf,
+    /// The shell command tmux pipes each pane's output into, followed by
+    /// the log's path: `cat >>` unless [`Self::with_log_writer`].
+    log_writer: String,
 }
 
 impl TmuxRuntime {
     pub fn new(socket: PathBuf) -> Self {
         let exit_dir = socket.with_extension("exit");
-        Self { socket, exit_dir }
+        Self {
+            socket,
+            exit_dir,
+            log_writer: "cat >>".into(),
+        }
+    }
+
+    /// Pipes each pane into `command` instead of `cat >>` (`ao worker
+    /// log-writer`, which rotates the log).
+    #[must_use]
+    pub fn with_log_writer(mut self, command: String) -> Self {
+        self.log_writer = command;
+        self
     }
 
     fn exit_file(&self, id: &str) -> PathBuf {
@@ -222,7 +237,8 @@ impl Runtime for TmuxRuntime {
         let command = self.wrapped(&spec.id, &spec.command);
         let cwd = spec.cwd.display().to_string();
         let pipe = format!(
-            "cat >> {}",
+            "{} {}",
+            self.log_writer,
             shell_quote(&spec.log_path.display().to_string())
         );
         let t = pane(&spec.id);

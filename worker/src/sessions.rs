@@ -536,17 +536,17 @@ impl Actor {
         if let Some(start) = o.attach.take() {
             return self.open_terminal(o.stream_id, start, tx, rx, channel);
         }
+        let since = (o.since_unix > 0).then_some(o.since_unix);
+        let tail = (since.is_none() && o.tail_lines > 0).then_some(o.tail_lines as usize);
         let (history, live) = match self.sessions.get_mut(&o.session_id) {
             Some(l) => {
                 l.read_output();
                 // The history and the subscription are taken together: no gap.
-                let history = if o.since_unix > 0 {
-                    let from = output::offset_since(&l.meta.log_path, o.since_unix);
-                    History::File(l.meta.log_path.clone(), from, l.output.offset())
-                } else if o.tail_lines > 0 {
-                    History::Memory(l.output.tail(o.tail_lines as usize))
-                } else {
-                    History::File(l.meta.log_path.clone(), 0, l.output.offset())
+                let history = match tail {
+                    Some(lines) => History::Memory(l.output.tail(lines)),
+                    None => {
+                        History::Files(output::history(&l.meta.log_path, since, l.output.offset()))
+                    }
                 };
                 (
                     history,
@@ -566,16 +566,9 @@ impl Actor {
                     tokio::spawn(open_tunnel(channel, rx));
                     return;
                 };
-                let history = if o.since_unix > 0 {
-                    History::File(
-                        log.clone(),
-                        output::offset_since(&log, o.since_unix),
-                        meta.len(),
-                    )
-                } else if o.tail_lines > 0 {
-                    History::Memory(Output::resume(&log).tail(o.tail_lines as usize))
-                } else {
-                    History::File(log, 0, meta.len())
+                let history = match tail {
+                    Some(lines) => History::Memory(Output::resume(&log).tail(lines)),
+                    None => History::Files(output::history(&log, since, meta.len())),
                 };
                 (history, None)
             }
@@ -1095,8 +1088,8 @@ fn crash_point(name: &str) {
 
 enum History {
     Memory(Vec<u8>),
-    /// The log file from the first offset up to the second; later bytes come live.
-    File(PathBuf, u64, u64),
+    /// Stretches of the log files; later bytes come live.
+    Files(Vec<output::Segment>),
 }
 
 async fn stream_output(
@@ -1113,22 +1106,28 @@ async fn stream_output(
                 return;
             }
         }
-        History::File(path, from, upto) => {
+        History::Files(segments) => {
             use tokio::io::{AsyncReadExt, AsyncSeekExt};
-            let Ok(mut file) = tokio::fs::File::open(&path).await else {
-                return;
-            };
-            if file.seek(std::io::SeekFrom::Start(from)).await.is_err() {
-                return;
-            }
-            let mut reader = file.take(upto.saturating_sub(from));
-            let mut buf = vec![0u8; 64 * 1024];
-            loop {
-                match reader.read(&mut buf).await {
-                    Ok(0) | Err(_) => break,
-                    Ok(n) => {
-                        if tx.send(data(buf[..n].to_vec())).await.is_err() {
-                            return;
+            for segment in segments {
+                let Ok(mut file) = tokio::fs::File::open(&segment.path).await else {
+                    continue;
+                };
+                if file
+                    .seek(std::io::SeekFrom::Start(segment.from))
+                    .await
+                    .is_err()
+                {
+                    continue;
+                }
+                let mut reader = file.take(segment.to.saturating_sub(segment.from));
+                let mut buf = vec![0u8; 64 * 1024];
+                loop {
+                    match reader.read(&mut buf).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => {
+                            if tx.send(data(buf[..n].to_vec())).await.is_err() {
+                                return;
+                            }
                         }
                     }
                 }
