@@ -30,7 +30,9 @@ impl From<ControllerError> for Status {
             ControllerError::NoConfig
             | ControllerError::WrongState { .. }
             | ControllerError::NotPlaced { .. } => Status::failed_precondition(msg),
-            ControllerError::InvalidConfig(_) => Status::invalid_argument(msg),
+            ControllerError::InvalidConfig(_) | ControllerError::InvalidBranch(_) => {
+                Status::invalid_argument(msg)
+            }
             ControllerError::WorkerUnavailable { .. }
             | ControllerError::NotDelivered { .. }
             | ControllerError::ShuttingDown

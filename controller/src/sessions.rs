@@ -13,7 +13,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ao_proto::pb;
+use ao_proto::{names, pb};
 use chrono::Utc;
 use tokio::sync::{mpsc, oneshot, watch};
 use tonic::Streaming;
@@ -56,6 +56,8 @@ pub enum ControllerError {
     NotDelivered { id: String, reason: String },
     #[error("invalid config: {0}")]
     InvalidConfig(String),
+    #[error(transparent)]
+    InvalidBranch(#[from] names::BranchNameError),
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error("the controller is shutting down")]
@@ -1155,10 +1157,20 @@ impl Actor {
         let n = self.counters.get(&args.project_id).copied().unwrap_or(0) + 1;
         let id = format!("{prefix}-{n}");
         let issue_id = args.issue_id.clone().filter(|i| !i.is_empty());
-        let branch = args.branch.clone().unwrap_or_else(|| match &issue_id {
-            Some(issue) => format!("feat/{}", sanitize_branch(issue)),
-            None => format!("session/{id}"),
-        });
+        // A branch given is checked before git sees it (`-M` would be read as
+        // an option); one derived from an issue id falls back to the
+        // session's own name when the issue id makes no valid branch.
+        let branch = match &args.branch {
+            Some(branch) => {
+                names::check_branch(branch)?;
+                branch.clone()
+            }
+            None => issue_id
+                .as_deref()
+                .map(|issue| format!("feat/{}", sanitize_branch(issue)))
+                .filter(|b| names::check_branch(b).is_ok())
+                .unwrap_or_else(|| format!("session/{id}")),
+        };
         let prompt = args
             .prompt
             .clone()
