@@ -275,15 +275,20 @@ pub async fn restore(target: &Target, id: String) -> anyhow::Result<ExitCode> {
     })
 }
 
-pub async fn send(target: &Target, id: String, text: String) -> anyhow::Result<()> {
+pub async fn send(target: &Target, id: String, text: String, raw: bool) -> anyhow::Result<()> {
     let mut c = target.client().await?;
     c.send(pb::SendRequest {
         session_id: id.clone(),
         text,
+        raw,
     })
     .await
     .map_err(|s| target.err(s))?;
-    eprintln!("delivered to {id}");
+    if raw {
+        eprintln!("typed into {id}");
+    } else {
+        eprintln!("delivered to {id}");
+    }
     Ok(())
 }
 

@@ -13,7 +13,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ao_proto::{names, pb};
+use ao_proto::{input, names, pb};
 use chrono::Utc;
 use tokio::sync::{mpsc, oneshot, watch};
 use tonic::Streaming;
@@ -58,6 +58,8 @@ pub enum ControllerError {
     InvalidConfig(String),
     #[error(transparent)]
     InvalidBranch(#[from] names::BranchNameError),
+    #[error(transparent)]
+    ControlBytes(#[from] input::ControlByteError),
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error("the controller is shutting down")]
@@ -143,7 +145,13 @@ enum Command {
         Option<String>,
         Reply<Vec<BatchOutcome>>,
     ),
-    Send(String, String, Reply<oneshot::Receiver<Result<(), String>>>),
+    /// Session, text, raw.
+    Send(
+        String,
+        String,
+        bool,
+        Reply<oneshot::Receiver<Result<(), String>>>,
+    ),
     Kill(String, Reply<SessionRecord>),
     Restore(String, Reply<SessionRecord>),
     OpenStream(pb::OpenStream, Reply<oneshot::Receiver<Tunnel>>),
@@ -271,8 +279,13 @@ impl ControllerHandle {
     ///
     /// # Errors
     /// Unknown or ended session, worker not connected, or not delivered.
-    pub async fn send(&self, id: String, text: String) -> Result<(), ControllerError> {
-        let rx = self.ask(|r| Command::Send(id.clone(), text, r)).await?;
+    pub async fn send(&self, id: String, text: String, raw: bool) -> Result<(), ControllerError> {
+        if !raw {
+            input::check_text(&text)?;
+        }
+        let rx = self
+            .ask(|r| Command::Send(id.clone(), text, raw, r))
+            .await?;
         let outcome = tokio::time::timeout(Duration::from_secs(45), rx).await;
         match outcome {
             Ok(Ok(Ok(()))) => Ok(()),
@@ -817,8 +830,8 @@ impl Actor {
             Command::BatchSpawn(project, issues, agent, reply) => {
                 let _ = reply.send(self.batch_spawn(project, issues, agent).await);
             }
-            Command::Send(id, text, reply) => {
-                let _ = reply.send(self.send_input(&id, text));
+            Command::Send(id, text, raw, reply) => {
+                let _ = reply.send(self.send_input(&id, text, raw));
             }
             Command::Kill(id, reply) => {
                 let _ = reply.send(self.kill(&id).await);
@@ -1361,6 +1374,7 @@ impl Actor {
         &mut self,
         id: &str,
         text: String,
+        raw: bool,
     ) -> Result<oneshot::Receiver<Result<(), String>>, ControllerError> {
         let s = self.session(id)?.clone();
         if s.status.is_ended() {
@@ -1379,6 +1393,7 @@ impl Actor {
             session_id: id.to_string(),
             epoch: s.epoch,
             text,
+            raw,
         });
         let (tx, rx) = oneshot::channel();
         if !self.to_worker(Some(&worker), msg) {

@@ -77,9 +77,10 @@ fn control_bytes_are_refused_unless_raw() {
         "{}",
         run.stderr
     );
-    // Tabs and newlines are text.
-    stack.ao(&["send", &id, "still\there"]).ok();
-    stack.wait_log(&id, "got: still\there");
+    // Newlines are text (pasted: one message, two lines).
+    stack.ao(&["send", &id, "still\nhere"]).ok();
+    stack.wait_log(&id, "got: still\r\n");
+    stack.wait_log(&id, "got: here\r\n");
     stack.wait_field(&id, "activity", "ready");
 
     // Raw input is typed as keys: Ctrl-C interrupts the agent.
@@ -107,7 +108,8 @@ fn messages_with_tmux_syntax_and_long_lines_arrive_whole() {
     let file = stack.dir.path().join("long.txt");
     std::fs::write(&file, &line).unwrap();
     stack.ao(&["send", &id, "-f", file.to_str().unwrap()]).ok();
-    stack.wait_log(&id, &format!("length: {} ends: ..the-end", line.len()));
+    let ends = &line[line.len() - 12..];
+    stack.wait_log(&id, &format!("length: {} ends: {ends}\r\n", line.len()));
 }
 
 #[test]

@@ -455,7 +455,17 @@ impl Actor {
         let runtime = self.runtime.clone();
         let reports = self.reports.clone();
         tokio::spawn(async move {
-            let outcome = deliver(runtime.as_ref(), &keyboard, &i.session_id, &i.text).await;
+            let outcome = if i.raw {
+                // Keys as they are: no Enter, and nothing to look for on
+                // the screen (control keys do not echo as themselves).
+                let _turn = keyboard.lock().await;
+                runtime
+                    .write_keys(&i.session_id, &i.text)
+                    .await
+                    .map_err(|e| e.to_string())
+            } else {
+                deliver(runtime.as_ref(), &keyboard, &i.session_id, &i.text).await
+            };
             let (delivered, error) = match outcome {
                 Ok(()) => (true, String::new()),
                 Err(e) => (false, e),
