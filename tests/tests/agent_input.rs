@@ -113,7 +113,7 @@ fn messages_with_tmux_syntax_and_long_lines_arrive_whole() {
 }
 
 #[test]
-fn an_agent_command_starting_with_a_builtin_runs_and_its_env_file_goes_with_it() {
+fn an_agent_command_starting_with_a_builtin_runs_and_its_env_file_goes() {
     let stack = stack_with_agents(
         "  umasked:\n    command: \"umask 077; exec {agents}/prompt-wait.sh\"\n    readyPattern: \"^> $\"\n    env:\n      SECRET_TOKEN: \"s3cret\"\n",
     );
@@ -127,12 +127,10 @@ fn an_agent_command_starting_with_a_builtin_runs_and_its_env_file_goes_with_it()
     .mode();
     assert_eq!(mode & 0o077, 0, "umask 077 not applied: {mode:o}");
 
+    // The env file holds `env:` secrets: gone once the agent has them.
     let env_file = stack.home.join("tmux.exit").join(format!("{id}.env"));
-    assert!(std::fs::read_to_string(&env_file)
-        .unwrap()
-        .contains("s3cret"));
-    stack.ao(&["session", "kill", &id]).ok();
     eventually("the env file is deleted", Duration::from_secs(10), || {
         (!env_file.exists()).then_some(())
     });
+    assert!(stack.home.join("tmux.exit").is_dir());
 }
