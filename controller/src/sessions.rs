@@ -1170,20 +1170,7 @@ impl Actor {
         let n = self.counters.get(&args.project_id).copied().unwrap_or(0) + 1;
         let id = format!("{prefix}-{n}");
         let issue_id = args.issue_id.clone().filter(|i| !i.is_empty());
-        // A branch given is checked before git sees it (`-M` would be read as
-        // an option); one derived from an issue id falls back to the
-        // session's own name when the issue id makes no valid branch.
-        let branch = match &args.branch {
-            Some(branch) => {
-                names::check_branch(branch)?;
-                branch.clone()
-            }
-            None => issue_id
-                .as_deref()
-                .map(|issue| format!("feat/{}", sanitize_branch(issue)))
-                .filter(|b| names::check_branch(b).is_ok())
-                .unwrap_or_else(|| format!("session/{id}")),
-        };
+        let branch = session_branch(args.branch.as_deref(), issue_id.as_deref(), &id)?;
         let prompt = args
             .prompt
             .clone()
@@ -2116,6 +2103,24 @@ fn stop_msg(session: &str, epoch: u64) -> pb::controller_message::Msg {
     })
 }
 
+/// The branch of a new session: the one given, checked before git sees it
+/// (`-M` would be read as an option), else one derived from the issue id,
+/// else — when there is none or it makes no valid name — `session/<id>`.
+fn session_branch(
+    given: Option<&str>,
+    issue: Option<&str>,
+    id: &str,
+) -> Result<String, names::BranchNameError> {
+    if let Some(branch) = given {
+        names::check_branch(branch)?;
+        return Ok(branch.to_string());
+    }
+    Ok(issue
+        .map(|issue| format!("feat/{}", sanitize_branch(issue)))
+        .filter(|b| names::check_branch(b).is_ok())
+        .unwrap_or_else(|| format!("session/{id}")))
+}
+
 /// Keeps what git accepts in a branch name.
 fn sanitize_branch(issue: &str) -> String {
     let cleaned: String = issue
@@ -2150,5 +2155,31 @@ mod tests {
     fn branch_names_are_sanitized() {
         assert_eq!(sanitize_branch("INT-1234"), "INT-1234");
         assert_eq!(sanitize_branch("#42 fix me"), "42-fix-me");
+    }
+
+    #[test]
+    fn a_session_branch_is_valid_or_refused() {
+        assert_eq!(
+            session_branch(Some("fix/x"), Some("I-1"), "app-1").unwrap(),
+            "fix/x"
+        );
+        let err = session_branch(Some("-M"), None, "app-1").unwrap_err();
+        assert!(err.to_string().contains("must not start with `-`"), "{err}");
+        assert_eq!(
+            session_branch(None, Some("I-1"), "app-1").unwrap(),
+            "feat/I-1"
+        );
+        assert_eq!(
+            session_branch(None, None, "app-1").unwrap(),
+            "session/app-1"
+        );
+        // Issue ids that sanitize to no valid branch fall back to the session's.
+        for issue in ["a..b", "x.lock", "###"] {
+            assert_eq!(
+                session_branch(None, Some(issue), "app-1").unwrap(),
+                "session/app-1",
+                "{issue}"
+            );
+        }
     }
 }
