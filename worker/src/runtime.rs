@@ -59,8 +59,9 @@ pub trait Runtime: Send + Sync + 'static {
     fn name(&self) -> &'static str;
     /// Starts the command in a new terminal whose output goes to `log_path`.
     async fn start(&self, spec: &StartSpec) -> Result<(), RuntimeError>;
-    /// Types `text` as a paste (an agent that asked for bracketed paste
-    /// sees it as such), then presses Enter if `enter`.
+    /// Types `text` (as a paste when it has several lines, so an agent that
+    /// asked for bracketed paste does not take a line break for Enter), then
+    /// presses Enter if `enter`.
     async fn write_input(&self, id: &str, text: &str, enter: bool) -> Result<(), RuntimeError>;
     /// Types `keys` byte for byte as keystrokes: control bytes act as the
     /// keys that send them (`\x03` interrupts), nothing is added.
@@ -373,8 +374,12 @@ impl Runtime for TmuxRuntime {
     }
 
     async fn write_input(&self, id: &str, text: &str, enter: bool) -> Result<(), RuntimeError> {
-        if !text.is_empty() {
+        // One line arrives as typed keys, as a person would type it: some
+        // agents fold a bracketed paste into a placeholder on their screen.
+        if text.contains('\n') {
             self.paste(id, text, &["-p"]).await?;
+        } else if !text.is_empty() {
+            self.paste(id, text, &[]).await?;
         }
         if enter {
             self.tmux(&["send-keys", "-t", &pane(id), "Enter"]).await?;
