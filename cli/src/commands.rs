@@ -275,16 +275,21 @@ pub async fn restore(target: &Target, id: String) -> anyhow::Result<ExitCode> {
     })
 }
 
-pub async fn send(target: &Target, id: String, text: String) -> anyhow::Result<()> {
+pub async fn send(target: &Target, id: String, text: String, raw: bool) -> anyhow::Result<()> {
     ao_proto::limits::check("the message", text.len(), ao_proto::limits::MAX_INPUT_BYTES)?;
     let mut c = target.client().await?;
     c.send(pb::SendRequest {
         session_id: id.clone(),
         text,
+        raw,
     })
     .await
     .map_err(|s| target.err(s))?;
-    eprintln!("delivered to {id}");
+    if raw {
+        eprintln!("typed into {id}");
+    } else {
+        eprintln!("delivered to {id}");
+    }
     Ok(())
 }
 

@@ -87,6 +87,11 @@ enum Command {
         /// Read the message from a file.
         #[arg(short = 'f', long = "file", conflicts_with = "message")]
         file: Option<PathBuf>,
+        /// Type the message as keys, control bytes included (`$'\x03'` is Ctrl-C), without
+        /// Enter or a check that it arrived. Without it, control bytes other than newline and
+        /// tab are refused.
+        #[arg(long)]
+        raw: bool,
     },
     /// Step into a session's terminal (detach with Ctrl-b d or Ctrl-\).
     Attach {
@@ -517,13 +522,18 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Session(SessionCommand::Kill { id }) => commands::kill(&target, id).await.and(ok),
         Command::Session(SessionCommand::Restore { id }) => commands::restore(&target, id).await,
-        Command::Send { id, message, file } => {
+        Command::Send {
+            id,
+            message,
+            file,
+            raw,
+        } => {
             let text = match file {
                 Some(f) => std::fs::read_to_string(&f)
                     .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", f.display()))?,
                 None => message.join(" "),
             };
-            commands::send(&target, id, text).await.and(ok)
+            commands::send(&target, id, text, raw).await.and(ok)
         }
         Command::Attach {
             id,

@@ -30,9 +30,10 @@ impl From<ControllerError> for Status {
             ControllerError::NoConfig
             | ControllerError::WrongState { .. }
             | ControllerError::NotPlaced { .. } => Status::failed_precondition(msg),
-            ControllerError::InvalidConfig(_) | ControllerError::TooLarge(_) => {
-                Status::invalid_argument(msg)
-            }
+            ControllerError::InvalidConfig(_)
+            | ControllerError::InvalidBranch(_)
+            | ControllerError::ControlBytes(_)
+            | ControllerError::TooLarge(_) => Status::invalid_argument(msg),
             ControllerError::WorkerUnavailable { .. }
             | ControllerError::NotDelivered { .. }
             | ControllerError::ShuttingDown
@@ -330,7 +331,7 @@ impl pb::controller_server::Controller for ControllerService {
         req: Request<pb::SendRequest>,
     ) -> Result<Response<pb::SendResponse>, Status> {
         let r = req.into_inner();
-        self.handle.send(r.session_id, r.text).await?;
+        self.handle.send(r.session_id, r.text, r.raw).await?;
         Ok(Response::new(pb::SendResponse {
             delivered: true,
             detail: String::new(),

@@ -13,7 +13,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ao_proto::{limits, pb};
+use ao_proto::{input, limits, names, pb};
 use chrono::Utc;
 use tokio::sync::{mpsc, oneshot, watch};
 use tonic::Streaming;
@@ -58,6 +58,10 @@ pub enum ControllerError {
     InvalidConfig(String),
     #[error(transparent)]
     TooLarge(#[from] ao_proto::limits::TooLarge),
+    #[error(transparent)]
+    InvalidBranch(#[from] names::BranchNameError),
+    #[error(transparent)]
+    ControlBytes(#[from] input::ControlByteError),
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error("the controller is shutting down")]
@@ -171,7 +175,13 @@ enum Command {
         Option<String>,
         Reply<Vec<BatchOutcome>>,
     ),
-    Send(String, String, Reply<oneshot::Receiver<Result<(), String>>>),
+    /// Session, text, raw.
+    Send(
+        String,
+        String,
+        bool,
+        Reply<oneshot::Receiver<Result<(), String>>>,
+    ),
     Kill(String, Reply<SessionRecord>),
     Restore(String, Reply<SessionRecord>),
     OpenStream(pb::OpenStream, Reply<oneshot::Receiver<Tunnel>>),
@@ -299,8 +309,13 @@ impl ControllerHandle {
     ///
     /// # Errors
     /// Unknown or ended session, worker not connected, or not delivered.
-    pub async fn send(&self, id: String, text: String) -> Result<(), ControllerError> {
-        let rx = self.ask(|r| Command::Send(id.clone(), text, r)).await?;
+    pub async fn send(&self, id: String, text: String, raw: bool) -> Result<(), ControllerError> {
+        if !raw {
+            input::check_text(&text)?;
+        }
+        let rx = self
+            .ask(|r| Command::Send(id.clone(), text, raw, r))
+            .await?;
         let outcome = tokio::time::timeout(Duration::from_secs(45), rx).await;
         match outcome {
             Ok(Ok(Ok(()))) => Ok(()),
@@ -887,8 +902,8 @@ impl Actor {
             Command::BatchSpawn(project, issues, agent, reply) => {
                 let _ = reply.send(self.batch_spawn(project, issues, agent).await);
             }
-            Command::Send(id, text, reply) => {
-                let _ = reply.send(self.send_input(&id, text));
+            Command::Send(id, text, raw, reply) => {
+                let _ = reply.send(self.send_input(&id, text, raw));
             }
             Command::Kill(id, reply) => {
                 let _ = reply.send(self.kill(&id).await);
@@ -1238,10 +1253,7 @@ impl Actor {
         let n = self.counters.get(&args.project_id).copied().unwrap_or(0) + 1;
         let id = format!("{prefix}-{n}");
         let issue_id = args.issue_id.clone().filter(|i| !i.is_empty());
-        let branch = args.branch.clone().unwrap_or_else(|| match &issue_id {
-            Some(issue) => format!("feat/{}", sanitize_branch(issue)),
-            None => format!("session/{id}"),
-        });
+        let branch = session_branch(args.branch.as_deref(), issue_id.as_deref(), &id)?;
         let prompt = args
             .prompt
             .clone()
@@ -1458,6 +1470,7 @@ impl Actor {
         &mut self,
         id: &str,
         text: String,
+        raw: bool,
     ) -> Result<oneshot::Receiver<Result<(), String>>, ControllerError> {
         limits::check("the message", text.len(), limits::MAX_INPUT_BYTES)?;
         let s = self.session(id)?.clone();
@@ -1477,6 +1490,7 @@ impl Actor {
             session_id: id.to_string(),
             epoch: s.epoch,
             text,
+            raw,
         });
         let (tx, rx) = oneshot::channel();
         if !self.to_worker(Some(&worker), msg) {
@@ -2234,6 +2248,24 @@ fn stop_msg(session: &str, epoch: u64) -> pb::controller_message::Msg {
     })
 }
 
+/// The branch of a new session: the one given, checked before git sees it
+/// (`-M` would be read as an option), else one derived from the issue id,
+/// else — when there is none or it makes no valid name — `session/<id>`.
+fn session_branch(
+    given: Option<&str>,
+    issue: Option<&str>,
+    id: &str,
+) -> Result<String, names::BranchNameError> {
+    if let Some(branch) = given {
+        names::check_branch(branch)?;
+        return Ok(branch.to_string());
+    }
+    Ok(issue
+        .map(|issue| format!("feat/{}", sanitize_branch(issue)))
+        .filter(|b| names::check_branch(b).is_ok())
+        .unwrap_or_else(|| format!("session/{id}")))
+}
+
 /// Keeps what git accepts in a branch name.
 fn sanitize_branch(issue: &str) -> String {
     let cleaned: String = issue
@@ -2268,5 +2300,31 @@ mod tests {
     fn branch_names_are_sanitized() {
         assert_eq!(sanitize_branch("INT-1234"), "INT-1234");
         assert_eq!(sanitize_branch("#42 fix me"), "42-fix-me");
+    }
+
+    #[test]
+    fn a_session_branch_is_valid_or_refused() {
+        assert_eq!(
+            session_branch(Some("fix/x"), Some("I-1"), "app-1").unwrap(),
+            "fix/x"
+        );
+        let err = session_branch(Some("-M"), None, "app-1").unwrap_err();
+        assert!(err.to_string().contains("must not start with `-`"), "{err}");
+        assert_eq!(
+            session_branch(None, Some("I-1"), "app-1").unwrap(),
+            "feat/I-1"
+        );
+        assert_eq!(
+            session_branch(None, None, "app-1").unwrap(),
+            "session/app-1"
+        );
+        // Issue ids that sanitize to no valid branch fall back to the session's.
+        for issue in ["a..b", "x.lock", "###"] {
+            assert_eq!(
+                session_branch(None, Some(issue), "app-1").unwrap(),
+                "session/app-1",
+                "{issue}"
+            );
+        }
     }
 }

@@ -4,13 +4,17 @@
 //! - [`dial`]: open a channel to a controller address (`unix:///…` today).
 //! - [`backoff`]: capped exponential backoff with jitter for reconnect loops.
 //! - [`env`]: every environment variable name `ao` reads or sets, in one place.
+//! - [`input`]: what may be typed into an agent as text (no control bytes).
 //! - [`limits`]: message and content sizes at every hop.
+//! - [`names`]: the rules for branch names and ids that reach git and tmux.
 //! - [`pki`]: the cluster CA, certificates and CSRs, CA pinning, tonic TLS configs.
 
 pub mod backoff;
 pub mod dial;
 pub mod env;
+pub mod input;
 pub mod limits;
+pub mod names;
 pub mod pki;
 
 /// Generated code of `ao.v1`.

@@ -86,6 +86,7 @@ fn oversized_spawns_and_sends_are_refused_and_the_worker_keeps_its_link() {
             .send(pb::SendRequest {
                 session_id: live.clone(),
                 text: "y".repeat(2 * 1024 * 1024),
+                raw: false,
             })
             .await
             .unwrap_err()

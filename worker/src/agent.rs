@@ -138,17 +138,37 @@ pub fn resolve(spec: &pb::AgentSpec, path: &str) -> Result<Launch, AgentError> {
     })
 }
 
+/// Words the shell resolves itself, never on `PATH`, in four groups: POSIX's
+/// reserved words, its special built-ins, its regular built-ins, and the
+/// common built-ins of dash and bash.
+const SHELL_WORDS: [&[&str]; 4] = [
+    &[
+        "!", "{", "}", "(", "case", "do", "done", "elif", "else", "esac", "fi", "for", "if", "in",
+        "then", "until", "while", "[[", "function", "select", "time",
+    ],
+    &[
+        "break", ":", "continue", ".", "eval", "exec", "exit", "export", "readonly", "return",
+        "set", "shift", "times", "trap", "unset",
+    ],
+    &[
+        "alias", "bg", "cd", "command", "false", "fc", "fg", "getopts", "hash", "jobs", "kill",
+        "newgrp", "pwd", "read", "true", "type", "ulimit", "umask", "unalias", "wait",
+    ],
+    &[
+        "echo", "printf", "test", "[", "source", "local", "let", "declare", "typeset", "builtin",
+        "shopt", "pushd", "popd", "sleep",
+    ],
+];
+
 /// The program a shell command line runs first, when that is knowable
 /// without running it (not a builtin, keyword or expansion).
 fn command_program(command: &str) -> Option<&str> {
-    const SHELL_WORDS: &[&str] = &[
-        "cd", "if", "for", "while", "until", "case", "{", "(", "!", "true", "false", "echo",
-        "printf", "test", "[", "source", ".", "export", "set", "eval", "exec", "read", "sleep",
-    ];
     let word = command
         .split_whitespace()
         .find(|w| !w.contains('=') || w.starts_with('='))?;
-    if SHELL_WORDS.contains(&word) || word.contains(['$', '`', '"', '\'', ';', '&', '|']) {
+    if SHELL_WORDS.iter().any(|words| words.contains(&word))
+        || word.contains(['$', '`', '"', '\'', ';', '&', '|'])
+    {
         return None;
     }
     Some(word)
@@ -257,6 +277,22 @@ mod tests {
         let path = std::env::var("PATH").unwrap();
         assert!(resolve(&custom("FOO=1 sh -c 'echo'", "", ""), &path).is_ok());
         assert!(resolve(&custom("cd x && whatever", "", ""), &path).is_ok());
+        for builtin_first in [
+            "umask 077; exec python3 -u bot.py",
+            "ulimit -n 100 && exec bot",
+            "export A=1; exec bot",
+            "trap '' HUP; exec bot",
+            "readonly X=1; bot",
+            ": starting; bot",
+            "unset X; bot",
+            "command -v bot && bot",
+        ] {
+            assert_eq!(command_program(builtin_first), None, "{builtin_first}");
+            assert!(
+                resolve(&custom(builtin_first, "", ""), &path).is_ok(),
+                "{builtin_first}"
+            );
+        }
         let err = resolve(&custom("no-such-agent-binary --x", "", ""), &path).unwrap_err();
         assert!(
             matches!(err, AgentError::BinaryNotFound { ref program, .. } if program == "no-such-agent-binary")

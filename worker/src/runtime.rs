@@ -10,6 +10,7 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use async_trait::async_trait;
 use tokio::process::Command;
@@ -22,12 +23,15 @@ pub enum RuntimeError {
     SessionGone { id: String },
     #[error("`{command}` failed: {stderr}")]
     Command { command: String, stderr: String },
-    #[error("io error running {program}")]
+    // The cause is in the message: these errors end up as the reason of a
+    // report, a string, where a source chain would be lost.
+    #[error("io error running {program}: {cause}")]
     Io {
         program: String,
-        #[source]
-        source: std::io::Error,
+        cause: std::io::Error,
     },
+    #[error("{path}: {cause}")]
+    File { path: String, cause: std::io::Error },
 }
 
 /// What to start.
@@ -55,9 +59,13 @@ pub trait Runtime: Send + Sync + 'static {
     fn name(&self) -> &'static str;
     /// Starts the command in a new terminal whose output goes to `log_path`.
     async fn start(&self, spec: &StartSpec) -> Result<(), RuntimeError>;
-    /// Types `text` (pasted when it has several lines), then presses Enter
-    /// if `enter`.
+    /// Types `text` (as a paste when it has several lines, so an agent that
+    /// asked for bracketed paste does not take a line break for Enter), then
+    /// presses Enter if `enter`.
     async fn write_input(&self, id: &str, text: &str, enter: bool) -> Result<(), RuntimeError>;
+    /// Types `keys` byte for byte as keystrokes: control bytes act as the
+    /// keys that send them (`\x03` interrupts), nothing is added.
+    async fn write_keys(&self, id: &str, keys: &str) -> Result<(), RuntimeError>;
     /// The visible screen plus `history` lines of scrollback.
     async fn capture(&self, id: &str, history: u32) -> Result<String, RuntimeError>;
     /// The screen line the cursor is on: what is being typed at a prompt.
@@ -78,6 +86,9 @@ pub struct TmuxRuntime {
     /// The shell command tmux pipes each pane's output into, followed by
     /// the log's path: `cat >>` unless [`Self::with_log_writer`].
     log_writer: String,
+    /// Numbers the paste buffers, one per delivery, so two deliveries never
+    /// share one.
+    pastes: AtomicU64,
 }
 
 impl TmuxRuntime {
@@ -87,6 +98,7 @@ impl TmuxRuntime {
             socket,
             exit_dir,
             log_writer: "cat >>".into(),
+            pastes: AtomicU64::new(0),
         }
     }
 
@@ -108,13 +120,16 @@ impl TmuxRuntime {
         self.exit_dir.join(format!("{id}.env"))
     }
 
-    /// The command line tmux runs: the environment read from its file, the
+    /// The command line tmux runs: the environment read from its file (then
+    /// deleted: it holds `env:` secrets, and the agent has them now), the
     /// agent in a subshell, then its exit status written where
     /// [`Runtime::list`] finds it.
     fn wrapped(&self, id: &str, command: &str) -> String {
         let env = shell_quote(&self.env_file(id).display().to_string());
         let file = shell_quote(&self.exit_file(id).display().to_string());
-        format!("set -a; . {env}; set +a\n(\n{command}\n)\nprintf '%s\\n' \"$?\" > {file}")
+        format!(
+            "set -a; . {env}; set +a; rm -f {env}\n(\n{command}\n)\nprintf '%s\\n' \"$?\" > {file}"
+        )
     }
 
     async fn tmux(&self, args: &[&str]) -> Result<String, RuntimeError> {
@@ -126,42 +141,11 @@ impl TmuxRuntime {
         args: &[&str],
         input: Option<&[u8]>,
     ) -> Result<String, RuntimeError> {
-        let mut cmd = Command::new("tmux");
-        cmd.arg("-S").arg(&self.socket).args(args);
-        cmd.stdin(if input.is_some() {
-            std::process::Stdio::piped()
-        } else {
-            std::process::Stdio::null()
-        });
-        cmd.stdout(std::process::Stdio::piped());
-        cmd.stderr(std::process::Stdio::piped());
-        let mut child = cmd.spawn().map_err(|e| match e.kind() {
-            std::io::ErrorKind::NotFound => RuntimeError::BinaryNotFound {
-                program: "tmux".into(),
-            },
-            _ => RuntimeError::Io {
-                program: "tmux".into(),
-                source: e,
-            },
-        })?;
-        if let (Some(data), Some(mut stdin)) = (input, child.stdin.take()) {
-            use tokio::io::AsyncWriteExt;
-            stdin.write_all(data).await.map_err(|e| RuntimeError::Io {
-                program: "tmux".into(),
-                source: e,
-            })?;
-        }
-        let out = child
-            .wait_with_output()
-            .await
-            .map_err(|e| RuntimeError::Io {
-                program: "tmux".into(),
-                source: e,
-            })?;
+        let out = self.run_tmux(args, input).await?;
         if out.status.success() {
             Ok(String::from_utf8_lossy(&out.stdout).into_owned())
         } else {
-            let stderr = String::from_utf8_lossy(&out.stderr).trim().to_string();
+            let stderr = failure(&out);
             // No server (none started yet, or it exited with its last
             // session) means no session either.
             let gone = [
@@ -187,6 +171,115 @@ impl TmuxRuntime {
             })
         }
     }
+
+    /// Runs tmux on this runtime's socket with `input` on its stdin.
+    async fn run_tmux(
+        &self,
+        args: &[&str],
+        input: Option<&[u8]>,
+    ) -> Result<std::process::Output, RuntimeError> {
+        let io = |cause| RuntimeError::Io {
+            program: "tmux".into(),
+            cause,
+        };
+        let mut cmd = Command::new("tmux");
+        cmd.arg("-S").arg(&self.socket).args(args);
+        cmd.stdin(if input.is_some() {
+            std::process::Stdio::piped()
+        } else {
+            std::process::Stdio::null()
+        });
+        cmd.stdout(std::process::Stdio::piped());
+        cmd.stderr(std::process::Stdio::piped());
+        let mut child = cmd.spawn().map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => RuntimeError::BinaryNotFound {
+                program: "tmux".into(),
+            },
+            _ => io(e),
+        })?;
+        let stdin = child.stdin.take();
+        // Written while the output is read, so neither side waits on a full
+        // pipe; dropping stdin at the end is tmux's end of input.
+        let write = async move {
+            use tokio::io::AsyncWriteExt;
+            match (input, stdin) {
+                (Some(data), Some(mut stdin)) => stdin.write_all(data).await,
+                _ => Ok(()),
+            }
+        };
+        let (written, out) = tokio::join!(write, child.wait_with_output());
+        let out = out.map_err(io)?;
+        // A tmux that failed closes its input early: its own message is the
+        // cause, not the broken pipe.
+        if out.status.success() {
+            written.map_err(io)?;
+        }
+        Ok(out)
+    }
+
+    /// Pastes `text` from a buffer of its own: no size limit of an argument
+    /// and no tmux parsing of it (`send-keys` reads a trailing `;` as a
+    /// command separator). `flags` say how tmux pastes it.
+    async fn paste(&self, id: &str, text: &str, flags: &[&str]) -> Result<(), RuntimeError> {
+        let buffer = format!("ao-{id}-{}", self.pastes.fetch_add(1, Ordering::Relaxed));
+        self.tmux_with_input(&["load-buffer", "-b", &buffer, "-"], Some(text.as_bytes()))
+            .await?;
+        let t = pane(id);
+        let mut args = vec!["paste-buffer", "-d"];
+        args.extend_from_slice(flags);
+        args.extend(["-b", &buffer, "-t", &t]);
+        let pasted = self.tmux(&args).await;
+        if pasted.is_err() {
+            // Only a paste deletes its buffer (`-d`).
+            let _ = self.tmux(&["delete-buffer", "-b", &buffer]).await;
+        }
+        pasted.map(|_| ())
+    }
+
+    /// Ends a pane's processes and then its session: agents spawn children
+    /// that a closed terminal alone may not end.
+    async fn end(&self, session: &str, pid: Option<u32>) -> Result<(), RuntimeError> {
+        if let Some(pid) = pid {
+            let _ = Command::new("kill")
+                .args(["-TERM", "--", &format!("-{pid}")])
+                .status()
+                .await;
+        }
+        match self.tmux(&["kill-session", "-t", session]).await {
+            Ok(_) | Err(RuntimeError::SessionGone { .. }) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Deletes the session's env and exit files; a missing one is fine.
+    fn remove_files(&self, id: &str) -> Result<(), RuntimeError> {
+        for path in [self.env_file(id), self.exit_file(id)] {
+            match std::fs::remove_file(&path) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    return Err(file_error(&path)(e))
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+}
+
+fn file_error(path: &std::path::Path) -> impl Fn(std::io::Error) -> RuntimeError + '_ {
+    move |cause| RuntimeError::File {
+        path: path.display().to_string(),
+        cause,
+    }
+}
+
+/// What a failed tmux said, or how it ended when it said nothing.
+fn failure(out: &std::process::Output) -> String {
+    let stderr = String::from_utf8_lossy(&out.stderr).trim().to_string();
+    if stderr.is_empty() {
+        format!("tmux ended with {}", out.status)
+    } else {
+        stderr
+    }
 }
 
 /// Quotes a string for `/bin/sh`.
@@ -211,27 +304,21 @@ impl Runtime for TmuxRuntime {
     }
 
     async fn start(&self, spec: &StartSpec) -> Result<(), RuntimeError> {
-        let io = |source| RuntimeError::Io {
-            program: "tmux".into(),
-            source,
-        };
-        std::fs::create_dir_all(&self.exit_dir).map_err(io)?;
-        match std::fs::remove_file(self.exit_file(&spec.id)) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(io(e)),
-            _ => {}
-        }
+        std::fs::create_dir_all(&self.exit_dir).map_err(file_error(&self.exit_dir))?;
+        self.remove_files(&spec.id)?;
         {
             use std::io::Write;
             use std::os::unix::fs::OpenOptionsExt;
+            let path = self.env_file(&spec.id);
             let mut file = std::fs::OpenOptions::new()
                 .create(true)
                 .write(true)
                 .truncate(true)
                 .mode(0o600)
-                .open(self.env_file(&spec.id))
-                .map_err(io)?;
+                .open(&path)
+                .map_err(file_error(&path))?;
             for (k, v) in &spec.env {
-                writeln!(file, "{k}={}", shell_quote(v)).map_err(io)?;
+                writeln!(file, "{k}={}", shell_quote(v)).map_err(file_error(&path))?;
             }
         }
         let command = self.wrapped(&spec.id, &spec.command);
@@ -265,6 +352,11 @@ impl Runtime for TmuxRuntime {
             ";",
             "new-session",
             "-d",
+            // Names what it made, to end it if a later step fails: tmux may
+            // have named the session otherwise than asked.
+            "-P",
+            "-F",
+            "#{session_id} #{pane_pid}",
             "-s",
             &spec.id,
             "-x",
@@ -275,25 +367,44 @@ impl Runtime for TmuxRuntime {
             &cwd,
         ];
         args.extend([command.as_str(), ";", "pipe-pane", "-t", &t, "-o", &pipe]);
-        self.tmux(&args).await.map(|_| ())
+        let out = self.run_tmux(&args, None).await?;
+        if out.status.success() {
+            return Ok(());
+        }
+        // The agent must not run on untracked: end what was made, then say
+        // why it failed.
+        let made = String::from_utf8_lossy(&out.stdout);
+        let mut made = made.split_whitespace();
+        if let Some(session) = made.next().filter(|s| s.starts_with('$')) {
+            let pid = made.next().and_then(|p| p.parse().ok());
+            if let Err(e) = self.end(session, pid).await {
+                tracing::warn!(session = %spec.id, "cannot end a session that failed to start: {e}");
+            }
+        }
+        let _ = self.remove_files(&spec.id);
+        Err(RuntimeError::Command {
+            command: "tmux new-session".into(),
+            stderr: failure(&out),
+        })
     }
 
     async fn write_input(&self, id: &str, text: &str, enter: bool) -> Result<(), RuntimeError> {
-        let t = pane(id);
+        // One line arrives as typed keys, as a person would type it: some
+        // agents fold a bracketed paste into a placeholder on their screen.
         if text.contains('\n') {
-            let buffer = format!("ao-{id}");
-            self.tmux_with_input(&["load-buffer", "-b", &buffer, "-"], Some(text.as_bytes()))
-                .await?;
-            self.tmux(&["paste-buffer", "-d", "-p", "-b", &buffer, "-t", &t])
-                .await?;
+            self.paste(id, text, &["-p"]).await?;
         } else if !text.is_empty() {
-            self.tmux(&["send-keys", "-t", &t, "-l", "--", text])
-                .await?;
+            self.paste(id, text, &[]).await?;
         }
         if enter {
-            self.tmux(&["send-keys", "-t", &t, "Enter"]).await?;
+            self.tmux(&["send-keys", "-t", &pane(id), "Enter"]).await?;
         }
         Ok(())
+    }
+
+    async fn write_keys(&self, id: &str, keys: &str) -> Result<(), RuntimeError> {
+        // Not a bracketed paste, and `-r` keeps line feeds as they are.
+        self.paste(id, keys, &["-r"]).await
     }
 
     async fn capture(&self, id: &str, history: u32) -> Result<String, RuntimeError> {
@@ -326,23 +437,16 @@ impl Runtime for TmuxRuntime {
     }
 
     async fn stop(&self, id: &str) -> Result<(), RuntimeError> {
-        // Kill the whole process group of the pane first: agents spawn children.
-        if let Ok(panes) = self.list().await {
-            if let Some(pid) = panes
-                .iter()
+        let pid = self.list().await.ok().and_then(|panes| {
+            panes
+                .into_iter()
                 .find(|p| p.id == id && !p.dead)
                 .and_then(|p| p.pid)
-            {
-                let _ = Command::new("kill")
-                    .args(["-TERM", "--", &format!("-{pid}")])
-                    .status()
-                    .await;
-            }
-        }
-        match self.tmux(&["kill-session", "-t", &target(id)]).await {
-            Ok(_) | Err(RuntimeError::SessionGone { .. }) => Ok(()),
-            Err(e) => Err(e),
-        }
+        });
+        self.end(&target(id), pid).await?;
+        // The env file holds `env:` secrets; neither file means anything
+        // once the session is gone.
+        self.remove_files(id)
     }
 
     async fn list(&self) -> Result<Vec<PaneState>, RuntimeError> {
@@ -443,6 +547,55 @@ mod tests {
             rt.write_input("t-1", "x", true).await,
             Err(RuntimeError::SessionGone { .. })
         ));
+    }
+
+    #[tokio::test]
+    async fn a_start_that_fails_after_tmux_made_the_session_leaves_nothing_running() {
+        let dir = tempfile::tempdir().unwrap();
+        let rt = TmuxRuntime::new(dir.path().join("tmux.sock"));
+        // tmux names this session `lib_core`, so the pipe-pane that follows
+        // in the same invocation finds no `lib.core`.
+        let spec = StartSpec {
+            id: "lib.core".into(),
+            cwd: dir.path().to_path_buf(),
+            command: "sleep 60".into(),
+            env: BTreeMap::from([("TOKEN".into(), "secret".into())]),
+            log_path: dir.path().join("t.log"),
+        };
+        let err = rt.start(&spec).await.unwrap_err().to_string();
+        assert!(
+            err.contains("tmux new-session") && err.contains("can't find session"),
+            "{err}"
+        );
+        assert_eq!(rt.list().await.unwrap(), []);
+        assert!(!rt.env_file("lib.core").exists());
+    }
+
+    #[tokio::test]
+    async fn the_env_file_lives_until_the_agent_read_it_and_stop_clears_both_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let rt = TmuxRuntime::new(dir.path().join("tmux.sock"));
+        let spec = StartSpec {
+            id: "e-1".into(),
+            cwd: dir.path().to_path_buf(),
+            command: "echo token=$TOKEN; exit 3".into(),
+            env: BTreeMap::from([("TOKEN".into(), "secret".into())]),
+            log_path: dir.path().join("t.log"),
+        };
+        rt.start(&spec).await.unwrap();
+        wait_for(|| {
+            std::fs::read_to_string(&spec.log_path)
+                .unwrap_or_default()
+                .contains("token=secret")
+        })
+        .await;
+        assert!(!rt.env_file("e-1").exists());
+        wait_for(|| rt.exit_file("e-1").exists()).await;
+        // One the wrapper never read (a failed start, an older worker).
+        std::fs::write(rt.env_file("e-1"), "TOKEN='secret'\n").unwrap();
+        rt.stop("e-1").await.unwrap();
+        assert!(!rt.env_file("e-1").exists());
+        assert!(!rt.exit_file("e-1").exists());
     }
 
     async fn wait_for(mut f: impl FnMut() -> bool) {

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ao_proto::{env, pb};
+use ao_proto::{env, names, pb};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
 use tokio_stream::wrappers::ReceiverStream;
@@ -384,6 +384,14 @@ impl Actor {
             return;
         };
         let id = spec.session_id.clone();
+        // The controller checks ids too; here they become paths and tmux
+        // targets, so one that slipped through never runs.
+        if let Err(e) = names::check_id("session", &id)
+            .and_then(|()| names::check_id("project", &spec.project_id))
+        {
+            tracing::warn!("refusing an assignment: {e}");
+            return self.send(errored(id, a.epoch, e.to_string()));
+        }
         if let Some(l) = self.sessions.get_mut(&id) {
             if l.meta.epoch == a.epoch {
                 // Already ours at this epoch: say where it is again.
@@ -444,19 +452,18 @@ impl Actor {
                 self.setting_up.remove(&id);
                 let _ = std::fs::remove_file(meta_path(&self.settings.home, &id));
                 tracing::warn!(session = %id, "setup failed: {reason}");
-                self.send(pb::worker_message::Msg::Report(pb::SessionReport {
-                    session_id: id,
-                    epoch,
-                    state: "errored".into(),
-                    activity: "exited".into(),
-                    reason,
-                    ..Default::default()
-                }));
+                self.send(errored(id, epoch, reason));
             }
         }
     }
 
     fn stop(&mut self, s: pb::Stop) {
+        if let Err(e) = names::check_id("session", &s.session_id) {
+            // Nothing of ours has such an id, and it would name files
+            // outside ours (`../…`).
+            tracing::warn!("refusing a stop: {e}");
+            return;
+        }
         let known = self.sessions.get(&s.session_id).map(|l| l.meta.epoch);
         if known.is_some_and(|e| e > s.epoch) {
             tracing::warn!(session = %s.session_id, "refusing a stale stop");
@@ -515,7 +522,17 @@ impl Actor {
         let runtime = self.runtime.clone();
         let reports = self.reports.clone();
         tokio::spawn(async move {
-            let outcome = deliver(runtime.as_ref(), &keyboard, &i.session_id, &i.text).await;
+            let outcome = if i.raw {
+                // Keys as they are: no Enter, and nothing to look for on
+                // the screen (control keys do not echo as themselves).
+                let _turn = keyboard.lock().await;
+                runtime
+                    .write_keys(&i.session_id, &i.text)
+                    .await
+                    .map_err(Undelivered::before_typing)
+            } else {
+                deliver(runtime.as_ref(), &keyboard, &i.session_id, &i.text).await
+            };
             let (delivered, error) = match outcome {
                 Ok(()) => (true, String::new()),
                 Err(e) => (false, e.reason),
@@ -853,6 +870,18 @@ fn prompt_file(home: &Path, id: &str) -> PathBuf {
 /// Everything the session's terminal showed (kept after the session ends).
 fn log_file(home: &Path, id: &str) -> PathBuf {
     session_dir(home, id).join("terminal.log")
+}
+
+/// The report of an assignment that could not be set up.
+fn errored(session_id: String, epoch: u64, reason: String) -> pb::worker_message::Msg {
+    pb::worker_message::Msg::Report(pb::SessionReport {
+        session_id,
+        epoch,
+        state: "errored".into(),
+        activity: "exited".into(),
+        reason,
+        ..Default::default()
+    })
 }
 
 /// Prepares the worktree, writes the prompt, resolves the agent and starts
@@ -1267,5 +1296,76 @@ async fn open_tunnel(channel: Channel, rx: mpsc::Receiver<pb::TunnelUp>) {
             while let Ok(Some(_)) = inbound.message().await {}
         }
         Err(e) => tracing::warn!("tunnel failed: {e}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::runtime::TmuxRuntime;
+
+    #[tokio::test]
+    async fn ids_that_would_name_paths_or_tmux_targets_never_run() {
+        let dir = tempfile::tempdir().unwrap();
+        let home = dir.path().join("home");
+        let runtime = Arc::new(TmuxRuntime::new(dir.path().join("tmux.sock")));
+        let settings = Arc::new(WorkerSettings {
+            id: "w".into(),
+            hostname: "h".into(),
+            home: home.clone(),
+            labels: BTreeMap::new(),
+            max_sessions: 10,
+            memory_reserve: 0,
+            poll_interval: Duration::from_secs(3600),
+        });
+        let (reports, mut rx) = mpsc::channel(16);
+        let (worker, _task) = start(settings, runtime.clone(), reports).await;
+        let channel = tonic::transport::Endpoint::from_static("http://127.0.0.1:1").connect_lazy();
+        let assign = |session: &str, project: &str| {
+            pb::controller_message::Msg::Assign(pb::Assign {
+                spec: Some(pb::SessionSpec {
+                    session_id: session.into(),
+                    project_id: project.into(),
+                    repo_path: dir.path().display().to_string(),
+                    branch: "b".into(),
+                    ..Default::default()
+                }),
+                epoch: 1,
+                restore: false,
+            })
+        };
+        for (session, project, rule) in [
+            ("../escape", "app", "invalid session id \"../escape\""),
+            ("lib.core-1", "app", "tmux target characters"),
+            ("app-1", "lib.core", "invalid project id \"lib.core\""),
+            ("#{pane_pid}", "app", "invalid session id"),
+        ] {
+            worker
+                .from_controller(assign(session, project), channel.clone())
+                .await;
+            let Some(pb::WorkerMessage {
+                msg: Some(pb::worker_message::Msg::Report(report)),
+            }) = rx.recv().await
+            else {
+                panic!("no report for {session}");
+            };
+            assert_eq!(report.session_id, session);
+            assert_eq!(report.state, "errored");
+            assert!(report.reason.contains(rule), "{}", report.reason);
+        }
+        // A stop of such an id deletes nothing outside the worker's files.
+        let outside = home.join("victim.json");
+        std::fs::create_dir_all(&home).unwrap();
+        std::fs::write(&outside, "keep").unwrap();
+        let stop = pb::controller_message::Msg::Stop(pb::Stop {
+            session_id: "../../victim".into(),
+            epoch: 1,
+        });
+        worker.from_controller(stop, channel.clone()).await;
+        // Answered after the stop: the actor has handled it.
+        assert!(worker.inventory().await.is_empty());
+        assert!(outside.exists());
+        assert!(!home.join("worktrees").exists());
+        assert_eq!(runtime.list().await.unwrap(), []);
     }
 }

@@ -32,6 +32,8 @@ pub enum WorkspaceError {
         #[source]
         source: std::io::Error,
     },
+    #[error(transparent)]
+    InvalidBranch(#[from] ao_proto::names::BranchNameError),
     #[error("io error on {path}")]
     Io {
         path: String,
@@ -96,8 +98,12 @@ async fn git(dir: &Path, args: &[&str]) -> Result<String, WorkspaceError> {
 /// restart), links the configured files and runs `postCreate` on creation.
 ///
 /// # Errors
-/// Git failures, a missing repository, a failing `postCreate` command.
+/// An invalid branch name, git failures, a missing repository, a failing
+/// `postCreate` command.
 pub async fn prepare(spec: &WorkspaceSpec<'_>, locks: &RepoLocks) -> Result<bool, WorkspaceError> {
+    // The controller checks it too; this keeps a value git would read as an
+    // option (`-M`) from ever reaching git, whoever sent it.
+    ao_proto::names::check_branch(spec.branch)?;
     if git(spec.repo, &["rev-parse", "--git-dir"]).await.is_err() {
         return Err(WorkspaceError::NotARepo {
             path: spec.repo.display().to_string(),
@@ -128,13 +134,15 @@ pub async fn prepare(spec: &WorkspaceSpec<'_>, locks: &RepoLocks) -> Result<bool
     )
     .await
     .is_ok();
+    // `--` ends the options: the path and the branch are operands whatever
+    // they start with.
     if branch_exists {
-        git(spec.repo, &["worktree", "add", &path, spec.branch]).await?;
+        git(spec.repo, &["worktree", "add", "--", &path, spec.branch]).await?;
     } else {
         let base = resolve_base(spec.repo, spec.base).await?;
         git(
             spec.repo,
-            &["worktree", "add", "-b", spec.branch, &path, &base],
+            &["worktree", "add", "-b", spec.branch, "--", &path, &base],
         )
         .await?;
     }
@@ -277,6 +285,43 @@ mod tests {
             err.contains("nope") && err.contains("exit status: 3"),
             "{err}"
         );
+    }
+
+    #[tokio::test]
+    async fn a_branch_git_would_read_as_an_option_never_reaches_git() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = dir.path().join("repo");
+        std::fs::create_dir(&repo).unwrap();
+        sh(&repo, "git init -q -b main && git -c user.email=t@t -c user.name=t commit -q --allow-empty -m init && git branch other");
+        let refs = || {
+            std::process::Command::new("git")
+                .arg("-C")
+                .arg(&repo)
+                .args(["for-each-ref", "--format=%(refname) %(objectname)"])
+                .output()
+                .unwrap()
+                .stdout
+        };
+        let before = refs();
+        let locks = RepoLocks::default();
+        for bad in ["-M", "--force", "a..b", "x.lock"] {
+            let path = dir.path().join("wt/s-1");
+            let spec = WorkspaceSpec {
+                repo: &repo,
+                path: &path,
+                branch: bad,
+                base: "main",
+                symlinks: &[],
+                post_create: &[],
+            };
+            let err = prepare(&spec, &locks).await.unwrap_err();
+            assert!(
+                matches!(err, WorkspaceError::InvalidBranch(_)),
+                "{bad}: {err}"
+            );
+            assert!(!path.exists(), "{bad}");
+        }
+        assert_eq!(String::from_utf8(refs()), String::from_utf8(before));
     }
 
     #[tokio::test]

@@ -1,0 +1,70 @@
+//! What may be typed into an agent as text. Control bytes reach the agent's
+//! terminal as keys: `\x03` interrupts it, `\x1b[…` moves its cursor or
+//! answers its questions. The controller refuses them unless the sender asked
+//! for raw input, so every client is covered.
+
+/// A control byte in text that is meant as text.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "the text has control byte {byte:#04x}{name} at byte {offset}: control bytes other than \
+     newline and tab are refused (send with --raw to type them as keys)"
+)]
+pub struct ControlByteError {
+    pub byte: u8,
+    /// Where it is, counted in bytes from 0.
+    pub offset: usize,
+    /// How a person knows the byte, e.g. " (Ctrl-C)".
+    name: String,
+}
+
+/// Checks that `text` holds no C0 control byte other than `\n` and `\t`, and
+/// no DEL.
+///
+/// # Errors
+/// The first such byte and its offset.
+pub fn check_text(text: &str) -> Result<(), ControlByteError> {
+    let Some((offset, byte)) = text
+        .bytes()
+        .enumerate()
+        .find(|(_, b)| b.is_ascii_control() && !matches!(b, b'\n' | b'\t'))
+    else {
+        return Ok(());
+    };
+    let name = match byte {
+        0x1b => " (Escape)".to_string(),
+        0x7f => " (Delete)".to_string(),
+        b'\r' => " (carriage return)".to_string(),
+        // Ctrl-@ … Ctrl-_: the key that sends it.
+        b => format!(" (Ctrl-{})", char::from(b + 0x40)),
+    };
+    Err(ControlByteError { byte, offset, name })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn control_bytes_are_named_with_their_offset() {
+        assert_eq!(check_text("plain text\twith tabs\nand lines é ✓"), Ok(()));
+        let err = check_text("\x03").unwrap_err();
+        assert_eq!((err.byte, err.offset), (3, 0));
+        assert_eq!(
+            err.to_string(),
+            "the text has control byte 0x03 (Ctrl-C) at byte 0: control bytes other than newline \
+             and tab are refused (send with --raw to type them as keys)"
+        );
+        let err = check_text("é\x1b[A").unwrap_err();
+        assert_eq!((err.byte, err.offset), (0x1b, 2));
+        assert!(err.to_string().contains("0x1b (Escape)"), "{err}");
+        assert!(check_text("a\rb").unwrap_err().to_string().contains("0x0d"));
+        assert!(check_text("\x7f")
+            .unwrap_err()
+            .to_string()
+            .contains("0x7f (Delete)"));
+        assert!(check_text("\0")
+            .unwrap_err()
+            .to_string()
+            .contains("(Ctrl-@)"));
+    }
+}
