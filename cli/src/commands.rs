@@ -335,7 +335,8 @@ pub async fn create_token(target: &Target, ttl: Duration) -> anyhow::Result<()> 
         r.controller_url, r.token, r.ca_hash
     );
     eprintln!(
-        "single use, valid until {}; run it on the new build machine, then `ao worker run`",
+        "single use, valid until {}; run it on the new build machine, then `ao worker run`\n\
+         (on a shared machine, keep the token out of `ps`: --token-file FILE, or --token - to read stdin)",
         r.expires_at
     );
     Ok(())

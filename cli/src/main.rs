@@ -203,9 +203,12 @@ enum WorkerCommand {
     Join {
         /// The controller, https://host:port (as `ao token create` printed it).
         controller_url: String,
-        /// The single-use token from `ao token create`.
-        #[arg(long)]
-        token: String,
+        /// The single-use token from `ao token create`, or `-` to read it from stdin. On a shared machine prefer `--token-file` or `-`: arguments are visible to every user in `ps`.
+        #[arg(long, required_unless_present = "token_file")]
+        token: Option<String>,
+        /// Read the token from this file (its first line) instead of the command line.
+        #[arg(long, conflicts_with = "token")]
+        token_file: Option<PathBuf>,
         /// sha256:<hex> of the cluster CA certificate, from `ao token create`.
         #[arg(long)]
         ca_hash: String,
@@ -367,6 +370,36 @@ fn parse_since(s: &str) -> Result<u64, String> {
     Ok((chrono::Utc::now().timestamp().max(0) as u64).saturating_sub(ago))
 }
 
+/// The join token from `--token VALUE`, `--token -` (stdin) or
+/// `--token-file F`: the first line, without surrounding blanks.
+fn read_token(flag: Option<String>, file: Option<PathBuf>) -> anyhow::Result<String> {
+    let (text, from) = match (flag.as_deref(), file) {
+        (Some("-"), _) => {
+            let mut line = String::new();
+            std::io::stdin()
+                .read_line(&mut line)
+                .map_err(|e| anyhow::anyhow!("cannot read the token from stdin: {e}"))?;
+            (line, "stdin".to_string())
+        }
+        (Some(token), _) => (token.to_string(), "--token".to_string()),
+        (None, Some(f)) => {
+            let text = std::fs::read_to_string(&f)
+                .map_err(|e| anyhow::anyhow!("cannot read the token file {}: {e}", f.display()))?;
+            (text, f.display().to_string())
+        }
+        (None, None) => {
+            anyhow::bail!("give the join token with --token, --token - or --token-file")
+        }
+    };
+    let token = text.lines().next().unwrap_or_default().trim().to_string();
+    if token.is_empty() {
+        anyhow::bail!(
+            "no join token in {from}: expected the <id>.<secret> that `ao token create` printed"
+        );
+    }
+    Ok(token)
+}
+
 fn labels(pairs: Vec<(String, String)>) -> BTreeMap<String, String> {
     pairs.into_iter().collect()
 }
@@ -443,11 +476,15 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Worker(WorkerCommand::Join {
             controller_url,
             token,
+            token_file,
             ca_hash,
             id,
-        }) => stack::join(&home, &controller_url, &token, &ca_hash, id)
-            .await
-            .and(ok),
+        }) => {
+            let token = read_token(token, token_file)?;
+            stack::join(&home, &controller_url, &token, &ca_hash, id)
+                .await
+                .and(ok)
+        }
         Command::Worker(WorkerCommand::Drain { id, undo }) => {
             commands::drain(&target, id, undo).await.and(ok)
         }

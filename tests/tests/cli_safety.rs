@@ -1,7 +1,7 @@
 //! The CLI as a safe tool: what it prints cannot drive the terminal, secrets
 //! stay out of argv, errors say what is wrong, and `AO_HOME` stays private.
 
-use ao_tests::{Cli, Stack};
+use ao_tests::{Cli, Run, Stack};
 
 /// An issue id that would retitle the terminal if printed raw.
 const HOSTILE_ISSUE: &str = "X\x1b]0;pwned\x07";
@@ -32,4 +32,117 @@ fn control_characters_are_escaped_in_tables_and_exact_in_json() {
         .find(|e| e["type"] == "session.spawned" && e["sessionId"] == id.as_str())
         .expect("a session.spawned event");
     assert_eq!(spawned["issueId"], HOSTILE_ISSUE);
+}
+
+/// A stack whose controller also serves mTLS on a free 127.0.0.1 port
+/// (after `ao controller init`); its `https://` URL.
+fn tcp_stack() -> (Stack, String) {
+    let stack = Stack::new();
+    stack.ao(&["controller", "init"]).ok();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let listen = format!("127.0.0.1:{port}");
+    stack.ao(&["up", "-d", "--listen", &listen]).ok();
+    (stack, format!("https://{listen}"))
+}
+
+/// `ao token create`'s printed command, split into its arguments.
+fn join_command(stack: &Stack) -> Vec<String> {
+    let printed = stack.ao(&["token", "create"]).ok().stdout;
+    printed.split_whitespace().map(str::to_string).collect()
+}
+
+/// The value after `flag` in `args`.
+fn value_of<'a>(args: &'a [String], flag: &str) -> &'a str {
+    let at = args.iter().position(|a| a == flag).expect(flag);
+    &args[at + 1]
+}
+
+/// `ao worker join` from another `AO_HOME` on this machine, with the token
+/// given by `token_args` (and `stdin`).
+fn join_with(
+    stack: &Stack,
+    url: &str,
+    ca_hash: &str,
+    id: &str,
+    token_args: &[&str],
+    stdin: &str,
+) -> Run {
+    use std::io::Write;
+    let home = stack.dir.path().join(format!("home-{id}"));
+    let mut args = vec!["worker", "join", url, "--ca-hash", ca_hash, "--id", id];
+    args.extend_from_slice(token_args);
+    let mut child = stack
+        .command(&args)
+        .env("AO_HOME", &home)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("ao runs");
+    let mut input = child.stdin.take().expect("stdin");
+    input.write_all(stdin.as_bytes()).expect("stdin written");
+    drop(input);
+    child.wait_with_output().expect("ao ends").into()
+}
+
+#[test]
+fn the_join_token_can_come_from_a_file_or_stdin() {
+    let (stack, url) = tcp_stack();
+
+    let by_file = join_command(&stack);
+    let file = stack.dir.path().join("token");
+    std::fs::write(&file, format!("{}\n", value_of(&by_file, "--token"))).unwrap();
+    let file = file.display().to_string();
+    let ca_hash = value_of(&by_file, "--ca-hash");
+    let run = join_with(
+        &stack,
+        &url,
+        ca_hash,
+        "w-file",
+        &["--token-file", &file],
+        "",
+    )
+    .ok();
+    assert!(
+        run.stdout.contains("joined as worker w-file"),
+        "{}",
+        run.stdout
+    );
+
+    let by_stdin = join_command(&stack);
+    let token = format!("  {}\n", value_of(&by_stdin, "--token"));
+    let run = join_with(&stack, &url, ca_hash, "w-stdin", &["--token", "-"], &token).ok();
+    assert!(
+        run.stdout.contains("joined as worker w-stdin"),
+        "{}",
+        run.stdout
+    );
+
+    // Nothing to read is named as such, not sent as an empty token.
+    let empty = join_with(&stack, &url, ca_hash, "w-empty", &["--token", "-"], "");
+    assert_eq!(empty.code, 1);
+    assert!(
+        empty.stderr.contains("no join token in stdin"),
+        "{}",
+        empty.stderr
+    );
+    let missing = join_with(
+        &stack,
+        &url,
+        ca_hash,
+        "w-none",
+        &["--token-file", "/nonexistent/t"],
+        "",
+    );
+    assert_eq!(missing.code, 1);
+    assert!(
+        missing
+            .stderr
+            .contains("cannot read the token file /nonexistent/t"),
+        "{}",
+        missing.stderr
+    );
 }
