@@ -31,6 +31,43 @@ fn status_error(addr: &str, s: tonic::Status) -> anyhow::Error {
     }
 }
 
+/// Nothing answered at the controller's address(es): no stack runs there.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}; is ao running? start it with `ao up -d`")]
+pub struct NotRunning(dial::DialError);
+
+/// Whether dialing failed because the OS refused access (EACCES on the
+/// socket or a directory above it), rather than because nothing listens.
+fn permission_denied(e: &dial::DialError) -> bool {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(c) = cause {
+        if c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::PermissionDenied)
+        {
+            return true;
+        }
+        cause = c.source();
+    }
+    false
+}
+
+/// Who owns `path`, or the nearest directory above it this user may look
+/// at: "alice (uid 1000)".
+fn owner_of(path: &Path) -> String {
+    use std::os::unix::fs::MetadataExt;
+    let Some(uid) = path
+        .ancestors()
+        .find_map(|p| std::fs::metadata(p).ok())
+        .map(|m| m.uid())
+    else {
+        return "another user".into();
+    };
+    match nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid)) {
+        Ok(Some(user)) => format!("{} (uid {uid})", user.name),
+        _ => format!("uid {uid}"),
+    }
+}
+
 impl Target {
     /// `credentials` defaults to the admin credential that `ao controller
     /// init` made in this machine's `AO_HOME`.
@@ -76,12 +113,33 @@ impl Target {
         all.join(",")
     }
 
+    /// # Errors
+    /// [`NotRunning`] when nothing answers; a permission error naming the
+    /// socket's owner when the local socket is someone else's.
     pub async fn client(&self) -> anyhow::Result<ControllerClient<Channel>> {
         let tls = self.tls()?;
-        let (channel, _) = dial::connect_any(&self.addrs, tls.as_ref())
-            .await
-            .map_err(|e| anyhow::anyhow!("{e}; is ao running? start it with `ao up -d`"))?;
+        let (channel, _) = match dial::connect_any(&self.addrs, tls.as_ref()).await {
+            Ok(connected) => connected,
+            Err(e) => {
+                if let Some(path) = self.unix_path().filter(|_| permission_denied(&e)) {
+                    anyhow::bail!(
+                        "permission denied on {}: it belongs to {}, and ao's socket lets only its owner in; run ao as that user, or set AO_HOME to a home of your own",
+                        path.display(),
+                        owner_of(path)
+                    );
+                }
+                return Err(NotRunning(e).into());
+            }
+        };
         Ok(ControllerClient::new(channel).max_decoding_message_size(64 * 1024 * 1024))
+    }
+
+    /// The local socket, when that is the (only) address.
+    fn unix_path(&self) -> Option<&Path> {
+        match self.addrs.as_slice() {
+            [ControllerAddr::Unix(path)] => Some(path),
+            _ => None,
+        }
     }
 
     pub async fn info(&self) -> anyhow::Result<pb::InfoResponse> {

@@ -619,9 +619,15 @@ pub async fn up_detached(
 
 /// `ao down`: ask the stack to stop and wait until it has.
 pub async fn down(target: &Target) -> anyhow::Result<()> {
-    let Ok(info) = target.info().await else {
-        eprintln!("ao is not running at {}", target.addr());
-        return Ok(());
+    // Only "nothing answers" means there is nothing to stop; a refusal
+    // (wrong role, revoked, permission) must not pass for success.
+    let info = match target.info().await {
+        Ok(info) => info,
+        Err(e) if e.is::<crate::commands::NotRunning>() => {
+            eprintln!("ao is not running at {}", target.addr());
+            return Ok(());
+        }
+        Err(e) => return Err(e.context(format!("cannot stop ao at {}", target.addr()))),
     };
     target.shutdown().await?;
     // The stack has stopped when its AO_HOME lock is free: the kernel

@@ -146,3 +146,57 @@ fn the_join_token_can_come_from_a_file_or_stdin() {
         missing.stderr
     );
 }
+
+#[test]
+fn a_socket_of_another_user_is_reported_as_permission_denied() {
+    let stack = Stack::new();
+    stack.up();
+    let socket = stack.home.join("ao.sock");
+    let run: Run = if nix::unistd::geteuid().is_root() {
+        // Root passes every permission check: ask as nobody instead.
+        let mut cmd = std::process::Command::new("setpriv");
+        cmd.args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+            .arg(ao_tests::ao_bin())
+            .arg("status")
+            .env("AO_HOME", &stack.home)
+            .env_remove("AO_CONTROLLER");
+        cmd.output().expect("setpriv runs").into()
+    } else {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |m| std::fs::Permissions::from_mode(m);
+        std::fs::set_permissions(&stack.home, mode(0o000)).unwrap();
+        let run = stack.ao(&["status"]);
+        std::fs::set_permissions(&stack.home, mode(0o700)).unwrap();
+        run
+    };
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert!(
+        run.stderr
+            .contains(&format!("permission denied on {}", socket.display())),
+        "{}",
+        run.stderr
+    );
+    assert!(!run.stderr.contains("is ao running"), "{}", run.stderr);
+}
+
+#[test]
+fn down_refused_by_the_role_check_fails_with_the_refusal() {
+    let (stack, url) = tcp_stack();
+    let join = join_command(&stack);
+    let token = value_of(&join, "--token");
+    let ca_hash = value_of(&join, "--ca-hash");
+    join_with(&stack, &url, ca_hash, "w1", &["--token", token], "").ok();
+    let worker_creds = stack.dir.path().join("home-w1/pki/worker");
+    let worker_creds = worker_creds.display().to_string();
+    let down = stack.ao(&["down", "--controller", &url, "--credentials", &worker_creds]);
+    assert_eq!(down.code, 1, "{}", down.stderr);
+    assert!(
+        down.stderr
+            .contains("a worker certificate cannot make this call"),
+        "{}",
+        down.stderr
+    );
+    assert!(!down.stderr.contains("not running"), "{}", down.stderr);
+    // The stack is still up.
+    stack.ao(&["status"]).ok();
+}
