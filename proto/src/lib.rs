@@ -4,11 +4,13 @@
 //! - [`dial`]: open a channel to a controller address (`unix:///…` today).
 //! - [`backoff`]: capped exponential backoff with jitter for reconnect loops.
 //! - [`env`]: every environment variable name `ao` reads or sets, in one place.
+//! - [`home`]: owner-only modes for what `ao` makes under `AO_HOME`.
 //! - [`pki`]: the cluster CA, certificates and CSRs, CA pinning, tonic TLS configs.
 
 pub mod backoff;
 pub mod dial;
 pub mod env;
+pub mod home;
 pub mod pki;
 
 /// Generated code of `ao.v1`.

@@ -200,3 +200,73 @@ fn down_refused_by_the_role_check_fails_with_the_refusal() {
     // The stack is still up.
     stack.ao(&["status"]).ok();
 }
+
+fn mode_of(path: &std::path::Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    let meta = std::fs::metadata(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    meta.permissions().mode() & 0o7777
+}
+
+#[test]
+fn a_shared_home_is_refused_and_left_as_it_is() {
+    use std::os::unix::fs::PermissionsExt;
+    let stack = Stack::new();
+    // Like /tmp: everyone may write, the sticky bit set.
+    std::fs::create_dir(&stack.home).unwrap();
+    std::fs::set_permissions(&stack.home, std::fs::Permissions::from_mode(0o1777)).unwrap();
+    for args in [&["up", "-d"][..], &["controller", "init"]] {
+        let run = stack.ao(args);
+        assert_eq!(run.code, 1, "{args:?}: {}", run.stderr);
+        assert!(
+            run.stderr
+                .contains("is writable by other users (mode 1777)"),
+            "{}",
+            run.stderr
+        );
+        assert_eq!(mode_of(&stack.home), 0o1777);
+    }
+    assert_eq!(std::fs::read_dir(&stack.home).unwrap().count(), 0);
+}
+
+#[test]
+fn what_ao_makes_in_a_fresh_home_is_owner_only_whatever_the_umask() {
+    let stack = Stack::new();
+    // With umask 000 every mode below comes from ao itself.
+    let up = std::process::Command::new("sh")
+        .args(["-c", "umask 000 && exec \"$0\" up -d"])
+        .arg(ao_tests::ao_bin())
+        .current_dir(stack.dir.path())
+        .env("AO_HOME", &stack.home)
+        .env_remove("AO_CONTROLLER")
+        .env_remove("AO_CONFIG_PATH")
+        .env_remove("AO_STORE")
+        .output()
+        .expect("ao runs");
+    Run::from(up).ok();
+    let id = stack.spawn(&["app", "MODES-1"]);
+    stack.wait_log(&id, "got: You are working on issue MODES-1");
+    let home = &stack.home;
+    for dir in [
+        home.clone(),
+        home.join("sessions"),
+        home.join("sessions").join(&id),
+        home.join("worktrees"),
+        home.join("worktrees/app"),
+        home.join("worker"),
+        home.join("worker/sessions"),
+    ] {
+        assert_eq!(mode_of(&dir), 0o700, "{}", dir.display());
+    }
+    for file in [
+        home.join("ao.log"),
+        home.join("ao.lock"),
+        home.join("events.jsonl"),
+        home.join("worker/sessions").join(format!("{id}.json")),
+        home.join("sessions").join(&id).join("prompt.md"),
+    ] {
+        assert_eq!(mode_of(&file), 0o600, "{}", file.display());
+    }
+    if stack.etcd.is_none() {
+        assert_eq!(mode_of(&home.join("store.redb")), 0o600);
+    }
+}

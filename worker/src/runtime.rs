@@ -198,7 +198,7 @@ impl Runtime for TmuxRuntime {
             program: "tmux".into(),
             source,
         };
-        std::fs::create_dir_all(&self.exit_dir).map_err(io)?;
+        ao_proto::home::create_private_dir(&self.exit_dir).map_err(io)?;
         match std::fs::remove_file(self.exit_file(&spec.id)) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(io(e)),
             _ => {}

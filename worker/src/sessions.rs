@@ -762,11 +762,11 @@ fn write_meta(home: &Path, meta: &Meta) {
     let dir = meta_dir(home);
     let path = dir.join(format!("{}.json", meta.session_id));
     let tmp = path.with_extension("json.tmp");
-    let written = std::fs::create_dir_all(&dir)
+    let written = ao_proto::home::create_private_dir(&dir)
         .and_then(|()| {
-            std::fs::write(
+            ao_proto::home::write_private(
                 &tmp,
-                serde_json::to_vec_pretty(meta).expect("meta serializes"),
+                &serde_json::to_vec_pretty(meta).expect("meta serializes"),
             )
         })
         .and_then(|()| std::fs::rename(&tmp, &path));
@@ -813,9 +813,9 @@ async fn setup(
         .await
         .unwrap_or_else(|| spec.branch.clone());
     let dir = session_dir(&settings.home, id);
-    std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    ao_proto::home::create_private_dir(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     let prompt_path = prompt_file(&settings.home, id);
-    std::fs::write(&prompt_path, &spec.prompt)
+    ao_proto::home::write_private(&prompt_path, spec.prompt.as_bytes())
         .map_err(|e| format!("{}: {e}", prompt_path.display()))?;
     let agent_spec = spec.agent.clone().unwrap_or_default();
     let path_var = std::env::var("PATH").unwrap_or_default();
