@@ -187,13 +187,23 @@ pub async fn apply(target: &Target, file: &Path) -> anyhow::Result<()> {
 /// Prints `SESSION=<id>`; fails when the agent could not start.
 fn report_spawned(s: &pb::Session) -> bool {
     println!("SESSION={}", s.id);
-    match s.status.as_str() {
-        "errored" => {
-            eprintln!("error: session {} errored: {}", s.id, s.summary);
+    match (s.status.as_str(), s.exit_code) {
+        // The agent ran, and quit before it did any work.
+        ("errored" | "done", Some(code)) => {
+            eprintln!(
+                "error: session {} started; exited with code {code} (its output: ao logs {})",
+                s.id, s.id
+            );
             false
         }
-        "spawning" if !s.summary.is_empty() => {
-            eprintln!("session {} is waiting: {}", s.id, s.summary);
+        ("errored", None) => {
+            let why = render::printable(&s.summary);
+            eprintln!("error: session {} errored: {why}", s.id);
+            false
+        }
+        ("spawning", _) if !s.summary.is_empty() => {
+            let why = render::printable(&s.summary);
+            eprintln!("session {} is waiting: {why}", s.id);
             true
         }
         _ => {

@@ -270,3 +270,36 @@ fn what_ao_makes_in_a_fresh_home_is_owner_only_whatever_the_umask() {
         assert_eq!(mode_of(&home.join("store.redb")), 0o600);
     }
 }
+
+#[test]
+fn spawn_of_an_agent_that_exits_at_once_fails_with_its_exit_code() {
+    let stack = Stack::new();
+    let mut config = std::fs::read_to_string(&stack.config).unwrap();
+    config.push_str("  three:\n    command: \"sh -c 'echo bad flag; exit 3'\"\n");
+    std::fs::write(&stack.config, config).unwrap();
+    stack.up();
+
+    let run = stack.ao(&["spawn", "app", "E-3", "--agent", "three"]);
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    let id = run.session_id();
+    assert!(
+        run.stderr
+            .contains(&format!("session {id} started; exited with code 3")),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(stack.session(&id)["exitCode"], 3);
+
+    // Exiting at once is a failure even with code 0: the agent did nothing.
+    let run = stack.ao(&["spawn", "app", "E-0", "--agent", "quitter"]);
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert!(
+        run.stderr.contains("started; exited with code 0"),
+        "{}",
+        run.stderr
+    );
+
+    // An agent that waits for work is reported as started.
+    let run = stack.ao(&["spawn", "app", "E-ok"]).ok();
+    assert!(!run.stderr.contains("exited"), "{}", run.stderr);
+}
