@@ -437,6 +437,81 @@ pub async fn delete_token(target: &Target, id: String) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `ao admin issue`: a key made here, its certificate from the cluster CA,
+/// saved together in `out`.
+pub async fn issue_admin(
+    target: &Target,
+    name: String,
+    ttl: Duration,
+    out: &Path,
+) -> anyhow::Result<()> {
+    use ao_proto::pki::Credentials;
+    if Credentials::exists(out) {
+        anyhow::bail!(
+            "{} already holds a credential: pass another --out, or remove it first",
+            out.display()
+        );
+    }
+    let (csr_pem, key_pem) = ao_proto::pki::new_csr(&name)?;
+    let mut c = target.client().await?;
+    let r = c
+        .issue_admin(pb::IssueAdminRequest {
+            name: name.clone(),
+            csr_pem,
+            ttl_seconds: ttl.as_secs(),
+        })
+        .await
+        .map_err(|s| target.err(s))?
+        .into_inner();
+    let creds = Credentials {
+        ca_pem: r.ca_pem,
+        cert_pem: r.cert_pem,
+        key_pem,
+    };
+    creds.save(out)?;
+    println!("{}", out.display());
+    eprintln!(
+        "admin credential of {name} (serial {}, valid until {}); hand the directory to {name}, who passes it with --credentials (or AO_CREDENTIALS); `ao admin revoke {name}` withdraws it",
+        r.serial, r.expires_at
+    );
+    Ok(())
+}
+
+/// `ao admin ls`.
+pub async fn list_admins(target: &Target, json: bool) -> anyhow::Result<()> {
+    let mut c = target.client().await?;
+    let admins = c
+        .list_admins(pb::ListAdminsRequest {})
+        .await
+        .map_err(|s| target.err(s))?
+        .into_inner()
+        .admins;
+    if json {
+        println!("{}", render::admins_json(&admins));
+    } else {
+        print!("{}", render::admins_table(&admins));
+    }
+    Ok(())
+}
+
+/// `ao admin revoke`.
+pub async fn revoke_admin(target: &Target, name_or_serial: String) -> anyhow::Result<()> {
+    let mut c = target.client().await?;
+    let revoked = c
+        .revoke_admin(pb::RevokeAdminRequest { name_or_serial })
+        .await
+        .map_err(|s| target.err(s))?
+        .into_inner()
+        .revoked;
+    for a in revoked {
+        eprintln!(
+            "revoked the admin certificate of {} (serial {}): its next call is refused",
+            a.name, a.serial
+        );
+    }
+    Ok(())
+}
+
 /// `ao worker drain`: no new sessions on it (or again, with `undo`).
 pub async fn drain(target: &Target, id: String, undo: bool) -> anyhow::Result<()> {
     let mut c = target.client().await?;

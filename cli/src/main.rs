@@ -136,6 +136,9 @@ enum Command {
     /// Join tokens for new build machines.
     #[command(subcommand)]
     Token(TokenCommand),
+    /// Personal admin credentials for the CLI over TCP: issue, list, revoke.
+    #[command(subcommand)]
+    Admin(AdminCommand),
     /// Run one part of the stack alone.
     #[command(subcommand)]
     Controller(ControllerCommand),
@@ -242,6 +245,28 @@ enum TokenCommand {
     },
     /// Withdraw an unused token (its id is the part before the dot).
     Rm { id: String },
+}
+
+#[derive(Subcommand)]
+enum AdminCommand {
+    /// A personal admin credential (a key made here, signed by the cluster CA), so that revoking one person's does not lock out the others.
+    Issue {
+        /// Whose it is (letters, digits, `-`, `_`, `.`): `ao admin revoke <name>` withdraws it.
+        name: String,
+        /// How long it stays valid (at most 365d).
+        #[arg(long, default_value = "90d", value_parser = parse_duration)]
+        ttl: std::time::Duration,
+        /// Where to write ca.crt, tls.crt and tls.key (default: $AO_HOME/pki/admins/<name>).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Admin certificates issued and not expired, revoked ones included.
+    Ls {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke every certificate of a name, or one certificate by its serial: its next call is refused.
+    Revoke { name_or_serial: String },
 }
 
 #[derive(Args)]
@@ -499,6 +524,20 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Token(TokenCommand::Rm { id }) => {
             commands::delete_token(&target, id).await.and(ok)
+        }
+        Command::Admin(AdminCommand::Issue { name, ttl, out }) => {
+            let out = out.unwrap_or_else(|| stack::admins_dir(&home).join(&name));
+            commands::issue_admin(&target, name, ttl, &out)
+                .await
+                .and(ok)
+        }
+        Command::Admin(AdminCommand::Ls { json }) => {
+            commands::list_admins(&target, json).await.and(ok)
+        }
+        Command::Admin(AdminCommand::Revoke { name_or_serial }) => {
+            commands::revoke_admin(&target, name_or_serial)
+                .await
+                .and(ok)
         }
         Command::Doctor => doctor::run(&home, &target).await,
         Command::Apply { file } => commands::apply(&target, &file).await.and(ok),

@@ -306,6 +306,43 @@ pub fn tokens_table(tokens: &[pb::JoinToken]) -> String {
     table(&["TOKEN", "CREATED", "EXPIRES", "STATE"], rows)
 }
 
+pub fn admins_json(admins: &[pb::AdminCert]) -> String {
+    let values: Vec<Value> = admins
+        .iter()
+        .map(|a| {
+            json!({
+                "name": a.name,
+                "serial": a.serial,
+                "issuedAt": a.issued_at,
+                "expiresAt": a.expires_at,
+                "revokedAt": opt(&a.revoked_at),
+            })
+        })
+        .collect();
+    serde_json::to_string_pretty(&values).expect("json")
+}
+
+pub fn admins_table(admins: &[pb::AdminCert]) -> String {
+    let rows = admins
+        .iter()
+        .map(|a| {
+            let state = if a.revoked_at.is_empty() {
+                "valid".to_string()
+            } else {
+                format!("revoked {}", a.revoked_at)
+            };
+            vec![
+                a.name.clone(),
+                a.serial.clone(),
+                a.issued_at.clone(),
+                a.expires_at.clone(),
+                state,
+            ]
+        })
+        .collect();
+    table(&["NAME", "SERIAL", "ISSUED", "EXPIRES", "STATE"], rows)
+}
+
 fn gib(bytes: u64) -> String {
     format!("{:.1}G", bytes as f64 / f64::from(1u32 << 30))
 }

@@ -60,6 +60,11 @@ pub fn admin_dir(home: &Path) -> PathBuf {
     home.join("pki").join("admin")
 }
 
+/// Where `ao admin issue` writes credentials unless told otherwise.
+pub fn admins_dir(home: &Path) -> PathBuf {
+    home.join("pki").join("admins")
+}
+
 /// This machine's worker credential from `ao worker join`.
 pub fn worker_dir(home: &Path) -> PathBuf {
     home.join("pki").join("worker")
@@ -159,6 +164,12 @@ async fn listen(
         .await
         .with_context(|| format!("cannot listen on {addr}"))?;
     let cluster = Cluster::open(store, ca, args.worker_cert_ttl, url, fence).await?;
+    // The credential `ao controller init` made is revocable like any other.
+    if let Ok(init) = ao_proto::pki::Credentials::load(&dir.join("admin")) {
+        cluster
+            .record_admin(&init.cert_pem, "ao controller init")
+            .await?;
+    }
     Ok(Some((Listening { listener, server }, Arc::new(cluster))))
 }
 

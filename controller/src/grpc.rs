@@ -10,7 +10,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::cluster::{Cluster, ClusterError};
+use crate::cluster::{AdminRecord, Cluster, ClusterError};
 use crate::config::Config;
 use crate::events::{self, EventFilter};
 use crate::model::{rfc3339, EventRecord, SessionRecord};
@@ -131,6 +131,21 @@ fn event_to_pb(e: &EventRecord) -> pb::Event {
         worker_id: e.worker_id.clone().unwrap_or_default(),
         message: e.message.clone().unwrap_or_default(),
         data_json: e.data.as_ref().map(|d| d.to_string()).unwrap_or_default(),
+    }
+}
+
+/// How long `ao admin issue` credentials last unless asked otherwise.
+const DEFAULT_ADMIN_TTL: Duration = Duration::from_secs(90 * 86400);
+
+fn admin_to_pb(a: &AdminRecord) -> pb::AdminCert {
+    pb::AdminCert {
+        name: a.name.clone(),
+        serial: a.serial.clone(),
+        issued_at: rfc3339(&a.issued_at),
+        expires_at: chrono::DateTime::from_timestamp(a.not_after, 0)
+            .map(|t| rfc3339(&t))
+            .unwrap_or_default(),
+        revoked_at: a.revoked_at.as_ref().map(rfc3339).unwrap_or_default(),
     }
 }
 
@@ -603,6 +618,47 @@ impl pb::controller_server::Controller for ControllerService {
         }))
     }
 
+    async fn issue_admin(
+        &self,
+        req: Request<pb::IssueAdminRequest>,
+    ) -> Result<Response<pb::IssueAdminResponse>, Status> {
+        let by = caller_name(&req);
+        let cluster = self.cluster()?;
+        let r = req.into_inner();
+        let ttl = match r.ttl_seconds {
+            0 => DEFAULT_ADMIN_TTL,
+            s => Duration::from_secs(s),
+        };
+        let (cert_pem, record) = cluster.issue_admin(&r.name, &r.csr_pem, ttl, &by).await?;
+        Ok(Response::new(pb::IssueAdminResponse {
+            cert_pem,
+            ca_pem: cluster.ca_pem().to_string(),
+            serial: record.serial.clone(),
+            expires_at: admin_to_pb(&record).expires_at,
+        }))
+    }
+
+    async fn list_admins(
+        &self,
+        _: Request<pb::ListAdminsRequest>,
+    ) -> Result<Response<pb::ListAdminsResponse>, Status> {
+        let admins = self.cluster()?.admins().await?;
+        Ok(Response::new(pb::ListAdminsResponse {
+            admins: admins.iter().map(admin_to_pb).collect(),
+        }))
+    }
+
+    async fn revoke_admin(
+        &self,
+        req: Request<pb::RevokeAdminRequest>,
+    ) -> Result<Response<pb::RevokeAdminResponse>, Status> {
+        let which = req.into_inner().name_or_serial;
+        let revoked = self.cluster()?.revoke_admin(&which).await?;
+        Ok(Response::new(pb::RevokeAdminResponse {
+            revoked: revoked.iter().map(admin_to_pb).collect(),
+        }))
+    }
+
     async fn shutdown(
         &self,
         _: Request<pb::ShutdownRequest>,
@@ -624,6 +680,12 @@ fn caller<T>(req: &Request<T>) -> Option<ao_proto::pki::PeerIdentity> {
     req.extensions()
         .get::<ao_proto::pki::PeerIdentity>()
         .cloned()
+}
+
+/// Who is calling, for records: the certificate's name over TCP, `local`
+/// on the Unix socket (only its owner can open it).
+fn caller_name<T>(req: &Request<T>) -> String {
+    caller(req).map_or_else(|| "local".to_string(), |who| who.name)
 }
 
 #[tonic::async_trait]

@@ -303,3 +303,65 @@ fn spawn_of_an_agent_that_exits_at_once_fails_with_its_exit_code() {
     let run = stack.ao(&["spawn", "app", "E-ok"]).ok();
     assert!(!run.stderr.contains("exited"), "{}", run.stderr);
 }
+
+#[test]
+fn an_admin_credential_is_personal_and_revocable() {
+    let (stack, url) = tcp_stack();
+    let out = stack.dir.path().join("ann-credential");
+    let out_arg = out.display().to_string();
+    let issued = stack
+        .ao(&["admin", "issue", "ann", "--ttl", "30d", "--out", &out_arg])
+        .ok();
+    assert_eq!(issued.stdout.trim(), out_arg);
+    let as_ann = |args: &[&str]| {
+        let mut all = vec![
+            "--controller",
+            url.as_str(),
+            "--credentials",
+            out_arg.as_str(),
+        ];
+        all.extend_from_slice(args);
+        stack.ao(&all)
+    };
+    as_ann(&["status"]).ok();
+
+    // The credential `ao controller init` made is recorded beside it.
+    let listed = ao_tests::json_array(&stack.ao(&["admin", "ls", "--json"]).ok());
+    let names: Vec<&str> = listed.iter().filter_map(|a| a["name"].as_str()).collect();
+    assert_eq!(names.len(), 2, "{listed:?}");
+    assert!(
+        names.contains(&"ann") && names.contains(&"admin"),
+        "{listed:?}"
+    );
+
+    let revoked = stack.ao(&["admin", "revoke", "ann"]).ok();
+    assert!(
+        revoked
+            .stderr
+            .contains("revoked the admin certificate of ann"),
+        "{}",
+        revoked.stderr
+    );
+    let refused = as_ann(&["status"]);
+    assert_eq!(refused.code, 1);
+    assert!(
+        refused.stderr.contains("the certificate of admin ann")
+            && refused.stderr.contains("was revoked"),
+        "{}",
+        refused.stderr
+    );
+    // Others keep their access: the init credential still works over TCP.
+    stack.ao(&["--controller", &url, "status"]).ok();
+    let listed = ao_tests::json_array(&stack.ao(&["admin", "ls", "--json"]).ok());
+    let ann = listed.iter().find(|a| a["name"] == "ann").unwrap();
+    assert!(ann["revokedAt"].is_string(), "{ann}");
+
+    // Nothing left to revoke is said so.
+    let again = stack.ao(&["admin", "revoke", "ann"]);
+    assert_eq!(again.code, 1);
+    assert!(
+        again.stderr.contains("no admin certificate named `ann`"),
+        "{}",
+        again.stderr
+    );
+}
