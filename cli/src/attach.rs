@@ -79,6 +79,8 @@ fn window_size() -> (u32, u32) {
     }
 }
 
+/// `user@host` as this client sees it: the controller shows it beside the
+/// identity it checks itself, as a hint.
 fn who() -> String {
     let user = std::env::var("USER").unwrap_or_else(|_| "someone".into());
     format!("{user}@{}", crate::stack::hostname())

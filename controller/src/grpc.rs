@@ -394,8 +394,9 @@ impl pb::controller_server::Controller for ControllerService {
         &self,
         req: Request<Streaming<pb::AttachInput>>,
     ) -> Result<Response<Self::AttachStream>, Status> {
+        let who = caller_name(&req);
         let mut input = req.into_inner();
-        let start = first_message(
+        let mut start = first_message(
             &mut input,
             "the first attach message must be `start`",
             |m| match m.msg {
@@ -404,6 +405,15 @@ impl pb::controller_server::Controller for ControllerService {
             },
         )
         .await?;
+        // The client's `user@host` is only a hint: shown beside the
+        // identity the controller checked, never instead of it.
+        let hint = std::mem::take(&mut start.who);
+        let shown = if hint.is_empty() || hint == who {
+            who.clone()
+        } else {
+            format!("{who} (says {hint})")
+        };
+        start.who = shown.clone();
         let Tunnel { mut inbound, down } =
             arrived(self.handle.open_terminal(start.clone()).await?).await?;
         // The worker's first word: a refusal (seat taken, session ended) or the screen.
@@ -424,8 +434,8 @@ impl pb::controller_server::Controller for ControllerService {
             .record(
                 "session.attached",
                 &id,
-                format!("{} attached to {id} ({mode})", start.who),
-                serde_json::json!({"who": start.who, "mode": mode, "force": start.force}),
+                format!("{shown} attached to {id} ({mode})"),
+                serde_json::json!({"who": who, "userHint": hint, "mode": mode, "force": start.force}),
             )
             .await;
         // Keys and window size toward the worker, until the viewer stops.
@@ -493,8 +503,8 @@ impl pb::controller_server::Controller for ControllerService {
                 .record(
                     "session.detached",
                     &id,
-                    format!("{} left {id}: {how}", start.who),
-                    serde_json::json!({"who": start.who, "how": how}),
+                    format!("{shown} left {id}: {how}"),
+                    serde_json::json!({"who": who, "userHint": hint, "how": how}),
                 )
                 .await;
         });
@@ -682,10 +692,25 @@ fn caller<T>(req: &Request<T>) -> Option<ao_proto::pki::PeerIdentity> {
         .cloned()
 }
 
-/// Who is calling, for records: the certificate's name over TCP, `local`
-/// on the Unix socket (only its owner can open it).
+/// Who is calling, as the controller itself can tell (never what the
+/// client says): the certificate's name over TCP; on the Unix socket the
+/// peer process's user, from the kernel (SO_PEERCRED), as `local:<user>`.
 fn caller_name<T>(req: &Request<T>) -> String {
-    caller(req).map_or_else(|| "local".to_string(), |who| who.name)
+    if let Some(who) = caller(req) {
+        return who.name;
+    }
+    let uid = req
+        .extensions()
+        .get::<tonic::transport::server::UdsConnectInfo>()
+        .and_then(|info| info.peer_cred)
+        .map(|cred| cred.uid());
+    let Some(uid) = uid else {
+        return "local".into();
+    };
+    match nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid)) {
+        Ok(Some(user)) => format!("local:{}", user.name),
+        _ => format!("local:uid-{uid}"),
+    }
 }
 
 #[tonic::async_trait]

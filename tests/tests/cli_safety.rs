@@ -1,7 +1,10 @@
 //! The CLI as a safe tool: what it prints cannot drive the terminal, secrets
 //! stay out of argv, errors say what is wrong, and `AO_HOME` stays private.
 
-use ao_tests::{Cli, Run, Stack};
+use std::time::Duration;
+
+use ao_tests::{eventually, Cli, Run, Stack};
+use serde_json::Value;
 
 /// An issue id that would retitle the terminal if printed raw.
 const HOSTILE_ISSUE: &str = "X\x1b]0;pwned\x07";
@@ -364,4 +367,81 @@ fn an_admin_credential_is_personal_and_revocable() {
         "{}",
         again.stderr
     );
+}
+
+/// `ao <args> attach --read-only <id>` in a pseudo-terminal as a client
+/// whose `$USER` claims to be mallory; detaches once the screen shows.
+fn attach_as_mallory(stack: &Stack, args: &[&str], id: &str) {
+    use expectrl::Expect;
+    let script = format!(
+        "{} {} attach --read-only {id}; echo \"EXIT=$?\"",
+        ao_tests::ao_bin().display(),
+        args.join(" ")
+    );
+    let mut cmd = std::process::Command::new("sh");
+    cmd.arg("-c")
+        .arg(script)
+        .env("AO_HOME", &stack.home)
+        .env("USER", "mallory")
+        .env("TERM", "xterm-256color");
+    let mut term = expectrl::Session::spawn(cmd).expect("spawn in a pty");
+    term.set_expect_timeout(Some(Duration::from_secs(20)));
+    term.expect("started").unwrap();
+    term.send("\x1c").unwrap();
+    term.expect("EXIT=0").unwrap();
+}
+
+/// The `session.attached` and `session.detached` events naming `who`.
+fn attach_events(stack: &Stack, who: &str) -> (Value, Value) {
+    let find = |kind: &str| {
+        eventually(&format!("{kind} by {who}"), Duration::from_secs(10), || {
+            stack
+                .events()
+                .into_iter()
+                .find(|e| e["type"] == kind && e["data"]["who"] == who)
+        })
+    };
+    (find("session.attached"), find("session.detached"))
+}
+
+#[test]
+fn attach_events_name_the_verified_caller_not_its_user_variable() {
+    let (stack, url) = tcp_stack();
+    let id = stack.spawn(&["app", "A-1", "--agent", "shell", "--prompt", "echo started"]);
+    stack.wait_log(&id, "started");
+
+    // On the local socket: the peer's user, as the kernel tells it.
+    attach_as_mallory(&stack, &[], &id);
+    let me = nix::unistd::User::from_uid(nix::unistd::geteuid())
+        .unwrap()
+        .expect("a user name")
+        .name;
+    let local = format!("local:{me}");
+    let (attached, detached) = attach_events(&stack, &local);
+    for e in [&attached, &detached] {
+        assert!(
+            e["data"]["userHint"]
+                .as_str()
+                .unwrap()
+                .starts_with("mallory@"),
+            "{e}"
+        );
+        let message = e["message"].as_str().unwrap();
+        assert!(
+            message.starts_with(&format!("{local} (says mallory@")),
+            "{e}"
+        );
+    }
+
+    // Over TCP: the admin certificate's name.
+    let creds = stack.dir.path().join("ann");
+    let creds = creds.display().to_string();
+    stack.ao(&["admin", "issue", "ann", "--out", &creds]).ok();
+    attach_as_mallory(
+        &stack,
+        &["--controller", &url, "--credentials", &creds],
+        &id,
+    );
+    let (attached, _) = attach_events(&stack, "ann");
+    assert_eq!(attached["data"]["mode"], "read-only");
 }
