@@ -4,6 +4,8 @@
 use std::time::Duration;
 
 use ao_tests::{eventually, Cli, Run, Stack};
+use expectrl::session::OsSession;
+use expectrl::Expect;
 use serde_json::Value;
 
 /// An issue id that would retitle the terminal if printed raw.
@@ -369,12 +371,11 @@ fn an_admin_credential_is_personal_and_revocable() {
     );
 }
 
-/// `ao <args> attach --read-only <id>` in a pseudo-terminal as a client
-/// whose `$USER` claims to be mallory; detaches once the screen shows.
-fn attach_as_mallory(stack: &Stack, args: &[&str], id: &str) {
-    use expectrl::Expect;
+/// `ao <args>` in a pseudo-terminal as a client whose `$USER` is `user`;
+/// the shell prints `EXIT=<code>` after it.
+fn in_pty(stack: &Stack, args: &[&str], user: &str) -> OsSession {
     let script = format!(
-        "{} {} attach --read-only {id}; echo \"EXIT=$?\"",
+        "{} {}; echo \"EXIT=$?\"",
         ao_tests::ao_bin().display(),
         args.join(" ")
     );
@@ -382,10 +383,19 @@ fn attach_as_mallory(stack: &Stack, args: &[&str], id: &str) {
     cmd.arg("-c")
         .arg(script)
         .env("AO_HOME", &stack.home)
-        .env("USER", "mallory")
+        .env("USER", user)
         .env("TERM", "xterm-256color");
     let mut term = expectrl::Session::spawn(cmd).expect("spawn in a pty");
     term.set_expect_timeout(Some(Duration::from_secs(20)));
+    term
+}
+
+/// `ao <args> attach --read-only <id>` as a client whose `$USER` claims to
+/// be mallory; detaches once the screen shows.
+fn attach_as_mallory(stack: &Stack, args: &[&str], id: &str) {
+    let mut all = args.to_vec();
+    all.extend_from_slice(&["attach", "--read-only", id]);
+    let mut term = in_pty(stack, &all, "mallory");
     term.expect("started").unwrap();
     term.send("\x1c").unwrap();
     term.expect("EXIT=0").unwrap();
@@ -444,4 +454,52 @@ fn attach_events_name_the_verified_caller_not_its_user_variable() {
     );
     let (attached, _) = attach_events(&stack, "ann");
     assert_eq!(attached["data"]["mode"], "read-only");
+}
+
+/// The pid of the `ao` that `term`'s shell runs.
+fn ao_pid(term: &OsSession) -> nix::unistd::Pid {
+    let shell = term.get_process().pid().to_string();
+    eventually("the ao process", Duration::from_secs(5), || {
+        let out = std::process::Command::new("pgrep")
+            .args(["-P", &shell])
+            .output()
+            .ok()?;
+        let pid = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .next()?
+            .trim()
+            .parse()
+            .ok()?;
+        Some(nix::unistd::Pid::from_raw(pid))
+    })
+}
+
+#[test]
+fn a_reconnecting_writer_does_not_take_back_a_keyboard_taken_meanwhile() {
+    use nix::sys::signal::{kill, Signal};
+    let stack = Stack::new();
+    let pid = stack.up();
+    let id = stack.spawn(&["app", "K-1", "--agent", "shell", "--prompt", "echo started"]);
+    stack.wait_log(&id, "started");
+    let mut first = in_pty(&stack, &["attach", &id], "first");
+    first.expect("started").unwrap();
+
+    // The stack dies; while the first writer is away (held still), a
+    // second one takes the keyboard of the restarted stack.
+    kill(nix::unistd::Pid::from_raw(pid as i32), Signal::SIGKILL).unwrap();
+    first.expect("reconnecting").unwrap();
+    let away = ao_pid(&first);
+    kill(away, Signal::SIGSTOP).unwrap();
+    stack.up();
+    let mut second = in_pty(&stack, &["attach", "--force", &id], "second");
+    second.expect("started").unwrap();
+    kill(away, Signal::SIGCONT).unwrap();
+
+    // The first is told who has it and leaves; the second keeps typing.
+    first.expect("holds the keyboard").unwrap();
+    first.expect("EXIT=1").unwrap();
+    second.send("echo still-mine-$((2*5))\r").unwrap();
+    second.expect("still-mine-10").unwrap();
+    second.send("\x1c").unwrap();
+    second.expect("EXIT=0").unwrap();
 }

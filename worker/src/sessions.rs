@@ -75,6 +75,8 @@ struct Reported {
 struct Writer {
     attach: u64,
     who: String,
+    /// The `ao attach` it is (the same across its reconnects).
+    seat: String,
     /// Tells the holder who took the seat.
     takeover: oneshot::Sender<String>,
 }
@@ -551,7 +553,10 @@ impl Actor {
         let (takeover_tx, takeover_rx) = oneshot::channel();
         if !start.read_only {
             match l.writer.take() {
-                Some(holder) if !start.force => {
+                // A viewer coming back finds its own seat, not yet freed.
+                Some(holder)
+                    if !start.force && (start.seat.is_empty() || holder.seat != start.seat) =>
+                {
                     let why = format!(
                         "{} holds the keyboard of {}; attach with --read-only to watch, or --force to take over",
                         holder.who, start.session_id
@@ -567,6 +572,7 @@ impl Actor {
             l.writer = Some(Writer {
                 attach,
                 who: start.who.clone(),
+                seat: start.seat.clone(),
                 takeover: takeover_tx,
             });
         }
