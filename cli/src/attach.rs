@@ -79,6 +79,8 @@ fn window_size() -> (u32, u32) {
     }
 }
 
+/// `user@host` as this client sees it: the controller shows it beside the
+/// identity it checks itself, as a hint.
 fn who() -> String {
     let user = std::env::var("USER").unwrap_or_else(|_| "someone".into());
     format!("{user}@{}", crate::stack::hostname())
@@ -128,24 +130,63 @@ fn input(msg: pb::attach_input::Msg) -> pb::AttachInput {
     pb::AttachInput { msg: Some(msg) }
 }
 
-async fn connect(target: &Target, id: &str, read_only: bool, force: bool) -> anyhow::Result<Conn> {
+/// The controller refused the attachment for a reason that stays.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct Refused(String);
+
+/// How this `ao attach` asks for the terminal, the same on every reconnect.
+struct Seat {
+    read_only: bool,
+    /// Only the first connection forces: a reconnect gets the keyboard back
+    /// only if nobody took it meanwhile (the worker knows the seat).
+    force: bool,
+    id: String,
+}
+
+impl Seat {
+    fn new(read_only: bool, force: bool) -> Self {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos();
+        Self {
+            read_only,
+            force,
+            id: format!(
+                "{}/{}/{nanos}",
+                crate::stack::hostname(),
+                std::process::id()
+            ),
+        }
+    }
+}
+
+async fn connect(target: &Target, id: &str, seat: &Seat) -> anyhow::Result<Conn> {
     let (cols, rows) = window_size();
     let (tx, rx) = mpsc::channel::<pb::AttachInput>(64);
     tx.send(input(pb::attach_input::Msg::Start(pb::AttachStart {
         session_id: id.to_string(),
-        read_only,
-        force,
+        read_only: seat.read_only,
+        force: seat.force,
         cols,
         rows,
         who: who(),
         term: std::env::var("TERM").unwrap_or_default(),
+        seat: seat.id.clone(),
     })))
     .await?;
     let mut client = target.client().await?;
     let output = client
         .attach(ReceiverStream::new(rx))
         .await
-        .map_err(|s| anyhow::anyhow!("cannot attach to {id}: {}", s.message()))?
+        .map_err(|s| match s.code() {
+            // The worker said no (seat taken, session ended): asking again will not help.
+            tonic::Code::FailedPrecondition => {
+                anyhow::Error::new(Refused(format!("cannot attach to {id}: {}", s.message())))
+            }
+            _ => anyhow::anyhow!("cannot attach to {id}: {}", s.message()),
+        })?
         .into_inner();
     Ok(Conn { tx, output })
 }
@@ -167,7 +208,9 @@ pub async fn run(
     read_only: bool,
     force: bool,
 ) -> anyhow::Result<ExitCode> {
-    let mut conn = connect(target, &id, read_only, force).await?;
+    let mut seat = Seat::new(read_only, force);
+    let mut conn = connect(target, &id, &seat).await?;
+    seat.force = false;
     let raw = if std::io::stdin().is_terminal() {
         Some(RawMode::enable()?)
     } else {
@@ -181,11 +224,11 @@ pub async fn run(
             Ended::Done(why, ok) => break (why, ok),
             Ended::Lost(why) => {
                 eprint!("\r\n[ao] {why}; reconnecting\r\n");
-                let attempt = reconnect(target, &id, read_only);
+                let attempt = reconnect(target, &id, &seat);
                 tokio::pin!(attempt);
                 let again = loop {
                     tokio::select! {
-                        c = &mut attempt => break c.ok_or(why),
+                        c = &mut attempt => break c.map_err(|refused| refused.unwrap_or(why)),
                         stop = signals.stops.stop() => break Err(stop),
                         key = keys.recv() => match key {
                             Some(Key::Detach) | None => break Err("detached".to_string()),
@@ -214,17 +257,25 @@ pub async fn run(
     })
 }
 
-async fn reconnect(target: &Target, id: &str, read_only: bool) -> Option<Conn> {
+/// Attaches again for [`RECONNECT_FOR`]; `Err(Some(why))` when the
+/// controller refuses for good (someone took the keyboard meanwhile, the
+/// session ended), `Err(None)` when it never answered.
+async fn reconnect(target: &Target, id: &str, seat: &Seat) -> Result<Conn, Option<String>> {
     let deadline = tokio::time::Instant::now() + RECONNECT_FOR;
     let mut backoff =
         ao_proto::backoff::Backoff::new(Duration::from_millis(200), Duration::from_secs(3));
     while tokio::time::Instant::now() < deadline {
         tokio::time::sleep(backoff.next_delay()).await;
-        if let Ok(conn) = connect(target, id, read_only, !read_only).await {
-            return Some(conn);
+        match connect(target, id, seat).await {
+            Ok(conn) => return Ok(conn),
+            Err(e) => {
+                if let Some(refused) = e.downcast_ref::<Refused>() {
+                    return Err(Some(refused.0.clone()));
+                }
+            }
         }
     }
-    None
+    Err(None)
 }
 
 struct Signals {

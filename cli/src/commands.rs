@@ -31,6 +31,43 @@ fn status_error(addr: &str, s: tonic::Status) -> anyhow::Error {
     }
 }
 
+/// Nothing answered at the controller's address(es): no stack runs there.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}; is ao running? start it with `ao up -d`")]
+pub struct NotRunning(dial::DialError);
+
+/// Whether dialing failed because the OS refused access (EACCES on the
+/// socket or a directory above it), rather than because nothing listens.
+fn permission_denied(e: &dial::DialError) -> bool {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(c) = cause {
+        if c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::PermissionDenied)
+        {
+            return true;
+        }
+        cause = c.source();
+    }
+    false
+}
+
+/// Who owns `path`, or the nearest directory above it this user may look
+/// at: "alice (uid 1000)".
+fn owner_of(path: &Path) -> String {
+    use std::os::unix::fs::MetadataExt;
+    let Some(uid) = path
+        .ancestors()
+        .find_map(|p| std::fs::metadata(p).ok())
+        .map(|m| m.uid())
+    else {
+        return "another user".into();
+    };
+    match nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid)) {
+        Ok(Some(user)) => format!("{} (uid {uid})", user.name),
+        _ => format!("uid {uid}"),
+    }
+}
+
 impl Target {
     /// `credentials` defaults to the admin credential that `ao controller
     /// init` made in this machine's `AO_HOME`.
@@ -76,12 +113,33 @@ impl Target {
         all.join(",")
     }
 
+    /// # Errors
+    /// [`NotRunning`] when nothing answers; a permission error naming the
+    /// socket's owner when the local socket is someone else's.
     pub async fn client(&self) -> anyhow::Result<ControllerClient<Channel>> {
         let tls = self.tls()?;
-        let (channel, _) = dial::connect_any(&self.addrs, tls.as_ref())
-            .await
-            .map_err(|e| anyhow::anyhow!("{e}; is ao running? start it with `ao up -d`"))?;
+        let (channel, _) = match dial::connect_any(&self.addrs, tls.as_ref()).await {
+            Ok(connected) => connected,
+            Err(e) => {
+                if let Some(path) = self.unix_path().filter(|_| permission_denied(&e)) {
+                    anyhow::bail!(
+                        "permission denied on {}: it belongs to {}, and ao's socket lets only its owner in; run ao as that user, or set AO_HOME to a home of your own",
+                        path.display(),
+                        owner_of(path)
+                    );
+                }
+                return Err(NotRunning(e).into());
+            }
+        };
         Ok(dial::controller_client(channel))
+    }
+
+    /// The local socket, when that is the (only) address.
+    fn unix_path(&self) -> Option<&Path> {
+        match self.addrs.as_slice() {
+            [ControllerAddr::Unix(path)] => Some(path),
+            _ => None,
+        }
     }
 
     pub async fn info(&self) -> anyhow::Result<pb::InfoResponse> {
@@ -129,13 +187,23 @@ pub async fn apply(target: &Target, file: &Path) -> anyhow::Result<()> {
 /// Prints `SESSION=<id>`; fails when the agent could not start.
 fn report_spawned(s: &pb::Session) -> bool {
     println!("SESSION={}", s.id);
-    match s.status.as_str() {
-        "errored" => {
-            eprintln!("error: session {} errored: {}", s.id, s.summary);
+    match (s.status.as_str(), s.exit_code) {
+        // The agent ran, and quit before it did any work.
+        ("errored" | "done", Some(code)) => {
+            eprintln!(
+                "error: session {} started; exited with code {code} (its output: ao logs {})",
+                s.id, s.id
+            );
             false
         }
-        "spawning" if !s.summary.is_empty() => {
-            eprintln!("session {} is waiting: {}", s.id, s.summary);
+        ("errored", None) => {
+            let why = render::printable(&s.summary);
+            eprintln!("error: session {} errored: {why}", s.id);
+            false
+        }
+        ("spawning", _) if !s.summary.is_empty() => {
+            let why = render::printable(&s.summary);
+            eprintln!("session {} is waiting: {why}", s.id);
             true
         }
         _ => {
@@ -341,7 +409,8 @@ pub async fn create_token(target: &Target, ttl: Duration) -> anyhow::Result<()> 
         r.controller_url, r.token, r.ca_hash
     );
     eprintln!(
-        "single use, valid until {}; run it on the new build machine, then `ao worker run`",
+        "single use, valid until {}; run it on the new build machine, then `ao worker run`\n\
+         (on a shared machine, keep the token out of `ps`: --token-file FILE, or --token - to read stdin)",
         r.expires_at
     );
     Ok(())
@@ -371,6 +440,81 @@ pub async fn delete_token(target: &Target, id: String) -> anyhow::Result<()> {
         .await
         .map_err(|s| target.err(s))?;
     eprintln!("token {id} withdrawn");
+    Ok(())
+}
+
+/// `ao admin issue`: a key made here, its certificate from the cluster CA,
+/// saved together in `out`.
+pub async fn issue_admin(
+    target: &Target,
+    name: String,
+    ttl: Duration,
+    out: &Path,
+) -> anyhow::Result<()> {
+    use ao_proto::pki::Credentials;
+    if Credentials::exists(out) {
+        anyhow::bail!(
+            "{} already holds a credential: pass another --out, or remove it first",
+            out.display()
+        );
+    }
+    let (csr_pem, key_pem) = ao_proto::pki::new_csr(&name)?;
+    let mut c = target.client().await?;
+    let r = c
+        .issue_admin(pb::IssueAdminRequest {
+            name: name.clone(),
+            csr_pem,
+            ttl_seconds: ttl.as_secs(),
+        })
+        .await
+        .map_err(|s| target.err(s))?
+        .into_inner();
+    let creds = Credentials {
+        ca_pem: r.ca_pem,
+        cert_pem: r.cert_pem,
+        key_pem,
+    };
+    creds.save(out)?;
+    println!("{}", out.display());
+    eprintln!(
+        "admin credential of {name} (serial {}, valid until {}); hand the directory to {name}, who passes it with --credentials (or AO_CREDENTIALS); `ao admin revoke {name}` withdraws it",
+        r.serial, r.expires_at
+    );
+    Ok(())
+}
+
+/// `ao admin ls`.
+pub async fn list_admins(target: &Target, json: bool) -> anyhow::Result<()> {
+    let mut c = target.client().await?;
+    let admins = c
+        .list_admins(pb::ListAdminsRequest {})
+        .await
+        .map_err(|s| target.err(s))?
+        .into_inner()
+        .admins;
+    if json {
+        println!("{}", render::admins_json(&admins));
+    } else {
+        print!("{}", render::admins_table(&admins));
+    }
+    Ok(())
+}
+
+/// `ao admin revoke`.
+pub async fn revoke_admin(target: &Target, name_or_serial: String) -> anyhow::Result<()> {
+    let mut c = target.client().await?;
+    let revoked = c
+        .revoke_admin(pb::RevokeAdminRequest { name_or_serial })
+        .await
+        .map_err(|s| target.err(s))?
+        .into_inner()
+        .revoked;
+    for a in revoked {
+        eprintln!(
+            "revoked the admin certificate of {} (serial {}): its next call is refused",
+            a.name, a.serial
+        );
+    }
     Ok(())
 }
 

@@ -147,6 +147,9 @@ enum Command {
     /// Join tokens for new build machines.
     #[command(subcommand)]
     Token(TokenCommand),
+    /// Personal admin credentials for the CLI over TCP: issue, list, revoke.
+    #[command(subcommand)]
+    Admin(AdminCommand),
     /// Run one part of the stack alone.
     #[command(subcommand)]
     Controller(ControllerCommand),
@@ -214,9 +217,12 @@ enum WorkerCommand {
     Join {
         /// The controller, https://host:port (as `ao token create` printed it).
         controller_url: String,
-        /// The single-use token from `ao token create`.
-        #[arg(long)]
-        token: String,
+        /// The single-use token from `ao token create`, or `-` to read it from stdin. On a shared machine prefer `--token-file` or `-`: arguments are visible to every user in `ps`.
+        #[arg(long, required_unless_present = "token_file")]
+        token: Option<String>,
+        /// Read the token from this file (its first line) instead of the command line.
+        #[arg(long, conflicts_with = "token")]
+        token_file: Option<PathBuf>,
         /// sha256:<hex> of the cluster CA certificate, from `ao token create`.
         #[arg(long)]
         ca_hash: String,
@@ -254,6 +260,28 @@ enum TokenCommand {
     },
     /// Withdraw an unused token (its id is the part before the dot).
     Rm { id: String },
+}
+
+#[derive(Subcommand)]
+enum AdminCommand {
+    /// A personal admin credential (a key made here, signed by the cluster CA), so that revoking one person's does not lock out the others.
+    Issue {
+        /// Whose it is (letters, digits, `-`, `_`, `.`): `ao admin revoke <name>` withdraws it.
+        name: String,
+        /// How long it stays valid (at most 365d).
+        #[arg(long, default_value = "90d", value_parser = parse_duration)]
+        ttl: std::time::Duration,
+        /// Where to write ca.crt, tls.crt and tls.key (default: $AO_HOME/pki/admins/<name>).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Admin certificates issued and not expired, revoked ones included.
+    Ls {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke every certificate of a name, or one certificate by its serial: its next call is refused.
+    Revoke { name_or_serial: String },
 }
 
 #[derive(Args)]
@@ -382,6 +410,36 @@ fn parse_since(s: &str) -> Result<u64, String> {
     Ok((chrono::Utc::now().timestamp().max(0) as u64).saturating_sub(ago))
 }
 
+/// The join token from `--token VALUE`, `--token -` (stdin) or
+/// `--token-file F`: the first line, without surrounding blanks.
+fn read_token(flag: Option<String>, file: Option<PathBuf>) -> anyhow::Result<String> {
+    let (text, from) = match (flag.as_deref(), file) {
+        (Some("-"), _) => {
+            let mut line = String::new();
+            std::io::stdin()
+                .read_line(&mut line)
+                .map_err(|e| anyhow::anyhow!("cannot read the token from stdin: {e}"))?;
+            (line, "stdin".to_string())
+        }
+        (Some(token), _) => (token.to_string(), "--token".to_string()),
+        (None, Some(f)) => {
+            let text = std::fs::read_to_string(&f)
+                .map_err(|e| anyhow::anyhow!("cannot read the token file {}: {e}", f.display()))?;
+            (text, f.display().to_string())
+        }
+        (None, None) => {
+            anyhow::bail!("give the join token with --token, --token - or --token-file")
+        }
+    };
+    let token = text.lines().next().unwrap_or_default().trim().to_string();
+    if token.is_empty() {
+        anyhow::bail!(
+            "no join token in {from}: expected the <id>.<secret> that `ao token create` printed"
+        );
+    }
+    Ok(token)
+}
+
 fn labels(pairs: Vec<(String, String)>) -> BTreeMap<String, String> {
     pairs.into_iter().collect()
 }
@@ -473,11 +531,15 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Worker(WorkerCommand::Join {
             controller_url,
             token,
+            token_file,
             ca_hash,
             id,
-        }) => stack::join(&home, &controller_url, &token, &ca_hash, id)
-            .await
-            .and(ok),
+        }) => {
+            let token = read_token(token, token_file)?;
+            stack::join(&home, &controller_url, &token, &ca_hash, id)
+                .await
+                .and(ok)
+        }
         Command::Worker(WorkerCommand::Drain { id, undo }) => {
             commands::drain(&target, id, undo).await.and(ok)
         }
@@ -495,6 +557,20 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Token(TokenCommand::Rm { id }) => {
             commands::delete_token(&target, id).await.and(ok)
+        }
+        Command::Admin(AdminCommand::Issue { name, ttl, out }) => {
+            let out = out.unwrap_or_else(|| stack::admins_dir(&home).join(&name));
+            commands::issue_admin(&target, name, ttl, &out)
+                .await
+                .and(ok)
+        }
+        Command::Admin(AdminCommand::Ls { json }) => {
+            commands::list_admins(&target, json).await.and(ok)
+        }
+        Command::Admin(AdminCommand::Revoke { name_or_serial }) => {
+            commands::revoke_admin(&target, name_or_serial)
+                .await
+                .and(ok)
         }
         Command::Doctor => doctor::run(&home, &target).await,
         Command::Apply { file } => commands::apply(&target, &file).await.and(ok),

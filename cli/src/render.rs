@@ -47,8 +47,44 @@ pub fn sessions_json(sessions: &[pb::Session]) -> String {
     serde_json::to_string_pretty(&values).expect("json")
 }
 
-/// Left-aligned columns separated by two spaces.
+/// The widest a table cell gets before it is cut with `…`: one long
+/// summary or label must not push every other column off the screen.
+const MAX_CELL: usize = 60;
+
+/// `s` safe to print on a terminal: every C0 control, ESC, DEL and C1
+/// control is shown escaped (`\x1b`, `\u{9b}`), so a name chosen by
+/// someone else (an issue id, an agent's summary) cannot move the cursor,
+/// retitle the terminal or hide text.
+pub fn printable(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match u32::from(c) {
+            n @ (0..=0x1f | 0x7f) => out.push_str(&format!("\\x{n:02x}")),
+            n @ 0x80..=0x9f => out.push_str(&format!("\\u{{{n:x}}}")),
+            _ => out.push(c),
+        }
+    }
+    out
+}
+
+/// `s` made printable and cut to at most `max` characters, the last one `…`.
+fn cell(s: &str, max: usize) -> String {
+    let s = printable(s);
+    if s.chars().count() <= max {
+        return s;
+    }
+    let mut cut: String = s.chars().take(max.saturating_sub(1)).collect();
+    cut.push('…');
+    cut
+}
+
+/// Left-aligned columns separated by two spaces; cells are made printable
+/// and cut to [`MAX_CELL`].
 fn table(header: &[&str], rows: Vec<Vec<String>>) -> String {
+    let rows: Vec<Vec<String>> = rows
+        .into_iter()
+        .map(|row| row.iter().map(|c| cell(c, MAX_CELL)).collect())
+        .collect();
     let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
     for row in &rows {
         for (w, cell) in widths.iter_mut().zip(row) {
@@ -155,14 +191,21 @@ pub fn event_json(e: &pb::Event) -> String {
 }
 
 pub fn event_line(e: &pb::Event) -> String {
-    let subject = [&e.session_id, &e.worker_id, &e.project_id]
+    let mut subject = [&e.session_id, &e.worker_id, &e.project_id]
         .into_iter()
         .find(|s| !s.is_empty())
         .cloned()
         .unwrap_or_default();
+    if !e.issue_id.is_empty() {
+        subject = format!("{subject} ({})", e.issue_id);
+    }
     format!(
         "{}  {:<20}  {:<10}  {}",
-        e.timestamp, e.r#type, subject, e.message
+        cell(&e.timestamp, MAX_CELL),
+        cell(&e.r#type, MAX_CELL),
+        cell(&subject, MAX_CELL),
+        // The message is the line's point: shown whole, but printable.
+        printable(&e.message)
     )
     .trim_end()
     .to_string()
@@ -263,6 +306,43 @@ pub fn tokens_table(tokens: &[pb::JoinToken]) -> String {
     table(&["TOKEN", "CREATED", "EXPIRES", "STATE"], rows)
 }
 
+pub fn admins_json(admins: &[pb::AdminCert]) -> String {
+    let values: Vec<Value> = admins
+        .iter()
+        .map(|a| {
+            json!({
+                "name": a.name,
+                "serial": a.serial,
+                "issuedAt": a.issued_at,
+                "expiresAt": a.expires_at,
+                "revokedAt": opt(&a.revoked_at),
+            })
+        })
+        .collect();
+    serde_json::to_string_pretty(&values).expect("json")
+}
+
+pub fn admins_table(admins: &[pb::AdminCert]) -> String {
+    let rows = admins
+        .iter()
+        .map(|a| {
+            let state = if a.revoked_at.is_empty() {
+                "valid".to_string()
+            } else {
+                format!("revoked {}", a.revoked_at)
+            };
+            vec![
+                a.name.clone(),
+                a.serial.clone(),
+                a.issued_at.clone(),
+                a.expires_at.clone(),
+                state,
+            ]
+        })
+        .collect();
+    table(&["NAME", "SERIAL", "ISSUED", "EXPIRES", "STATE"], rows)
+}
+
 fn gib(bytes: u64) -> String {
     format!("{:.1}G", bytes as f64 / f64::from(1u32 << 30))
 }
@@ -282,6 +362,17 @@ mod tests {
         assert_eq!(v["id"], "app-1");
         assert_eq!(v["status"], "working");
         assert!(v["activity"].is_null() && v["pr"].is_null() && v["prNumber"].is_null());
+    }
+
+    #[test]
+    fn controls_are_escaped_and_long_cells_cut() {
+        assert_eq!(printable("X\x1b]0;pwned\x07"), "X\\x1b]0;pwned\\x07");
+        assert_eq!(printable("a\u{9b}b\u{7f}\n"), "a\\u{9b}b\\x7f\\x0a");
+        assert_eq!(printable("naïve ✓"), "naïve ✓");
+        assert_eq!(cell(&"x".repeat(61), 60), format!("{}…", "x".repeat(59)));
+        assert_eq!(cell(&"x".repeat(60), 60), "x".repeat(60));
+        let t = table(&["A"], vec![vec!["\x1b[2J".into()]]);
+        assert_eq!(t, "A\n\\x1b[2J\n");
     }
 
     #[test]

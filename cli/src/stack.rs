@@ -60,6 +60,11 @@ pub fn admin_dir(home: &Path) -> PathBuf {
     home.join("pki").join("admin")
 }
 
+/// Where `ao admin issue` writes credentials unless told otherwise.
+pub fn admins_dir(home: &Path) -> PathBuf {
+    home.join("pki").join("admins")
+}
+
 /// This machine's worker credential from `ao worker join`.
 pub fn worker_dir(home: &Path) -> PathBuf {
     home.join("pki").join("worker")
@@ -159,15 +164,49 @@ async fn listen(
         .await
         .with_context(|| format!("cannot listen on {addr}"))?;
     let cluster = Cluster::open(store, ca, args.worker_cert_ttl, url, fence).await?;
+    // The credential `ao controller init` made is revocable like any other.
+    if let Ok(init) = ao_proto::pki::Credentials::load(&dir.join("admin")) {
+        cluster
+            .record_admin(&init.cert_pem, "ao controller init")
+            .await?;
+    }
     Ok(Some((Listening { listener, server }, Arc::new(cluster))))
 }
 
-/// Creates `AO_HOME` readable by its owner only.
+/// Creates `AO_HOME` owner-only, or checks that an existing one is
+/// private to this user. An existing directory's mode is never changed: a
+/// home like `/tmp` is shared by design, and ao must not lock others out
+/// of it nor keep its secrets there.
 fn prepare_home(home: &Path) -> anyhow::Result<()> {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::create_dir_all(home).with_context(|| format!("cannot create {}", home.display()))?;
-    std::fs::set_permissions(home, std::fs::Permissions::from_mode(0o700))
-        .with_context(|| format!("cannot restrict {}", home.display()))?;
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let meta = match std::fs::metadata(home) {
+        Ok(meta) => meta,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return ao_proto::home::create_private_dir(home)
+                .with_context(|| format!("cannot create AO_HOME {}", home.display()));
+        }
+        Err(e) => return Err(e).with_context(|| format!("cannot read AO_HOME {}", home.display())),
+    };
+    let fix =
+        "set AO_HOME to a directory of your own (ao creates it owner-only if it does not exist)";
+    if !meta.is_dir() {
+        bail!("AO_HOME {} is not a directory; {fix}", home.display());
+    }
+    let me = nix::unistd::geteuid().as_raw();
+    if meta.uid() != me {
+        bail!(
+            "AO_HOME {} belongs to uid {}, not to you (uid {me}): ao keeps secrets there and would share them with its owner; {fix}",
+            home.display(),
+            meta.uid()
+        );
+    }
+    let mode = meta.permissions().mode() & 0o7777;
+    if mode & 0o022 != 0 {
+        bail!(
+            "AO_HOME {} is writable by other users (mode {mode:o}): they could replace what ao keeps there; {fix}, or remove group/other write from it (chmod go-w)",
+            home.display()
+        );
+    }
     Ok(())
 }
 
@@ -175,7 +214,7 @@ fn prepare_home(home: &Path) -> anyhow::Result<()> {
 /// when the process dies, however it dies.
 fn lock_home(home: &Path) -> anyhow::Result<File> {
     let path = home.join("ao.lock");
-    let mut file = std::fs::OpenOptions::new()
+    let mut file = ao_proto::home::private_file()
         .create(true)
         .truncate(false)
         .read(true)
@@ -505,7 +544,7 @@ pub async fn join(
     let (_, not_after) = creds.validity()?;
     let dir = worker_dir(home);
     creds.save(&dir)?;
-    std::fs::write(joined_url_path(home), format!("{addr}\n"))
+    ao_proto::home::write_private(&joined_url_path(home), format!("{addr}\n").as_bytes())
         .with_context(|| format!("cannot write {}", joined_url_path(home).display()))?;
     println!("joined as worker {}", joined.worker_id);
     eprintln!(
@@ -535,7 +574,7 @@ pub async fn up_detached(
     }
     prepare_home(home)?;
     let log_start = std::fs::metadata(log_path(home)).map_or(0, |m| m.len() as usize);
-    let log = std::fs::OpenOptions::new()
+    let log = ao_proto::home::private_file()
         .create(true)
         .append(true)
         .open(log_path(home))
@@ -619,9 +658,15 @@ pub async fn up_detached(
 
 /// `ao down`: ask the stack to stop and wait until it has.
 pub async fn down(target: &Target) -> anyhow::Result<()> {
-    let Ok(info) = target.info().await else {
-        eprintln!("ao is not running at {}", target.addr());
-        return Ok(());
+    // Only "nothing answers" means there is nothing to stop; a refusal
+    // (wrong role, revoked, permission) must not pass for success.
+    let info = match target.info().await {
+        Ok(info) => info,
+        Err(e) if e.is::<crate::commands::NotRunning>() => {
+            eprintln!("ao is not running at {}", target.addr());
+            return Ok(());
+        }
+        Err(e) => return Err(e.context(format!("cannot stop ao at {}", target.addr()))),
     };
     target.shutdown().await?;
     // The stack has stopped when its AO_HOME lock is free: the kernel

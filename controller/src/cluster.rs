@@ -9,6 +9,11 @@
 //! to the revoked set, which every call is checked against, and frees the
 //! id. Renewals and removals both write the id's key, so a renewal racing a
 //! removal cannot leave a certificate unrevoked.
+//!
+//! People at the CLI hold admin certificates, each recorded by serial
+//! (`/ao/v1/admins/<serial>`, with its holder's name) when it is issued:
+//! `ao admin revoke` puts them in the same revoked set, so one person's
+//! credential can be withdrawn without locking out the others.
 
 use std::collections::HashSet;
 use std::sync::{Arc, RwLock};
@@ -69,12 +74,38 @@ struct IdentityRecord {
     issued: u64,
 }
 
+/// A certificate issued to a person for the CLI; kept, revoked or not,
+/// until it expires.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AdminRecord {
+    schema_version: u32,
+    /// Whose it is (the certificate's CN).
+    pub name: String,
+    /// Lowercase hex.
+    pub serial: String,
+    pub issued_at: DateTime<Utc>,
+    /// End of validity, unix seconds.
+    pub not_after: i64,
+    /// Who asked for it: an admin's name, or `local` (the controller's own socket).
+    pub issued_by: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revoked_at: Option<DateTime<Utc>>,
+}
+
+/// The longest an admin certificate may live: a lost laptop's credential
+/// must run out even if nobody revokes it.
+pub const MAX_ADMIN_TTL: Duration = Duration::from_secs(365 * 86400);
+
 /// A revoked certificate serial.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct RevokedRecord {
     schema_version: u32,
-    worker: String,
+    /// The worker id or the admin's name (records made before admins were
+    /// revocable call it `worker`).
+    #[serde(alias = "worker")]
+    holder: String,
     serial: String,
     revoked_at: DateTime<Utc>,
 }
@@ -389,15 +420,8 @@ impl Cluster {
     /// # Errors
     /// The store refused the write.
     pub async fn revoke(&self, worker: &str) -> Result<u32, ClusterError> {
-        let mut attempts = 0;
-        loop {
-            attempts += 1;
-            match self.revoke_once(worker).await {
-                // A renewal wrote meanwhile: list again.
-                Err(ClusterError::Store(StoreError::Conflict { .. })) if attempts < 5 => {}
-                other => return other,
-            }
-        }
+        // A renewal wrote meanwhile: list again.
+        retry_conflicts(|| self.revoke_once(worker)).await
     }
 
     async fn revoke_once(&self, worker: &str) -> Result<u32, ClusterError> {
@@ -416,7 +440,7 @@ impl Cluster {
             let record: CertRecord = decode(v)?;
             let revoked = RevokedRecord {
                 schema_version: SCHEMA_VERSION,
-                worker: worker.to_string(),
+                holder: worker.to_string(),
                 serial: record.serial.clone(),
                 revoked_at: now,
             };
@@ -430,9 +454,166 @@ impl Cluster {
             return Ok(0);
         }
         self.commit(txn).await?;
+        self.mark_revoked(&serials);
+        Ok(serials.len() as u32)
+    }
+
+    fn mark_revoked(&self, serials: &[String]) {
         let mut set = self.revoked.write().unwrap_or_else(|e| e.into_inner());
         set.extend(serials.iter().cloned());
-        Ok(serials.len() as u32)
+    }
+
+    /// Signs a person's CSR as an admin certificate named `name`, valid for
+    /// `ttl`, and records it so that it can be revoked; `issued_by` says
+    /// who asked. Records of expired admin certificates go with this write.
+    ///
+    /// # Errors
+    /// [`ClusterError::Invalid`] for a bad name, a `ttl` over
+    /// [`MAX_ADMIN_TTL`] or a bad CSR; the store.
+    pub async fn issue_admin(
+        &self,
+        name: &str,
+        csr_pem: &str,
+        ttl: Duration,
+        issued_by: &str,
+    ) -> Result<(String, AdminRecord), ClusterError> {
+        if !valid_worker_id(name) {
+            return Err(ClusterError::Invalid(format!(
+                "`{name}` is not a valid admin name: use letters, digits, `-`, `_` and `.` (at most 63)"
+            )));
+        }
+        if ttl > MAX_ADMIN_TTL {
+            return Err(ClusterError::Invalid(format!(
+                "an admin certificate lives at most {} days; asked for {} days",
+                MAX_ADMIN_TTL.as_secs() / 86400,
+                ttl.as_secs().div_ceil(86400)
+            )));
+        }
+        let cert = self
+            .ca
+            .sign_csr(csr_pem, Role::Admin, name, ttl)
+            .map_err(|e| ClusterError::Invalid(format!("certificate request refused: {e}")))?;
+        let record = self.admin_record(&cert, issued_by)?;
+        let key = keys::admin(&record.serial);
+        let mut txn = Txn::default()
+            .check(key.clone(), Precondition::Absent)
+            .put(key, encode(&record));
+        let now = Utc::now().timestamp();
+        for v in self.store.list(keys::ADMINS).await?.items {
+            if decode::<AdminRecord>(&v)?.not_after < now {
+                txn = txn
+                    .check(v.key.clone(), Precondition::Revision(v.mod_revision))
+                    .delete(v.key);
+            }
+        }
+        self.commit(txn).await?;
+        Ok((cert, record))
+    }
+
+    fn admin_record(&self, cert_pem: &str, issued_by: &str) -> Result<AdminRecord, ClusterError> {
+        let who =
+            pki::peer_identity_pem(cert_pem).map_err(|e| ClusterError::Invalid(e.to_string()))?;
+        if who.role != Role::Admin {
+            return Err(ClusterError::Invalid(format!(
+                "a {} certificate is not an admin credential",
+                who.role.as_str()
+            )));
+        }
+        Ok(AdminRecord {
+            schema_version: SCHEMA_VERSION,
+            name: who.name,
+            serial: who.serial,
+            issued_at: Utc::now(),
+            not_after: who.not_after,
+            issued_by: issued_by.to_string(),
+            revoked_at: None,
+        })
+    }
+
+    /// Records an admin certificate issued outside the controller (the one
+    /// `ao controller init` makes), unless it is recorded already.
+    ///
+    /// # Errors
+    /// [`ClusterError::Invalid`] if it is not an admin certificate; the store.
+    pub async fn record_admin(&self, cert_pem: &str, issued_by: &str) -> Result<(), ClusterError> {
+        let record = self.admin_record(cert_pem, issued_by)?;
+        let key = keys::admin(&record.serial);
+        let txn = Txn::default()
+            .check(key.clone(), Precondition::Absent)
+            .put(key, encode(&record));
+        match self.commit(txn).await {
+            Ok(()) | Err(StoreError::Conflict { .. }) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Admin certificates not yet expired, revoked ones included.
+    ///
+    /// # Errors
+    /// The store cannot be read.
+    pub async fn admins(&self) -> Result<Vec<AdminRecord>, ClusterError> {
+        let now = Utc::now().timestamp();
+        let mut out = Vec::new();
+        for v in self.store.list(keys::ADMINS).await?.items {
+            let record: AdminRecord = decode(&v)?;
+            if record.not_after >= now {
+                out.push(record);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Revokes the admin certificates named `name_or_serial`, or the one
+    /// with that serial; returns them.
+    ///
+    /// # Errors
+    /// [`ClusterError::Invalid`] when no unrevoked admin certificate
+    /// matches; the store.
+    pub async fn revoke_admin(
+        &self,
+        name_or_serial: &str,
+    ) -> Result<Vec<AdminRecord>, ClusterError> {
+        retry_conflicts(|| self.revoke_admin_once(name_or_serial)).await
+    }
+
+    async fn revoke_admin_once(
+        &self,
+        name_or_serial: &str,
+    ) -> Result<Vec<AdminRecord>, ClusterError> {
+        // Serials are shown as lowercase hex; accept them as other tools print them too.
+        let serial = name_or_serial.replace(':', "").to_ascii_lowercase();
+        let now = Utc::now();
+        let mut txn = Txn::default();
+        let mut revoked = Vec::new();
+        for v in self.store.list(keys::ADMINS).await?.items {
+            let mut record: AdminRecord = decode(&v)?;
+            if record.revoked_at.is_some()
+                || (record.name != name_or_serial && record.serial != serial)
+            {
+                continue;
+            }
+            record.revoked_at = Some(now);
+            let mark = RevokedRecord {
+                schema_version: SCHEMA_VERSION,
+                holder: record.name.clone(),
+                serial: record.serial.clone(),
+                revoked_at: now,
+            };
+            txn = txn
+                .check(v.key.clone(), Precondition::Revision(v.mod_revision))
+                .put(v.key, encode(&record))
+                .put(keys::revoked(&record.serial), encode(&mark));
+            revoked.push(record);
+        }
+        if revoked.is_empty() {
+            return Err(ClusterError::Invalid(format!(
+                "no admin certificate named `{name_or_serial}` or with that serial is valid (see `ao admin ls`)"
+            )));
+        }
+        self.commit(txn).await?;
+        let serials: Vec<String> = revoked.iter().map(|r| r.serial.clone()).collect();
+        self.mark_revoked(&serials);
+        Ok(revoked)
     }
 
     /// Whether a certificate serial was revoked.
@@ -471,13 +652,37 @@ impl Cluster {
             )));
         }
         if self.is_revoked(&who.serial) {
+            let what_now = match who.role {
+                Role::Admin => {
+                    "(ao admin revoke); ask an admin for a new credential (ao admin issue)"
+                }
+                _ => "(ao worker rm); join again with a new token",
+            };
             return Err(ClusterError::Refused(format!(
-                "the certificate of {} {} was revoked (ao worker rm); join again with a new token",
+                "the certificate of {} {} (serial {}) was revoked {what_now}",
                 who.role.as_str(),
-                who.name
+                who.name,
+                who.serial
             )));
         }
         Ok(who)
+    }
+}
+
+/// Runs `once` again, up to five times in all, while a concurrent write
+/// makes its transaction conflict.
+async fn retry_conflicts<T, F, Fut>(mut once: F) -> Result<T, ClusterError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, ClusterError>>,
+{
+    let mut attempts = 0;
+    loop {
+        attempts += 1;
+        match once().await {
+            Err(ClusterError::Store(StoreError::Conflict { .. })) if attempts < 5 => {}
+            other => return other,
+        }
     }
 }
 
@@ -559,6 +764,57 @@ mod tests {
         c.delete_token(id).await.unwrap();
         assert!(c.join(&fresh, "w1", &csr).await.is_err());
         assert!(c.delete_token(id).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn admin_certificates_are_recorded_listed_and_revoked_one_person_at_a_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = cluster(dir.path()).await;
+        let (csr, _) = pki::new_csr("ann").unwrap();
+        let day = Duration::from_secs(86400);
+        let (ann, record) = c.issue_admin("ann", &csr, day, "local").await.unwrap();
+        assert_eq!(
+            (record.name.as_str(), record.issued_by.as_str()),
+            ("ann", "local")
+        );
+        let (bob, _) = c.issue_admin("bob", &csr, day, "ann").await.unwrap();
+        // One made outside the controller is recorded once.
+        let init = c.ca.issue_client(Role::Admin, "admin", day).unwrap();
+        c.record_admin(&init.cert_pem, "init").await.unwrap();
+        c.record_admin(&init.cert_pem, "init").await.unwrap();
+        assert_eq!(c.admins().await.unwrap().len(), 3);
+
+        let gone = c.revoke_admin("ann").await.unwrap();
+        assert_eq!(gone.len(), 1);
+        assert!(c.is_revoked(&who(&ann).serial) && !c.is_revoked(&who(&bob).serial));
+        // By serial, as openssl prints it.
+        let serial = who(&bob).serial.to_ascii_uppercase();
+        c.revoke_admin(&serial).await.unwrap();
+        assert!(c.is_revoked(&who(&bob).serial));
+        let again = c.revoke_admin("ann").await.unwrap_err();
+        assert!(
+            again.to_string().contains("no admin certificate named"),
+            "{again}"
+        );
+        let listed = c.admins().await.unwrap();
+        assert_eq!(listed.iter().filter(|a| a.revoked_at.is_some()).count(), 2);
+
+        // A controller opened later knows the revocations.
+        let pki = dir.path().join("pki");
+        c.ca.save(&pki).unwrap();
+        let ca = Ca::load(&pki).unwrap();
+        let reopened = Cluster::open(c.store.clone(), ca, day, "https://h:1".into(), None)
+            .await
+            .unwrap();
+        assert!(reopened.is_revoked(&who(&ann).serial));
+
+        let year = c
+            .issue_admin("eve", &csr, MAX_ADMIN_TTL + day, "local")
+            .await
+            .unwrap_err();
+        assert!(year.to_string().contains("at most 365 days"), "{year}");
+        let bad = c.issue_admin("../x", &csr, day, "local").await.unwrap_err();
+        assert!(bad.to_string().contains("not a valid admin name"), "{bad}");
     }
 
     #[test]

@@ -8,7 +8,7 @@
 //! appended, so the file never has a torn or lost line. The store keeps
 //! only the newest [`EVENTS_KEPT`] events.
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
@@ -127,7 +127,7 @@ impl EventFile {
     /// # Errors
     /// I/O errors on the file.
     pub fn open(path: &Path) -> io::Result<Self> {
-        let mut file = OpenOptions::new()
+        let mut file = ao_proto::home::private_file()
             .create(true)
             .read(true)
             .append(true)
@@ -234,7 +234,10 @@ mod tests {
             f.append(&event(2)).unwrap();
         }
         // A crash in the middle of writing event 3.
-        let mut raw = OpenOptions::new().append(true).open(&path).unwrap();
+        let mut raw = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .unwrap();
         raw.write_all(br#"{"id":3,"timest"#).unwrap();
         drop(raw);
 

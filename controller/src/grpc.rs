@@ -10,7 +10,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::cluster::{Cluster, ClusterError};
+use crate::cluster::{AdminRecord, Cluster, ClusterError};
 use crate::config::Config;
 use crate::events::{self, EventFilter};
 use crate::model::{rfc3339, EventRecord, SessionRecord};
@@ -134,6 +134,21 @@ fn event_to_pb(e: &EventRecord) -> pb::Event {
         worker_id: e.worker_id.clone().unwrap_or_default(),
         message: e.message.clone().unwrap_or_default(),
         data_json: e.data.as_ref().map(|d| d.to_string()).unwrap_or_default(),
+    }
+}
+
+/// How long `ao admin issue` credentials last unless asked otherwise.
+const DEFAULT_ADMIN_TTL: Duration = Duration::from_secs(90 * 86400);
+
+fn admin_to_pb(a: &AdminRecord) -> pb::AdminCert {
+    pb::AdminCert {
+        name: a.name.clone(),
+        serial: a.serial.clone(),
+        issued_at: rfc3339(&a.issued_at),
+        expires_at: chrono::DateTime::from_timestamp(a.not_after, 0)
+            .map(|t| rfc3339(&t))
+            .unwrap_or_default(),
+        revoked_at: a.revoked_at.as_ref().map(rfc3339).unwrap_or_default(),
     }
 }
 
@@ -382,8 +397,9 @@ impl pb::controller_server::Controller for ControllerService {
         &self,
         req: Request<Streaming<pb::AttachInput>>,
     ) -> Result<Response<Self::AttachStream>, Status> {
+        let who = caller_name(&req);
         let mut input = req.into_inner();
-        let start = first_message(
+        let mut start = first_message(
             &mut input,
             "the first attach message must be `start`",
             |m| match m.msg {
@@ -392,6 +408,15 @@ impl pb::controller_server::Controller for ControllerService {
             },
         )
         .await?;
+        // The client's `user@host` is only a hint: shown beside the
+        // identity the controller checked, never instead of it.
+        let hint = std::mem::take(&mut start.who);
+        let shown = if hint.is_empty() || hint == who {
+            who.clone()
+        } else {
+            format!("{who} (says {hint})")
+        };
+        start.who = shown.clone();
         let Tunnel { mut inbound, down } =
             arrived(self.handle.open_terminal(start.clone()).await?).await?;
         // The worker's first word: a refusal (seat taken, session ended) or the screen.
@@ -412,8 +437,8 @@ impl pb::controller_server::Controller for ControllerService {
             .record(
                 "session.attached",
                 &id,
-                format!("{} attached to {id} ({mode})", start.who),
-                serde_json::json!({"who": start.who, "mode": mode, "force": start.force}),
+                format!("{shown} attached to {id} ({mode})"),
+                serde_json::json!({"who": who, "userHint": hint, "mode": mode, "force": start.force}),
             )
             .await;
         // Keys and window size toward the worker, until the viewer stops.
@@ -481,8 +506,8 @@ impl pb::controller_server::Controller for ControllerService {
                 .record(
                     "session.detached",
                     &id,
-                    format!("{} left {id}: {how}", start.who),
-                    serde_json::json!({"who": start.who, "how": how}),
+                    format!("{shown} left {id}: {how}"),
+                    serde_json::json!({"who": who, "userHint": hint, "how": how}),
                 )
                 .await;
         });
@@ -606,6 +631,47 @@ impl pb::controller_server::Controller for ControllerService {
         }))
     }
 
+    async fn issue_admin(
+        &self,
+        req: Request<pb::IssueAdminRequest>,
+    ) -> Result<Response<pb::IssueAdminResponse>, Status> {
+        let by = caller_name(&req);
+        let cluster = self.cluster()?;
+        let r = req.into_inner();
+        let ttl = match r.ttl_seconds {
+            0 => DEFAULT_ADMIN_TTL,
+            s => Duration::from_secs(s),
+        };
+        let (cert_pem, record) = cluster.issue_admin(&r.name, &r.csr_pem, ttl, &by).await?;
+        Ok(Response::new(pb::IssueAdminResponse {
+            cert_pem,
+            ca_pem: cluster.ca_pem().to_string(),
+            serial: record.serial.clone(),
+            expires_at: admin_to_pb(&record).expires_at,
+        }))
+    }
+
+    async fn list_admins(
+        &self,
+        _: Request<pb::ListAdminsRequest>,
+    ) -> Result<Response<pb::ListAdminsResponse>, Status> {
+        let admins = self.cluster()?.admins().await?;
+        Ok(Response::new(pb::ListAdminsResponse {
+            admins: admins.iter().map(admin_to_pb).collect(),
+        }))
+    }
+
+    async fn revoke_admin(
+        &self,
+        req: Request<pb::RevokeAdminRequest>,
+    ) -> Result<Response<pb::RevokeAdminResponse>, Status> {
+        let which = req.into_inner().name_or_serial;
+        let revoked = self.cluster()?.revoke_admin(&which).await?;
+        Ok(Response::new(pb::RevokeAdminResponse {
+            revoked: revoked.iter().map(admin_to_pb).collect(),
+        }))
+    }
+
     async fn shutdown(
         &self,
         _: Request<pb::ShutdownRequest>,
@@ -627,6 +693,27 @@ fn caller<T>(req: &Request<T>) -> Option<ao_proto::pki::PeerIdentity> {
     req.extensions()
         .get::<ao_proto::pki::PeerIdentity>()
         .cloned()
+}
+
+/// Who is calling, as the controller itself can tell (never what the
+/// client says): the certificate's name over TCP; on the Unix socket the
+/// peer process's user, from the kernel (SO_PEERCRED), as `local:<user>`.
+fn caller_name<T>(req: &Request<T>) -> String {
+    if let Some(who) = caller(req) {
+        return who.name;
+    }
+    let uid = req
+        .extensions()
+        .get::<tonic::transport::server::UdsConnectInfo>()
+        .and_then(|info| info.peer_cred)
+        .map(|cred| cred.uid());
+    let Some(uid) = uid else {
+        return "local".into();
+    };
+    match nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid)) {
+        Ok(Some(user)) => format!("local:{}", user.name),
+        _ => format!("local:uid-{uid}"),
+    }
 }
 
 #[tonic::async_trait]

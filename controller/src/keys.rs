@@ -14,6 +14,8 @@ const COUNTERS: &str = "/ao/v1/counters/";
 pub const TOKENS: &str = "/ao/v1/tokens/";
 /// Certificates issued to workers: `/ao/v1/certs/<worker>/<serial>`.
 pub const CERTS: &str = "/ao/v1/certs/";
+/// Certificates issued to people for the CLI: `/ao/v1/admins/<serial>`.
+pub const ADMINS: &str = "/ao/v1/admins/";
 /// Revoked certificate serials.
 pub const REVOKED: &str = "/ao/v1/revoked/";
 /// Worker ids held by a joined machine (one per id, until `ao worker rm`).
@@ -30,6 +32,10 @@ pub fn token(id: &str) -> String {
 /// With an empty `serial`: the prefix of every certificate of `worker`.
 pub fn cert(worker: &str, serial: &str) -> String {
     format!("{CERTS}{worker}/{serial}")
+}
+
+pub fn admin(serial: &str) -> String {
+    format!("{ADMINS}{serial}")
 }
 
 pub fn revoked(serial: &str) -> String {

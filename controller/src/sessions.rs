@@ -222,6 +222,16 @@ pub struct ControllerHandle {
 /// How long `spawn --wait` and friends wait for the worker's word.
 pub const SETTLE_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// How long a waited spawn watches a running agent that has not yet shown
+/// it waits for work, so that one exiting at once (bad flags, no
+/// credentials) is reported as such rather than as `working`. The worker
+/// sees an exit within its poll interval (0.5 s).
+pub const EARLY_EXIT_WINDOW: Duration = Duration::from_secs(2);
+
+fn early_exit_deadline() -> tokio::time::Instant {
+    tokio::time::Instant::now() + EARLY_EXIT_WINDOW
+}
+
 impl ControllerHandle {
     async fn ask<T>(&self, make: impl FnOnce(Reply<T>) -> Command) -> Result<T, ControllerError> {
         let (tx, rx) = oneshot::channel();
@@ -256,7 +266,11 @@ impl ControllerHandle {
         wait: bool,
     ) -> Result<SessionRecord, ControllerError> {
         let s = self.ask(|r| Command::Spawn(args, r)).await?;
-        Ok(if wait { self.settled(s).await } else { s })
+        if !wait {
+            return Ok(s);
+        }
+        let s = self.settled(s).await;
+        Ok(self.past_early_exit(s, early_exit_deadline()).await)
     }
 
     /// # Errors
@@ -280,6 +294,17 @@ impl ControllerHandle {
                 other => other,
             });
         }
+        if wait {
+            // One window for the whole batch: its agents started together.
+            let deadline = early_exit_deadline();
+            for o in &mut out {
+                if let BatchOutcome::Spawned(s) = o {
+                    **s = self
+                        .past_early_exit(SessionRecord::clone(s), deadline)
+                        .await;
+                }
+            }
+        }
         Ok(out)
     }
 
@@ -302,6 +327,28 @@ impl ControllerHandle {
                 .get(&s.id)
                 .map_or(s, |now| SessionRecord::clone(now)),
         }
+    }
+
+    /// `s` once its agent has ended, shown that it waits for work (idle,
+    /// ready, needs input), or is still working at `deadline`.
+    async fn past_early_exit(
+        &self,
+        mut s: SessionRecord,
+        deadline: tokio::time::Instant,
+    ) -> SessionRecord {
+        let mut snapshots = self.snapshot.clone();
+        while s.status == SessionStatus::Working {
+            let Ok(Ok(())) = tokio::time::timeout_at(deadline, snapshots.changed()).await else {
+                break;
+            };
+            // The snapshot may lag the record the waiter got: never step back.
+            if let Some(now) = snapshots.borrow_and_update().sessions.get(&s.id) {
+                if now.status != SessionStatus::Spawning {
+                    s = SessionRecord::clone(now);
+                }
+            }
+        }
+        s
     }
 
     /// Types `text` into the session's agent and waits for the worker to
@@ -342,7 +389,8 @@ impl ControllerHandle {
     /// Unknown or live session, or its worker is gone.
     pub async fn restore(&self, id: String) -> Result<SessionRecord, ControllerError> {
         let s = self.ask(|r| Command::Restore(id, r)).await?;
-        Ok(self.settled(s).await)
+        let s = self.settled(s).await;
+        Ok(self.past_early_exit(s, early_exit_deadline()).await)
     }
 
     /// Asks the session's worker to stream its output back through a tunnel.

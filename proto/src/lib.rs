@@ -4,6 +4,7 @@
 //! - [`dial`]: open a channel to a controller address (`unix:///…` today).
 //! - [`backoff`]: capped exponential backoff with jitter for reconnect loops.
 //! - [`env`]: every environment variable name `ao` reads or sets, in one place.
+//! - [`home`]: owner-only modes for what `ao` makes under `AO_HOME`.
 //! - [`input`]: what may be typed into an agent as text (no control bytes).
 //! - [`limits`]: message and content sizes at every hop.
 //! - [`names`]: the rules for branch names and ids that reach git and tmux.
@@ -12,6 +13,7 @@
 pub mod backoff;
 pub mod dial;
 pub mod env;
+pub mod home;
 pub mod input;
 pub mod limits;
 pub mod names;

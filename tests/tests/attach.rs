@@ -139,7 +139,9 @@ fn attaching_to_an_unknown_or_ended_session_says_why() {
         "{}",
         run.stderr
     );
-    let id = stack.spawn(&["app", "T-2", "--agent", "quitter"]);
+    let id = stack
+        .ao(&["spawn", "app", "T-2", "--agent", "quitter"])
+        .session_id();
     stack.wait_field(&id, "status", "done");
     let run = stack.ao(&["attach", &id]);
     assert_eq!(run.code, 1);

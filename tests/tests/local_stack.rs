@@ -169,7 +169,9 @@ fn kill_keeps_the_branch_and_restore_brings_the_session_back() {
 fn an_agent_that_exits_is_done_and_a_question_needs_input() {
     let stack = Stack::new();
     stack.up();
-    let quick = stack.spawn(&["app", "Q-1", "--agent", "quitter"]);
+    let quick = stack
+        .ao(&["spawn", "app", "Q-1", "--agent", "quitter"])
+        .session_id();
     let s = stack.wait_field(&quick, "status", "done");
     assert_eq!(s["activity"], "exited");
     assert_eq!(s["exitCode"], 0);

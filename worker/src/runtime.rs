@@ -304,7 +304,7 @@ impl Runtime for TmuxRuntime {
     }
 
     async fn start(&self, spec: &StartSpec) -> Result<(), RuntimeError> {
-        std::fs::create_dir_all(&self.exit_dir).map_err(file_error(&self.exit_dir))?;
+        ao_proto::home::create_private_dir(&self.exit_dir).map_err(file_error(&self.exit_dir))?;
         self.remove_files(&spec.id)?;
         {
             use std::io::Write;

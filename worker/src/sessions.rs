@@ -117,6 +117,8 @@ struct Reported {
 struct Writer {
     attach: u64,
     who: String,
+    /// The `ao attach` it is (the same across its reconnects).
+    seat: String,
     /// Tells the holder who took the seat.
     takeover: oneshot::Sender<String>,
 }
@@ -621,7 +623,10 @@ impl Actor {
         let (takeover_tx, takeover_rx) = oneshot::channel();
         if !start.read_only {
             match l.writer.take() {
-                Some(holder) if !start.force => {
+                // A viewer coming back finds its own seat, not yet freed.
+                Some(holder)
+                    if !start.force && (start.seat.is_empty() || holder.seat != start.seat) =>
+                {
                     let why = format!(
                         "{} holds the keyboard of {}; attach with --read-only to watch, or --force to take over",
                         holder.who, start.session_id
@@ -637,6 +642,7 @@ impl Actor {
             l.writer = Some(Writer {
                 attach,
                 who: start.who.clone(),
+                seat: start.seat.clone(),
                 takeover: takeover_tx,
             });
         }
@@ -850,11 +856,11 @@ fn write_meta(home: &Path, meta: &Meta) {
     let dir = meta_dir(home);
     let path = meta_path(home, &meta.session_id);
     let tmp = path.with_extension("json.tmp");
-    let written = std::fs::create_dir_all(&dir)
+    let written = ao_proto::home::create_private_dir(&dir)
         .and_then(|()| {
-            std::fs::write(
+            ao_proto::home::write_private(
                 &tmp,
-                serde_json::to_vec_pretty(meta).expect("meta serializes"),
+                &serde_json::to_vec_pretty(meta).expect("meta serializes"),
             )
         })
         .and_then(|()| std::fs::rename(&tmp, &path));
@@ -913,9 +919,9 @@ async fn setup(
         .await
         .unwrap_or_else(|| spec.branch.clone());
     let dir = session_dir(&settings.home, id);
-    std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    ao_proto::home::create_private_dir(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     let prompt_path = prompt_file(&settings.home, id);
-    std::fs::write(&prompt_path, &spec.prompt)
+    ao_proto::home::write_private(&prompt_path, spec.prompt.as_bytes())
         .map_err(|e| format!("{}: {e}", prompt_path.display()))?;
     let agent_spec = spec.agent.clone().unwrap_or_default();
     let path_var = std::env::var("PATH").unwrap_or_default();

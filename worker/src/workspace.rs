@@ -113,7 +113,7 @@ pub async fn prepare(spec: &WorkspaceSpec<'_>, locks: &RepoLocks) -> Result<bool
         return Ok(false);
     }
     if let Some(parent) = spec.path.parent() {
-        std::fs::create_dir_all(parent).map_err(|e| WorkspaceError::Io {
+        ao_proto::home::create_private_dir(parent).map_err(|e| WorkspaceError::Io {
             path: parent.display().to_string(),
             source: e,
         })?;

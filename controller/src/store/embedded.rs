@@ -113,6 +113,13 @@ impl EmbeddedStore {
     /// # Errors
     /// As [`Self::open`].
     pub fn with_change_log(path: &Path, keep: u64) -> Result<Self, StoreError> {
+        // redb makes its file with the process umask: make it owner-only
+        // first (it holds agents' `env:` secrets); an empty file is a new database.
+        ao_proto::home::private_file()
+            .create(true)
+            .append(true)
+            .open(path)
+            .map_err(|e| unavailable(format!("{}: {e}", path.display())))?;
         let db =
             Database::create(path).map_err(|e| unavailable(format!("{}: {e}", path.display())))?;
         // Create every table up front so that readers never meet a missing one.
