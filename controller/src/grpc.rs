@@ -30,6 +30,7 @@ impl From<ControllerError> for Status {
             ControllerError::NoConfig
             | ControllerError::WrongState { .. }
             | ControllerError::NotPlaced { .. } => Status::failed_precondition(msg),
+            ControllerError::SessionExists { .. } => Status::aborted(msg),
             ControllerError::InvalidConfig(_) => Status::invalid_argument(msg),
             ControllerError::WorkerUnavailable { .. }
             | ControllerError::NotDelivered { .. }

@@ -54,6 +54,8 @@ pub enum ControllerError {
     NotPlaced { id: String, reason: String },
     #[error("input not delivered to `{id}`: {reason}")]
     NotDelivered { id: String, reason: String },
+    #[error("session id `{id}` is already taken in the store (written by another controller?): nothing was overwritten; spawn again for the next id")]
+    SessionExists { id: String },
     #[error("invalid config: {0}")]
     InvalidConfig(String),
     #[error(transparent)]
@@ -1152,7 +1154,16 @@ impl Actor {
         let mut labels = project.labels.clone();
         labels.extend(args.labels.clone());
         let counter_key = keys::counter(&args.project_id);
-        let n = self.counters.get(&args.project_id).copied().unwrap_or(0) + 1;
+        // An id is never reused: one the store holds (from a project that had this prefix
+        // before, say) is skipped. `write` checks a session key it holds no revision of as
+        // absent, so a record this controller has not seen is refused, never overwritten.
+        let mut n = self.counters.get(&args.project_id).copied().unwrap_or(0) + 1;
+        while self
+            .revs
+            .contains_key(&keys::session(&format!("{prefix}-{n}")))
+        {
+            n += 1;
+        }
         let id = format!("{prefix}-{n}");
         let issue_id = args.issue_id.clone().filter(|i| !i.is_empty());
         let branch = args.branch.clone().unwrap_or_else(|| match &issue_id {
@@ -1197,8 +1208,17 @@ impl Actor {
             }
         }
         let event = NewEvent::session("session.spawned", Priority::Info, &s);
-        self.write(&[&s], vec![(counter_key, Some(encode(&n)))], vec![event])
-            .await?;
+        match self
+            .write(&[&s], vec![(counter_key, Some(encode(&n)))], vec![event])
+            .await
+        {
+            Err(ControllerError::Store(StoreError::Conflict { key }))
+                if key == keys::session(&id) =>
+            {
+                return Err(ControllerError::SessionExists { id });
+            }
+            written => written?,
+        }
         self.counters.insert(args.project_id, n);
         self.assign(&s, false);
         Ok(s)
