@@ -22,14 +22,38 @@ pub const BUILTIN_AGENTS: &[&str] = &["claude-code", "codex", "aider", "opencode
 /// The agent used when neither the project nor `defaults` names one.
 const DEFAULT_AGENT: &str = "claude-code";
 
-/// Project ids and session prefixes end up in session ids, branch names, tmux session names and
-/// file names, so they are kept to characters that are safe in all of those.
-static ID_RE: LazyLock<Regex> =
+/// Project ids name directories (`worktrees/<project>/`) and appear in branch names, events and
+/// the agents' environment: letters, digits, `_`, `.` and `-`, starting with a letter or digit
+/// (so never an option to git or tmux), and never `..` (so never a parent directory).
+static PROJECT_ID_RE: LazyLock<Regex> =
     LazyLock::new(|| Regex::new(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$").expect("valid regex"));
 
-/// What [`ID_RE`] requires, for error messages.
-const ID_RULE: &str =
-    "must start with a letter or digit and contain only letters, digits, `_`, `.` and `-`";
+/// What [`PROJECT_ID_RE`] requires, for error messages.
+const PROJECT_ID_RULE: &str = "must start with a letter or digit, contain only letters, digits, \
+                               `_`, `.` and `-`, and not contain `..`";
+
+/// Session prefixes make session ids (`<prefix>-<n>`), which are tmux session names and path
+/// components. tmux turns `.` and `:` in a session name into `_`, so a name holding them is never
+/// found again by its own id; hence no `.` here, unlike project ids.
+static SESSION_PREFIX_RE: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"^[A-Za-z0-9][A-Za-z0-9_-]*$").expect("valid regex"));
+
+/// What [`SESSION_PREFIX_RE`] requires, for error messages.
+const SESSION_PREFIX_RULE: &str =
+    "must start with a letter or digit and contain only letters, digits, `_` and `-`";
+
+/// The longest project id or session prefix: both are file names, and session ids add a number.
+const MAX_ID_LEN: usize = 64;
+
+/// Whether `id` may name a project (see [`PROJECT_ID_RE`]).
+pub fn is_valid_project_id(id: &str) -> bool {
+    id.len() <= MAX_ID_LEN && PROJECT_ID_RE.is_match(id) && !id.contains("..")
+}
+
+/// Whether `prefix` may start session ids (see [`SESSION_PREFIX_RE`]).
+pub fn is_valid_session_prefix(prefix: &str) -> bool {
+    prefix.len() <= MAX_ID_LEN && SESSION_PREFIX_RE.is_match(prefix)
+}
 
 /// `$${` (an escaped, literal `${`) or a `${NAME}` reference.
 static VAR_RE: LazyLock<Regex> =
@@ -112,11 +136,19 @@ pub struct ProjectConfig {
 }
 
 impl ProjectConfig {
-    /// The prefix of this project's session ids: the configured one, else the project id.
+    /// The prefix of this project's session ids: the configured one, else the project id with
+    /// every character a session prefix may not hold (`.`) turned into `-`, so `lib.core`
+    /// makes `lib-core-1`.
     pub fn session_prefix(&self, project_id: &str) -> String {
-        self.session_prefix
-            .clone()
-            .unwrap_or_else(|| project_id.to_owned())
+        self.session_prefix.clone().unwrap_or_else(|| {
+            project_id
+                .chars()
+                .map(|c| match c {
+                    'A'..='Z' | 'a'..='z' | '0'..='9' | '_' | '-' => c,
+                    _ => '-',
+                })
+                .collect()
+        })
     }
 
     /// The branch sessions start from and PRs target.
@@ -260,8 +292,8 @@ pub fn load_file(path: &Path, env: &dyn Fn(&str) -> Option<String>) -> Result<Co
 ///
 /// # Errors
 /// On a `${VAR}` missing from `env`, invalid YAML, an unknown key or a wrong type, and on values
-/// that do not validate: bad project ids or session prefixes, empty paths, unknown agents or
-/// notifiers, patterns that are not regexes.
+/// that do not validate: bad project ids or session prefixes, prefixes shared by two projects,
+/// empty paths, unknown agents or notifiers, patterns that are not regexes.
 pub fn parse_str(
     text: &str,
     source: &Path,
@@ -294,8 +326,13 @@ impl Locator<'_> {
     fn error(&self, path: &[&str], message: impl Into<String>) -> ConfigError {
         let line = (1..=path.len())
             .rev()
-            .find_map(|len| locate(&self.outline, &path[..len]));
+            .find_map(|len| self.line(&path[..len]));
         ConfigError::new(self.source, line, Some(path.join(".")), message.into())
+    }
+
+    /// The 1-based line of the entry with key path `path`, if the text has one.
+    fn line(&self, path: &[&str]) -> Option<usize> {
+        locate(&self.outline, path)
     }
 }
 
@@ -463,18 +500,41 @@ fn validate(config: &Config, locator: &Locator<'_>) -> Result<(), ConfigError> {
         }
     }
 
+    // Session ids are `<prefix>-<n>`: projects that share a prefix would share ids.
+    let mut prefixes: BTreeMap<String, &str> = BTreeMap::new();
     for (id, project) in &config.projects {
-        if !ID_RE.is_match(id) {
-            return Err(locator.error(&["projects", id], format!("project id `{id}` {}", ID_RULE)));
+        if !is_valid_project_id(id) {
+            return Err(locator.error(
+                &["projects", id],
+                format!("project id `{id}` {PROJECT_ID_RULE} (at most {MAX_ID_LEN} characters)"),
+            ));
         }
-        if let Some(prefix) = project
-            .session_prefix
-            .as_ref()
-            .filter(|p| !ID_RE.is_match(p))
-        {
+        let prefix = project.session_prefix(id);
+        if !is_valid_session_prefix(&prefix) {
             return Err(locator.error(
                 &["projects", id, "sessionPrefix"],
-                format!("`{prefix}` {}", ID_RULE),
+                format!("`{prefix}` {SESSION_PREFIX_RULE} (at most {MAX_ID_LEN} characters)"),
+            ));
+        }
+        if let Some(first) = prefixes.insert(prefix.clone(), id) {
+            let at = |id: &str| {
+                let line = locator
+                    .line(&["projects", id, "sessionPrefix"])
+                    .or_else(|| locator.line(&["projects", id]));
+                match line {
+                    Some(line) => format!("project `{id}` (line {line})"),
+                    None => format!("project `{id}`"),
+                }
+            };
+            return Err(locator.error(
+                &["projects", id, "sessionPrefix"],
+                format!(
+                    "session prefix `{prefix}` of {} is also that of {}: their session ids \
+                     would collide; give one of them its own `sessionPrefix` \
+                     (a defaulted prefix is the project id with `.` turned into `-`)",
+                    at(id),
+                    at(first)
+                ),
             ));
         }
         check_agent(&["projects", id, "agent"], project.agent.as_ref())?;
@@ -642,7 +702,7 @@ notificationRouting:
         assert_eq!(app.capacity, Some(4));
         let lib = &config.projects["lib.core"];
         assert_eq!(lib.path, "/etc/lib");
-        assert_eq!(lib.session_prefix("lib.core"), "lib.core");
+        assert_eq!(lib.session_prefix("lib.core"), "lib-core");
         assert_eq!(lib.default_branch(), "main");
         assert_eq!(config.agent_for("app"), "codex");
         assert_eq!(config.agent_for("lib.core"), "mybot");
@@ -721,6 +781,18 @@ notificationRouting:
                 "must start with a letter or digit",
             ),
             ("projects:\n  _app:\n    path: /r\n", "projects._app", 2, "project id `_app`"),
+            ("projects:\n  a..b:\n    path: /r\n", "projects.a..b", 2, "not contain `..`"),
+            ("projects:\n  'a:b':\n    path: /r\n", "projects.a:b", 2, "project id `a:b`"),
+            ("projects:\n  '#{x}':\n    path: /r\n", "projects.#{x}", 2, "project id"),
+            ("projects:\n  'a b':\n    path: /r\n", "projects.a b", 2, "project id"),
+            ("projects:\n  a/b:\n    path: /r\n", "projects.a/b", 2, "project id"),
+            ("projects:\n  -a:\n    path: /r\n", "projects.-a", 2, "start with a letter"),
+            (
+                "projects:\n  app:\n    path: /r\n    sessionPrefix: a.b\n",
+                "projects.app.sessionPrefix",
+                4,
+                "only letters, digits, `_` and `-`",
+            ),
             ("projects:\n  app:\n    path: ''\n", "projects.app.path", 3, "must not be empty"),
             (
                 "notifiers:\n  slack: {plugin: slack}\nnotificationRouting:\n  urgent: [slack, pager]\n",
@@ -736,6 +808,46 @@ notificationRouting:
             assert_eq!(err.key.as_deref(), Some(key), "{text}");
             assert_eq!(err.line, Some(line), "{text}");
             assert!(err.message.contains(fragment), "{text}: {err}");
+        }
+    }
+
+    #[test]
+    fn a_defaulted_prefix_maps_what_tmux_would_rename() {
+        let config = parse("projects:\n  lib.core:\n    path: /r\n").unwrap();
+        assert_eq!(
+            config.projects["lib.core"].session_prefix("lib.core"),
+            "lib-core"
+        );
+    }
+
+    /// Prefixes are compared after a defaulted one is derived from its project id.
+    #[test]
+    fn two_projects_sharing_a_session_prefix_are_refused_naming_both() {
+        let cases = [
+            (
+                "projects:\n  a:\n    path: /r\n    sessionPrefix: x\n  b:\n    path: /r\n    sessionPrefix: x\n",
+                "session prefix `x` of project `b` (line 7) is also that of project `a` (line 4)",
+                7,
+            ),
+            (
+                "projects:\n  lib-core:\n    path: /r\n  lib.core:\n    path: /r\n",
+                "session prefix `lib-core` of project `lib.core` (line 4) is also that of project `lib-core` (line 2)",
+                4,
+            ),
+            (
+                "projects:\n  app:\n    path: /r\n  web:\n    path: /r\n    sessionPrefix: app\n",
+                "session prefix `app` of project `web` (line 6) is also that of project `app` (line 2)",
+                6,
+            ),
+        ];
+        for (text, fragment, line) in cases {
+            let err = parse(text).expect_err(text);
+            assert!(err.message.contains(fragment), "{err}");
+            assert_eq!(err.line, Some(line), "{err}");
+            assert!(
+                err.key.as_deref().unwrap().ends_with(".sessionPrefix"),
+                "{err}"
+            );
         }
     }
 
