@@ -313,6 +313,22 @@ pub fn parse_str(
     Ok(config)
 }
 
+/// Checks a config that arrives already parsed (as JSON over the controller's API) with the
+/// rules [`parse_str`] applies to a file; `source` names where it came from. Such a config has
+/// no lines, so errors name only the key.
+///
+/// # Errors
+/// As the validation of [`parse_str`]; project paths must also be absolute already.
+pub fn validate_parsed(config: &Config, source: &Path) -> Result<(), ConfigError> {
+    validate(
+        config,
+        &Locator {
+            source,
+            outline: Vec::new(),
+        },
+    )
+}
+
 /// Builds errors that point at the line of a key path in the original text.
 struct Locator<'a> {
     source: &'a Path,
@@ -535,6 +551,12 @@ fn validate(config: &Config, locator: &Locator<'_>) -> Result<(), ConfigError> {
                     at(id),
                     at(first)
                 ),
+            ));
+        }
+        if !Path::new(&project.path).is_absolute() {
+            return Err(locator.error(
+                &["projects", id, "path"],
+                format!("`{}` is not an absolute path", project.path),
             ));
         }
         check_agent(&["projects", id, "agent"], project.agent.as_ref())?;
@@ -849,6 +871,50 @@ notificationRouting:
                 "{err}"
             );
         }
+    }
+
+    /// A config sent as JSON meets the same rules, named by key alone.
+    #[test]
+    fn parsed_configs_are_validated_by_key() {
+        let source = Path::new("ApplyConfig");
+        let project = |path: &str| ProjectConfig {
+            path: path.into(),
+            ..Default::default()
+        };
+        let mut config = Config::default();
+        config.projects.insert("../x".into(), project("/r"));
+        let err = validate_parsed(&config, source).unwrap_err();
+        assert_eq!(err.key.as_deref(), Some("projects.../x"));
+        assert_eq!(err.line, None);
+        assert!(
+            err.to_string()
+                .starts_with("ApplyConfig: projects.../x: project id"),
+            "{err}"
+        );
+
+        let mut config = Config::default();
+        config
+            .projects
+            .insert("app".into(), project("relative/repo"));
+        let err = validate_parsed(&config, source).unwrap_err();
+        assert_eq!(err.key.as_deref(), Some("projects.app.path"));
+        assert!(err.message.contains("not an absolute path"), "{err}");
+
+        let mut config = Config::default();
+        config.projects.insert("a".into(), project("/r"));
+        config.projects.insert(
+            "b".into(),
+            ProjectConfig {
+                session_prefix: Some("a".into()),
+                ..project("/r")
+            },
+        );
+        let err = validate_parsed(&config, source).unwrap_err();
+        assert!(
+            err.message
+                .contains("of project `b` is also that of project `a`"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -202,8 +202,11 @@ impl ControllerHandle {
         &self.store
     }
 
+    /// Stores `config`, which was validated by [`crate::config::load_file`] or
+    /// [`crate::config::validate_parsed`], and places the sessions that wait.
+    ///
     /// # Errors
-    /// [`ControllerError::InvalidConfig`] when an agent or project is unusable.
+    /// The store refused the write.
     pub async fn apply(&self, config: Config) -> Result<Vec<String>, ControllerError> {
         self.ask(|r| Command::Apply(Box::new(config), r)).await
     }
@@ -1074,18 +1077,6 @@ impl Actor {
     }
 
     async fn apply(&mut self, config: Config) -> Result<Vec<String>, ControllerError> {
-        for (id, p) in &config.projects {
-            let agent = p
-                .agent
-                .clone()
-                .or_else(|| config.defaults.agent.clone())
-                .unwrap_or_else(|| "claude-code".into());
-            if !BUILTIN_AGENTS.contains(&agent.as_str()) && !config.agents.contains_key(&agent) {
-                return Err(ControllerError::InvalidConfig(format!(
-                    "projects.{id}.agent: unknown agent `{agent}`"
-                )));
-            }
-        }
         let stored = StoredConfig {
             schema_version: SCHEMA_VERSION,
             config,

@@ -1,9 +1,12 @@
 //! Config input, through the real `ao` binary: ids that tmux or paths would
-//! mangle and session prefixes two projects share.
+//! mangle, session prefixes two projects share, and configs sent straight to
+//! the controller's API.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
+use ao_proto::dial::{self, ControllerAddr};
+use ao_proto::pb;
 use ao_tests::{eventually, Cli, Stack};
 
 /// The stack's config with `projects` (indented entries) added to its own.
@@ -68,4 +71,56 @@ fn a_project_id_with_a_dot_spawns_takes_input_and_is_killed_cleanly() {
         (!stack.tmux_sessions().contains(&id)).then_some(())
     });
     assert_eq!(stack.tmux_sessions(), Vec::<String>::new());
+}
+
+/// The controller checks what it is sent as the CLI checks a file.
+#[test]
+fn invalid_configs_sent_to_the_controller_api_are_refused_by_key() {
+    let stack = Stack::new();
+    stack.up();
+    let status_before = stack.ao(&["status", "--json"]).ok().stdout;
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let channel = dial::connect(&ControllerAddr::Unix(stack.home.join("ao.sock")), None)
+            .await
+            .expect("controller socket");
+        let mut client = pb::controller_client::ControllerClient::new(channel);
+        let projects_before = client.info(pb::InfoRequest {}).await.unwrap().into_inner().projects;
+        let cases = [
+            (
+                r#"{"projects": {"../x": {"path": "/tmp"}}}"#.to_string(),
+                "projects.../x: project id `../x` must start with a letter or digit",
+            ),
+            (
+                r#"{"projects": {"a": {"path": "/r", "sessionPrefix": "x"},
+                                 "b": {"path": "/r", "sessionPrefix": "x"}}}"#
+                    .to_string(),
+                "projects.b.sessionPrefix: session prefix `x` of project `b` is also that of project `a`",
+            ),
+            (
+                r#"{"projects": {"app": {"path": "/r", "sessionPrefix": "a:b"}}}"#.to_string(),
+                "projects.app.sessionPrefix: `a:b` must start with a letter or digit and contain only",
+            ),
+            (
+                r#"{"projects": {"app": {"path": "repo"}}}"#.to_string(),
+                "projects.app.path: `repo` is not an absolute path",
+            ),
+        ];
+        for (config_json, fragment) in cases {
+            let refused = client
+                .apply_config(pb::ApplyConfigRequest {
+                    config_json,
+                    source: "api-test".into(),
+                })
+                .await
+                .expect_err(fragment);
+            assert_eq!(refused.code(), tonic::Code::InvalidArgument, "{refused}");
+            assert!(refused.message().contains(fragment), "{fragment:?} in {}", refused.message());
+            assert!(refused.message().contains("api-test"), "{}", refused.message());
+        }
+        let projects_after = client.info(pb::InfoRequest {}).await.unwrap().into_inner().projects;
+        assert_eq!(projects_after, projects_before);
+    });
+    assert_eq!(stack.ao(&["status", "--json"]).ok().stdout, status_before);
+    assert_eq!(stack.spawn(&["app", "INT-1"]), "app-1");
 }
