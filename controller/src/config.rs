@@ -7,6 +7,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::io::Read;
 use std::path::{Component, Path, PathBuf};
 use std::sync::LazyLock;
 
@@ -277,33 +278,69 @@ pub fn find_config(explicit: Option<&Path>, cwd: &Path, ao_home: &Path) -> Optio
         .or_else(|| Some(ao_home.join("config.yaml")).filter(|home| home.is_file()))
 }
 
+/// The largest config file accepted: far above any real config, small enough that the store
+/// and every controller hold it without thought.
+pub const MAX_CONFIG_BYTES: usize = 1 << 20;
+
+/// The largest config the controller accepts as JSON (`ApplyConfig`): twice
+/// [`MAX_CONFIG_BYTES`], because JSON quotes every string and a `~` or `${VAR}` expands.
+pub const MAX_CONFIG_JSON_BYTES: usize = 2 * MAX_CONFIG_BYTES;
+
+/// The deepest nesting of collections accepted. A real config nests about six deep; the YAML
+/// parser takes time quadratic in the depth of flow collections (`[[[…`), so deeper text is
+/// refused before it is parsed.
+pub const MAX_NESTING: usize = 64;
+
 /// Reads and parses the config at `path`; `env` supplies `${VAR}` values and `HOME`.
 ///
 /// # Errors
-/// When the file cannot be read, or as [`parse_str`].
+/// When the file cannot be read or is larger than [`MAX_CONFIG_BYTES`], or as [`parse_str`].
 pub fn load_file(path: &Path, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|err| ConfigError::new(path, None, None, err.to_string()))?;
+    let fail = |message: String| ConfigError::new(path, None, None, message);
+    let file = std::fs::File::open(path).map_err(|err| fail(err.to_string()))?;
+    // Read one byte past the limit, not the whole file, to know it is too large.
+    let mut text = String::new();
+    file.take(MAX_CONFIG_BYTES as u64 + 1)
+        .read_to_string(&mut text)
+        .map_err(|err| fail(err.to_string()))?;
+    if text.len() > MAX_CONFIG_BYTES {
+        let size = std::fs::metadata(path).map_or(text.len() as u64, |m| m.len());
+        return Err(fail(too_large(size)));
+    }
     parse_str(&text, path, env)
+}
+
+fn too_large(size: u64) -> String {
+    format!("the config is {size} bytes, more than the limit of {MAX_CONFIG_BYTES} bytes (1 MiB)")
 }
 
 /// Parses config `text` that was read from `source`, which names the file in errors and anchors
 /// relative project paths.
 ///
 /// # Errors
-/// On a `${VAR}` missing from `env`, invalid YAML, an unknown key or a wrong type, and on values
-/// that do not validate: bad project ids or session prefixes, prefixes shared by two projects,
-/// empty paths, unknown agents or notifiers, patterns that are not regexes.
+/// On text larger than [`MAX_CONFIG_BYTES`] or nested deeper than [`MAX_NESTING`], a `${VAR}`
+/// missing from `env`, invalid YAML, an unknown key or a wrong type, and on values that do not
+/// validate: bad project ids or session prefixes, prefixes shared by two projects, empty paths,
+/// unknown agents or notifiers, patterns that are not regexes.
 pub fn parse_str(
     text: &str,
     source: &Path,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Config, ConfigError> {
+    if text.len() > MAX_CONFIG_BYTES {
+        return Err(ConfigError::new(
+            source,
+            None,
+            None,
+            too_large(text.len() as u64),
+        ));
+    }
     let locator = Locator {
         source,
         outline: outline(text),
     };
     let expanded = expand_env(text, &locator, env)?;
+    check_nesting(&expanded, &locator)?;
     // An empty or comment-only document is YAML null, which means "nothing configured".
     let mut config = serde_yaml::from_str::<Option<Config>>(&expanded)
         .map_err(|err| yaml_error(source, &err))?
@@ -388,6 +425,141 @@ fn expand_env(
         out.push_str(&line[copied..]);
     }
     Ok(out)
+}
+
+/// Refuses text nested deeper than [`MAX_NESTING`] before the YAML parser sees it, reading each
+/// byte once. It is not a YAML parser: it counts block collections (indentation and `- `/`? `
+/// markers) and flow collections (`[`, `{`) where a value starts, skipping comments, quoted and
+/// block scalars, and errs on the side of counting deeper.
+fn check_nesting(text: &str, locator: &Locator<'_>) -> Result<(), ConfigError> {
+    let mut scan = NestingScan::default();
+    for (index, line) in text.lines().enumerate() {
+        if scan.line(line) > MAX_NESTING {
+            // No key: the outline does not read flow collections, the usual culprit.
+            return Err(ConfigError::new(
+                locator.source,
+                Some(index + 1),
+                None,
+                format!("nested more than {MAX_NESTING} collections deep (the limit)"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// What [`check_nesting`] carries from one line to the next.
+#[derive(Default)]
+struct NestingScan {
+    /// Indentation of each open block collection.
+    blocks: Vec<usize>,
+    /// Open flow collections.
+    flow: usize,
+    /// The quote of a quoted scalar that goes on past the line.
+    quote: Option<u8>,
+    /// Indentation of the key whose block scalar (`|`, `>`) is being read.
+    block_scalar: Option<usize>,
+}
+
+impl NestingScan {
+    /// Reads one line; returns the deepest nesting seen on it.
+    fn line(&mut self, line: &str) -> usize {
+        let bytes = line.as_bytes();
+        let mut at = 0;
+        if self.flow == 0 && self.quote.is_none() {
+            let indent = bytes.iter().take_while(|&&b| b == b' ').count();
+            let body = &line[indent..];
+            if body.is_empty()
+                || body.starts_with('#')
+                || self.block_scalar.is_some_and(|key| indent > key)
+            {
+                return self.blocks.len();
+            }
+            self.block_scalar = None;
+            self.blocks.retain(|&level| level < indent);
+            self.blocks.push(indent);
+            at = indent;
+            if indent == 0 && body.starts_with("---") {
+                at = skip_blanks(bytes, 3);
+            }
+            // `- ` and `? ` open a collection inside the one of this line.
+            while matches!(bytes.get(at), Some(b'-' | b'?'))
+                && matches!(bytes.get(at + 1), None | Some(b' ' | b'\t'))
+            {
+                at = skip_blanks(bytes, at + 1);
+                self.blocks.push(at);
+            }
+            if let Some((_, value)) = split_key(&line[at..]) {
+                at = skip_blanks(bytes, line.len() - value.len());
+            }
+            // Anchors and tags come before the value they name.
+            while matches!(bytes.get(at), Some(b'&' | b'!')) {
+                let end = bytes[at..]
+                    .iter()
+                    .position(|&b| b == b' ')
+                    .map_or(bytes.len(), |len| at + len);
+                at = skip_blanks(bytes, end);
+            }
+            match bytes.get(at) {
+                Some(b'[' | b'{' | b'"' | b'\'') => {}
+                Some(b'|' | b'>') => {
+                    self.block_scalar = Some(indent);
+                    return self.blocks.len();
+                }
+                // A plain scalar: brackets in it are text.
+                _ => return self.blocks.len(),
+            }
+        }
+        let mut deepest = self.blocks.len() + self.flow;
+        // A quote opens a scalar only where a token starts, as a value or a line does here.
+        let mut token_start = true;
+        while at < bytes.len() {
+            let byte = bytes[at];
+            at += 1;
+            if let Some(quote) = self.quote {
+                // `\"` inside double quotes, `''` inside single ones: the quote goes on.
+                let escaped = match quote {
+                    b'"' => byte == b'\\',
+                    _ => byte == b'\'' && bytes.get(at) == Some(&b'\''),
+                };
+                if escaped {
+                    at += 1;
+                } else if byte == quote {
+                    self.quote = None;
+                    if self.flow == 0 {
+                        break;
+                    }
+                }
+                continue;
+            }
+            match byte {
+                b'"' | b'\'' if token_start => self.quote = Some(byte),
+                // A comment starts after a blank, or at the start of a line.
+                b'#' if at == 1 || matches!(bytes[at - 2], b' ' | b'\t') => break,
+                b'[' | b'{' => {
+                    self.flow += 1;
+                    deepest = deepest.max(self.blocks.len() + self.flow);
+                }
+                b']' | b'}' => {
+                    self.flow = self.flow.saturating_sub(1);
+                    if self.flow == 0 {
+                        break;
+                    }
+                }
+                _ => {}
+            }
+            token_start = matches!(byte, b' ' | b'\t' | b'[' | b'{' | b',' | b':');
+        }
+        deepest
+    }
+}
+
+/// The index of the first byte at or after `at` that is not a space or tab.
+fn skip_blanks(bytes: &[u8], at: usize) -> usize {
+    at + bytes.get(at..).map_or(0, |rest| {
+        rest.iter()
+            .take_while(|&&b| matches!(b, b' ' | b'\t'))
+            .count()
+    })
 }
 
 /// Turns a serde_yaml error into a [`ConfigError`], moving the key path that serde_yaml puts at
@@ -915,6 +1087,86 @@ notificationRouting:
                 .contains("of project `b` is also that of project `a`"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn text_over_the_size_limit_is_refused_naming_the_limit() {
+        let text = "#".repeat(MAX_CONFIG_BYTES + 1);
+        let err = parse(&text).unwrap_err();
+        assert!(
+            err.message.contains(&format!(
+                "{} bytes, more than the limit of {MAX_CONFIG_BYTES} bytes (1 MiB)",
+                MAX_CONFIG_BYTES + 1
+            )),
+            "{err}"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("big.yaml");
+        std::fs::write(&file, &text).unwrap();
+        let err = load_file(&file, &env).unwrap_err();
+        assert_eq!(err.file, file);
+        assert!(err.message.contains("limit of 1048576 bytes"), "{err}");
+    }
+
+    /// Each case: text nested past the limit, the line the error names.
+    #[test]
+    fn deep_nesting_is_refused_before_parsing() {
+        let deep = MAX_NESTING + 1;
+        let cases = [
+            ("[".repeat(deep), 1),
+            ("{a: [".repeat(deep), 1),
+            (
+                format!(
+                    "projects:\n  app:\n    path: /r\n    agentConfig:\n      x: {}",
+                    "[".repeat(deep)
+                ),
+                5,
+            ),
+            (format!("a: [\n{}", "[\n".repeat(deep)), deep - 1),
+            ("- ".repeat(deep) + "x", 1),
+            (format!("--- {}", "[".repeat(deep)), 1),
+            (
+                (0..deep)
+                    .map(|level| format!("{}k:\n", " ".repeat(level)))
+                    .collect(),
+                deep,
+            ),
+        ];
+        for (text, line) in cases {
+            let err = parse(&text).expect_err(&text);
+            assert!(
+                err.message.contains("nested more than 64 collections deep"),
+                "{err}"
+            );
+            assert_eq!(err.line, Some(line), "{err}");
+        }
+    }
+
+    /// Brackets inside scalars and comments are text, not nesting.
+    #[test]
+    fn brackets_in_scalars_and_comments_do_not_count() {
+        let deep = "[".repeat(MAX_NESTING + 1);
+        let text = format!(
+            "# {deep}\nreactions:\n  r:\n    message: fix {deep}\n  s:\n    message: '{deep}'\n  t:\n    message: |\n      {deep}\n  u:\n    message: \"a\\\"{deep}\"\n  v: {{message: \"{deep}\"}}\n"
+        );
+        let config = parse(&text).unwrap();
+        assert_eq!(
+            config.reactions["s"].message.as_deref(),
+            Some(deep.as_str())
+        );
+        assert_eq!(
+            config.reactions["v"].message.as_deref(),
+            Some(deep.as_str())
+        );
+        let shallow = format!(
+            "{}{}",
+            "[".repeat(MAX_NESTING - 1),
+            "]".repeat(MAX_NESTING - 1)
+        );
+        assert!(parse(&format!("labels: {shallow}\n"))
+            .unwrap_err()
+            .message
+            .contains("invalid type"));
     }
 
     #[test]

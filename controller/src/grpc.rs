@@ -233,6 +233,14 @@ impl pb::controller_server::Controller for ControllerService {
             source => source,
         };
         let invalid = |message: String| ControllerError::InvalidConfig(message);
+        if req.config_json.len() > config::MAX_CONFIG_JSON_BYTES {
+            return Err(invalid(format!(
+                "{source}: the config is {} bytes of JSON, more than the limit of {} bytes",
+                req.config_json.len(),
+                config::MAX_CONFIG_JSON_BYTES
+            ))
+            .into());
+        }
         let config: Config = serde_json::from_str(&req.config_json)
             .map_err(|e| invalid(format!("{source}: {e}")))?;
         // The same rules as a file: ids reach paths and tmux names whoever sends them.

@@ -1,13 +1,15 @@
 //! Config input, through the real `ao` binary: ids that tmux or paths would
-//! mangle, session prefixes two projects share, and configs sent straight to
-//! the controller's API.
+//! mangle, session prefixes two projects share, files too large or too deep
+//! to parse, and configs sent straight to the controller's API.
 
+use std::fs::File;
 use std::path::PathBuf;
+use std::process::{Child, Stdio};
 use std::time::Duration;
 
 use ao_proto::dial::{self, ControllerAddr};
 use ao_proto::pb;
-use ao_tests::{eventually, Cli, Stack};
+use ao_tests::{eventually, Cli, Run, Stack, CONFIG};
 
 /// The stack's config with `projects` (indented entries) added to its own.
 fn config_with_projects(stack: &Stack, projects: &str) -> String {
@@ -86,6 +88,11 @@ fn invalid_configs_sent_to_the_controller_api_are_refused_by_key() {
             .expect("controller socket");
         let mut client = pb::controller_client::ControllerClient::new(channel);
         let projects_before = client.info(pb::InfoRequest {}).await.unwrap().into_inner().projects;
+        // Just over the controller's limit of 2 MiB of JSON.
+        let oversized = format!(
+            r#"{{"orchestratorRules": "{}"}}"#,
+            "x".repeat(2 * 1024 * 1024)
+        );
         let cases = [
             (
                 r#"{"projects": {"../x": {"path": "/tmp"}}}"#.to_string(),
@@ -105,6 +112,7 @@ fn invalid_configs_sent_to_the_controller_api_are_refused_by_key() {
                 r#"{"projects": {"app": {"path": "repo"}}}"#.to_string(),
                 "projects.app.path: `repo` is not an absolute path",
             ),
+            (oversized, "more than the limit of 2097152 bytes"),
         ];
         for (config_json, fragment) in cases {
             let refused = client
@@ -123,4 +131,93 @@ fn invalid_configs_sent_to_the_controller_api_are_refused_by_key() {
     });
     assert_eq!(stack.ao(&["status", "--json"]).ok().stdout, status_before);
     assert_eq!(stack.spawn(&["app", "INT-1"]), "app-1");
+}
+
+/// A child process killed (by its pid) if the test leaves before it ends.
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Runs `ao <args>` and waits for it, failing the test (and killing the
+/// child) if it has not finished within `limit`.
+fn run_within(stack: &Stack, args: &[&str], limit: Duration) -> Run {
+    let out = tempfile::NamedTempFile::new().unwrap();
+    let err = tempfile::NamedTempFile::new().unwrap();
+    let mut child = Running(
+        stack
+            .command(args)
+            .stdout(Stdio::from(File::create(out.path()).unwrap()))
+            .stderr(Stdio::from(File::create(err.path()).unwrap()))
+            .spawn()
+            .unwrap(),
+    );
+    let status = eventually(&format!("ao {args:?} ends"), limit, || {
+        child.0.try_wait().unwrap()
+    });
+    Run {
+        code: status.code().unwrap_or(-1),
+        stdout: std::fs::read_to_string(out.path()).unwrap(),
+        stderr: std::fs::read_to_string(err.path()).unwrap(),
+    }
+}
+
+/// Nested flow collections once took the YAML parser minutes (quadratic in
+/// the depth); they are refused before it runs.
+#[test]
+fn deeply_nested_configs_are_refused_before_parsing() {
+    let stack = Stack::new();
+    for (name, unit) in [("brackets.yaml", "["), ("maps.yaml", "{a: [")] {
+        let text = unit.repeat(400 * 1024 / unit.len());
+        let file = write_config(&stack, name, &text);
+        let run = run_within(
+            &stack,
+            &["apply", "-f", &file.display().to_string()],
+            Duration::from_secs(60),
+        );
+        assert_eq!(run.code, 1, "{}", run.stderr);
+        assert!(
+            run.stderr.contains(&format!(
+                "{name}:1: nested more than 64 collections deep (the limit)"
+            )),
+            "{}",
+            run.stderr
+        );
+    }
+}
+
+/// A 50 MB config once became a 268 MB store.
+#[test]
+fn an_oversized_config_is_refused_naming_the_limit() {
+    let stack = Stack::new();
+    let padding = "# padding\n".repeat(110 * 1024);
+    let text = format!("{CONFIG}{padding}")
+        .replace("{agents}", &ao_tests::agents_dir().display().to_string());
+    std::fs::write(&stack.config, &text).unwrap();
+    let limit = "more than the limit of 1048576 bytes (1 MiB)";
+
+    let run = stack.ao(&["apply", "-f", &stack.config.display().to_string()]);
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    let expected = format!(
+        "{}: the config is {} bytes, {limit}",
+        stack.config.display(),
+        text.len()
+    );
+    assert!(
+        run.stderr.contains(&expected),
+        "{expected:?} in {}",
+        run.stderr
+    );
+
+    let run = stack.ao(&["up", "-d"]);
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert!(
+        run.stderr.contains(&expected),
+        "{expected:?} in {}",
+        run.stderr
+    );
 }
