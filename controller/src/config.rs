@@ -477,8 +477,12 @@ impl NestingScan {
             self.block_scalar = None;
             self.blocks.retain(|&level| level < indent);
             self.blocks.push(indent);
-            at = indent;
-            if indent == 0 && body.starts_with("---") {
+            at = skip_blanks(bytes, indent);
+            // A document start: `---` and a blank, or nothing.
+            if indent == 0
+                && body.starts_with("---")
+                && matches!(bytes.get(3), None | Some(b' ' | b'\t'))
+            {
                 at = skip_blanks(bytes, 3);
             }
             // `- ` and `? ` open a collection inside the one of this line.
@@ -488,16 +492,14 @@ impl NestingScan {
                 at = skip_blanks(bytes, at + 1);
                 self.blocks.push(at);
             }
-            if let Some((_, value)) = split_key(&line[at..]) {
-                at = skip_blanks(bytes, line.len() - value.len());
+            at = skip_properties(bytes, at);
+            if bytes.get(at) == Some(&b'#') {
+                return self.blocks.len();
             }
-            // Anchors and tags come before the value they name.
-            while matches!(bytes.get(at), Some(b'&' | b'!')) {
-                let end = bytes[at..]
-                    .iter()
-                    .position(|&b| b == b' ')
-                    .map_or(bytes.len(), |len| at + len);
-                at = skip_blanks(bytes, end);
+            // A flow collection here may be a key (`[a]: [b]`): the flow scan reads on past it.
+            let flow_first = matches!(bytes.get(at), Some(b'[' | b'{'));
+            if let Some((_, value)) = split_key(&line[at..]).filter(|_| !flow_first) {
+                at = skip_properties(bytes, skip_blanks(bytes, line.len() - value.len()));
             }
             match bytes.get(at) {
                 Some(b'[' | b'{' | b'"' | b'\'') => {}
@@ -505,7 +507,7 @@ impl NestingScan {
                     self.block_scalar = Some(indent);
                     return self.blocks.len();
                 }
-                // A plain scalar: brackets in it are text.
+                // A comment, or a plain scalar whose brackets are text.
                 _ => return self.blocks.len(),
             }
         }
@@ -524,10 +526,8 @@ impl NestingScan {
                 if escaped {
                     at += 1;
                 } else if byte == quote {
+                    // What follows may still open a collection: `'a': [b]`.
                     self.quote = None;
-                    if self.flow == 0 {
-                        break;
-                    }
                 }
                 continue;
             }
@@ -535,22 +535,32 @@ impl NestingScan {
                 b'"' | b'\'' if token_start => self.quote = Some(byte),
                 // A comment starts after a blank, or at the start of a line.
                 b'#' if at == 1 || matches!(bytes[at - 2], b' ' | b'\t') => break,
-                b'[' | b'{' => {
+                // Outside a flow collection (after one that was a key, as in `[a]: [b]`), only
+                // where a value starts.
+                b'[' | b'{' if self.flow > 0 || token_start => {
                     self.flow += 1;
                     deepest = deepest.max(self.blocks.len() + self.flow);
                 }
-                b']' | b'}' => {
-                    self.flow = self.flow.saturating_sub(1);
-                    if self.flow == 0 {
-                        break;
-                    }
-                }
+                b']' | b'}' => self.flow = self.flow.saturating_sub(1),
                 _ => {}
             }
             token_start = matches!(byte, b' ' | b'\t' | b'[' | b'{' | b',' | b':');
         }
         deepest
     }
+}
+
+/// The index after the anchors (`&a`) and tags (`!t`) at `at`, which come before the node they
+/// name, key or value.
+fn skip_properties(bytes: &[u8], mut at: usize) -> usize {
+    while matches!(bytes.get(at), Some(b'&' | b'!')) {
+        let end = bytes[at..]
+            .iter()
+            .position(|&b| matches!(b, b' ' | b'\t'))
+            .map_or(bytes.len(), |len| at + len);
+        at = skip_blanks(bytes, end);
+    }
+    at
 }
 
 /// The index of the first byte at or after `at` that is not a space or tab.
@@ -784,16 +794,17 @@ fn outline(text: &str) -> Vec<Vec<&str>> {
         .collect()
 }
 
-/// Splits `key: value` (or `key:`) into the unquoted key and the rest after the colon.
+/// Splits `key: value` (or `key:`, or a tab after the colon) into the unquoted key and the rest
+/// after the colon.
 fn split_key(body: &str) -> Option<(&str, &str)> {
     if let Some(quote) = body.chars().next().filter(|c| matches!(c, '"' | '\'')) {
         let end = body[1..].find(quote)? + 1;
         let rest = body[end + 1..].strip_prefix(':')?;
-        return (rest.is_empty() || rest.starts_with(' ')).then_some((&body[1..end], rest));
+        return (rest.is_empty() || rest.starts_with([' ', '\t'])).then_some((&body[1..end], rest));
     }
     let (colon, _) = body.match_indices(':').find(|&(at, _)| {
         let rest = &body[at + 1..];
-        rest.is_empty() || rest.starts_with(' ')
+        rest.is_empty() || rest.starts_with([' ', '\t'])
     })?;
     Some((body[..colon].trim_end(), &body[colon + 1..]))
 }
@@ -1125,6 +1136,9 @@ notificationRouting:
             (format!("a: [\n{}", "[\n".repeat(deep)), deep - 1),
             ("- ".repeat(deep) + "x", 1),
             (format!("--- {}", "[".repeat(deep)), 1),
+            (format!("[a]: {}", "[".repeat(deep)), 1),
+            (format!("{{a: b}}: {}", "[".repeat(deep)), 1),
+            (format!("k:\t{}", "[".repeat(deep)), 1),
             (
                 (0..deep)
                     .map(|level| format!("{}k:\n", " ".repeat(level)))
@@ -1279,6 +1293,23 @@ mod fuzz {
         }
     }
 
+    /// How many collections deep `value` is.
+    fn nesting(value: &serde_yaml::Value) -> usize {
+        use serde_yaml::Value;
+        match value {
+            Value::Sequence(items) => 1 + items.iter().map(nesting).max().unwrap_or(0),
+            Value::Mapping(map) => {
+                1 + map
+                    .iter()
+                    .map(|(key, value)| nesting(key).max(nesting(value)))
+                    .max()
+                    .unwrap_or(0)
+            }
+            Value::Tagged(tagged) => nesting(&tagged.value),
+            _ => 0,
+        }
+    }
+
     /// Fragments of YAML and of this config's keys, and characters tmux and paths care about.
     const TOKENS: &[&str] = &[
         "projects:",
@@ -1376,6 +1407,31 @@ mod fuzz {
             let lead = if under_a_key { "projects:\n  app:\n    agentConfig:\n      x:\n        " } else { "" };
             let err = parse(&format!("{lead}{}", opener.repeat(depth))).unwrap_err();
             prop_assert!(err.message.contains("nested more than"), "{}", err);
+        }
+
+        /// What the scan lets through is no deeper than the limit once parsed: it never counts
+        /// less than the parser nests, whatever comes before (keys that are flow collections or
+        /// quoted, tags, anchors, comments, documents).
+        #[test]
+        fn the_scan_never_counts_less_than_the_parser(
+            tokens in proptest::collection::vec(prop::sample::select(TOKENS), 0..6),
+            key in prop::sample::select(&[
+                "", "[a]: ", "{a: b}: ", "k:\t", "'k''s': ", "? [a]: ", "- [a]: ", "!t [a]: ",
+                "&a k: ", "- - k: ", "k:\n  ", "k: [\n  ", "? # c\n  ", "--- ",
+            ][..]),
+            (open, close) in prop::sample::select(&[
+                ("[", "]"), ("{a: ", "}"), ("{a: [", "]}"), ("- ", ""), ("[{a: ", "}]"), ("[a, ", "]"),
+            ][..]),
+            depth in (MAX_NESTING + 1)..200,
+        ) {
+            let text = format!("{}{key}{}x{}", tokens.concat(), open.repeat(depth), close.repeat(depth));
+            let locator = Locator { source: Path::new("fuzz"), outline: Vec::new() };
+            if check_nesting(&text, &locator).is_ok() {
+                match serde_yaml::from_str::<serde_yaml::Value>(&text) {
+                    Ok(value) => prop_assert!(nesting(&value) <= MAX_NESTING, "{text:?}"),
+                    Err(err) => prop_assert!(!err.to_string().contains("recursion limit"), "{text:?}"),
+                }
+            }
         }
 
         #[test]
