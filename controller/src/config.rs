@@ -311,7 +311,10 @@ pub fn load_file(path: &Path, env: &dyn Fn(&str) -> Option<String>) -> Result<Co
 }
 
 fn too_large(size: u64) -> String {
-    format!("the config is {size} bytes, more than the limit of {MAX_CONFIG_BYTES} bytes (1 MiB)")
+    format!(
+        "the config is {size} bytes, more than the limit of {MAX_CONFIG_BYTES} bytes ({} MiB)",
+        MAX_CONFIG_BYTES >> 20
+    )
 }
 
 /// Parses config `text` that was read from `source`, which names the file in errors and anchors
