@@ -7,6 +7,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::io::Read;
 use std::path::{Component, Path, PathBuf};
 use std::sync::LazyLock;
 
@@ -22,14 +23,38 @@ pub const BUILTIN_AGENTS: &[&str] = &["claude-code", "codex", "aider", "opencode
 /// The agent used when neither the project nor `defaults` names one.
 const DEFAULT_AGENT: &str = "claude-code";
 
-/// Project ids and session prefixes end up in session ids, branch names, tmux session names and
-/// file names, so they are kept to characters that are safe in all of those.
-static ID_RE: LazyLock<Regex> =
+/// Project ids name directories (`worktrees/<project>/`) and appear in branch names, events and
+/// the agents' environment: letters, digits, `_`, `.` and `-`, starting with a letter or digit
+/// (so never an option to git or tmux), and never `..` (so never a parent directory).
+static PROJECT_ID_RE: LazyLock<Regex> =
     LazyLock::new(|| Regex::new(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$").expect("valid regex"));
 
-/// What [`ID_RE`] requires, for error messages.
-const ID_RULE: &str =
-    "must start with a letter or digit and contain only letters, digits, `_`, `.` and `-`";
+/// What [`PROJECT_ID_RE`] requires, for error messages.
+const PROJECT_ID_RULE: &str = "must start with a letter or digit, contain only letters, digits, \
+                               `_`, `.` and `-`, and not contain `..`";
+
+/// Session prefixes make session ids (`<prefix>-<n>`), which are tmux session names and path
+/// components. tmux turns `.` and `:` in a session name into `_`, so a name holding them is never
+/// found again by its own id; hence no `.` here, unlike project ids.
+static SESSION_PREFIX_RE: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"^[A-Za-z0-9][A-Za-z0-9_-]*$").expect("valid regex"));
+
+/// What [`SESSION_PREFIX_RE`] requires, for error messages.
+const SESSION_PREFIX_RULE: &str =
+    "must start with a letter or digit and contain only letters, digits, `_` and `-`";
+
+/// The longest project id or session prefix: both are file names, and session ids add a number.
+const MAX_ID_LEN: usize = 64;
+
+/// Whether `id` may name a project (see [`PROJECT_ID_RE`]).
+pub fn is_valid_project_id(id: &str) -> bool {
+    id.len() <= MAX_ID_LEN && PROJECT_ID_RE.is_match(id) && !id.contains("..")
+}
+
+/// Whether `prefix` may start session ids (see [`SESSION_PREFIX_RE`]).
+pub fn is_valid_session_prefix(prefix: &str) -> bool {
+    prefix.len() <= MAX_ID_LEN && SESSION_PREFIX_RE.is_match(prefix)
+}
 
 /// `$${` (an escaped, literal `${`) or a `${NAME}` reference.
 static VAR_RE: LazyLock<Regex> =
@@ -112,11 +137,19 @@ pub struct ProjectConfig {
 }
 
 impl ProjectConfig {
-    /// The prefix of this project's session ids: the configured one, else the project id.
+    /// The prefix of this project's session ids: the configured one, else the project id with
+    /// every character a session prefix may not hold (`.`) turned into `-`, so `lib.core`
+    /// makes `lib-core-1`.
     pub fn session_prefix(&self, project_id: &str) -> String {
-        self.session_prefix
-            .clone()
-            .unwrap_or_else(|| project_id.to_owned())
+        self.session_prefix.clone().unwrap_or_else(|| {
+            project_id
+                .chars()
+                .map(|c| match c {
+                    'A'..='Z' | 'a'..='z' | '0'..='9' | '_' | '-' => c,
+                    _ => '-',
+                })
+                .collect()
+        })
     }
 
     /// The branch sessions start from and PRs target.
@@ -245,33 +278,72 @@ pub fn find_config(explicit: Option<&Path>, cwd: &Path, ao_home: &Path) -> Optio
         .or_else(|| Some(ao_home.join("config.yaml")).filter(|home| home.is_file()))
 }
 
+/// The largest config file accepted: far above any real config, small enough that the store
+/// and every controller hold it without thought.
+pub const MAX_CONFIG_BYTES: usize = 1 << 20;
+
+/// The largest config the controller accepts as JSON (`ApplyConfig`): twice
+/// [`MAX_CONFIG_BYTES`], because JSON quotes every string and a `~` or `${VAR}` expands.
+pub const MAX_CONFIG_JSON_BYTES: usize = 2 * MAX_CONFIG_BYTES;
+
+/// The deepest nesting of collections accepted. A real config nests about six deep; the YAML
+/// parser takes time quadratic in the depth of flow collections (`[[[…`), so deeper text is
+/// refused before it is parsed.
+pub const MAX_NESTING: usize = 64;
+
 /// Reads and parses the config at `path`; `env` supplies `${VAR}` values and `HOME`.
 ///
 /// # Errors
-/// When the file cannot be read, or as [`parse_str`].
+/// When the file cannot be read or is larger than [`MAX_CONFIG_BYTES`], or as [`parse_str`].
 pub fn load_file(path: &Path, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|err| ConfigError::new(path, None, None, err.to_string()))?;
+    let fail = |message: String| ConfigError::new(path, None, None, message);
+    let file = std::fs::File::open(path).map_err(|err| fail(err.to_string()))?;
+    // Read one byte past the limit, not the whole file, to know it is too large.
+    let mut text = String::new();
+    file.take(MAX_CONFIG_BYTES as u64 + 1)
+        .read_to_string(&mut text)
+        .map_err(|err| fail(err.to_string()))?;
+    if text.len() > MAX_CONFIG_BYTES {
+        let size = std::fs::metadata(path).map_or(text.len() as u64, |m| m.len());
+        return Err(fail(too_large(size)));
+    }
     parse_str(&text, path, env)
+}
+
+fn too_large(size: u64) -> String {
+    format!(
+        "the config is {size} bytes, more than the limit of {MAX_CONFIG_BYTES} bytes ({} MiB)",
+        MAX_CONFIG_BYTES >> 20
+    )
 }
 
 /// Parses config `text` that was read from `source`, which names the file in errors and anchors
 /// relative project paths.
 ///
 /// # Errors
-/// On a `${VAR}` missing from `env`, invalid YAML, an unknown key or a wrong type, and on values
-/// that do not validate: bad project ids or session prefixes, empty paths, unknown agents or
-/// notifiers, patterns that are not regexes.
+/// On text larger than [`MAX_CONFIG_BYTES`] or nested deeper than [`MAX_NESTING`], a `${VAR}`
+/// missing from `env`, invalid YAML, an unknown key or a wrong type, and on values that do not
+/// validate: bad project ids or session prefixes, prefixes shared by two projects, empty paths,
+/// unknown agents or notifiers, patterns that are not regexes.
 pub fn parse_str(
     text: &str,
     source: &Path,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Config, ConfigError> {
+    if text.len() > MAX_CONFIG_BYTES {
+        return Err(ConfigError::new(
+            source,
+            None,
+            None,
+            too_large(text.len() as u64),
+        ));
+    }
     let locator = Locator {
         source,
         outline: outline(text),
     };
     let expanded = expand_env(text, &locator, env)?;
+    check_nesting(&expanded, &locator)?;
     // An empty or comment-only document is YAML null, which means "nothing configured".
     let mut config = serde_yaml::from_str::<Option<Config>>(&expanded)
         .map_err(|err| yaml_error(source, &err))?
@@ -279,6 +351,22 @@ pub fn parse_str(
     resolve_paths(&mut config, &locator, env)?;
     validate(&config, &locator)?;
     Ok(config)
+}
+
+/// Checks a config that arrives already parsed (as JSON over the controller's API) with the
+/// rules [`parse_str`] applies to a file; `source` names where it came from. Such a config has
+/// no lines, so errors name only the key.
+///
+/// # Errors
+/// As the validation of [`parse_str`]; project paths must also be absolute already.
+pub fn validate_parsed(config: &Config, source: &Path) -> Result<(), ConfigError> {
+    validate(
+        config,
+        &Locator {
+            source,
+            outline: Vec::new(),
+        },
+    )
 }
 
 /// Builds errors that point at the line of a key path in the original text.
@@ -294,8 +382,13 @@ impl Locator<'_> {
     fn error(&self, path: &[&str], message: impl Into<String>) -> ConfigError {
         let line = (1..=path.len())
             .rev()
-            .find_map(|len| locate(&self.outline, &path[..len]));
+            .find_map(|len| self.line(&path[..len]));
         ConfigError::new(self.source, line, Some(path.join(".")), message.into())
+    }
+
+    /// The 1-based line of the entry with key path `path`, if the text has one.
+    fn line(&self, path: &[&str]) -> Option<usize> {
+        locate(&self.outline, path)
     }
 }
 
@@ -335,6 +428,151 @@ fn expand_env(
         out.push_str(&line[copied..]);
     }
     Ok(out)
+}
+
+/// Refuses text nested deeper than [`MAX_NESTING`] before the YAML parser sees it, reading each
+/// byte once. It is not a YAML parser: it counts block collections (indentation and `- `/`? `
+/// markers) and flow collections (`[`, `{`) where a value starts, skipping comments, quoted and
+/// block scalars, and errs on the side of counting deeper.
+fn check_nesting(text: &str, locator: &Locator<'_>) -> Result<(), ConfigError> {
+    let mut scan = NestingScan::default();
+    for (index, line) in text.lines().enumerate() {
+        if scan.line(line) > MAX_NESTING {
+            // No key: the outline does not read flow collections, the usual culprit.
+            return Err(ConfigError::new(
+                locator.source,
+                Some(index + 1),
+                None,
+                format!("nested more than {MAX_NESTING} collections deep (the limit)"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// What [`check_nesting`] carries from one line to the next.
+#[derive(Default)]
+struct NestingScan {
+    /// Indentation of each open block collection.
+    blocks: Vec<usize>,
+    /// Open flow collections.
+    flow: usize,
+    /// The quote of a quoted scalar that goes on past the line.
+    quote: Option<u8>,
+    /// Indentation of the key whose block scalar (`|`, `>`) is being read.
+    block_scalar: Option<usize>,
+}
+
+impl NestingScan {
+    /// Reads one line; returns the deepest nesting seen on it.
+    fn line(&mut self, line: &str) -> usize {
+        let bytes = line.as_bytes();
+        let mut at = 0;
+        if self.flow == 0 && self.quote.is_none() {
+            let indent = bytes.iter().take_while(|&&b| b == b' ').count();
+            let body = &line[indent..];
+            if body.is_empty()
+                || body.starts_with('#')
+                || self.block_scalar.is_some_and(|key| indent > key)
+            {
+                return self.blocks.len();
+            }
+            self.block_scalar = None;
+            self.blocks.retain(|&level| level < indent);
+            self.blocks.push(indent);
+            at = skip_blanks(bytes, indent);
+            // A document start: `---` and a blank, or nothing.
+            if indent == 0
+                && body.starts_with("---")
+                && matches!(bytes.get(3), None | Some(b' ' | b'\t'))
+            {
+                at = skip_blanks(bytes, 3);
+            }
+            // `- ` and `? ` open a collection inside the one of this line.
+            while matches!(bytes.get(at), Some(b'-' | b'?'))
+                && matches!(bytes.get(at + 1), None | Some(b' ' | b'\t'))
+            {
+                at = skip_blanks(bytes, at + 1);
+                self.blocks.push(at);
+            }
+            at = skip_properties(bytes, at);
+            if bytes.get(at) == Some(&b'#') {
+                return self.blocks.len();
+            }
+            // A flow collection here may be a key (`[a]: [b]`): the flow scan reads on past it.
+            let flow_first = matches!(bytes.get(at), Some(b'[' | b'{'));
+            if let Some((_, value)) = split_key(&line[at..]).filter(|_| !flow_first) {
+                at = skip_properties(bytes, skip_blanks(bytes, line.len() - value.len()));
+            }
+            match bytes.get(at) {
+                Some(b'[' | b'{' | b'"' | b'\'') => {}
+                Some(b'|' | b'>') => {
+                    self.block_scalar = Some(indent);
+                    return self.blocks.len();
+                }
+                // A comment, or a plain scalar whose brackets are text.
+                _ => return self.blocks.len(),
+            }
+        }
+        let mut deepest = self.blocks.len() + self.flow;
+        // A quote opens a scalar only where a token starts, as a value or a line does here.
+        let mut token_start = true;
+        while at < bytes.len() {
+            let byte = bytes[at];
+            at += 1;
+            if let Some(quote) = self.quote {
+                // `\"` inside double quotes, `''` inside single ones: the quote goes on.
+                let escaped = match quote {
+                    b'"' => byte == b'\\',
+                    _ => byte == b'\'' && bytes.get(at) == Some(&b'\''),
+                };
+                if escaped {
+                    at += 1;
+                } else if byte == quote {
+                    // What follows may still open a collection: `'a': [b]`.
+                    self.quote = None;
+                }
+                continue;
+            }
+            match byte {
+                b'"' | b'\'' if token_start => self.quote = Some(byte),
+                // A comment starts after a blank, or at the start of a line.
+                b'#' if at == 1 || matches!(bytes[at - 2], b' ' | b'\t') => break,
+                // Outside a flow collection (after one that was a key, as in `[a]: [b]`), only
+                // where a value starts.
+                b'[' | b'{' if self.flow > 0 || token_start => {
+                    self.flow += 1;
+                    deepest = deepest.max(self.blocks.len() + self.flow);
+                }
+                b']' | b'}' => self.flow = self.flow.saturating_sub(1),
+                _ => {}
+            }
+            token_start = matches!(byte, b' ' | b'\t' | b'[' | b'{' | b',' | b':');
+        }
+        deepest
+    }
+}
+
+/// The index after the anchors (`&a`) and tags (`!t`) at `at`, which come before the node they
+/// name, key or value.
+fn skip_properties(bytes: &[u8], mut at: usize) -> usize {
+    while matches!(bytes.get(at), Some(b'&' | b'!')) {
+        let end = bytes[at..]
+            .iter()
+            .position(|&b| matches!(b, b' ' | b'\t'))
+            .map_or(bytes.len(), |len| at + len);
+        at = skip_blanks(bytes, end);
+    }
+    at
+}
+
+/// The index of the first byte at or after `at` that is not a space or tab.
+fn skip_blanks(bytes: &[u8], at: usize) -> usize {
+    at + bytes.get(at..).map_or(0, |rest| {
+        rest.iter()
+            .take_while(|&&b| matches!(b, b' ' | b'\t'))
+            .count()
+    })
 }
 
 /// Turns a serde_yaml error into a [`ConfigError`], moving the key path that serde_yaml puts at
@@ -463,18 +701,47 @@ fn validate(config: &Config, locator: &Locator<'_>) -> Result<(), ConfigError> {
         }
     }
 
+    // Session ids are `<prefix>-<n>`: projects that share a prefix would share ids.
+    let mut prefixes: BTreeMap<String, &str> = BTreeMap::new();
     for (id, project) in &config.projects {
-        if !ID_RE.is_match(id) {
-            return Err(locator.error(&["projects", id], format!("project id `{id}` {}", ID_RULE)));
+        if !is_valid_project_id(id) {
+            return Err(locator.error(
+                &["projects", id],
+                format!("project id `{id}` {PROJECT_ID_RULE} (at most {MAX_ID_LEN} characters)"),
+            ));
         }
-        if let Some(prefix) = project
-            .session_prefix
-            .as_ref()
-            .filter(|p| !ID_RE.is_match(p))
-        {
+        let prefix = project.session_prefix(id);
+        if !is_valid_session_prefix(&prefix) {
             return Err(locator.error(
                 &["projects", id, "sessionPrefix"],
-                format!("`{prefix}` {}", ID_RULE),
+                format!("`{prefix}` {SESSION_PREFIX_RULE} (at most {MAX_ID_LEN} characters)"),
+            ));
+        }
+        if let Some(first) = prefixes.insert(prefix.clone(), id) {
+            let at = |id: &str| {
+                let line = locator
+                    .line(&["projects", id, "sessionPrefix"])
+                    .or_else(|| locator.line(&["projects", id]));
+                match line {
+                    Some(line) => format!("project `{id}` (line {line})"),
+                    None => format!("project `{id}`"),
+                }
+            };
+            return Err(locator.error(
+                &["projects", id, "sessionPrefix"],
+                format!(
+                    "session prefix `{prefix}` of {} is also that of {}: their session ids \
+                     would collide; give one of them its own `sessionPrefix` \
+                     (a defaulted prefix is the project id with `.` turned into `-`)",
+                    at(id),
+                    at(first)
+                ),
+            ));
+        }
+        if !Path::new(&project.path).is_absolute() {
+            return Err(locator.error(
+                &["projects", id, "path"],
+                format!("`{}` is not an absolute path", project.path),
             ));
         }
         check_agent(&["projects", id, "agent"], project.agent.as_ref())?;
@@ -530,16 +797,17 @@ fn outline(text: &str) -> Vec<Vec<&str>> {
         .collect()
 }
 
-/// Splits `key: value` (or `key:`) into the unquoted key and the rest after the colon.
+/// Splits `key: value` (or `key:`, or a tab after the colon) into the unquoted key and the rest
+/// after the colon.
 fn split_key(body: &str) -> Option<(&str, &str)> {
     if let Some(quote) = body.chars().next().filter(|c| matches!(c, '"' | '\'')) {
         let end = body[1..].find(quote)? + 1;
         let rest = body[end + 1..].strip_prefix(':')?;
-        return (rest.is_empty() || rest.starts_with(' ')).then_some((&body[1..end], rest));
+        return (rest.is_empty() || rest.starts_with([' ', '\t'])).then_some((&body[1..end], rest));
     }
     let (colon, _) = body.match_indices(':').find(|&(at, _)| {
         let rest = &body[at + 1..];
-        rest.is_empty() || rest.starts_with(' ')
+        rest.is_empty() || rest.starts_with([' ', '\t'])
     })?;
     Some((body[..colon].trim_end(), &body[colon + 1..]))
 }
@@ -642,7 +910,7 @@ notificationRouting:
         assert_eq!(app.capacity, Some(4));
         let lib = &config.projects["lib.core"];
         assert_eq!(lib.path, "/etc/lib");
-        assert_eq!(lib.session_prefix("lib.core"), "lib.core");
+        assert_eq!(lib.session_prefix("lib.core"), "lib-core");
         assert_eq!(lib.default_branch(), "main");
         assert_eq!(config.agent_for("app"), "codex");
         assert_eq!(config.agent_for("lib.core"), "mybot");
@@ -721,6 +989,18 @@ notificationRouting:
                 "must start with a letter or digit",
             ),
             ("projects:\n  _app:\n    path: /r\n", "projects._app", 2, "project id `_app`"),
+            ("projects:\n  a..b:\n    path: /r\n", "projects.a..b", 2, "not contain `..`"),
+            ("projects:\n  'a:b':\n    path: /r\n", "projects.a:b", 2, "project id `a:b`"),
+            ("projects:\n  '#{x}':\n    path: /r\n", "projects.#{x}", 2, "project id"),
+            ("projects:\n  'a b':\n    path: /r\n", "projects.a b", 2, "project id"),
+            ("projects:\n  a/b:\n    path: /r\n", "projects.a/b", 2, "project id"),
+            ("projects:\n  -a:\n    path: /r\n", "projects.-a", 2, "start with a letter"),
+            (
+                "projects:\n  app:\n    path: /r\n    sessionPrefix: a.b\n",
+                "projects.app.sessionPrefix",
+                4,
+                "only letters, digits, `_` and `-`",
+            ),
             ("projects:\n  app:\n    path: ''\n", "projects.app.path", 3, "must not be empty"),
             (
                 "notifiers:\n  slack: {plugin: slack}\nnotificationRouting:\n  urgent: [slack, pager]\n",
@@ -737,6 +1017,173 @@ notificationRouting:
             assert_eq!(err.line, Some(line), "{text}");
             assert!(err.message.contains(fragment), "{text}: {err}");
         }
+    }
+
+    #[test]
+    fn a_defaulted_prefix_maps_what_tmux_would_rename() {
+        let config = parse("projects:\n  lib.core:\n    path: /r\n").unwrap();
+        assert_eq!(
+            config.projects["lib.core"].session_prefix("lib.core"),
+            "lib-core"
+        );
+    }
+
+    /// Prefixes are compared after a defaulted one is derived from its project id.
+    #[test]
+    fn two_projects_sharing_a_session_prefix_are_refused_naming_both() {
+        let cases = [
+            (
+                "projects:\n  a:\n    path: /r\n    sessionPrefix: x\n  b:\n    path: /r\n    sessionPrefix: x\n",
+                "session prefix `x` of project `b` (line 7) is also that of project `a` (line 4)",
+                7,
+            ),
+            (
+                "projects:\n  lib-core:\n    path: /r\n  lib.core:\n    path: /r\n",
+                "session prefix `lib-core` of project `lib.core` (line 4) is also that of project `lib-core` (line 2)",
+                4,
+            ),
+            (
+                "projects:\n  app:\n    path: /r\n  web:\n    path: /r\n    sessionPrefix: app\n",
+                "session prefix `app` of project `web` (line 6) is also that of project `app` (line 2)",
+                6,
+            ),
+        ];
+        for (text, fragment, line) in cases {
+            let err = parse(text).expect_err(text);
+            assert!(err.message.contains(fragment), "{err}");
+            assert_eq!(err.line, Some(line), "{err}");
+            assert!(
+                err.key.as_deref().unwrap().ends_with(".sessionPrefix"),
+                "{err}"
+            );
+        }
+    }
+
+    /// A config sent as JSON meets the same rules, named by key alone.
+    #[test]
+    fn parsed_configs_are_validated_by_key() {
+        let source = Path::new("ApplyConfig");
+        let project = |path: &str| ProjectConfig {
+            path: path.into(),
+            ..Default::default()
+        };
+        let mut config = Config::default();
+        config.projects.insert("../x".into(), project("/r"));
+        let err = validate_parsed(&config, source).unwrap_err();
+        assert_eq!(err.key.as_deref(), Some("projects.../x"));
+        assert_eq!(err.line, None);
+        assert!(
+            err.to_string()
+                .starts_with("ApplyConfig: projects.../x: project id"),
+            "{err}"
+        );
+
+        let mut config = Config::default();
+        config
+            .projects
+            .insert("app".into(), project("relative/repo"));
+        let err = validate_parsed(&config, source).unwrap_err();
+        assert_eq!(err.key.as_deref(), Some("projects.app.path"));
+        assert!(err.message.contains("not an absolute path"), "{err}");
+
+        let mut config = Config::default();
+        config.projects.insert("a".into(), project("/r"));
+        config.projects.insert(
+            "b".into(),
+            ProjectConfig {
+                session_prefix: Some("a".into()),
+                ..project("/r")
+            },
+        );
+        let err = validate_parsed(&config, source).unwrap_err();
+        assert!(
+            err.message
+                .contains("of project `b` is also that of project `a`"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn text_over_the_size_limit_is_refused_naming_the_limit() {
+        let text = "#".repeat(MAX_CONFIG_BYTES + 1);
+        let err = parse(&text).unwrap_err();
+        assert!(
+            err.message.contains(&format!(
+                "{} bytes, more than the limit of {MAX_CONFIG_BYTES} bytes (1 MiB)",
+                MAX_CONFIG_BYTES + 1
+            )),
+            "{err}"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("big.yaml");
+        std::fs::write(&file, &text).unwrap();
+        let err = load_file(&file, &env).unwrap_err();
+        assert_eq!(err.file, file);
+        assert!(err.message.contains("limit of 1048576 bytes"), "{err}");
+    }
+
+    /// Each case: text nested past the limit, the line the error names.
+    #[test]
+    fn deep_nesting_is_refused_before_parsing() {
+        let deep = MAX_NESTING + 1;
+        let cases = [
+            ("[".repeat(deep), 1),
+            ("{a: [".repeat(deep), 1),
+            (
+                format!(
+                    "projects:\n  app:\n    path: /r\n    agentConfig:\n      x: {}",
+                    "[".repeat(deep)
+                ),
+                5,
+            ),
+            (format!("a: [\n{}", "[\n".repeat(deep)), deep - 1),
+            ("- ".repeat(deep) + "x", 1),
+            (format!("--- {}", "[".repeat(deep)), 1),
+            (format!("[a]: {}", "[".repeat(deep)), 1),
+            (format!("{{a: b}}: {}", "[".repeat(deep)), 1),
+            (format!("k:\t{}", "[".repeat(deep)), 1),
+            (
+                (0..deep)
+                    .map(|level| format!("{}k:\n", " ".repeat(level)))
+                    .collect(),
+                deep,
+            ),
+        ];
+        for (text, line) in cases {
+            let err = parse(&text).expect_err(&text);
+            assert!(
+                err.message.contains("nested more than 64 collections deep"),
+                "{err}"
+            );
+            assert_eq!(err.line, Some(line), "{err}");
+        }
+    }
+
+    /// Brackets inside scalars and comments are text, not nesting.
+    #[test]
+    fn brackets_in_scalars_and_comments_do_not_count() {
+        let deep = "[".repeat(MAX_NESTING + 1);
+        let text = format!(
+            "# {deep}\nreactions:\n  r:\n    message: fix {deep}\n  s:\n    message: '{deep}'\n  t:\n    message: |\n      {deep}\n  u:\n    message: \"a\\\"{deep}\"\n  v: {{message: \"{deep}\"}}\n"
+        );
+        let config = parse(&text).unwrap();
+        assert_eq!(
+            config.reactions["s"].message.as_deref(),
+            Some(deep.as_str())
+        );
+        assert_eq!(
+            config.reactions["v"].message.as_deref(),
+            Some(deep.as_str())
+        );
+        let shallow = format!(
+            "{}{}",
+            "[".repeat(MAX_NESTING - 1),
+            "]".repeat(MAX_NESTING - 1)
+        );
+        assert!(parse(&format!("labels: {shallow}\n"))
+            .unwrap_err()
+            .message
+            .contains("invalid type"));
     }
 
     #[test]
@@ -820,5 +1267,205 @@ notificationRouting:
         let nearer = top.join("a/agent-orchestrator.yaml");
         std::fs::write(&nearer, "").unwrap();
         assert_eq!(find_config(None, &deep, &home), Some(nearer));
+    }
+}
+
+/// Property tests: whatever the text, the loader returns (never panics), nothing nested past
+/// [`MAX_NESTING`] reaches the YAML parser, and every config it accepts has ids and session
+/// prefixes that are safe in tmux names and paths.
+#[cfg(test)]
+mod fuzz {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        parse_str(text, Path::new("/fuzz/ao.yaml"), &|name| {
+            (name == "HOME").then(|| "/home/fuzz".to_owned())
+        })
+    }
+
+    /// What every accepted config holds: safe ids and one project per session prefix.
+    fn assert_safe(config: &Config) {
+        let mut prefixes = std::collections::BTreeSet::new();
+        for (id, project) in &config.projects {
+            let prefix = project.session_prefix(id);
+            assert!(is_valid_project_id(id), "{id:?}");
+            assert!(is_valid_session_prefix(&prefix), "{prefix:?} of {id:?}");
+            assert!(prefixes.insert(prefix), "shared prefix of {id:?}");
+        }
+    }
+
+    /// How many collections deep `value` is.
+    fn nesting(value: &serde_yaml::Value) -> usize {
+        use serde_yaml::Value;
+        match value {
+            Value::Sequence(items) => 1 + items.iter().map(nesting).max().unwrap_or(0),
+            Value::Mapping(map) => {
+                1 + map
+                    .iter()
+                    .map(|(key, value)| nesting(key).max(nesting(value)))
+                    .max()
+                    .unwrap_or(0)
+            }
+            Value::Tagged(tagged) => nesting(&tagged.value),
+            _ => 0,
+        }
+    }
+
+    /// Fragments of YAML and of this config's keys, and characters tmux and paths care about.
+    const TOKENS: &[&str] = &[
+        "projects:",
+        "\n",
+        "  ",
+        "- ",
+        "? ",
+        ": ",
+        "[",
+        "]",
+        "{",
+        "}",
+        ", ",
+        "'",
+        "\"",
+        "#",
+        "|",
+        ">",
+        "&a ",
+        "*a",
+        "!!str ",
+        "---",
+        "path: /r",
+        "sessionPrefix: ",
+        "app",
+        "lib.core",
+        "../x",
+        "a/b",
+        "a:b",
+        "#{x}",
+        "-x",
+        "${HOME}",
+        "${NOPE}",
+        "$${",
+        "\\",
+        "\t",
+        "é",
+    ];
+
+    /// Names built from characters that are and are not allowed in ids.
+    fn name() -> impl Strategy<Value = String> {
+        proptest::collection::vec(
+            prop::sample::select(
+                &[
+                    "a", "Z", "0", "_", "-", ".", "..", "/", ":", "#", "{", "}", " ", "\t", "é",
+                ][..],
+            ),
+            1..8,
+        )
+        .prop_map(|parts| parts.concat())
+    }
+
+    /// A JSON value up to a few levels deep whose strings hold YAML's special characters.
+    fn value() -> impl Strategy<Value = serde_json::Value> {
+        let leaf = prop_oneof![
+            any::<i64>().prop_map(serde_json::Value::from),
+            any::<bool>().prop_map(serde_json::Value::from),
+            "[\\[\\]{}#'\" :,|>&*!%@`a-z\\n -]{0,12}".prop_map(serde_json::Value::from),
+        ];
+        leaf.prop_recursive(6, 48, 4, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..4).prop_map(serde_json::Value::from),
+                proptest::collection::btree_map("[a-z#\\[{ ]{1,6}", inner, 0..4)
+                    .prop_map(|map| serde_json::Value::Object(map.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        #[test]
+        fn arbitrary_text_is_loaded_or_refused(text in "\\PC{0,300}") {
+            if let Ok(config) = parse(&text) {
+                assert_safe(&config);
+            }
+        }
+
+        #[test]
+        fn yaml_ish_text_is_loaded_or_refused(
+            tokens in proptest::collection::vec(prop::sample::select(TOKENS), 0..80),
+        ) {
+            if let Ok(config) = parse(&tokens.concat()) {
+                assert_safe(&config);
+            }
+        }
+
+        /// Deep text is refused by the scan, so the parser's time never depends on its depth.
+        #[test]
+        fn deep_text_is_refused_before_parsing(
+            opener in prop::sample::select(&["[", "{a: ", "{a: [", "- ", "? ", "[{a: ", "- [", "-   "][..]),
+            depth in (MAX_NESTING + 1)..4000,
+            under_a_key in any::<bool>(),
+        ) {
+            let lead = if under_a_key { "projects:\n  app:\n    agentConfig:\n      x:\n        " } else { "" };
+            let err = parse(&format!("{lead}{}", opener.repeat(depth))).unwrap_err();
+            prop_assert!(err.message.contains("nested more than"), "{}", err);
+        }
+
+        /// What the scan lets through is no deeper than the limit once parsed: it never counts
+        /// less than the parser nests, whatever comes before (keys that are flow collections or
+        /// quoted, tags, anchors, comments, documents).
+        #[test]
+        fn the_scan_never_counts_less_than_the_parser(
+            tokens in proptest::collection::vec(prop::sample::select(TOKENS), 0..6),
+            key in prop::sample::select(&[
+                "", "[a]: ", "{a: b}: ", "k:\t", "'k''s': ", "? [a]: ", "- [a]: ", "!t [a]: ",
+                "&a k: ", "- - k: ", "k:\n  ", "k: [\n  ", "? # c\n  ", "--- ",
+            ][..]),
+            (open, close) in prop::sample::select(&[
+                ("[", "]"), ("{a: ", "}"), ("{a: [", "]}"), ("- ", ""), ("[{a: ", "}]"), ("[a, ", "]"),
+            ][..]),
+            depth in (MAX_NESTING + 1)..200,
+        ) {
+            let text = format!("{}{key}{}x{}", tokens.concat(), open.repeat(depth), close.repeat(depth));
+            let locator = Locator { source: Path::new("fuzz"), outline: Vec::new() };
+            if check_nesting(&text, &locator).is_ok() {
+                match serde_yaml::from_str::<serde_yaml::Value>(&text) {
+                    Ok(value) => prop_assert!(nesting(&value) <= MAX_NESTING, "{text:?}"),
+                    Err(err) => prop_assert!(!err.to_string().contains("recursion limit"), "{text:?}"),
+                }
+            }
+        }
+
+        #[test]
+        fn projects_with_arbitrary_ids_are_accepted_only_when_safe(
+            projects in proptest::collection::vec((name(), proptest::option::of(name())), 1..5),
+        ) {
+            let quote = |text: &str| format!("'{}'", text.replace('\'', "''"));
+            let text: String = projects
+                .iter()
+                .map(|(id, prefix)| {
+                    let prefix = prefix.as_deref().map(|p| format!("    sessionPrefix: {}\n", quote(p)));
+                    format!("  {}:\n    path: /r\n{}", quote(id), prefix.unwrap_or_default())
+                })
+                .collect();
+            if let Ok(config) = parse(&format!("projects:\n{text}")) {
+                assert_safe(&config);
+            }
+        }
+
+        /// Whatever serde_yaml writes (quoting brackets, `#` and quotes its own way) loads back:
+        /// the nesting scan does not mistake scalars for collections.
+        #[test]
+        fn written_configs_load_back(agent_config in proptest::collection::btree_map("[a-z]{1,5}", value(), 0..4)) {
+            let mut config = Config::default();
+            config.projects.insert("app".into(), ProjectConfig {
+                path: "/r".into(),
+                agent_config,
+                ..Default::default()
+            });
+            let text = serde_yaml::to_string(&config).unwrap();
+            prop_assert_eq!(parse(&text).unwrap(), config);
+        }
     }
 }

@@ -1,6 +1,7 @@
 //! gRPC handlers. They only translate between proto and domain types and
 //! call the [`ControllerHandle`]; no store or runtime call lives here.
 
+use std::path::Path;
 use std::pin::Pin;
 use std::time::Duration;
 
@@ -11,7 +12,7 @@ use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::cluster::{AdminRecord, Cluster, ClusterError};
-use crate::config::Config;
+use crate::config::{self, Config};
 use crate::events::{self, EventFilter};
 use crate::model::{rfc3339, EventRecord, SessionRecord};
 use crate::sessions::{
@@ -30,6 +31,7 @@ impl From<ControllerError> for Status {
             ControllerError::NoConfig
             | ControllerError::WrongState { .. }
             | ControllerError::NotPlaced { .. } => Status::failed_precondition(msg),
+            ControllerError::SessionExists { .. } => Status::aborted(msg),
             ControllerError::InvalidConfig(_)
             | ControllerError::InvalidBranch(_)
             | ControllerError::ControlBytes(_)
@@ -244,8 +246,23 @@ impl pb::controller_server::Controller for ControllerService {
         req: Request<pb::ApplyConfigRequest>,
     ) -> Result<Response<pb::ApplyConfigResponse>, Status> {
         let req = req.into_inner();
+        let source = match req.source.as_str() {
+            "" => "ApplyConfig",
+            source => source,
+        };
+        let invalid = |message: String| ControllerError::InvalidConfig(message);
+        if req.config_json.len() > config::MAX_CONFIG_JSON_BYTES {
+            return Err(invalid(format!(
+                "{source}: the config is {} bytes of JSON, more than the limit of {} bytes",
+                req.config_json.len(),
+                config::MAX_CONFIG_JSON_BYTES
+            ))
+            .into());
+        }
         let config: Config = serde_json::from_str(&req.config_json)
-            .map_err(|e| Status::invalid_argument(format!("{}: {e}", req.source)))?;
+            .map_err(|e| invalid(format!("{source}: {e}")))?;
+        // The same rules as a file: ids reach paths and tmux names whoever sends them.
+        config::validate_parsed(&config, Path::new(source)).map_err(|e| invalid(e.to_string()))?;
         let projects = self.handle.apply(config).await?;
         Ok(Response::new(pb::ApplyConfigResponse { projects }))
     }

@@ -54,6 +54,8 @@ pub enum ControllerError {
     NotPlaced { id: String, reason: String },
     #[error("input not delivered to `{id}`: {reason}")]
     NotDelivered { id: String, reason: String },
+    #[error("session id `{id}` is already taken in the store (written by another controller?): nothing was overwritten; spawn again for the next id")]
+    SessionExists { id: String },
     #[error("invalid config: {0}")]
     InvalidConfig(String),
     #[error(transparent)]
@@ -250,8 +252,11 @@ impl ControllerHandle {
         &self.store
     }
 
+    /// Stores `config`, which was validated by [`crate::config::load_file`] or
+    /// [`crate::config::validate_parsed`], and places the sessions that wait.
+    ///
     /// # Errors
-    /// [`ControllerError::InvalidConfig`] when an agent or project is unusable.
+    /// The store refused the write.
     pub async fn apply(&self, config: Config) -> Result<Vec<String>, ControllerError> {
         self.ask(|r| Command::Apply(Box::new(config), r)).await
     }
@@ -1217,18 +1222,6 @@ impl Actor {
     }
 
     async fn apply(&mut self, config: Config) -> Result<Vec<String>, ControllerError> {
-        for (id, p) in &config.projects {
-            let agent = p
-                .agent
-                .clone()
-                .or_else(|| config.defaults.agent.clone())
-                .unwrap_or_else(|| "claude-code".into());
-            if !BUILTIN_AGENTS.contains(&agent.as_str()) && !config.agents.contains_key(&agent) {
-                return Err(ControllerError::InvalidConfig(format!(
-                    "projects.{id}.agent: unknown agent `{agent}`"
-                )));
-            }
-        }
         let stored = StoredConfig {
             schema_version: SCHEMA_VERSION,
             config,
@@ -1298,7 +1291,16 @@ impl Actor {
         let mut labels = project.labels.clone();
         labels.extend(args.labels.clone());
         let counter_key = keys::counter(&args.project_id);
-        let n = self.counters.get(&args.project_id).copied().unwrap_or(0) + 1;
+        // An id is never reused: one the store holds (from a project that had this prefix
+        // before, say) is skipped. `write` checks a session key it holds no revision of as
+        // absent, so a record this controller has not seen is refused, never overwritten.
+        let mut n = self.counters.get(&args.project_id).copied().unwrap_or(0) + 1;
+        while self
+            .revs
+            .contains_key(&keys::session(&format!("{prefix}-{n}")))
+        {
+            n += 1;
+        }
         let id = format!("{prefix}-{n}");
         let issue_id = args.issue_id.clone().filter(|i| !i.is_empty());
         let branch = session_branch(args.branch.as_deref(), issue_id.as_deref(), &id)?;
@@ -1354,8 +1356,17 @@ impl Actor {
             }
         }
         let event = NewEvent::session("session.spawned", Priority::Info, &s);
-        self.write(&[&s], vec![(counter_key, Some(encode(&n)))], vec![event])
-            .await?;
+        match self
+            .write(&[&s], vec![(counter_key, Some(encode(&n)))], vec![event])
+            .await
+        {
+            Err(ControllerError::Store(StoreError::Conflict { key }))
+                if key == keys::session(&id) =>
+            {
+                return Err(ControllerError::SessionExists { id });
+            }
+            written => written?,
+        }
         self.counters.insert(args.project_id, n);
         self.assign(&s, false);
         Ok(s)

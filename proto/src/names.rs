@@ -67,8 +67,9 @@ pub fn check_branch(name: &str) -> Result<(), BranchNameError> {
 /// A session or project id the worker will not use in paths or tmux names.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
-    "invalid {what} id {id:?}: {rule} (ids name directories and tmux sessions: no `/`, `..`, \
-     whitespace, control characters, `.`, `:`, `#`, `{{`, `}}`, and no leading `=`)"
+    "invalid {what} id {id:?}: {rule} (ids name directories, and session ids tmux sessions: no \
+     `/`, `..`, whitespace or control characters; in session ids no `.`, `:`, `#`, `{{`, `}}` \
+     and no leading `=`)"
 )]
 pub struct IdError {
     pub what: &'static str,
@@ -76,14 +77,31 @@ pub struct IdError {
     pub rule: &'static str,
 }
 
-/// Checks an id that becomes a path component and a tmux session name.
-/// tmux reads `.` and `:` in a target as window and pane separators (and
-/// renames a session with `.`), `#{…}` as a format and a leading `=` as
-/// "exact match".
+/// Checks a session id: it becomes a path component and a tmux session
+/// name. tmux reads `.` and `:` in a target as window and pane separators
+/// (and renames a session with `.`), `#{…}` as a format and a leading `=`
+/// as "exact match".
+///
+/// # Errors
+/// The first rule `id` breaks.
+pub fn check_session_id(id: &str) -> Result<(), IdError> {
+    check_path_id("session", id)?;
+    if id.starts_with('=') || id.contains(['.', ':', '#', '{', '}']) {
+        return Err(IdError {
+            what: "session",
+            id: id.to_string(),
+            rule: "it must not contain tmux target characters",
+        });
+    }
+    Ok(())
+}
+
+/// Checks an id that becomes a path component only (a project's, under
+/// `worktrees/`): `lib.core` is fine there.
 ///
 /// # Errors
 /// The first rule `id` breaks; `what` names the id in the message.
-pub fn check_id(what: &'static str, id: &str) -> Result<(), IdError> {
+pub fn check_path_id(what: &'static str, id: &str) -> Result<(), IdError> {
     let refuse = |rule| {
         Err(IdError {
             what,
@@ -94,9 +112,6 @@ pub fn check_id(what: &'static str, id: &str) -> Result<(), IdError> {
     if id.is_empty() {
         return refuse("it is empty");
     }
-    if id.starts_with('=') {
-        return refuse("it must not start with `=`");
-    }
     if id.contains('/') {
         return refuse("it must not contain `/`");
     }
@@ -105,9 +120,6 @@ pub fn check_id(what: &'static str, id: &str) -> Result<(), IdError> {
     }
     if id.chars().any(|c| c.is_whitespace() || c.is_control()) {
         return refuse("it must not contain whitespace or control characters");
-    }
-    if id.contains(['.', ':', '#', '{', '}']) {
-        return refuse("it must not contain tmux target characters");
     }
     Ok(())
 }
@@ -169,7 +181,7 @@ mod tests {
     #[test]
     fn id_rules() {
         for good in ["app-1", "lib_core-12", "A-b_c", "x=y"] {
-            assert_eq!(check_id("session", good), Ok(()), "{good}");
+            assert_eq!(check_session_id(good), Ok(()), "{good}");
         }
         for bad in [
             "",
@@ -188,9 +200,12 @@ mod tests {
             "a\nb",
             "a\u{1b}",
         ] {
-            assert!(check_id("session", bad).is_err(), "{bad:?}");
+            assert!(check_session_id(bad).is_err(), "{bad:?}");
         }
-        assert!(check_id("project", "a/b")
+        // A project id is a directory name only.
+        assert_eq!(check_path_id("project", "lib.core"), Ok(()));
+        assert!(check_path_id("project", "a..b").is_err());
+        assert!(check_path_id("project", "a/b")
             .unwrap_err()
             .to_string()
             .starts_with("invalid project id \"a/b\": it must not contain `/`"));

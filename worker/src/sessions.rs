@@ -388,8 +388,8 @@ impl Actor {
         let id = spec.session_id.clone();
         // The controller checks ids too; here they become paths and tmux
         // targets, so one that slipped through never runs.
-        if let Err(e) = names::check_id("session", &id)
-            .and_then(|()| names::check_id("project", &spec.project_id))
+        if let Err(e) = names::check_session_id(&id)
+            .and_then(|()| names::check_path_id("project", &spec.project_id))
         {
             tracing::warn!("refusing an assignment: {e}");
             return self.send(errored(id, a.epoch, e.to_string()));
@@ -460,7 +460,7 @@ impl Actor {
     }
 
     fn stop(&mut self, s: pb::Stop) {
-        if let Err(e) = names::check_id("session", &s.session_id) {
+        if let Err(e) = names::check_session_id(&s.session_id) {
             // Nothing of ours has such an id, and it would name files
             // outside ours (`../…`).
             tracing::warn!("refusing a stop: {e}");
@@ -1343,7 +1343,7 @@ mod tests {
         for (session, project, rule) in [
             ("../escape", "app", "invalid session id \"../escape\""),
             ("lib.core-1", "app", "tmux target characters"),
-            ("app-1", "lib.core", "invalid project id \"lib.core\""),
+            ("app-1", "../lib", "invalid project id \"../lib\""),
             ("#{pane_pid}", "app", "invalid session id"),
         ] {
             worker
