@@ -605,7 +605,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             raw,
         } => {
             let text = match file {
+                // A file written on Windows: its CRs are line ends, not keys.
                 Some(f) => std::fs::read_to_string(&f)
+                    .map(|t| if raw { t } else { t.replace("\r\n", "\n") })
                     .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", f.display()))?,
                 None => message.join(" "),
             };

@@ -135,9 +135,9 @@ pub struct SpawnArgs {
 }
 
 impl SpawnArgs {
-    /// Refuses what users send over the content limits, before anything is
-    /// stored.
-    fn check_sizes(&self) -> Result<(), limits::TooLarge> {
+    /// Refuses what users send over the content limits, and a prompt that
+    /// would type control keys into the agent, before anything is stored.
+    fn check(&self) -> Result<(), ControllerError> {
         let name = |what: &str, v: &Option<String>| {
             limits::check(
                 what,
@@ -155,6 +155,9 @@ impl SpawnArgs {
         name("the branch name", &self.branch)?;
         let labels = self.labels.iter().map(|(k, v)| k.len() + v.len()).sum();
         limits::check("the size of the labels", labels, limits::MAX_LABELS_BYTES)?;
+        if let Some(prompt) = &self.prompt {
+            input::check_prompt(prompt)?;
+        }
         Ok(())
     }
 }
@@ -1271,7 +1274,7 @@ impl Actor {
     }
 
     async fn spawn(&mut self, args: SpawnArgs) -> Result<SessionRecord, ControllerError> {
-        args.check_sizes()?;
+        args.check()?;
         self.check_project(&args.project_id)?;
         let config = self.config()?;
         let project = &config.projects[&args.project_id];

@@ -6,23 +6,39 @@
 /// A control byte in text that is meant as text.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
-    "the text has control byte {byte:#04x}{name} at byte {offset}: control bytes other than \
-     newline and tab are refused (send with --raw to type them as keys)"
+    "{what} has control byte {byte:#04x}{name} at byte {offset}: control bytes other than \
+     newline and tab are refused{hint}"
 )]
 pub struct ControlByteError {
+    /// What the text is: "the text", "the prompt".
+    pub what: &'static str,
     pub byte: u8,
     /// Where it is, counted in bytes from 0.
     pub offset: usize,
     /// How a person knows the byte, e.g. " (Ctrl-C)".
     name: String,
+    /// How to send it anyway, where there is a way.
+    hint: &'static str,
 }
 
-/// Checks that `text` holds no C0 control byte other than `\n` and `\t`, and
-/// no DEL.
+/// Checks that `text` for `ao send` holds no C0 control byte other than
+/// `\n` and `\t`, and no DEL.
 ///
 /// # Errors
 /// The first such byte and its offset.
 pub fn check_text(text: &str) -> Result<(), ControlByteError> {
+    check(text, "the text", " (send with --raw to type them as keys)")
+}
+
+/// [`check_text`] for a task prompt, which is typed in as text too.
+///
+/// # Errors
+/// The first control byte and its offset.
+pub fn check_prompt(text: &str) -> Result<(), ControlByteError> {
+    check(text, "the prompt", "")
+}
+
+fn check(text: &str, what: &'static str, hint: &'static str) -> Result<(), ControlByteError> {
     let Some((offset, byte)) = text
         .bytes()
         .enumerate()
@@ -37,7 +53,13 @@ pub fn check_text(text: &str) -> Result<(), ControlByteError> {
         // Ctrl-@ … Ctrl-_: the key that sends it.
         b => format!(" (Ctrl-{})", char::from(b + 0x40)),
     };
-    Err(ControlByteError { byte, offset, name })
+    Err(ControlByteError {
+        what,
+        byte,
+        offset,
+        name,
+        hint,
+    })
 }
 
 #[cfg(test)]
@@ -58,6 +80,11 @@ mod tests {
         assert_eq!((err.byte, err.offset), (0x1b, 2));
         assert!(err.to_string().contains("0x1b (Escape)"), "{err}");
         assert!(check_text("a\rb").unwrap_err().to_string().contains("0x0d"));
+        assert_eq!(
+            check_prompt("fix \x1b[2J").unwrap_err().to_string(),
+            "the prompt has control byte 0x1b (Escape) at byte 4: control bytes other than \
+             newline and tab are refused"
+        );
         assert!(check_text("\x7f")
             .unwrap_err()
             .to_string()

@@ -77,11 +77,27 @@ fn control_bytes_are_refused_unless_raw() {
         "{}",
         run.stderr
     );
-    // Newlines are text (pasted: one message, two lines).
+    // Newlines are text (pasted: one message, two lines), and so are the
+    // CRLF line ends of a file written on Windows; a tab is text too.
     stack.ao(&["send", &id, "still\nhere"]).ok();
     stack.wait_log(&id, "got: still\r\n");
     stack.wait_log(&id, "got: here\r\n");
+    let crlf = stack.dir.path().join("crlf.txt");
+    std::fs::write(&crlf, "first\r\nsecond\tcolumn\r\n").unwrap();
+    stack.ao(&["send", &id, "-f", crlf.to_str().unwrap()]).ok();
+    stack.wait_log(&id, "got: first\r\n");
+    stack.wait_log(&id, "got: second");
     stack.wait_field(&id, "activity", "ready");
+    // A prompt is typed in as text: the same rule, before anything is stored.
+    let run = stack.ao(&["spawn", "app", "C-2", "--prompt", "clear \x1b[2J"]);
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert!(
+        run.stderr
+            .contains("the prompt has control byte 0x1b (Escape) at byte 6"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(stack.sessions().len(), 1);
 
     // Raw input is typed as keys: Ctrl-C interrupts the agent.
     stack.ao(&["send", "--raw", &id, "\x03"]).ok();

@@ -1012,7 +1012,10 @@ const HISTORY: u32 = 2000;
 
 /// What shows on the screen once `text` is typed: the end of its last line.
 fn echo_needle(text: &str) -> String {
-    agent::last_line(text).chars().take(60).collect()
+    // A tab shows as spaces: look for what follows the last one.
+    let line = agent::last_line(text);
+    let after_tab = line.rsplit('\t').next().unwrap_or_default();
+    after_tab.chars().take(60).collect()
 }
 
 /// Types `text`, confirms it shows on the screen (an interactive agent's
