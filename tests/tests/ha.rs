@@ -201,12 +201,17 @@ fn a_second_controller_takes_over_and_a_deposed_leader_cannot_write() {
         "the deposed leader accepted a spawn: {}",
         late.stdout
     );
-    // Refused by the fence in the store, cut off while the old leader
-    // stepped down, or the old leader already gone.
+    // Refused by the fence in the store, cut off or cancelled while the old
+    // leader stepped down, or the old leader already gone.
     assert!(
-        ["no longer the leader", "transport error", "cannot reach"]
-            .iter()
-            .any(|why| late.stderr.contains(why)),
+        [
+            "no longer the leader",
+            "transport error",
+            "operation was canceled",
+            "cannot reach"
+        ]
+        .iter()
+        .any(|why| late.stderr.contains(why)),
         "{}",
         late.stderr
     );

@@ -402,7 +402,7 @@ fn bad_input_is_refused_clearly_and_disturbs_nothing() {
     // None of that disturbed the live session.
     stack.ao(&["send", &live, "still here"]).ok();
     stack.wait_log(&live, "got: still here");
-    assert_eq!(stack.session(&live)["status"], "idle");
+    stack.wait_field(&live, "status", "idle");
 }
 
 #[test]
