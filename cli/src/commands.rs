@@ -188,6 +188,14 @@ pub async fn apply(target: &Target, file: &Path) -> anyhow::Result<()> {
 fn report_spawned(s: &pb::Session) -> bool {
     println!("SESSION={}", s.id);
     match (s.status.as_str(), s.exit_code) {
+        // The agent ran and was done at once: said, not a failure.
+        ("done", Some(0)) => {
+            eprintln!(
+                "session {} started; exited at once with code 0 (its output: ao logs {})",
+                s.id, s.id
+            );
+            true
+        }
         // The agent ran, and quit before it did any work.
         ("errored" | "done", Some(code)) => {
             eprintln!(

@@ -525,6 +525,8 @@ pub async fn join(
     let (csr_pem, key_pem) = pki::new_csr(&id)?;
     let channel = ao_proto::dial::connect(&addr, Some(&pki::anonymous_client_tls(&ca_pem))).await?;
     let joined = ao_proto::pb::join_client::JoinClient::new(channel)
+        .max_decoding_message_size(ao_proto::limits::MAX_JOIN_BYTES)
+        .max_encoding_message_size(ao_proto::limits::MAX_JOIN_BYTES)
         .join(ao_proto::pb::JoinRequest {
             token: token.to_string(),
             worker_id: id.clone(),

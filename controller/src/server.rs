@@ -151,7 +151,11 @@ pub async fn serve_tls(
         .map_err(ServeError::Serve)?
         .add_service(InterceptedService::new(controller, role(Role::Admin)))
         .add_service(InterceptedService::new(link, role(Role::Worker)))
-        .add_service(pb::join_server::JoinServer::new(join))
+        .add_service(
+            pb::join_server::JoinServer::new(join)
+                .max_decoding_message_size(ao_proto::limits::MAX_JOIN_BYTES)
+                .max_encoding_message_size(ao_proto::limits::MAX_JOIN_BYTES),
+        )
         .serve_with_incoming_shutdown(
             tokio_stream::wrappers::TcpListenerStream::new(listener),
             stop,

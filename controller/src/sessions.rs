@@ -135,8 +135,8 @@ pub struct SpawnArgs {
 }
 
 impl SpawnArgs {
-    /// Refuses what users send over the content limits, and a prompt that
-    /// would type control keys into the agent, before anything is stored.
+    /// Refuses what users send over the content limits, and an issue id
+    /// with control characters, before anything is stored.
     fn check(&self) -> Result<(), ControllerError> {
         let name = |what: &str, v: &Option<String>| {
             limits::check(
@@ -155,8 +155,8 @@ impl SpawnArgs {
         name("the branch name", &self.branch)?;
         let labels = self.labels.iter().map(|(k, v)| k.len() + v.len()).sum();
         limits::check("the size of the labels", labels, limits::MAX_LABELS_BYTES)?;
-        if let Some(prompt) = &self.prompt {
-            input::check_prompt(prompt)?;
+        if let Some(issue) = &self.issue_id {
+            input::check_name("the issue id", issue)?;
         }
         Ok(())
     }
@@ -746,7 +746,25 @@ pub async fn start(
         settings,
     };
     actor.adopt(loaded).await?;
-    actor.trim_events().await?;
+    // Written by an older version, a stored config may break today's rules
+    // (a shared session prefix, say): said until a fixed one is applied.
+    if let Some(Err(e)) = actor
+        .config
+        .as_ref()
+        .map(|c| crate::config::validate_parsed(c, Path::new("the stored config")))
+    {
+        tracing::warn!("{e}; apply a fixed config (ao apply -f)");
+    }
+    if let Some(floor) = actor.event_seq.checked_sub(actor.settings.events_kept) {
+        // In the background: a store that grew without the bound may take a
+        // while, and serving does not wait for it.
+        let (store, fence) = (store.clone(), actor.fence.clone());
+        tokio::spawn(async move {
+            if let Err(e) = trim_events(store.as_ref(), fence.as_ref(), floor).await {
+                tracing::warn!("trimming old events from the store stopped: {e}");
+            }
+        });
+    }
     // A restarted controller judges no session before its worker reports.
     actor.publish();
     let task = tokio::spawn(actor.run(rx));
@@ -890,39 +908,6 @@ impl Actor {
             self.event_file.append(&ev).map_err(io)?;
         }
         self.event_file_behind = false;
-        Ok(())
-    }
-
-    /// Deletes from the store the events older than the newest
-    /// `events_kept` that a version without the bound (or a larger one)
-    /// left there; new writes trim as they go. A batch per transaction.
-    async fn trim_events(&mut self) -> Result<(), ControllerError> {
-        let Some(floor) = self.event_seq.checked_sub(self.settings.events_kept) else {
-            return Ok(());
-        };
-        let last_old = keys::event(floor);
-        let old: Vec<String> = self
-            .store
-            .list(keys::EVENTS)
-            .await?
-            .items
-            .into_iter()
-            .map(|v| v.key)
-            .filter(|key| *key <= last_old)
-            .collect();
-        if !old.is_empty() {
-            tracing::info!(events = old.len(), "trimming old events from the store");
-        }
-        for batch in old.chunks(100) {
-            let mut txn = Txn::default();
-            if let Some(f) = &self.fence {
-                txn = txn.check(f.key.clone(), Precondition::Revision(f.revision));
-            }
-            for key in batch {
-                txn = txn.delete(key.clone());
-            }
-            self.store.commit(txn).await?;
-        }
         Ok(())
     }
 
@@ -1186,6 +1171,9 @@ impl Actor {
         }
         self.event_seq = seq;
         for s in sessions {
+            if s.status.is_ended() {
+                self.resent.remove(&s.id);
+            }
             self.sessions.insert(s.id.clone(), Arc::new((*s).clone()));
         }
         if self.event_file_behind {
@@ -1311,6 +1299,8 @@ impl Actor {
             .prompt
             .clone()
             .unwrap_or_else(|| default_prompt(&args.project_id, issue_id.as_deref()));
+        // It is typed into the agent: no control keys in it.
+        input::check_prompt(&prompt)?;
         let now = Utc::now();
         let mut s = SessionRecord {
             schema_version: SCHEMA_VERSION,
@@ -1789,8 +1779,9 @@ impl Actor {
         self.resent.remove(&s.id);
         let mut s = s.clone();
         let reason = format!(
-            "worker {worker} reconnected {MAX_RESENDS} times without taking this session's assignment; \
+            "worker {worker} was sent this session's assignment {} times and never took it; \
              see the worker's log, then `ao session restore {}`",
+            MAX_RESENDS + 1,
             s.id
         );
         s.status = SessionStatus::Errored;
@@ -2295,6 +2286,39 @@ where
             return;
         }
     }
+}
+
+/// Deletes from the store the events up to id `floor` that a version
+/// without the bound (or with a larger one) left there; new writes trim as
+/// they go. A batch per transaction, each fenced like every write.
+async fn trim_events(
+    store: &dyn Store,
+    fence: Option<&Fence>,
+    floor: u64,
+) -> Result<(), StoreError> {
+    let last_old = keys::event(floor);
+    let old: Vec<String> = store
+        .list(keys::EVENTS)
+        .await?
+        .items
+        .into_iter()
+        .map(|v| v.key)
+        .filter(|key| *key <= last_old)
+        .collect();
+    if !old.is_empty() {
+        tracing::info!(events = old.len(), "trimming old events from the store");
+    }
+    for batch in old.chunks(100) {
+        let mut txn = Txn::default();
+        if let Some(f) = fence {
+            txn = txn.check(f.key.clone(), Precondition::Revision(f.revision));
+        }
+        for key in batch {
+            txn = txn.delete(key.clone());
+        }
+        store.commit(txn).await?;
+    }
+    Ok(())
 }
 
 /// The encoded size of a message to a worker: its content plus an upper

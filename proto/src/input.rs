@@ -5,10 +5,7 @@
 
 /// A control byte in text that is meant as text.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error(
-    "{what} has control byte {byte:#04x}{name} at byte {offset}: control bytes other than \
-     newline and tab are refused{hint}"
-)]
+#[error("{what} has control byte {byte:#04x}{name} at byte {offset}: {rule}")]
 pub struct ControlByteError {
     /// What the text is: "the text", "the prompt".
     pub what: &'static str,
@@ -17,9 +14,11 @@ pub struct ControlByteError {
     pub offset: usize,
     /// How a person knows the byte, e.g. " (Ctrl-C)".
     name: String,
-    /// How to send it anyway, where there is a way.
-    hint: &'static str,
+    /// What is allowed, and how to send it anyway where there is a way.
+    rule: &'static str,
 }
+
+const TEXT_RULE: &str = "control bytes other than newline and tab are refused";
 
 /// Checks that `text` for `ao send` holds no C0 control byte other than
 /// `\n` and `\t`, and no DEL.
@@ -27,7 +26,13 @@ pub struct ControlByteError {
 /// # Errors
 /// The first such byte and its offset.
 pub fn check_text(text: &str) -> Result<(), ControlByteError> {
-    check(text, "the text", " (send with --raw to type them as keys)")
+    check(
+        text,
+        "the text",
+        "control bytes other than newline and tab are refused (send with --raw to type them as \
+         keys)",
+        |b| matches!(b, b'\n' | b'\t'),
+    )
 }
 
 /// [`check_text`] for a task prompt, which is typed in as text too.
@@ -35,14 +40,30 @@ pub fn check_text(text: &str) -> Result<(), ControlByteError> {
 /// # Errors
 /// The first control byte and its offset.
 pub fn check_prompt(text: &str) -> Result<(), ControlByteError> {
-    check(text, "the prompt", "")
+    check(text, "the prompt", TEXT_RULE, |b| {
+        matches!(b, b'\n' | b'\t')
+    })
 }
 
-fn check(text: &str, what: &'static str, hint: &'static str) -> Result<(), ControlByteError> {
+/// Checks a one-line name (an issue id): no control byte at all. It ends up
+/// in the default prompt, a branch name, tables and `AO_ISSUE_ID`.
+///
+/// # Errors
+/// The first control byte and its offset.
+pub fn check_name(what: &'static str, text: &str) -> Result<(), ControlByteError> {
+    check(text, what, "a name is one line of text", |_| false)
+}
+
+fn check(
+    text: &str,
+    what: &'static str,
+    rule: &'static str,
+    allowed: impl Fn(u8) -> bool,
+) -> Result<(), ControlByteError> {
     let Some((offset, byte)) = text
         .bytes()
         .enumerate()
-        .find(|(_, b)| b.is_ascii_control() && !matches!(b, b'\n' | b'\t'))
+        .find(|(_, b)| b.is_ascii_control() && !allowed(*b))
     else {
         return Ok(());
     };
@@ -58,7 +79,7 @@ fn check(text: &str, what: &'static str, hint: &'static str) -> Result<(), Contr
         byte,
         offset,
         name,
-        hint,
+        rule,
     })
 }
 
@@ -85,6 +106,13 @@ mod tests {
             "the prompt has control byte 0x1b (Escape) at byte 4: control bytes other than \
              newline and tab are refused"
         );
+        assert_eq!(
+            check_name("the issue id", "X\x03Y")
+                .unwrap_err()
+                .to_string(),
+            "the issue id has control byte 0x03 (Ctrl-C) at byte 1: a name is one line of text"
+        );
+        assert!(check_name("the issue id", "a\tb").is_err());
         assert!(check_text("\x7f")
             .unwrap_err()
             .to_string()

@@ -27,3 +27,17 @@ pub mod pb {
 
 /// The version every side reports in hellos and `ao doctor`.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// An error with its causes, in one line: `a: b: c`. For messages that
+/// travel as text (a session's summary, a log line), where the chain would
+/// otherwise be cut at the first error.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        out.push_str(": ");
+        out.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    out
+}

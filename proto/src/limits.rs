@@ -19,6 +19,10 @@ pub const MAX_RESPONSE_BYTES: usize = 64 * MIB;
 /// Any message on the worker link or a tunnel, both ways.
 pub const MAX_LINK_MESSAGE_BYTES: usize = 8 * MIB;
 
+/// A join request or answer (a token, a CSR, a certificate): the one call
+/// a caller without a certificate may make.
+pub const MAX_JOIN_BYTES: usize = 64 * 1024;
+
 /// A session's task prompt.
 pub const MAX_PROMPT_BYTES: usize = MIB;
 

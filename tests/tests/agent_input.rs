@@ -97,6 +97,15 @@ fn control_bytes_are_refused_unless_raw() {
         "{}",
         run.stderr
     );
+    // An issue id ends up in the default prompt, a branch and tables.
+    let run = stack.ao(&["spawn", "app", "X\x03Y"]);
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert!(
+        run.stderr
+            .contains("the issue id has control byte 0x03 (Ctrl-C) at byte 1"),
+        "{}",
+        run.stderr
+    );
     assert_eq!(stack.sessions().len(), 1);
 
     // Raw input is typed as keys: Ctrl-C interrupts the agent.

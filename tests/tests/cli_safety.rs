@@ -8,22 +8,41 @@ use expectrl::session::OsSession;
 use expectrl::Expect;
 use serde_json::Value;
 
-/// An issue id that would retitle the terminal if printed raw.
-const HOSTILE_ISSUE: &str = "X\x1b]0;pwned\x07";
+/// Text that would retitle the terminal if printed raw.
+const HOSTILE: &str = "X\x1b]0;pwned\x07";
 
 #[test]
 fn control_characters_are_escaped_in_tables_and_exact_in_json() {
     let stack = Stack::new();
+    // Issue ids with control characters are refused at spawn; what a
+    // worker reports is not: here a postCreate command (YAML's \e and \a)
+    // that fails, and whose text becomes the session's summary and the
+    // event's message.
+    let config = std::fs::read_to_string(&stack.config).unwrap().replacen(
+        "projects:\n",
+        r#"projects:
+  hostile:
+    path: ./repo
+    agent: bot
+    postCreate:
+      - "X\e]0;pwned\a"
+"#,
+        1,
+    );
+    std::fs::write(&stack.config, config).unwrap();
     stack.up();
-    let id = stack.spawn(&["app", HOSTILE_ISSUE, "--branch", "hostile"]);
+    let run = stack.ao(&["spawn", "hostile", "H-1"]);
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    let id = run.session_id();
+    let s = stack.session(&id);
+    assert!(s["summary"].as_str().unwrap().contains(HOSTILE), "{s}");
 
-    let table = stack.ao(&["status"]).ok().stdout;
+    let table = stack.ao(&["status", "--all"]).ok().stdout;
     assert!(table.contains("X\\x1b]0;pwned\\x07"), "{table:?}");
     assert!(
         !table.contains('\x1b') && !table.contains('\x07'),
         "{table:?}"
     );
-    assert_eq!(stack.session(&id)["issueId"], HOSTILE_ISSUE);
 
     let events = stack.ao(&["events"]).ok().stdout;
     assert!(events.contains("X\\x1b]0;pwned\\x07"), "{events:?}");
@@ -31,12 +50,15 @@ fn control_characters_are_escaped_in_tables_and_exact_in_json() {
         !events.contains('\x1b') && !events.contains('\x07'),
         "{events:?}"
     );
-    let spawned = stack
+    let errored = stack
         .cli_events()
         .into_iter()
-        .find(|e| e["type"] == "session.spawned" && e["sessionId"] == id.as_str())
-        .expect("a session.spawned event");
-    assert_eq!(spawned["issueId"], HOSTILE_ISSUE);
+        .find(|e| e["type"] == "session.errored" && e["sessionId"] == id.as_str())
+        .expect("a session.errored event");
+    assert!(
+        errored["message"].as_str().unwrap().contains(HOSTILE),
+        "{errored}"
+    );
 }
 
 /// A stack whose controller also serves mTLS on a free 127.0.0.1 port
@@ -277,7 +299,7 @@ fn what_ao_makes_in_a_fresh_home_is_owner_only_whatever_the_umask() {
 }
 
 #[test]
-fn spawn_of_an_agent_that_exits_at_once_fails_with_its_exit_code() {
+fn spawn_of_an_agent_that_exits_at_once_says_so_and_fails_on_an_error_code() {
     let stack = Stack::new();
     let mut config = std::fs::read_to_string(&stack.config).unwrap();
     config.push_str("  three:\n    command: \"sh -c 'echo bad flag; exit 3'\"\n");
@@ -295,11 +317,13 @@ fn spawn_of_an_agent_that_exits_at_once_fails_with_its_exit_code() {
     );
     assert_eq!(stack.session(&id)["exitCode"], 3);
 
-    // Exiting at once is a failure even with code 0: the agent did nothing.
-    let run = stack.ao(&["spawn", "app", "E-0", "--agent", "quitter"]);
-    assert_eq!(run.code, 1, "{}", run.stderr);
+    // Done at once with code 0 is said, and is no failure: the agent may
+    // have had nothing to do.
+    let run = stack
+        .ao(&["spawn", "app", "E-0", "--agent", "quitter"])
+        .ok();
     assert!(
-        run.stderr.contains("started; exited with code 0"),
+        run.stderr.contains("started; exited at once with code 0"),
         "{}",
         run.stderr
     );

@@ -238,22 +238,25 @@ fn kill_9_of_the_stack_loses_no_session_and_no_event() {
     assert_eq!(stack.cli_events().len(), events.len());
 }
 
-/// How many times the agent of `id` received its task prompt: lines the
-/// scripted agent answered with `got: ` that hold the prompt's opening.
-fn prompts_received(stack: &Stack, id: &str) -> usize {
+/// The opening of the default prompt.
+const DEFAULT_PROMPT: &str = "You are working on issue";
+
+/// How many times the agent of `id` received a prompt that opens with
+/// `opening`: lines the scripted agent answered with `got: ` that hold it.
+fn prompts_received(stack: &Stack, id: &str, opening: &str) -> usize {
     let log = stack.terminal_log(id).unwrap_or_default();
     log.lines()
         .filter_map(|l| l.trim_start_matches('\r').strip_prefix("got: "))
-        .map(|l| l.matches("You are working on issue").count())
+        .map(|l| l.matches(opening).count())
         .sum()
 }
 
 /// Waits until the agent of `id` got its prompt and is idle again, then
 /// says how many times it got it.
-fn settled_prompts(stack: &Stack, id: &str) -> usize {
-    stack.wait_log(id, "got: You are working on issue");
+fn settled_prompts(stack: &Stack, id: &str, opening: &str) -> usize {
+    stack.wait_log(id, &format!("got: {opening}"));
     stack.wait_field(id, "activity", "ready");
-    prompts_received(stack, id)
+    prompts_received(stack, id, opening)
 }
 
 fn wait_gone(pid: u32) {
@@ -284,7 +287,9 @@ fn kill_9_during_batch_spawn_delivers_every_prompt_exactly_once() {
             let sessions = std::fs::read_dir(stack.home.join("sessions")).ok()?;
             sessions
                 .flatten()
-                .any(|d| prompts_received(&stack, &d.file_name().to_string_lossy()) > 0)
+                .any(|d| {
+                    prompts_received(&stack, &d.file_name().to_string_lossy(), DEFAULT_PROMPT) > 0
+                })
                 .then_some(())
         },
     );
@@ -299,34 +304,54 @@ fn kill_9_during_batch_spawn_delivers_every_prompt_exactly_once() {
     assert_eq!(sessions.len(), issues.len(), "{sessions:?}");
     for s in &sessions {
         let id = s["id"].as_str().unwrap();
-        assert_eq!(settled_prompts(&stack, id), 1, "{id} got its prompt once");
+        assert_eq!(
+            settled_prompts(&stack, id, DEFAULT_PROMPT),
+            1,
+            "{id} got its prompt once"
+        );
     }
 }
 
 #[test]
 fn a_crash_between_typing_and_enter_or_after_enter_delivers_the_prompt_once() {
+    // The default prompt; one long line that wraps over many rows; one so
+    // short that it shows on the screen before it is typed.
+    let long = format!("START-OF-PROMPT {}THE-END", "word ".repeat(600));
+    let prompts: [(Option<&str>, &str); 3] = [
+        (None, DEFAULT_PROMPT),
+        (Some(&long), "START-OF-PROMPT"),
+        (Some("go"), "go"),
+    ];
     for point in ["prompt-typed", "prompt-submitted"] {
-        let stack = Stack::new();
-        let run: ao_tests::Run = stack
-            .command(&["up", "-d"])
-            .env("AO_FAULT", point)
-            .output()
-            .unwrap()
-            .into();
-        let run = run.ok();
-        let pid = stack
-            .pid()
-            .unwrap_or_else(|| panic!("no pid: {}", run.stdout));
-        let id = stack.spawn(&["app", "T-1", "--no-wait"]);
-        // The worker dies at that point of delivering the prompt.
-        wait_gone(pid);
-        let typed = stack.terminal_log(&id).unwrap_or_default();
-        assert!(
-            typed.contains("You are working on issue T-1"),
-            "{point}: {typed}"
-        );
-        stack.up();
-        assert_eq!(settled_prompts(&stack, &id), 1, "{point}: delivered once");
+        for (prompt, opening) in prompts {
+            let stack = Stack::new();
+            let run: ao_tests::Run = stack
+                .command(&["up", "-d"])
+                .env("AO_FAULT", point)
+                .output()
+                .unwrap()
+                .into();
+            let run = run.ok();
+            let pid = stack
+                .pid()
+                .unwrap_or_else(|| panic!("no pid: {}", run.stdout));
+            let mut args = vec!["app", "T-1", "--no-wait"];
+            if let Some(p) = prompt {
+                args.extend(["--prompt", p]);
+            }
+            let id = stack.spawn(&args);
+            // The worker dies at that point of delivering the prompt.
+            wait_gone(pid);
+            if point == "prompt-typed" {
+                assert_eq!(prompts_received(&stack, &id, opening), 0, "{opening}");
+            }
+            stack.up();
+            assert_eq!(
+                settled_prompts(&stack, &id, opening),
+                1,
+                "{point} {opening}: delivered once"
+            );
+        }
     }
 }
 

@@ -50,10 +50,7 @@ pub async fn run(
     // This binary writes the terminal logs, rotating them; tmux runs it
     // for each pane, so it keeps writing while no worker runs.
     match std::env::current_exe() {
-        Ok(exe) => {
-            let exe = runtime::shell_quote(&exe.display().to_string());
-            runtime = runtime.with_log_writer(format!("{exe} {}", output::LOG_WRITER_ARGS));
-        }
+        Ok(exe) => runtime = runtime.with_log_writer(exe),
         Err(e) => tracing::warn!("terminal logs will not rotate: cannot find this binary: {e}"),
     }
     let runtime = Arc::new(runtime);

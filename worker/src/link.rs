@@ -101,7 +101,7 @@ pub async fn run(
             let tls = tls(config.credentials.as_deref()).map_err(Down::Retry)?;
             let (channel, addr) = dial::connect_any(&config.addrs, tls.as_ref())
                 .await
-                .map_err(|e| Down::Retry(error_chain(&e)))?;
+                .map_err(|e| Down::Retry(ao_proto::error_chain(&e)))?;
             tracing::debug!(controller = %addr, "dialed");
             // What was queued while disconnected is superseded by the inventory.
             while reports.try_recv().is_ok() {}
@@ -198,18 +198,6 @@ impl Down {
     }
 }
 
-/// An error with its causes, for one log line.
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(cause) = source {
-        out.push_str(": ");
-        out.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    out
-}
-
 /// When to renew a certificate received at `received` and valid until
 /// `not_after`: at two thirds of what was left of its life then. (Its
 /// `notBefore` is backdated for clock skew, so it does not say.)
@@ -263,7 +251,7 @@ async fn renew_once(addrs: &[ControllerAddr], dir: &Path) -> Result<i64, String>
     let tls = current.client_tls();
     let (channel, _) = dial::connect_any(addrs, Some(&tls))
         .await
-        .map_err(|e| error_chain(&e))?;
+        .map_err(|e| ao_proto::error_chain(&e))?;
     let name = current.identity().map_err(|e| e.to_string())?.name;
     let (csr_pem, key_pem) = pki::new_csr(&name).map_err(|e| e.to_string())?;
     let cert_pem = ao_proto::dial::worker_link_client(channel)

@@ -59,11 +59,9 @@ fn inode(path: &Path) -> Option<u64> {
 pub fn write_rotating(log: &Path, max: u64, mut input: impl Read) -> std::io::Result<()> {
     use std::io::Write;
     let open = || {
-        use std::os::unix::fs::OpenOptionsExt;
-        std::fs::OpenOptions::new()
+        ao_proto::home::private_file()
             .create(true)
             .append(true)
-            .mode(0o600)
             .open(log)
     };
     let mut file = open()?;
@@ -83,6 +81,66 @@ pub fn write_rotating(log: &Path, max: u64, mut input: impl Read) -> std::io::Re
         }
         file.write_all(&buf[..n])?;
         size += n as u64;
+    }
+}
+
+/// Where in a log the reader was: the file (its inode) and the offset.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+pub struct LogPosition {
+    pub inode: u64,
+    pub offset: u64,
+}
+
+/// Whether `needle` shows in the log after `from`, in the file that was
+/// current then (rotated since, or not) and in any newer one.
+///
+/// # Errors
+/// I/O errors reading the logs.
+pub fn shown_since(log: &Path, from: LogPosition, needle: &str) -> std::io::Result<bool> {
+    let old = rotated(log);
+    let mut files = Vec::new();
+    if inode(log) == Some(from.inode) {
+        files.push((log.to_path_buf(), from.offset));
+    } else {
+        if inode(&old) == Some(from.inode) {
+            files.push((old, from.offset));
+        }
+        // Written after the rotation: the new file, from its start.
+        files.push((log.to_path_buf(), 0));
+    }
+    for (path, offset) in files {
+        if file_contains(&path, offset, needle.as_bytes())? {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+/// Searches a file from `offset` in chunks, keeping the end of each chunk
+/// so a match across two chunks is found.
+fn file_contains(path: &Path, offset: u64, needle: &[u8]) -> std::io::Result<bool> {
+    if needle.is_empty() {
+        return Ok(false);
+    }
+    let mut file = match std::fs::File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+        Err(e) => return Err(e),
+    };
+    file.seek(SeekFrom::Start(offset))?;
+    let mut window: Vec<u8> = Vec::new();
+    let mut chunk = vec![0u8; 256 * 1024];
+    loop {
+        let n = file.read(&mut chunk)?;
+        if n == 0 {
+            return Ok(false);
+        }
+        window.extend_from_slice(&chunk[..n]);
+        if window.windows(needle.len()).any(|w| w == needle) {
+            return Ok(true);
+        }
+        let keep = needle.len() - 1;
+        window.drain(..window.len().saturating_sub(keep));
     }
 }
 
@@ -171,6 +229,14 @@ impl Output {
 
     pub fn offset(&self) -> u64 {
         self.offset
+    }
+
+    /// How far this reader got, to search what came after later on.
+    pub fn position(&self) -> LogPosition {
+        LogPosition {
+            inode: self.inode.unwrap_or(0),
+            offset: self.offset,
+        }
     }
 
     /// Reads what the log gained since the last poll; returns its length.

@@ -83,9 +83,9 @@ pub struct TmuxRuntime {
     /// Exit codes written by each session's wrapper; tmux's own
     /// `pane_dead_status` is sometimes never set (seen with tmux 3.3a).
     exit_dir: PathBuf,
-    /// The shell command tmux pipes each pane's output into, followed by
-    /// the log's path: `cat >>` unless [`Self::with_log_writer`].
-    log_writer: String,
+    /// The `ao` binary whose `worker log-writer` tmux pipes each pane's
+    /// output into; `cat >>` without one.
+    log_writer: Option<PathBuf>,
     /// Numbers the paste buffers, one per delivery, so two deliveries never
     /// share one.
     pastes: AtomicU64,
@@ -97,17 +97,36 @@ impl TmuxRuntime {
         Self {
             socket,
             exit_dir,
-            log_writer: "cat >>".into(),
+            log_writer: None,
             pastes: AtomicU64::new(0),
         }
     }
 
-    /// Pipes each pane into `command` instead of `cat >>` (`ao worker
-    /// log-writer`, which rotates the log).
+    /// Pipes each pane into `<ao> worker log-writer`, which rotates the
+    /// log, instead of `cat >>`.
     #[must_use]
-    pub fn with_log_writer(mut self, command: String) -> Self {
-        self.log_writer = command;
+    pub fn with_log_writer(mut self, ao: PathBuf) -> Self {
+        self.log_writer = Some(ao);
         self
+    }
+
+    /// What tmux pipes a pane's output into, the log's path last. The
+    /// binary may have been replaced or removed since the worker started
+    /// (an upgrade): then `cat >>` keeps the log, without rotation.
+    fn pipe_command(&self, log: &std::path::Path) -> String {
+        let log = shell_quote(&log.display().to_string());
+        match &self.log_writer {
+            Some(ao) if ao.is_file() => format!(
+                "{} {} {log}",
+                shell_quote(&ao.display().to_string()),
+                crate::output::LOG_WRITER_ARGS
+            ),
+            Some(ao) => {
+                tracing::warn!(binary = %ao.display(), "the log writer is gone; this session's log will not rotate");
+                format!("cat >> {log}")
+            }
+            None => format!("cat >> {log}"),
+        }
     }
 
     fn exit_file(&self, id: &str) -> PathBuf {
@@ -308,13 +327,11 @@ impl Runtime for TmuxRuntime {
         self.remove_files(&spec.id)?;
         {
             use std::io::Write;
-            use std::os::unix::fs::OpenOptionsExt;
             let path = self.env_file(&spec.id);
-            let mut file = std::fs::OpenOptions::new()
+            let mut file = ao_proto::home::private_file()
                 .create(true)
                 .write(true)
                 .truncate(true)
-                .mode(0o600)
                 .open(&path)
                 .map_err(file_error(&path))?;
             for (k, v) in &spec.env {
@@ -323,11 +340,7 @@ impl Runtime for TmuxRuntime {
         }
         let command = self.wrapped(&spec.id, &spec.command);
         let cwd = spec.cwd.display().to_string();
-        let pipe = format!(
-            "{} {}",
-            self.log_writer,
-            shell_quote(&spec.log_path.display().to_string())
-        );
+        let pipe = self.pipe_command(&spec.log_path);
         let t = pane(&spec.id);
         // One invocation: the server runs the whole list before it reads any
         // output of the new pane, so pipe-pane sees the very first byte and
@@ -389,8 +402,9 @@ impl Runtime for TmuxRuntime {
     }
 
     async fn write_input(&self, id: &str, text: &str, enter: bool) -> Result<(), RuntimeError> {
-        // One line arrives as typed keys, as a person would type it: some
-        // agents fold a bracketed paste into a placeholder on their screen.
+        // One line is pasted without bracketed-paste markers, so it arrives
+        // as if typed: some agents fold a bracketed paste into a placeholder
+        // on their screen, where the echo check could not see it.
         if text.contains('\n') {
             self.paste(id, text, &["-p"]).await?;
         } else if !text.is_empty() {

@@ -60,6 +60,9 @@ struct Meta {
     /// How far the task prompt got, recorded before each step is taken.
     #[serde(default)]
     prompt: PromptStep,
+    /// What the terminal had shown before the prompt was typed.
+    #[serde(default)]
+    prompt_evidence: PromptEvidence,
     /// Version 1's record of the prompt; read by [`Meta::migrate`] only.
     #[serde(default, skip_serializing)]
     prompt_delivered: bool,
@@ -83,6 +86,17 @@ enum PromptStep {
     Typing,
     /// Enter was pressed after the prompt.
     Submitted,
+}
+
+/// What tells, after a crash, whether the prompt had been typed: where the
+/// log was and how often the end of the prompt showed in the scrollback
+/// before it was typed. The log keeps everything (the scrollback only the
+/// last lines); the screen also sees what a full-screen agent redraws.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct PromptEvidence {
+    log: output::LogPosition,
+    echoes: usize,
 }
 
 impl Meta {
@@ -160,6 +174,8 @@ enum Command {
     SetupDone(u64, Box<Result<Local, (String, String)>>),
     /// Enter was pressed after the task prompt.
     PromptSubmitted(String),
+    /// The prompt could not be typed: it is tried again.
+    PromptNotTyped(String),
     /// A terminal of `ao attach` closed.
     TerminalClosed(String, u64),
 }
@@ -351,6 +367,13 @@ impl Actor {
                     write_meta(&self.settings.home, &l.meta);
                 }
             }
+            Command::PromptNotTyped(id) => {
+                if let Some(l) = self.sessions.get_mut(&id) {
+                    l.meta.prompt = PromptStep::Pending;
+                    write_meta(&self.settings.home, &l.meta);
+                    l.prompt_pending = true;
+                }
+            }
         }
     }
 
@@ -362,7 +385,14 @@ impl Actor {
             pb::controller_message::Msg::Assign(a) => self.assign(a),
             pb::controller_message::Msg::Stop(s) => self.stop(s),
             pb::controller_message::Msg::Input(i) => self.input(i),
-            pb::controller_message::Msg::OpenStream(o) => self.open_stream(o, channel),
+            pb::controller_message::Msg::OpenStream(o) => {
+                // An unknown session's log is read by its id: never outside ours.
+                if let Err(e) = names::check_session_id(&o.session_id) {
+                    tracing::warn!("refusing a stream: {e}");
+                    return;
+                }
+                self.open_stream(o, channel);
+            }
             pb::controller_message::Msg::Resync(_) => {
                 for l in self.sessions.values_mut() {
                     l.reported = None;
@@ -750,33 +780,51 @@ impl Actor {
         // agent was ready then, and what it shows now is the typed prompt.
         let resumed = l.meta.prompt == PromptStep::Typing;
         if l.prompt_pending && l.exited.is_none() && (resumed || prompt_time(l)) {
+            let prompt =
+                std::fs::read_to_string(prompt_file(&self.settings.home, id)).unwrap_or_default();
+            let text = prompt.trim_end().to_string();
+            if !resumed {
+                let Ok(screen) = self.runtime.capture(id, HISTORY).await else {
+                    // Tried again on the next poll.
+                    return;
+                };
+                l.meta.prompt_evidence = PromptEvidence {
+                    log: l.output.position(),
+                    echoes: screen.matches(echo_needle(&text).as_str()).count(),
+                };
+                l.meta.prompt = PromptStep::Typing;
+                write_meta(&self.settings.home, &l.meta);
+            }
             l.prompt_pending = false;
-            l.meta.prompt = PromptStep::Typing;
-            write_meta(&self.settings.home, &l.meta);
+            let evidence = l.meta.prompt_evidence;
+            let log = l.meta.log_path.clone();
             let runtime = self.runtime.clone();
             let keyboard = l.keyboard.clone();
             let tx = self.tx.clone();
-            let prompt =
-                std::fs::read_to_string(prompt_file(&self.settings.home, id)).unwrap_or_default();
             let id = id.to_string();
             tokio::spawn(async move {
-                let text = prompt.trim_end();
+                let runtime = runtime.as_ref();
                 let outcome = if resumed {
-                    resume_prompt(runtime.as_ref(), &keyboard, &id, text).await
+                    resume_prompt(runtime, &keyboard, &id, &text, &log, evidence).await
                 } else {
-                    deliver(runtime.as_ref(), &keyboard, &id, text).await
+                    let _turn = keyboard.lock().await;
+                    type_and_confirm(runtime, &id, &text, evidence.echoes).await
                 };
-                let submitted = match outcome {
-                    Ok(()) => true,
+                let next = match outcome {
+                    Ok(()) => Command::PromptSubmitted(id),
                     Err(e) => {
                         tracing::warn!(session = %id, "prompt not confirmed: {}", e.reason);
-                        e.submitted
+                        if e.submitted {
+                            Command::PromptSubmitted(id)
+                        } else {
+                            Command::PromptNotTyped(id)
+                        }
                     }
                 };
-                if submitted {
+                if matches!(next, Command::PromptSubmitted(_)) {
                     crash_point("prompt-submitted");
-                    let _ = tx.send(Command::PromptSubmitted(id)).await;
                 }
+                let _ = tx.send(next).await;
             });
         }
         let (state, activity) = state_of(l);
@@ -914,7 +962,7 @@ async fn setup(
         locks,
     )
     .await
-    .map_err(|e| e.to_string())?;
+    .map_err(|e| ao_proto::error_chain(&e))?;
     let branch = workspace::current_branch(&worktree)
         .await
         .unwrap_or_else(|| spec.branch.clone());
@@ -925,7 +973,7 @@ async fn setup(
         .map_err(|e| format!("{}: {e}", prompt_path.display()))?;
     let agent_spec = spec.agent.clone().unwrap_or_default();
     let path_var = std::env::var("PATH").unwrap_or_default();
-    let launch = agent::resolve(&agent_spec, &path_var).map_err(|e| e.to_string())?;
+    let launch = agent::resolve(&agent_spec, &path_var).map_err(|e| ao_proto::error_chain(&e))?;
     let log_path = log_file(&settings.home, id);
     let mut vars: BTreeMap<String, String> = spec.env.clone().into_iter().collect();
     vars.insert(env::AO_SESSION_ID.into(), id.clone());
@@ -940,7 +988,10 @@ async fn setup(
     vars.insert("PATH".into(), path_var);
     // An older incarnation of this session (a restore, or a set-up that was
     // overtaken) must not linger beside the new one.
-    runtime.stop(id).await.map_err(|e| e.to_string())?;
+    runtime
+        .stop(id)
+        .await
+        .map_err(|e| ao_proto::error_chain(&e))?;
     let mut meta = Meta {
         schema_version: META_VERSION,
         session_id: id.clone(),
@@ -959,6 +1010,7 @@ async fn setup(
         } else {
             PromptStep::Pending
         },
+        prompt_evidence: PromptEvidence::default(),
         prompt_delivered: false,
     };
     write_meta(&settings.home, &meta);
@@ -971,7 +1023,7 @@ async fn setup(
             log_path: log_path.clone(),
         })
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| ao_proto::error_chain(&e))?;
     meta.launched = true;
     Ok(Local {
         writer: None,
@@ -1012,10 +1064,17 @@ const HISTORY: u32 = 2000;
 
 /// What shows on the screen once `text` is typed: the end of its last line.
 fn echo_needle(text: &str) -> String {
+    let line = text
+        .lines()
+        .rev()
+        .map(str::trim)
+        .find(|l| !l.is_empty())
+        .unwrap_or("");
     // A tab shows as spaces: look for what follows the last one.
-    let line = agent::last_line(text);
-    let after_tab = line.rsplit('\t').next().unwrap_or_default();
-    after_tab.chars().take(60).collect()
+    let after_tab: Vec<char> = line.rsplit('\t').next().unwrap_or("").chars().collect();
+    after_tab[after_tab.len().saturating_sub(60)..]
+        .iter()
+        .collect()
 }
 
 /// Types `text`, confirms it shows on the screen (an interactive agent's
@@ -1031,13 +1090,24 @@ async fn deliver(
     // One message at a time: typed text and its Enter must not interleave
     // with another message's (the prompt and an `ao send`, say).
     let _turn = keyboard.lock().await;
-    let needle = echo_needle(text);
     let before = runtime
         .capture(id, HISTORY)
         .await
         .map_err(Undelivered::before_typing)?
-        .matches(needle.as_str())
+        .matches(echo_needle(text).as_str())
         .count();
+    type_and_confirm(runtime, id, text, before).await
+}
+
+/// [`deliver`]'s typing, confirming and Enter, for a caller that holds the
+/// keyboard and counted how often the end of `text` showed before.
+async fn type_and_confirm(
+    runtime: &dyn Runtime,
+    id: &str,
+    text: &str,
+    before: usize,
+) -> Result<(), Undelivered> {
+    let needle = echo_needle(text);
     runtime
         .write_input(id, text, false)
         .await
@@ -1079,39 +1149,46 @@ async fn deliver(
 }
 
 /// Finishes delivering a prompt that a previous worker was typing when it
-/// died: the screen tells how far it got. Typed but not submitted, the
-/// prompt is still on the cursor's line and only Enter is missing;
-/// submitted, it is in the scrollback above; otherwise it was never typed.
+/// died. Typed but not submitted, the end of the prompt is on the cursor's
+/// line and only Enter is missing; submitted, it showed after the recorded
+/// point of the log, or more often in the scrollback than before typing;
+/// otherwise it was never typed, and is typed now.
 async fn resume_prompt(
     runtime: &dyn Runtime,
     keyboard: &tokio::sync::Mutex<()>,
     id: &str,
     text: &str,
+    log: &Path,
+    before: PromptEvidence,
 ) -> Result<(), Undelivered> {
+    let _turn = keyboard.lock().await;
     let needle = echo_needle(text);
-    {
-        let _turn = keyboard.lock().await;
-        let cursor = runtime
-            .cursor_line(id)
+    let cursor = runtime
+        .cursor_line(id)
+        .await
+        .map_err(Undelivered::before_typing)?;
+    if !needle.is_empty() && cursor.trim_end().ends_with(&needle) {
+        tracing::info!(session = %id, "submitting a prompt typed before a crash");
+        return runtime
+            .write_input(id, "", true)
             .await
-            .map_err(Undelivered::before_typing)?;
-        if !needle.is_empty() && cursor.contains(&needle) {
-            tracing::info!(session = %id, "submitting a prompt typed before a crash");
-            return runtime
-                .write_input(id, "", true)
-                .await
-                .map_err(Undelivered::before_typing);
-        }
-        let screen = runtime
-            .capture(id, HISTORY)
-            .await
-            .map_err(Undelivered::before_typing)?;
-        if screen.contains(&needle) {
-            tracing::info!(session = %id, "the prompt was submitted before a crash");
-            return Ok(());
-        }
+            .map_err(Undelivered::before_typing);
     }
-    deliver(runtime, keyboard, id, text).await
+    let echoes = runtime
+        .capture(id, HISTORY)
+        .await
+        .map_err(Undelivered::before_typing)?
+        .matches(needle.as_str())
+        .count();
+    let logged = output::shown_since(log, before.log, &needle).unwrap_or_else(|e| {
+        tracing::warn!(session = %id, "cannot search the terminal log: {e}");
+        false
+    });
+    if echoes > before.echoes || logged {
+        tracing::info!(session = %id, "the prompt was submitted before a crash");
+        return Ok(());
+    }
+    type_and_confirm(runtime, id, text, echoes).await
 }
 
 /// Test-only crash points: with `AO_FAULT=<name>` the process exits at once
