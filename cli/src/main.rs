@@ -19,7 +19,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, Parser, Subcommand};
 
 /// How many past events `ao events` shows unless told otherwise.
 const EVENTS_SHOWN: u32 = 1000;
@@ -155,6 +155,8 @@ enum Command {
     Controller(ControllerCommand),
     /// Check tmux, git, agent binaries, the config and the controller.
     Doctor,
+    /// Print shell completions, e.g. `ao completion bash > ~/.local/share/bash-completion/completions/ao`.
+    Completion { shell: clap_complete::Shell },
 }
 
 #[derive(Args)]
@@ -444,8 +446,27 @@ fn labels(pairs: Vec<(String, String)>) -> BTreeMap<String, String> {
     pairs.into_iter().collect()
 }
 
+/// Writes `shell`'s completion script for `ao` to stdout; a closed pipe
+/// (`ao completion bash | head`) is not an error.
+fn print_completion(shell: clap_complete::Shell) -> ExitCode {
+    let mut script = Vec::new();
+    clap_complete::generate(shell, &mut Cli::command(), "ao", &mut script);
+    match std::io::Write::write_all(&mut std::io::stdout().lock(), &script) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: writing the completion script: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Needs nothing but the clap definitions: no runtime, no home.
+    if let Command::Completion { shell } = cli.command {
+        return print_completion(shell);
+    }
     // Runs for the life of a pane, under tmux: no runtime, no home needed.
     if let Command::Worker(WorkerCommand::LogWriter { log }) = &cli.command {
         let input = std::io::stdin().lock();
@@ -543,8 +564,10 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Worker(WorkerCommand::Drain { id, undo }) => {
             commands::drain(&target, id, undo).await.and(ok)
         }
-        Command::Worker(WorkerCommand::LogWriter { .. }) => {
-            unreachable!("`ao worker log-writer` runs before the async runtime starts")
+        Command::Worker(WorkerCommand::LogWriter { .. }) | Command::Completion { .. } => {
+            unreachable!(
+                "`ao worker log-writer` and `ao completion` run before the async runtime starts"
+            )
         }
         Command::Worker(WorkerCommand::Rm { id }) => {
             commands::remove_worker(&target, id).await.and(ok)
