@@ -1,11 +1,12 @@
 //! Commands that talk to a running controller.
 
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context;
+use ao_controller::config;
 use ao_proto::dial::{self, ControllerAddr};
 use ao_proto::pb;
 use ao_proto::pb::controller_client::ControllerClient;
@@ -165,7 +166,8 @@ impl Target {
 }
 
 pub async fn apply(target: &Target, file: &Path) -> anyhow::Result<()> {
-    let cfg = ao_controller::config::load_file(file, &|k| std::env::var(k).ok())?;
+    let cfg = config::load_file(file, &|k| std::env::var(k).ok())?;
+    warn_unimplemented(file, &cfg);
     let config_json = serde_json::to_string(&cfg).context("cannot encode the config")?;
     let mut c = target.client().await?;
     let r = c
@@ -182,6 +184,33 @@ pub async fn apply(target: &Target, file: &Path) -> anyhow::Result<()> {
         r.projects.join(", ")
     );
     Ok(())
+}
+
+/// One stderr line naming the keys of `cfg` (read from `file`) that are accepted but not acted
+/// on yet, so that nobody waits for a reaction or a notifier that cannot come.
+fn warn_unimplemented(file: &Path, cfg: &config::Config) {
+    let keys = config::unimplemented_keys(cfg);
+    if !keys.is_empty() {
+        eprintln!(
+            "warning: {}: {} accepted for compatibility with the original ao, not acted on yet",
+            file.display(),
+            keys.join(", ")
+        );
+    }
+}
+
+/// Warns about the config a starting stack will apply (`AO_CONFIG_PATH`, else the one found from
+/// the current directory or in `home`). One that does not load is left to the stack, which
+/// refuses to start with its error.
+pub fn warn_unimplemented_startup_config(home: &Path) {
+    let explicit = std::env::var_os(ao_proto::env::AO_CONFIG_PATH).map(PathBuf::from);
+    let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/"));
+    let Some(file) = config::find_config(explicit.as_deref(), &cwd, home) else {
+        return;
+    };
+    if let Ok(cfg) = config::load_file(&file, &|k| std::env::var(k).ok()) {
+        warn_unimplemented(&file, &cfg);
+    }
 }
 
 /// Prints `SESSION=<id>`; fails when the agent could not start.

@@ -518,6 +518,12 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     };
     let target = commands::Target::new(controller.as_deref(), &home, credentials)?;
     let ok = Ok(ExitCode::SUCCESS);
+    if matches!(
+        cli.command,
+        Command::Up { .. } | Command::Controller(ControllerCommand::Run { .. })
+    ) {
+        commands::warn_unimplemented_startup_config(&home);
+    }
     match cli.command {
         Command::Up {
             detach: false,

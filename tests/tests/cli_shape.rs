@@ -38,3 +38,54 @@ fn bash_completion_registers_ao_in_a_real_bash() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// What `ao` says about keys it accepts but does not act on yet.
+const NOT_ACTED_ON: &str = "not acted on yet";
+
+#[test]
+fn keys_not_acted_on_yet_are_named_once_by_up_and_apply() {
+    let stack = Stack::new();
+    let base = std::fs::read_to_string(&stack.config).unwrap();
+    let with_reactions = format!("{base}reactions:\n  ci-failed:\n    action: send-to-agent\n");
+    std::fs::write(&stack.config, &with_reactions).unwrap();
+    let up = stack.ao(&["up", "-d"]).ok();
+    let warnings: Vec<_> = up
+        .stderr
+        .lines()
+        .filter(|l| l.contains(NOT_ACTED_ON))
+        .collect();
+    assert!(
+        warnings.len() == 1
+            && warnings[0].starts_with("warning: ")
+            && warnings[0].contains("reactions"),
+        "ao up -d: {:?}",
+        up.stderr
+    );
+
+    let tracked = stack.dir.path().join("tracked.yaml");
+    let tracker = with_reactions.replacen("  app:\n", "  app:\n    tracker: {plugin: github}\n", 1);
+    assert_ne!(
+        tracker, with_reactions,
+        "the base config has a project `app`"
+    );
+    std::fs::write(&tracked, tracker).unwrap();
+    let apply = stack.ao(&["apply", "-f", tracked.to_str().unwrap()]).ok();
+    let warning = apply
+        .stderr
+        .lines()
+        .find(|l| l.contains(NOT_ACTED_ON))
+        .unwrap_or_else(|| panic!("no warning from ao apply: {:?}", apply.stderr));
+    assert!(
+        warning.contains("tracked.yaml")
+            && warning.contains("reactions")
+            && warning.contains("projects.app.tracker")
+            && apply.stderr.matches(NOT_ACTED_ON).count() == 1,
+        "{:?}",
+        apply.stderr
+    );
+
+    let config = stack.config.to_str().unwrap();
+    std::fs::write(&stack.config, base).unwrap();
+    let quiet = stack.ao(&["apply", "-f", config]).ok();
+    assert!(!quiet.stderr.contains(NOT_ACTED_ON), "{:?}", quiet.stderr);
+}
