@@ -92,7 +92,8 @@ impl Target {
         }
         let creds = ao_proto::pki::Credentials::load(&self.credentials).map_err(|e| {
             anyhow::anyhow!(
-                "{e}\nthe CLI needs an admin credential to reach {}: copy ca.crt, tls.crt and tls.key from the controller's AO_HOME/pki/admin (made by `ao controller init`) and pass --credentials DIR (or AO_CREDENTIALS)",
+                "{}\nthe CLI needs an admin credential to reach {}: copy ca.crt, tls.crt and tls.key from the controller's AO_HOME/pki/admin (made by `ao controller init`) and pass --credentials DIR (or AO_CREDENTIALS)",
+                ao_proto::error_chain(&e),
                 self.addr()
             )
         })?;

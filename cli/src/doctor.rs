@@ -34,7 +34,7 @@ fn version_of(program: &str, arg: &str) -> Option<String> {
 fn certificate(what: &str, dir: &Path) -> bool {
     let who = match ao_proto::pki::Credentials::load(dir).and_then(|c| c.identity()) {
         Ok(who) => who,
-        Err(e) => return line(Level::Fail, what, &e.to_string()),
+        Err(e) => return line(Level::Fail, what, &ao_proto::error_chain(&e)),
     };
     let not_after = who.not_after;
     let until = chrono::DateTime::from_timestamp(not_after, 0).unwrap_or_default();

@@ -27,3 +27,17 @@ pub mod pb {
 
 /// The version every side reports in hellos and `ao doctor`.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// An error and its causes on one line (`cannot read /x: permission denied`), for where an
+/// error travels as a string — a gRPC status, a report's reason, a check's line — and its
+/// source chain would otherwise be lost.
+pub fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut line = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        line.push_str(": ");
+        line.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    line
+}
