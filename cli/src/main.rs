@@ -691,3 +691,39 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every visible command and each of its long flags, as `ao worker join` and `--ca-hash`.
+    fn commands_and_flags(cmd: &clap::Command, path: &str, out: &mut Vec<String>) {
+        for sub in cmd.get_subcommands().filter(|s| !s.is_hide_set()) {
+            if sub.get_name() == "help" {
+                continue;
+            }
+            let path = format!("{path} {}", sub.get_name());
+            out.push(path.clone());
+            out.extend(
+                sub.get_arguments()
+                    .filter(|a| !a.is_hide_set())
+                    .filter_map(|a| a.get_long())
+                    .filter(|long| !matches!(*long, "help" | "version"))
+                    .map(|long| format!("--{long}")),
+            );
+            commands_and_flags(sub, &path, out);
+        }
+    }
+
+    #[test]
+    fn the_reference_names_every_command_and_flag() {
+        let reference = include_str!("../../docs/reference.md");
+        let mut names = Vec::new();
+        commands_and_flags(&Cli::command(), "ao", &mut names);
+        let missing: Vec<_> = names
+            .iter()
+            .filter(|name| !reference.contains(name.as_str()))
+            .collect();
+        assert!(missing.is_empty(), "docs/reference.md lacks {missing:?}");
+    }
+}
