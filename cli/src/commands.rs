@@ -204,12 +204,8 @@ fn warn_unimplemented(file: &Path, cfg: &config::Config) {
 /// the current directory or in `home`). One that does not load is left to the stack, which
 /// refuses to start with its error.
 pub fn warn_unimplemented_startup_config(home: &Path) {
-    let explicit = std::env::var_os(ao_proto::env::AO_CONFIG_PATH).map(PathBuf::from);
     let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/"));
-    let Some(file) = config::find_config(explicit.as_deref(), &cwd, home) else {
-        return;
-    };
-    if let Ok(cfg) = config::load_file(&file, &|k| std::env::var(k).ok()) {
+    if let Some((file, Ok(cfg))) = config::find_and_load(&cwd, home, &|k| std::env::var(k).ok()) {
         warn_unimplemented(&file, &cfg);
     }
 }

@@ -278,6 +278,19 @@ pub fn find_config(explicit: Option<&Path>, cwd: &Path, ao_home: &Path) -> Optio
         .or_else(|| Some(ao_home.join("config.yaml")).filter(|home| home.is_file()))
 }
 
+/// The config a process started in `cwd` uses: [`find_config`] with `AO_CONFIG_PATH` from `env`,
+/// then [`load_file`]; `None` when there is none to find.
+pub fn find_and_load(
+    cwd: &Path,
+    ao_home: &Path,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Option<(PathBuf, Result<Config, ConfigError>)> {
+    let explicit = env(ao_proto::env::AO_CONFIG_PATH).map(PathBuf::from);
+    let path = find_config(explicit.as_deref(), cwd, ao_home)?;
+    let loaded = load_file(&path, env);
+    Some((path, loaded))
+}
+
 /// The largest config file accepted: far above any real config, small enough that the store
 /// and every controller hold it without thought.
 pub const MAX_CONFIG_BYTES: usize = 1 << 20;

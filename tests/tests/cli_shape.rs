@@ -43,7 +43,7 @@ fn bash_completion_registers_ao_in_a_real_bash() {
 const NOT_ACTED_ON: &str = "not acted on yet";
 
 #[test]
-fn keys_not_acted_on_yet_are_named_once_by_up_and_apply() {
+fn keys_not_acted_on_yet_are_named_by_up_doctor_and_apply() {
     let stack = Stack::new();
     let base = std::fs::read_to_string(&stack.config).unwrap();
     let with_reactions = format!("{base}reactions:\n  ci-failed:\n    action: send-to-agent\n");
@@ -60,6 +60,12 @@ fn keys_not_acted_on_yet_are_named_once_by_up_and_apply() {
             && warnings[0].contains("reactions"),
         "ao up -d: {:?}",
         up.stderr
+    );
+
+    let doctor = stack.ao(&["doctor"]).stdout;
+    assert!(
+        doctor.contains("[warn] config: not acted on yet: reactions"),
+        "{doctor}"
     );
 
     let tracked = stack.dir.path().join("tracked.yaml");
