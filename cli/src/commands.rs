@@ -1,11 +1,12 @@
 //! Commands that talk to a running controller.
 
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context;
+use ao_controller::config;
 use ao_proto::dial::{self, ControllerAddr};
 use ao_proto::pb;
 use ao_proto::pb::controller_client::ControllerClient;
@@ -91,7 +92,8 @@ impl Target {
         }
         let creds = ao_proto::pki::Credentials::load(&self.credentials).map_err(|e| {
             anyhow::anyhow!(
-                "{e}\nthe CLI needs an admin credential to reach {}: copy ca.crt, tls.crt and tls.key from the controller's AO_HOME/pki/admin (made by `ao controller init`) and pass --credentials DIR (or AO_CREDENTIALS)",
+                "{}\nthe CLI needs an admin credential to reach {}: copy ca.crt, tls.crt and tls.key from the controller's AO_HOME/pki/admin (made by `ao controller init`) and pass --credentials DIR (or AO_CREDENTIALS)",
+                ao_proto::error_chain(&e),
                 self.addr()
             )
         })?;
@@ -165,7 +167,8 @@ impl Target {
 }
 
 pub async fn apply(target: &Target, file: &Path) -> anyhow::Result<()> {
-    let cfg = ao_controller::config::load_file(file, &|k| std::env::var(k).ok())?;
+    let cfg = config::load_file(file, &|k| std::env::var(k).ok())?;
+    warn_unimplemented(file, &cfg);
     let config_json = serde_json::to_string(&cfg).context("cannot encode the config")?;
     let mut c = target.client().await?;
     let r = c
@@ -182,6 +185,29 @@ pub async fn apply(target: &Target, file: &Path) -> anyhow::Result<()> {
         r.projects.join(", ")
     );
     Ok(())
+}
+
+/// One stderr line naming the keys of `cfg` (read from `file`) that are accepted but not acted
+/// on yet, so that nobody waits for a reaction or a notifier that cannot come.
+fn warn_unimplemented(file: &Path, cfg: &config::Config) {
+    let keys = config::unimplemented_keys(cfg);
+    if !keys.is_empty() {
+        eprintln!(
+            "warning: {}: {} accepted for compatibility with the original ao, not acted on yet",
+            file.display(),
+            keys.join(", ")
+        );
+    }
+}
+
+/// Warns about the config a starting stack will apply (`AO_CONFIG_PATH`, else the one found from
+/// the current directory or in `home`). One that does not load is left to the stack, which
+/// refuses to start with its error.
+pub fn warn_unimplemented_startup_config(home: &Path) {
+    let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/"));
+    if let Some((file, Ok(cfg))) = config::find_and_load(&cwd, home, &|k| std::env::var(k).ok()) {
+        warn_unimplemented(&file, &cfg);
+    }
 }
 
 /// Prints `SESSION=<id>`; fails when the agent could not start.

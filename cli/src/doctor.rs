@@ -4,7 +4,6 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use ao_controller::config;
-use ao_proto::env;
 
 use crate::commands::Target;
 
@@ -34,7 +33,7 @@ fn version_of(program: &str, arg: &str) -> Option<String> {
 fn certificate(what: &str, dir: &Path) -> bool {
     let who = match ao_proto::pki::Credentials::load(dir).and_then(|c| c.identity()) {
         Ok(who) => who,
-        Err(e) => return line(Level::Fail, what, &e.to_string()),
+        Err(e) => return line(Level::Fail, what, &ao_proto::error_chain(&e)),
     };
     let not_after = who.not_after;
     let until = chrono::DateTime::from_timestamp(not_after, 0).unwrap_or_default();
@@ -91,22 +90,30 @@ pub async fn run(home: &Path, target: &Target) -> anyhow::Result<ExitCode> {
             ),
         };
     }
-    let explicit = std::env::var_os(env::AO_CONFIG_PATH).map(std::path::PathBuf::from);
     let cwd = std::env::current_dir().unwrap_or_default();
-    healthy &= match config::find_config(explicit.as_deref(), &cwd, home) {
+    healthy &= match config::find_and_load(&cwd, home, &|k| std::env::var(k).ok()) {
         None => line(
             Level::Warn,
             "config",
             "no agent-orchestrator.yaml here or above, nor $AO_HOME/config.yaml",
         ),
-        Some(p) => match config::load_file(&p, &|k| std::env::var(k).ok()) {
-            Ok(c) => line(
+        Some((p, Ok(c))) => {
+            let found = line(
                 Level::Ok,
                 "config",
                 &format!("{} ({} projects)", p.display(), c.projects.len()),
-            ),
-            Err(e) => line(Level::Fail, "config", &e.to_string()),
-        },
+            );
+            let unimplemented = config::unimplemented_keys(&c);
+            if !unimplemented.is_empty() {
+                line(
+                    Level::Warn,
+                    "config",
+                    &format!("not acted on yet: {}", unimplemented.join(", ")),
+                );
+            }
+            found
+        }
+        Some((_, Err(e))) => line(Level::Fail, "config", &e.to_string()),
     };
     line(Level::Ok, "AO_HOME", &home.display().to_string());
     for (what, dir) in [

@@ -19,7 +19,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, Parser, Subcommand};
 
 /// How many past events `ao events` shows unless told otherwise.
 const EVENTS_SHOWN: u32 = 1000;
@@ -155,6 +155,8 @@ enum Command {
     Controller(ControllerCommand),
     /// Check tmux, git, agent binaries, the config and the controller.
     Doctor,
+    /// Print shell completions, e.g. `ao completion bash > ~/.local/share/bash-completion/completions/ao`.
+    Completion { shell: clap_complete::Shell },
 }
 
 #[derive(Args)]
@@ -444,8 +446,27 @@ fn labels(pairs: Vec<(String, String)>) -> BTreeMap<String, String> {
     pairs.into_iter().collect()
 }
 
+/// Writes `shell`'s completion script for `ao` to stdout; a closed pipe
+/// (`ao completion bash | head`) is not an error.
+fn print_completion(shell: clap_complete::Shell) -> ExitCode {
+    let mut script = Vec::new();
+    clap_complete::generate(shell, &mut Cli::command(), "ao", &mut script);
+    match std::io::Write::write_all(&mut std::io::stdout().lock(), &script) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: writing the completion script: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Needs nothing but the clap definitions: no runtime, no home.
+    if let Command::Completion { shell } = cli.command {
+        return print_completion(shell);
+    }
     // Runs for the life of a pane, under tmux: no runtime, no home needed.
     if let Command::Worker(WorkerCommand::LogWriter { log }) = &cli.command {
         let input = std::io::stdin().lock();
@@ -497,6 +518,12 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     };
     let target = commands::Target::new(controller.as_deref(), &home, credentials)?;
     let ok = Ok(ExitCode::SUCCESS);
+    if matches!(
+        cli.command,
+        Command::Up { .. } | Command::Controller(ControllerCommand::Run { .. })
+    ) {
+        commands::warn_unimplemented_startup_config(&home);
+    }
     match cli.command {
         Command::Up {
             detach: false,
@@ -543,8 +570,10 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Worker(WorkerCommand::Drain { id, undo }) => {
             commands::drain(&target, id, undo).await.and(ok)
         }
-        Command::Worker(WorkerCommand::LogWriter { .. }) => {
-            unreachable!("`ao worker log-writer` runs before the async runtime starts")
+        Command::Worker(WorkerCommand::LogWriter { .. }) | Command::Completion { .. } => {
+            unreachable!(
+                "`ao worker log-writer` and `ao completion` run before the async runtime starts"
+            )
         }
         Command::Worker(WorkerCommand::Rm { id }) => {
             commands::remove_worker(&target, id).await.and(ok)
@@ -660,5 +689,41 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Worker(WorkerCommand::Ls { json }) => {
             commands::workers(&target, json).await.and(ok)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every visible command and each of its long flags, as `ao worker join` and `--ca-hash`.
+    fn commands_and_flags(cmd: &clap::Command, path: &str, out: &mut Vec<String>) {
+        for sub in cmd.get_subcommands().filter(|s| !s.is_hide_set()) {
+            if sub.get_name() == "help" {
+                continue;
+            }
+            let path = format!("{path} {}", sub.get_name());
+            out.push(path.clone());
+            out.extend(
+                sub.get_arguments()
+                    .filter(|a| !a.is_hide_set())
+                    .filter_map(|a| a.get_long())
+                    .filter(|long| !matches!(*long, "help" | "version"))
+                    .map(|long| format!("--{long}")),
+            );
+            commands_and_flags(sub, &path, out);
+        }
+    }
+
+    #[test]
+    fn the_reference_names_every_command_and_flag() {
+        let reference = include_str!("../../docs/reference.md");
+        let mut names = Vec::new();
+        commands_and_flags(&Cli::command(), "ao", &mut names);
+        let missing: Vec<_> = names
+            .iter()
+            .filter(|name| !reference.contains(name.as_str()))
+            .collect();
+        assert!(missing.is_empty(), "docs/reference.md lacks {missing:?}");
     }
 }

@@ -1,4 +1,4 @@
-//! How sessions, events and workers look: JSON with the contract's names
+//! How sessions, events and workers look: JSON with the names of `docs/reference.md`
 //! for scripts, aligned tables for people.
 
 use ao_proto::pb;

@@ -402,7 +402,12 @@ impl Cluster {
         let cert = self
             .ca
             .sign_csr(csr_pem, Role::Worker, worker, self.cert_ttl)
-            .map_err(|e| ClusterError::Invalid(format!("certificate request refused: {e}")))?;
+            .map_err(|e| {
+                ClusterError::Invalid(format!(
+                    "certificate request refused: {}",
+                    ao_proto::error_chain(&e)
+                ))
+            })?;
         let who =
             pki::peer_identity_pem(&cert).map_err(|e| ClusterError::Invalid(e.to_string()))?;
         let record = CertRecord {
@@ -492,7 +497,12 @@ impl Cluster {
         let cert = self
             .ca
             .sign_csr(csr_pem, Role::Admin, name, ttl)
-            .map_err(|e| ClusterError::Invalid(format!("certificate request refused: {e}")))?;
+            .map_err(|e| {
+                ClusterError::Invalid(format!(
+                    "certificate request refused: {}",
+                    ao_proto::error_chain(&e)
+                ))
+            })?;
         let record = self.admin_record(&cert, issued_by)?;
         let key = keys::admin(&record.serial);
         let mut txn = Txn::default()

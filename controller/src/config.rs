@@ -278,6 +278,19 @@ pub fn find_config(explicit: Option<&Path>, cwd: &Path, ao_home: &Path) -> Optio
         .or_else(|| Some(ao_home.join("config.yaml")).filter(|home| home.is_file()))
 }
 
+/// The config a process started in `cwd` uses: [`find_config`] with `AO_CONFIG_PATH` from `env`,
+/// then [`load_file`]; `None` when there is none to find.
+pub fn find_and_load(
+    cwd: &Path,
+    ao_home: &Path,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Option<(PathBuf, Result<Config, ConfigError>)> {
+    let explicit = env(ao_proto::env::AO_CONFIG_PATH).map(PathBuf::from);
+    let path = find_config(explicit.as_deref(), cwd, ao_home)?;
+    let loaded = load_file(&path, env);
+    Some((path, loaded))
+}
+
 /// The largest config file accepted: far above any real config, small enough that the store
 /// and every controller hold it without thought.
 pub const MAX_CONFIG_BYTES: usize = 1 << 20;
@@ -749,6 +762,70 @@ fn validate(config: &Config, locator: &Locator<'_>) -> Result<(), ConfigError> {
     Ok(())
 }
 
+/// The only runtime that runs sessions yet; another `runtime` is recorded on the session but the
+/// agent still runs in tmux.
+const IMPLEMENTED_RUNTIME: &str = "tmux";
+
+/// The keys of `config` that are accepted (and validated) for compatibility with the original
+/// `ao` but not acted on yet, as dotted paths such as `reactions` or `projects.app.tracker`.
+/// Only keys the config sets are named, so that a user is warned about what they wrote; a key
+/// leaves this list when the issue that implements it lands.
+pub fn unimplemented_keys(config: &Config) -> Vec<String> {
+    let other_runtime = |runtime: &Option<String>| {
+        runtime
+            .as_deref()
+            .is_some_and(|runtime| runtime != IMPLEMENTED_RUNTIME)
+    };
+    let top = [
+        ("dataDir", config.data_dir.is_some()),
+        ("worktreeDir", config.worktree_dir.is_some()),
+        ("port", config.port.is_some()),
+        ("terminalPort", config.terminal_port.is_some()),
+        ("directTerminalPort", config.direct_terminal_port.is_some()),
+        ("readyThresholdMs", config.ready_threshold_ms.is_some()),
+        ("defaults.runtime", other_runtime(&config.defaults.runtime)),
+        ("defaults.workspace", config.defaults.workspace.is_some()),
+        ("defaults.notifiers", !config.defaults.notifiers.is_empty()),
+        ("reactions", !config.reactions.is_empty()),
+        ("notifiers", !config.notifiers.is_empty()),
+        (
+            "notificationRouting",
+            config.notification_routing != NotificationRouting::default(),
+        ),
+        ("orchestratorRules", config.orchestrator_rules.is_some()),
+        ("agentRules", config.agent_rules.is_some()),
+        ("labels", !config.labels.is_empty()),
+    ];
+    let mut keys: Vec<String> = top
+        .into_iter()
+        .filter(|&(_, set)| set)
+        .map(|(key, _)| key.to_owned())
+        .collect();
+    for (id, project) in &config.projects {
+        let keys_of_project = [
+            ("name", project.name.is_some()),
+            ("repo", project.repo.is_some()),
+            ("runtime", other_runtime(&project.runtime)),
+            ("workspace", project.workspace.is_some()),
+            ("tracker", project.tracker.is_some()),
+            ("scm", project.scm.is_some()),
+            ("agentConfig", !project.agent_config.is_empty()),
+            ("agentRules", project.agent_rules.is_some()),
+            ("agentRulesFile", project.agent_rules_file.is_some()),
+            ("orchestratorRules", project.orchestrator_rules.is_some()),
+            ("orchestratorModel", project.orchestrator_model.is_some()),
+            ("reactions", !project.reactions.is_empty()),
+        ];
+        keys.extend(
+            keys_of_project
+                .into_iter()
+                .filter(|&(_, set)| set)
+                .map(|(key, _)| format!("projects.{id}.{key}")),
+        );
+    }
+    keys
+}
+
 /// For each line of a YAML text, the key path of the mapping entry it belongs to (empty for blank
 /// and comment lines). This is a small indentation-based reading of block-style YAML, enough to
 /// point errors at lines; flow collections and multi-line quoted keys are not understood.
@@ -891,6 +968,43 @@ notificationRouting:
   urgent: [slack]
   info: []
 "##;
+
+    #[test]
+    fn unimplemented_keys_name_what_the_config_sets() {
+        let keys = unimplemented_keys(&parse(FULL).unwrap());
+        assert_eq!(
+            keys,
+            [
+                "port",
+                "readyThresholdMs",
+                "defaults.notifiers",
+                "reactions",
+                "notifiers",
+                "notificationRouting",
+                "projects.app.repo",
+                "projects.app.tracker",
+                "projects.app.scm",
+                "projects.app.agentConfig",
+                "projects.app.agentRules",
+                "projects.app.reactions",
+            ]
+        );
+    }
+
+    #[test]
+    fn a_config_of_implemented_keys_has_no_unimplemented_keys() {
+        let text = "defaults:\n  runtime: tmux\nprojects:\n  app:\n    path: /src/app\n    \
+                    runtime: tmux\n    symlinks: [.env]\n    labels: {gpu: \"true\"}\n";
+        assert_eq!(
+            unimplemented_keys(&parse(text).unwrap()),
+            Vec::<String>::new()
+        );
+        let docker = parse("projects:\n  app:\n    path: /src/app\n    runtime: docker\n");
+        assert_eq!(
+            unimplemented_keys(&docker.unwrap()),
+            ["projects.app.runtime"]
+        );
+    }
 
     #[test]
     fn full_config_loads_and_round_trips() {

@@ -22,7 +22,8 @@ use crate::store::StoreError;
 
 impl From<ControllerError> for Status {
     fn from(e: ControllerError) -> Self {
-        let msg = e.to_string();
+        // The cause of an event log failure travels too: a status is only a string.
+        let msg = ao_proto::error_chain(&e);
         match e {
             ControllerError::UnknownProject { .. }
             | ControllerError::UnknownSession { .. }
@@ -30,7 +31,11 @@ impl From<ControllerError> for Status {
             | ControllerError::UnknownWorker { .. } => Status::not_found(msg),
             ControllerError::NoConfig
             | ControllerError::WrongState { .. }
-            | ControllerError::NotPlaced { .. } => Status::failed_precondition(msg),
+            | ControllerError::NotPlaced { .. }
+            | ControllerError::EventLog { .. }
+            | ControllerError::Store(StoreError::Misconfigured(_)) => {
+                Status::failed_precondition(msg)
+            }
             ControllerError::SessionExists { .. } => Status::aborted(msg),
             ControllerError::InvalidConfig(_)
             | ControllerError::InvalidBranch(_)
@@ -40,9 +45,7 @@ impl From<ControllerError> for Status {
             | ControllerError::NotDelivered { .. }
             | ControllerError::ShuttingDown
             | ControllerError::Deposed(_) => Status::unavailable(msg),
-            ControllerError::Store(StoreError::Unavailable(_)) => {
-                Status::unavailable(format!("store unavailable: {msg}"))
-            }
+            ControllerError::Store(StoreError::Unavailable(_)) => Status::unavailable(msg),
             ControllerError::Store(_) => Status::internal(msg),
         }
     }
@@ -866,5 +869,37 @@ impl pb::join_server::Join for JoinService {
                 Err(e.into())
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tonic::Code;
+
+    use super::*;
+
+    #[test]
+    fn only_an_outage_is_retryable() {
+        let outage = Status::from(ControllerError::Store(StoreError::Unavailable(
+            "etcd at h:2379: no connection within 5s".into(),
+        )));
+        assert_eq!(outage.code(), Code::Unavailable);
+        assert_eq!(
+            outage.message(),
+            "store unavailable: etcd at h:2379: no connection within 5s"
+        );
+        let settings = Status::from(ControllerError::Store(StoreError::Misconfigured(
+            "no etcd endpoint given".into(),
+        )));
+        assert_eq!(settings.code(), Code::FailedPrecondition);
+        let event_log = Status::from(ControllerError::EventLog {
+            path: "/home/ao/events.jsonl".into(),
+            source: std::io::Error::new(std::io::ErrorKind::PermissionDenied, "permission denied"),
+        });
+        assert_eq!(event_log.code(), Code::FailedPrecondition);
+        assert_eq!(
+            event_log.message(),
+            "cannot write the event log /home/ao/events.jsonl: permission denied"
+        );
     }
 }

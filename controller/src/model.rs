@@ -1,5 +1,5 @@
 //! The controller's domain types as they are stored (JSON with a
-//! `schemaVersion`) and shown to users (the names of `shared/CONTRACT.md`).
+//! `schemaVersion`) and shown to users (the names of `docs/reference.md`).
 
 use std::collections::BTreeMap;
 
@@ -39,7 +39,7 @@ macro_rules! contract_enum {
 }
 
 contract_enum!(
-    /// Where a session is in its life (contract `status`).
+    /// Where a session is in its life (`status` in `docs/reference.md`).
     SessionStatus {
         Spawning => "spawning", Working => "working", PrOpen => "pr_open", CiFailed => "ci_failed",
         ReviewPending => "review_pending", ChangesRequested => "changes_requested",
@@ -60,7 +60,7 @@ impl SessionStatus {
 }
 
 contract_enum!(
-    /// What the agent is doing right now (contract `activity`).
+    /// What the agent is doing right now (`activity` in `docs/reference.md`).
     Activity {
         Active => "active", Ready => "ready", Idle => "idle", WaitingInput => "waiting_input",
         Blocked => "blocked", Exited => "exited",

@@ -9,7 +9,7 @@
 //! changes and events.
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -66,6 +66,14 @@ pub enum ControllerError {
     ControlBytes(#[from] input::ControlByteError),
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// `events.jsonl` cannot be opened or written: a problem of the controller's disk, not of
+    /// the store, so it is not reported as a retryable store outage.
+    #[error("cannot write the event log {}", .path.display())]
+    EventLog {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("the controller is shutting down")]
     ShuttingDown,
     #[error("this controller is no longer the leader: {0}")]
@@ -720,8 +728,10 @@ pub async fn start(
 ) -> Result<(ControllerHandle, tokio::task::JoinHandle<()>), ControllerError> {
     let loaded = Loaded::read(store.as_ref()).await?;
     let events_path = home.join("events.jsonl");
-    let event_file = EventFile::open(&events_path)
-        .map_err(|e| StoreError::Unavailable(format!("{}: {e}", events_path.display())))?;
+    let event_file = EventFile::open(&events_path).map_err(|source| ControllerError::EventLog {
+        path: events_path.clone(),
+        source,
+    })?;
     let (tx, rx) = mpsc::channel(1024);
     let (publish, snapshot) = watch::channel(Arc::new(Snapshot::default()));
     let mut actor = Actor {
@@ -900,7 +910,10 @@ impl Actor {
             return Ok(());
         }
         let path = self.event_file.path().to_path_buf();
-        let io = |e: std::io::Error| StoreError::Unavailable(format!("{}: {e}", path.display()));
+        let io = |source| ControllerError::EventLog {
+            path: path.clone(),
+            source,
+        };
         // Reopen: a failed append may have left a torn line.
         self.event_file = EventFile::open(&path).map_err(io)?;
         for v in self.store.list(keys::EVENTS).await?.items {
@@ -917,7 +930,10 @@ impl Actor {
         match Loaded::read(self.store.as_ref()).await {
             Ok(loaded) => {
                 if let Err(e) = self.adopt(loaded).await {
-                    tracing::error!("cannot catch up with the store: {e}");
+                    tracing::error!(
+                        "cannot catch up with the store: {}",
+                        ao_proto::error_chain(&e)
+                    );
                 }
                 self.publish();
             }
@@ -1178,7 +1194,10 @@ impl Actor {
         }
         if self.event_file_behind {
             if let Err(e) = self.catch_up_event_file().await {
-                tracing::error!("event log still behind the store: {e}");
+                tracing::error!(
+                    "event log still behind the store: {}",
+                    ao_proto::error_chain(&e)
+                );
             }
         }
         for r in &records {
@@ -2381,6 +2400,21 @@ fn default_prompt(project: &str, issue: Option<&str>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn an_event_log_that_cannot_be_opened_is_not_a_store_outage() {
+        let home = tempfile::tempdir().unwrap();
+        let store =
+            crate::store::embedded::EmbeddedStore::open(&home.path().join("store.redb")).unwrap();
+        // A directory where the file should be: opening it for appending fails.
+        std::fs::create_dir(home.path().join("events.jsonl")).unwrap();
+        let started = start(Arc::new(store), home.path(), None, Default::default()).await;
+        assert!(
+            matches!(&started, Err(ControllerError::EventLog { path, .. }) if path.ends_with("events.jsonl")),
+            "{:?}",
+            started.err()
+        );
+    }
 
     #[test]
     fn branch_names_are_sanitized() {

@@ -173,6 +173,10 @@ pub enum StoreError {
     /// The store cannot be reached or used right now; retryable.
     #[error("store unavailable: {0}")]
     Unavailable(String),
+    /// The store's settings are wrong (an endpoint, a TLS file); terminal: retrying cannot
+    /// help until they are fixed.
+    #[error("invalid store settings: {0}")]
+    Misconfigured(String),
     /// A value could not be decoded; terminal for that key.
     #[error("corrupt value at `{key}`: {reason}")]
     Corrupt { key: String, reason: String },

@@ -676,9 +676,10 @@ async fn unreachable_etcd_is_unavailable() {
         Err(e) => panic!("expected Unavailable, got {e}"),
         Ok(_) => panic!("connected to nothing at {addr}"),
     }
+    // No endpoint at all is a setting to fix, not an outage to wait out.
     assert!(matches!(
         EtcdStore::connect(&[], None).await,
-        Err(StoreError::Unavailable(_))
+        Err(StoreError::Misconfigured(_))
     ));
 
     // A peer that takes the connection and never answers: only the
@@ -767,7 +768,7 @@ async fn etcd_over_mutual_tls() {
         Ok(_) => panic!("trusted an etcd whose certificate another CA signed"),
     }
     let plain = EtcdStore::connect(&[format!("http://{}", etcd.addr())], Some(pki.client)).await;
-    assert!(matches!(plain, Err(StoreError::Unavailable(msg)) if msg.contains("plain http")));
+    assert!(matches!(plain, Err(StoreError::Misconfigured(msg)) if msg.contains("plain http")));
 }
 
 struct Pki {

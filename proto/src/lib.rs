@@ -28,16 +28,16 @@ pub mod pb {
 /// The version every side reports in hellos and `ao doctor`.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
-/// An error with its causes, in one line: `a: b: c`. For messages that
-/// travel as text (a session's summary, a log line), where the chain would
-/// otherwise be cut at the first error.
-pub fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
+/// An error and its causes on one line (`cannot read /x: permission denied`), for where an
+/// error travels as a string — a gRPC status, a report's reason, a check's line — and its
+/// source chain would otherwise be lost.
+pub fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut line = error.to_string();
+    let mut source = error.source();
     while let Some(cause) = source {
-        out.push_str(": ");
-        out.push_str(&cause.to_string());
+        line.push_str(": ");
+        line.push_str(&cause.to_string());
         source = cause.source();
     }
-    out
+    line
 }

@@ -99,7 +99,7 @@ pub enum PkiError {
         path: PathBuf,
     },
     /// Reading or writing a file or directory failed.
-    #[error("cannot {action} {}: {source}", .path.display())]
+    #[error("cannot {action} {}", .path.display())]
     Io {
         /// What was being done: "read", "write", "create directory", …
         action: &'static str,
@@ -118,7 +118,7 @@ pub enum PkiError {
         reason: String,
     },
     /// Making a key or a certificate failed.
-    #[error("could not create {what}: {source}")]
+    #[error("could not create {what}")]
     Generate {
         /// What was being made.
         what: &'static str,
@@ -144,7 +144,7 @@ pub enum PkiError {
     #[error("--ca-hash must look like sha256:<64 hex digits>, not {0:?}")]
     BadPin(String),
     /// No connection could be opened to the controller.
-    #[error("cannot reach the controller at {addr}: {source}")]
+    #[error("cannot reach the controller at {addr}")]
     Unreachable {
         /// The address as given.
         addr: String,
@@ -153,7 +153,7 @@ pub enum PkiError {
         source: io::Error,
     },
     /// The TLS handshake with the controller failed.
-    #[error("the TLS handshake with the controller at {addr} failed: {source}")]
+    #[error("the TLS handshake with the controller at {addr} failed")]
     Handshake {
         /// The address as given.
         addr: String,
@@ -979,6 +979,23 @@ mod tests {
     use rustls::pki_types::PrivateKeyDer;
 
     const DAY: Duration = Duration::from_secs(24 * 3600);
+
+    #[test]
+    fn an_error_prints_its_cause_once_as_its_source() {
+        let err = PkiError::Io {
+            action: "read",
+            path: PathBuf::from("/pki/tls.key"),
+            source: io::Error::new(io::ErrorKind::PermissionDenied, "permission denied"),
+        };
+        assert_eq!(err.to_string(), "cannot read /pki/tls.key");
+        let source = std::error::Error::source(&err).map(ToString::to_string);
+        assert_eq!(source.as_deref(), Some("permission denied"));
+        // Where it must travel as a string, the cause follows once.
+        assert_eq!(
+            crate::error_chain(&err),
+            "cannot read /pki/tls.key: permission denied"
+        );
+    }
 
     fn der_of(pem_text: &str) -> Vec<CertificateDer<'static>> {
         CertificateDer::pem_slice_iter(pem_text.as_bytes())

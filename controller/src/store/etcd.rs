@@ -79,12 +79,12 @@ impl EtcdStore {
     /// it answers.
     ///
     /// # Errors
-    /// [`StoreError::Unavailable`] naming the endpoints when the list is
-    /// empty or malformed, a TLS file cannot be read, or no endpoint answers
-    /// within [`REQUEST_TIMEOUT`].
+    /// [`StoreError::Misconfigured`] when the list is empty or malformed or a
+    /// TLS file cannot be read; [`StoreError::Unavailable`] naming the
+    /// endpoints when none answers within [`REQUEST_TIMEOUT`].
     pub async fn connect(endpoints: &[String], tls: Option<EtcdTls>) -> Result<Self, StoreError> {
         if endpoints.is_empty() {
-            return Err(StoreError::Unavailable("no etcd endpoint given".into()));
+            return Err(StoreError::Misconfigured("no etcd endpoint given".into()));
         }
         let secure = tls.is_some();
         let hosts = endpoints
@@ -480,24 +480,24 @@ fn host_port(endpoint: &str, secure: bool) -> Result<String, StoreError> {
     match (scheme, secure) {
         (None, _) | (Some("http"), false) | (Some("https"), true) => {}
         (Some("https"), false) => {
-            return Err(StoreError::Unavailable(format!(
+            return Err(StoreError::Misconfigured(format!(
                 "etcd endpoint `{endpoint}` is https but no etcd CA certificate is configured"
             )))
         }
         (Some("http"), true) => {
-            return Err(StoreError::Unavailable(format!(
+            return Err(StoreError::Misconfigured(format!(
                 "etcd endpoint `{endpoint}` is plain http but etcd TLS is configured"
             )))
         }
         (Some(other), _) => {
-            return Err(StoreError::Unavailable(format!(
+            return Err(StoreError::Misconfigured(format!(
                 "etcd endpoint `{endpoint}`: unknown scheme `{other}` (expected host:port, \
                  http:// or https://)"
             )))
         }
     }
     if rest.is_empty() || rest.contains('/') {
-        return Err(StoreError::Unavailable(format!(
+        return Err(StoreError::Misconfigured(format!(
             "etcd endpoint `{endpoint}`: expected host:port"
         )));
     }
@@ -507,7 +507,7 @@ fn host_port(endpoint: &str, secure: bool) -> Result<String, StoreError> {
 async fn tls_options(tls: &EtcdTls) -> Result<TlsOptions, StoreError> {
     async fn read(what: &str, path: &std::path::Path) -> Result<Vec<u8>, StoreError> {
         tokio::fs::read(path).await.map_err(|e| {
-            StoreError::Unavailable(format!("etcd TLS {what} `{}`: {e}", path.display()))
+            StoreError::Misconfigured(format!("etcd TLS {what} `{}`: {e}", path.display()))
         })
     }
     let mut options =
@@ -521,7 +521,7 @@ async fn tls_options(tls: &EtcdTls) -> Result<TlsOptions, StoreError> {
         }
         (None, None) => {}
         _ => {
-            return Err(StoreError::Unavailable(
+            return Err(StoreError::Misconfigured(
                 "etcd TLS: a client certificate and its key go together".into(),
             ))
         }
@@ -631,10 +631,21 @@ mod tests {
         assert_eq!(host_port("h:1", false).unwrap(), "h:1");
         assert_eq!(host_port("http://h:1/", false).unwrap(), "h:1");
         assert_eq!(host_port("https://h:1", true).unwrap(), "h:1");
-        assert!(host_port("https://h:1", false).is_err());
-        assert!(host_port("http://h:1", true).is_err());
-        assert!(host_port("etcd://h:1", false).is_err());
-        assert!(host_port("h:1/path", false).is_err());
+        for (endpoint, secure) in [
+            ("https://h:1", false),
+            ("http://h:1", true),
+            ("etcd://h:1", false),
+            ("h:1/path", false),
+        ] {
+            // A wrong endpoint is fixed by its user, not by retrying.
+            assert!(
+                matches!(
+                    host_port(endpoint, secure),
+                    Err(StoreError::Misconfigured(_))
+                ),
+                "{endpoint} (secure: {secure})"
+            );
+        }
     }
 
     #[test]
