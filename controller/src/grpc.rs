@@ -234,7 +234,7 @@ impl pb::controller_server::Controller for ControllerService {
                 .iter()
                 .filter(|w| w.state == crate::model::WorkerState::Ready)
                 .count() as u32,
-            sessions: snap.sessions.len() as u32,
+            sessions: snap.sessions.size() as u32,
             projects: snap.projects.clone(),
             controller_url: self
                 .cluster

@@ -14,6 +14,7 @@
 //! - [`events`]: the `events.jsonl` projection of the event log.
 //! - [`leader`]: leader election and write fencing on etcd.
 //! - [`scheduler`]: placement of sessions on workers.
+//! - [`loads`]: live sessions per worker, project and issue, kept as they change.
 //! - [`sessions`]: the actor that owns all of the above at run time.
 //! - [`grpc`] and [`server`]: the wire.
 
@@ -23,6 +24,7 @@ pub mod events;
 pub mod grpc;
 pub mod keys;
 pub mod leader;
+pub mod loads;
 pub mod model;
 pub mod scheduler;
 pub mod server;

@@ -22,6 +22,7 @@ use crate::config::{Config, BUILTIN_AGENTS};
 use crate::events::{EventFile, EVENTS_KEPT};
 use crate::keys;
 use crate::leader::Fence;
+use crate::loads::Loads;
 use crate::model::{
     rfc3339, Activity, EventRecord, Priority, SessionRecord, SessionStatus, WorkerRecord,
     WorkerState, SCHEMA_VERSION,
@@ -80,12 +81,16 @@ pub enum ControllerError {
     Deposed(String),
 }
 
+/// Every session by id, in id order; cloned in O(1), shared between the
+/// actor and the snapshots it publishes.
+pub type SessionMap = rpds::RedBlackTreeMapSync<String, Arc<SessionRecord>>;
+
 /// What readers see without asking the actor.
 #[derive(Debug, Clone, Default)]
 pub struct Snapshot {
     /// Set while the store cannot be written or read: what is shown may be stale.
     pub store_error: Option<String>,
-    pub sessions: BTreeMap<String, Arc<SessionRecord>>,
+    pub sessions: SessionMap,
     pub workers: Vec<WorkerView>,
     pub projects: Vec<String>,
 }
@@ -678,7 +683,9 @@ impl NewEvent {
 struct Actor {
     store: Arc<dyn Store>,
     config: Option<Config>,
-    sessions: BTreeMap<String, Arc<SessionRecord>>,
+    sessions: SessionMap,
+    /// Live sessions per worker, project and issue.
+    loads: Loads,
     /// Last revision we wrote or read per key, for compare-and-swap.
     revs: HashMap<String, u64>,
     counters: HashMap<String, u64>,
@@ -737,7 +744,8 @@ pub async fn start(
     let mut actor = Actor {
         store: store.clone(),
         config: None,
-        sessions: BTreeMap::new(),
+        sessions: SessionMap::new_sync(),
+        loads: Loads::default(),
         revs: HashMap::new(),
         counters: HashMap::new(),
         event_seq: 0,
@@ -801,7 +809,7 @@ pub async fn start(
 /// Everything the controller keeps in the store, as read at one time.
 struct Loaded {
     config: Option<Config>,
-    sessions: BTreeMap<String, Arc<SessionRecord>>,
+    sessions: SessionMap,
     revs: HashMap<String, u64>,
     counters: HashMap<String, u64>,
     workers: Vec<WorkerRecord>,
@@ -818,11 +826,11 @@ impl Loaded {
             }
             None => None,
         };
-        let mut sessions = BTreeMap::new();
+        let mut sessions = SessionMap::new_sync();
         for v in store.list(keys::SESSIONS).await?.items {
             let s: SessionRecord = decode(&v)?;
             revs.insert(v.key.clone(), v.mod_revision);
-            sessions.insert(s.id.clone(), Arc::new(s));
+            sessions.insert_mut(s.id.clone(), Arc::new(s));
         }
         let mut counters = HashMap::new();
         for v in store.list(&keys::counter("")).await?.items {
@@ -867,6 +875,7 @@ impl Actor {
     async fn adopt(&mut self, loaded: Loaded) -> Result<(), ControllerError> {
         self.config = loaded.config;
         self.sessions = loaded.sessions;
+        self.loads = Loads::of(self.sessions.values().map(AsRef::as_ref));
         self.revs = loaded.revs;
         self.counters = loaded.counters;
         self.event_seq = loaded.event_seq;
@@ -1031,11 +1040,10 @@ impl Actor {
     }
 
     fn publish(&self) {
-        let counts = self.worker_loads();
         let workers = self
             .workers
             .values()
-            .map(|w| self.worker_view(w, &counts))
+            .map(|w| self.worker_view(w))
             .collect();
         let projects = self
             .config
@@ -1050,14 +1058,14 @@ impl Actor {
         }));
     }
 
-    fn worker_view(&self, w: &Worker, counts: &HashMap<&str, u32>) -> WorkerView {
+    fn worker_view(&self, w: &Worker) -> WorkerView {
         WorkerView {
             id: w.record.id.clone(),
             hostname: w.record.hostname.clone(),
             state: w.state(),
             labels: w.record.labels.clone(),
             max_sessions: w.record.max_sessions,
-            sessions: counts.get(w.record.id.as_str()).copied().unwrap_or(0),
+            sessions: self.loads.on_worker(&w.record.id),
             connected_at: w.link.as_ref().map(|l| rfc3339(&l.connected_at)),
             last_seen_at: w.heard_from.then(|| {
                 let ago = chrono::Duration::from_std(w.heard.elapsed()).unwrap_or_default();
@@ -1190,7 +1198,9 @@ impl Actor {
             if s.status.is_ended() {
                 self.resent.remove(&s.id);
             }
-            self.sessions.insert(s.id.clone(), Arc::new((*s).clone()));
+            self.loads
+                .update(self.sessions.get(&s.id).map(AsRef::as_ref), s);
+            self.sessions.insert_mut(s.id.clone(), Arc::new((*s).clone()));
         }
         if self.event_file_behind {
             if let Err(e) = self.catch_up_event_file().await {
@@ -1393,15 +1403,10 @@ impl Actor {
         self.check_project(&project)?;
         let mut out = Vec::new();
         for issue in issues {
-            let live = self.sessions.values().find(|s| {
-                s.project_id == project
-                    && s.issue_id.as_deref() == Some(issue.as_str())
-                    && !s.status.is_ended()
-            });
-            if let Some(existing) = live {
+            if let Some(existing) = self.loads.live_for_issue(&project, &issue) {
                 out.push(BatchOutcome::Skipped {
+                    existing: existing.to_string(),
                     issue,
-                    existing: existing.id.clone(),
                 });
                 continue;
             }
@@ -1422,37 +1427,25 @@ impl Actor {
         Ok(out)
     }
 
-    /// Live sessions per worker.
-    fn worker_loads(&self) -> HashMap<&str, u32> {
-        let mut counts: HashMap<&str, u32> = HashMap::new();
-        for other in self.sessions.values().filter(|o| !o.status.is_ended()) {
-            if let Some(w) = &other.worker {
-                *counts.entry(w.as_str()).or_default() += 1;
-            }
-        }
-        counts
-    }
-
     fn place(&self, s: &SessionRecord) -> Result<String, String> {
         let project = self
             .config
             .as_ref()
             .and_then(|c| c.projects.get(&s.project_id));
         if let Some(cap) = project.and_then(|p| p.capacity) {
-            let live = self
+            // Not counting the session itself, should it hold a place already.
+            let itself = self
                 .sessions
-                .values()
-                .filter(|o| o.project_id == s.project_id && o.id != s.id)
-                .filter(|o| !o.status.is_ended() && o.worker.is_some())
-                .count();
-            if live >= cap as usize {
+                .get(&s.id)
+                .is_some_and(|o| Loads::counts(o));
+            let live = self.loads.of_project(&s.project_id) - u32::from(itself);
+            if live >= cap {
                 return Err(format!(
                     "project {} is at its capacity of {cap} live sessions",
                     s.project_id
                 ));
             }
         }
-        let counts = self.worker_loads();
         let candidates: Vec<Candidate<'_>> = self
             .workers
             .values()
@@ -1461,7 +1454,7 @@ impl Actor {
                 state: w.state(),
                 labels: &w.record.labels,
                 max_sessions: w.record.max_sessions,
-                sessions: counts.get(w.record.id.as_str()).copied().unwrap_or(0),
+                sessions: self.loads.on_worker(&w.record.id),
                 mem_available: w.mem_available,
                 memory_reserve: w.record.memory_reserve_bytes,
             })
@@ -2262,8 +2255,7 @@ impl Actor {
         if undo {
             self.place_waiting().await;
         }
-        let counts = self.worker_loads();
-        Ok(self.worker_view(&self.workers[id], &counts))
+        Ok(self.worker_view(&self.workers[id]))
     }
 
     async fn remove_worker(&mut self, id: &str) -> Result<(), ControllerError> {
