@@ -9,15 +9,12 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{bail, Context};
-use ao_controller::cluster::Cluster;
+use ao_controller::app::{Controller, ControllerConfig, ListenConfig};
 use ao_controller::config;
-use ao_controller::leader;
 use ao_controller::server::{self, Stop};
-use ao_controller::sessions::{self, ControllerHandle};
-use ao_controller::store::etcd::{EtcdStore, EtcdTls};
-use ao_controller::store::{Store, StoreLocation};
+use ao_controller::store::etcd::EtcdTls;
+use ao_controller::store::StoreLocation;
 use ao_proto::{dial::ControllerAddr, env};
-use std::sync::Arc;
 
 use crate::commands::Target;
 use crate::{ClusterArgs, StoreArgs};
@@ -31,12 +28,7 @@ pub fn ao_home() -> anyhow::Result<PathBuf> {
     Ok(PathBuf::from(home).join(".agent-orchestrator"))
 }
 
-/// How long open calls (followers, tunnels) may take to end on shutdown.
-const GRACE: Duration = Duration::from_secs(5);
-
-pub fn socket_path(home: &Path) -> PathBuf {
-    home.join("ao.sock")
-}
+pub use ao_controller::app::socket_path;
 
 fn log_path(home: &Path) -> PathBuf {
     home.join("ao.log")
@@ -114,63 +106,6 @@ pub fn init_pki(home: &Path, flag: Option<PathBuf>) -> anyhow::Result<()> {
         admin_dir.display()
     );
     Ok(())
-}
-
-/// The controller's TCP port: the bound listener and this run's serving
-/// certificate.
-struct Listening {
-    listener: tokio::net::TcpListener,
-    server: ao_proto::pki::Credentials,
-}
-
-/// Binds `--listen`, issues this run's serving certificate from the cluster
-/// CA (names: the advertised host, the listen address, the host name;
-/// clients verify the cluster's fixed name, so any of them works), and
-/// opens the cluster that admits workers there.
-async fn listen(
-    home: &Path,
-    args: &ClusterArgs,
-    store: Arc<dyn Store>,
-    fence: Option<leader::Fence>,
-) -> anyhow::Result<Option<(Listening, Arc<Cluster>)>> {
-    use ao_proto::pki::Ca;
-    let Some(addr) = args.listen else {
-        return Ok(None);
-    };
-    let dir = pki_dir(home, args.pki_dir.as_deref());
-    if !Ca::exists(&dir) {
-        bail!(
-            "--listen needs the cluster CA, and {} has none: run `ao controller init` first",
-            dir.display()
-        );
-    }
-    let ca = Ca::load(&dir)?;
-    let url = match &args.advertise {
-        Some(u) => u.clone(),
-        None if addr.ip().is_unspecified() => format!("https://{}:{}", hostname(), addr.port()),
-        None => format!("https://{addr}"),
-    };
-    let advertised =
-        ControllerAddr::parse(&url).map_err(|e| anyhow::anyhow!("--advertise: {e}"))?;
-    let ControllerAddr::Https(advertised) = advertised else {
-        bail!("--advertise {url}: expected https://host:port");
-    };
-    let mut names = vec![hostname(), addr.ip().to_string()];
-    if let Some((host, _)) = advertised.rsplit_once(':') {
-        names.push(host.trim_matches(['[', ']']).to_string());
-    }
-    let server = ca.issue_server(&names, Duration::from_secs(365 * 86400))?;
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .with_context(|| format!("cannot listen on {addr}"))?;
-    let cluster = Cluster::open(store, ca, args.worker_cert_ttl, url, fence).await?;
-    // The credential `ao controller init` made is revocable like any other.
-    if let Ok(init) = ao_proto::pki::Credentials::load(&dir.join("admin")) {
-        cluster
-            .record_admin(&init.cert_pem, "ao controller init")
-            .await?;
-    }
-    Ok(Some((Listening { listener, server }, Arc::new(cluster))))
 }
 
 /// Creates `AO_HOME` owner-only, or checks that an existing one is
@@ -271,107 +206,52 @@ fn find_and_load_config(home: &Path) -> anyhow::Result<Option<(PathBuf, config::
     Ok(Some((path, cfg)))
 }
 
-/// Starts the controller (store, actor, server) and returns its handle and
-/// the server task. The caller holds the home lock.
-async fn start_controller(
+/// What `ao up` and `ao controller run` start: the flags, the host name and
+/// the config file found at start.
+fn controller_config(
     home: &Path,
     store: &StoreArgs,
-    cluster_args: &ClusterArgs,
-    stop: Stop,
-) -> anyhow::Result<(
-    ControllerHandle,
-    tokio::task::JoinHandle<anyhow::Result<()>>,
-)> {
+    cluster: &ClusterArgs,
+) -> anyhow::Result<ControllerConfig> {
     let location =
         StoreLocation::parse(store.store.as_deref(), home).map_err(anyhow::Error::msg)?;
-    let tls = store.etcd_ca.clone().map(|ca| EtcdTls {
+    let etcd_tls = store.etcd_ca.clone().map(|ca| EtcdTls {
         ca,
         cert: store.etcd_cert.clone(),
         key: store.etcd_key.clone(),
     });
-    let (store, mut leadership): (Arc<dyn Store>, _) = match &location {
-        StoreLocation::Etcd(endpoints) => {
-            // Several controllers may share this etcd: lead before anything else.
-            let etcd = EtcdStore::connect(endpoints, tls).await?;
-            let candidate = format!(
-                "{} (pid {})",
-                socket_path(home).display(),
-                std::process::id()
-            );
-            let leadership = leader::campaign(&etcd, &candidate, |holder| {
-                eprintln!("waiting to lead: the leader is {holder}");
-            })
-            .await?;
-            tracing::info!(revision = leadership.fence.revision, "leading");
-            (Arc::new(etcd), Some(leadership))
-        }
-        StoreLocation::Embedded(_) => (location.open(tls).await?, None),
-    };
-    tracing::info!(store = %store.describe(), "store open");
-    let fence = leadership.as_ref().map(|l| l.fence.clone());
-    let settings = sessions::ControllerSettings {
-        worker_grace: cluster_args.worker_grace,
-        ..Default::default()
-    };
-    let (handle, _actor) = sessions::start(store.clone(), home, fence.clone(), settings).await?;
-    let tcp = listen(home, cluster_args, store, fence).await?;
-    let cluster = tcp.as_ref().map(|(_, cluster)| cluster.clone());
-    if let Some((path, cfg)) = find_and_load_config(home)? {
-        let projects = handle.apply(cfg).await?;
-        tracing::info!(config = %path.display(), ?projects, "config applied");
-    }
-    let listener = server::bind_unix(&socket_path(home))?;
-    let on_signal = stop.clone();
+    let listen = cluster.listen.map(|addr| ListenConfig {
+        addr,
+        advertise: cluster.advertise.clone(),
+        pki_dir: pki_dir(home, cluster.pki_dir.as_deref()),
+        worker_cert_ttl: cluster.worker_cert_ttl,
+    });
+    Ok(ControllerConfig {
+        store: location,
+        etcd_tls,
+        listen,
+        worker_grace: cluster.worker_grace,
+        hostname: hostname(),
+        apply: find_and_load_config(home)?,
+        ..ControllerConfig::local(home)
+    })
+}
+
+/// Starts the controller and sets `stop` on SIGINT or SIGTERM. The caller
+/// holds the home lock.
+async fn start_controller(
+    home: &Path,
+    store: &StoreArgs,
+    cluster: &ClusterArgs,
+    stop: Stop,
+) -> anyhow::Result<Controller> {
+    let config = controller_config(home, store, cluster)?;
+    let controller = Controller::start(config, stop.clone()).await?;
     tokio::spawn(async move {
         signalled().await;
-        on_signal.send_replace(true);
+        stop.send_replace(true);
     });
-    let server_handle = handle.clone();
-    let home = home.to_path_buf();
-    let server = tokio::spawn(async move {
-        let stopped = server::stopped(&stop);
-        let stop_all = stop.clone();
-        let unix = server::serve(
-            server_handle.clone(),
-            &home,
-            listener,
-            cluster.clone(),
-            stop.clone(),
-        );
-        let network = async {
-            match tcp {
-                Some((l, cluster)) => {
-                    tracing::info!(url = %cluster.url(), "serving workers and CLIs over mTLS");
-                    server::serve_tls(server_handle, &home, l.listener, &l.server, cluster, stop)
-                        .await
-                }
-                None => Ok(()),
-            }
-        };
-        let serving = async { tokio::try_join!(unix, network).map(|_| ()) };
-        tokio::pin!(serving);
-        let deposed = async {
-            match leadership.as_mut() {
-                Some(l) => l.lost().await,
-                None => std::future::pending().await,
-            }
-        };
-        tokio::select! {
-            r = &mut serving => r?,
-            () = async { stopped.await; tokio::time::sleep(GRACE).await } => {
-                tracing::warn!("open streams did not end within {GRACE:?}; stopping anyway");
-            }
-            why = deposed => {
-                // Stop the local worker too, so that the process exits and
-                // frees AO_HOME for a restart (crash-only: run it under a
-                // supervisor, or `ao up` again).
-                stop_all.send_replace(true);
-                bail!("stepping down: {why}");
-            }
-        }
-        Ok(())
-    });
-    Ok((handle, server))
+    Ok(controller)
 }
 
 /// How much a worker takes on.
@@ -419,7 +299,7 @@ pub async fn up_foreground(
     prepare_home(home)?;
     let _lock = lock_home(home)?;
     let stop = server::stop_switch();
-    let (_handle, server) = start_controller(home, store, cluster, stop.clone()).await?;
+    let controller = start_controller(home, store, cluster, stop.clone()).await?;
     let settings = local_worker_settings(home, None, BTreeMap::new(), Capacity::default());
     let link = ao_worker::LinkConfig {
         addrs: vec![ControllerAddr::Unix(socket_path(home))],
@@ -431,11 +311,10 @@ pub async fn up_foreground(
         "ao is up: controller at unix://{}",
         socket_path(home).display()
     );
-    let result = server.await.context("controller task failed")?;
+    let result = controller.wait().await;
     let _ = worker.await;
-    let _ = std::fs::remove_file(socket_path(home));
     eprintln!("ao is down; agent sessions keep running and are re-adopted by the next `ao up`");
-    result
+    Ok(result?)
 }
 
 /// The local worker runs agents in tmux: without it nothing would run.
@@ -455,12 +334,12 @@ pub async fn controller_only(
     init_tracing("info");
     prepare_home(home)?;
     let _lock = lock_home(home)?;
-    let (_handle, server) = start_controller(home, store, cluster, server::stop_switch()).await?;
+    let controller = start_controller(home, store, cluster, server::stop_switch()).await?;
     eprintln!(
         "controller listening at unix://{}",
-        socket_path(home).display()
+        controller.socket().display()
     );
-    server.await.context("controller task failed")?
+    Ok(controller.wait().await?)
 }
 
 /// `ao worker run`: a worker alone, dialing `target`.
