@@ -764,7 +764,7 @@ impl pb::worker_link_server::WorkerLink for WorkerLinkService {
         }
         let (tx, rx) = mpsc::channel(1024);
         let worker = hello.worker_id.clone();
-        let heard = crate::sessions::Heard::new();
+        let heard = crate::sessions::LastHeard::new();
         let admitted = match (&self.cluster, &who) {
             (Some(cluster), Some(who)) => {
                 let (cluster, serial) = (cluster.clone(), who.serial.clone());
