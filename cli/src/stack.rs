@@ -11,10 +11,11 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use ao_controller::app::{Controller, ControllerConfig, ListenConfig};
 use ao_controller::config;
-use ao_controller::server::{self, Stop};
 use ao_controller::store::etcd::EtcdTls;
 use ao_controller::store::StoreLocation;
 use ao_proto::{dial::ControllerAddr, env};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::commands::Target;
 use crate::{ClusterArgs, StoreArgs};
@@ -180,18 +181,46 @@ fn init_tracing(default: &str) {
         .try_init();
 }
 
-/// Resolves when SIGINT or SIGTERM arrives.
-async fn signalled() {
+/// How long the tasks still running after a stop may take to end.
+const GRACE: Duration = Duration::from_secs(5);
+
+/// Cancels `stop` on the first SIGINT or SIGTERM; one more (or one after
+/// a stop already began, say by `ao down`) exits at once with 128 + the
+/// signal's number. Agent sessions keep running in tmux either way.
+fn stop_on_signals(stop: CancellationToken) {
     use tokio::signal::unix::{signal, SignalKind};
     let (Ok(mut term), Ok(mut int)) = (
         signal(SignalKind::terminate()),
         signal(SignalKind::interrupt()),
     ) else {
-        return std::future::pending().await;
+        tracing::warn!("cannot handle SIGINT/SIGTERM: they stop ao without a clean shutdown");
+        return;
     };
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
+    // Not on a task tracker: it must run while the tracker is waited for.
+    tokio::spawn(async move {
+        loop {
+            let signo = tokio::select! {
+                _ = term.recv() => nix::libc::SIGTERM,
+                _ = int.recv() => nix::libc::SIGINT,
+            };
+            if stop.is_cancelled() {
+                eprintln!("stopping now; agent sessions keep running");
+                std::process::exit(128 + signo);
+            }
+            eprintln!("stopping; Ctrl-C or SIGTERM again stops at once");
+            stop.cancel();
+        }
+    });
+}
+
+/// Waits, up to [`GRACE`], for the tasks left in `tasks`.
+async fn drain(tasks: &TaskTracker) {
+    tasks.close();
+    if tokio::time::timeout(GRACE, tasks.wait()).await.is_err() {
+        tracing::warn!(
+            "{} tasks did not end within {GRACE:?}; stopping anyway",
+            tasks.len()
+        );
     }
 }
 
@@ -237,20 +266,18 @@ fn controller_config(
     })
 }
 
-/// Starts the controller and sets `stop` on SIGINT or SIGTERM. The caller
-/// holds the home lock.
+/// Starts the controller, stopped by `stop` or a signal. The caller holds
+/// the home lock.
 async fn start_controller(
     home: &Path,
     store: &StoreArgs,
     cluster: &ClusterArgs,
-    stop: Stop,
+    tasks: &TaskTracker,
+    stop: CancellationToken,
 ) -> anyhow::Result<Controller> {
     let config = controller_config(home, store, cluster)?;
-    let controller = Controller::start(config, stop.clone()).await?;
-    tokio::spawn(async move {
-        signalled().await;
-        stop.send_replace(true);
-    });
+    let controller = Controller::start(config, tasks, stop.clone()).await?;
+    stop_on_signals(stop);
     Ok(controller)
 }
 
@@ -298,21 +325,22 @@ pub async fn up_foreground(
     require_tmux()?;
     prepare_home(home)?;
     let _lock = lock_home(home)?;
-    let stop = server::stop_switch();
-    let controller = start_controller(home, store, cluster, stop.clone()).await?;
+    let (tasks, stop) = (TaskTracker::new(), CancellationToken::new());
+    let controller = start_controller(home, store, cluster, &tasks, stop.clone()).await?;
     let settings = local_worker_settings(home, None, BTreeMap::new(), Capacity::default());
     let link = ao_worker::LinkConfig {
         addrs: vec![ControllerAddr::Unix(socket_path(home))],
         credentials: None,
     };
     // The worker leaves first so that its link does not hold the server open.
-    let worker = tokio::spawn(ao_worker::run(settings, link, server::stopped(&stop)));
+    let worker = tasks.spawn(ao_worker::run(settings, link, tasks.clone(), stop));
     eprintln!(
         "ao is up: controller at unix://{}",
         socket_path(home).display()
     );
     let result = controller.wait().await;
     let _ = worker.await;
+    drain(&tasks).await;
     eprintln!("ao is down; agent sessions keep running and are re-adopted by the next `ao up`");
     Ok(result?)
 }
@@ -334,12 +362,16 @@ pub async fn controller_only(
     init_tracing("info");
     prepare_home(home)?;
     let _lock = lock_home(home)?;
-    let controller = start_controller(home, store, cluster, server::stop_switch()).await?;
+    let tasks = TaskTracker::new();
+    let controller =
+        start_controller(home, store, cluster, &tasks, CancellationToken::new()).await?;
     eprintln!(
         "controller listening at unix://{}",
         controller.socket().display()
     );
-    Ok(controller.wait().await?)
+    let result = controller.wait().await;
+    drain(&tasks).await;
+    Ok(result?)
 }
 
 /// `ao worker run`: a worker alone, dialing `target`.
@@ -378,8 +410,11 @@ pub async fn worker_only(
         addrs: target.addrs().to_vec(),
         credentials,
     };
-    ao_worker::run(settings, link, signalled()).await?;
-    Ok(())
+    let (tasks, stop) = (TaskTracker::new(), CancellationToken::new());
+    stop_on_signals(stop.clone());
+    let result = ao_worker::run(settings, link, tasks.clone(), stop).await;
+    drain(&tasks).await;
+    Ok(result?)
 }
 
 /// `ao worker join`: pins the cluster CA by its hash, makes a key that

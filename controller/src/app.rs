@@ -13,11 +13,13 @@ use std::time::Duration;
 use ao_proto::dial::ControllerAddr;
 use ao_proto::pki::{Ca, Credentials, PkiError};
 use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::cluster::{Cluster, ClusterError};
 use crate::config::Config;
 use crate::leader::{self, Fence, Leadership};
-use crate::server::{self, ServeError, Stop};
+use crate::server::{self, ServeError, Services};
 use crate::sessions::{self, ControllerError, ControllerHandle, ControllerSettings};
 use crate::store::etcd::{EtcdStore, EtcdTls};
 use crate::store::{Store, StoreError, StoreLocation};
@@ -129,13 +131,18 @@ pub struct Controller {
 impl Controller {
     /// Opens the store (on etcd: waits to lead first), starts the sessions
     /// actor, applies `config.apply`, binds the listeners and serves them
-    /// until `stop` is set or leadership is lost (then `stop` is set too, so
-    /// that whatever shares it, such as a local worker, stops as well).
+    /// until `stop` is cancelled or leadership is lost (then `stop` is
+    /// cancelled too, so that whatever shares it, such as a local worker,
+    /// stops as well). What it spawns belongs to `tasks`.
     ///
     /// # Errors
     /// The store cannot be opened or read, the config is refused, a
     /// listener cannot be bound, or the cluster CA is missing or unusable.
-    pub async fn start(config: ControllerConfig, stop: Stop) -> Result<Self, AppError> {
+    pub async fn start(
+        config: ControllerConfig,
+        tasks: &TaskTracker,
+        stop: CancellationToken,
+    ) -> Result<Self, AppError> {
         let home = config.home.as_path();
         let (store, leadership) = open_store(&config).await?;
         tracing::info!(store = %store.describe(), "store open");
@@ -156,13 +163,17 @@ impl Controller {
         let socket = socket_path(home);
         let unix = server::bind_unix(&socket)?;
         let url = tcp.as_ref().map(|t| t.cluster.url().to_string());
-        let serving = tokio::spawn(serve(
-            handle.clone(),
-            home.to_path_buf(),
+        let services = Services {
+            handle: handle.clone(),
+            home: home.to_path_buf(),
+            stop,
+            tasks: tasks.clone(),
+        };
+        let serving = tasks.spawn(serve(
+            services,
             unix,
             tcp,
             leadership,
-            stop,
             config.shutdown_grace,
         ));
         Ok(Self {
@@ -286,30 +297,19 @@ async fn bind_tcp(
 /// Serves both listeners until `stop` (then open calls get `grace` to
 /// end) or until leadership is lost.
 async fn serve(
-    handle: ControllerHandle,
-    home: PathBuf,
+    services: Services,
     unix: tokio::net::UnixListener,
     tcp: Option<Tcp>,
     mut leadership: Option<Leadership>,
-    stop: Stop,
     grace: Duration,
 ) -> Result<(), AppError> {
-    let stopped = server::stopped(&stop);
     let cluster = tcp.as_ref().map(|t| t.cluster.clone());
-    let local = server::serve(handle.clone(), &home, unix, cluster, stop.clone());
+    let local = services.serve(unix, cluster);
     let network = async {
         match tcp {
             Some(t) => {
                 tracing::info!(url = %t.cluster.url(), "serving workers and CLIs over mTLS");
-                server::serve_tls(
-                    handle,
-                    &home,
-                    t.listener,
-                    &t.server,
-                    t.cluster,
-                    stop.clone(),
-                )
-                .await
+                services.serve_tls(t.listener, &t.server, t.cluster).await
             }
             None => Ok(()),
         }
@@ -323,14 +323,14 @@ async fn serve(
     };
     tokio::select! {
         r = serving => r?,
-        () = async { stopped.await; tokio::time::sleep(grace).await } => {
+        () = async { services.stop.cancelled().await; tokio::time::sleep(grace).await } => {
             tracing::warn!("open streams did not end within {grace:?}; stopping anyway");
         }
         why = deposed => {
             // Stop the local worker too, so that the process exits and
             // frees AO_HOME for a restart (crash-only: run it under a
             // supervisor, or `ao up` again).
-            stop.send_replace(true);
+            services.stop.cancel();
             return Err(AppError::Deposed(why));
         }
     }

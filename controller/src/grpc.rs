@@ -9,6 +9,8 @@ use ao_proto::pb;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::{Stream, StreamExt};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::cluster::{AdminRecord, Cluster, ClusterError};
@@ -199,9 +201,12 @@ type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 pub struct ControllerService {
     pub handle: ControllerHandle,
     pub home: String,
-    pub stop: crate::server::Stop,
+    /// Cancelled by `Shutdown`: the whole process stops.
+    pub stop: CancellationToken,
     /// Set when the controller admits workers over TCP.
     pub cluster: Option<std::sync::Arc<Cluster>>,
+    /// Owns the attach relays.
+    pub tasks: TaskTracker,
 }
 
 impl ControllerService {
@@ -459,7 +464,7 @@ impl pb::controller_server::Controller for ControllerService {
             )
             .await;
         // Keys and window size toward the worker, until the viewer stops.
-        tokio::spawn(async move {
+        self.tasks.spawn(async move {
             while let Ok(Some(msg)) = input.message().await {
                 let down_msg = match msg.msg {
                     Some(pb::attach_input::Msg::Data(keys)) => pb::tunnel_down::Msg::Input(keys),
@@ -480,7 +485,7 @@ impl pb::controller_server::Controller for ControllerService {
         // The screen toward the viewer; the detach is recorded with its reason.
         let (out, rx) = mpsc::channel(64);
         let handle = self.handle.clone();
-        tokio::spawn(async move {
+        self.tasks.spawn(async move {
             let output = |msg| Ok(pb::AttachOutput { msg: Some(msg) });
             let mut next = Some(first);
             let how = loop {
@@ -693,7 +698,7 @@ impl pb::controller_server::Controller for ControllerService {
         &self,
         _: Request<pb::ShutdownRequest>,
     ) -> Result<Response<pb::ShutdownResponse>, Status> {
-        self.stop.send_replace(true);
+        self.stop.cancel();
         Ok(Response::new(pb::ShutdownResponse {}))
     }
 }
@@ -702,6 +707,8 @@ impl pb::controller_server::Controller for ControllerService {
 pub struct WorkerLinkService {
     pub handle: ControllerHandle,
     pub cluster: Option<std::sync::Arc<Cluster>>,
+    /// Owns the link readers.
+    pub tasks: TaskTracker,
 }
 
 /// The caller's certificate identity, put there by [`RequireRole`] (absent
@@ -778,7 +785,7 @@ impl pb::worker_link_server::WorkerLink for WorkerLinkService {
         };
         let conn = self.handle.worker_hello(hello, tx, meta).await;
         let handle = self.handle.clone();
-        tokio::spawn(async move {
+        self.tasks.spawn(async move {
             loop {
                 match inbound.message().await {
                     Ok(Some(pb::WorkerMessage { msg: Some(msg) })) => {

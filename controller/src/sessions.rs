@@ -726,6 +726,8 @@ struct Actor {
     /// With several controllers: every write holds only while we lead.
     fence: Option<Fence>,
     settings: ControllerSettings,
+    /// Its periodic commands to itself; they stop when it is dropped.
+    tickers: tokio::task::JoinSet<()>,
 }
 
 /// How often the store's health is probed.
@@ -741,7 +743,8 @@ const LIVENESS_TICK: Duration = Duration::from_secs(1);
 const MAX_RESENDS: u32 = 5;
 
 /// Loads the controller's state from `store`, repairs `events.jsonl` in
-/// `home`, and starts the actor.
+/// `home`, and starts the actor. It runs until every handle is dropped;
+/// the caller owns its task.
 ///
 /// # Errors
 /// The store cannot be read, or the event file cannot be opened.
@@ -777,21 +780,26 @@ pub async fn start(
         store_error: None,
         fence,
         settings,
+        tickers: tokio::task::JoinSet::new(),
     };
     actor.adopt(loaded).await?;
     actor.trim_events().await?;
     // A restarted controller judges no session before its worker reports.
     actor.publish();
-    let task = tokio::spawn(actor.run(rx));
     let probed = store.clone();
-    tokio::spawn(every(STORE_PROBE, tx.downgrade(), move || {
-        let store = probed.clone();
-        async move { Command::StoreProbe(probe_store(store.as_ref()).await) }
-    }));
+    actor
+        .tickers
+        .spawn(every(STORE_PROBE, tx.downgrade(), move || {
+            let store = probed.clone();
+            async move { Command::StoreProbe(probe_store(store.as_ref()).await) }
+        }));
     // Workers' silence is judged on every tick.
-    tokio::spawn(every(LIVENESS_TICK, tx.downgrade(), || async {
-        Command::Tick
-    }));
+    actor
+        .tickers
+        .spawn(every(LIVENESS_TICK, tx.downgrade(), || async {
+            Command::Tick
+        }));
+    let task = tokio::spawn(actor.run(rx));
     Ok((
         ControllerHandle {
             tx,

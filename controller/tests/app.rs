@@ -4,10 +4,11 @@
 
 use ao_controller::app::{AppError, Controller, ControllerConfig, ListenConfig};
 use ao_controller::config::parse_str;
-use ao_controller::server::stop_switch;
 use ao_proto::dial::{self, ControllerAddr};
 use ao_proto::pb::controller_client::ControllerClient;
 use ao_proto::pb::{InfoRequest, ListSessionsRequest, ShutdownRequest};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 const CONFIG: &str = "projects:\n  app:\n    path: /nowhere\n    agent: codex\n";
 
@@ -28,8 +29,8 @@ fn config(home: &std::path::Path) -> ControllerConfig {
 #[tokio::test]
 async fn serves_its_unix_socket_until_stopped() {
     let home = tempfile::tempdir().unwrap();
-    let stop = stop_switch();
-    let controller = Controller::start(config(home.path()), stop.clone())
+    let (tasks, stop) = (TaskTracker::new(), CancellationToken::new());
+    let controller = Controller::start(config(home.path()), &tasks, stop.clone())
         .await
         .unwrap();
     let mut cli = client(&controller).await;
@@ -50,8 +51,11 @@ async fn serves_its_unix_socket_until_stopped() {
     assert!(sessions.sessions.is_empty());
 
     drop(cli);
-    stop.send_replace(true);
+    stop.cancel();
     controller.wait().await.unwrap();
+    // Nothing it started outlives it.
+    tasks.close();
+    tasks.wait().await;
     assert!(
         !home.path().join("ao.sock").exists(),
         "the socket outlived the controller"
@@ -61,13 +65,15 @@ async fn serves_its_unix_socket_until_stopped() {
 #[tokio::test]
 async fn a_clients_shutdown_stops_it() {
     let home = tempfile::tempdir().unwrap();
-    let controller = Controller::start(config(home.path()), stop_switch())
+    let stop = CancellationToken::new();
+    let controller = Controller::start(config(home.path()), &TaskTracker::new(), stop.clone())
         .await
         .unwrap();
     let mut cli = client(&controller).await;
     cli.shutdown(ShutdownRequest {}).await.unwrap();
     drop(cli);
     controller.wait().await.unwrap();
+    assert!(stop.is_cancelled(), "Shutdown stops the whole process");
 }
 
 #[tokio::test]
@@ -83,7 +89,8 @@ async fn listening_without_a_cluster_ca_names_the_missing_directory() {
         }),
         ..ControllerConfig::local(home.path())
     };
-    let err = match Controller::start(config, stop_switch()).await {
+    let started = Controller::start(config, &TaskTracker::new(), CancellationToken::new()).await;
+    let err = match started {
         Ok(_) => panic!("started without a cluster CA"),
         Err(e) => e,
     };

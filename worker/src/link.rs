@@ -17,6 +17,7 @@ use ao_proto::pb;
 use ao_proto::pki::{self, Credentials};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::task::AbortOnDropHandle;
 use tonic::transport::ClientTlsConfig;
 
 use crate::sessions::{WorkerHandle, WorkerSettings};
@@ -91,9 +92,11 @@ pub async fn run(
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), LinkError> {
     tokio::pin!(shutdown);
-    if let Some(dir) = config.credentials.clone() {
-        tokio::spawn(renew_forever(config.addrs.clone(), dir));
-    }
+    // Renewal lasts as long as the link: it stops when this returns.
+    let _renewing = config
+        .credentials
+        .clone()
+        .map(|dir| AbortOnDropHandle::new(tokio::spawn(renew_forever(config.addrs.clone(), dir))));
     let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
     loop {
         let mut linked_at = None;
