@@ -341,6 +341,7 @@ pub async fn up_foreground(
     let result = controller.wait().await;
     let _ = worker.await;
     drain(&tasks).await;
+    let _ = std::fs::remove_file(socket_path(home));
     eprintln!("ao is down; agent sessions keep running and are re-adopted by the next `ao up`");
     Ok(result?)
 }

@@ -211,7 +211,6 @@ impl Controller {
         // so stopping it between two loses nothing.
         self.actor.abort();
         let _ = self.actor.await;
-        let _ = std::fs::remove_file(&self.socket);
         served?
     }
 }
