@@ -123,7 +123,6 @@ pub enum AppError {
 pub struct Controller {
     handle: ControllerHandle,
     socket: PathBuf,
-    url: Option<String>,
     serving: JoinHandle<Result<(), AppError>>,
     actor: JoinHandle<()>,
 }
@@ -162,7 +161,6 @@ impl Controller {
         }
         let socket = socket_path(home);
         let unix = server::bind_unix(&socket)?;
-        let url = tcp.as_ref().map(|t| t.cluster.url().to_string());
         let services = Services {
             handle: handle.clone(),
             home: home.to_path_buf(),
@@ -179,7 +177,6 @@ impl Controller {
         Ok(Self {
             handle,
             socket,
-            url,
             serving,
             actor,
         })
@@ -193,11 +190,6 @@ impl Controller {
     /// The Unix socket it serves.
     pub fn socket(&self) -> &Path {
         &self.socket
-    }
-
-    /// The URL workers dial over mutual TLS, when it listens on TCP.
-    pub fn url(&self) -> Option<&str> {
-        self.url.as_deref()
     }
 
     /// Waits until it has stopped serving, then stops the sessions actor.

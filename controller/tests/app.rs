@@ -49,6 +49,8 @@ async fn serves_its_unix_socket_until_stopped() {
         .unwrap()
         .into_inner();
     assert!(sessions.sessions.is_empty());
+    // In-process callers see the same state through its handle.
+    assert_eq!(controller.handle().snapshot().projects, ["app"]);
 
     drop(cli);
     stop.cancel();
