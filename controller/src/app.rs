@@ -14,7 +14,7 @@ use ao_proto::dial::ControllerAddr;
 use ao_proto::pki::{Ca, Credentials, PkiError};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
+use tokio_util::task::{AbortOnDropHandle, TaskTracker};
 
 use crate::cluster::{Cluster, ClusterError};
 use crate::config::Config;
@@ -124,7 +124,8 @@ pub struct Controller {
     handle: ControllerHandle,
     socket: PathBuf,
     serving: JoinHandle<Result<(), AppError>>,
-    actor: JoinHandle<()>,
+    /// Also stopped when a failed start returns early.
+    actor: AbortOnDropHandle<()>,
 }
 
 impl Controller {
@@ -151,6 +152,7 @@ impl Controller {
             ..Default::default()
         };
         let (handle, actor) = sessions::start(store.clone(), home, fence.clone(), settings).await?;
+        let actor = AbortOnDropHandle::new(actor);
         let tcp = match &config.listen {
             Some(listen) => Some(bind_tcp(&config.hostname, listen, store, fence).await?),
             None => None,
