@@ -9,15 +9,13 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{bail, Context};
-use ao_controller::cluster::Cluster;
+use ao_controller::app::{Controller, ControllerConfig, ListenConfig};
 use ao_controller::config;
-use ao_controller::leader;
-use ao_controller::server::{self, Stop};
-use ao_controller::sessions::{self, ControllerHandle};
-use ao_controller::store::etcd::{EtcdStore, EtcdTls};
-use ao_controller::store::{Store, StoreLocation};
+use ao_controller::store::etcd::EtcdTls;
+use ao_controller::store::StoreLocation;
 use ao_proto::{dial::ControllerAddr, env};
-use std::sync::Arc;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::commands::Target;
 use crate::{ClusterArgs, StoreArgs};
@@ -31,12 +29,7 @@ pub fn ao_home() -> anyhow::Result<PathBuf> {
     Ok(PathBuf::from(home).join(".agent-orchestrator"))
 }
 
-/// How long open calls (followers, tunnels) may take to end on shutdown.
-const GRACE: Duration = Duration::from_secs(5);
-
-pub fn socket_path(home: &Path) -> PathBuf {
-    home.join("ao.sock")
-}
+pub use ao_controller::app::socket_path;
 
 fn log_path(home: &Path) -> PathBuf {
     home.join("ao.log")
@@ -116,63 +109,6 @@ pub fn init_pki(home: &Path, flag: Option<PathBuf>) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The controller's TCP port: the bound listener and this run's serving
-/// certificate.
-struct Listening {
-    listener: tokio::net::TcpListener,
-    server: ao_proto::pki::Credentials,
-}
-
-/// Binds `--listen`, issues this run's serving certificate from the cluster
-/// CA (names: the advertised host, the listen address, the host name;
-/// clients verify the cluster's fixed name, so any of them works), and
-/// opens the cluster that admits workers there.
-async fn listen(
-    home: &Path,
-    args: &ClusterArgs,
-    store: Arc<dyn Store>,
-    fence: Option<leader::Fence>,
-) -> anyhow::Result<Option<(Listening, Arc<Cluster>)>> {
-    use ao_proto::pki::Ca;
-    let Some(addr) = args.listen else {
-        return Ok(None);
-    };
-    let dir = pki_dir(home, args.pki_dir.as_deref());
-    if !Ca::exists(&dir) {
-        bail!(
-            "--listen needs the cluster CA, and {} has none: run `ao controller init` first",
-            dir.display()
-        );
-    }
-    let ca = Ca::load(&dir)?;
-    let url = match &args.advertise {
-        Some(u) => u.clone(),
-        None if addr.ip().is_unspecified() => format!("https://{}:{}", hostname(), addr.port()),
-        None => format!("https://{addr}"),
-    };
-    let advertised =
-        ControllerAddr::parse(&url).map_err(|e| anyhow::anyhow!("--advertise: {e}"))?;
-    let ControllerAddr::Https(advertised) = advertised else {
-        bail!("--advertise {url}: expected https://host:port");
-    };
-    let mut names = vec![hostname(), addr.ip().to_string()];
-    if let Some((host, _)) = advertised.rsplit_once(':') {
-        names.push(host.trim_matches(['[', ']']).to_string());
-    }
-    let server = ca.issue_server(&names, Duration::from_secs(365 * 86400))?;
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .with_context(|| format!("cannot listen on {addr}"))?;
-    let cluster = Cluster::open(store, ca, args.worker_cert_ttl, url, fence).await?;
-    // The credential `ao controller init` made is revocable like any other.
-    if let Ok(init) = ao_proto::pki::Credentials::load(&dir.join("admin")) {
-        cluster
-            .record_admin(&init.cert_pem, "ao controller init")
-            .await?;
-    }
-    Ok(Some((Listening { listener, server }, Arc::new(cluster))))
-}
-
 /// Creates `AO_HOME` owner-only, or checks that an existing one is
 /// private to this user. An existing directory's mode is never changed: a
 /// home like `/tmp` is shared by design, and ao must not lock others out
@@ -245,133 +181,102 @@ fn init_tracing(default: &str) {
         .try_init();
 }
 
-/// Resolves when SIGINT or SIGTERM arrives.
-async fn signalled() {
+/// How long the tasks still running after a stop may take to end.
+const GRACE: Duration = Duration::from_secs(5);
+
+/// Cancels `stop` on the first SIGINT or SIGTERM; one more (or one after
+/// a stop already began, say by `ao down`) exits at once with 128 + the
+/// signal's number. Agent sessions keep running in tmux either way.
+fn stop_on_signals(stop: CancellationToken) {
     use tokio::signal::unix::{signal, SignalKind};
     let (Ok(mut term), Ok(mut int)) = (
         signal(SignalKind::terminate()),
         signal(SignalKind::interrupt()),
     ) else {
-        return std::future::pending().await;
+        tracing::warn!("cannot handle SIGINT/SIGTERM: they stop ao without a clean shutdown");
+        return;
     };
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
+    // Not on a task tracker: it must run while the tracker is waited for.
+    tokio::spawn(async move {
+        loop {
+            let signo = tokio::select! {
+                _ = term.recv() => nix::libc::SIGTERM,
+                _ = int.recv() => nix::libc::SIGINT,
+            };
+            if stop.is_cancelled() {
+                eprintln!("stopping now; agent sessions keep running");
+                std::process::exit(128 + signo);
+            }
+            eprintln!("stopping; Ctrl-C or SIGTERM again stops at once");
+            stop.cancel();
+        }
+    });
+}
+
+/// Waits, up to [`GRACE`], for the tasks left in `tasks`.
+async fn drain(tasks: &TaskTracker) {
+    tasks.close();
+    if tokio::time::timeout(GRACE, tasks.wait()).await.is_err() {
+        tracing::warn!(
+            "{} tasks did not end within {GRACE:?}; stopping anyway",
+            tasks.len()
+        );
     }
 }
 
 /// Loads the config the stack starts with, if there is one.
 fn find_and_load_config(home: &Path) -> anyhow::Result<Option<(PathBuf, config::Config)>> {
-    let explicit = std::env::var_os(env::AO_CONFIG_PATH).map(PathBuf::from);
     let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/"));
-    let Some(path) = config::find_config(explicit.as_deref(), &cwd, home) else {
-        return Ok(None);
-    };
-    let cfg = config::load_file(&path, &|k| std::env::var(k).ok())?;
-    Ok(Some((path, cfg)))
+    match config::find_and_load(&cwd, home, &|k| std::env::var(k).ok()) {
+        Some((path, loaded)) => Ok(Some((path, loaded?))),
+        None => Ok(None),
+    }
 }
 
-/// Starts the controller (store, actor, server) and returns its handle and
-/// the server task. The caller holds the home lock.
-async fn start_controller(
+/// What `ao up` and `ao controller run` start: the flags, the host name and
+/// the config file found at start.
+fn controller_config(
     home: &Path,
     store: &StoreArgs,
-    cluster_args: &ClusterArgs,
-    stop: Stop,
-) -> anyhow::Result<(
-    ControllerHandle,
-    tokio::task::JoinHandle<anyhow::Result<()>>,
-)> {
+    cluster: &ClusterArgs,
+) -> anyhow::Result<ControllerConfig> {
     let location =
         StoreLocation::parse(store.store.as_deref(), home).map_err(anyhow::Error::msg)?;
-    let tls = store.etcd_ca.clone().map(|ca| EtcdTls {
+    let etcd_tls = store.etcd_ca.clone().map(|ca| EtcdTls {
         ca,
         cert: store.etcd_cert.clone(),
         key: store.etcd_key.clone(),
     });
-    let (store, mut leadership): (Arc<dyn Store>, _) = match &location {
-        StoreLocation::Etcd(endpoints) => {
-            // Several controllers may share this etcd: lead before anything else.
-            let etcd = EtcdStore::connect(endpoints, tls).await?;
-            let candidate = format!(
-                "{} (pid {})",
-                socket_path(home).display(),
-                std::process::id()
-            );
-            let leadership = leader::campaign(&etcd, &candidate, |holder| {
-                eprintln!("waiting to lead: the leader is {holder}");
-            })
-            .await?;
-            tracing::info!(revision = leadership.fence.revision, "leading");
-            (Arc::new(etcd), Some(leadership))
-        }
-        StoreLocation::Embedded(_) => (location.open(tls).await?, None),
-    };
-    tracing::info!(store = %store.describe(), "store open");
-    let fence = leadership.as_ref().map(|l| l.fence.clone());
-    let settings = sessions::ControllerSettings {
-        worker_grace: cluster_args.worker_grace,
-        ..Default::default()
-    };
-    let (handle, _actor) = sessions::start(store.clone(), home, fence.clone(), settings).await?;
-    let tcp = listen(home, cluster_args, store, fence).await?;
-    let cluster = tcp.as_ref().map(|(_, cluster)| cluster.clone());
-    if let Some((path, cfg)) = find_and_load_config(home)? {
-        let projects = handle.apply(cfg).await?;
-        tracing::info!(config = %path.display(), ?projects, "config applied");
-    }
-    let listener = server::bind_unix(&socket_path(home))?;
-    let on_signal = stop.clone();
-    tokio::spawn(async move {
-        signalled().await;
-        on_signal.send_replace(true);
+    let listen = cluster.listen.map(|addr| ListenConfig {
+        addr,
+        advertise: cluster.advertise.clone(),
+        pki_dir: pki_dir(home, cluster.pki_dir.as_deref()),
+        worker_cert_ttl: cluster.worker_cert_ttl,
     });
-    let server_handle = handle.clone();
-    let home = home.to_path_buf();
-    let server = tokio::spawn(async move {
-        let stopped = server::stopped(&stop);
-        let stop_all = stop.clone();
-        let unix = server::serve(
-            server_handle.clone(),
-            &home,
-            listener,
-            cluster.clone(),
-            stop.clone(),
-        );
-        let network = async {
-            match tcp {
-                Some((l, cluster)) => {
-                    tracing::info!(url = %cluster.url(), "serving workers and CLIs over mTLS");
-                    server::serve_tls(server_handle, &home, l.listener, &l.server, cluster, stop)
-                        .await
-                }
-                None => Ok(()),
-            }
-        };
-        let serving = async { tokio::try_join!(unix, network).map(|_| ()) };
-        tokio::pin!(serving);
-        let deposed = async {
-            match leadership.as_mut() {
-                Some(l) => l.lost().await,
-                None => std::future::pending().await,
-            }
-        };
-        tokio::select! {
-            r = &mut serving => r?,
-            () = async { stopped.await; tokio::time::sleep(GRACE).await } => {
-                tracing::warn!("open streams did not end within {GRACE:?}; stopping anyway");
-            }
-            why = deposed => {
-                // Stop the local worker too, so that the process exits and
-                // frees AO_HOME for a restart (crash-only: run it under a
-                // supervisor, or `ao up` again).
-                stop_all.send_replace(true);
-                bail!("stepping down: {why}");
-            }
-        }
-        Ok(())
-    });
-    Ok((handle, server))
+    Ok(ControllerConfig {
+        store: location,
+        etcd_tls,
+        listen,
+        worker_grace: cluster.worker_grace,
+        hostname: hostname(),
+        apply: find_and_load_config(home)?,
+        ..ControllerConfig::local(home)
+    })
+}
+
+/// Starts the controller, stopped by `stop` or a signal. The caller holds
+/// the home lock.
+async fn start_controller(
+    home: &Path,
+    store: &StoreArgs,
+    cluster: &ClusterArgs,
+    tasks: &TaskTracker,
+    stop: CancellationToken,
+) -> anyhow::Result<Controller> {
+    let config = controller_config(home, store, cluster)?;
+    let controller = Controller::start(config, tasks, stop.clone()).await?;
+    stop_on_signals(stop);
+    Ok(controller)
 }
 
 /// How much a worker takes on.
@@ -418,24 +323,25 @@ pub async fn up_foreground(
     require_tmux()?;
     prepare_home(home)?;
     let _lock = lock_home(home)?;
-    let stop = server::stop_switch();
-    let (_handle, server) = start_controller(home, store, cluster, stop.clone()).await?;
+    let (tasks, stop) = (TaskTracker::new(), CancellationToken::new());
+    let controller = start_controller(home, store, cluster, &tasks, stop.clone()).await?;
     let settings = local_worker_settings(home, None, BTreeMap::new(), Capacity::default());
     let link = ao_worker::LinkConfig {
         addrs: vec![ControllerAddr::Unix(socket_path(home))],
         credentials: None,
     };
     // The worker leaves first so that its link does not hold the server open.
-    let worker = tokio::spawn(ao_worker::run(settings, link, server::stopped(&stop)));
+    let worker = tasks.spawn(ao_worker::run(settings, link, tasks.clone(), stop));
     eprintln!(
         "ao is up: controller at unix://{}",
         socket_path(home).display()
     );
-    let result = server.await.context("controller task failed")?;
+    let result = controller.wait().await;
     let _ = worker.await;
+    drain(&tasks).await;
     let _ = std::fs::remove_file(socket_path(home));
     eprintln!("ao is down; agent sessions keep running and are re-adopted by the next `ao up`");
-    result
+    Ok(result?)
 }
 
 /// The local worker runs agents in tmux: without it nothing would run.
@@ -455,12 +361,16 @@ pub async fn controller_only(
     init_tracing("info");
     prepare_home(home)?;
     let _lock = lock_home(home)?;
-    let (_handle, server) = start_controller(home, store, cluster, server::stop_switch()).await?;
+    let tasks = TaskTracker::new();
+    let controller =
+        start_controller(home, store, cluster, &tasks, CancellationToken::new()).await?;
     eprintln!(
         "controller listening at unix://{}",
-        socket_path(home).display()
+        controller.socket().display()
     );
-    server.await.context("controller task failed")?
+    let result = controller.wait().await;
+    drain(&tasks).await;
+    Ok(result?)
 }
 
 /// `ao worker run`: a worker alone, dialing `target`.
@@ -483,6 +393,7 @@ pub async fn worker_only(
     let id = match &credentials {
         Some(dir) => {
             let creds = ao_proto::pki::Credentials::load(dir).map_err(|e| {
+                let e = ao_proto::error_chain(&e);
                 anyhow::anyhow!("{e}\njoin the cluster first: ao worker join <controller> --token … --ca-hash … (see `ao token create`)")
             })?;
             let named = creds.identity()?.name;
@@ -499,8 +410,11 @@ pub async fn worker_only(
         addrs: target.addrs().to_vec(),
         credentials,
     };
-    ao_worker::run(settings, link, signalled()).await?;
-    Ok(())
+    let (tasks, stop) = (TaskTracker::new(), CancellationToken::new());
+    stop_on_signals(stop.clone());
+    let result = ao_worker::run(settings, link, tasks.clone(), stop).await;
+    drain(&tasks).await;
+    Ok(result?)
 }
 
 /// `ao worker join`: pins the cluster CA by its hash, makes a key that

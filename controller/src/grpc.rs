@@ -9,6 +9,8 @@ use ao_proto::pb;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::{Stream, StreamExt};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::cluster::{AdminRecord, Cluster, ClusterError};
@@ -202,9 +204,12 @@ type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 pub struct ControllerService {
     pub handle: ControllerHandle,
     pub home: String,
-    pub stop: crate::server::Stop,
+    /// Cancelled by `Shutdown`: the whole process stops.
+    pub stop: CancellationToken,
     /// Set when the controller admits workers over TCP.
     pub cluster: Option<std::sync::Arc<Cluster>>,
+    /// Owns the attach relays.
+    pub tasks: TaskTracker,
 }
 
 impl ControllerService {
@@ -462,7 +467,7 @@ impl pb::controller_server::Controller for ControllerService {
             )
             .await;
         // Keys and window size toward the worker, until the viewer stops.
-        tokio::spawn(async move {
+        self.tasks.spawn(async move {
             while let Ok(Some(msg)) = input.message().await {
                 let down_msg = match msg.msg {
                     Some(pb::attach_input::Msg::Data(keys)) => pb::tunnel_down::Msg::Input(keys),
@@ -483,7 +488,7 @@ impl pb::controller_server::Controller for ControllerService {
         // The screen toward the viewer; the detach is recorded with its reason.
         let (out, rx) = mpsc::channel(64);
         let handle = self.handle.clone();
-        tokio::spawn(async move {
+        self.tasks.spawn(async move {
             let output = |msg| Ok(pb::AttachOutput { msg: Some(msg) });
             let mut next = Some(first);
             let how = loop {
@@ -696,7 +701,7 @@ impl pb::controller_server::Controller for ControllerService {
         &self,
         _: Request<pb::ShutdownRequest>,
     ) -> Result<Response<pb::ShutdownResponse>, Status> {
-        self.stop.send_replace(true);
+        self.stop.cancel();
         Ok(Response::new(pb::ShutdownResponse {}))
     }
 }
@@ -705,6 +710,8 @@ impl pb::controller_server::Controller for ControllerService {
 pub struct WorkerLinkService {
     pub handle: ControllerHandle,
     pub cluster: Option<std::sync::Arc<Cluster>>,
+    /// Owns the link readers.
+    pub tasks: TaskTracker,
 }
 
 /// The caller's certificate identity, put there by [`RequireRole`] (absent
@@ -767,7 +774,7 @@ impl pb::worker_link_server::WorkerLink for WorkerLinkService {
         }
         let (tx, rx) = mpsc::channel(1024);
         let worker = hello.worker_id.clone();
-        let heard = crate::sessions::Heard::new();
+        let heard = crate::sessions::LastHeard::new();
         let admitted = match (&self.cluster, &who) {
             (Some(cluster), Some(who)) => {
                 let (cluster, serial) = (cluster.clone(), who.serial.clone());
@@ -781,7 +788,7 @@ impl pb::worker_link_server::WorkerLink for WorkerLinkService {
         };
         let conn = self.handle.worker_hello(hello, tx, meta).await;
         let handle = self.handle.clone();
-        tokio::spawn(async move {
+        self.tasks.spawn(async move {
             loop {
                 match inbound.message().await {
                     Ok(Some(pb::WorkerMessage { msg: Some(msg) })) => {

@@ -5,6 +5,7 @@
 //! long-lived gRPC stream each.
 //!
 //! Modules:
+//! - [`app`]: a whole controller, started from a [`app::ControllerConfig`].
 //! - [`cluster`]: join tokens, worker certificates, revocation, role checks.
 //! - [`config`]: `agent-orchestrator.yaml`, loaded and validated.
 //! - [`store`]: the key-value seam (compare-and-swap, prefix list, watch) and
@@ -18,6 +19,7 @@
 //! - [`sessions`]: the actor that owns all of the above at run time.
 //! - [`grpc`] and [`server`]: the wire.
 
+pub mod app;
 pub mod cluster;
 pub mod config;
 pub mod events;

@@ -11,7 +11,9 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use ao_proto::{input, limits, names, pb};
 use chrono::Utc;
@@ -525,34 +527,35 @@ impl ControllerHandle {
 
 /// When a link last delivered a message, stamped by the task that reads
 /// it: a busy actor must not take its own backlog for a worker's silence.
+/// Read from tokio's clock, so that tests can pause and advance time.
 #[derive(Debug, Clone)]
-pub struct Heard(Arc<std::sync::atomic::AtomicU64>);
-
-/// The base of [`Heard`] stamps.
-fn clock() -> Instant {
-    static START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
-    *START.get_or_init(Instant::now)
+pub struct LastHeard {
+    /// The base of the stamps: an `Instant` does not fit in an atomic.
+    since: Instant,
+    /// Milliseconds after `since`.
+    at_ms: Arc<std::sync::atomic::AtomicU64>,
 }
 
-impl Heard {
+impl LastHeard {
     pub fn new() -> Self {
-        let heard = Self(Arc::default());
-        heard.stamp();
-        heard
+        Self {
+            since: Instant::now(),
+            at_ms: Arc::default(),
+        }
     }
 
     pub fn stamp(&self) {
-        let ms = u64::try_from(clock().elapsed().as_millis()).unwrap_or(u64::MAX);
-        self.0.store(ms, std::sync::atomic::Ordering::Relaxed);
+        let ms = u64::try_from(self.since.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.at_ms.store(ms, std::sync::atomic::Ordering::Relaxed);
     }
 
     fn elapsed(&self) -> Duration {
-        let at = Duration::from_millis(self.0.load(std::sync::atomic::Ordering::Relaxed));
-        clock().elapsed().saturating_sub(at)
+        let at = Duration::from_millis(self.at_ms.load(std::sync::atomic::Ordering::Relaxed));
+        self.since.elapsed().saturating_sub(at)
     }
 }
 
-impl Default for Heard {
+impl Default for LastHeard {
     fn default() -> Self {
         Self::new()
     }
@@ -560,7 +563,7 @@ impl Default for Heard {
 
 /// What a link's reader knows of its peer, handed over with the hello.
 pub struct LinkMeta {
-    pub heard: Heard,
+    pub heard: LastHeard,
     /// For a worker with a certificate: whether it is still admitted (its
     /// certificate not revoked), asked again when the hello is taken in, so
     /// that a hello overtaken by `ao worker rm` is refused. `None`: the
@@ -583,7 +586,7 @@ struct Worker {
     /// When it last said anything, stamped by its link's reader (until its
     /// first hello: when this controller took it in, so that a restarted
     /// controller gives every worker the full grace).
-    heard: Heard,
+    heard: LastHeard,
     /// Whether this controller has heard from it at all.
     heard_from: bool,
     /// Its link is open but it has said nothing for too long.
@@ -598,7 +601,7 @@ impl Worker {
         Self {
             record,
             link: None,
-            heard: Heard::new(),
+            heard: LastHeard::new(),
             heard_from: false,
             silent: false,
             record_stale: false,
@@ -615,6 +618,25 @@ impl Worker {
             WorkerState::Draining
         } else {
             WorkerState::Ready
+        }
+    }
+
+    /// What its silence means now; marks it silent the first time its
+    /// open link has been quiet for `silent_after`. Losing it is the
+    /// caller's (it writes the store).
+    fn judge(&mut self, silent_after: Duration, grace: Duration, store_ok: bool) -> Verdict {
+        let quiet = self.heard.elapsed();
+        let fell_silent = self.link.is_some() && !self.silent && quiet >= silent_after;
+        if fell_silent {
+            self.silent = true;
+        }
+        // While the store fails, our own view is what is in doubt.
+        let lost =
+            (self.link.is_none() || self.silent) && !self.record.lost && quiet >= grace && store_ok;
+        Verdict {
+            quiet,
+            fell_silent,
+            lost,
         }
     }
 
@@ -639,6 +661,17 @@ impl Worker {
             )),
         }
     }
+}
+
+/// A worker's silence, judged on a liveness tick.
+#[derive(Debug, PartialEq, Eq)]
+struct Verdict {
+    /// How long since it last said anything.
+    quiet: Duration,
+    /// Its link is open but it just passed `silent_after`: `disconnected`.
+    fell_silent: bool,
+    /// Past the grace and not yet marked: `lost`.
+    lost: bool,
 }
 
 /// An event about to be written; the actor gives it its id and time.
@@ -708,6 +741,9 @@ struct Actor {
     /// With several controllers: every write holds only while we lead.
     fence: Option<Fence>,
     settings: ControllerSettings,
+    /// Its background tasks (periodic commands to itself, the trim of old
+    /// events); they stop when it is dropped.
+    tickers: tokio::task::JoinSet<()>,
 }
 
 /// How often the store's health is probed.
@@ -723,7 +759,8 @@ const LIVENESS_TICK: Duration = Duration::from_secs(1);
 const MAX_RESENDS: u32 = 5;
 
 /// Loads the controller's state from `store`, repairs `events.jsonl` in
-/// `home`, and starts the actor.
+/// `home`, and starts the actor. It runs until every handle is dropped;
+/// the caller owns its task.
 ///
 /// # Errors
 /// The store cannot be read, or the event file cannot be opened.
@@ -762,6 +799,7 @@ pub async fn start(
         store_error: None,
         fence,
         settings,
+        tickers: tokio::task::JoinSet::new(),
     };
     actor.adopt(loaded).await?;
     // Written by an older version, a stored config may break today's rules
@@ -777,7 +815,7 @@ pub async fn start(
         // In the background: a store that grew without the bound may take a
         // while, and serving does not wait for it.
         let (store, fence) = (store.clone(), actor.fence.clone());
-        tokio::spawn(async move {
+        actor.tickers.spawn(async move {
             if let Err(e) = trim_events(store.as_ref(), fence.as_ref(), floor).await {
                 tracing::warn!("trimming old events from the store stopped: {e}");
             }
@@ -785,16 +823,20 @@ pub async fn start(
     }
     // A restarted controller judges no session before its worker reports.
     actor.publish();
-    let task = tokio::spawn(actor.run(rx));
     let probed = store.clone();
-    tokio::spawn(every(STORE_PROBE, tx.downgrade(), move || {
-        let store = probed.clone();
-        async move { Command::StoreProbe(probe_store(store.as_ref()).await) }
-    }));
+    actor
+        .tickers
+        .spawn(every(STORE_PROBE, tx.downgrade(), move || {
+            let store = probed.clone();
+            async move { Command::StoreProbe(probe_store(store.as_ref()).await) }
+        }));
     // Workers' silence is judged on every tick.
-    tokio::spawn(every(LIVENESS_TICK, tx.downgrade(), || async {
-        Command::Tick
-    }));
+    actor
+        .tickers
+        .spawn(every(LIVENESS_TICK, tx.downgrade(), || async {
+            Command::Tick
+        }));
+    let task = tokio::spawn(actor.run(rx));
     Ok((
         ControllerHandle {
             tx,
@@ -1040,11 +1082,7 @@ impl Actor {
     }
 
     fn publish(&self) {
-        let workers = self
-            .workers
-            .values()
-            .map(|w| self.worker_view(w))
-            .collect();
+        let workers = self.workers.values().map(|w| self.worker_view(w)).collect();
         let projects = self
             .config
             .as_ref()
@@ -1200,7 +1238,8 @@ impl Actor {
             }
             self.loads
                 .update(self.sessions.get(&s.id).map(AsRef::as_ref), s);
-            self.sessions.insert_mut(s.id.clone(), Arc::new((*s).clone()));
+            self.sessions
+                .insert_mut(s.id.clone(), Arc::new((*s).clone()));
         }
         if self.event_file_behind {
             if let Err(e) = self.catch_up_event_file().await {
@@ -1434,10 +1473,7 @@ impl Actor {
             .and_then(|c| c.projects.get(&s.project_id));
         if let Some(cap) = project.and_then(|p| p.capacity) {
             // Not counting the session itself, should it hold a place already.
-            let itself = self
-                .sessions
-                .get(&s.id)
-                .is_some_and(|o| Loads::counts(o));
+            let itself = self.sessions.get(&s.id).is_some_and(|o| Loads::counts(o));
             let live = self.loads.of_project(&s.project_id) - u32::from(itself);
             if live >= cap {
                 return Err(format!(
@@ -2077,14 +2113,12 @@ impl Actor {
         let mut fell_silent = Vec::new();
         let mut lost = Vec::new();
         for w in self.workers.values_mut() {
-            let quiet = w.heard.elapsed();
-            if w.link.is_some() && !w.silent && quiet >= silent_after {
-                w.silent = true;
-                fell_silent.push((w.record.id.clone(), quiet));
+            let verdict = w.judge(silent_after, grace, store_ok);
+            if verdict.fell_silent {
+                fell_silent.push((w.record.id.clone(), verdict.quiet));
             }
-            // While the store fails, our own view is what is in doubt.
-            if (w.link.is_none() || w.silent) && !w.record.lost && quiet >= grace && store_ok {
-                lost.push((w.record.id.clone(), quiet));
+            if verdict.lost {
+                lost.push((w.record.id.clone(), verdict.quiet));
             }
         }
         for (id, quiet) in &fell_silent {
@@ -2406,6 +2440,76 @@ mod tests {
             "{:?}",
             started.err()
         );
+    }
+
+    fn linked_worker() -> Worker {
+        let record = WorkerRecord {
+            schema_version: 1,
+            id: "w1".into(),
+            hostname: "h".into(),
+            labels: BTreeMap::new(),
+            max_sessions: 0,
+            tmux_socket: String::new(),
+            first_seen_at: Utc::now(),
+            memory_reserve_bytes: 0,
+            draining: false,
+            lost: false,
+            version: String::new(),
+        };
+        let mut worker = Worker::new(record);
+        worker.link = Some(WorkerConn {
+            local: true,
+            conn: 1,
+            tx: mpsc::channel(1).0,
+            connected_at: Utc::now(),
+        });
+        worker
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_silent_worker_is_disconnected_then_lost() {
+        let (silent_after, grace) = (Duration::from_secs(20), Duration::from_secs(120));
+        let mut w = linked_worker();
+        let judge = |w: &mut Worker| w.judge(silent_after, grace, true);
+
+        tokio::time::advance(silent_after - Duration::from_millis(1)).await;
+        assert!(!judge(&mut w).fell_silent);
+        assert_eq!(w.state(), WorkerState::Ready);
+        // A word from it starts the count again.
+        w.heard.stamp();
+        tokio::time::advance(silent_after - Duration::from_millis(1)).await;
+        assert!(!judge(&mut w).fell_silent);
+
+        tokio::time::advance(Duration::from_millis(1)).await;
+        let verdict = judge(&mut w);
+        assert!(verdict.fell_silent && !verdict.lost, "{verdict:?}");
+        assert_eq!(w.state(), WorkerState::Disconnected);
+        assert_eq!(
+            w.reason(grace).unwrap(),
+            "no heartbeat for 20s; lost in 100s"
+        );
+        // Told once.
+        assert!(!judge(&mut w).fell_silent);
+
+        tokio::time::advance(grace - silent_after - Duration::from_millis(1)).await;
+        assert!(!judge(&mut w).lost);
+        tokio::time::advance(Duration::from_millis(1)).await;
+        assert!(judge(&mut w).lost);
+        // While the store fails, no worker is judged lost.
+        assert!(!w.judge(silent_after, grace, false).lost);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_worker_without_a_link_is_lost_after_the_grace() {
+        let grace = Duration::from_secs(120);
+        let mut w = linked_worker();
+        w.link = None;
+        tokio::time::advance(Duration::from_secs(30)).await;
+        assert_eq!(w.state(), WorkerState::Disconnected);
+        assert_eq!(w.reason(grace).unwrap(), "link down for 30s; lost in 90s");
+        assert!(!w.judge(Duration::from_secs(20), grace, true).lost);
+        tokio::time::advance(grace).await;
+        assert!(w.judge(Duration::from_secs(20), grace, true).lost);
     }
 
     #[test]

@@ -24,6 +24,8 @@ pub mod workspace;
 use std::sync::Arc;
 
 use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 pub use link::{LinkConfig, LinkError};
 pub use sessions::WorkerSettings;
@@ -33,16 +35,18 @@ pub fn tmux_socket(home: &std::path::Path) -> std::path::PathBuf {
     home.join("tmux.sock")
 }
 
-/// Runs a worker, dialing the first controller that answers, until
-/// `shutdown` resolves. Agent sessions keep running after it returns and
-/// are re-adopted by the next run.
+/// Runs a worker, dialing the first controller that answers, until `stop`
+/// is cancelled. What it starts in the background belongs to `tasks`.
+/// Agent sessions keep running after it returns and are re-adopted by the
+/// next run.
 ///
 /// # Errors
 /// The controller refused this worker, or its certificate is unusable.
 pub async fn run(
     settings: WorkerSettings,
     link: LinkConfig,
-    shutdown: impl std::future::Future<Output = ()>,
+    tasks: TaskTracker,
+    stop: CancellationToken,
 ) -> Result<(), LinkError> {
     let settings = Arc::new(settings);
     let socket = tmux_socket(&settings.home);
@@ -55,14 +59,14 @@ pub async fn run(
     }
     let runtime = Arc::new(runtime);
     let (reports_tx, reports_rx) = mpsc::channel(4096);
-    let (handle, task) = sessions::start(settings.clone(), runtime, reports_tx).await;
+    let (handle, task) = sessions::start(settings.clone(), runtime, reports_tx, tasks).await;
     let result = link::run(
         link,
         settings,
         socket.display().to_string(),
         handle,
         reports_rx,
-        shutdown,
+        stop.cancelled_owned(),
     )
     .await;
     task.abort();

@@ -17,6 +17,7 @@ use ao_proto::pb;
 use ao_proto::pki::{self, Credentials};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::task::AbortOnDropHandle;
 use tonic::transport::ClientTlsConfig;
 
 use crate::sessions::{WorkerHandle, WorkerSettings};
@@ -54,8 +55,8 @@ fn tls(dir: Option<&Path>) -> Result<Option<ClientTlsConfig>, String> {
     let Some(dir) = dir else {
         return Ok(None);
     };
-    let creds = Credentials::load(dir).map_err(|e| e.to_string())?;
-    let (_, not_after) = creds.validity().map_err(|e| e.to_string())?;
+    let creds = Credentials::load(dir).map_err(|e| ao_proto::error_chain(&e))?;
+    let (_, not_after) = creds.validity().map_err(|e| ao_proto::error_chain(&e))?;
     if not_after <= now_unix() {
         return Err(format!(
             "the worker certificate in {} expired at {}; join again with a new token (ao token create, ao worker join)",
@@ -91,9 +92,11 @@ pub async fn run(
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), LinkError> {
     tokio::pin!(shutdown);
-    if let Some(dir) = config.credentials.clone() {
-        tokio::spawn(renew_forever(config.addrs.clone(), dir));
-    }
+    // Renewal lasts as long as the link: it stops when this returns.
+    let _renewing = config
+        .credentials
+        .clone()
+        .map(|dir| AbortOnDropHandle::new(tokio::spawn(renew_forever(config.addrs.clone(), dir))));
     let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
     loop {
         let mut linked_at = None;
@@ -247,13 +250,16 @@ async fn renew_forever(addrs: Vec<ControllerAddr>, dir: PathBuf) {
 /// One renewal: a new key and CSR made here, signed by the controller,
 /// written atomically beside the CA. Returns the new expiry.
 async fn renew_once(addrs: &[ControllerAddr], dir: &Path) -> Result<i64, String> {
-    let current = Credentials::load(dir).map_err(|e| e.to_string())?;
+    let current = Credentials::load(dir).map_err(|e| ao_proto::error_chain(&e))?;
     let tls = current.client_tls();
     let (channel, _) = dial::connect_any(addrs, Some(&tls))
         .await
         .map_err(|e| ao_proto::error_chain(&e))?;
-    let name = current.identity().map_err(|e| e.to_string())?.name;
-    let (csr_pem, key_pem) = pki::new_csr(&name).map_err(|e| e.to_string())?;
+    let name = current
+        .identity()
+        .map_err(|e| ao_proto::error_chain(&e))?
+        .name;
+    let (csr_pem, key_pem) = pki::new_csr(&name).map_err(|e| ao_proto::error_chain(&e))?;
     let cert_pem = ao_proto::dial::worker_link_client(channel)
         .renew(pb::RenewRequest { csr_pem })
         .await
@@ -265,8 +271,8 @@ async fn renew_once(addrs: &[ControllerAddr], dir: &Path) -> Result<i64, String>
         cert_pem,
         key_pem,
     };
-    let (_, not_after) = renewed.validity().map_err(|e| e.to_string())?;
-    renewed.save(dir).map_err(|e| e.to_string())?;
+    let (_, not_after) = renewed.validity().map_err(|e| ao_proto::error_chain(&e))?;
+    renewed.save(dir).map_err(|e| ao_proto::error_chain(&e))?;
     Ok(not_after)
 }
 

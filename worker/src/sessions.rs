@@ -16,6 +16,7 @@ use ao_proto::{env, names, pb};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
 use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::task::TaskTracker;
 use tonic::transport::Channel;
 
 use crate::agent::{self, Launch, ScreenState};
@@ -214,6 +215,9 @@ struct Actor {
     repo_locks: workspace::RepoLocks,
     /// The last runtime failure, logged once until it changes.
     runtime_error: Option<String>,
+    /// Owns what it starts in the background: setups, stops, input
+    /// delivery, output streams and terminals.
+    tasks: TaskTracker,
 }
 
 fn meta_dir(home: &Path) -> PathBuf {
@@ -229,6 +233,7 @@ pub async fn start(
     settings: Arc<WorkerSettings>,
     runtime: Arc<dyn Runtime>,
     reports: mpsc::Sender<pb::WorkerMessage>,
+    tasks: TaskTracker,
 ) -> (WorkerHandle, tokio::task::JoinHandle<()>) {
     let (tx, rx) = mpsc::channel(1024);
     let mut actor = Actor {
@@ -240,6 +245,7 @@ pub async fn start(
         tx: tx.clone(),
         repo_locks: workspace::RepoLocks::default(),
         runtime_error: None,
+        tasks,
     };
     actor.adopt().await;
     let task = tokio::spawn(actor.run(rx));
@@ -445,7 +451,7 @@ impl Actor {
         let epoch = a.epoch;
         self.sessions.remove(&id);
         let locks = self.repo_locks.clone();
-        tokio::spawn(async move {
+        self.tasks.spawn(async move {
             let result = setup(&settings, runtime.as_ref(), &locks, &spec, epoch)
                 .await
                 .map_err(|e| (id, e));
@@ -464,7 +470,7 @@ impl Actor {
                     if !self.setting_up.contains_key(&id) {
                         let _ = std::fs::remove_file(meta_path(&self.settings.home, &id));
                         let runtime = self.runtime.clone();
-                        tokio::spawn(async move {
+                        self.tasks.spawn(async move {
                             if let Err(e) = runtime.stop(&id).await {
                                 tracing::warn!(session = %id, "cannot stop a cancelled session: {e}");
                             }
@@ -508,7 +514,7 @@ impl Actor {
         let _ = std::fs::remove_file(meta_path(&self.settings.home, &s.session_id));
         let runtime = self.runtime.clone();
         let reports = self.reports.clone();
-        tokio::spawn(async move {
+        self.tasks.spawn(async move {
             let reason = match runtime.stop(&s.session_id).await {
                 Ok(()) => String::new(),
                 Err(e) => e.to_string(),
@@ -553,7 +559,7 @@ impl Actor {
         let keyboard = self.sessions[&i.session_id].keyboard.clone();
         let runtime = self.runtime.clone();
         let reports = self.reports.clone();
-        tokio::spawn(async move {
+        self.tasks.spawn(async move {
             let outcome = if i.raw {
                 // Keys as they are: no Enter, and nothing to look for on
                 // the screen (control keys do not echo as themselves).
@@ -612,7 +618,7 @@ impl Actor {
                             o.session_id
                         ))),
                     });
-                    tokio::spawn(open_tunnel(channel, rx));
+                    self.tasks.spawn(open_tunnel(channel, rx));
                     return;
                 };
                 let history = match tail {
@@ -622,8 +628,9 @@ impl Actor {
                 (history, None)
             }
         };
-        tokio::spawn(async move {
-            let tunnel = tokio::spawn(open_tunnel(channel, rx));
+        let tasks = self.tasks.clone();
+        self.tasks.spawn(async move {
+            let tunnel = tasks.spawn(open_tunnel(channel, rx));
             stream_output(&tx, history, live).await;
             drop(tx);
             let _ = tunnel.await;
@@ -694,7 +701,7 @@ impl Actor {
                 let _ = tx.try_send(pb::TunnelUp {
                     msg: Some(pb::tunnel_up::Msg::Error(why)),
                 });
-                tokio::spawn(open_tunnel(channel, rx));
+                self.tasks.spawn(open_tunnel(channel, rx));
                 return;
             }
         };
@@ -709,7 +716,7 @@ impl Actor {
         let runtime = self.runtime.clone();
         let keyboard = self.sessions[&start.session_id].keyboard.clone();
         let actor = self.tx.clone();
-        tokio::spawn(async move {
+        self.tasks.spawn(async move {
             relay_terminal(spec, runtime, keyboard, tx, rx, channel, takeover_rx).await;
             let _ = actor
                 .send(Command::TerminalClosed(start.session_id, attach))
@@ -802,7 +809,7 @@ impl Actor {
             let keyboard = l.keyboard.clone();
             let tx = self.tx.clone();
             let id = id.to_string();
-            tokio::spawn(async move {
+            self.tasks.spawn(async move {
                 let runtime = runtime.as_ref();
                 let outcome = if resumed {
                     resume_prompt(runtime, &keyboard, &id, &text, &log, evidence).await
@@ -1405,7 +1412,7 @@ mod tests {
             poll_interval: Duration::from_secs(3600),
         });
         let (reports, mut rx) = mpsc::channel(16);
-        let (worker, _task) = start(settings, runtime.clone(), reports).await;
+        let (worker, _task) = start(settings, runtime.clone(), reports, TaskTracker::new()).await;
         let channel = tonic::transport::Endpoint::from_static("http://127.0.0.1:1").connect_lazy();
         let assign = |session: &str, project: &str| {
             pb::controller_message::Msg::Assign(pb::Assign {
