@@ -172,6 +172,8 @@ impl TmuxRuntime {
                 "can't find pane",
                 "no server running",
                 "error connecting to",
+                // A server whose last session just ended, before it exits.
+                "no current target",
             ];
             if gone.iter().any(|g| stderr.contains(g)) {
                 let id = args
