@@ -320,13 +320,18 @@ impl Stack {
         self.home.join("tmux.sock")
     }
 
-    pub fn tmux_sessions(&self) -> Vec<String> {
-        let out = Command::new("tmux")
+    /// `tmux <args>` on this stack's own socket.
+    pub fn tmux(&self, args: &[&str]) -> Output {
+        Command::new("tmux")
             .arg("-S")
             .arg(self.tmux_socket())
-            .args(["list-sessions", "-F", "#{session_name}"])
+            .args(args)
             .output()
-            .expect("tmux runs");
+            .expect("tmux runs")
+    }
+
+    pub fn tmux_sessions(&self) -> Vec<String> {
+        let out = self.tmux(&["list-sessions", "-F", "#{session_name}"]);
         let mut names: Vec<String> = String::from_utf8_lossy(&out.stdout)
             .lines()
             .map(str::to_string)
