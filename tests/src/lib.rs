@@ -153,7 +153,8 @@ pub const CONFIG: &str = r#"projects:
     path: ./repo
     agent: bot
     postCreate:
-      - "sleep 2 && touch .slow-done"
+      # Set-up runs until the test creates .slow-go (30 s at most).
+      - "touch .slow-started; for i in $(seq 300); do [ -e .slow-go ] && break; sleep 0.1; done; touch .slow-done"
   capped:
     path: ./repo
     agent: bot
