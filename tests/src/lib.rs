@@ -40,16 +40,21 @@ pub fn agents_dir() -> PathBuf {
 }
 
 /// Polls `f` until it returns `Some`, or panics after `timeout` naming `what`.
-pub fn eventually<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+pub fn eventually<T>(what: &str, timeout: Duration, f: impl FnMut() -> Option<T>) -> T {
+    poll(timeout, f).unwrap_or_else(|| panic!("timed out after {timeout:?} waiting for: {what}"))
+}
+
+/// Polls `f` until it returns `Some`; `None` after `timeout`, for callers
+/// that say more than [`eventually`] when it fails.
+pub fn poll<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
     let deadline = Instant::now() + timeout;
     loop {
         if let Some(v) = f() {
-            return v;
+            return Some(v);
         }
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {timeout:?} waiting for: {what}"
-        );
+        if Instant::now() >= deadline {
+            return None;
+        }
         std::thread::sleep(Duration::from_millis(100));
     }
 }
@@ -275,18 +280,17 @@ impl Stack {
 
     /// Waits until the session's `field` equals `want`.
     pub fn wait_field(&self, id: &str, field: &str, want: &str) -> Value {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            let s = self.session(id);
-            if s[field] == want {
-                return s;
-            }
-            if Instant::now() > deadline {
-                let screen = self.ao(&["logs", id, "-n", "8"]).stdout;
-                panic!("timed out waiting for {id}.{field} == {want}; last seen {s}\nscreen:\n{screen}");
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        let mut last = Value::Null;
+        poll(Duration::from_secs(20), || {
+            last = self.session(id);
+            (last[field] == want).then(|| last.clone())
+        })
+        .unwrap_or_else(|| {
+            let screen = self.ao(&["logs", id, "-n", "8"]).stdout;
+            panic!(
+                "timed out waiting for {id}.{field} == {want}; last seen {last}\nscreen:\n{screen}"
+            );
+        })
     }
 
     /// Waits until the session's terminal log contains `text`.
