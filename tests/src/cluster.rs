@@ -196,15 +196,47 @@ impl Cluster {
         json_array(&self.ao(&["worker", "ls", "--json"]).ok())
     }
 
-    /// The worker's state as `ao worker ls` shows it (`absent` if not listed).
-    pub fn worker_state(&self, name: &str) -> String {
+    /// Field `field` of the worker's row in `ao worker ls --json`: `None`
+    /// if it is not listed, `""` if the field is empty.
+    fn worker_field(&self, name: &str, field: &str) -> Option<String> {
         self.worker_list()
             .into_iter()
             .find(|w| w["id"] == name)
-            .map_or_else(
-                || "absent".into(),
-                |w| w["state"].as_str().unwrap_or("").into(),
-            )
+            .map(|w| w[field].as_str().unwrap_or("").into())
+    }
+
+    /// The worker's state as `ao worker ls` shows it (`absent` if not listed).
+    pub fn worker_state(&self, name: &str) -> String {
+        self.worker_field(name, "state")
+            .unwrap_or_else(|| "absent".into())
+    }
+
+    /// Why the worker takes no sessions, as `ao worker ls` says it (`""`
+    /// when it is ready).
+    pub fn worker_reason(&self, name: &str) -> String {
+        self.worker_field(name, "reason").unwrap_or_default()
+    }
+
+    /// How long the controller's host has received nothing from worker
+    /// `name` on any of its connections to the controller's port, as the
+    /// kernel counts it (`ss -i`'s `lastrcv`); `None` without a connection.
+    ///
+    /// It tells a test how long a cut has lasted from the controller's
+    /// side, which is what the controller judges silence by.
+    pub fn silence_from(&self, name: &str) -> Option<Duration> {
+        let ip = self.workers[name].host.ip.to_string();
+        let out = self
+            .controller
+            .command("ss")
+            .args(["-tinH", "state", "established"])
+            .args(["(", "sport", "=", ":7070", "and", "dst", &ip, ")"])
+            .output()
+            .expect("ss runs");
+        String::from_utf8_lossy(&out.stdout)
+            .split_whitespace()
+            .filter_map(|field| field.strip_prefix("lastrcv:")?.parse().ok())
+            .min()
+            .map(Duration::from_millis)
     }
 
     pub fn wait_worker_state(&self, name: &str, state: &str, timeout: Duration) {
@@ -230,12 +262,17 @@ impl Cluster {
             .collect()
     }
 
-    /// Events of `kind` about worker `name`.
-    pub fn worker_events(&self, kind: &str, name: &str) -> usize {
+    /// Events of `kind` about worker `name`, oldest first.
+    pub fn worker_events_of(&self, kind: &str, name: &str) -> Vec<Value> {
         self.events()
-            .iter()
+            .into_iter()
             .filter(|e| e["type"] == kind && e["workerId"] == name)
-            .count()
+            .collect()
+    }
+
+    /// How many events of `kind` there are about worker `name`.
+    pub fn worker_events(&self, kind: &str, name: &str) -> usize {
+        self.worker_events_of(kind, name).len()
     }
 
     pub fn controller_log(&self) -> String {

@@ -4,7 +4,7 @@
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Certificates for an etcd that serves TLS and asks clients for theirs.
 #[derive(Debug, Clone)]
@@ -139,8 +139,7 @@ impl EtcdServer {
 
     /// Waits until the client port accepts connections and etcd reports healthy.
     fn wait_serving(&mut self) {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
+        let serving = crate::poll(Duration::from_secs(20), || {
             if let Some(status) = self
                 .child
                 .as_mut()
@@ -148,20 +147,18 @@ impl EtcdServer {
             {
                 panic!("etcd exited with {status}:\n{}", self.log_tail());
             }
-            if self.tls.is_some() {
-                if self.connect().is_ok() {
-                    return;
-                }
-            } else if self.http_get("/health").is_some_and(|b| b.contains("true")) {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "etcd did not serve within 20 s:\n{}",
-                self.log_tail()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+            let up = if self.tls.is_some() {
+                self.connect().is_ok()
+            } else {
+                self.http_get("/health").is_some_and(|b| b.contains("true"))
+            };
+            up.then_some(())
+        });
+        assert!(
+            serving.is_some(),
+            "etcd did not serve within 20 s:\n{}",
+            self.log_tail()
+        );
     }
 
     fn ip(&self) -> String {

@@ -40,16 +40,21 @@ pub fn agents_dir() -> PathBuf {
 }
 
 /// Polls `f` until it returns `Some`, or panics after `timeout` naming `what`.
-pub fn eventually<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+pub fn eventually<T>(what: &str, timeout: Duration, f: impl FnMut() -> Option<T>) -> T {
+    poll(timeout, f).unwrap_or_else(|| panic!("timed out after {timeout:?} waiting for: {what}"))
+}
+
+/// Polls `f` until it returns `Some`; `None` after `timeout`, for callers
+/// that say more than [`eventually`] when it fails.
+pub fn poll<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
     let deadline = Instant::now() + timeout;
     loop {
         if let Some(v) = f() {
-            return v;
+            return Some(v);
         }
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {timeout:?} waiting for: {what}"
-        );
+        if Instant::now() >= deadline {
+            return None;
+        }
         std::thread::sleep(Duration::from_millis(100));
     }
 }
@@ -153,7 +158,8 @@ pub const CONFIG: &str = r#"projects:
     path: ./repo
     agent: bot
     postCreate:
-      - "sleep 2 && touch .slow-done"
+      # Set-up runs until the test creates .slow-go (30 s at most).
+      - "touch .slow-started; for i in $(seq 300); do [ -e .slow-go ] && break; sleep 0.1; done; touch .slow-done"
   capped:
     path: ./repo
     agent: bot
@@ -274,18 +280,17 @@ impl Stack {
 
     /// Waits until the session's `field` equals `want`.
     pub fn wait_field(&self, id: &str, field: &str, want: &str) -> Value {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            let s = self.session(id);
-            if s[field] == want {
-                return s;
-            }
-            if Instant::now() > deadline {
-                let screen = self.ao(&["logs", id, "-n", "8"]).stdout;
-                panic!("timed out waiting for {id}.{field} == {want}; last seen {s}\nscreen:\n{screen}");
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        let mut last = Value::Null;
+        poll(Duration::from_secs(20), || {
+            last = self.session(id);
+            (last[field] == want).then(|| last.clone())
+        })
+        .unwrap_or_else(|| {
+            let screen = self.ao(&["logs", id, "-n", "8"]).stdout;
+            panic!(
+                "timed out waiting for {id}.{field} == {want}; last seen {last}\nscreen:\n{screen}"
+            );
+        })
     }
 
     /// Waits until the session's terminal log contains `text`.
@@ -320,13 +325,18 @@ impl Stack {
         self.home.join("tmux.sock")
     }
 
-    pub fn tmux_sessions(&self) -> Vec<String> {
-        let out = Command::new("tmux")
+    /// `tmux <args>` on this stack's own socket.
+    pub fn tmux(&self, args: &[&str]) -> Output {
+        Command::new("tmux")
             .arg("-S")
             .arg(self.tmux_socket())
-            .args(["list-sessions", "-F", "#{session_name}"])
+            .args(args)
             .output()
-            .expect("tmux runs");
+            .expect("tmux runs")
+    }
+
+    pub fn tmux_sessions(&self) -> Vec<String> {
+        let out = self.tmux(&["list-sessions", "-F", "#{session_name}"]);
         let mut names: Vec<String> = String::from_utf8_lossy(&out.stdout)
             .lines()
             .map(str::to_string)

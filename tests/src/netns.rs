@@ -519,6 +519,29 @@ except Exception as e:
         );
     }
 
+    /// How many times the host's established connection to `port` has
+    /// backed off its retransmission timer (`ss -i`'s `backoff`, absent
+    /// while it is 0).
+    fn backoff(host: &Host, port: u16) -> u32 {
+        let dport = format!(":{port}");
+        let ns = host.netns.as_str();
+        let args = [
+            "-N",
+            ns,
+            "-tinH",
+            "state",
+            "established",
+            "dport",
+            "=",
+            &dport,
+        ];
+        let shown = run("ss", &args).unwrap();
+        shown
+            .split_whitespace()
+            .find_map(|field| field.strip_prefix("backoff:")?.parse().ok())
+            .unwrap_or(0)
+    }
+
     #[test]
     fn netns_cut_drops_silently_and_tcp_survives_restore() {
         let net = Net::new().unwrap();
@@ -545,13 +568,18 @@ except Exception as e:
         let routes = ip(&["-n", &b.netns, "route"]).unwrap();
         assert!(routes.contains("10.77.0.0/24"), "{routes}");
 
-        std::thread::sleep((10 * SEC).saturating_sub(cut_at.elapsed()));
+        // A long cut, as TCP knows it: the sender has doubled its
+        // retransmission timeout five times (about 6 s of silence).
+        crate::eventually("the client backs off five times", 30 * SEC, || {
+            (backoff(&b, 7000) >= 5).then_some(())
+        });
         // Neither end noticed anything: no reset, no error, no EOF.
         assert_eq!(client.next(Duration::ZERO), None, "client during the cut");
         assert_eq!(server.next(Duration::ZERO), None, "server during the cut");
         b.restore().unwrap();
         let restored_at = Instant::now();
-        server.expect("got during", 12 * SEC);
+        // With the next retransmission: at most 2^backoff x 200 ms later.
+        server.expect("got during", 30 * SEC);
         eprintln!(
             "cut held {:?}; the write sent during it arrived {:?} after restore",
             restored_at - cut_at,

@@ -190,7 +190,12 @@ fn a_second_controller_takes_over_and_a_deposed_leader_cannot_write() {
 
     // A new follower; then the leader stalls past its lease.
     let mut c = cluster.controller("c");
-    std::thread::sleep(Duration::from_secs(2));
+    // It must be campaigning before the leader stalls, or it races the
+    // stall instead of the lease.
+    eventually("c waits to lead", Duration::from_secs(15), || {
+        let log = std::fs::read_to_string(cluster.home_log("c")).ok()?;
+        log.contains("waiting to lead").then_some(())
+    });
     kill(pid(&b), Signal::SIGSTOP).unwrap();
     cluster.wait_leader("c", Duration::from_secs(25));
     kill(pid(&b), Signal::SIGCONT).unwrap();

@@ -560,8 +560,13 @@ fn a_session_killed_while_being_set_up_leaves_nothing_running() {
         .ao(&["spawn", "slow", "S-1", "--no-wait"])
         .ok()
         .session_id();
-    stack.ao(&["session", "kill", &id]).ok();
     let worktree = stack.home.join("worktrees/slow").join(&id);
+    eventually("the set-up runs", Duration::from_secs(20), || {
+        worktree.join(".slow-started").exists().then_some(())
+    });
+    stack.ao(&["session", "kill", &id]).ok();
+    // The set-up goes on until it is let go, after the kill.
+    std::fs::write(worktree.join(".slow-go"), "").unwrap();
     eventually("the set-up finished", Duration::from_secs(20), || {
         worktree.join(".slow-done").exists().then_some(())
     });
