@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use ao_proto::pb::session_report::{Activity as ReportActivity, State as ReportState};
 use ao_proto::{input, limits, names, pb};
 use chrono::Utc;
 use tokio::sync::{mpsc, oneshot, watch};
@@ -1774,7 +1775,7 @@ impl Actor {
                 self.to_worker(Some(worker), stop_msg(&report.session_id, report.epoch));
                 continue;
             }
-            let alive = report.state == "running" || report.state == "starting";
+            let alive = matches!(report.state(), ReportState::Running | ReportState::Starting);
             if s.status == SessionStatus::Killed && alive {
                 self.to_worker(Some(worker), stop_msg(&s.id, s.epoch));
             } else if report.epoch < s.epoch && !s.status.is_ended() {
@@ -1961,7 +1962,19 @@ impl Actor {
             self.resent.remove(&s.id);
         }
         let before = s.clone();
-        let activity = Activity::parse(&r.activity);
+        let activity = match r.state() {
+            ReportState::Running => match r.activity() {
+                ReportActivity::Active => Some(Activity::Active),
+                ReportActivity::Ready => Some(Activity::Ready),
+                ReportActivity::Idle => Some(Activity::Idle),
+                ReportActivity::WaitingInput => Some(Activity::WaitingInput),
+                ReportActivity::Unspecified => None,
+            },
+            ReportState::Starting | ReportState::Unspecified => None,
+            ReportState::Exited | ReportState::Errored | ReportState::Stopped => {
+                Some(Activity::Exited)
+            }
+        };
         if !r.worktree.is_empty() {
             s.worktree = Some(r.worktree.clone());
         }
@@ -1972,23 +1985,23 @@ impl Actor {
             s.attach_command = Some(r.attach_command.clone());
         }
         let mut events = Vec::new();
-        match r.state.as_str() {
-            "stopped" => {
+        match r.state() {
+            ReportState::Stopped => {
                 s.activity = Some(Activity::Exited);
             }
             _ if s.status == SessionStatus::Killed => {
                 s.activity = activity.or(s.activity);
             }
             // A session marked stuck while its worker was away is starting again.
-            "starting" if s.status == SessionStatus::Stuck => {
+            ReportState::Starting if s.status == SessionStatus::Stuck => {
                 s.status = SessionStatus::Spawning;
                 s.summary = None;
             }
-            "starting" => {}
-            "running" => {
+            ReportState::Starting => {}
+            ReportState::Running => {
                 s.activity = activity;
                 let status = match activity {
-                    Some(Activity::WaitingInput | Activity::Blocked) => SessionStatus::NeedsInput,
+                    Some(Activity::WaitingInput) => SessionStatus::NeedsInput,
                     Some(Activity::Idle | Activity::Ready) => SessionStatus::Idle,
                     _ => SessionStatus::Working,
                 };
@@ -2007,7 +2020,7 @@ impl Actor {
                     });
                 }
             }
-            "exited" => {
+            ReportState::Exited => {
                 s.activity = Some(Activity::Exited);
                 s.exit_code = r.exit_code;
                 let code = r.exit_code.unwrap_or(-1);
@@ -2032,7 +2045,7 @@ impl Actor {
                     );
                 }
             }
-            "errored" => {
+            ReportState::Errored => {
                 s.status = SessionStatus::Errored;
                 s.activity = Some(Activity::Exited);
                 s.summary = Some(r.reason.clone());
@@ -2041,8 +2054,8 @@ impl Actor {
                         .message(format!("{}: {}", s.id, r.reason)),
                 );
             }
-            other => {
-                tracing::warn!(session = %s.id, state = other, "unknown report state");
+            ReportState::Unspecified => {
+                tracing::warn!(session = %s.id, state = r.state, "unknown report state");
                 return;
             }
         }

@@ -221,19 +221,6 @@ pub fn judge_screen(launch: &Launch, screen: &str) -> ScreenState {
     ScreenState::Other
 }
 
-/// The last non-empty line of a screen, for summaries.
-pub fn last_line(screen: &str) -> String {
-    screen
-        .lines()
-        .rev()
-        .map(str::trim)
-        .find(|l| !l.is_empty())
-        .unwrap_or("")
-        .chars()
-        .take(200)
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -321,6 +308,5 @@ mod tests {
             judge_screen(&launch, "Proceed? (y/n) y\n> \n"),
             ScreenState::Ready
         );
-        assert_eq!(last_line("a\n  b  \n\n"), "b");
     }
 }

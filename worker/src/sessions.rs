@@ -12,6 +12,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use ao_proto::pb::attach_end::Reason as EndReason;
+use ao_proto::pb::session_report::{Activity as ReportActivity, State as ReportState};
 use ao_proto::{env, names, pb};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
@@ -123,8 +125,8 @@ impl Meta {
 /// The last report sent for a session.
 #[derive(Debug, Clone, PartialEq)]
 struct Reported {
-    state: &'static str,
-    activity: Option<&'static str>,
+    state: ReportState,
+    activity: ReportActivity,
     exit_code: Option<i32>,
 }
 
@@ -149,7 +151,6 @@ struct Local {
     last_output: Instant,
     started: Instant,
     screen: ScreenState,
-    last_line: String,
     needs_capture: bool,
     prompt_pending: bool,
     exited: Option<(Option<i32>, String)>,
@@ -313,7 +314,6 @@ impl Actor {
                 last_output: Instant::now() - ACTIVE_WINDOW,
                 started: Instant::now() - QUIET_BEFORE_PROMPT,
                 screen: ScreenState::Other,
-                last_line: String::new(),
                 needs_capture: true,
                 exited,
                 dead_polls: 0,
@@ -354,7 +354,7 @@ impl Actor {
                 reports.extend(self.setting_up.iter().map(|(id, epoch)| pb::SessionReport {
                     session_id: id.clone(),
                     epoch: *epoch,
-                    state: "starting".into(),
+                    state: ReportState::Starting.into(),
                     ..Default::default()
                 }));
                 let _ = reply.send(reports);
@@ -524,8 +524,7 @@ impl Actor {
                     msg: Some(pb::worker_message::Msg::Report(pb::SessionReport {
                         session_id: s.session_id,
                         epoch: s.epoch,
-                        state: "stopped".into(),
-                        activity: "exited".into(),
+                        state: ReportState::Stopped.into(),
                         reason,
                         ..Default::default()
                     })),
@@ -780,7 +779,6 @@ impl Actor {
             l.needs_capture = false;
             if let Ok(screen) = self.runtime.capture(id, 0).await {
                 l.screen = agent::judge_screen(&l.launch, &screen);
-                l.last_line = agent::last_line(&screen);
             }
         }
         // A prompt a previous worker was typing is finished at once: the
@@ -870,36 +868,36 @@ fn prompt_time(l: &Local) -> bool {
     }
 }
 
-fn state_of(l: &Local) -> (&'static str, Option<&'static str>) {
+/// The activity is set only while the agent runs.
+fn state_of(l: &Local) -> (ReportState, ReportActivity) {
     if l.exited.is_some() {
-        return ("exited", Some("exited"));
+        return (ReportState::Exited, ReportActivity::Unspecified);
     }
     let activity = match l.screen {
-        ScreenState::WaitingInput => "waiting_input",
-        ScreenState::Ready => "ready",
-        ScreenState::Other if l.last_output.elapsed() < ACTIVE_WINDOW => "active",
-        ScreenState::Other => "idle",
+        ScreenState::WaitingInput => ReportActivity::WaitingInput,
+        ScreenState::Ready => ReportActivity::Ready,
+        ScreenState::Other if l.last_output.elapsed() < ACTIVE_WINDOW => ReportActivity::Active,
+        ScreenState::Other => ReportActivity::Idle,
     };
-    ("running", Some(activity))
+    (ReportState::Running, activity)
 }
 
 fn report(
     l: &Local,
-    state: &str,
-    activity: Option<&str>,
+    state: ReportState,
+    activity: ReportActivity,
     runtime: &dyn Runtime,
 ) -> pb::SessionReport {
     pb::SessionReport {
         session_id: l.meta.session_id.clone(),
         epoch: l.meta.epoch,
         state: state.into(),
-        activity: activity.unwrap_or_default().into(),
+        activity: activity.into(),
         exit_code: l.exited.as_ref().and_then(|e| e.0),
         reason: l.exited.as_ref().map(|e| e.1.clone()).unwrap_or_default(),
         worktree: l.meta.worktree.display().to_string(),
         branch: l.meta.branch.clone(),
         attach_command: runtime.attach_command(&l.meta.session_id),
-        last_line: l.last_line.clone(),
     }
 }
 
@@ -938,8 +936,7 @@ fn errored(session_id: String, epoch: u64, reason: String) -> pb::worker_message
     pb::worker_message::Msg::Report(pb::SessionReport {
         session_id,
         epoch,
-        state: "errored".into(),
-        activity: "exited".into(),
+        state: ReportState::Errored.into(),
         reason,
         ..Default::default()
     })
@@ -1042,7 +1039,6 @@ async fn setup(
         last_output: Instant::now(),
         started: Instant::now(),
         screen: ScreenState::Other,
-        last_line: String::new(),
         needs_capture: true,
         exited: None,
         dead_polls: 0,
@@ -1341,19 +1337,20 @@ async fn relay_terminal(
                 Ok(None) | Err(_) => break None,
             },
             who = &mut takeover, if seat_held => match who {
-                Ok(who) => break Some(format!("taken over by {who}")),
+                Ok(who) => break Some(pb::AttachEnd::new(EndReason::TakenOver, who)),
                 // A read-only viewer holds no seat.
                 Err(_) => seat_held = false,
             },
             _ = &mut reader_done => {
                 let alive = session_alive(runtime.as_ref(), &spec.session_id).await;
-                break Some(if alive { "detached" } else { "session ended" }.to_string());
+                let reason = if alive { EndReason::Detached } else { EndReason::SessionEnded };
+                break Some(pb::AttachEnd::new(reason, ""));
             }
             // The agent's pane stays after it exits (remain-on-exit), and so
             // would the viewer's client: end it when the agent is gone.
             _ = check.tick() => {
                 if !session_alive(runtime.as_ref(), &spec.session_id).await {
-                    break Some("session ended".to_string());
+                    break Some(pb::AttachEnd::new(EndReason::SessionEnded, ""));
                 }
             }
         }
@@ -1443,7 +1440,7 @@ mod tests {
                 panic!("no report for {session}");
             };
             assert_eq!(report.session_id, session);
-            assert_eq!(report.state, "errored");
+            assert_eq!(report.state(), ReportState::Errored);
             assert!(report.reason.contains(rule), "{}", report.reason);
         }
         // A stop of such an id deletes nothing outside the worker's files.
