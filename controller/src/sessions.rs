@@ -15,7 +15,6 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use ao_proto::pb::session_report::{Activity as ReportActivity, State as ReportState};
 use ao_proto::{input, limits, names, pb};
 use chrono::Utc;
 use tokio::sync::{mpsc, oneshot, watch};
@@ -30,6 +29,7 @@ use crate::model::{
     rfc3339, Activity, EventRecord, Priority, SessionRecord, SessionStatus, WorkerRecord,
     WorkerState, SCHEMA_VERSION,
 };
+use crate::reconcile::{Report, ReportState};
 use crate::scheduler::{self, Candidate};
 use crate::store::{decode, encode, Precondition, Store, StoreError, Txn};
 
@@ -1766,6 +1766,13 @@ impl Actor {
         let mut seen = std::collections::HashSet::new();
         for report in inventory {
             seen.insert(report.session_id.clone());
+            let report = match Report::try_from(report) {
+                Ok(report) => report,
+                Err(e) => {
+                    tracing::warn!(worker, "ignoring a report: {e}");
+                    continue;
+                }
+            };
             let Some(s) = self.session_copy(&report.session_id) else {
                 tracing::warn!(worker, session = %report.session_id, "worker holds a session the store does not know; leaving it alone");
                 continue;
@@ -1775,8 +1782,7 @@ impl Actor {
                 self.to_worker(Some(worker), stop_msg(&report.session_id, report.epoch));
                 continue;
             }
-            let alive = matches!(report.state(), ReportState::Running | ReportState::Starting);
-            if s.status == SessionStatus::Killed && alive {
+            if s.status == SessionStatus::Killed && report.is_alive() {
                 self.to_worker(Some(worker), stop_msg(&s.id, s.epoch));
             } else if report.epoch < s.epoch && !s.status.is_ended() {
                 // The newer assignment never arrived.
@@ -1915,6 +1921,10 @@ impl Actor {
             }
             pb::worker_message::Msg::Hello(_) => {}
             pb::worker_message::Msg::Report(report) => {
+                let report = match Report::try_from(report) {
+                    Ok(report) => report,
+                    Err(e) => return tracing::warn!(worker, "ignoring a report: {e}"),
+                };
                 let current = self.sessions.get(&report.session_id).map(|s| s.epoch);
                 match current {
                     Some(epoch) if epoch == report.epoch => {
@@ -1950,7 +1960,7 @@ impl Actor {
     }
 
     /// Turns a worker's report into the session's coalesced status.
-    async fn apply_report(&mut self, worker: &str, r: pb::SessionReport) {
+    async fn apply_report(&mut self, worker: &str, r: Report) {
         let Some(mut s) = self.session_copy(&r.session_id) else {
             return;
         };
@@ -1962,30 +1972,18 @@ impl Actor {
             self.resent.remove(&s.id);
         }
         let before = s.clone();
-        let activity = match r.state() {
-            ReportState::Running => match r.activity() {
-                ReportActivity::Active => Some(Activity::Active),
-                ReportActivity::Ready => Some(Activity::Ready),
-                ReportActivity::Idle => Some(Activity::Idle),
-                ReportActivity::WaitingInput => Some(Activity::WaitingInput),
-                ReportActivity::Unspecified => None,
-            },
-            ReportState::Starting | ReportState::Unspecified => None,
-            ReportState::Exited | ReportState::Errored | ReportState::Stopped => {
-                Some(Activity::Exited)
-            }
-        };
-        if !r.worktree.is_empty() {
-            s.worktree = Some(r.worktree.clone());
+        let activity = r.activity();
+        if let Some(worktree) = &r.worktree {
+            s.worktree = Some(worktree.clone());
         }
-        if !r.branch.is_empty() {
-            s.branch = r.branch.clone();
+        if let Some(branch) = &r.branch {
+            s.branch = branch.clone();
         }
-        if !r.attach_command.is_empty() {
-            s.attach_command = Some(r.attach_command.clone());
+        if let Some(attach) = &r.attach_command {
+            s.attach_command = Some(attach.clone());
         }
         let mut events = Vec::new();
-        match r.state() {
+        match &r.state {
             ReportState::Stopped => {
                 s.activity = Some(Activity::Exited);
             }
@@ -1998,7 +1996,7 @@ impl Actor {
                 s.summary = None;
             }
             ReportState::Starting => {}
-            ReportState::Running => {
+            ReportState::Running { .. } => {
                 s.activity = activity;
                 let status = match activity {
                     Some(Activity::WaitingInput) => SessionStatus::NeedsInput,
@@ -2020,10 +2018,10 @@ impl Actor {
                     });
                 }
             }
-            ReportState::Exited => {
+            ReportState::Exited { code, reason } => {
                 s.activity = Some(Activity::Exited);
-                s.exit_code = r.exit_code;
-                let code = r.exit_code.unwrap_or(-1);
+                s.exit_code = *code;
+                let code = code.unwrap_or(-1);
                 if code == 0 {
                     s.status = SessionStatus::Done;
                     s.summary = Some("agent exited".into());
@@ -2032,11 +2030,9 @@ impl Actor {
                             .message(format!("{} exited with code 0", s.id)),
                     );
                 } else {
-                    let reason = if r.reason.is_empty() {
-                        format!("agent exited with code {code}")
-                    } else {
-                        r.reason.clone()
-                    };
+                    let reason = reason
+                        .clone()
+                        .unwrap_or_else(|| format!("agent exited with code {code}"));
                     s.status = SessionStatus::Errored;
                     s.summary = Some(reason.clone());
                     events.push(
@@ -2045,18 +2041,14 @@ impl Actor {
                     );
                 }
             }
-            ReportState::Errored => {
+            ReportState::Errored { reason } => {
                 s.status = SessionStatus::Errored;
                 s.activity = Some(Activity::Exited);
-                s.summary = Some(r.reason.clone());
+                s.summary = Some(reason.clone());
                 events.push(
                     NewEvent::session("session.errored", Priority::Warning, &s)
-                        .message(format!("{}: {}", s.id, r.reason)),
+                        .message(format!("{}: {reason}", s.id)),
                 );
-            }
-            ReportState::Unspecified => {
-                tracing::warn!(session = %s.id, state = r.state, "unknown report state");
-                return;
             }
         }
         if s.activity != before.activity || s.status != before.status {
