@@ -26,10 +26,10 @@ use crate::keys;
 use crate::leader::Fence;
 use crate::loads::Loads;
 use crate::model::{
-    rfc3339, Activity, EventRecord, Priority, SessionRecord, SessionStatus, WorkerRecord,
+    rfc3339, Activity, EventRecord, NewEvent, Priority, SessionRecord, SessionStatus, WorkerRecord,
     WorkerState, SCHEMA_VERSION,
 };
-use crate::reconcile::{Report, ReportState};
+use crate::reconcile::{self, Report};
 use crate::scheduler::{self, Candidate};
 use crate::store::{decode, encode, Precondition, Store, StoreError, Txn};
 
@@ -673,45 +673,6 @@ struct Verdict {
     fell_silent: bool,
     /// Past the grace and not yet marked: `lost`.
     lost: bool,
-}
-
-/// An event about to be written; the actor gives it its id and time.
-struct NewEvent {
-    kind: &'static str,
-    priority: Priority,
-    session: Option<(String, String, Option<String>)>,
-    worker: Option<String>,
-    message: Option<String>,
-    data: Option<serde_json::Value>,
-}
-
-impl NewEvent {
-    fn session(kind: &'static str, priority: Priority, s: &SessionRecord) -> Self {
-        Self {
-            kind,
-            priority,
-            session: Some((s.project_id.clone(), s.id.clone(), s.issue_id.clone())),
-            worker: s.worker.clone(),
-            message: None,
-            data: None,
-        }
-    }
-
-    fn worker(kind: &'static str, priority: Priority, worker: &str) -> Self {
-        Self {
-            kind,
-            priority,
-            session: None,
-            worker: Some(worker.to_string()),
-            message: None,
-            data: None,
-        }
-    }
-
-    fn message(mut self, m: impl Into<String>) -> Self {
-        self.message = Some(m.into());
-        self
-    }
 }
 
 struct Actor {
@@ -1961,7 +1922,7 @@ impl Actor {
 
     /// Turns a worker's report into the session's coalesced status.
     async fn apply_report(&mut self, worker: &str, r: Report) {
-        let Some(mut s) = self.session_copy(&r.session_id) else {
+        let Some(s) = self.session_copy(&r.session_id) else {
             return;
         };
         if s.worker.as_deref() != Some(worker) {
@@ -1971,92 +1932,10 @@ impl Actor {
             // The worker holds the assignment it was sent.
             self.resent.remove(&s.id);
         }
-        let before = s.clone();
-        let activity = r.activity();
-        if let Some(worktree) = &r.worktree {
-            s.worktree = Some(worktree.clone());
-        }
-        if let Some(branch) = &r.branch {
-            s.branch = branch.clone();
-        }
-        if let Some(attach) = &r.attach_command {
-            s.attach_command = Some(attach.clone());
-        }
-        let mut events = Vec::new();
-        match &r.state {
-            ReportState::Stopped => {
-                s.activity = Some(Activity::Exited);
-            }
-            _ if s.status == SessionStatus::Killed => {
-                s.activity = activity.or(s.activity);
-            }
-            // A session marked stuck while its worker was away is starting again.
-            ReportState::Starting if s.status == SessionStatus::Stuck => {
-                s.status = SessionStatus::Spawning;
-                s.summary = None;
-            }
-            ReportState::Starting => {}
-            ReportState::Running { .. } => {
-                s.activity = activity;
-                let status = match activity {
-                    Some(Activity::WaitingInput) => SessionStatus::NeedsInput,
-                    Some(Activity::Idle | Activity::Ready) => SessionStatus::Idle,
-                    _ => SessionStatus::Working,
-                };
-                if status != s.status {
-                    s.status = status;
-                    s.summary = None;
-                    events.push(match status {
-                        SessionStatus::NeedsInput => {
-                            NewEvent::session("session.needs_input", Priority::Action, &s)
-                                .message(format!("{} is waiting for input", s.id))
-                        }
-                        SessionStatus::Idle => {
-                            NewEvent::session("session.idle", Priority::Info, &s)
-                        }
-                        _ => NewEvent::session("session.working", Priority::Info, &s),
-                    });
-                }
-            }
-            ReportState::Exited { code, reason } => {
-                s.activity = Some(Activity::Exited);
-                s.exit_code = *code;
-                let code = code.unwrap_or(-1);
-                if code == 0 {
-                    s.status = SessionStatus::Done;
-                    s.summary = Some("agent exited".into());
-                    events.push(
-                        NewEvent::session("session.exited", Priority::Info, &s)
-                            .message(format!("{} exited with code 0", s.id)),
-                    );
-                } else {
-                    let reason = reason
-                        .clone()
-                        .unwrap_or_else(|| format!("agent exited with code {code}"));
-                    s.status = SessionStatus::Errored;
-                    s.summary = Some(reason.clone());
-                    events.push(
-                        NewEvent::session("session.errored", Priority::Warning, &s)
-                            .message(format!("{}: {reason}", s.id)),
-                    );
-                }
-            }
-            ReportState::Errored { reason } => {
-                s.status = SessionStatus::Errored;
-                s.activity = Some(Activity::Exited);
-                s.summary = Some(reason.clone());
-                events.push(
-                    NewEvent::session("session.errored", Priority::Warning, &s)
-                        .message(format!("{}: {reason}", s.id)),
-                );
-            }
-        }
-        if s.activity != before.activity || s.status != before.status {
-            s.last_activity_at = Utc::now();
-        }
-        if s != before {
-            self.write_or_log(&[&s], events).await;
-            if s.status.is_ended() && !before.status.is_ended() {
+        let (next, events) = reconcile::next_status(&s, &r, Utc::now());
+        if next != s {
+            self.write_or_log(&[&next], events).await;
+            if next.status.is_ended() && !s.status.is_ended() {
                 // Room may have appeared for a session waiting on capacity.
                 self.place_waiting().await;
             }
