@@ -21,7 +21,9 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::task::TaskTracker;
 use tonic::transport::Channel;
 
-use crate::agent::{self, Launch, ScreenState};
+use crate::agent::{self, AgentSpec, Launch, ScreenState};
+use crate::assignment::{Assignment, SessionSpec};
+use crate::convert;
 use crate::output::{self, Output};
 use crate::runtime::{PaneState, Runtime, StartSpec};
 use crate::terminal::{Terminal, TerminalSpec};
@@ -38,7 +40,7 @@ const DEAD_POLLS_FOR_STATUS: u32 = 10;
 const ECHO_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The version of [`Meta`] this worker writes.
-const META_VERSION: u32 = 2;
+const META_VERSION: u32 = 3;
 
 /// What survives a worker restart, per session.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -48,10 +50,8 @@ struct Meta {
     session_id: String,
     project_id: String,
     epoch: u64,
-    agent: String,
-    agent_command: String,
-    ready_pattern: String,
-    input_pattern: String,
+    #[serde(flatten)]
+    agent: AgentSpec,
     worktree: PathBuf,
     branch: String,
     log_path: PathBuf,
@@ -108,17 +108,15 @@ impl Meta {
         if self.schema_version < 2 && self.prompt_delivered {
             self.prompt = PromptStep::Submitted;
         }
+        if self.schema_version < 3 {
+            // Version 2 wrote "" for a command or pattern the agent has not.
+            let a = &mut self.agent;
+            for field in [&mut a.command, &mut a.ready_pattern, &mut a.input_pattern] {
+                *field = field.take().and_then(convert::non_empty);
+            }
+        }
         self.schema_version = META_VERSION;
         self
-    }
-
-    fn agent_spec(&self) -> pb::AgentSpec {
-        pb::AgentSpec {
-            name: self.agent.clone(),
-            command: self.agent_command.clone(),
-            ready_pattern: self.ready_pattern.clone(),
-            input_pattern: self.input_pattern.clone(),
-        }
     }
 }
 
@@ -284,16 +282,13 @@ impl Actor {
                 let _ = std::fs::remove_file(&path);
                 continue;
             }
-            let launch = agent::resolve(
-                &meta.agent_spec(),
-                &std::env::var("PATH").unwrap_or_default(),
-            )
-            .unwrap_or(Launch {
-                command: meta.agent_command.clone(),
-                prompt_on_command_line: true,
-                ready: None,
-                input: None,
-            });
+            let launch = agent::resolve(&meta.agent, &std::env::var("PATH").unwrap_or_default())
+                .unwrap_or(Launch {
+                    command: meta.agent.command.clone().unwrap_or_default(),
+                    prompt_on_command_line: true,
+                    ready: None,
+                    input: None,
+                });
             let exited = match pane {
                 None => Some((
                     None,
@@ -417,19 +412,21 @@ impl Actor {
         }
     }
 
-    fn assign(&mut self, a: pb::Assign) {
-        let Some(spec) = a.spec else {
-            return;
+    fn assign(&mut self, wire: pb::Assign) {
+        let (wire_id, wire_epoch) = (wire.spec.as_ref().map(|s| s.session_id.clone()), wire.epoch);
+        let a = match Assignment::try_from(wire) {
+            Ok(a) => a,
+            Err(e) => {
+                tracing::warn!("refusing an assignment: {e}");
+                // Without a spec there is no session to report on.
+                if let Some(id) = wire_id {
+                    self.send(errored(id, wire_epoch, e.to_string()));
+                }
+                return;
+            }
         };
+        let spec = a.spec;
         let id = spec.session_id.clone();
-        // The controller checks ids too; here they become paths and tmux
-        // targets, so one that slipped through never runs.
-        if let Err(e) = names::check_session_id(&id)
-            .and_then(|()| names::check_path_id("project", &spec.project_id))
-        {
-            tracing::warn!("refusing an assignment: {e}");
-            return self.send(errored(id, a.epoch, e.to_string()));
-        }
         if let Some(l) = self.sessions.get_mut(&id) {
             if l.meta.epoch == a.epoch {
                 // Already ours at this epoch: say where it is again.
@@ -948,15 +945,14 @@ async fn setup(
     settings: &WorkerSettings,
     runtime: &dyn Runtime,
     locks: &workspace::RepoLocks,
-    spec: &pb::SessionSpec,
+    spec: &SessionSpec,
     epoch: u64,
 ) -> Result<Local, String> {
     let id = &spec.session_id;
     let worktree = workspace::worktree_path(&settings.home, &spec.project_id, id);
-    let repo = PathBuf::from(&spec.repo_path);
     workspace::prepare(
         &WorkspaceSpec {
-            repo: &repo,
+            repo: &spec.repo_path,
             path: &worktree,
             branch: &spec.branch,
             base: &spec.default_branch,
@@ -975,14 +971,17 @@ async fn setup(
     let prompt_path = prompt_file(&settings.home, id);
     ao_proto::home::write_private(&prompt_path, spec.prompt.as_bytes())
         .map_err(|e| format!("{}: {e}", prompt_path.display()))?;
-    let agent_spec = spec.agent.clone().unwrap_or_default();
     let path_var = std::env::var("PATH").unwrap_or_default();
-    let launch = agent::resolve(&agent_spec, &path_var).map_err(|e| ao_proto::error_chain(&e))?;
+    let launch = agent::resolve(&spec.agent, &path_var).map_err(|e| ao_proto::error_chain(&e))?;
     let log_path = log_file(&settings.home, id);
-    let mut vars: BTreeMap<String, String> = spec.env.clone().into_iter().collect();
+    let mut vars = spec.env.clone();
     vars.insert(env::AO_SESSION_ID.into(), id.clone());
     vars.insert(env::AO_PROJECT_ID.into(), spec.project_id.clone());
-    vars.insert(env::AO_ISSUE_ID.into(), spec.issue_id.clone());
+    // Set, empty, for a session without an issue, as it always was.
+    vars.insert(
+        env::AO_ISSUE_ID.into(),
+        spec.issue_id.clone().unwrap_or_default(),
+    );
     vars.insert(
         env::AO_PROMPT_FILE.into(),
         prompt_path.display().to_string(),
@@ -1001,10 +1000,7 @@ async fn setup(
         session_id: id.clone(),
         project_id: spec.project_id.clone(),
         epoch,
-        agent: agent_spec.name.clone(),
-        agent_command: agent_spec.command.clone(),
-        ready_pattern: agent_spec.ready_pattern.clone(),
-        input_pattern: agent_spec.input_pattern.clone(),
+        agent: spec.agent.clone(),
         worktree,
         branch,
         log_path: log_path.clone(),
@@ -1393,6 +1389,32 @@ async fn open_tunnel(channel: Channel, rx: mpsc::Receiver<pb::TunnelUp>) {
 mod tests {
     use super::*;
     use crate::runtime::TmuxRuntime;
+
+    #[test]
+    fn version_2_metadata_reads_with_its_empty_strings_as_none() {
+        let v2 = serde_json::json!({
+            "schemaVersion": 2, "sessionId": "app-1", "projectId": "app", "epoch": 3,
+            "agent": "bot", "agentCommand": "./bot.sh", "readyPattern": "", "inputPattern": "",
+            "worktree": "/w/app-1", "branch": "feat/x", "logPath": "/l/app-1.log",
+            "launched": true, "prompt": "submitted",
+        });
+        let meta = serde_json::from_value::<Meta>(v2).unwrap().migrate();
+        assert_eq!(meta.schema_version, META_VERSION);
+        let bot = AgentSpec {
+            name: "bot".into(),
+            command: Some("./bot.sh".into()),
+            ready_pattern: None,
+            input_pattern: None,
+        };
+        assert_eq!(meta.agent, bot);
+        // Saved again under the same keys, without the empty ones.
+        let saved = serde_json::to_value(&meta).unwrap();
+        assert_eq!(saved["agent"], "bot");
+        assert_eq!(saved["agentCommand"], "./bot.sh");
+        assert!(saved.get("readyPattern").is_none(), "{saved}");
+        let again = serde_json::from_value::<Meta>(saved).unwrap().migrate();
+        assert_eq!(again.agent, bot);
+    }
 
     #[tokio::test]
     async fn ids_that_would_name_paths_or_tmux_targets_never_run() {
