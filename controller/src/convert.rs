@@ -1,10 +1,13 @@
-//! The worker link's wire types into the controller's domain types. Unset
-//! enums and `""` for "none" are decided here, once.
+//! The worker link's wire types to and from the controller's domain types.
+//! Unset enums and `""` for "none" are decided here, once.
+
+use std::collections::BTreeMap;
 
 use ao_proto::pb;
 use ao_proto::pb::session_report::{Activity as WireActivity, State as WireState};
 
-use crate::model::Activity;
+use crate::config::{AgentConfig, ProjectConfig};
+use crate::model::{Activity, SessionRecord};
 use crate::reconcile::{Report, ReportState};
 
 #[derive(Debug, PartialEq, thiserror::Error)]
@@ -64,6 +67,42 @@ impl TryFrom<pb::SessionReport> for Report {
     }
 }
 
+/// The assignment of session `s` of `project`; `agent` is its entry in
+/// `agents:` (none for a built-in).
+pub fn assign(
+    s: &SessionRecord,
+    project: &ProjectConfig,
+    agent: Option<&AgentConfig>,
+) -> pb::Assign {
+    let mut env: BTreeMap<String, String> = agent.map(|a| a.env.clone()).unwrap_or_default();
+    env.insert(ao_proto::env::AO_PROJECT_ID.into(), s.project_id.clone());
+    pb::Assign {
+        spec: Some(pb::SessionSpec {
+            session_id: s.id.clone(),
+            project_id: s.project_id.clone(),
+            issue_id: s.issue_id.clone().unwrap_or_default(),
+            repo_path: project.path.clone(),
+            default_branch: project.default_branch().to_string(),
+            branch: s.branch.clone(),
+            agent: Some(pb::AgentSpec {
+                name: s.agent.clone(),
+                command: agent.map(|a| a.command.clone()).unwrap_or_default(),
+                ready_pattern: agent
+                    .and_then(|a| a.ready_pattern.clone())
+                    .unwrap_or_default(),
+                input_pattern: agent
+                    .and_then(|a| a.input_pattern.clone())
+                    .unwrap_or_default(),
+            }),
+            prompt: s.prompt.clone(),
+            post_create: project.post_create.clone(),
+            symlinks: project.symlinks.clone(),
+            env: env.into_iter().collect(),
+        }),
+        epoch: s.epoch,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -101,6 +140,54 @@ mod tests {
                 reason: None
             }
         );
+    }
+
+    #[test]
+    fn an_assignment_says_none_as_empty_and_carries_the_agents_settings() {
+        let project = ProjectConfig {
+            path: "/repo".into(),
+            post_create: vec!["make".into()],
+            ..Default::default()
+        };
+        let mut s =
+            SessionRecord::example("app-1", Some("w1"), crate::model::SessionStatus::Spawning);
+        s.issue_id = None;
+        s.epoch = 2;
+        let builtin = assign(&s, &project, None);
+        let spec = builtin.spec.unwrap();
+        assert_eq!((spec.issue_id.as_str(), builtin.epoch), ("", 2));
+        assert_eq!(
+            spec.agent.unwrap(),
+            pb::AgentSpec {
+                name: "bot".into(),
+                ..Default::default()
+            }
+        );
+        assert_eq!(
+            spec.env
+                .get(ao_proto::env::AO_PROJECT_ID)
+                .map(String::as_str),
+            Some("app")
+        );
+        assert_eq!(spec.post_create, ["make"]);
+
+        let custom = AgentConfig {
+            command: "./bot.sh".into(),
+            ready_pattern: Some("^> $".into()),
+            input_pattern: None,
+            env: [("K".to_string(), "v".to_string())].into(),
+        };
+        let spec = assign(&s, &project, Some(&custom)).spec.unwrap();
+        let agent = spec.agent.unwrap();
+        assert_eq!(
+            (
+                agent.command.as_str(),
+                agent.ready_pattern.as_str(),
+                agent.input_pattern.as_str()
+            ),
+            ("./bot.sh", "^> $", "")
+        );
+        assert_eq!(spec.env.get("K").map(String::as_str), Some("v"));
     }
 
     #[test]

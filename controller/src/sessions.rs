@@ -21,6 +21,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tonic::Streaming;
 
 use crate::config::{Config, BUILTIN_AGENTS};
+use crate::convert;
 use crate::events::{EventFile, EVENTS_KEPT};
 use crate::keys;
 use crate::leader::Fence;
@@ -1359,12 +1360,7 @@ impl Actor {
         };
         // What the worker will be sent must fit its link: an assignment it
         // cannot read would break the link of every session on it.
-        if let Some(spec) = self.session_spec(&s) {
-            let assign = pb::controller_message::Msg::Assign(pb::Assign {
-                spec: Some(spec),
-                epoch: s.epoch,
-                restore: false,
-            });
+        if let Some(assign) = self.assignment(&s) {
             limits::check(
                 format!("the assignment of {id} (prompt, agent settings and env)"),
                 link_size(&assign),
@@ -1391,7 +1387,7 @@ impl Actor {
             written => written?,
         }
         self.counters.insert(args.project_id, n);
-        self.assign(&s, false);
+        self.assign(&s);
         Ok(s)
     }
 
@@ -1460,47 +1456,21 @@ impl Actor {
         scheduler::place(&candidates, &s.labels).map(str::to_string)
     }
 
-    fn session_spec(&self, s: &SessionRecord) -> Option<pb::SessionSpec> {
+    /// The assignment of `s` as its worker is sent it; `None` once its
+    /// project is no longer configured.
+    fn assignment(&self, s: &SessionRecord) -> Option<pb::controller_message::Msg> {
         let config = self.config.as_ref()?;
         let project = config.projects.get(&s.project_id)?;
-        let custom = config.agents.get(&s.agent);
-        let mut env: BTreeMap<String, String> = custom.map(|a| a.env.clone()).unwrap_or_default();
-        env.insert(ao_proto::env::AO_PROJECT_ID.into(), s.project_id.clone());
-        Some(pb::SessionSpec {
-            session_id: s.id.clone(),
-            project_id: s.project_id.clone(),
-            issue_id: s.issue_id.clone().unwrap_or_default(),
-            repo_path: project.path.clone(),
-            default_branch: project.default_branch().to_string(),
-            branch: s.branch.clone(),
-            agent: Some(pb::AgentSpec {
-                name: s.agent.clone(),
-                command: custom.map(|a| a.command.clone()).unwrap_or_default(),
-                ready_pattern: custom
-                    .and_then(|a| a.ready_pattern.clone())
-                    .unwrap_or_default(),
-                input_pattern: custom
-                    .and_then(|a| a.input_pattern.clone())
-                    .unwrap_or_default(),
-            }),
-            prompt: s.prompt.clone(),
-            post_create: project.post_create.clone(),
-            symlinks: project.symlinks.clone(),
-            env: env.into_iter().collect(),
-        })
+        let assign = convert::assign(s, project, config.agents.get(&s.agent));
+        Some(pb::controller_message::Msg::Assign(assign))
     }
 
     /// Sends the session's current assignment to its worker, if connected.
-    fn assign(&mut self, s: &SessionRecord, restore: bool) {
-        let Some(spec) = self.session_spec(s) else {
+    fn assign(&mut self, s: &SessionRecord) {
+        let Some(msg) = self.assignment(s) else {
             tracing::warn!(session = %s.id, "project no longer configured; not assigning");
             return;
         };
-        let msg = pb::controller_message::Msg::Assign(pb::Assign {
-            spec: Some(spec),
-            epoch: s.epoch,
-            restore,
-        });
         self.to_worker(s.worker.as_deref(), msg);
     }
 
@@ -1630,7 +1600,7 @@ impl Actor {
         s.summary = Some("restoring".into());
         let event = NewEvent::session("session.restored", Priority::Info, &s);
         self.write(&[&s], vec![], vec![event]).await?;
-        self.assign(&s, true);
+        self.assign(&s);
         Ok(s)
     }
 
@@ -1789,7 +1759,7 @@ impl Actor {
         };
         if tries <= MAX_RESENDS {
             self.resent.insert(s.id.clone(), (s.epoch, tries));
-            self.assign(s, s.epoch > 1);
+            self.assign(s);
             return;
         }
         self.resent.remove(&s.id);
@@ -1835,7 +1805,7 @@ impl Actor {
                     s.summary = None;
                     self.unplaced.remove(&id);
                     if self.write(&[&s], vec![], vec![]).await.is_ok() {
-                        self.assign(&s, false);
+                        self.assign(&s);
                     }
                 }
                 Err(reason) => {

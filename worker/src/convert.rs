@@ -86,7 +86,6 @@ mod tests {
                 ..Default::default()
             }),
             epoch: 4,
-            restore: false,
         }
     }
 

@@ -1443,7 +1443,6 @@ mod tests {
                     ..Default::default()
                 }),
                 epoch: 1,
-                restore: false,
             })
         };
         for (session, project, rule) in [
