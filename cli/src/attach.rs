@@ -343,12 +343,11 @@ async fn relay(
                 Ok(Some(pb::AttachOutput { msg: Some(pb::attach_output::Msg::Notice(n)) })) => {
                     let _ = write!(stdout, "\r\n[ao] {n}\r\n");
                 }
-                Ok(Some(pb::AttachOutput { msg: Some(pb::attach_output::Msg::End(why)) })) => {
-                    let ok = why == "detached" || why == "session ended";
-                    return if why == ao_controller::grpc::WORKER_LOST {
-                        Ended::Lost(why)
+                Ok(Some(pb::AttachOutput { msg: Some(pb::attach_output::Msg::End(end)) })) => {
+                    return if end.worker_lost() {
+                        Ended::Lost(end.to_string())
                     } else {
-                        Ended::Done(why, ok)
+                        Ended::Done(end.to_string(), end.is_normal())
                     };
                 }
                 Ok(Some(_)) => {}

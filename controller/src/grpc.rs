@@ -6,6 +6,7 @@ use std::pin::Pin;
 use std::time::Duration;
 
 use ao_proto::pb;
+use ao_proto::pb::attach_end::Reason as EndReason;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::{Stream, StreamExt};
@@ -171,10 +172,6 @@ fn fresh(handle: &ControllerHandle) -> Result<std::sync::Arc<crate::sessions::Sn
         None => Ok(snap),
     }
 }
-
-/// How an attachment ends when the worker's side broke: the viewer may
-/// attach again (the CLI does, for a while).
-pub const WORKER_LOST: &str = "the connection to the worker was lost";
 
 /// The first message of a client stream, which must be of one kind:
 /// `pick` takes what the handler needs from it, or refuses it.
@@ -507,19 +504,21 @@ impl pb::controller_server::Controller for ControllerService {
                         msg: Some(pb::tunnel_up::Msg::Notice(n)),
                     })) => pb::attach_output::Msg::Notice(n),
                     Ok(Some(pb::TunnelUp {
-                        msg: Some(pb::tunnel_up::Msg::End(why) | pb::tunnel_up::Msg::Error(why)),
-                    })) => {
-                        let _ = out
-                            .send(output(pb::attach_output::Msg::End(why.clone())))
-                            .await;
-                        break why;
-                    }
-                    Ok(Some(_)) => continue,
-                    Ok(None) | Err(_) => {
-                        let why = WORKER_LOST.to_string();
-                        let _ = out
-                            .send(output(pb::attach_output::Msg::End(why.clone())))
-                            .await;
+                        msg: None | Some(pb::tunnel_up::Msg::StreamId(_)),
+                    })) => continue,
+                    ended => {
+                        let end = match ended {
+                            Ok(Some(pb::TunnelUp {
+                                msg: Some(pb::tunnel_up::Msg::End(end)),
+                            })) => end,
+                            Ok(Some(pb::TunnelUp {
+                                msg: Some(pb::tunnel_up::Msg::Error(why)),
+                            })) => pb::AttachEnd::new(EndReason::Refused, why),
+                            // The worker's side broke: the viewer may attach again.
+                            _ => pb::AttachEnd::new(EndReason::WorkerLost, ""),
+                        };
+                        let why = end.to_string();
+                        let _ = out.send(output(pb::attach_output::Msg::End(end))).await;
                         break why;
                     }
                 };

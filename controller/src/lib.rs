@@ -7,6 +7,7 @@
 //! Modules:
 //! - [`app`]: a whole controller, started from a [`app::ControllerConfig`].
 //! - [`cluster`]: join tokens, worker certificates, revocation, role checks.
+//! - [`convert`]: the worker link's wire types into domain types.
 //! - [`config`]: `agent-orchestrator.yaml`, loaded and validated.
 //! - [`store`]: the key-value seam (compare-and-swap, prefix list, watch) and
 //!   the embedded redb implementation.
@@ -16,18 +17,21 @@
 //! - [`leader`]: leader election and write fencing on etcd.
 //! - [`scheduler`]: placement of sessions on workers.
 //! - [`loads`]: live sessions per worker, project and issue, kept as they change.
+//! - [`reconcile`]: a worker's report of a session, as the actor applies it.
 //! - [`sessions`]: the actor that owns all of the above at run time.
 //! - [`grpc`] and [`server`]: the wire.
 
 pub mod app;
 pub mod cluster;
 pub mod config;
+pub mod convert;
 pub mod events;
 pub mod grpc;
 pub mod keys;
 pub mod leader;
 pub mod loads;
 pub mod model;
+pub mod reconcile;
 pub mod scheduler;
 pub mod server;
 pub mod sessions;

@@ -99,32 +99,7 @@ mod tests {
     use crate::model::SessionStatus;
 
     fn session(id: &str, worker: Option<&str>, status: SessionStatus) -> SessionRecord {
-        let now = chrono::Utc::now();
-        SessionRecord {
-            schema_version: 1,
-            id: id.into(),
-            project_id: "app".into(),
-            issue_id: Some(format!("I-{id}")),
-            status,
-            activity: None,
-            branch: format!("feat/{id}"),
-            worktree: None,
-            worker: worker.map(str::to_string),
-            agent: "bot".into(),
-            runtime: "tmux".into(),
-            pr: None,
-            pr_number: None,
-            ci_status: "none".into(),
-            review_decision: "none".into(),
-            created_at: now,
-            last_activity_at: now,
-            summary: None,
-            epoch: 1,
-            exit_code: None,
-            prompt: String::new(),
-            labels: Default::default(),
-            attach_command: None,
-        }
+        SessionRecord::example(id, worker, status)
     }
 
     #[test]

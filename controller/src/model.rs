@@ -110,6 +110,39 @@ pub struct SessionRecord {
     pub attach_command: Option<String>,
 }
 
+#[cfg(test)]
+impl SessionRecord {
+    /// A session of project `app` for unit tests.
+    pub fn example(id: &str, worker: Option<&str>, status: SessionStatus) -> Self {
+        let now = chrono::Utc::now();
+        SessionRecord {
+            schema_version: 1,
+            id: id.into(),
+            project_id: "app".into(),
+            issue_id: Some(format!("I-{id}")),
+            status,
+            activity: None,
+            branch: format!("feat/{id}"),
+            worktree: None,
+            worker: worker.map(str::to_string),
+            agent: "bot".into(),
+            runtime: "tmux".into(),
+            pr: None,
+            pr_number: None,
+            ci_status: "none".into(),
+            review_decision: "none".into(),
+            created_at: now,
+            last_activity_at: now,
+            summary: None,
+            epoch: 1,
+            exit_code: None,
+            prompt: String::new(),
+            labels: Default::default(),
+            attach_command: None,
+        }
+    }
+}
+
 /// One line of the event log.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -129,6 +162,46 @@ pub struct EventRecord {
     pub message: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub data: Option<serde_json::Value>,
+}
+
+/// An event about to be written; the actor gives it its id and time.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewEvent {
+    pub kind: &'static str,
+    pub priority: Priority,
+    pub session: Option<(String, String, Option<String>)>,
+    pub worker: Option<String>,
+    pub message: Option<String>,
+    pub data: Option<serde_json::Value>,
+}
+
+impl NewEvent {
+    pub fn session(kind: &'static str, priority: Priority, s: &SessionRecord) -> Self {
+        Self {
+            kind,
+            priority,
+            session: Some((s.project_id.clone(), s.id.clone(), s.issue_id.clone())),
+            worker: s.worker.clone(),
+            message: None,
+            data: None,
+        }
+    }
+
+    pub fn worker(kind: &'static str, priority: Priority, worker: &str) -> Self {
+        Self {
+            kind,
+            priority,
+            session: None,
+            worker: Some(worker.to_string()),
+            message: None,
+            data: None,
+        }
+    }
+
+    pub fn message(mut self, m: impl Into<String>) -> Self {
+        self.message = Some(m.into());
+        self
+    }
 }
 
 /// What the controller remembers of a worker across restarts.

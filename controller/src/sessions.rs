@@ -21,14 +21,16 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tonic::Streaming;
 
 use crate::config::{Config, BUILTIN_AGENTS};
+use crate::convert;
 use crate::events::{EventFile, EVENTS_KEPT};
 use crate::keys;
 use crate::leader::Fence;
 use crate::loads::Loads;
 use crate::model::{
-    rfc3339, Activity, EventRecord, Priority, SessionRecord, SessionStatus, WorkerRecord,
+    rfc3339, Activity, EventRecord, NewEvent, Priority, SessionRecord, SessionStatus, WorkerRecord,
     WorkerState, SCHEMA_VERSION,
 };
+use crate::reconcile::{self, Report};
 use crate::scheduler::{self, Candidate};
 use crate::store::{decode, encode, Precondition, Store, StoreError, Txn};
 
@@ -672,45 +674,6 @@ struct Verdict {
     fell_silent: bool,
     /// Past the grace and not yet marked: `lost`.
     lost: bool,
-}
-
-/// An event about to be written; the actor gives it its id and time.
-struct NewEvent {
-    kind: &'static str,
-    priority: Priority,
-    session: Option<(String, String, Option<String>)>,
-    worker: Option<String>,
-    message: Option<String>,
-    data: Option<serde_json::Value>,
-}
-
-impl NewEvent {
-    fn session(kind: &'static str, priority: Priority, s: &SessionRecord) -> Self {
-        Self {
-            kind,
-            priority,
-            session: Some((s.project_id.clone(), s.id.clone(), s.issue_id.clone())),
-            worker: s.worker.clone(),
-            message: None,
-            data: None,
-        }
-    }
-
-    fn worker(kind: &'static str, priority: Priority, worker: &str) -> Self {
-        Self {
-            kind,
-            priority,
-            session: None,
-            worker: Some(worker.to_string()),
-            message: None,
-            data: None,
-        }
-    }
-
-    fn message(mut self, m: impl Into<String>) -> Self {
-        self.message = Some(m.into());
-        self
-    }
 }
 
 struct Actor {
@@ -1397,12 +1360,7 @@ impl Actor {
         };
         // What the worker will be sent must fit its link: an assignment it
         // cannot read would break the link of every session on it.
-        if let Some(spec) = self.session_spec(&s) {
-            let assign = pb::controller_message::Msg::Assign(pb::Assign {
-                spec: Some(spec),
-                epoch: s.epoch,
-                restore: false,
-            });
+        if let Some(assign) = self.assignment(&s) {
             limits::check(
                 format!("the assignment of {id} (prompt, agent settings and env)"),
                 link_size(&assign),
@@ -1429,7 +1387,7 @@ impl Actor {
             written => written?,
         }
         self.counters.insert(args.project_id, n);
-        self.assign(&s, false);
+        self.assign(&s);
         Ok(s)
     }
 
@@ -1498,47 +1456,21 @@ impl Actor {
         scheduler::place(&candidates, &s.labels).map(str::to_string)
     }
 
-    fn session_spec(&self, s: &SessionRecord) -> Option<pb::SessionSpec> {
+    /// The assignment of `s` as its worker is sent it; `None` once its
+    /// project is no longer configured.
+    fn assignment(&self, s: &SessionRecord) -> Option<pb::controller_message::Msg> {
         let config = self.config.as_ref()?;
         let project = config.projects.get(&s.project_id)?;
-        let custom = config.agents.get(&s.agent);
-        let mut env: BTreeMap<String, String> = custom.map(|a| a.env.clone()).unwrap_or_default();
-        env.insert(ao_proto::env::AO_PROJECT_ID.into(), s.project_id.clone());
-        Some(pb::SessionSpec {
-            session_id: s.id.clone(),
-            project_id: s.project_id.clone(),
-            issue_id: s.issue_id.clone().unwrap_or_default(),
-            repo_path: project.path.clone(),
-            default_branch: project.default_branch().to_string(),
-            branch: s.branch.clone(),
-            agent: Some(pb::AgentSpec {
-                name: s.agent.clone(),
-                command: custom.map(|a| a.command.clone()).unwrap_or_default(),
-                ready_pattern: custom
-                    .and_then(|a| a.ready_pattern.clone())
-                    .unwrap_or_default(),
-                input_pattern: custom
-                    .and_then(|a| a.input_pattern.clone())
-                    .unwrap_or_default(),
-            }),
-            prompt: s.prompt.clone(),
-            post_create: project.post_create.clone(),
-            symlinks: project.symlinks.clone(),
-            env: env.into_iter().collect(),
-        })
+        let assign = convert::assign(s, project, config.agents.get(&s.agent));
+        Some(pb::controller_message::Msg::Assign(assign))
     }
 
     /// Sends the session's current assignment to its worker, if connected.
-    fn assign(&mut self, s: &SessionRecord, restore: bool) {
-        let Some(spec) = self.session_spec(s) else {
+    fn assign(&mut self, s: &SessionRecord) {
+        let Some(msg) = self.assignment(s) else {
             tracing::warn!(session = %s.id, "project no longer configured; not assigning");
             return;
         };
-        let msg = pb::controller_message::Msg::Assign(pb::Assign {
-            spec: Some(spec),
-            epoch: s.epoch,
-            restore,
-        });
         self.to_worker(s.worker.as_deref(), msg);
     }
 
@@ -1668,7 +1600,7 @@ impl Actor {
         s.summary = Some("restoring".into());
         let event = NewEvent::session("session.restored", Priority::Info, &s);
         self.write(&[&s], vec![], vec![event]).await?;
-        self.assign(&s, true);
+        self.assign(&s);
         Ok(s)
     }
 
@@ -1765,6 +1697,13 @@ impl Actor {
         let mut seen = std::collections::HashSet::new();
         for report in inventory {
             seen.insert(report.session_id.clone());
+            let report = match Report::try_from(report) {
+                Ok(report) => report,
+                Err(e) => {
+                    tracing::warn!(worker, "ignoring a report: {e}");
+                    continue;
+                }
+            };
             let Some(s) = self.session_copy(&report.session_id) else {
                 tracing::warn!(worker, session = %report.session_id, "worker holds a session the store does not know; leaving it alone");
                 continue;
@@ -1774,8 +1713,7 @@ impl Actor {
                 self.to_worker(Some(worker), stop_msg(&report.session_id, report.epoch));
                 continue;
             }
-            let alive = report.state == "running" || report.state == "starting";
-            if s.status == SessionStatus::Killed && alive {
+            if s.status == SessionStatus::Killed && report.is_alive() {
                 self.to_worker(Some(worker), stop_msg(&s.id, s.epoch));
             } else if report.epoch < s.epoch && !s.status.is_ended() {
                 // The newer assignment never arrived.
@@ -1821,7 +1759,7 @@ impl Actor {
         };
         if tries <= MAX_RESENDS {
             self.resent.insert(s.id.clone(), (s.epoch, tries));
-            self.assign(s, s.epoch > 1);
+            self.assign(s);
             return;
         }
         self.resent.remove(&s.id);
@@ -1867,7 +1805,7 @@ impl Actor {
                     s.summary = None;
                     self.unplaced.remove(&id);
                     if self.write(&[&s], vec![], vec![]).await.is_ok() {
-                        self.assign(&s, false);
+                        self.assign(&s);
                     }
                 }
                 Err(reason) => {
@@ -1914,6 +1852,10 @@ impl Actor {
             }
             pb::worker_message::Msg::Hello(_) => {}
             pb::worker_message::Msg::Report(report) => {
+                let report = match Report::try_from(report) {
+                    Ok(report) => report,
+                    Err(e) => return tracing::warn!(worker, "ignoring a report: {e}"),
+                };
                 let current = self.sessions.get(&report.session_id).map(|s| s.epoch);
                 match current {
                     Some(epoch) if epoch == report.epoch => {
@@ -1949,8 +1891,8 @@ impl Actor {
     }
 
     /// Turns a worker's report into the session's coalesced status.
-    async fn apply_report(&mut self, worker: &str, r: pb::SessionReport) {
-        let Some(mut s) = self.session_copy(&r.session_id) else {
+    async fn apply_report(&mut self, worker: &str, r: Report) {
+        let Some(s) = self.session_copy(&r.session_id) else {
             return;
         };
         if s.worker.as_deref() != Some(worker) {
@@ -1960,98 +1902,10 @@ impl Actor {
             // The worker holds the assignment it was sent.
             self.resent.remove(&s.id);
         }
-        let before = s.clone();
-        let activity = Activity::parse(&r.activity);
-        if !r.worktree.is_empty() {
-            s.worktree = Some(r.worktree.clone());
-        }
-        if !r.branch.is_empty() {
-            s.branch = r.branch.clone();
-        }
-        if !r.attach_command.is_empty() {
-            s.attach_command = Some(r.attach_command.clone());
-        }
-        let mut events = Vec::new();
-        match r.state.as_str() {
-            "stopped" => {
-                s.activity = Some(Activity::Exited);
-            }
-            _ if s.status == SessionStatus::Killed => {
-                s.activity = activity.or(s.activity);
-            }
-            // A session marked stuck while its worker was away is starting again.
-            "starting" if s.status == SessionStatus::Stuck => {
-                s.status = SessionStatus::Spawning;
-                s.summary = None;
-            }
-            "starting" => {}
-            "running" => {
-                s.activity = activity;
-                let status = match activity {
-                    Some(Activity::WaitingInput | Activity::Blocked) => SessionStatus::NeedsInput,
-                    Some(Activity::Idle | Activity::Ready) => SessionStatus::Idle,
-                    _ => SessionStatus::Working,
-                };
-                if status != s.status {
-                    s.status = status;
-                    s.summary = None;
-                    events.push(match status {
-                        SessionStatus::NeedsInput => {
-                            NewEvent::session("session.needs_input", Priority::Action, &s)
-                                .message(format!("{} is waiting for input", s.id))
-                        }
-                        SessionStatus::Idle => {
-                            NewEvent::session("session.idle", Priority::Info, &s)
-                        }
-                        _ => NewEvent::session("session.working", Priority::Info, &s),
-                    });
-                }
-            }
-            "exited" => {
-                s.activity = Some(Activity::Exited);
-                s.exit_code = r.exit_code;
-                let code = r.exit_code.unwrap_or(-1);
-                if code == 0 {
-                    s.status = SessionStatus::Done;
-                    s.summary = Some("agent exited".into());
-                    events.push(
-                        NewEvent::session("session.exited", Priority::Info, &s)
-                            .message(format!("{} exited with code 0", s.id)),
-                    );
-                } else {
-                    let reason = if r.reason.is_empty() {
-                        format!("agent exited with code {code}")
-                    } else {
-                        r.reason.clone()
-                    };
-                    s.status = SessionStatus::Errored;
-                    s.summary = Some(reason.clone());
-                    events.push(
-                        NewEvent::session("session.errored", Priority::Warning, &s)
-                            .message(format!("{}: {reason}", s.id)),
-                    );
-                }
-            }
-            "errored" => {
-                s.status = SessionStatus::Errored;
-                s.activity = Some(Activity::Exited);
-                s.summary = Some(r.reason.clone());
-                events.push(
-                    NewEvent::session("session.errored", Priority::Warning, &s)
-                        .message(format!("{}: {}", s.id, r.reason)),
-                );
-            }
-            other => {
-                tracing::warn!(session = %s.id, state = other, "unknown report state");
-                return;
-            }
-        }
-        if s.activity != before.activity || s.status != before.status {
-            s.last_activity_at = Utc::now();
-        }
-        if s != before {
-            self.write_or_log(&[&s], events).await;
-            if s.status.is_ended() && !before.status.is_ended() {
+        let (next, events) = reconcile::next_status(&s, &r, Utc::now());
+        if next != s {
+            self.write_or_log(&[&next], events).await;
+            if next.status.is_ended() && !s.status.is_ended() {
                 // Room may have appeared for a session waiting on capacity.
                 self.place_waiting().await;
             }

@@ -25,6 +25,40 @@ pub mod pb {
     tonic::include_proto!("ao.v1");
 }
 
+impl pb::AttachEnd {
+    pub fn new(reason: pb::attach_end::Reason, detail: impl Into<String>) -> Self {
+        Self {
+            reason: reason.into(),
+            detail: detail.into(),
+        }
+    }
+
+    /// Whether the viewer may attach again at once: only the link broke.
+    pub fn worker_lost(&self) -> bool {
+        self.reason() == pb::attach_end::Reason::WorkerLost
+    }
+
+    /// The terminal ended as the user meant it to (not an error).
+    pub fn is_normal(&self) -> bool {
+        use pb::attach_end::Reason;
+        matches!(self.reason(), Reason::Detached | Reason::SessionEnded)
+    }
+}
+
+/// The sentence shown to the viewer and recorded in `session.detached`.
+impl std::fmt::Display for pb::AttachEnd {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        use pb::attach_end::Reason;
+        match self.reason() {
+            Reason::Detached => f.write_str("detached"),
+            Reason::SessionEnded => f.write_str("session ended"),
+            Reason::TakenOver => write!(f, "taken over by {}", self.detail),
+            Reason::WorkerLost => f.write_str("the connection to the worker was lost"),
+            Reason::Refused | Reason::Unspecified => f.write_str(&self.detail),
+        }
+    }
+}
+
 /// The version every side reports in hellos and `ao doctor`.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
@@ -40,4 +74,51 @@ pub fn error_chain(error: &dyn std::error::Error) -> String {
         source = cause.source();
     }
     line
+}
+
+#[cfg(test)]
+mod tests {
+    use super::pb::attach_end::Reason;
+    use super::pb::AttachEnd;
+
+    #[test]
+    fn an_attach_end_reads_as_before_and_says_what_the_viewer_does() {
+        let cases = [
+            (
+                AttachEnd::new(Reason::Detached, ""),
+                "detached",
+                true,
+                false,
+            ),
+            (
+                AttachEnd::new(Reason::SessionEnded, ""),
+                "session ended",
+                true,
+                false,
+            ),
+            (
+                AttachEnd::new(Reason::TakenOver, "bob@laptop"),
+                "taken over by bob@laptop",
+                false,
+                false,
+            ),
+            (
+                AttachEnd::new(Reason::WorkerLost, ""),
+                "the connection to the worker was lost",
+                false,
+                true,
+            ),
+            (
+                AttachEnd::new(Reason::Refused, "cannot open a terminal: x"),
+                "cannot open a terminal: x",
+                false,
+                false,
+            ),
+        ];
+        for (end, text, normal, lost) in cases {
+            assert_eq!(end.to_string(), text);
+            assert_eq!(end.is_normal(), normal, "{text}");
+            assert_eq!(end.worker_lost(), lost, "{text}");
+        }
+    }
 }

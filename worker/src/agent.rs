@@ -3,8 +3,8 @@
 
 use std::path::{Path, PathBuf};
 
-use ao_proto::pb;
 use regex::Regex;
+use serde::{Deserialize, Serialize};
 
 #[derive(Debug, thiserror::Error)]
 pub enum AgentError {
@@ -19,6 +19,23 @@ pub enum AgentError {
         pattern: String,
         reason: String,
     },
+}
+
+/// Which agent runs a session and, for one from `agents:`, how. Saved in
+/// the session's metadata (under the keys of its flat version 2).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AgentSpec {
+    /// A built-in (`claude-code`, `codex`, …) or a name from `agents:`.
+    #[serde(rename = "agent")]
+    pub name: String,
+    /// For `agents.<name>.command`: the shell command line.
+    #[serde(rename = "agentCommand", skip_serializing_if = "Option::is_none")]
+    pub command: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ready_pattern: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub input_pattern: Option<String>,
 }
 
 /// How to run one agent.
@@ -83,10 +100,14 @@ const BUILTINS: &[Builtin] = &[
     },
 ];
 
-fn compile(agent: &str, which: &'static str, pattern: &str) -> Result<Option<Regex>, AgentError> {
-    if pattern.is_empty() {
+fn compile(
+    agent: &str,
+    which: &'static str,
+    pattern: Option<&str>,
+) -> Result<Option<Regex>, AgentError> {
+    let Some(pattern) = pattern else {
         return Ok(None);
-    }
+    };
     Regex::new(pattern)
         .map(Some)
         .map_err(|e| AgentError::BadPattern {
@@ -102,7 +123,7 @@ fn compile(agent: &str, which: &'static str, pattern: &str) -> Result<Option<Reg
 ///
 /// # Errors
 /// [`AgentError::BinaryNotFound`] when the program is missing, and bad specs.
-pub fn resolve(spec: &pb::AgentSpec, path: &str) -> Result<Launch, AgentError> {
+pub fn resolve(spec: &AgentSpec, path: &str) -> Result<Launch, AgentError> {
     if let Some(b) = BUILTINS.iter().find(|b| b.name == spec.name) {
         let program = find_program(b.program, path).ok_or_else(|| AgentError::BinaryNotFound {
             agent: spec.name.clone(),
@@ -113,16 +134,16 @@ pub fn resolve(spec: &pb::AgentSpec, path: &str) -> Result<Launch, AgentError> {
         return Ok(Launch {
             command: format!("{program} {args}").trim_end().to_string(),
             prompt_on_command_line: b.args.contains("{prompt}"),
-            ready: compile(&spec.name, "readyPattern", b.ready.unwrap_or(""))?,
-            input: compile(&spec.name, "inputPattern", b.input)?,
+            ready: compile(&spec.name, "readyPattern", b.ready)?,
+            input: compile(&spec.name, "inputPattern", Some(b.input))?,
         });
     }
-    if spec.command.trim().is_empty() {
+    let Some(command) = spec.command.as_deref().filter(|c| !c.trim().is_empty()) else {
         return Err(AgentError::NoCommand {
             agent: spec.name.clone(),
         });
-    }
-    if let Some(program) = command_program(&spec.command) {
+    };
+    if let Some(program) = command_program(command) {
         if find_program(program, path).is_none() {
             return Err(AgentError::BinaryNotFound {
                 agent: spec.name.clone(),
@@ -131,10 +152,10 @@ pub fn resolve(spec: &pb::AgentSpec, path: &str) -> Result<Launch, AgentError> {
         }
     }
     Ok(Launch {
-        command: spec.command.clone(),
+        command: command.to_string(),
         prompt_on_command_line: false,
-        ready: compile(&spec.name, "readyPattern", &spec.ready_pattern)?,
-        input: compile(&spec.name, "inputPattern", &spec.input_pattern)?,
+        ready: compile(&spec.name, "readyPattern", spec.ready_pattern.as_deref())?,
+        input: compile(&spec.name, "inputPattern", spec.input_pattern.as_deref())?,
     })
 }
 
@@ -221,36 +242,26 @@ pub fn judge_screen(launch: &Launch, screen: &str) -> ScreenState {
     ScreenState::Other
 }
 
-/// The last non-empty line of a screen, for summaries.
-pub fn last_line(screen: &str) -> String {
-    screen
-        .lines()
-        .rev()
-        .map(str::trim)
-        .find(|l| !l.is_empty())
-        .unwrap_or("")
-        .chars()
-        .take(200)
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use ao_proto::pb;
 
-    fn custom(command: &str, ready: &str, input: &str) -> pb::AgentSpec {
+    /// As the controller sends it: `""` for none.
+    fn custom(command: &str, ready: &str, input: &str) -> AgentSpec {
         pb::AgentSpec {
             name: "bot".into(),
             command: command.into(),
             ready_pattern: ready.into(),
             input_pattern: input.into(),
         }
+        .into()
     }
 
     #[test]
     fn builtins_need_their_binary() {
         let dir = tempfile::tempdir().unwrap();
-        let spec = pb::AgentSpec {
+        let spec = AgentSpec {
             name: "claude-code".into(),
             ..Default::default()
         };
@@ -321,6 +332,5 @@ mod tests {
             judge_screen(&launch, "Proceed? (y/n) y\n> \n"),
             ScreenState::Ready
         );
-        assert_eq!(last_line("a\n  b  \n\n"), "b");
     }
 }

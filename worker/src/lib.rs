@@ -8,12 +8,16 @@
 //! - [`runtime`]: the `Runtime` trait and tmux.
 //! - [`workspace`]: git worktrees, symlinks, `postCreate`.
 //! - [`agent`]: adapters for built-in and configured agents.
+//! - [`assignment`]: what the controller asks this worker to run.
+//! - [`convert`]: the controller's wire types into the worker's domain types.
 //! - [`output`]: per-session ring buffer and viewers.
 //! - [`sessions`]: the actor that owns local sessions.
 //! - [`terminal`]: `ao attach` through a tmux client in a pseudo-terminal.
 //! - [`link`]: the stream to the controller.
 
 pub mod agent;
+pub mod assignment;
+pub mod convert;
 pub mod link;
 pub mod output;
 pub mod runtime;

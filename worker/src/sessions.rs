@@ -12,6 +12,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use ao_proto::pb::attach_end::Reason as EndReason;
+use ao_proto::pb::session_report::{Activity as ReportActivity, State as ReportState};
 use ao_proto::{env, names, pb};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
@@ -19,7 +21,9 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::task::TaskTracker;
 use tonic::transport::Channel;
 
-use crate::agent::{self, Launch, ScreenState};
+use crate::agent::{self, AgentSpec, Launch, ScreenState};
+use crate::assignment::{Assignment, SessionSpec};
+use crate::convert;
 use crate::output::{self, Output};
 use crate::runtime::{PaneState, Runtime, StartSpec};
 use crate::terminal::{Terminal, TerminalSpec};
@@ -36,7 +40,7 @@ const DEAD_POLLS_FOR_STATUS: u32 = 10;
 const ECHO_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The version of [`Meta`] this worker writes.
-const META_VERSION: u32 = 2;
+const META_VERSION: u32 = 3;
 
 /// What survives a worker restart, per session.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -46,10 +50,8 @@ struct Meta {
     session_id: String,
     project_id: String,
     epoch: u64,
-    agent: String,
-    agent_command: String,
-    ready_pattern: String,
-    input_pattern: String,
+    #[serde(flatten)]
+    agent: AgentSpec,
     worktree: PathBuf,
     branch: String,
     log_path: PathBuf,
@@ -106,25 +108,23 @@ impl Meta {
         if self.schema_version < 2 && self.prompt_delivered {
             self.prompt = PromptStep::Submitted;
         }
+        if self.schema_version < 3 {
+            // Version 2 wrote "" for a command or pattern the agent has not.
+            let a = &mut self.agent;
+            for field in [&mut a.command, &mut a.ready_pattern, &mut a.input_pattern] {
+                *field = field.take().and_then(convert::non_empty);
+            }
+        }
         self.schema_version = META_VERSION;
         self
-    }
-
-    fn agent_spec(&self) -> pb::AgentSpec {
-        pb::AgentSpec {
-            name: self.agent.clone(),
-            command: self.agent_command.clone(),
-            ready_pattern: self.ready_pattern.clone(),
-            input_pattern: self.input_pattern.clone(),
-        }
     }
 }
 
 /// The last report sent for a session.
 #[derive(Debug, Clone, PartialEq)]
 struct Reported {
-    state: &'static str,
-    activity: Option<&'static str>,
+    state: ReportState,
+    activity: ReportActivity,
     exit_code: Option<i32>,
 }
 
@@ -149,7 +149,6 @@ struct Local {
     last_output: Instant,
     started: Instant,
     screen: ScreenState,
-    last_line: String,
     needs_capture: bool,
     prompt_pending: bool,
     exited: Option<(Option<i32>, String)>,
@@ -283,16 +282,13 @@ impl Actor {
                 let _ = std::fs::remove_file(&path);
                 continue;
             }
-            let launch = agent::resolve(
-                &meta.agent_spec(),
-                &std::env::var("PATH").unwrap_or_default(),
-            )
-            .unwrap_or(Launch {
-                command: meta.agent_command.clone(),
-                prompt_on_command_line: true,
-                ready: None,
-                input: None,
-            });
+            let launch = agent::resolve(&meta.agent, &std::env::var("PATH").unwrap_or_default())
+                .unwrap_or(Launch {
+                    command: meta.agent.command.clone().unwrap_or_default(),
+                    prompt_on_command_line: true,
+                    ready: None,
+                    input: None,
+                });
             let exited = match pane {
                 None => Some((
                     None,
@@ -313,7 +309,6 @@ impl Actor {
                 last_output: Instant::now() - ACTIVE_WINDOW,
                 started: Instant::now() - QUIET_BEFORE_PROMPT,
                 screen: ScreenState::Other,
-                last_line: String::new(),
                 needs_capture: true,
                 exited,
                 dead_polls: 0,
@@ -354,7 +349,7 @@ impl Actor {
                 reports.extend(self.setting_up.iter().map(|(id, epoch)| pb::SessionReport {
                     session_id: id.clone(),
                     epoch: *epoch,
-                    state: "starting".into(),
+                    state: ReportState::Starting.into(),
                     ..Default::default()
                 }));
                 let _ = reply.send(reports);
@@ -417,19 +412,21 @@ impl Actor {
         }
     }
 
-    fn assign(&mut self, a: pb::Assign) {
-        let Some(spec) = a.spec else {
-            return;
+    fn assign(&mut self, wire: pb::Assign) {
+        let (wire_id, wire_epoch) = (wire.spec.as_ref().map(|s| s.session_id.clone()), wire.epoch);
+        let a = match Assignment::try_from(wire) {
+            Ok(a) => a,
+            Err(e) => {
+                tracing::warn!("refusing an assignment: {e}");
+                // Without a spec there is no session to report on.
+                if let Some(id) = wire_id {
+                    self.send(errored(id, wire_epoch, e.to_string()));
+                }
+                return;
+            }
         };
+        let spec = a.spec;
         let id = spec.session_id.clone();
-        // The controller checks ids too; here they become paths and tmux
-        // targets, so one that slipped through never runs.
-        if let Err(e) = names::check_session_id(&id)
-            .and_then(|()| names::check_path_id("project", &spec.project_id))
-        {
-            tracing::warn!("refusing an assignment: {e}");
-            return self.send(errored(id, a.epoch, e.to_string()));
-        }
         if let Some(l) = self.sessions.get_mut(&id) {
             if l.meta.epoch == a.epoch {
                 // Already ours at this epoch: say where it is again.
@@ -524,8 +521,7 @@ impl Actor {
                     msg: Some(pb::worker_message::Msg::Report(pb::SessionReport {
                         session_id: s.session_id,
                         epoch: s.epoch,
-                        state: "stopped".into(),
-                        activity: "exited".into(),
+                        state: ReportState::Stopped.into(),
                         reason,
                         ..Default::default()
                     })),
@@ -780,7 +776,6 @@ impl Actor {
             l.needs_capture = false;
             if let Ok(screen) = self.runtime.capture(id, 0).await {
                 l.screen = agent::judge_screen(&l.launch, &screen);
-                l.last_line = agent::last_line(&screen);
             }
         }
         // A prompt a previous worker was typing is finished at once: the
@@ -870,36 +865,36 @@ fn prompt_time(l: &Local) -> bool {
     }
 }
 
-fn state_of(l: &Local) -> (&'static str, Option<&'static str>) {
+/// The activity is set only while the agent runs.
+fn state_of(l: &Local) -> (ReportState, ReportActivity) {
     if l.exited.is_some() {
-        return ("exited", Some("exited"));
+        return (ReportState::Exited, ReportActivity::Unspecified);
     }
     let activity = match l.screen {
-        ScreenState::WaitingInput => "waiting_input",
-        ScreenState::Ready => "ready",
-        ScreenState::Other if l.last_output.elapsed() < ACTIVE_WINDOW => "active",
-        ScreenState::Other => "idle",
+        ScreenState::WaitingInput => ReportActivity::WaitingInput,
+        ScreenState::Ready => ReportActivity::Ready,
+        ScreenState::Other if l.last_output.elapsed() < ACTIVE_WINDOW => ReportActivity::Active,
+        ScreenState::Other => ReportActivity::Idle,
     };
-    ("running", Some(activity))
+    (ReportState::Running, activity)
 }
 
 fn report(
     l: &Local,
-    state: &str,
-    activity: Option<&str>,
+    state: ReportState,
+    activity: ReportActivity,
     runtime: &dyn Runtime,
 ) -> pb::SessionReport {
     pb::SessionReport {
         session_id: l.meta.session_id.clone(),
         epoch: l.meta.epoch,
         state: state.into(),
-        activity: activity.unwrap_or_default().into(),
+        activity: activity.into(),
         exit_code: l.exited.as_ref().and_then(|e| e.0),
         reason: l.exited.as_ref().map(|e| e.1.clone()).unwrap_or_default(),
         worktree: l.meta.worktree.display().to_string(),
         branch: l.meta.branch.clone(),
         attach_command: runtime.attach_command(&l.meta.session_id),
-        last_line: l.last_line.clone(),
     }
 }
 
@@ -938,8 +933,7 @@ fn errored(session_id: String, epoch: u64, reason: String) -> pb::worker_message
     pb::worker_message::Msg::Report(pb::SessionReport {
         session_id,
         epoch,
-        state: "errored".into(),
-        activity: "exited".into(),
+        state: ReportState::Errored.into(),
         reason,
         ..Default::default()
     })
@@ -951,15 +945,14 @@ async fn setup(
     settings: &WorkerSettings,
     runtime: &dyn Runtime,
     locks: &workspace::RepoLocks,
-    spec: &pb::SessionSpec,
+    spec: &SessionSpec,
     epoch: u64,
 ) -> Result<Local, String> {
     let id = &spec.session_id;
     let worktree = workspace::worktree_path(&settings.home, &spec.project_id, id);
-    let repo = PathBuf::from(&spec.repo_path);
     workspace::prepare(
         &WorkspaceSpec {
-            repo: &repo,
+            repo: &spec.repo_path,
             path: &worktree,
             branch: &spec.branch,
             base: &spec.default_branch,
@@ -978,14 +971,17 @@ async fn setup(
     let prompt_path = prompt_file(&settings.home, id);
     ao_proto::home::write_private(&prompt_path, spec.prompt.as_bytes())
         .map_err(|e| format!("{}: {e}", prompt_path.display()))?;
-    let agent_spec = spec.agent.clone().unwrap_or_default();
     let path_var = std::env::var("PATH").unwrap_or_default();
-    let launch = agent::resolve(&agent_spec, &path_var).map_err(|e| ao_proto::error_chain(&e))?;
+    let launch = agent::resolve(&spec.agent, &path_var).map_err(|e| ao_proto::error_chain(&e))?;
     let log_path = log_file(&settings.home, id);
-    let mut vars: BTreeMap<String, String> = spec.env.clone().into_iter().collect();
+    let mut vars = spec.env.clone();
     vars.insert(env::AO_SESSION_ID.into(), id.clone());
     vars.insert(env::AO_PROJECT_ID.into(), spec.project_id.clone());
-    vars.insert(env::AO_ISSUE_ID.into(), spec.issue_id.clone());
+    // Set, empty, for a session without an issue, as it always was.
+    vars.insert(
+        env::AO_ISSUE_ID.into(),
+        spec.issue_id.clone().unwrap_or_default(),
+    );
     vars.insert(
         env::AO_PROMPT_FILE.into(),
         prompt_path.display().to_string(),
@@ -1004,10 +1000,7 @@ async fn setup(
         session_id: id.clone(),
         project_id: spec.project_id.clone(),
         epoch,
-        agent: agent_spec.name.clone(),
-        agent_command: agent_spec.command.clone(),
-        ready_pattern: agent_spec.ready_pattern.clone(),
-        input_pattern: agent_spec.input_pattern.clone(),
+        agent: spec.agent.clone(),
         worktree,
         branch,
         log_path: log_path.clone(),
@@ -1042,7 +1035,6 @@ async fn setup(
         last_output: Instant::now(),
         started: Instant::now(),
         screen: ScreenState::Other,
-        last_line: String::new(),
         needs_capture: true,
         exited: None,
         dead_polls: 0,
@@ -1341,19 +1333,20 @@ async fn relay_terminal(
                 Ok(None) | Err(_) => break None,
             },
             who = &mut takeover, if seat_held => match who {
-                Ok(who) => break Some(format!("taken over by {who}")),
+                Ok(who) => break Some(pb::AttachEnd::new(EndReason::TakenOver, who)),
                 // A read-only viewer holds no seat.
                 Err(_) => seat_held = false,
             },
             _ = &mut reader_done => {
                 let alive = session_alive(runtime.as_ref(), &spec.session_id).await;
-                break Some(if alive { "detached" } else { "session ended" }.to_string());
+                let reason = if alive { EndReason::Detached } else { EndReason::SessionEnded };
+                break Some(pb::AttachEnd::new(reason, ""));
             }
             // The agent's pane stays after it exits (remain-on-exit), and so
             // would the viewer's client: end it when the agent is gone.
             _ = check.tick() => {
                 if !session_alive(runtime.as_ref(), &spec.session_id).await {
-                    break Some("session ended".to_string());
+                    break Some(pb::AttachEnd::new(EndReason::SessionEnded, ""));
                 }
             }
         }
@@ -1397,6 +1390,32 @@ mod tests {
     use super::*;
     use crate::runtime::TmuxRuntime;
 
+    #[test]
+    fn version_2_metadata_reads_with_its_empty_strings_as_none() {
+        let v2 = serde_json::json!({
+            "schemaVersion": 2, "sessionId": "app-1", "projectId": "app", "epoch": 3,
+            "agent": "bot", "agentCommand": "./bot.sh", "readyPattern": "", "inputPattern": "",
+            "worktree": "/w/app-1", "branch": "feat/x", "logPath": "/l/app-1.log",
+            "launched": true, "prompt": "submitted",
+        });
+        let meta = serde_json::from_value::<Meta>(v2).unwrap().migrate();
+        assert_eq!(meta.schema_version, META_VERSION);
+        let bot = AgentSpec {
+            name: "bot".into(),
+            command: Some("./bot.sh".into()),
+            ready_pattern: None,
+            input_pattern: None,
+        };
+        assert_eq!(meta.agent, bot);
+        // Saved again under the same keys, without the empty ones.
+        let saved = serde_json::to_value(&meta).unwrap();
+        assert_eq!(saved["agent"], "bot");
+        assert_eq!(saved["agentCommand"], "./bot.sh");
+        assert!(saved.get("readyPattern").is_none(), "{saved}");
+        let again = serde_json::from_value::<Meta>(saved).unwrap().migrate();
+        assert_eq!(again.agent, bot);
+    }
+
     #[tokio::test]
     async fn ids_that_would_name_paths_or_tmux_targets_never_run() {
         let dir = tempfile::tempdir().unwrap();
@@ -1424,7 +1443,6 @@ mod tests {
                     ..Default::default()
                 }),
                 epoch: 1,
-                restore: false,
             })
         };
         for (session, project, rule) in [
@@ -1443,7 +1461,7 @@ mod tests {
                 panic!("no report for {session}");
             };
             assert_eq!(report.session_id, session);
-            assert_eq!(report.state, "errored");
+            assert_eq!(report.state(), ReportState::Errored);
             assert!(report.reason.contains(rule), "{}", report.reason);
         }
         // A stop of such an id deletes nothing outside the worker's files.

@@ -86,8 +86,8 @@ async fn simulated_worker(socket: std::path::PathBuf, id: String, arrivals: Arri
                     let report = pb::SessionReport {
                         session_id: spec.session_id,
                         epoch: a.epoch,
-                        state: "running".into(),
-                        activity: "idle".into(),
+                        state: pb::session_report::State::Running.into(),
+                        activity: pb::session_report::Activity::Idle.into(),
                         worktree: format!("/sim/{id}"),
                         branch: spec.branch,
                         ..Default::default()

@@ -1,0 +1,203 @@
+//! The worker link's wire types to and from the controller's domain types.
+//! Unset enums and `""` for "none" are decided here, once.
+
+use std::collections::BTreeMap;
+
+use ao_proto::pb;
+use ao_proto::pb::session_report::{Activity as WireActivity, State as WireState};
+
+use crate::config::{AgentConfig, ProjectConfig};
+use crate::model::{Activity, SessionRecord};
+use crate::reconcile::{Report, ReportState};
+
+#[derive(Debug, PartialEq, thiserror::Error)]
+pub enum ConvertError {
+    #[error(
+        "session {session}: report state {value} is not one of starting, running, exited, \
+         errored, stopped"
+    )]
+    UnknownReportState { session: String, value: i32 },
+}
+
+/// `""` on the wire means none.
+fn non_empty(s: String) -> Option<String> {
+    (!s.is_empty()).then_some(s)
+}
+
+fn activity(wire: WireActivity) -> Option<Activity> {
+    match wire {
+        WireActivity::Active => Some(Activity::Active),
+        WireActivity::Ready => Some(Activity::Ready),
+        WireActivity::Idle => Some(Activity::Idle),
+        WireActivity::WaitingInput => Some(Activity::WaitingInput),
+        WireActivity::Unspecified => None,
+    }
+}
+
+impl TryFrom<pb::SessionReport> for Report {
+    type Error = ConvertError;
+
+    fn try_from(r: pb::SessionReport) -> Result<Self, ConvertError> {
+        let state = match r.state() {
+            WireState::Starting => ReportState::Starting,
+            WireState::Running => ReportState::Running {
+                activity: activity(r.activity()),
+            },
+            WireState::Exited => ReportState::Exited {
+                code: r.exit_code,
+                reason: non_empty(r.reason),
+            },
+            WireState::Errored => ReportState::Errored { reason: r.reason },
+            WireState::Stopped => ReportState::Stopped,
+            WireState::Unspecified => {
+                return Err(ConvertError::UnknownReportState {
+                    session: r.session_id,
+                    value: r.state,
+                })
+            }
+        };
+        Ok(Report {
+            session_id: r.session_id,
+            epoch: r.epoch,
+            state,
+            worktree: non_empty(r.worktree),
+            branch: non_empty(r.branch),
+            attach_command: non_empty(r.attach_command),
+        })
+    }
+}
+
+/// The assignment of session `s` of `project`; `agent` is its entry in
+/// `agents:` (none for a built-in).
+pub fn assign(
+    s: &SessionRecord,
+    project: &ProjectConfig,
+    agent: Option<&AgentConfig>,
+) -> pb::Assign {
+    let mut env: BTreeMap<String, String> = agent.map(|a| a.env.clone()).unwrap_or_default();
+    env.insert(ao_proto::env::AO_PROJECT_ID.into(), s.project_id.clone());
+    pb::Assign {
+        spec: Some(pb::SessionSpec {
+            session_id: s.id.clone(),
+            project_id: s.project_id.clone(),
+            issue_id: s.issue_id.clone().unwrap_or_default(),
+            repo_path: project.path.clone(),
+            default_branch: project.default_branch().to_string(),
+            branch: s.branch.clone(),
+            agent: Some(pb::AgentSpec {
+                name: s.agent.clone(),
+                command: agent.map(|a| a.command.clone()).unwrap_or_default(),
+                ready_pattern: agent
+                    .and_then(|a| a.ready_pattern.clone())
+                    .unwrap_or_default(),
+                input_pattern: agent
+                    .and_then(|a| a.input_pattern.clone())
+                    .unwrap_or_default(),
+            }),
+            prompt: s.prompt.clone(),
+            post_create: project.post_create.clone(),
+            symlinks: project.symlinks.clone(),
+            env: env.into_iter().collect(),
+        }),
+        epoch: s.epoch,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn wire(state: WireState, activity: WireActivity) -> pb::SessionReport {
+        pb::SessionReport {
+            session_id: "s-1".into(),
+            epoch: 3,
+            state: state.into(),
+            activity: activity.into(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn empty_strings_are_none_and_the_activity_follows_the_state() {
+        let r = Report::try_from(wire(WireState::Running, WireActivity::WaitingInput)).unwrap();
+        assert_eq!(
+            r.state,
+            ReportState::Running {
+                activity: Some(Activity::WaitingInput)
+            }
+        );
+        assert_eq!((r.worktree, r.branch, r.attach_command), (None, None, None));
+        let mut exited = wire(WireState::Exited, WireActivity::Unspecified);
+        exited.exit_code = Some(2);
+        exited.branch = "ao/s-1".into();
+        let r = Report::try_from(exited).unwrap();
+        assert_eq!(r.activity(), Some(Activity::Exited));
+        assert_eq!(r.branch.as_deref(), Some("ao/s-1"));
+        assert_eq!(
+            r.state,
+            ReportState::Exited {
+                code: Some(2),
+                reason: None
+            }
+        );
+    }
+
+    #[test]
+    fn an_assignment_says_none_as_empty_and_carries_the_agents_settings() {
+        let project = ProjectConfig {
+            path: "/repo".into(),
+            post_create: vec!["make".into()],
+            ..Default::default()
+        };
+        let mut s =
+            SessionRecord::example("app-1", Some("w1"), crate::model::SessionStatus::Spawning);
+        s.issue_id = None;
+        s.epoch = 2;
+        let builtin = assign(&s, &project, None);
+        let spec = builtin.spec.unwrap();
+        assert_eq!((spec.issue_id.as_str(), builtin.epoch), ("", 2));
+        assert_eq!(
+            spec.agent.unwrap(),
+            pb::AgentSpec {
+                name: "bot".into(),
+                ..Default::default()
+            }
+        );
+        assert_eq!(
+            spec.env
+                .get(ao_proto::env::AO_PROJECT_ID)
+                .map(String::as_str),
+            Some("app")
+        );
+        assert_eq!(spec.post_create, ["make"]);
+
+        let custom = AgentConfig {
+            command: "./bot.sh".into(),
+            ready_pattern: Some("^> $".into()),
+            input_pattern: None,
+            env: [("K".to_string(), "v".to_string())].into(),
+        };
+        let spec = assign(&s, &project, Some(&custom)).spec.unwrap();
+        let agent = spec.agent.unwrap();
+        assert_eq!(
+            (
+                agent.command.as_str(),
+                agent.ready_pattern.as_str(),
+                agent.input_pattern.as_str()
+            ),
+            ("./bot.sh", "^> $", "")
+        );
+        assert_eq!(spec.env.get("K").map(String::as_str), Some("v"));
+    }
+
+    #[test]
+    fn an_unknown_state_is_refused_with_its_value() {
+        let mut r = wire(WireState::Running, WireActivity::Active);
+        r.state = 42;
+        let err = Report::try_from(r).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "session s-1: report state 42 is not one of starting, running, exited, errored, stopped"
+        );
+    }
+}

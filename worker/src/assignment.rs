@@ -1,0 +1,32 @@
+//! What the controller asks this worker to run, in the worker's terms (the
+//! wire's `Assign`, checked and with its `""`s decided by [`crate::convert`]).
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use crate::agent::AgentSpec;
+
+/// Run a session at an epoch (a newer epoch replaces what runs).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Assignment {
+    pub spec: SessionSpec,
+    pub epoch: u64,
+}
+
+/// One session to set up: where its worktree comes from, the agent and the
+/// task prompt. Its ids are checked: they name files and tmux targets.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SessionSpec {
+    pub session_id: String,
+    pub project_id: String,
+    pub issue_id: Option<String>,
+    pub repo_path: PathBuf,
+    pub default_branch: String,
+    pub branch: String,
+    pub agent: AgentSpec,
+    pub prompt: String,
+    /// `postCreate` commands, run in the new worktree.
+    pub post_create: Vec<String>,
+    pub symlinks: Vec<String>,
+    pub env: BTreeMap<String, String>,
+}
