@@ -172,8 +172,9 @@ impl TmuxRuntime {
                 "can't find pane",
                 "no server running",
                 "error connecting to",
-                // A server whose last session just ended, before it exits.
+                // A server whose last session just ended, as it exits.
                 "no current target",
+                "server exited unexpectedly",
             ];
             if gone.iter().any(|g| stderr.contains(g)) {
                 let id = args
