@@ -18,9 +18,11 @@ use tokio_util::task::{AbortOnDropHandle, TaskTracker};
 
 use crate::cluster::{Cluster, ClusterError};
 use crate::config::Config;
+use crate::error::ControllerError;
+use crate::handle::ControllerHandle;
 use crate::leader::{self, Fence, Leadership};
 use crate::server::{self, ServeError, Services};
-use crate::sessions::{self, ControllerError, ControllerHandle, ControllerSettings};
+use crate::sessions::{self, ControllerSettings};
 use crate::store::etcd::{EtcdStore, EtcdTls};
 use crate::store::{Store, StoreError, StoreLocation};
 

@@ -16,11 +16,10 @@ use tonic::{Request, Response, Status, Streaming};
 
 use crate::cluster::{AdminRecord, Cluster, ClusterError};
 use crate::config::{self, Config};
+use crate::error::ControllerError;
 use crate::events::{self, EventFilter};
+use crate::handle::{BatchOutcome, ControllerHandle, SpawnArgs, Tunnel, WorkerView};
 use crate::model::{rfc3339, EventRecord, SessionRecord};
-use crate::sessions::{
-    BatchOutcome, ControllerError, ControllerHandle, SpawnArgs, Tunnel, WorkerView,
-};
 use crate::store::StoreError;
 
 impl From<ControllerError> for Status {
@@ -165,7 +164,7 @@ fn non_empty(s: String) -> Option<String> {
 }
 
 /// Reads are refused while the store is unavailable rather than served stale.
-fn fresh(handle: &ControllerHandle) -> Result<std::sync::Arc<crate::sessions::Snapshot>, Status> {
+fn fresh(handle: &ControllerHandle) -> Result<std::sync::Arc<crate::handle::Snapshot>, Status> {
     let snap = handle.snapshot();
     match &snap.store_error {
         Some(e) => Err(Status::unavailable(e.clone())),

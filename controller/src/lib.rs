@@ -18,6 +18,8 @@
 //! - [`scheduler`]: placement of sessions on workers.
 //! - [`loads`]: live sessions per worker, project and issue, kept as they change.
 //! - [`reconcile`]: a worker's report of a session, as the actor applies it.
+//! - [`handle`]: the cloneable face of that actor, and what it publishes.
+//! - [`error`]: what a command to the controller can fail with.
 //! - [`sessions`]: the actor that owns all of the above at run time.
 //! - [`grpc`] and [`server`]: the wire.
 
@@ -25,8 +27,10 @@ pub mod app;
 pub mod cluster;
 pub mod config;
 pub mod convert;
+pub mod error;
 pub mod events;
 pub mod grpc;
+pub mod handle;
 pub mod keys;
 pub mod leader;
 pub mod loads;

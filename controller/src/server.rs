@@ -12,7 +12,7 @@ use tonic::service::interceptor::InterceptedService;
 
 use crate::cluster::Cluster;
 use crate::grpc::{ControllerService, JoinService, RequireRole, WorkerLinkService};
-use crate::sessions::ControllerHandle;
+use crate::handle::ControllerHandle;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {

@@ -4,9 +4,10 @@
 use std::time::Duration;
 
 use ao_controller::config::Config;
+use ao_controller::error::ControllerError;
 use ao_controller::keys;
 use ao_controller::leader;
-use ao_controller::sessions::{self, ControllerError};
+use ao_controller::sessions;
 use ao_controller::store::etcd::EtcdStore;
 use ao_controller::store::Store;
 use ao_tests::etcd::EtcdServer;

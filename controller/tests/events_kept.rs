@@ -4,8 +4,9 @@ use std::path::Path;
 use std::sync::Arc;
 
 use ao_controller::config::parse_str;
+use ao_controller::handle::{ControllerHandle, SpawnArgs};
 use ao_controller::keys;
-use ao_controller::sessions::{self, ControllerSettings, SpawnArgs};
+use ao_controller::sessions::{self, ControllerSettings};
 use ao_controller::store::embedded::EmbeddedStore;
 use ao_controller::store::Store;
 
@@ -43,7 +44,7 @@ fn file_ids(home: &Path) -> Vec<u64> {
 }
 
 /// Each spawn with no worker to run it writes one event.
-async fn spawn_n(handle: &sessions::ControllerHandle, n: usize) {
+async fn spawn_n(handle: &ControllerHandle, n: usize) {
     for i in 0..n {
         let args = SpawnArgs {
             project_id: "app".into(),

@@ -5,8 +5,10 @@ use std::path::Path;
 use std::sync::Arc;
 
 use ao_controller::config::{self, Config};
+use ao_controller::error::ControllerError;
+use ao_controller::handle::{ControllerHandle, SpawnArgs};
 use ao_controller::keys;
-use ao_controller::sessions::{self, ControllerError, ControllerHandle, SpawnArgs};
+use ao_controller::sessions;
 use ao_controller::store::embedded::EmbeddedStore;
 use ao_controller::store::{Store, Txn};
 

@@ -1,0 +1,452 @@
+//! The cloneable face of the controller: the commands its actor takes and
+//! the snapshot it publishes. The actor itself is in [`crate::sessions`].
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ao_proto::{input, limits, pb};
+use tokio::sync::{mpsc, oneshot, watch};
+use tonic::Streaming;
+
+use crate::config::Config;
+use crate::error::ControllerError;
+use crate::model::{SessionRecord, SessionStatus, WorkerState};
+use crate::sessions::LinkMeta;
+use crate::store::Store;
+
+/// Every session by id, in id order; cloned in O(1), shared between the
+/// actor and the snapshots it publishes.
+pub type SessionMap = rpds::RedBlackTreeMapSync<String, Arc<SessionRecord>>;
+
+/// What readers see without asking the actor.
+#[derive(Debug, Clone, Default)]
+pub struct Snapshot {
+    /// Set while the store cannot be written or read: what is shown may be stale.
+    pub store_error: Option<String>,
+    pub sessions: SessionMap,
+    pub workers: Vec<WorkerView>,
+    pub projects: Vec<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct WorkerView {
+    pub id: String,
+    pub hostname: String,
+    pub state: WorkerState,
+    pub labels: BTreeMap<String, String>,
+    pub max_sessions: u32,
+    pub sessions: u32,
+    pub connected_at: Option<String>,
+    pub last_seen_at: Option<String>,
+    pub tmux_socket: String,
+    /// Why it is not ready, when it is not.
+    pub reason: Option<String>,
+    pub mem_available_bytes: u64,
+    pub memory_reserve_bytes: u64,
+    pub draining: bool,
+    pub version: String,
+    /// Linked through the local socket (no certificate).
+    pub local: bool,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct SpawnArgs {
+    pub project_id: String,
+    pub issue_id: Option<String>,
+    pub prompt: Option<String>,
+    pub agent: Option<String>,
+    pub branch: Option<String>,
+    pub labels: BTreeMap<String, String>,
+}
+
+impl SpawnArgs {
+    /// Refuses what users send over the content limits, and an issue id
+    /// with control characters, before anything is stored.
+    pub(crate) fn check(&self) -> Result<(), ControllerError> {
+        let name = |what: &str, v: &Option<String>| {
+            limits::check(
+                what,
+                v.as_ref().map_or(0, String::len),
+                limits::MAX_NAME_BYTES,
+            )
+        };
+        limits::check(
+            "the prompt",
+            self.prompt.as_ref().map_or(0, String::len),
+            limits::MAX_PROMPT_BYTES,
+        )?;
+        name("the issue id", &self.issue_id)?;
+        name("the agent name", &self.agent)?;
+        name("the branch name", &self.branch)?;
+        let labels = self.labels.iter().map(|(k, v)| k.len() + v.len()).sum();
+        limits::check("the size of the labels", labels, limits::MAX_LABELS_BYTES)?;
+        if let Some(issue) = &self.issue_id {
+            input::check_name("the issue id", issue)?;
+        }
+        Ok(())
+    }
+}
+
+/// An open tunnel from a worker: its data, and a guard whose drop ends it.
+pub struct Tunnel {
+    pub inbound: Streaming<pb::TunnelUp>,
+    /// Toward the worker (keys, window size); dropping it ends the stream.
+    pub down: mpsc::Sender<pb::TunnelDown>,
+}
+
+type Reply<T> = oneshot::Sender<Result<T, ControllerError>>;
+
+/// What the actor is asked to do; only handles send them.
+pub(crate) enum Command {
+    Apply(Box<Config>, Reply<Vec<String>>),
+    Spawn(SpawnArgs, Reply<SessionRecord>),
+    BatchSpawn(
+        String,
+        Vec<String>,
+        Option<String>,
+        Reply<Vec<BatchOutcome>>,
+    ),
+    /// Session, text, raw.
+    Send(
+        String,
+        String,
+        bool,
+        Reply<oneshot::Receiver<Result<(), String>>>,
+    ),
+    Kill(String, Reply<SessionRecord>),
+    Restore(String, Reply<SessionRecord>),
+    OpenStream(pb::OpenStream, Reply<oneshot::Receiver<Tunnel>>),
+    Record(&'static str, String, String, serde_json::Value),
+    TunnelOpened(u64, Option<String>, Tunnel),
+    WaitSettled(String, oneshot::Sender<SessionRecord>),
+    WorkerHello(
+        u64,
+        pb::Hello,
+        mpsc::Sender<pb::ControllerMessage>,
+        LinkMeta,
+    ),
+    WorkerMessage(u64, String, pb::worker_message::Msg),
+    WorkerGone(u64, String),
+    Drain(String, bool, Reply<WorkerView>),
+    RemoveWorker(String, Reply<()>),
+    StoreProbe(Result<(), String>),
+    Tick,
+}
+
+/// One issue of a batch spawn: a new session, or why none was made.
+#[derive(Debug, Clone)]
+pub enum BatchOutcome {
+    Spawned(Box<SessionRecord>),
+    Skipped { issue: String, existing: String },
+    Failed { issue: String, error: String },
+}
+
+/// The cloneable face of the controller.
+#[derive(Clone)]
+pub struct ControllerHandle {
+    tx: mpsc::Sender<Command>,
+    snapshot: watch::Receiver<Arc<Snapshot>>,
+    store: Arc<dyn Store>,
+    next_conn: Arc<std::sync::atomic::AtomicU64>,
+}
+
+/// How long `spawn --wait` and friends wait for the worker's word.
+pub const SETTLE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// How long a waited spawn watches a running agent that has not yet shown
+/// it waits for work, so that one exiting at once (bad flags, no
+/// credentials) is reported as such rather than as `working`. The worker
+/// sees an exit within its poll interval (0.5 s).
+pub const EARLY_EXIT_WINDOW: Duration = Duration::from_secs(2);
+
+fn early_exit_deadline() -> tokio::time::Instant {
+    tokio::time::Instant::now() + EARLY_EXIT_WINDOW
+}
+
+impl ControllerHandle {
+    /// The handle of the actor that reads `tx` and publishes `snapshot`.
+    pub(crate) fn new(
+        tx: mpsc::Sender<Command>,
+        snapshot: watch::Receiver<Arc<Snapshot>>,
+        store: Arc<dyn Store>,
+    ) -> Self {
+        Self {
+            tx,
+            snapshot,
+            store,
+            next_conn: Arc::new(std::sync::atomic::AtomicU64::new(1)),
+        }
+    }
+
+    async fn ask<T>(&self, make: impl FnOnce(Reply<T>) -> Command) -> Result<T, ControllerError> {
+        let (tx, rx) = oneshot::channel();
+        self.tx
+            .send(make(tx))
+            .await
+            .map_err(|_| ControllerError::ShuttingDown)?;
+        rx.await.map_err(|_| ControllerError::ShuttingDown)?
+    }
+
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.snapshot.borrow().clone()
+    }
+
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    /// Stores `config`, which was validated by [`crate::config::load_file`] or
+    /// [`crate::config::validate_parsed`], and places the sessions that wait.
+    ///
+    /// # Errors
+    /// The store refused the write.
+    pub async fn apply(&self, config: Config) -> Result<Vec<String>, ControllerError> {
+        self.ask(|r| Command::Apply(Box::new(config), r)).await
+    }
+
+    /// Creates a session; with `wait`, returns once its agent runs or failed.
+    ///
+    /// # Errors
+    /// Unknown project or agent, or the store.
+    pub async fn spawn(
+        &self,
+        args: SpawnArgs,
+        wait: bool,
+    ) -> Result<SessionRecord, ControllerError> {
+        let s = self.ask(|r| Command::Spawn(args, r)).await?;
+        if !wait {
+            return Ok(s);
+        }
+        let s = self.settled(s).await;
+        Ok(self.past_early_exit(s, early_exit_deadline()).await)
+    }
+
+    /// # Errors
+    /// Unknown project or agent, or the store.
+    pub async fn batch_spawn(
+        &self,
+        project: String,
+        issues: Vec<String>,
+        agent: Option<String>,
+        wait: bool,
+    ) -> Result<Vec<BatchOutcome>, ControllerError> {
+        let outcomes = self
+            .ask(|r| Command::BatchSpawn(project, issues, agent, r))
+            .await?;
+        let mut out = Vec::with_capacity(outcomes.len());
+        for o in outcomes {
+            out.push(match o {
+                BatchOutcome::Spawned(s) if wait => {
+                    BatchOutcome::Spawned(Box::new(self.settled(*s).await))
+                }
+                other => other,
+            });
+        }
+        if wait {
+            // One window for the whole batch: its agents started together.
+            let deadline = early_exit_deadline();
+            for o in &mut out {
+                if let BatchOutcome::Spawned(s) = o {
+                    **s = self
+                        .past_early_exit(SessionRecord::clone(s), deadline)
+                        .await;
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Waits until the session leaves `spawning` (or the timeout passes).
+    async fn settled(&self, s: SessionRecord) -> SessionRecord {
+        let (tx, rx) = oneshot::channel();
+        if self
+            .tx
+            .send(Command::WaitSettled(s.id.clone(), tx))
+            .await
+            .is_err()
+        {
+            return s;
+        }
+        match tokio::time::timeout(SETTLE_TIMEOUT, rx).await {
+            Ok(Ok(settled)) => settled,
+            _ => self
+                .snapshot()
+                .sessions
+                .get(&s.id)
+                .map_or(s, |now| SessionRecord::clone(now)),
+        }
+    }
+
+    /// `s` once its agent has ended, shown that it waits for work (idle,
+    /// ready, needs input), or is still working at `deadline`.
+    async fn past_early_exit(
+        &self,
+        mut s: SessionRecord,
+        deadline: tokio::time::Instant,
+    ) -> SessionRecord {
+        let mut snapshots = self.snapshot.clone();
+        while s.status == SessionStatus::Working {
+            let Ok(Ok(())) = tokio::time::timeout_at(deadline, snapshots.changed()).await else {
+                break;
+            };
+            // The snapshot may lag the record the waiter got: never step back.
+            if let Some(now) = snapshots.borrow_and_update().sessions.get(&s.id) {
+                if now.status != SessionStatus::Spawning {
+                    s = SessionRecord::clone(now);
+                }
+            }
+        }
+        s
+    }
+
+    /// Types `text` into the session's agent and waits for the worker to
+    /// confirm it arrived.
+    ///
+    /// # Errors
+    /// Unknown or ended session, worker not connected, or not delivered.
+    pub async fn send(&self, id: String, text: String, raw: bool) -> Result<(), ControllerError> {
+        if !raw {
+            input::check_text(&text)?;
+        }
+        let rx = self
+            .ask(|r| Command::Send(id.clone(), text, raw, r))
+            .await?;
+        let outcome = tokio::time::timeout(Duration::from_secs(45), rx).await;
+        match outcome {
+            Ok(Ok(Ok(()))) => Ok(()),
+            Ok(Ok(Err(reason))) => Err(ControllerError::NotDelivered { id, reason }),
+            Ok(Err(_)) => Err(ControllerError::NotDelivered {
+                id,
+                reason: "the worker disconnected".into(),
+            }),
+            Err(_) => Err(ControllerError::NotDelivered {
+                id,
+                reason: "no confirmation from the worker within 45 s".into(),
+            }),
+        }
+    }
+
+    /// # Errors
+    /// Unknown or already killed session.
+    pub async fn kill(&self, id: String) -> Result<SessionRecord, ControllerError> {
+        let s = self.ask(|r| Command::Kill(id, r)).await?;
+        Ok(self.settled(s).await)
+    }
+
+    /// # Errors
+    /// Unknown or live session, or its worker is gone.
+    pub async fn restore(&self, id: String) -> Result<SessionRecord, ControllerError> {
+        let s = self.ask(|r| Command::Restore(id, r)).await?;
+        let s = self.settled(s).await;
+        Ok(self.past_early_exit(s, early_exit_deadline()).await)
+    }
+
+    /// Asks the session's worker to stream its output back through a tunnel.
+    ///
+    /// # Errors
+    /// Unknown session or its worker is not connected.
+    pub async fn open_logs(
+        &self,
+        req: pb::LogsRequest,
+    ) -> Result<oneshot::Receiver<Tunnel>, ControllerError> {
+        let req = pb::OpenStream {
+            stream_id: 0,
+            session_id: req.session_id,
+            follow: req.follow,
+            tail_lines: req.tail_lines,
+            attach: None,
+            since_unix: req.since_unix,
+        };
+        self.ask(|r| Command::OpenStream(req, r)).await
+    }
+
+    /// Asks the session's worker for an interactive terminal.
+    ///
+    /// # Errors
+    /// Unknown session or its worker is not connected.
+    pub async fn open_terminal(
+        &self,
+        start: pb::AttachStart,
+    ) -> Result<oneshot::Receiver<Tunnel>, ControllerError> {
+        let req = pb::OpenStream {
+            stream_id: 0,
+            session_id: start.session_id.clone(),
+            follow: true,
+            tail_lines: 0,
+            attach: Some(start),
+            since_unix: 0,
+        };
+        self.ask(|r| Command::OpenStream(req, r)).await
+    }
+
+    /// Records an event about a session (e.g. who attached).
+    pub async fn record(
+        &self,
+        kind: &'static str,
+        session: &str,
+        message: String,
+        data: serde_json::Value,
+    ) {
+        let _ = self
+            .tx
+            .send(Command::Record(kind, session.to_string(), message, data))
+            .await;
+    }
+
+    /// A worker opened the tunnel of `stream_id`; `caller` is the worker its
+    /// certificate names (`None` on the local socket).
+    pub async fn tunnel_opened(&self, stream_id: u64, caller: Option<String>, tunnel: Tunnel) {
+        let _ = self
+            .tx
+            .send(Command::TunnelOpened(stream_id, caller, tunnel))
+            .await;
+    }
+
+    /// A new worker link; returns its connection number.
+    ///
+    /// The caller stamps `meta.heard` whenever the link delivers a message.
+    pub async fn worker_hello(
+        &self,
+        hello: pb::Hello,
+        tx: mpsc::Sender<pb::ControllerMessage>,
+        meta: LinkMeta,
+    ) -> u64 {
+        let conn = self
+            .next_conn
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let _ = self
+            .tx
+            .send(Command::WorkerHello(conn, hello, tx, meta))
+            .await;
+        conn
+    }
+
+    pub async fn worker_message(&self, conn: u64, worker: String, msg: pb::worker_message::Msg) {
+        let _ = self
+            .tx
+            .send(Command::WorkerMessage(conn, worker, msg))
+            .await;
+    }
+
+    pub async fn worker_gone(&self, conn: u64, worker: String) {
+        let _ = self.tx.send(Command::WorkerGone(conn, worker)).await;
+    }
+
+    /// Stops (or, with `undo`, resumes) placing sessions on a worker.
+    ///
+    /// # Errors
+    /// Unknown worker, or the store refused the write.
+    pub async fn drain(&self, worker: String, undo: bool) -> Result<WorkerView, ControllerError> {
+        self.ask(|r| Command::Drain(worker, undo, r)).await
+    }
+
+    /// Forgets a worker: its link is closed and its live sessions are
+    /// marked stuck. Certificates are revoked by the caller.
+    ///
+    /// # Errors
+    /// Unknown worker, or the store refused the write.
+    pub async fn remove_worker(&self, worker: String) -> Result<(), ControllerError> {
+        self.ask(|r| Command::RemoveWorker(worker, r)).await
+    }
+}
