@@ -772,7 +772,7 @@ impl pb::worker_link_server::WorkerLink for WorkerLinkService {
         }
         let (tx, rx) = mpsc::channel(1024);
         let worker = hello.worker_id.clone();
-        let heard = crate::sessions::LastHeard::new();
+        let heard = crate::liveness::LastHeard::new();
         let admitted = match (&self.cluster, &who) {
             (Some(cluster), Some(who)) => {
                 let (cluster, serial) = (cluster.clone(), who.serial.clone());
@@ -780,7 +780,7 @@ impl pb::worker_link_server::WorkerLink for WorkerLinkService {
             }
             _ => None,
         };
-        let meta = crate::sessions::LinkMeta {
+        let meta = crate::liveness::LinkMeta {
             heard: heard.clone(),
             admitted,
         };

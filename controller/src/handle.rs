@@ -11,8 +11,8 @@ use tonic::Streaming;
 
 use crate::config::Config;
 use crate::error::ControllerError;
+use crate::liveness::LinkMeta;
 use crate::model::{SessionRecord, SessionStatus, WorkerState};
-use crate::sessions::LinkMeta;
 use crate::store::Store;
 
 /// Every session by id, in id order; cloned in O(1), shared between the

@@ -15,6 +15,7 @@
 //! - [`model`]: stored and shown domain types.
 //! - [`events`]: the `events.jsonl` projection of the event log.
 //! - [`leader`]: leader election and write fencing on etcd.
+//! - [`liveness`]: when each worker last spoke, and what its silence means.
 //! - [`scheduler`]: placement of sessions on workers.
 //! - [`loads`]: live sessions per worker, project and issue, kept as they change.
 //! - [`reconcile`]: a worker's report of a session, as the actor applies it.
@@ -33,6 +34,7 @@ pub mod grpc;
 pub mod handle;
 pub mod keys;
 pub mod leader;
+pub mod liveness;
 pub mod loads;
 pub mod model;
 pub mod reconcile;
