@@ -69,6 +69,12 @@ fn owner_of(path: &Path) -> String {
     }
 }
 
+/// The CLI's admin credential made by `ao controller init`: a target's
+/// credentials unless told otherwise.
+pub fn admin_dir(home: &Path) -> PathBuf {
+    home.join("pki").join("admin")
+}
+
 impl Target {
     /// `credentials` defaults to the admin credential that `ao controller
     /// init` made in this machine's `AO_HOME`.
@@ -79,9 +85,9 @@ impl Target {
     ) -> anyhow::Result<Self> {
         let addrs = match flag {
             Some(a) if !a.is_empty() => dial::parse_list(a)?,
-            _ => vec![ControllerAddr::Unix(crate::stack::socket_path(home))],
+            _ => vec![ControllerAddr::Unix(ao_controller::app::socket_path(home))],
         };
-        let credentials = credentials.unwrap_or_else(|| crate::stack::admin_dir(home));
+        let credentials = credentials.unwrap_or_else(|| admin_dir(home));
         Ok(Self { addrs, credentials })
     }
 

@@ -117,7 +117,7 @@ pub async fn run(home: &Path, target: &Target) -> anyhow::Result<ExitCode> {
     };
     line(Level::Ok, "AO_HOME", &home.display().to_string());
     for (what, dir) in [
-        ("admin credential", crate::stack::admin_dir(home)),
+        ("admin credential", crate::commands::admin_dir(home)),
         ("worker credential", crate::stack::worker_dir(home)),
     ] {
         if ao_proto::pki::Credentials::exists(&dir) {

@@ -48,11 +48,6 @@ fn pki_dir(home: &Path, flag: Option<&Path>) -> PathBuf {
     flag.map_or_else(|| home.join("pki"), Path::to_path_buf)
 }
 
-/// The CLI's admin credential made by `ao controller init`.
-pub fn admin_dir(home: &Path) -> PathBuf {
-    home.join("pki").join("admin")
-}
-
 /// Where `ao admin issue` writes credentials unless told otherwise.
 pub fn admins_dir(home: &Path) -> PathBuf {
     home.join("pki").join("admins")
