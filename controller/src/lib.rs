@@ -11,6 +11,7 @@
 //! - [`config`]: `agent-orchestrator.yaml`, loaded and validated.
 //! - [`store`]: the key-value seam (compare-and-swap, prefix list, watch) and
 //!   the embedded redb implementation.
+//! - [`stored`]: the shapes kept in the store, and reading them back.
 //! - [`keys`]: the versioned key layout.
 //! - [`model`]: stored and shown domain types.
 //! - [`events`]: the `events.jsonl` projection of the event log.
@@ -42,3 +43,4 @@ pub mod scheduler;
 pub mod server;
 pub mod sessions;
 pub mod store;
+pub mod stored;

@@ -35,6 +35,7 @@ use crate::model::{
 use crate::reconcile::{self, Report};
 use crate::scheduler::{self, Candidate};
 use crate::store::{decode, encode, Precondition, Store, StoreError, Txn};
+use crate::stored::{Loaded, StoredConfig};
 
 /// How the controller judges workers, and how much history it keeps.
 #[derive(Debug, Clone)]
@@ -182,69 +183,6 @@ pub async fn start(
         }));
     let task = tokio::spawn(actor.run(rx));
     Ok((ControllerHandle::new(tx, snapshot, store), task))
-}
-
-/// Everything the controller keeps in the store, as read at one time.
-struct Loaded {
-    config: Option<Config>,
-    sessions: SessionMap,
-    revs: HashMap<String, u64>,
-    counters: HashMap<String, u64>,
-    workers: Vec<WorkerRecord>,
-    event_seq: u64,
-}
-
-impl Loaded {
-    async fn read(store: &dyn Store) -> Result<Self, ControllerError> {
-        let mut revs = HashMap::new();
-        let config = match store.get(keys::CONFIG).await? {
-            Some(v) => {
-                revs.insert(v.key.clone(), v.mod_revision);
-                Some(decode::<StoredConfig>(&v)?.config)
-            }
-            None => None,
-        };
-        let mut sessions = SessionMap::new_sync();
-        for v in store.list(keys::SESSIONS).await?.items {
-            let s: SessionRecord = decode(&v)?;
-            revs.insert(v.key.clone(), v.mod_revision);
-            sessions.insert_mut(s.id.clone(), Arc::new(s));
-        }
-        let mut counters = HashMap::new();
-        for v in store.list(&keys::counter("")).await?.items {
-            let n: u64 = decode(&v)?;
-            let project = v.key.trim_start_matches(&keys::counter("")).to_string();
-            revs.insert(v.key.clone(), v.mod_revision);
-            counters.insert(project, n);
-        }
-        let mut workers = Vec::new();
-        for v in store.list(keys::WORKERS).await?.items {
-            workers.push(decode::<WorkerRecord>(&v)?);
-            revs.insert(v.key.clone(), v.mod_revision);
-        }
-        let event_seq = match store.get(keys::EVENT_SEQ).await? {
-            Some(v) => {
-                revs.insert(v.key.clone(), v.mod_revision);
-                decode(&v)?
-            }
-            None => 0,
-        };
-        Ok(Self {
-            config,
-            sessions,
-            revs,
-            counters,
-            workers,
-            event_seq,
-        })
-    }
-}
-
-#[derive(serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct StoredConfig {
-    schema_version: u32,
-    config: Config,
 }
 
 impl Actor {

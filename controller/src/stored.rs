@@ -1,0 +1,76 @@
+//! The shapes the controller keeps in the store, and how its state is
+//! read back from there at start and after a store outage.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use crate::config::Config;
+use crate::error::ControllerError;
+use crate::handle::SessionMap;
+use crate::keys;
+use crate::model::{SessionRecord, WorkerRecord};
+use crate::store::{decode, Store};
+
+/// Everything the controller keeps in the store, as read at one time.
+pub(crate) struct Loaded {
+    pub(crate) config: Option<Config>,
+    pub(crate) sessions: SessionMap,
+    pub(crate) revs: HashMap<String, u64>,
+    pub(crate) counters: HashMap<String, u64>,
+    pub(crate) workers: Vec<WorkerRecord>,
+    pub(crate) event_seq: u64,
+}
+
+impl Loaded {
+    pub(crate) async fn read(store: &dyn Store) -> Result<Self, ControllerError> {
+        let mut revs = HashMap::new();
+        let config = match store.get(keys::CONFIG).await? {
+            Some(v) => {
+                revs.insert(v.key.clone(), v.mod_revision);
+                Some(decode::<StoredConfig>(&v)?.config)
+            }
+            None => None,
+        };
+        let mut sessions = SessionMap::new_sync();
+        for v in store.list(keys::SESSIONS).await?.items {
+            let s: SessionRecord = decode(&v)?;
+            revs.insert(v.key.clone(), v.mod_revision);
+            sessions.insert_mut(s.id.clone(), Arc::new(s));
+        }
+        let mut counters = HashMap::new();
+        for v in store.list(&keys::counter("")).await?.items {
+            let n: u64 = decode(&v)?;
+            let project = v.key.trim_start_matches(&keys::counter("")).to_string();
+            revs.insert(v.key.clone(), v.mod_revision);
+            counters.insert(project, n);
+        }
+        let mut workers = Vec::new();
+        for v in store.list(keys::WORKERS).await?.items {
+            workers.push(decode::<WorkerRecord>(&v)?);
+            revs.insert(v.key.clone(), v.mod_revision);
+        }
+        let event_seq = match store.get(keys::EVENT_SEQ).await? {
+            Some(v) => {
+                revs.insert(v.key.clone(), v.mod_revision);
+                decode(&v)?
+            }
+            None => 0,
+        };
+        Ok(Self {
+            config,
+            sessions,
+            revs,
+            counters,
+            workers,
+            event_seq,
+        })
+    }
+}
+
+/// The applied config as the store keeps it.
+#[derive(serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct StoredConfig {
+    pub(crate) schema_version: u32,
+    pub(crate) config: Config,
+}
