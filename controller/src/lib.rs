@@ -17,6 +17,7 @@
 //! - [`events`]: the `events.jsonl` projection of the event log.
 //! - [`leader`]: leader election and write fencing on etcd.
 //! - [`liveness`]: when each worker last spoke, and what its silence means.
+//! - [`defaults`]: a new session's branch and prompt when its spawn gives none.
 //! - [`scheduler`]: placement of sessions on workers.
 //! - [`loads`]: live sessions per worker, project and issue, kept as they change.
 //! - [`reconcile`]: a worker's report of a session, as the actor applies it.
@@ -29,6 +30,7 @@ pub mod app;
 pub mod cluster;
 pub mod config;
 pub mod convert;
+pub mod defaults;
 pub mod error;
 pub mod events;
 pub mod grpc;
