@@ -21,9 +21,9 @@
 //! - [`scheduler`]: placement of sessions on workers.
 //! - [`loads`]: live sessions per worker, project and issue, kept as they change.
 //! - [`reconcile`]: a worker's report of a session, as the actor applies it.
+//! - [`sessions`]: the actor that owns all of the above at run time.
 //! - [`handle`]: the cloneable face of that actor, and what it publishes.
 //! - [`error`]: what a command to the controller can fail with.
-//! - [`sessions`]: the actor that owns all of the above at run time.
 //! - [`grpc`] and [`server`]: the wire.
 
 pub mod app;
