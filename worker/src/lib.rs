@@ -10,6 +10,7 @@
 //! - [`agent`]: adapters for built-in and configured agents.
 //! - [`assignment`]: what the controller asks this worker to run.
 //! - [`convert`]: the controller's wire types into the worker's domain types.
+//! - `delivery`: typing prompts and messages into an agent.
 //! - [`output`]: per-session ring buffer and viewers.
 //! - [`sessions`]: the actor that owns local sessions.
 //! - [`terminal`]: `ao attach` through a tmux client in a pseudo-terminal.
@@ -18,6 +19,7 @@
 pub mod agent;
 pub mod assignment;
 pub mod convert;
+mod delivery;
 pub mod link;
 pub mod output;
 pub mod runtime;

@@ -24,6 +24,10 @@ use tonic::transport::Channel;
 use crate::agent::{self, AgentSpec, Launch, ScreenState};
 use crate::assignment::{Assignment, SessionSpec};
 use crate::convert;
+use crate::delivery::{
+    crash_point, deliver, echo_needle, resume_prompt, type_and_confirm, PromptEvidence, PromptStep,
+    Undelivered, HISTORY,
+};
 use crate::output::{self, Output};
 use crate::runtime::{PaneState, Runtime, StartSpec};
 use crate::terminal::{Terminal, TerminalSpec};
@@ -36,8 +40,6 @@ const ACTIVE_WINDOW: Duration = Duration::from_secs(2);
 const QUIET_BEFORE_PROMPT: Duration = Duration::from_millis(1500);
 /// Polls to wait for the exit status of a pane tmux already calls dead.
 const DEAD_POLLS_FOR_STATUS: u32 = 10;
-/// How long typed input may take to show on the screen.
-const ECHO_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The version of [`Meta`] this worker writes.
 const META_VERSION: u32 = 3;
@@ -73,33 +75,6 @@ struct Meta {
 
 fn yes() -> bool {
     true
-}
-
-/// How far delivering the task prompt got. Each step is on disk before
-/// the step is taken, so a worker that dies in the middle knows what to
-/// check on the screen when it comes back: the prompt is typed once and
-/// submitted once, whatever the moment of the crash.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-enum PromptStep {
-    /// Not typed yet.
-    #[default]
-    Pending,
-    /// Being typed, or typed and not yet submitted with Enter.
-    Typing,
-    /// Enter was pressed after the prompt.
-    Submitted,
-}
-
-/// What tells, after a crash, whether the prompt had been typed: where the
-/// log was and how often the end of the prompt showed in the scrollback
-/// before it was typed. The log keeps everything (the scrollback only the
-/// last lines); the screen also sees what a full-screen agent redraws.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct PromptEvidence {
-    log: output::LogPosition,
-    echoes: usize,
 }
 
 impl Meta {
@@ -1040,164 +1015,6 @@ async fn setup(
         dead_polls: 0,
         reported: None,
     })
-}
-
-/// Why a message was not confirmed, and whether Enter was pressed anyway.
-#[derive(Debug)]
-struct Undelivered {
-    submitted: bool,
-    reason: String,
-}
-
-impl Undelivered {
-    fn before_typing(e: impl ToString) -> Self {
-        Self {
-            submitted: false,
-            reason: e.to_string(),
-        }
-    }
-}
-
-/// How much scrollback is searched for typed text.
-const HISTORY: u32 = 2000;
-
-/// What shows on the screen once `text` is typed: the end of its last line.
-fn echo_needle(text: &str) -> String {
-    let line = text
-        .lines()
-        .rev()
-        .map(str::trim)
-        .find(|l| !l.is_empty())
-        .unwrap_or("");
-    // A tab shows as spaces: look for what follows the last one.
-    let after_tab: Vec<char> = line.rsplit('\t').next().unwrap_or("").chars().collect();
-    after_tab[after_tab.len().saturating_sub(60)..]
-        .iter()
-        .collect()
-}
-
-/// Types `text`, confirms it shows on the screen (an interactive agent's
-/// terminal echoes what it is typed), then presses Enter. Checking before
-/// Enter matters: an agent that prints a lot in answer would scroll the
-/// typed line away before it could be seen.
-async fn deliver(
-    runtime: &dyn Runtime,
-    keyboard: &tokio::sync::Mutex<()>,
-    id: &str,
-    text: &str,
-) -> Result<(), Undelivered> {
-    // One message at a time: typed text and its Enter must not interleave
-    // with another message's (the prompt and an `ao send`, say).
-    let _turn = keyboard.lock().await;
-    let before = runtime
-        .capture(id, HISTORY)
-        .await
-        .map_err(Undelivered::before_typing)?
-        .matches(echo_needle(text).as_str())
-        .count();
-    type_and_confirm(runtime, id, text, before).await
-}
-
-/// [`deliver`]'s typing, confirming and Enter, for a caller that holds the
-/// keyboard and counted how often the end of `text` showed before.
-async fn type_and_confirm(
-    runtime: &dyn Runtime,
-    id: &str,
-    text: &str,
-    before: usize,
-) -> Result<(), Undelivered> {
-    let needle = echo_needle(text);
-    runtime
-        .write_input(id, text, false)
-        .await
-        .map_err(Undelivered::before_typing)?;
-    crash_point("prompt-typed");
-    let deadline = Instant::now() + ECHO_TIMEOUT;
-    let mut seen = needle.is_empty();
-    while !seen && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        match runtime.capture(id, HISTORY).await {
-            Ok(screen) => seen = screen.matches(needle.as_str()).count() > before,
-            Err(e) => {
-                return Err(Undelivered {
-                    submitted: false,
-                    reason: e.to_string(),
-                })
-            }
-        }
-    }
-    // Enter either way: typed text left unsubmitted would mix with the next input.
-    runtime
-        .write_input(id, "", true)
-        .await
-        .map_err(|e| Undelivered {
-            submitted: false,
-            reason: e.to_string(),
-        })?;
-    if seen {
-        Ok(())
-    } else {
-        Err(Undelivered {
-            submitted: true,
-            reason: format!(
-                "typed, but `{needle}` did not appear on the agent's screen within {} s",
-                ECHO_TIMEOUT.as_secs()
-            ),
-        })
-    }
-}
-
-/// Finishes delivering a prompt that a previous worker was typing when it
-/// died. Typed but not submitted, the end of the prompt is on the cursor's
-/// line and only Enter is missing; submitted, it showed after the recorded
-/// point of the log, or more often in the scrollback than before typing;
-/// otherwise it was never typed, and is typed now.
-async fn resume_prompt(
-    runtime: &dyn Runtime,
-    keyboard: &tokio::sync::Mutex<()>,
-    id: &str,
-    text: &str,
-    log: &Path,
-    before: PromptEvidence,
-) -> Result<(), Undelivered> {
-    let _turn = keyboard.lock().await;
-    let needle = echo_needle(text);
-    let cursor = runtime
-        .cursor_line(id)
-        .await
-        .map_err(Undelivered::before_typing)?;
-    if !needle.is_empty() && cursor.trim_end().ends_with(&needle) {
-        tracing::info!(session = %id, "submitting a prompt typed before a crash");
-        return runtime
-            .write_input(id, "", true)
-            .await
-            .map_err(Undelivered::before_typing);
-    }
-    let echoes = runtime
-        .capture(id, HISTORY)
-        .await
-        .map_err(Undelivered::before_typing)?
-        .matches(needle.as_str())
-        .count();
-    let logged = output::shown_since(log, before.log, &needle).unwrap_or_else(|e| {
-        tracing::warn!(session = %id, "cannot search the terminal log: {e}");
-        false
-    });
-    if echoes > before.echoes || logged {
-        tracing::info!(session = %id, "the prompt was submitted before a crash");
-        return Ok(());
-    }
-    type_and_confirm(runtime, id, text, echoes).await
-}
-
-/// Test-only crash points: with `AO_FAULT=<name>` the process exits at once
-/// at the point of that name, as a `kill -9` there would end it, so tests
-/// can show what a crash at that moment loses.
-fn crash_point(name: &str) {
-    if std::env::var(env::AO_FAULT).is_ok_and(|v| v == name) {
-        tracing::error!("AO_FAULT={name}: exiting here");
-        std::process::exit(86);
-    }
 }
 
 enum History {
