@@ -13,6 +13,7 @@
 //! - `delivery`: typing prompts and messages into an agent.
 //! - [`output`]: per-session ring buffer and viewers.
 //! - [`sessions`]: the actor that owns local sessions.
+//! - `viewers`: output streams and terminals carried on tunnels.
 //! - [`terminal`]: `ao attach` through a tmux client in a pseudo-terminal.
 //! - [`link`]: the stream to the controller.
 
@@ -25,6 +26,7 @@ pub mod output;
 pub mod runtime;
 pub mod sessions;
 pub mod terminal;
+mod viewers;
 pub mod workspace;
 
 use std::sync::Arc;
