@@ -38,11 +38,6 @@ use tokio_util::task::TaskTracker;
 pub use link::{LinkConfig, LinkError};
 pub use sessions::WorkerSettings;
 
-/// The tmux socket of a worker whose state lives in `home`.
-pub fn tmux_socket(home: &std::path::Path) -> std::path::PathBuf {
-    home.join("tmux.sock")
-}
-
 /// Runs a worker, dialing the first controller that answers, until `stop`
 /// is cancelled. What it starts in the background belongs to `tasks`.
 /// Agent sessions keep running after it returns and are re-adopted by the
@@ -57,7 +52,7 @@ pub async fn run(
     stop: CancellationToken,
 ) -> Result<(), LinkError> {
     let settings = Arc::new(settings);
-    let socket = tmux_socket(&settings.home);
+    let socket = settings.home.tmux_socket();
     let mut runtime = runtime::TmuxRuntime::new(socket.clone());
     // This binary writes the terminal logs, rotating them; tmux runs it
     // for each pane, so it keeps writing while no worker runs.

@@ -8,10 +8,11 @@
 //! its inventory.
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use ao_proto::home::Home;
 use ao_proto::pb::session_report::{Activity as ReportActivity, State as ReportState};
 use ao_proto::{env, names, pb};
 use serde::{Deserialize, Serialize};
@@ -134,7 +135,7 @@ struct Local {
 pub struct WorkerSettings {
     pub id: String,
     pub hostname: String,
-    pub home: PathBuf,
+    pub home: Home,
     pub labels: BTreeMap<String, String>,
     pub max_sessions: u32,
     /// Bytes of memory to keep free: no session is placed here below it.
@@ -193,14 +194,6 @@ struct Actor {
     tasks: TaskTracker,
 }
 
-fn meta_dir(home: &Path) -> PathBuf {
-    home.join("worker").join("sessions")
-}
-
-fn session_dir(home: &Path, id: &str) -> PathBuf {
-    home.join("sessions").join(id)
-}
-
 /// Starts the actor, re-adopting the sessions the runtime still holds.
 pub async fn start(
     settings: Arc<WorkerSettings>,
@@ -227,7 +220,7 @@ pub async fn start(
 
 impl Actor {
     async fn adopt(&mut self) {
-        let dir = meta_dir(&self.settings.home);
+        let dir = self.settings.home.session_metas();
         let Ok(entries) = std::fs::read_dir(&dir) else {
             return;
         };
@@ -439,7 +432,7 @@ impl Actor {
                     // it started must not run on untracked. A newer set-up
                     // stops it itself before starting.
                     if !self.setting_up.contains_key(&id) {
-                        let _ = std::fs::remove_file(meta_path(&self.settings.home, &id));
+                        let _ = std::fs::remove_file(self.settings.home.session_meta(&id));
                         let runtime = self.runtime.clone();
                         self.tasks.spawn(async move {
                             if let Err(e) = runtime.stop(&id).await {
@@ -459,7 +452,7 @@ impl Actor {
                     return;
                 }
                 self.setting_up.remove(&id);
-                let _ = std::fs::remove_file(meta_path(&self.settings.home, &id));
+                let _ = std::fs::remove_file(self.settings.home.session_meta(&id));
                 tracing::warn!(session = %id, "setup failed: {reason}");
                 self.send(errored(id, epoch, reason));
             }
@@ -482,7 +475,7 @@ impl Actor {
         if let Some(mut l) = self.sessions.remove(&s.session_id) {
             l.output.close_viewers();
         }
-        let _ = std::fs::remove_file(meta_path(&self.settings.home, &s.session_id));
+        let _ = std::fs::remove_file(self.settings.home.session_meta(&s.session_id));
         let runtime = self.runtime.clone();
         let reports = self.reports.clone();
         self.tasks.spawn(async move {
@@ -580,7 +573,7 @@ impl Actor {
             }
             None => {
                 // An ended session: its log file is still here.
-                let log = log_file(&self.settings.home, &o.session_id);
+                let log = self.settings.home.terminal_log(&o.session_id);
                 let Ok(meta) = std::fs::metadata(&log) else {
                     let _ = tx.try_send(pb::TunnelUp {
                         msg: Some(pb::tunnel_up::Msg::Error(format!(
@@ -676,7 +669,7 @@ impl Actor {
             }
         };
         let spec = TerminalSpec {
-            socket: crate::tmux_socket(&self.settings.home),
+            socket: self.settings.home.tmux_socket(),
             session_id: start.session_id.clone(),
             read_only: start.read_only,
             cols: start.cols.clamp(1, u16::MAX.into()) as u16,
@@ -757,7 +750,7 @@ impl Actor {
         let resumed = l.meta.prompt == PromptStep::Typing;
         if l.prompt_pending && l.exited.is_none() && (resumed || prompt_time(l)) {
             let prompt =
-                std::fs::read_to_string(prompt_file(&self.settings.home, id)).unwrap_or_default();
+                std::fs::read_to_string(self.settings.home.prompt_file(id)).unwrap_or_default();
             let text = prompt.trim_end().to_string();
             if !resumed {
                 let Ok(screen) = self.runtime.capture(id, HISTORY).await else {
@@ -872,13 +865,9 @@ fn report(
     }
 }
 
-fn meta_path(home: &Path, id: &str) -> PathBuf {
-    meta_dir(home).join(format!("{id}.json"))
-}
-
-fn write_meta(home: &Path, meta: &Meta) {
-    let dir = meta_dir(home);
-    let path = meta_path(home, &meta.session_id);
+fn write_meta(home: &Home, meta: &Meta) {
+    let dir = home.session_metas();
+    let path = home.session_meta(&meta.session_id);
     let tmp = path.with_extension("json.tmp");
     let written = ao_proto::home::create_private_dir(&dir)
         .and_then(|()| {
@@ -891,15 +880,6 @@ fn write_meta(home: &Path, meta: &Meta) {
     if let Err(e) = written {
         tracing::error!(file = %path.display(), "cannot save session metadata: {e}");
     }
-}
-
-fn prompt_file(home: &Path, id: &str) -> PathBuf {
-    session_dir(home, id).join("prompt.md")
-}
-
-/// Everything the session's terminal showed (kept after the session ends).
-fn log_file(home: &Path, id: &str) -> PathBuf {
-    session_dir(home, id).join("terminal.log")
 }
 
 /// The report of an assignment that could not be set up.
@@ -923,7 +903,7 @@ async fn setup(
     epoch: u64,
 ) -> Result<Local, String> {
     let id = &spec.session_id;
-    let worktree = workspace::worktree_path(&settings.home, &spec.project_id, id);
+    let worktree = settings.home.worktree(&spec.project_id, id);
     workspace::prepare(
         &WorkspaceSpec {
             repo: &spec.repo_path,
@@ -940,14 +920,14 @@ async fn setup(
     let branch = workspace::current_branch(&worktree)
         .await
         .unwrap_or_else(|| spec.branch.clone());
-    let dir = session_dir(&settings.home, id);
+    let dir = settings.home.session_dir(id);
     ao_proto::home::create_private_dir(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-    let prompt_path = prompt_file(&settings.home, id);
+    let prompt_path = settings.home.prompt_file(id);
     ao_proto::home::write_private(&prompt_path, spec.prompt.as_bytes())
         .map_err(|e| format!("{}: {e}", prompt_path.display()))?;
     let path_var = std::env::var("PATH").unwrap_or_default();
     let launch = agent::resolve(&spec.agent, &path_var).map_err(|e| ao_proto::error_chain(&e))?;
-    let log_path = log_file(&settings.home, id);
+    let log_path = settings.home.terminal_log(id);
     let mut vars = spec.env.clone();
     vars.insert(env::AO_SESSION_ID.into(), id.clone());
     vars.insert(env::AO_PROJECT_ID.into(), spec.project_id.clone());
@@ -1055,7 +1035,7 @@ mod tests {
         let settings = Arc::new(WorkerSettings {
             id: "w".into(),
             hostname: "h".into(),
-            home: home.clone(),
+            home: Home::new(&home),
             labels: BTreeMap::new(),
             max_sessions: 10,
             memory_reserve: 0,
