@@ -11,6 +11,7 @@
 //! - [`assignment`]: what the controller asks this worker to run.
 //! - [`convert`]: the controller's wire types into the worker's domain types.
 //! - `delivery`: typing prompts and messages into an agent.
+//! - `meta`: what a worker keeps per session across restarts.
 //! - [`output`]: per-session ring buffer and viewers.
 //! - [`sessions`]: the actor that owns local sessions.
 //! - `viewers`: output streams and terminals carried on tunnels.
@@ -22,6 +23,7 @@ pub mod assignment;
 pub mod convert;
 mod delivery;
 pub mod link;
+mod meta;
 pub mod output;
 pub mod runtime;
 pub mod sessions;

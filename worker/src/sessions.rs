@@ -8,25 +8,23 @@
 //! its inventory.
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ao_proto::home::Home;
 use ao_proto::pb::session_report::{Activity as ReportActivity, State as ReportState};
 use ao_proto::{env, names, pb};
-use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::task::TaskTracker;
 use tonic::transport::Channel;
 
-use crate::agent::{self, AgentSpec, Launch, ScreenState};
+use crate::agent::{self, Launch, ScreenState};
 use crate::assignment::{Assignment, SessionSpec};
-use crate::convert;
 use crate::delivery::{
     crash_point, deliver, echo_needle, resume_prompt, type_and_confirm, PromptEvidence, PromptStep,
     Undelivered, HISTORY,
 };
+use crate::meta::{SessionMeta, META_VERSION};
 use crate::output::{self, Output};
 use crate::runtime::{PaneState, Runtime, StartSpec};
 use crate::terminal::TerminalSpec;
@@ -40,60 +38,6 @@ const ACTIVE_WINDOW: Duration = Duration::from_secs(2);
 const QUIET_BEFORE_PROMPT: Duration = Duration::from_millis(1500);
 /// Polls to wait for the exit status of a pane tmux already calls dead.
 const DEAD_POLLS_FOR_STATUS: u32 = 10;
-
-/// The version of [`Meta`] this worker writes.
-const META_VERSION: u32 = 3;
-
-/// What survives a worker restart, per session.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct Meta {
-    schema_version: u32,
-    session_id: String,
-    project_id: String,
-    epoch: u64,
-    #[serde(flatten)]
-    agent: AgentSpec,
-    worktree: PathBuf,
-    branch: String,
-    log_path: PathBuf,
-    /// Written before the runtime starts the agent, so that a crash in
-    /// between cannot leave an agent no metadata names; false until the
-    /// start returned.
-    #[serde(default = "yes")]
-    launched: bool,
-    /// How far the task prompt got, recorded before each step is taken.
-    #[serde(default)]
-    prompt: PromptStep,
-    /// What the terminal had shown before the prompt was typed.
-    #[serde(default)]
-    prompt_evidence: PromptEvidence,
-    /// Version 1's record of the prompt; read by [`Meta::migrate`] only.
-    #[serde(default, skip_serializing)]
-    prompt_delivered: bool,
-}
-
-fn yes() -> bool {
-    true
-}
-
-impl Meta {
-    /// Brings metadata of an older worker to [`META_VERSION`].
-    fn migrate(mut self) -> Self {
-        if self.schema_version < 2 && self.prompt_delivered {
-            self.prompt = PromptStep::Submitted;
-        }
-        if self.schema_version < 3 {
-            // Version 2 wrote "" for a command or pattern the agent has not.
-            let a = &mut self.agent;
-            for field in [&mut a.command, &mut a.ready_pattern, &mut a.input_pattern] {
-                *field = field.take().and_then(convert::non_empty);
-            }
-        }
-        self.schema_version = META_VERSION;
-        self
-    }
-}
 
 /// The last report sent for a session.
 #[derive(Debug, Clone, PartialEq)]
@@ -118,7 +62,7 @@ struct Local {
     writer: Option<Writer>,
     /// Held while a message is typed in, so that messages do not interleave.
     keyboard: Arc<tokio::sync::Mutex<()>>,
-    meta: Meta,
+    meta: SessionMeta,
     launch: Launch,
     output: Output,
     last_output: Instant,
@@ -230,11 +174,8 @@ impl Actor {
         });
         for entry in entries.flatten() {
             let path = entry.path();
-            let meta: Meta = match std::fs::read(&path)
-                .map_err(|e| e.to_string())
-                .and_then(|b| serde_json::from_slice::<Meta>(&b).map_err(|e| e.to_string()))
-            {
-                Ok(m) => m.migrate(),
+            let meta = match SessionMeta::read(&path) {
+                Ok(m) => m,
                 Err(e) => {
                     tracing::warn!(file = %path.display(), "skipping unreadable session metadata: {e}");
                     continue;
@@ -332,13 +273,13 @@ impl Actor {
             Command::PromptSubmitted(id) => {
                 if let Some(l) = self.sessions.get_mut(&id) {
                     l.meta.prompt = PromptStep::Submitted;
-                    write_meta(&self.settings.home, &l.meta);
+                    l.meta.save(&self.settings.home);
                 }
             }
             Command::PromptNotTyped(id) => {
                 if let Some(l) = self.sessions.get_mut(&id) {
                     l.meta.prompt = PromptStep::Pending;
-                    write_meta(&self.settings.home, &l.meta);
+                    l.meta.save(&self.settings.home);
                     l.prompt_pending = true;
                 }
             }
@@ -443,7 +384,7 @@ impl Actor {
                     return;
                 }
                 self.setting_up.remove(&id);
-                write_meta(&self.settings.home, &local.meta);
+                local.meta.save(&self.settings.home);
                 self.sessions.insert(id, local);
                 self.poll().await;
             }
@@ -762,7 +703,7 @@ impl Actor {
                     echoes: screen.matches(echo_needle(&text).as_str()).count(),
                 };
                 l.meta.prompt = PromptStep::Typing;
-                write_meta(&self.settings.home, &l.meta);
+                l.meta.save(&self.settings.home);
             }
             l.prompt_pending = false;
             let evidence = l.meta.prompt_evidence;
@@ -865,23 +806,6 @@ fn report(
     }
 }
 
-fn write_meta(home: &Home, meta: &Meta) {
-    let dir = home.session_metas();
-    let path = home.session_meta(&meta.session_id);
-    let tmp = path.with_extension("json.tmp");
-    let written = ao_proto::home::create_private_dir(&dir)
-        .and_then(|()| {
-            ao_proto::home::write_private(
-                &tmp,
-                &serde_json::to_vec_pretty(meta).expect("meta serializes"),
-            )
-        })
-        .and_then(|()| std::fs::rename(&tmp, &path));
-    if let Err(e) = written {
-        tracing::error!(file = %path.display(), "cannot save session metadata: {e}");
-    }
-}
-
 /// The report of an assignment that could not be set up.
 fn errored(session_id: String, epoch: u64, reason: String) -> pb::worker_message::Msg {
     pb::worker_message::Msg::Report(pb::SessionReport {
@@ -949,7 +873,7 @@ async fn setup(
         .stop(id)
         .await
         .map_err(|e| ao_proto::error_chain(&e))?;
-    let mut meta = Meta {
+    let mut meta = SessionMeta {
         schema_version: META_VERSION,
         session_id: id.clone(),
         project_id: spec.project_id.clone(),
@@ -967,7 +891,7 @@ async fn setup(
         prompt_evidence: PromptEvidence::default(),
         prompt_delivered: false,
     };
-    write_meta(&settings.home, &meta);
+    meta.save(&settings.home);
     runtime
         .start(&StartSpec {
             id: id.clone(),
@@ -1000,32 +924,6 @@ async fn setup(
 mod tests {
     use super::*;
     use crate::runtime::TmuxRuntime;
-
-    #[test]
-    fn version_2_metadata_reads_with_its_empty_strings_as_none() {
-        let v2 = serde_json::json!({
-            "schemaVersion": 2, "sessionId": "app-1", "projectId": "app", "epoch": 3,
-            "agent": "bot", "agentCommand": "./bot.sh", "readyPattern": "", "inputPattern": "",
-            "worktree": "/w/app-1", "branch": "feat/x", "logPath": "/l/app-1.log",
-            "launched": true, "prompt": "submitted",
-        });
-        let meta = serde_json::from_value::<Meta>(v2).unwrap().migrate();
-        assert_eq!(meta.schema_version, META_VERSION);
-        let bot = AgentSpec {
-            name: "bot".into(),
-            command: Some("./bot.sh".into()),
-            ready_pattern: None,
-            input_pattern: None,
-        };
-        assert_eq!(meta.agent, bot);
-        // Saved again under the same keys, without the empty ones.
-        let saved = serde_json::to_value(&meta).unwrap();
-        assert_eq!(saved["agent"], "bot");
-        assert_eq!(saved["agentCommand"], "./bot.sh");
-        assert!(saved.get("readyPattern").is_none(), "{saved}");
-        let again = serde_json::from_value::<Meta>(saved).unwrap().migrate();
-        assert_eq!(again.agent, bot);
-    }
 
     #[tokio::test]
     async fn ids_that_would_name_paths_or_tmux_targets_never_run() {
