@@ -15,6 +15,7 @@
 //! - [`output`]: per-session ring buffer and viewers.
 //! - [`sessions`]: the actor that owns local sessions.
 //! - `viewers`: output streams and terminals carried on tunnels.
+//! - `setup`: a session's worktree, files and agent start.
 //! - [`terminal`]: `ao attach` through a tmux client in a pseudo-terminal.
 //! - [`link`]: the stream to the controller.
 
@@ -27,6 +28,7 @@ mod meta;
 pub mod output;
 pub mod runtime;
 pub mod sessions;
+mod setup;
 pub mod terminal;
 mod viewers;
 pub mod workspace;

@@ -13,23 +13,24 @@ use std::time::{Duration, Instant};
 
 use ao_proto::home::Home;
 use ao_proto::pb::session_report::{Activity as ReportActivity, State as ReportState};
-use ao_proto::{env, names, pb};
+use ao_proto::{names, pb};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::task::TaskTracker;
 use tonic::transport::Channel;
 
 use crate::agent::{self, Launch, ScreenState};
-use crate::assignment::{Assignment, SessionSpec};
+use crate::assignment::Assignment;
 use crate::delivery::{
     crash_point, deliver, echo_needle, resume_prompt, type_and_confirm, PromptEvidence, PromptStep,
     Undelivered, HISTORY,
 };
-use crate::meta::{SessionMeta, META_VERSION};
+use crate::meta::SessionMeta;
 use crate::output::{self, Output};
-use crate::runtime::{PaneState, Runtime, StartSpec};
+use crate::runtime::{PaneState, Runtime};
+use crate::setup::{setup, Started};
 use crate::terminal::TerminalSpec;
 use crate::viewers::{relay_terminal, run_tunnel, stream_output, History};
-use crate::workspace::{self, WorkspaceSpec};
+use crate::workspace;
 
 /// Output within this long counts as the agent being active.
 const ACTIVE_WINDOW: Duration = Duration::from_secs(2);
@@ -357,8 +358,10 @@ impl Actor {
         self.sessions.remove(&id);
         let locks = self.repo_locks.clone();
         self.tasks.spawn(async move {
-            let result = setup(&settings, runtime.as_ref(), &locks, &spec, epoch)
+            let home = &settings.home;
+            let result = setup(home, &settings.id, runtime.as_ref(), &locks, &spec, epoch)
                 .await
+                .map(Local::started)
                 .map_err(|e| (id, e));
             let _ = tx.send(Command::SetupDone(epoch, Box::new(result))).await;
         });
@@ -752,6 +755,25 @@ impl Actor {
 }
 
 impl Local {
+    /// A session whose agent [`setup`] just started.
+    fn started(Started { meta, launch }: Started) -> Self {
+        Local {
+            writer: None,
+            keyboard: Arc::default(),
+            output: Output::resume(&meta.log_path),
+            prompt_pending: !launch.prompt_on_command_line,
+            meta,
+            launch,
+            last_output: Instant::now(),
+            started: Instant::now(),
+            screen: ScreenState::Other,
+            needs_capture: true,
+            exited: None,
+            dead_polls: 0,
+            reported: None,
+        }
+    }
+
     /// Reads new terminal output; new output means the screen must be judged again.
     fn read_output(&mut self) {
         if self.output.poll(&self.meta.log_path) > 0 {
@@ -814,109 +836,6 @@ fn errored(session_id: String, epoch: u64, reason: String) -> pb::worker_message
         state: ReportState::Errored.into(),
         reason,
         ..Default::default()
-    })
-}
-
-/// Prepares the worktree, writes the prompt, resolves the agent and starts
-/// it in the runtime. Errors are the sentence shown to the user.
-async fn setup(
-    settings: &WorkerSettings,
-    runtime: &dyn Runtime,
-    locks: &workspace::RepoLocks,
-    spec: &SessionSpec,
-    epoch: u64,
-) -> Result<Local, String> {
-    let id = &spec.session_id;
-    let worktree = settings.home.worktree(&spec.project_id, id);
-    workspace::prepare(
-        &WorkspaceSpec {
-            repo: &spec.repo_path,
-            path: &worktree,
-            branch: &spec.branch,
-            base: &spec.default_branch,
-            symlinks: &spec.symlinks,
-            post_create: &spec.post_create,
-        },
-        locks,
-    )
-    .await
-    .map_err(|e| ao_proto::error_chain(&e))?;
-    let branch = workspace::current_branch(&worktree)
-        .await
-        .unwrap_or_else(|| spec.branch.clone());
-    let dir = settings.home.session_dir(id);
-    ao_proto::home::create_private_dir(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-    let prompt_path = settings.home.prompt_file(id);
-    ao_proto::home::write_private(&prompt_path, spec.prompt.as_bytes())
-        .map_err(|e| format!("{}: {e}", prompt_path.display()))?;
-    let path_var = std::env::var("PATH").unwrap_or_default();
-    let launch = agent::resolve(&spec.agent, &path_var).map_err(|e| ao_proto::error_chain(&e))?;
-    let log_path = settings.home.terminal_log(id);
-    let mut vars = spec.env.clone();
-    vars.insert(env::AO_SESSION_ID.into(), id.clone());
-    vars.insert(env::AO_PROJECT_ID.into(), spec.project_id.clone());
-    // Set, empty, for a session without an issue, as it always was.
-    vars.insert(
-        env::AO_ISSUE_ID.into(),
-        spec.issue_id.clone().unwrap_or_default(),
-    );
-    vars.insert(
-        env::AO_PROMPT_FILE.into(),
-        prompt_path.display().to_string(),
-    );
-    vars.insert(env::AO_WORKER_ID.into(), settings.id.clone());
-    vars.insert(env::AO_HOME.into(), settings.home.display().to_string());
-    vars.insert("PATH".into(), path_var);
-    // An older incarnation of this session (a restore, or a set-up that was
-    // overtaken) must not linger beside the new one.
-    runtime
-        .stop(id)
-        .await
-        .map_err(|e| ao_proto::error_chain(&e))?;
-    let mut meta = SessionMeta {
-        schema_version: META_VERSION,
-        session_id: id.clone(),
-        project_id: spec.project_id.clone(),
-        epoch,
-        agent: spec.agent.clone(),
-        worktree,
-        branch,
-        log_path: log_path.clone(),
-        launched: false,
-        prompt: if launch.prompt_on_command_line {
-            PromptStep::Submitted
-        } else {
-            PromptStep::Pending
-        },
-        prompt_evidence: PromptEvidence::default(),
-        prompt_delivered: false,
-    };
-    meta.save(&settings.home);
-    runtime
-        .start(&StartSpec {
-            id: id.clone(),
-            cwd: meta.worktree.clone(),
-            command: launch.command.clone(),
-            env: vars,
-            log_path: log_path.clone(),
-        })
-        .await
-        .map_err(|e| ao_proto::error_chain(&e))?;
-    meta.launched = true;
-    Ok(Local {
-        writer: None,
-        keyboard: Arc::default(),
-        output: Output::resume(&log_path),
-        prompt_pending: !launch.prompt_on_command_line,
-        meta,
-        launch,
-        last_output: Instant::now(),
-        started: Instant::now(),
-        screen: ScreenState::Other,
-        needs_capture: true,
-        exited: None,
-        dead_polls: 0,
-        reported: None,
     })
 }
 
