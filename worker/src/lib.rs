@@ -12,6 +12,7 @@
 //! - [`convert`]: the controller's wire types into the worker's domain types.
 //! - `delivery`: typing prompts and messages into an agent.
 //! - `meta`: what a worker keeps per session across restarts.
+//! - `local`: one session's state in the actor and its report.
 //! - [`output`]: per-session ring buffer and viewers.
 //! - [`sessions`]: the actor that owns local sessions.
 //! - `viewers`: output streams and terminals carried on tunnels.
@@ -24,6 +25,7 @@ pub mod assignment;
 pub mod convert;
 mod delivery;
 pub mod link;
+mod local;
 mod meta;
 pub mod output;
 pub mod runtime;

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ao_proto::home::Home;
-use ao_proto::pb::session_report::{Activity as ReportActivity, State as ReportState};
+use ao_proto::pb::session_report::State as ReportState;
 use ao_proto::{names, pb};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::task::TaskTracker;
@@ -24,58 +24,20 @@ use crate::delivery::{
     crash_point, deliver, echo_needle, resume_prompt, type_and_confirm, PromptEvidence, PromptStep,
     Undelivered, HISTORY,
 };
+use crate::local::{
+    prompt_time, report, state_of, LocalSession, Reported, Writer, ACTIVE_WINDOW,
+    QUIET_BEFORE_PROMPT,
+};
 use crate::meta::SessionMeta;
 use crate::output::{self, Output};
 use crate::runtime::{PaneState, Runtime};
-use crate::setup::{setup, Started};
+use crate::setup::setup;
 use crate::terminal::TerminalSpec;
 use crate::viewers::{relay_terminal, run_tunnel, stream_output, History};
 use crate::workspace;
 
-/// Output within this long counts as the agent being active.
-const ACTIVE_WINDOW: Duration = Duration::from_secs(2);
-/// Quiet this long after start means an agent without a ready pattern can
-/// take its prompt.
-const QUIET_BEFORE_PROMPT: Duration = Duration::from_millis(1500);
 /// Polls to wait for the exit status of a pane tmux already calls dead.
 const DEAD_POLLS_FOR_STATUS: u32 = 10;
-
-/// The last report sent for a session.
-#[derive(Debug, Clone, PartialEq)]
-struct Reported {
-    state: ReportState,
-    activity: ReportActivity,
-    exit_code: Option<i32>,
-}
-
-/// Who holds a session's keyboard through `ao attach`.
-struct Writer {
-    attach: u64,
-    who: String,
-    /// The `ao attach` it is (the same across its reconnects).
-    seat: String,
-    /// Tells the holder who took the seat.
-    takeover: oneshot::Sender<String>,
-}
-
-struct Local {
-    /// The one viewer whose keys reach the agent, if any.
-    writer: Option<Writer>,
-    /// Held while a message is typed in, so that messages do not interleave.
-    keyboard: Arc<tokio::sync::Mutex<()>>,
-    meta: SessionMeta,
-    launch: Launch,
-    output: Output,
-    last_output: Instant,
-    started: Instant,
-    screen: ScreenState,
-    needs_capture: bool,
-    prompt_pending: bool,
-    exited: Option<(Option<i32>, String)>,
-    /// Polls that saw the pane dead but no exit status yet.
-    dead_polls: u32,
-    reported: Option<Reported>,
-}
 
 pub struct WorkerSettings {
     pub id: String,
@@ -91,7 +53,7 @@ pub struct WorkerSettings {
 enum Command {
     FromController(Box<pb::controller_message::Msg>, Channel),
     Inventory(oneshot::Sender<Vec<pb::SessionReport>>),
-    SetupDone(u64, Box<Result<Local, (String, String)>>),
+    SetupDone(u64, Box<Result<LocalSession, (String, String)>>),
     /// Enter was pressed after the task prompt.
     PromptSubmitted(String),
     /// The prompt could not be typed: it is tried again.
@@ -126,7 +88,7 @@ impl WorkerHandle {
 struct Actor {
     settings: Arc<WorkerSettings>,
     runtime: Arc<dyn Runtime>,
-    sessions: HashMap<String, Local>,
+    sessions: HashMap<String, LocalSession>,
     /// Assignments being set up, by session id, with their epoch.
     setting_up: HashMap<String, u64>,
     reports: mpsc::Sender<pb::WorkerMessage>,
@@ -207,7 +169,7 @@ impl Actor {
                 Some(_) => None,
             };
             tracing::info!(session = %meta.session_id, alive = exited.is_none(), "re-adopting session");
-            let local = Local {
+            let local = LocalSession {
                 writer: None,
                 keyboard: Arc::default(),
                 output: Output::resume(&meta.log_path),
@@ -361,13 +323,13 @@ impl Actor {
             let home = &settings.home;
             let result = setup(home, &settings.id, runtime.as_ref(), &locks, &spec, epoch)
                 .await
-                .map(Local::started)
+                .map(LocalSession::started)
                 .map_err(|e| (id, e));
             let _ = tx.send(Command::SetupDone(epoch, Box::new(result))).await;
         });
     }
 
-    async fn setup_done(&mut self, epoch: u64, result: Result<Local, (String, String)>) {
+    async fn setup_done(&mut self, epoch: u64, result: Result<LocalSession, (String, String)>) {
         match result {
             Ok(local) => {
                 let id = local.meta.session_id.clone();
@@ -751,80 +713,6 @@ impl Actor {
             l.reported = Some(now);
             self.send(pb::worker_message::Msg::Report(msg));
         }
-    }
-}
-
-impl Local {
-    /// A session whose agent [`setup`] just started.
-    fn started(Started { meta, launch }: Started) -> Self {
-        Local {
-            writer: None,
-            keyboard: Arc::default(),
-            output: Output::resume(&meta.log_path),
-            prompt_pending: !launch.prompt_on_command_line,
-            meta,
-            launch,
-            last_output: Instant::now(),
-            started: Instant::now(),
-            screen: ScreenState::Other,
-            needs_capture: true,
-            exited: None,
-            dead_polls: 0,
-            reported: None,
-        }
-    }
-
-    /// Reads new terminal output; new output means the screen must be judged again.
-    fn read_output(&mut self) {
-        if self.output.poll(&self.meta.log_path) > 0 {
-            self.last_output = Instant::now();
-            self.needs_capture = true;
-        }
-    }
-}
-
-fn prompt_time(l: &Local) -> bool {
-    match l.screen {
-        ScreenState::Ready => true,
-        ScreenState::WaitingInput => false,
-        ScreenState::Other => {
-            l.launch.ready.is_none()
-                && l.started.elapsed() >= QUIET_BEFORE_PROMPT
-                && l.last_output.elapsed() >= QUIET_BEFORE_PROMPT
-        }
-    }
-}
-
-/// The activity is set only while the agent runs.
-fn state_of(l: &Local) -> (ReportState, ReportActivity) {
-    if l.exited.is_some() {
-        return (ReportState::Exited, ReportActivity::Unspecified);
-    }
-    let activity = match l.screen {
-        ScreenState::WaitingInput => ReportActivity::WaitingInput,
-        ScreenState::Ready => ReportActivity::Ready,
-        ScreenState::Other if l.last_output.elapsed() < ACTIVE_WINDOW => ReportActivity::Active,
-        ScreenState::Other => ReportActivity::Idle,
-    };
-    (ReportState::Running, activity)
-}
-
-fn report(
-    l: &Local,
-    state: ReportState,
-    activity: ReportActivity,
-    runtime: &dyn Runtime,
-) -> pb::SessionReport {
-    pb::SessionReport {
-        session_id: l.meta.session_id.clone(),
-        epoch: l.meta.epoch,
-        state: state.into(),
-        activity: activity.into(),
-        exit_code: l.exited.as_ref().and_then(|e| e.0),
-        reason: l.exited.as_ref().map(|e| e.1.clone()).unwrap_or_default(),
-        worktree: l.meta.worktree.display().to_string(),
-        branch: l.meta.branch.clone(),
-        attach_command: runtime.attach_command(&l.meta.session_id),
     }
 }
 
