@@ -8,6 +8,7 @@ use std::time::Duration;
 use anyhow::Context;
 use ao_controller::config;
 use ao_proto::dial::{self, ControllerAddr};
+use ao_proto::home::Home;
 use ao_proto::pb;
 use ao_proto::pb::controller_client::ControllerClient;
 use tonic::transport::Channel;
@@ -69,25 +70,19 @@ fn owner_of(path: &Path) -> String {
     }
 }
 
-/// The CLI's admin credential made by `ao controller init`: a target's
-/// credentials unless told otherwise.
-pub fn admin_dir(home: &Path) -> PathBuf {
-    home.join("pki").join("admin")
-}
-
 impl Target {
     /// `credentials` defaults to the admin credential that `ao controller
     /// init` made in this machine's `AO_HOME`.
     pub fn new(
         flag: Option<&str>,
-        home: &Path,
+        home: &Home,
         credentials: Option<std::path::PathBuf>,
     ) -> anyhow::Result<Self> {
         let addrs = match flag {
             Some(a) if !a.is_empty() => dial::parse_list(a)?,
-            _ => vec![ControllerAddr::Unix(ao_controller::app::socket_path(home))],
+            _ => vec![ControllerAddr::Unix(home.socket())],
         };
-        let credentials = credentials.unwrap_or_else(|| admin_dir(home));
+        let credentials = credentials.unwrap_or_else(|| home.admin_credentials());
         Ok(Self { addrs, credentials })
     }
 
@@ -209,7 +204,7 @@ fn warn_unimplemented(file: &Path, cfg: &config::Config) {
 /// Warns about the config a starting stack will apply (`AO_CONFIG_PATH`, else the one found from
 /// the current directory or in `home`). One that does not load is left to the stack, which
 /// refuses to start with its error.
-pub fn warn_unimplemented_startup_config(home: &Path) {
+pub fn warn_unimplemented_startup_config(home: &Home) {
     let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/"));
     if let Some((file, Ok(cfg))) = config::find_and_load(&cwd, home, &|k| std::env::var(k).ok()) {
         warn_unimplemented(&file, &cfg);

@@ -4,6 +4,7 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use ao_controller::config;
+use ao_proto::home::Home;
 
 use crate::commands::Target;
 
@@ -61,7 +62,7 @@ fn certificate(what: &str, dir: &Path) -> bool {
     }
 }
 
-pub async fn run(home: &Path, target: &Target) -> anyhow::Result<ExitCode> {
+pub async fn run(home: &Home, target: &Target) -> anyhow::Result<ExitCode> {
     let mut healthy = true;
     for (program, arg, package) in [("tmux", "-V", "tmux"), ("git", "--version", "git")] {
         healthy &= match version_of(program, arg) {
@@ -117,8 +118,8 @@ pub async fn run(home: &Path, target: &Target) -> anyhow::Result<ExitCode> {
     };
     line(Level::Ok, "AO_HOME", &home.display().to_string());
     for (what, dir) in [
-        ("admin credential", crate::commands::admin_dir(home)),
-        ("worker credential", crate::stack::worker_dir(home)),
+        ("admin credential", home.admin_credentials()),
+        ("worker credential", home.worker_credentials()),
     ] {
         if ao_proto::pki::Credentials::exists(&dir) {
             healthy &= certificate(what, &dir);
@@ -146,7 +147,7 @@ pub async fn run(home: &Path, target: &Target) -> anyhow::Result<ExitCode> {
             } else {
                 line(Level::Fail, "workers", "none connected")
             };
-            let socket = ao_worker::tmux_socket(home);
+            let socket = home.tmux_socket();
             line(
                 Level::Ok,
                 "attach locally",

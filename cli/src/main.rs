@@ -588,7 +588,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             commands::delete_token(&target, id).await.and(ok)
         }
         Command::Admin(AdminCommand::Issue { name, ttl, out }) => {
-            let out = out.unwrap_or_else(|| stack::admins_dir(&home).join(&name));
+            let out = out.unwrap_or_else(|| home.issued_admins().join(&name));
             commands::issue_admin(&target, name, ttl, &out)
                 .await
                 .and(ok)

@@ -13,6 +13,7 @@ use ao_controller::app::{Controller, ControllerConfig, ListenConfig};
 use ao_controller::config;
 use ao_controller::store::etcd::EtcdTls;
 use ao_controller::store::StoreLocation;
+use ao_proto::home::Home;
 use ao_proto::{dial::ControllerAddr, env};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -21,18 +22,12 @@ use crate::commands::Target;
 use crate::{ClusterArgs, StoreArgs};
 
 /// `AO_HOME`, or `~/.agent-orchestrator`.
-pub fn ao_home() -> anyhow::Result<PathBuf> {
+pub fn ao_home() -> anyhow::Result<Home> {
     if let Some(h) = std::env::var_os(env::AO_HOME).filter(|h| !h.is_empty()) {
-        return Ok(PathBuf::from(h));
+        return Ok(Home::new(h));
     }
     let home = std::env::var_os("HOME").context("neither AO_HOME nor HOME is set")?;
-    Ok(PathBuf::from(home).join(".agent-orchestrator"))
-}
-
-pub use ao_controller::app::socket_path;
-
-fn log_path(home: &Path) -> PathBuf {
-    home.join("ao.log")
+    Ok(Home::new(PathBuf::from(home).join(".agent-orchestrator")))
 }
 
 /// This machine's host name (`localhost` if it has none).
@@ -44,42 +39,30 @@ pub fn hostname() -> String {
 }
 
 /// The cluster CA (`ca.crt`, `ca.key`), unless `--pki-dir` says otherwise.
-fn pki_dir(home: &Path, flag: Option<&Path>) -> PathBuf {
-    flag.map_or_else(|| home.join("pki"), Path::to_path_buf)
-}
-
-/// Where `ao admin issue` writes credentials unless told otherwise.
-pub fn admins_dir(home: &Path) -> PathBuf {
-    home.join("pki").join("admins")
-}
-
-/// This machine's worker credential from `ao worker join`.
-pub fn worker_dir(home: &Path) -> PathBuf {
-    home.join("pki").join("worker")
-}
-
-/// The file in which `ao worker join` remembers the controller's URL.
-fn joined_url_path(home: &Path) -> PathBuf {
-    worker_dir(home).join("controller")
+fn pki_dir(home: &Home, flag: Option<&Path>) -> PathBuf {
+    flag.map_or_else(|| home.pki(), Path::to_path_buf)
 }
 
 /// For `ao worker run`: the controller and credential that `ao worker
 /// join` left, unless flags say otherwise.
 pub fn joined_target(
-    home: &Path,
+    home: &Home,
     controller: Option<String>,
     credentials: Option<PathBuf>,
 ) -> (Option<String>, Option<PathBuf>) {
     let controller = controller.or_else(|| {
-        std::fs::read_to_string(joined_url_path(home))
+        std::fs::read_to_string(home.joined_controller())
             .ok()
             .map(|u| u.trim().to_string())
     });
-    (controller, credentials.or_else(|| Some(worker_dir(home))))
+    (
+        controller,
+        credentials.or_else(|| Some(home.worker_credentials())),
+    )
 }
 
 /// `ao controller init`: the cluster CA and the CLI's admin credential.
-pub fn init_pki(home: &Path, flag: Option<PathBuf>) -> anyhow::Result<()> {
+pub fn init_pki(home: &Home, flag: Option<PathBuf>) -> anyhow::Result<()> {
     use ao_proto::pki::{Ca, Role};
     prepare_home(home)?;
     let dir = pki_dir(home, flag.as_deref());
@@ -108,7 +91,7 @@ pub fn init_pki(home: &Path, flag: Option<PathBuf>) -> anyhow::Result<()> {
 /// private to this user. An existing directory's mode is never changed: a
 /// home like `/tmp` is shared by design, and ao must not lock others out
 /// of it nor keep its secrets there.
-fn prepare_home(home: &Path) -> anyhow::Result<()> {
+fn prepare_home(home: &Home) -> anyhow::Result<()> {
     use std::os::unix::fs::{MetadataExt, PermissionsExt};
     let meta = match std::fs::metadata(home) {
         Ok(meta) => meta,
@@ -143,8 +126,8 @@ fn prepare_home(home: &Path) -> anyhow::Result<()> {
 
 /// Holds `AO_HOME/ao.lock` for the life of the process; the kernel drops it
 /// when the process dies, however it dies.
-fn lock_home(home: &Path) -> anyhow::Result<File> {
-    let path = home.join("ao.lock");
+fn lock_home(home: &Home) -> anyhow::Result<File> {
+    let path = home.lock();
     let mut file = ao_proto::home::private_file()
         .create(true)
         .truncate(false)
@@ -220,7 +203,7 @@ async fn drain(tasks: &TaskTracker) {
 }
 
 /// Loads the config the stack starts with, if there is one.
-fn find_and_load_config(home: &Path) -> anyhow::Result<Option<(PathBuf, config::Config)>> {
+fn find_and_load_config(home: &Home) -> anyhow::Result<Option<(PathBuf, config::Config)>> {
     let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/"));
     match config::find_and_load(&cwd, home, &|k| std::env::var(k).ok()) {
         Some((path, loaded)) => Ok(Some((path, loaded?))),
@@ -231,7 +214,7 @@ fn find_and_load_config(home: &Path) -> anyhow::Result<Option<(PathBuf, config::
 /// What `ao up` and `ao controller run` start: the flags, the host name and
 /// the config file found at start.
 fn controller_config(
-    home: &Path,
+    home: &Home,
     store: &StoreArgs,
     cluster: &ClusterArgs,
 ) -> anyhow::Result<ControllerConfig> {
@@ -262,7 +245,7 @@ fn controller_config(
 /// Starts the controller, stopped by `stop` or a signal. The caller holds
 /// the home lock.
 async fn start_controller(
-    home: &Path,
+    home: &Home,
     store: &StoreArgs,
     cluster: &ClusterArgs,
     tasks: &TaskTracker,
@@ -284,7 +267,7 @@ pub struct Capacity {
 }
 
 fn local_worker_settings(
-    home: &Path,
+    home: &Home,
     id: Option<String>,
     labels: BTreeMap<String, String>,
     capacity: Capacity,
@@ -300,7 +283,7 @@ fn local_worker_settings(
     ao_worker::WorkerSettings {
         id: id.unwrap_or_else(|| hostname.clone()),
         hostname,
-        home: home.to_path_buf(),
+        home: home.clone(),
         labels,
         max_sessions: capacity.max_sessions,
         memory_reserve: capacity.memory_reserve,
@@ -310,7 +293,7 @@ fn local_worker_settings(
 
 /// `ao up`: the whole stack in this process until a signal or `ao down`.
 pub async fn up_foreground(
-    home: &Path,
+    home: &Home,
     store: &StoreArgs,
     cluster: &ClusterArgs,
 ) -> anyhow::Result<()> {
@@ -322,19 +305,16 @@ pub async fn up_foreground(
     let controller = start_controller(home, store, cluster, &tasks, stop.clone()).await?;
     let settings = local_worker_settings(home, None, BTreeMap::new(), Capacity::default());
     let link = ao_worker::LinkConfig {
-        addrs: vec![ControllerAddr::Unix(socket_path(home))],
+        addrs: vec![ControllerAddr::Unix(home.socket())],
         credentials: None,
     };
     // The worker leaves first so that its link does not hold the server open.
     let worker = tasks.spawn(ao_worker::run(settings, link, tasks.clone(), stop));
-    eprintln!(
-        "ao is up: controller at unix://{}",
-        socket_path(home).display()
-    );
+    eprintln!("ao is up: controller at unix://{}", home.socket().display());
     let result = controller.wait().await;
     let _ = worker.await;
     drain(&tasks).await;
-    let _ = std::fs::remove_file(socket_path(home));
+    let _ = std::fs::remove_file(home.socket());
     eprintln!("ao is down; agent sessions keep running and are re-adopted by the next `ao up`");
     Ok(result?)
 }
@@ -349,7 +329,7 @@ fn require_tmux() -> anyhow::Result<()> {
 
 /// `ao controller run`: the controller alone.
 pub async fn controller_only(
-    home: &Path,
+    home: &Home,
     store: &StoreArgs,
     cluster: &ClusterArgs,
 ) -> anyhow::Result<()> {
@@ -370,7 +350,7 @@ pub async fn controller_only(
 
 /// `ao worker run`: a worker alone, dialing `target`.
 pub async fn worker_only(
-    home: &Path,
+    home: &Home,
     target: &Target,
     id: Option<String>,
     labels: BTreeMap<String, String>,
@@ -416,7 +396,7 @@ pub async fn worker_only(
 /// never leaves this machine, and trades the token and a CSR for a worker
 /// certificate, kept in `AO_HOME/pki/worker` beside the controller's URL.
 pub async fn join(
-    home: &Path,
+    home: &Home,
     url: &str,
     token: &str,
     ca_hash: &str,
@@ -453,10 +433,10 @@ pub async fn join(
         key_pem,
     };
     let (_, not_after) = creds.validity()?;
-    let dir = worker_dir(home);
+    let dir = home.worker_credentials();
     creds.save(&dir)?;
-    ao_proto::home::write_private(&joined_url_path(home), format!("{addr}\n").as_bytes())
-        .with_context(|| format!("cannot write {}", joined_url_path(home).display()))?;
+    ao_proto::home::write_private(&home.joined_controller(), format!("{addr}\n").as_bytes())
+        .with_context(|| format!("cannot write {}", home.joined_controller().display()))?;
     println!("joined as worker {}", joined.worker_id);
     eprintln!(
         "certificate in {} (valid until {}, renewed automatically) after {} ms\n\
@@ -471,7 +451,7 @@ pub async fn join(
 /// `ao up -d`: start `ao up` in the background and return once it accepts
 /// commands and its worker is connected.
 pub async fn up_detached(
-    home: &Path,
+    home: &Home,
     target: &Target,
     store: &StoreArgs,
     cluster: &ClusterArgs,
@@ -484,17 +464,17 @@ pub async fn up_detached(
         );
     }
     prepare_home(home)?;
-    let log_start = std::fs::metadata(log_path(home)).map_or(0, |m| m.len() as usize);
+    let log_start = std::fs::metadata(home.log()).map_or(0, |m| m.len() as usize);
     let log = ao_proto::home::private_file()
         .create(true)
         .append(true)
-        .open(log_path(home))
-        .with_context(|| format!("cannot open {}", log_path(home).display()))?;
+        .open(home.log())
+        .with_context(|| format!("cannot open {}", home.log().display()))?;
     let exe = std::env::current_exe().context("cannot find the ao binary")?;
     let mut child = {
         use std::os::unix::process::CommandExt;
         let mut cmd = std::process::Command::new(exe);
-        cmd.arg("up").env(env::AO_HOME, home);
+        cmd.arg("up").env(env::AO_HOME, home.as_os_str());
         if let Some(s) = &store.store {
             cmd.arg("--store").arg(s);
         }
@@ -532,12 +512,12 @@ pub async fn up_detached(
     loop {
         if let Some(status) = child.try_wait()? {
             // What this run wrote, which ends with its error.
-            let text = std::fs::read(log_path(home)).unwrap_or_default();
+            let text = std::fs::read(home.log()).unwrap_or_default();
             let ours = String::from_utf8_lossy(text.get(log_start..).unwrap_or_default());
             bail!(
                 "`ao up` exited ({status}):\n{}\n(full log: {})",
                 ours.trim_end(),
-                log_path(home).display()
+                home.log().display()
             );
         }
         if let Ok(info) = target.info().await {
@@ -547,7 +527,7 @@ pub async fn up_detached(
                     info.pid,
                     target.addr()
                 );
-                eprintln!("logs: {}   stop: ao down", log_path(home).display());
+                eprintln!("logs: {}   stop: ao down", home.log().display());
                 return Ok(());
             }
         }
@@ -560,7 +540,7 @@ pub async fn up_detached(
             let _ = child.wait();
             bail!(
                 "`ao up` did not become ready within 30 s and was stopped; see {}",
-                log_path(home).display()
+                home.log().display()
             );
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -582,7 +562,7 @@ pub async fn down(target: &Target) -> anyhow::Result<()> {
     target.shutdown().await?;
     // The stack has stopped when its AO_HOME lock is free: the kernel
     // releases it when the process exits (even before anyone reaps it).
-    let lock_path = Path::new(&info.ao_home).join("ao.lock");
+    let lock_path = Home::new(&info.ao_home).lock();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     loop {
         let released = match File::open(&lock_path) {

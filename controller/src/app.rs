@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ao_proto::dial::ControllerAddr;
+use ao_proto::home::Home;
 use ao_proto::pki::{Ca, Credentials, PkiError};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -35,7 +36,7 @@ pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 pub struct ControllerConfig {
     /// `AO_HOME`: the Unix socket, the embedded store and `events.jsonl`
     /// live there. The caller has made it private and holds its lock.
-    pub home: PathBuf,
+    pub home: Home,
     pub store: StoreLocation,
     /// Client TLS towards etcd.
     pub etcd_tls: Option<EtcdTls>,
@@ -56,9 +57,10 @@ impl ControllerConfig {
     /// A controller on the embedded store in `home`, on its Unix socket
     /// only, with default settings.
     pub fn local(home: &Path) -> Self {
+        let home = Home::new(home);
         Self {
-            home: home.to_path_buf(),
-            store: StoreLocation::Embedded(home.join("store.redb")),
+            store: StoreLocation::Embedded(home.store()),
+            home,
             etcd_tls: None,
             listen: None,
             worker_grace: ControllerSettings::default().worker_grace,
@@ -70,13 +72,8 @@ impl ControllerConfig {
 
     /// The Unix socket that the local CLI and worker dial.
     pub fn socket(&self) -> PathBuf {
-        socket_path(&self.home)
+        self.home.socket()
     }
-}
-
-/// The controller's Unix socket in `home`.
-pub fn socket_path(home: &Path) -> PathBuf {
-    home.join("ao.sock")
 }
 
 /// The TCP port: `--listen`, `--advertise`, the cluster CA.
@@ -145,7 +142,7 @@ impl Controller {
         tasks: &TaskTracker,
         stop: CancellationToken,
     ) -> Result<Self, AppError> {
-        let home = config.home.as_path();
+        let home = &config.home;
         let (store, leadership) = open_store(&config).await?;
         tracing::info!(store = %store.describe(), "store open");
         let fence = leadership.as_ref().map(|l| l.fence.clone());
@@ -163,7 +160,7 @@ impl Controller {
             let projects = handle.apply(cfg).await?;
             tracing::info!(config = %path.display(), ?projects, "config applied");
         }
-        let socket = socket_path(home);
+        let socket = home.socket();
         let unix = server::bind_unix(&socket)?;
         let services = Services {
             handle: handle.clone(),

@@ -11,6 +11,7 @@ use std::io::Read;
 use std::path::{Component, Path, PathBuf};
 use std::sync::LazyLock;
 
+use ao_proto::home::Home;
 use regex::Regex;
 use serde::{Deserialize, Serialize};
 
@@ -267,7 +268,7 @@ impl fmt::Display for ConfigError {
 
 /// The config file to load: `explicit` (from `AO_CONFIG_PATH` or a flag) as given, else the first
 /// of [`CONFIG_FILE_NAMES`] in `cwd` or an ancestor, else `ao_home/config.yaml` if it exists.
-pub fn find_config(explicit: Option<&Path>, cwd: &Path, ao_home: &Path) -> Option<PathBuf> {
+pub fn find_config(explicit: Option<&Path>, cwd: &Path, ao_home: &Home) -> Option<PathBuf> {
     if let Some(path) = explicit {
         // Not checked for existence: loading it reports a missing file better than a fallback.
         return Some(path.to_path_buf());
@@ -275,14 +276,14 @@ pub fn find_config(explicit: Option<&Path>, cwd: &Path, ao_home: &Path) -> Optio
     cwd.ancestors()
         .flat_map(|dir| CONFIG_FILE_NAMES.iter().map(move |name| dir.join(name)))
         .find(|candidate| candidate.is_file())
-        .or_else(|| Some(ao_home.join("config.yaml")).filter(|home| home.is_file()))
+        .or_else(|| Some(ao_home.config()).filter(|home| home.is_file()))
 }
 
 /// The config a process started in `cwd` uses: [`find_config`] with `AO_CONFIG_PATH` from `env`,
 /// then [`load_file`]; `None` when there is none to find.
 pub fn find_and_load(
     cwd: &Path,
-    ao_home: &Path,
+    ao_home: &Home,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Option<(PathBuf, Result<Config, ConfigError>)> {
     let explicit = env(ao_proto::env::AO_CONFIG_PATH).map(PathBuf::from);
@@ -1360,7 +1361,7 @@ notificationRouting:
         let (top, deep, home) = (
             root.path().join("top"),
             root.path().join("top/a/b"),
-            root.path().join("home"),
+            Home::new(root.path().join("home")),
         );
         std::fs::create_dir_all(&deep).unwrap();
         std::fs::create_dir_all(&home).unwrap();

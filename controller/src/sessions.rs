@@ -117,7 +117,7 @@ pub async fn start(
     settings: ControllerSettings,
 ) -> Result<(ControllerHandle, tokio::task::JoinHandle<()>), ControllerError> {
     let loaded = Loaded::read(store.as_ref()).await?;
-    let events_path = home.join("events.jsonl");
+    let events_path = ao_proto::home::Home::new(home).events();
     let event_file = EventFile::open(&events_path).map_err(|source| ControllerError::EventLog {
         path: events_path.clone(),
         source,

@@ -14,10 +14,11 @@ pub mod embedded;
 pub mod etcd;
 pub mod follow;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::Arc;
 
+use ao_proto::home::Home;
 use async_trait::async_trait;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -37,10 +38,10 @@ impl StoreLocation {
     ///
     /// # Errors
     /// A sentence naming what was expected.
-    pub fn parse(value: Option<&str>, home: &Path) -> Result<Self, String> {
+    pub fn parse(value: Option<&str>, home: &Home) -> Result<Self, String> {
         let value = value.map(str::trim).unwrap_or_default();
         if value.is_empty() || value == "embedded" {
-            return Ok(Self::Embedded(home.join("store.redb")));
+            return Ok(Self::Embedded(home.store()));
         }
         if let Some(path) = value.strip_prefix("embedded:") {
             return Ok(Self::Embedded(PathBuf::from(path)));
@@ -276,7 +277,7 @@ mod tests {
 
     #[test]
     fn store_locations_parse() {
-        let home = Path::new("/h");
+        let home = &Home::new("/h");
         assert_eq!(
             StoreLocation::parse(None, home),
             Ok(StoreLocation::Embedded("/h/store.redb".into()))

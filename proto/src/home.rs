@@ -1,12 +1,141 @@
-//! The modes of what `ao` makes under `AO_HOME`. The home holds the store
-//! (with agents' `env:` secrets), prompts and terminal logs, so every
-//! directory ao makes there is owner-only, and so is every file, on its
-//! own: neither depends on the mode of the home or on the process umask.
+//! `AO_HOME`: where each file lives ([`Home`]) and the modes of what `ao`
+//! makes there. The home holds the store (with agents' `env:` secrets),
+//! prompts and terminal logs, so every directory ao makes there is
+//! owner-only, and so is every file, on its own: neither depends on the
+//! mode of the home or on the process umask.
 
 use std::fs::{DirBuilder, OpenOptions};
 use std::io::{self, Write};
+use std::ops::Deref;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
-use std::path::Path;
+use std::path::{Path, PathBuf};
+
+/// The layout of an `AO_HOME`, in one place so that the CLI, the
+/// controller and the worker cannot disagree on a path:
+///
+/// ```text
+/// ao.sock  ao.lock  ao.log  config.yaml  store.redb  events.jsonl
+/// tmux.sock  tmux.exit/            the worker's tmux server and pane exits
+/// worktrees/<project>/<session>/   agents' git worktrees
+/// sessions/<id>/{prompt.md,terminal.log}
+/// worker/sessions/<id>.json        what a restarted worker re-adopts
+/// pki/  pki/admin/  pki/admins/  pki/worker/{controller,...}
+/// ```
+///
+/// A home is a directory, so it derefs to its [`Path`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Home(PathBuf);
+
+impl Home {
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        Self(root.into())
+    }
+
+    /// The controller's Unix socket, which the local CLI and worker dial.
+    pub fn socket(&self) -> PathBuf {
+        self.0.join("ao.sock")
+    }
+
+    /// Held by the process that serves from this home, so two cannot.
+    pub fn lock(&self) -> PathBuf {
+        self.0.join("ao.lock")
+    }
+
+    /// What `ao up` runs in the background writes here.
+    pub fn log(&self) -> PathBuf {
+        self.0.join("ao.log")
+    }
+
+    /// The config file used when none is named or found nearer.
+    pub fn config(&self) -> PathBuf {
+        self.0.join("config.yaml")
+    }
+
+    /// The embedded store.
+    pub fn store(&self) -> PathBuf {
+        self.0.join("store.redb")
+    }
+
+    /// The controller's event log.
+    pub fn events(&self) -> PathBuf {
+        self.0.join("events.jsonl")
+    }
+
+    /// The worker's tmux server; pane exit files go next to it, in
+    /// `tmux.exit/`.
+    pub fn tmux_socket(&self) -> PathBuf {
+        self.0.join("tmux.sock")
+    }
+
+    /// The git worktree of `session` of `project`.
+    pub fn worktree(&self, project: &str, session: &str) -> PathBuf {
+        self.0.join("worktrees").join(project).join(session)
+    }
+
+    /// A session's own files: its prompt and terminal log.
+    pub fn session_dir(&self, session: &str) -> PathBuf {
+        self.0.join("sessions").join(session)
+    }
+
+    /// The task prompt the agent is given.
+    pub fn prompt_file(&self, session: &str) -> PathBuf {
+        self.session_dir(session).join("prompt.md")
+    }
+
+    /// Everything the session's terminal showed (rotated beside it).
+    pub fn terminal_log(&self, session: &str) -> PathBuf {
+        self.session_dir(session).join("terminal.log")
+    }
+
+    /// The worker's metadata of every session it runs.
+    pub fn session_metas(&self) -> PathBuf {
+        self.0.join("worker").join("sessions")
+    }
+
+    /// The worker's metadata of `session`.
+    pub fn session_meta(&self, session: &str) -> PathBuf {
+        self.session_metas().join(format!("{session}.json"))
+    }
+
+    /// The cluster CA (`ca.crt`, `ca.key`) unless `--pki-dir` says otherwise.
+    pub fn pki(&self) -> PathBuf {
+        self.0.join("pki")
+    }
+
+    /// The CLI's admin credential made by `ao controller init`.
+    pub fn admin_credentials(&self) -> PathBuf {
+        self.pki().join("admin")
+    }
+
+    /// Where `ao admin issue` writes credentials unless told otherwise.
+    pub fn issued_admins(&self) -> PathBuf {
+        self.pki().join("admins")
+    }
+
+    /// This machine's worker credential from `ao worker join`.
+    pub fn worker_credentials(&self) -> PathBuf {
+        self.pki().join("worker")
+    }
+
+    /// The controller URL `ao worker join` remembers.
+    pub fn joined_controller(&self) -> PathBuf {
+        self.worker_credentials().join("controller")
+    }
+}
+
+impl Deref for Home {
+    type Target = Path;
+
+    fn deref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl AsRef<Path> for Home {
+    fn as_ref(&self) -> &Path {
+        &self.0
+    }
+}
 
 /// Directories ao makes: the owner may list, enter and write them.
 pub const DIR_MODE: u32 = 0o700;
@@ -50,6 +179,31 @@ mod tests {
 
     fn mode(p: &Path) -> u32 {
         std::fs::metadata(p).unwrap().permissions().mode() & 0o777
+    }
+
+    #[test]
+    fn the_home_layout_is_stable() {
+        // Older workers' sessions and credentials live at these paths.
+        let home = Home::new("/h");
+        let paths = [
+            (home.socket(), "/h/ao.sock"),
+            (home.lock(), "/h/ao.lock"),
+            (home.log(), "/h/ao.log"),
+            (home.config(), "/h/config.yaml"),
+            (home.store(), "/h/store.redb"),
+            (home.events(), "/h/events.jsonl"),
+            (home.tmux_socket(), "/h/tmux.sock"),
+            (home.worktree("app", "app-1"), "/h/worktrees/app/app-1"),
+            (home.prompt_file("app-1"), "/h/sessions/app-1/prompt.md"),
+            (home.terminal_log("app-1"), "/h/sessions/app-1/terminal.log"),
+            (home.session_meta("app-1"), "/h/worker/sessions/app-1.json"),
+            (home.admin_credentials(), "/h/pki/admin"),
+            (home.issued_admins(), "/h/pki/admins"),
+            (home.joined_controller(), "/h/pki/worker/controller"),
+        ];
+        for (path, want) in paths {
+            assert_eq!(path, Path::new(want));
+        }
     }
 
     #[test]

@@ -10,19 +10,29 @@
 //! - [`agent`]: adapters for built-in and configured agents.
 //! - [`assignment`]: what the controller asks this worker to run.
 //! - [`convert`]: the controller's wire types into the worker's domain types.
+//! - `delivery`: typing prompts and messages into an agent.
+//! - `meta`: what a worker keeps per session across restarts.
+//! - `local`: one session's state in the actor and its report.
 //! - [`output`]: per-session ring buffer and viewers.
 //! - [`sessions`]: the actor that owns local sessions.
+//! - `viewers`: output streams and terminals carried on tunnels.
+//! - `setup`: a session's worktree, files and agent start.
 //! - [`terminal`]: `ao attach` through a tmux client in a pseudo-terminal.
 //! - [`link`]: the stream to the controller.
 
 pub mod agent;
 pub mod assignment;
 pub mod convert;
+mod delivery;
 pub mod link;
+mod local;
+mod meta;
 pub mod output;
 pub mod runtime;
 pub mod sessions;
+mod setup;
 pub mod terminal;
+mod viewers;
 pub mod workspace;
 
 use std::sync::Arc;
@@ -33,11 +43,6 @@ use tokio_util::task::TaskTracker;
 
 pub use link::{LinkConfig, LinkError};
 pub use sessions::WorkerSettings;
-
-/// The tmux socket of a worker whose state lives in `home`.
-pub fn tmux_socket(home: &std::path::Path) -> std::path::PathBuf {
-    home.join("tmux.sock")
-}
 
 /// Runs a worker, dialing the first controller that answers, until `stop`
 /// is cancelled. What it starts in the background belongs to `tasks`.
@@ -53,7 +58,7 @@ pub async fn run(
     stop: CancellationToken,
 ) -> Result<(), LinkError> {
     let settings = Arc::new(settings);
-    let socket = tmux_socket(&settings.home);
+    let socket = settings.home.tmux_socket();
     let mut runtime = runtime::TmuxRuntime::new(socket.clone());
     // This binary writes the terminal logs, rotating them; tmux runs it
     // for each pane, so it keeps writing while no worker runs.

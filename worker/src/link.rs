@@ -18,7 +18,7 @@ use ao_proto::pki::{self, Credentials};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::task::AbortOnDropHandle;
-use tonic::transport::ClientTlsConfig;
+use tonic::transport::{Channel, ClientTlsConfig};
 
 use crate::sessions::{WorkerHandle, WorkerSettings};
 
@@ -41,6 +41,19 @@ pub enum LinkError {
     /// cannot help; an admin must act.
     #[error("the controller refused this worker: {0}")]
     Refused(String),
+}
+
+/// Opens a tunnel on `channel`, the worker's link to the controller: what
+/// `up` carries goes to the controller, the returned stream comes down.
+///
+/// # Errors
+/// The controller cannot be reached or refused the tunnel.
+pub(crate) async fn open_tunnel(
+    channel: Channel,
+    up: mpsc::Receiver<pb::TunnelUp>,
+) -> Result<tonic::Streaming<pb::TunnelDown>, tonic::Status> {
+    let mut client = dial::worker_link_client(channel);
+    Ok(client.tunnel(ReceiverStream::new(up)).await?.into_inner())
 }
 
 /// Unix seconds now.

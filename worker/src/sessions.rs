@@ -8,159 +8,41 @@
 //! its inventory.
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ao_proto::pb::attach_end::Reason as EndReason;
-use ao_proto::pb::session_report::{Activity as ReportActivity, State as ReportState};
-use ao_proto::{env, names, pb};
-use serde::{Deserialize, Serialize};
+use ao_proto::home::Home;
+use ao_proto::pb::session_report::State as ReportState;
+use ao_proto::{names, pb};
 use tokio::sync::{mpsc, oneshot};
-use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::task::TaskTracker;
 use tonic::transport::Channel;
 
-use crate::agent::{self, AgentSpec, Launch, ScreenState};
-use crate::assignment::{Assignment, SessionSpec};
-use crate::convert;
+use crate::agent::{self, Launch, ScreenState};
+use crate::assignment::Assignment;
+use crate::delivery::{
+    crash_point, deliver, echo_needle, resume_prompt, type_and_confirm, PromptEvidence, PromptStep,
+    Undelivered, HISTORY,
+};
+use crate::local::{
+    prompt_time, report, state_of, LocalSession, Reported, Writer, ACTIVE_WINDOW,
+    QUIET_BEFORE_PROMPT,
+};
+use crate::meta::SessionMeta;
 use crate::output::{self, Output};
-use crate::runtime::{PaneState, Runtime, StartSpec};
-use crate::terminal::{Terminal, TerminalSpec};
-use crate::workspace::{self, WorkspaceSpec};
+use crate::runtime::{PaneState, Runtime};
+use crate::setup::setup;
+use crate::terminal::TerminalSpec;
+use crate::viewers::{relay_terminal, run_tunnel, stream_output, History};
+use crate::workspace;
 
-/// Output within this long counts as the agent being active.
-const ACTIVE_WINDOW: Duration = Duration::from_secs(2);
-/// Quiet this long after start means an agent without a ready pattern can
-/// take its prompt.
-const QUIET_BEFORE_PROMPT: Duration = Duration::from_millis(1500);
 /// Polls to wait for the exit status of a pane tmux already calls dead.
 const DEAD_POLLS_FOR_STATUS: u32 = 10;
-/// How long typed input may take to show on the screen.
-const ECHO_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// The version of [`Meta`] this worker writes.
-const META_VERSION: u32 = 3;
-
-/// What survives a worker restart, per session.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct Meta {
-    schema_version: u32,
-    session_id: String,
-    project_id: String,
-    epoch: u64,
-    #[serde(flatten)]
-    agent: AgentSpec,
-    worktree: PathBuf,
-    branch: String,
-    log_path: PathBuf,
-    /// Written before the runtime starts the agent, so that a crash in
-    /// between cannot leave an agent no metadata names; false until the
-    /// start returned.
-    #[serde(default = "yes")]
-    launched: bool,
-    /// How far the task prompt got, recorded before each step is taken.
-    #[serde(default)]
-    prompt: PromptStep,
-    /// What the terminal had shown before the prompt was typed.
-    #[serde(default)]
-    prompt_evidence: PromptEvidence,
-    /// Version 1's record of the prompt; read by [`Meta::migrate`] only.
-    #[serde(default, skip_serializing)]
-    prompt_delivered: bool,
-}
-
-fn yes() -> bool {
-    true
-}
-
-/// How far delivering the task prompt got. Each step is on disk before
-/// the step is taken, so a worker that dies in the middle knows what to
-/// check on the screen when it comes back: the prompt is typed once and
-/// submitted once, whatever the moment of the crash.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-enum PromptStep {
-    /// Not typed yet.
-    #[default]
-    Pending,
-    /// Being typed, or typed and not yet submitted with Enter.
-    Typing,
-    /// Enter was pressed after the prompt.
-    Submitted,
-}
-
-/// What tells, after a crash, whether the prompt had been typed: where the
-/// log was and how often the end of the prompt showed in the scrollback
-/// before it was typed. The log keeps everything (the scrollback only the
-/// last lines); the screen also sees what a full-screen agent redraws.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct PromptEvidence {
-    log: output::LogPosition,
-    echoes: usize,
-}
-
-impl Meta {
-    /// Brings metadata of an older worker to [`META_VERSION`].
-    fn migrate(mut self) -> Self {
-        if self.schema_version < 2 && self.prompt_delivered {
-            self.prompt = PromptStep::Submitted;
-        }
-        if self.schema_version < 3 {
-            // Version 2 wrote "" for a command or pattern the agent has not.
-            let a = &mut self.agent;
-            for field in [&mut a.command, &mut a.ready_pattern, &mut a.input_pattern] {
-                *field = field.take().and_then(convert::non_empty);
-            }
-        }
-        self.schema_version = META_VERSION;
-        self
-    }
-}
-
-/// The last report sent for a session.
-#[derive(Debug, Clone, PartialEq)]
-struct Reported {
-    state: ReportState,
-    activity: ReportActivity,
-    exit_code: Option<i32>,
-}
-
-/// Who holds a session's keyboard through `ao attach`.
-struct Writer {
-    attach: u64,
-    who: String,
-    /// The `ao attach` it is (the same across its reconnects).
-    seat: String,
-    /// Tells the holder who took the seat.
-    takeover: oneshot::Sender<String>,
-}
-
-struct Local {
-    /// The one viewer whose keys reach the agent, if any.
-    writer: Option<Writer>,
-    /// Held while a message is typed in, so that messages do not interleave.
-    keyboard: Arc<tokio::sync::Mutex<()>>,
-    meta: Meta,
-    launch: Launch,
-    output: Output,
-    last_output: Instant,
-    started: Instant,
-    screen: ScreenState,
-    needs_capture: bool,
-    prompt_pending: bool,
-    exited: Option<(Option<i32>, String)>,
-    /// Polls that saw the pane dead but no exit status yet.
-    dead_polls: u32,
-    reported: Option<Reported>,
-}
 
 pub struct WorkerSettings {
     pub id: String,
     pub hostname: String,
-    pub home: PathBuf,
+    pub home: Home,
     pub labels: BTreeMap<String, String>,
     pub max_sessions: u32,
     /// Bytes of memory to keep free: no session is placed here below it.
@@ -171,7 +53,7 @@ pub struct WorkerSettings {
 enum Command {
     FromController(Box<pb::controller_message::Msg>, Channel),
     Inventory(oneshot::Sender<Vec<pb::SessionReport>>),
-    SetupDone(u64, Box<Result<Local, (String, String)>>),
+    SetupDone(u64, Box<Result<LocalSession, (String, String)>>),
     /// Enter was pressed after the task prompt.
     PromptSubmitted(String),
     /// The prompt could not be typed: it is tried again.
@@ -206,7 +88,7 @@ impl WorkerHandle {
 struct Actor {
     settings: Arc<WorkerSettings>,
     runtime: Arc<dyn Runtime>,
-    sessions: HashMap<String, Local>,
+    sessions: HashMap<String, LocalSession>,
     /// Assignments being set up, by session id, with their epoch.
     setting_up: HashMap<String, u64>,
     reports: mpsc::Sender<pb::WorkerMessage>,
@@ -217,14 +99,6 @@ struct Actor {
     /// Owns what it starts in the background: setups, stops, input
     /// delivery, output streams and terminals.
     tasks: TaskTracker,
-}
-
-fn meta_dir(home: &Path) -> PathBuf {
-    home.join("worker").join("sessions")
-}
-
-fn session_dir(home: &Path, id: &str) -> PathBuf {
-    home.join("sessions").join(id)
 }
 
 /// Starts the actor, re-adopting the sessions the runtime still holds.
@@ -253,7 +127,7 @@ pub async fn start(
 
 impl Actor {
     async fn adopt(&mut self) {
-        let dir = meta_dir(&self.settings.home);
+        let dir = self.settings.home.session_metas();
         let Ok(entries) = std::fs::read_dir(&dir) else {
             return;
         };
@@ -263,11 +137,8 @@ impl Actor {
         });
         for entry in entries.flatten() {
             let path = entry.path();
-            let meta: Meta = match std::fs::read(&path)
-                .map_err(|e| e.to_string())
-                .and_then(|b| serde_json::from_slice::<Meta>(&b).map_err(|e| e.to_string()))
-            {
-                Ok(m) => m.migrate(),
+            let meta = match SessionMeta::read(&path) {
+                Ok(m) => m,
                 Err(e) => {
                     tracing::warn!(file = %path.display(), "skipping unreadable session metadata: {e}");
                     continue;
@@ -298,7 +169,7 @@ impl Actor {
                 Some(_) => None,
             };
             tracing::info!(session = %meta.session_id, alive = exited.is_none(), "re-adopting session");
-            let local = Local {
+            let local = LocalSession {
                 writer: None,
                 keyboard: Arc::default(),
                 output: Output::resume(&meta.log_path),
@@ -365,13 +236,13 @@ impl Actor {
             Command::PromptSubmitted(id) => {
                 if let Some(l) = self.sessions.get_mut(&id) {
                     l.meta.prompt = PromptStep::Submitted;
-                    write_meta(&self.settings.home, &l.meta);
+                    l.meta.save(&self.settings.home);
                 }
             }
             Command::PromptNotTyped(id) => {
                 if let Some(l) = self.sessions.get_mut(&id) {
                     l.meta.prompt = PromptStep::Pending;
-                    write_meta(&self.settings.home, &l.meta);
+                    l.meta.save(&self.settings.home);
                     l.prompt_pending = true;
                 }
             }
@@ -449,14 +320,16 @@ impl Actor {
         self.sessions.remove(&id);
         let locks = self.repo_locks.clone();
         self.tasks.spawn(async move {
-            let result = setup(&settings, runtime.as_ref(), &locks, &spec, epoch)
+            let home = &settings.home;
+            let result = setup(home, &settings.id, runtime.as_ref(), &locks, &spec, epoch)
                 .await
+                .map(LocalSession::started)
                 .map_err(|e| (id, e));
             let _ = tx.send(Command::SetupDone(epoch, Box::new(result))).await;
         });
     }
 
-    async fn setup_done(&mut self, epoch: u64, result: Result<Local, (String, String)>) {
+    async fn setup_done(&mut self, epoch: u64, result: Result<LocalSession, (String, String)>) {
         match result {
             Ok(local) => {
                 let id = local.meta.session_id.clone();
@@ -465,7 +338,7 @@ impl Actor {
                     // it started must not run on untracked. A newer set-up
                     // stops it itself before starting.
                     if !self.setting_up.contains_key(&id) {
-                        let _ = std::fs::remove_file(meta_path(&self.settings.home, &id));
+                        let _ = std::fs::remove_file(self.settings.home.session_meta(&id));
                         let runtime = self.runtime.clone();
                         self.tasks.spawn(async move {
                             if let Err(e) = runtime.stop(&id).await {
@@ -476,7 +349,7 @@ impl Actor {
                     return;
                 }
                 self.setting_up.remove(&id);
-                write_meta(&self.settings.home, &local.meta);
+                local.meta.save(&self.settings.home);
                 self.sessions.insert(id, local);
                 self.poll().await;
             }
@@ -485,7 +358,7 @@ impl Actor {
                     return;
                 }
                 self.setting_up.remove(&id);
-                let _ = std::fs::remove_file(meta_path(&self.settings.home, &id));
+                let _ = std::fs::remove_file(self.settings.home.session_meta(&id));
                 tracing::warn!(session = %id, "setup failed: {reason}");
                 self.send(errored(id, epoch, reason));
             }
@@ -508,7 +381,7 @@ impl Actor {
         if let Some(mut l) = self.sessions.remove(&s.session_id) {
             l.output.close_viewers();
         }
-        let _ = std::fs::remove_file(meta_path(&self.settings.home, &s.session_id));
+        let _ = std::fs::remove_file(self.settings.home.session_meta(&s.session_id));
         let runtime = self.runtime.clone();
         let reports = self.reports.clone();
         self.tasks.spawn(async move {
@@ -606,7 +479,7 @@ impl Actor {
             }
             None => {
                 // An ended session: its log file is still here.
-                let log = log_file(&self.settings.home, &o.session_id);
+                let log = self.settings.home.terminal_log(&o.session_id);
                 let Ok(meta) = std::fs::metadata(&log) else {
                     let _ = tx.try_send(pb::TunnelUp {
                         msg: Some(pb::tunnel_up::Msg::Error(format!(
@@ -614,7 +487,7 @@ impl Actor {
                             o.session_id
                         ))),
                     });
-                    self.tasks.spawn(open_tunnel(channel, rx));
+                    self.tasks.spawn(run_tunnel(channel, rx));
                     return;
                 };
                 let history = match tail {
@@ -626,7 +499,7 @@ impl Actor {
         };
         let tasks = self.tasks.clone();
         self.tasks.spawn(async move {
-            let tunnel = tasks.spawn(open_tunnel(channel, rx));
+            let tunnel = tasks.spawn(run_tunnel(channel, rx));
             stream_output(&tx, history, live).await;
             drop(tx);
             let _ = tunnel.await;
@@ -697,12 +570,12 @@ impl Actor {
                 let _ = tx.try_send(pb::TunnelUp {
                     msg: Some(pb::tunnel_up::Msg::Error(why)),
                 });
-                self.tasks.spawn(open_tunnel(channel, rx));
+                self.tasks.spawn(run_tunnel(channel, rx));
                 return;
             }
         };
         let spec = TerminalSpec {
-            socket: crate::tmux_socket(&self.settings.home),
+            socket: self.settings.home.tmux_socket(),
             session_id: start.session_id.clone(),
             read_only: start.read_only,
             cols: start.cols.clamp(1, u16::MAX.into()) as u16,
@@ -783,7 +656,7 @@ impl Actor {
         let resumed = l.meta.prompt == PromptStep::Typing;
         if l.prompt_pending && l.exited.is_none() && (resumed || prompt_time(l)) {
             let prompt =
-                std::fs::read_to_string(prompt_file(&self.settings.home, id)).unwrap_or_default();
+                std::fs::read_to_string(self.settings.home.prompt_file(id)).unwrap_or_default();
             let text = prompt.trim_end().to_string();
             if !resumed {
                 let Ok(screen) = self.runtime.capture(id, HISTORY).await else {
@@ -795,7 +668,7 @@ impl Actor {
                     echoes: screen.matches(echo_needle(&text).as_str()).count(),
                 };
                 l.meta.prompt = PromptStep::Typing;
-                write_meta(&self.settings.home, &l.meta);
+                l.meta.save(&self.settings.home);
             }
             l.prompt_pending = false;
             let evidence = l.meta.prompt_evidence;
@@ -843,91 +716,6 @@ impl Actor {
     }
 }
 
-impl Local {
-    /// Reads new terminal output; new output means the screen must be judged again.
-    fn read_output(&mut self) {
-        if self.output.poll(&self.meta.log_path) > 0 {
-            self.last_output = Instant::now();
-            self.needs_capture = true;
-        }
-    }
-}
-
-fn prompt_time(l: &Local) -> bool {
-    match l.screen {
-        ScreenState::Ready => true,
-        ScreenState::WaitingInput => false,
-        ScreenState::Other => {
-            l.launch.ready.is_none()
-                && l.started.elapsed() >= QUIET_BEFORE_PROMPT
-                && l.last_output.elapsed() >= QUIET_BEFORE_PROMPT
-        }
-    }
-}
-
-/// The activity is set only while the agent runs.
-fn state_of(l: &Local) -> (ReportState, ReportActivity) {
-    if l.exited.is_some() {
-        return (ReportState::Exited, ReportActivity::Unspecified);
-    }
-    let activity = match l.screen {
-        ScreenState::WaitingInput => ReportActivity::WaitingInput,
-        ScreenState::Ready => ReportActivity::Ready,
-        ScreenState::Other if l.last_output.elapsed() < ACTIVE_WINDOW => ReportActivity::Active,
-        ScreenState::Other => ReportActivity::Idle,
-    };
-    (ReportState::Running, activity)
-}
-
-fn report(
-    l: &Local,
-    state: ReportState,
-    activity: ReportActivity,
-    runtime: &dyn Runtime,
-) -> pb::SessionReport {
-    pb::SessionReport {
-        session_id: l.meta.session_id.clone(),
-        epoch: l.meta.epoch,
-        state: state.into(),
-        activity: activity.into(),
-        exit_code: l.exited.as_ref().and_then(|e| e.0),
-        reason: l.exited.as_ref().map(|e| e.1.clone()).unwrap_or_default(),
-        worktree: l.meta.worktree.display().to_string(),
-        branch: l.meta.branch.clone(),
-        attach_command: runtime.attach_command(&l.meta.session_id),
-    }
-}
-
-fn meta_path(home: &Path, id: &str) -> PathBuf {
-    meta_dir(home).join(format!("{id}.json"))
-}
-
-fn write_meta(home: &Path, meta: &Meta) {
-    let dir = meta_dir(home);
-    let path = meta_path(home, &meta.session_id);
-    let tmp = path.with_extension("json.tmp");
-    let written = ao_proto::home::create_private_dir(&dir)
-        .and_then(|()| {
-            ao_proto::home::write_private(
-                &tmp,
-                &serde_json::to_vec_pretty(meta).expect("meta serializes"),
-            )
-        })
-        .and_then(|()| std::fs::rename(&tmp, &path));
-    if let Err(e) = written {
-        tracing::error!(file = %path.display(), "cannot save session metadata: {e}");
-    }
-}
-
-fn prompt_file(home: &Path, id: &str) -> PathBuf {
-    session_dir(home, id).join("prompt.md")
-}
-
-/// Everything the session's terminal showed (kept after the session ends).
-fn log_file(home: &Path, id: &str) -> PathBuf {
-    session_dir(home, id).join("terminal.log")
-}
-
 /// The report of an assignment that could not be set up.
 fn errored(session_id: String, epoch: u64, reason: String) -> pb::worker_message::Msg {
     pb::worker_message::Msg::Report(pb::SessionReport {
@@ -939,482 +727,10 @@ fn errored(session_id: String, epoch: u64, reason: String) -> pb::worker_message
     })
 }
 
-/// Prepares the worktree, writes the prompt, resolves the agent and starts
-/// it in the runtime. Errors are the sentence shown to the user.
-async fn setup(
-    settings: &WorkerSettings,
-    runtime: &dyn Runtime,
-    locks: &workspace::RepoLocks,
-    spec: &SessionSpec,
-    epoch: u64,
-) -> Result<Local, String> {
-    let id = &spec.session_id;
-    let worktree = workspace::worktree_path(&settings.home, &spec.project_id, id);
-    workspace::prepare(
-        &WorkspaceSpec {
-            repo: &spec.repo_path,
-            path: &worktree,
-            branch: &spec.branch,
-            base: &spec.default_branch,
-            symlinks: &spec.symlinks,
-            post_create: &spec.post_create,
-        },
-        locks,
-    )
-    .await
-    .map_err(|e| ao_proto::error_chain(&e))?;
-    let branch = workspace::current_branch(&worktree)
-        .await
-        .unwrap_or_else(|| spec.branch.clone());
-    let dir = session_dir(&settings.home, id);
-    ao_proto::home::create_private_dir(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-    let prompt_path = prompt_file(&settings.home, id);
-    ao_proto::home::write_private(&prompt_path, spec.prompt.as_bytes())
-        .map_err(|e| format!("{}: {e}", prompt_path.display()))?;
-    let path_var = std::env::var("PATH").unwrap_or_default();
-    let launch = agent::resolve(&spec.agent, &path_var).map_err(|e| ao_proto::error_chain(&e))?;
-    let log_path = log_file(&settings.home, id);
-    let mut vars = spec.env.clone();
-    vars.insert(env::AO_SESSION_ID.into(), id.clone());
-    vars.insert(env::AO_PROJECT_ID.into(), spec.project_id.clone());
-    // Set, empty, for a session without an issue, as it always was.
-    vars.insert(
-        env::AO_ISSUE_ID.into(),
-        spec.issue_id.clone().unwrap_or_default(),
-    );
-    vars.insert(
-        env::AO_PROMPT_FILE.into(),
-        prompt_path.display().to_string(),
-    );
-    vars.insert(env::AO_WORKER_ID.into(), settings.id.clone());
-    vars.insert(env::AO_HOME.into(), settings.home.display().to_string());
-    vars.insert("PATH".into(), path_var);
-    // An older incarnation of this session (a restore, or a set-up that was
-    // overtaken) must not linger beside the new one.
-    runtime
-        .stop(id)
-        .await
-        .map_err(|e| ao_proto::error_chain(&e))?;
-    let mut meta = Meta {
-        schema_version: META_VERSION,
-        session_id: id.clone(),
-        project_id: spec.project_id.clone(),
-        epoch,
-        agent: spec.agent.clone(),
-        worktree,
-        branch,
-        log_path: log_path.clone(),
-        launched: false,
-        prompt: if launch.prompt_on_command_line {
-            PromptStep::Submitted
-        } else {
-            PromptStep::Pending
-        },
-        prompt_evidence: PromptEvidence::default(),
-        prompt_delivered: false,
-    };
-    write_meta(&settings.home, &meta);
-    runtime
-        .start(&StartSpec {
-            id: id.clone(),
-            cwd: meta.worktree.clone(),
-            command: launch.command.clone(),
-            env: vars,
-            log_path: log_path.clone(),
-        })
-        .await
-        .map_err(|e| ao_proto::error_chain(&e))?;
-    meta.launched = true;
-    Ok(Local {
-        writer: None,
-        keyboard: Arc::default(),
-        output: Output::resume(&log_path),
-        prompt_pending: !launch.prompt_on_command_line,
-        meta,
-        launch,
-        last_output: Instant::now(),
-        started: Instant::now(),
-        screen: ScreenState::Other,
-        needs_capture: true,
-        exited: None,
-        dead_polls: 0,
-        reported: None,
-    })
-}
-
-/// Why a message was not confirmed, and whether Enter was pressed anyway.
-#[derive(Debug)]
-struct Undelivered {
-    submitted: bool,
-    reason: String,
-}
-
-impl Undelivered {
-    fn before_typing(e: impl ToString) -> Self {
-        Self {
-            submitted: false,
-            reason: e.to_string(),
-        }
-    }
-}
-
-/// How much scrollback is searched for typed text.
-const HISTORY: u32 = 2000;
-
-/// What shows on the screen once `text` is typed: the end of its last line.
-fn echo_needle(text: &str) -> String {
-    let line = text
-        .lines()
-        .rev()
-        .map(str::trim)
-        .find(|l| !l.is_empty())
-        .unwrap_or("");
-    // A tab shows as spaces: look for what follows the last one.
-    let after_tab: Vec<char> = line.rsplit('\t').next().unwrap_or("").chars().collect();
-    after_tab[after_tab.len().saturating_sub(60)..]
-        .iter()
-        .collect()
-}
-
-/// Types `text`, confirms it shows on the screen (an interactive agent's
-/// terminal echoes what it is typed), then presses Enter. Checking before
-/// Enter matters: an agent that prints a lot in answer would scroll the
-/// typed line away before it could be seen.
-async fn deliver(
-    runtime: &dyn Runtime,
-    keyboard: &tokio::sync::Mutex<()>,
-    id: &str,
-    text: &str,
-) -> Result<(), Undelivered> {
-    // One message at a time: typed text and its Enter must not interleave
-    // with another message's (the prompt and an `ao send`, say).
-    let _turn = keyboard.lock().await;
-    let before = runtime
-        .capture(id, HISTORY)
-        .await
-        .map_err(Undelivered::before_typing)?
-        .matches(echo_needle(text).as_str())
-        .count();
-    type_and_confirm(runtime, id, text, before).await
-}
-
-/// [`deliver`]'s typing, confirming and Enter, for a caller that holds the
-/// keyboard and counted how often the end of `text` showed before.
-async fn type_and_confirm(
-    runtime: &dyn Runtime,
-    id: &str,
-    text: &str,
-    before: usize,
-) -> Result<(), Undelivered> {
-    let needle = echo_needle(text);
-    runtime
-        .write_input(id, text, false)
-        .await
-        .map_err(Undelivered::before_typing)?;
-    crash_point("prompt-typed");
-    let deadline = Instant::now() + ECHO_TIMEOUT;
-    let mut seen = needle.is_empty();
-    while !seen && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        match runtime.capture(id, HISTORY).await {
-            Ok(screen) => seen = screen.matches(needle.as_str()).count() > before,
-            Err(e) => {
-                return Err(Undelivered {
-                    submitted: false,
-                    reason: e.to_string(),
-                })
-            }
-        }
-    }
-    // Enter either way: typed text left unsubmitted would mix with the next input.
-    runtime
-        .write_input(id, "", true)
-        .await
-        .map_err(|e| Undelivered {
-            submitted: false,
-            reason: e.to_string(),
-        })?;
-    if seen {
-        Ok(())
-    } else {
-        Err(Undelivered {
-            submitted: true,
-            reason: format!(
-                "typed, but `{needle}` did not appear on the agent's screen within {} s",
-                ECHO_TIMEOUT.as_secs()
-            ),
-        })
-    }
-}
-
-/// Finishes delivering a prompt that a previous worker was typing when it
-/// died. Typed but not submitted, the end of the prompt is on the cursor's
-/// line and only Enter is missing; submitted, it showed after the recorded
-/// point of the log, or more often in the scrollback than before typing;
-/// otherwise it was never typed, and is typed now.
-async fn resume_prompt(
-    runtime: &dyn Runtime,
-    keyboard: &tokio::sync::Mutex<()>,
-    id: &str,
-    text: &str,
-    log: &Path,
-    before: PromptEvidence,
-) -> Result<(), Undelivered> {
-    let _turn = keyboard.lock().await;
-    let needle = echo_needle(text);
-    let cursor = runtime
-        .cursor_line(id)
-        .await
-        .map_err(Undelivered::before_typing)?;
-    if !needle.is_empty() && cursor.trim_end().ends_with(&needle) {
-        tracing::info!(session = %id, "submitting a prompt typed before a crash");
-        return runtime
-            .write_input(id, "", true)
-            .await
-            .map_err(Undelivered::before_typing);
-    }
-    let echoes = runtime
-        .capture(id, HISTORY)
-        .await
-        .map_err(Undelivered::before_typing)?
-        .matches(needle.as_str())
-        .count();
-    let logged = output::shown_since(log, before.log, &needle).unwrap_or_else(|e| {
-        tracing::warn!(session = %id, "cannot search the terminal log: {e}");
-        false
-    });
-    if echoes > before.echoes || logged {
-        tracing::info!(session = %id, "the prompt was submitted before a crash");
-        return Ok(());
-    }
-    type_and_confirm(runtime, id, text, echoes).await
-}
-
-/// Test-only crash points: with `AO_FAULT=<name>` the process exits at once
-/// at the point of that name, as a `kill -9` there would end it, so tests
-/// can show what a crash at that moment loses.
-fn crash_point(name: &str) {
-    if std::env::var(env::AO_FAULT).is_ok_and(|v| v == name) {
-        tracing::error!("AO_FAULT={name}: exiting here");
-        std::process::exit(86);
-    }
-}
-
-enum History {
-    Memory(Vec<u8>),
-    /// Stretches of the log files; later bytes come live.
-    Files(Vec<output::Segment>),
-}
-
-async fn stream_output(
-    tx: &mpsc::Sender<pb::TunnelUp>,
-    history: History,
-    live: Option<mpsc::Receiver<Vec<u8>>>,
-) {
-    let data = |d: Vec<u8>| pb::TunnelUp {
-        msg: Some(pb::tunnel_up::Msg::Data(d)),
-    };
-    match history {
-        History::Memory(bytes) => {
-            if tx.send(data(bytes)).await.is_err() {
-                return;
-            }
-        }
-        History::Files(segments) => {
-            use tokio::io::{AsyncReadExt, AsyncSeekExt};
-            for segment in segments {
-                let Ok(mut file) = tokio::fs::File::open(&segment.path).await else {
-                    continue;
-                };
-                if file
-                    .seek(std::io::SeekFrom::Start(segment.from))
-                    .await
-                    .is_err()
-                {
-                    continue;
-                }
-                let mut reader = file.take(segment.to.saturating_sub(segment.from));
-                let mut buf = vec![0u8; 64 * 1024];
-                loop {
-                    match reader.read(&mut buf).await {
-                        Ok(0) | Err(_) => break,
-                        Ok(n) => {
-                            if tx.send(data(buf[..n].to_vec())).await.is_err() {
-                                return;
-                            }
-                        }
-                    }
-                }
-            }
-        }
-    }
-    if let Some(mut live) = live {
-        loop {
-            tokio::select! {
-                chunk = live.recv() => match chunk {
-                    Some(c) => if tx.send(data(c)).await.is_err() { return },
-                    None => return,
-                },
-                () = tx.closed() => return,
-            }
-        }
-    }
-}
-
-/// Relays one viewer's terminal: what its tmux client draws goes up the
-/// tunnel, the viewer's keys and window size come down. Ends when the
-/// viewer leaves, the client exits (detach, session end) or another writer
-/// takes over; the last message says why.
-async fn relay_terminal(
-    spec: TerminalSpec,
-    runtime: Arc<dyn Runtime>,
-    keyboard: Arc<tokio::sync::Mutex<()>>,
-    tx: mpsc::Sender<pb::TunnelUp>,
-    rx: mpsc::Receiver<pb::TunnelUp>,
-    channel: Channel,
-    mut takeover: oneshot::Receiver<String>,
-) {
-    use std::io::{Read, Write};
-    let mut client = ao_proto::dial::worker_link_client(channel);
-    let mut down = match client.tunnel(ReceiverStream::new(rx)).await {
-        Ok(resp) => resp.into_inner(),
-        Err(e) => {
-            tracing::warn!(session = %spec.session_id, "terminal tunnel failed: {e}");
-            return;
-        }
-    };
-    let up = |msg| pb::TunnelUp { msg: Some(msg) };
-    let opened = Terminal::open(&spec).and_then(|t| Ok((t.reader()?, t.writer()?, t)));
-    let (mut reader, mut writer, mut term) = match opened {
-        Ok(parts) => parts,
-        Err(e) => {
-            let _ = tx
-                .send(up(pb::tunnel_up::Msg::Error(format!(
-                    "cannot open a terminal: {e}"
-                ))))
-                .await;
-            return;
-        }
-    };
-    // A blocking reader: when the viewer's queue is full it stops reading,
-    // the tmux client blocks, and tmux skips frames for that client only.
-    let (done_tx, mut reader_done) = oneshot::channel::<()>();
-    let out = tx.clone();
-    std::thread::spawn(move || {
-        let mut buf = vec![0u8; 16 * 1024];
-        while let Ok(n) = reader.read(&mut buf) {
-            if n == 0
-                || out
-                    .blocking_send(up(pb::tunnel_up::Msg::Data(buf[..n].to_vec())))
-                    .is_err()
-            {
-                break;
-            }
-        }
-        let _ = done_tx.send(());
-    });
-    let mut seat_held = true;
-    let mut check = tokio::time::interval(Duration::from_secs(1));
-    let reason = loop {
-        tokio::select! {
-            msg = down.message() => match msg {
-                Ok(Some(pb::TunnelDown { msg: Some(pb::tunnel_down::Msg::Input(keys)) })) => {
-                    // Not in the middle of a message `ao send` is typing.
-                    let _turn = keyboard.lock().await;
-                    if writer.write_all(&keys).is_err() {
-                        break None;
-                    }
-                }
-                Ok(Some(pb::TunnelDown { msg: Some(pb::tunnel_down::Msg::Resize(r)) })) => {
-                    term.resize(r.cols.clamp(1, u16::MAX.into()) as u16, r.rows.clamp(1, u16::MAX.into()) as u16);
-                }
-                Ok(Some(_)) => {}
-                // The viewer left.
-                Ok(None) | Err(_) => break None,
-            },
-            who = &mut takeover, if seat_held => match who {
-                Ok(who) => break Some(pb::AttachEnd::new(EndReason::TakenOver, who)),
-                // A read-only viewer holds no seat.
-                Err(_) => seat_held = false,
-            },
-            _ = &mut reader_done => {
-                let alive = session_alive(runtime.as_ref(), &spec.session_id).await;
-                let reason = if alive { EndReason::Detached } else { EndReason::SessionEnded };
-                break Some(pb::AttachEnd::new(reason, ""));
-            }
-            // The agent's pane stays after it exits (remain-on-exit), and so
-            // would the viewer's client: end it when the agent is gone.
-            _ = check.tick() => {
-                if !session_alive(runtime.as_ref(), &spec.session_id).await {
-                    break Some(pb::AttachEnd::new(EndReason::SessionEnded, ""));
-                }
-            }
-        }
-    };
-    term.close();
-    if let Some(reason) = reason {
-        let _ = tx.send(up(pb::tunnel_up::Msg::End(reason))).await;
-        // Close our side and wait for the controller to close its side:
-        // dropping the call now could cancel it before the reason is sent.
-        drop(tx);
-        let drained = async { while let Ok(Some(_)) = down.message().await {} };
-        let _ = tokio::time::timeout(Duration::from_secs(5), drained).await;
-    }
-}
-
-/// Whether the session's agent still runs in the runtime (assumed so when
-/// the runtime cannot be asked: a viewer is not ended on a hiccup).
-async fn session_alive(runtime: &dyn Runtime, id: &str) -> bool {
-    runtime
-        .list()
-        .await
-        .map(|panes| panes.iter().any(|p| p.id == id && !p.dead))
-        .unwrap_or(true)
-}
-
-/// Opens the tunnel RPC carrying `rx` and waits until either side ends it.
-async fn open_tunnel(channel: Channel, rx: mpsc::Receiver<pb::TunnelUp>) {
-    let mut client = ao_proto::dial::worker_link_client(channel);
-    match client.tunnel(ReceiverStream::new(rx)).await {
-        Ok(resp) => {
-            let mut inbound = resp.into_inner();
-            // The controller ends the response when the viewer leaves.
-            while let Ok(Some(_)) = inbound.message().await {}
-        }
-        Err(e) => tracing::warn!("tunnel failed: {e}"),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::runtime::TmuxRuntime;
-
-    #[test]
-    fn version_2_metadata_reads_with_its_empty_strings_as_none() {
-        let v2 = serde_json::json!({
-            "schemaVersion": 2, "sessionId": "app-1", "projectId": "app", "epoch": 3,
-            "agent": "bot", "agentCommand": "./bot.sh", "readyPattern": "", "inputPattern": "",
-            "worktree": "/w/app-1", "branch": "feat/x", "logPath": "/l/app-1.log",
-            "launched": true, "prompt": "submitted",
-        });
-        let meta = serde_json::from_value::<Meta>(v2).unwrap().migrate();
-        assert_eq!(meta.schema_version, META_VERSION);
-        let bot = AgentSpec {
-            name: "bot".into(),
-            command: Some("./bot.sh".into()),
-            ready_pattern: None,
-            input_pattern: None,
-        };
-        assert_eq!(meta.agent, bot);
-        // Saved again under the same keys, without the empty ones.
-        let saved = serde_json::to_value(&meta).unwrap();
-        assert_eq!(saved["agent"], "bot");
-        assert_eq!(saved["agentCommand"], "./bot.sh");
-        assert!(saved.get("readyPattern").is_none(), "{saved}");
-        let again = serde_json::from_value::<Meta>(saved).unwrap().migrate();
-        assert_eq!(again.agent, bot);
-    }
 
     #[tokio::test]
     async fn ids_that_would_name_paths_or_tmux_targets_never_run() {
@@ -1424,7 +740,7 @@ mod tests {
         let settings = Arc::new(WorkerSettings {
             id: "w".into(),
             hostname: "h".into(),
-            home: home.clone(),
+            home: Home::new(&home),
             labels: BTreeMap::new(),
             max_sessions: 10,
             memory_reserve: 0,

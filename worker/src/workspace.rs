@@ -219,11 +219,6 @@ async fn run_post_create(dir: &Path, command: &str) -> Result<(), WorkspaceError
     })
 }
 
-/// Where a session's worktree lives.
-pub fn worktree_path(home: &Path, project: &str, session: &str) -> PathBuf {
-    home.join("worktrees").join(project).join(session)
-}
-
 /// The branch the worktree has checked out.
 pub async fn current_branch(path: &Path) -> Option<String> {
     git(path, &["rev-parse", "--abbrev-ref", "HEAD"]).await.ok()
