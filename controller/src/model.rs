@@ -110,23 +110,35 @@ pub struct SessionRecord {
     pub attach_command: Option<String>,
 }
 
-#[cfg(test)]
+/// What a new session is made of; everything else starts empty.
+#[derive(Debug, Clone)]
+pub struct NewSession {
+    pub id: String,
+    pub project_id: String,
+    pub issue_id: Option<String>,
+    pub branch: String,
+    pub agent: String,
+    pub runtime: String,
+    pub prompt: String,
+    pub labels: BTreeMap<String, String>,
+}
+
 impl SessionRecord {
-    /// A session of project `app` for unit tests.
-    pub fn example(id: &str, worker: Option<&str>, status: SessionStatus) -> Self {
-        let now = chrono::Utc::now();
+    /// A session just asked for: `spawning` at epoch 1, on no worker yet,
+    /// with no PR, CI or review.
+    pub fn spawning(new: NewSession, now: DateTime<Utc>) -> Self {
         SessionRecord {
-            schema_version: 1,
-            id: id.into(),
-            project_id: "app".into(),
-            issue_id: Some(format!("I-{id}")),
-            status,
+            schema_version: SCHEMA_VERSION,
+            id: new.id,
+            project_id: new.project_id,
+            issue_id: new.issue_id,
+            status: SessionStatus::Spawning,
             activity: None,
-            branch: format!("feat/{id}"),
+            branch: new.branch,
             worktree: None,
-            worker: worker.map(str::to_string),
-            agent: "bot".into(),
-            runtime: "tmux".into(),
+            worker: None,
+            agent: new.agent,
+            runtime: new.runtime,
             pr: None,
             pr_number: None,
             ci_status: "none".into(),
@@ -136,9 +148,29 @@ impl SessionRecord {
             summary: None,
             epoch: 1,
             exit_code: None,
-            prompt: String::new(),
-            labels: Default::default(),
+            prompt: new.prompt,
+            labels: new.labels,
             attach_command: None,
+        }
+    }
+
+    /// A session of project `app` for unit tests.
+    #[cfg(test)]
+    pub fn example(id: &str, worker: Option<&str>, status: SessionStatus) -> Self {
+        let new = NewSession {
+            id: id.into(),
+            project_id: "app".into(),
+            issue_id: Some(format!("I-{id}")),
+            branch: format!("feat/{id}"),
+            agent: "bot".into(),
+            runtime: "tmux".into(),
+            prompt: String::new(),
+            labels: BTreeMap::new(),
+        };
+        SessionRecord {
+            status,
+            worker: worker.map(str::to_string),
+            ..Self::spawning(new, chrono::Utc::now())
         }
     }
 }

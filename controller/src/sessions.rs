@@ -30,8 +30,8 @@ use crate::leader::Fence;
 use crate::liveness::{LinkMeta, Worker, WorkerConn};
 use crate::loads::Loads;
 use crate::model::{
-    rfc3339, Activity, EventRecord, NewEvent, Priority, SessionRecord, SessionStatus, WorkerRecord,
-    WorkerState, SCHEMA_VERSION,
+    rfc3339, Activity, EventRecord, NewEvent, NewSession, Priority, SessionRecord, SessionStatus,
+    WorkerRecord, WorkerState, SCHEMA_VERSION,
 };
 use crate::reconcile::{self, Report};
 use crate::scheduler::{self, Candidate};
@@ -644,32 +644,19 @@ impl Actor {
             .unwrap_or_else(|| default_prompt(&args.project_id, issue_id.as_deref()));
         // It is typed into the agent: no control keys in it.
         input::check_prompt(&prompt)?;
-        let now = Utc::now();
-        let mut s = SessionRecord {
-            schema_version: SCHEMA_VERSION,
-            id: id.clone(),
-            project_id: args.project_id.clone(),
-            issue_id,
-            status: SessionStatus::Spawning,
-            activity: None,
-            branch,
-            worktree: None,
-            worker: None,
-            agent,
-            runtime,
-            pr: None,
-            pr_number: None,
-            ci_status: "none".into(),
-            review_decision: "none".into(),
-            created_at: now,
-            last_activity_at: now,
-            summary: None,
-            epoch: 1,
-            exit_code: None,
-            prompt,
-            labels,
-            attach_command: None,
-        };
+        let mut s = SessionRecord::spawning(
+            NewSession {
+                id: id.clone(),
+                project_id: args.project_id.clone(),
+                issue_id,
+                branch,
+                agent,
+                runtime,
+                prompt,
+                labels,
+            },
+            Utc::now(),
+        );
         // What the worker will be sent must fit its link: an assignment it
         // cannot read would break the link of every session on it.
         if let Some(assign) = self.assignment(&s) {
