@@ -659,10 +659,12 @@ impl Actor {
         );
         // What the worker will be sent must fit its link: an assignment it
         // cannot read would break the link of every session on it.
-        if let Some(assign) = self.assignment(&s) {
+        // Built once: measured here, sent after the write.
+        let assignment = self.assignment(&s);
+        if let Some(msg) = &assignment {
             limits::check(
                 format!("the assignment of {id} (prompt, agent settings and env)"),
-                link_size(&assign),
+                link_size(msg),
                 limits::MAX_LINK_MESSAGE_BYTES,
             )?;
         }
@@ -686,7 +688,9 @@ impl Actor {
             written => written?,
         }
         self.counters.insert(args.project_id, n);
-        self.assign(&s);
+        if let Some(msg) = assignment {
+            self.to_worker(s.worker.as_deref(), msg);
+        }
         Ok(s)
     }
 
