@@ -460,11 +460,7 @@ pub async fn list_tokens(target: &Target, json: bool) -> anyhow::Result<()> {
         .map_err(|s| target.err(s))?
         .into_inner()
         .tokens;
-    if json {
-        println!("{}", render::tokens_json(&tokens));
-    } else {
-        print!("{}", render::tokens_table(&tokens));
-    }
+    print_list(&tokens, json, render::tokens_json, render::tokens_table);
     Ok(())
 }
 
@@ -527,11 +523,7 @@ pub async fn list_admins(target: &Target, json: bool) -> anyhow::Result<()> {
         .map_err(|s| target.err(s))?
         .into_inner()
         .admins;
-    if json {
-        println!("{}", render::admins_json(&admins));
-    } else {
-        print!("{}", render::admins_table(&admins));
-    }
+    print_list(&admins, json, render::admins_json, render::admins_table);
     Ok(())
 }
 
@@ -598,13 +590,23 @@ pub async fn workers(target: &Target, json: bool) -> anyhow::Result<()> {
         .map_err(|s| target.err(s))?
         .into_inner()
         .workers;
-    if json {
-        println!("{}", render::workers_json(&workers));
-    } else {
-        print!("{}", render::workers_table(&workers));
-    }
+    print_list(&workers, json, render::workers_json, render::workers_table);
     if workers.is_empty() {
         eprintln!("no worker has connected yet");
     }
     Ok(())
+}
+
+/// Prints `items` as JSON for scripts (`--json`) or as a table for people.
+fn print_list<T>(
+    items: &[T],
+    json: bool,
+    as_json: fn(&[T]) -> String,
+    as_table: fn(&[T]) -> String,
+) {
+    if json {
+        println!("{}", as_json(items));
+    } else {
+        print!("{}", as_table(items));
+    }
 }
