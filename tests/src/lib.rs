@@ -36,7 +36,11 @@ pub fn ao_bin() -> PathBuf {
 
 /// Where the scripted agents live.
 pub fn agents_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("agents")
+    // The runner's value first: a test binary reused from a build in another
+    // clone (one target dir for all) would point into that clone.
+    let crate_dir = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from);
+    crate_dir.join("agents")
 }
 
 /// Polls `f` until it returns `Some`, or panics after `timeout` naming `what`.
