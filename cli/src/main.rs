@@ -245,6 +245,16 @@ enum WorkerCommand {
     /// (tmux runs this for every session's pane).
     #[command(hide = true)]
     LogWriter { log: PathBuf },
+    /// Append what an agent's hook got on standard input to the session's
+    /// hook log (the agent runs this for the hooks `ao` installed).
+    #[command(hide = true)]
+    Hook {
+        /// The session's hook log.
+        #[arg(long)]
+        log: PathBuf,
+        /// The agent's event name.
+        event: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -482,6 +492,17 @@ fn main() -> ExitCode {
             }
         };
     }
+    // Runs inside the agent, which waits for it: no runtime, and never a
+    // failure the agent would show; the worker reads the state elsewhere too.
+    if let Command::Worker(WorkerCommand::Hook { log, event }) = &cli.command {
+        if let Err(e) = ao_worker::hooklog::append(log, event, std::io::stdin().lock()) {
+            eprintln!(
+                "warning: hook {event} not recorded in {}: {e}",
+                log.display()
+            );
+        }
+        return ExitCode::SUCCESS;
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -570,9 +591,10 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Worker(WorkerCommand::Drain { id, undo }) => {
             commands::drain(&target, id, undo).await.and(ok)
         }
-        Command::Worker(WorkerCommand::LogWriter { .. }) | Command::Completion { .. } => {
+        Command::Worker(WorkerCommand::LogWriter { .. } | WorkerCommand::Hook { .. })
+        | Command::Completion { .. } => {
             unreachable!(
-                "`ao worker log-writer` and `ao completion` run before the async runtime starts"
+                "`ao worker log-writer|hook` and `ao completion` run before the async runtime starts"
             )
         }
         Command::Worker(WorkerCommand::Rm { id }) => {

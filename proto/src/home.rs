@@ -87,6 +87,18 @@ impl Home {
         self.session_dir(session).join("terminal.log")
     }
 
+    /// What the agent's hooks and `ao report` say, one JSON line each,
+    /// appended by `ao hook` and read by the worker.
+    pub fn hook_log(&self, session: &str) -> PathBuf {
+        self.session_dir(session).join("hooks.jsonl")
+    }
+
+    /// The settings file that installs `ao`'s hooks into the session's
+    /// agent (outside the repository, so nothing is committed).
+    pub fn agent_settings(&self, session: &str) -> PathBuf {
+        self.session_dir(session).join("agent-settings.json")
+    }
+
     /// The worker's metadata of every session it runs.
     pub fn session_metas(&self) -> PathBuf {
         self.0.join("worker").join("sessions")

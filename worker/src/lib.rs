@@ -11,6 +11,7 @@
 //! - [`assignment`]: what the controller asks this worker to run.
 //! - [`convert`]: the controller's wire types into the worker's domain types.
 //! - `delivery`: typing prompts and messages into an agent.
+//! - [`hooklog`]: what the agent's hooks say, appended by `ao hook`.
 //! - `meta`: what a worker keeps per session across restarts.
 //! - `local`: one session's state in the actor and its report.
 //! - [`output`]: per-session ring buffer and viewers.
@@ -24,6 +25,7 @@ pub mod agent;
 pub mod assignment;
 pub mod convert;
 mod delivery;
+pub mod hooklog;
 pub mod link;
 mod local;
 mod meta;
