@@ -264,7 +264,15 @@ impl Stack {
 
     /// `ao up -d`; the stack is ready when it returns.
     pub fn up(&self) -> u32 {
-        let run = self.ao(&["up", "-d"]).ok();
+        self.up_with(&[])
+    }
+
+    /// `ao up -d` with more environment, which the worker and through it
+    /// every agent inherits (`PATH` to fake agents, their home dirs).
+    pub fn up_with(&self, env: &[(&str, std::ffi::OsString)]) -> u32 {
+        let mut up = self.command(&["up", "-d"]);
+        up.envs(env.iter().map(|(k, v)| (k, v)));
+        let run = Run::from(up.output().expect("ao runs")).ok();
         let pid = run
             .stdout
             .split("pid ")
