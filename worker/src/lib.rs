@@ -6,6 +6,7 @@
 //!
 //! Modules:
 //! - [`runtime`]: the `Runtime` trait and tmux.
+//! - `screen`: a session's screen rebuilt from its output, and agents' dialogs on it.
 //! - [`workspace`]: git worktrees, symlinks, `postCreate`.
 //! - [`agent`]: adapters for built-in and configured agents.
 //! - [`assignment`]: what the controller asks this worker to run.
@@ -29,6 +30,7 @@ mod local;
 mod meta;
 pub mod output;
 pub mod runtime;
+mod screen;
 pub mod sessions;
 mod setup;
 pub mod terminal;
