@@ -15,6 +15,7 @@
 //! - `meta`: what a worker keeps per session across restarts.
 //! - `local`: one session's state in the actor and its report.
 //! - [`output`]: per-session ring buffer and viewers.
+//! - `procs`: whether a session's agent still runs, from `/proc`.
 //! - [`sessions`]: the actor that owns local sessions.
 //! - `viewers`: output streams and terminals carried on tunnels.
 //! - `setup`: a session's worktree, files and agent start.
@@ -29,6 +30,7 @@ pub mod link;
 mod local;
 mod meta;
 pub mod output;
+mod procs;
 pub mod runtime;
 mod screen;
 pub mod sessions;
