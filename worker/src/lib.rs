@@ -6,6 +6,7 @@
 //!
 //! Modules:
 //! - [`runtime`]: the `Runtime` trait and tmux.
+//! - `screen`: a session's screen rebuilt from its output, and agents' dialogs on it.
 //! - [`workspace`]: git worktrees, symlinks, `postCreate`.
 //! - [`agent`]: adapters for built-in and configured agents.
 //! - [`assignment`]: what the controller asks this worker to run.
@@ -15,6 +16,7 @@
 //! - `meta`: what a worker keeps per session across restarts.
 //! - `local`: one session's state in the actor and its report.
 //! - [`output`]: per-session ring buffer and viewers.
+//! - `procs`: whether a session's agent still runs, from `/proc`.
 //! - [`sessions`]: the actor that owns local sessions.
 //! - `viewers`: output streams and terminals carried on tunnels.
 //! - `setup`: a session's worktree, files and agent start.
@@ -30,7 +32,9 @@ pub mod link;
 mod local;
 mod meta;
 pub mod output;
+mod procs;
 pub mod runtime;
+mod screen;
 pub mod sessions;
 mod setup;
 pub mod terminal;
