@@ -8,10 +8,13 @@
 //!
 //! Modules:
 //! - [`tail`]: incremental reading of a JSONL file that grows.
+//! - [`hook`]: hook payloads (one shape for Claude Code and Codex) and the
+//!   settings that install the hooks.
 
 // Wired in by the activity integration.
 #![allow(dead_code)]
 
+pub(crate) mod hook;
 pub(crate) mod tail;
 
 use std::io;
