@@ -10,10 +10,12 @@
 //! - [`tail`]: incremental reading of a JSONL file that grows.
 //! - [`hook`]: hook payloads (one shape for Claude Code and Codex) and the
 //!   settings that install the hooks.
+//! - [`claude`]: Claude Code's transcript path, lines, hooks and trust record.
 
 // Wired in by the activity integration.
 #![allow(dead_code)]
 
+pub(crate) mod claude;
 pub(crate) mod hook;
 pub(crate) mod tail;
 
