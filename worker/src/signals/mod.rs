@@ -11,11 +11,13 @@
 //! - [`hook`]: hook payloads (one shape for Claude Code and Codex) and the
 //!   settings that install the hooks.
 //! - [`claude`]: Claude Code's transcript path, lines, hooks and trust record.
+//! - [`codex`]: Codex's rollout discovery, lines and trust arguments.
 
 // Wired in by the activity integration.
 #![allow(dead_code)]
 
 pub(crate) mod claude;
+pub(crate) mod codex;
 pub(crate) mod hook;
 pub(crate) mod tail;
 
