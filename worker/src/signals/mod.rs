@@ -12,6 +12,7 @@
 //!   settings that install the hooks.
 //! - [`claude`]: Claude Code's transcript path, lines, hooks and trust record.
 //! - [`codex`]: Codex's rollout discovery, lines and trust arguments.
+//! - [`watch`]: file-change notification for transcript directories.
 
 // Wired in by the activity integration.
 #![allow(dead_code)]
@@ -20,6 +21,7 @@ pub(crate) mod claude;
 pub(crate) mod codex;
 pub(crate) mod hook;
 pub(crate) mod tail;
+pub(crate) mod watch;
 
 use std::io;
 use std::path::PathBuf;
