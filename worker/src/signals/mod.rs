@@ -173,3 +173,21 @@ impl Transcript {
         &self.tail
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn details_are_one_short_line() {
+        assert_eq!(
+            short("  Add a --json\tflag \n to status", 120),
+            "Add a --json flag"
+        );
+        assert_eq!(short("\n\nsecond line first", 120), "second line first");
+        let long = "é".repeat(300);
+        let cut = Observation::new(None, Kind::Working, Source::Hook, &long).detail;
+        assert_eq!(cut.chars().count(), DETAIL_MAX);
+        assert!(cut.ends_with('…'));
+    }
+}
