@@ -22,6 +22,8 @@
 //! - `setup`: a session's worktree, files and agent start.
 //! - [`terminal`]: `ao attach` through a tmux client in a pseudo-terminal.
 //! - [`link`]: the stream to the controller.
+//! - `signals`: what agents say about their activity in their transcripts
+//!   and hooks.
 
 pub mod agent;
 pub mod assignment;
@@ -37,6 +39,7 @@ pub mod runtime;
 mod screen;
 pub mod sessions;
 mod setup;
+mod signals;
 pub mod terminal;
 mod viewers;
 pub mod workspace;

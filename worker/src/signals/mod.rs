@@ -1,0 +1,193 @@
+//! What an agent says about its own activity, read from its own records:
+//! transcripts tailed incrementally, hook payloads, trust records seeded
+//! before launch. Each reader turns a record into an [`Observation`]; the
+//! fusion of observations into an [`Activity`] belongs to the session.
+//!
+//! What the agents really write is described in `AGENTS.md` §2 (Claude
+//! Code) and §3 (Codex).
+//!
+//! Modules:
+//! - [`tail`]: incremental reading of a JSONL file that grows.
+//! - [`hook`]: hook payloads (one shape for Claude Code and Codex) and the
+//!   settings that install the hooks.
+//! - [`claude`]: Claude Code's transcript path, lines, hooks and trust record.
+//! - [`codex`]: Codex's rollout discovery, lines and trust arguments.
+//! - [`watch`]: file-change notification for transcript directories.
+
+// Wired in by the activity integration.
+#![allow(dead_code)]
+
+pub(crate) mod claude;
+pub(crate) mod codex;
+pub(crate) mod hook;
+pub(crate) mod tail;
+pub(crate) mod watch;
+
+use std::io;
+use std::path::PathBuf;
+use std::time::SystemTime;
+
+/// What a session's agent is doing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Activity {
+    Active,
+    Ready,
+    Idle,
+    WaitingInput,
+    Blocked,
+    Exited,
+}
+
+/// How `ao` knows an activity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    Process,
+    Hook,
+    Transcript,
+    Report,
+    Screen,
+    Clock,
+}
+
+/// One observation from an agent's own records.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Observation {
+    /// The record's own timestamp if it has one, else when it was read.
+    pub at: SystemTime,
+    pub kind: Kind,
+    pub source: Source,
+    /// One short line, at most [`DETAIL_MAX`] characters.
+    pub detail: String,
+}
+
+/// What one record means for the agent's turn.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Kind {
+    /// A user prompt: a turn opens.
+    PromptSubmitted,
+    /// A sign of life inside an open turn (tool use, tool result, progress,
+    /// API retry…).
+    Working,
+    /// A permission, question or trust dialog is pending.
+    DialogOpened,
+    /// A pending dialog was answered.
+    DialogClosed,
+    /// The turn ended normally or was interrupted.
+    TurnEnded,
+    /// The turn ended on an error (rate limit, authentication…).
+    TurnFailed,
+    /// The agent's session began; it names its id and transcript when it can.
+    SessionStarted {
+        agent_session_id: Option<String>,
+        transcript: Option<PathBuf>,
+    },
+    /// Titles, snapshots, token counts: never changes state.
+    Metadata,
+}
+
+/// The longest [`Observation::detail`], in characters.
+pub const DETAIL_MAX: usize = 120;
+
+impl Observation {
+    /// An observation whose detail is cut to one line of [`DETAIL_MAX`]
+    /// characters; `at` is now when the record carries no time.
+    pub(crate) fn new(at: Option<SystemTime>, kind: Kind, source: Source, detail: &str) -> Self {
+        Self {
+            at: at.unwrap_or_else(SystemTime::now),
+            kind,
+            source,
+            detail: short(detail, DETAIL_MAX),
+        }
+    }
+}
+
+/// The first line of `text`, whitespace collapsed, cut to `max` characters
+/// (an ellipsis marks the cut).
+pub(crate) fn short(text: &str, max: usize) -> String {
+    let line = text.lines().find(|l| !l.trim().is_empty()).unwrap_or("");
+    let line = line.split_whitespace().collect::<Vec<_>>().join(" ");
+    if line.chars().count() <= max {
+        return line;
+    }
+    let mut cut: String = line.chars().take(max - 1).collect();
+    cut.push('…');
+    cut
+}
+
+/// An RFC 3339 `timestamp` field of a record, as a time.
+pub(crate) fn record_time(record: &serde_json::Value) -> Option<SystemTime> {
+    let text = record.get("timestamp")?.as_str()?;
+    chrono::DateTime::parse_from_rfc3339(text)
+        .ok()
+        .map(SystemTime::from)
+}
+
+/// A transcript file read as observations: a [`tail::Tail`] and the
+/// agent's line parser.
+pub(crate) struct Transcript {
+    tail: tail::Tail,
+    parse: fn(u64, &[u8]) -> Option<Observation>,
+    malformed: u64,
+}
+
+impl Transcript {
+    /// `parse` returns `None` only for a line that is not a JSON object.
+    pub(crate) fn new(tail: tail::Tail, parse: fn(u64, &[u8]) -> Option<Observation>) -> Self {
+        Self {
+            tail,
+            parse,
+            malformed: 0,
+        }
+    }
+
+    /// The observations of the lines completed since the last poll,
+    /// metadata included, in file order.
+    ///
+    /// # Errors
+    /// The file exists but cannot be read.
+    pub(crate) fn poll(&mut self) -> io::Result<Vec<Observation>> {
+        let lines = self.tail.poll()?;
+        let mut out = Vec::with_capacity(lines.len());
+        for (line_no, line) in lines {
+            match (self.parse)(line_no, &line) {
+                Some(observation) => out.push(observation),
+                None => {
+                    self.malformed += 1;
+                    tracing::debug!(
+                        "{}: line {line_no} is not a JSON object",
+                        self.tail.path().display()
+                    );
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Lines that were not JSON objects (a crash mid-write leaves none: an
+    /// unterminated line waits for its end).
+    pub(crate) fn malformed(&self) -> u64 {
+        self.malformed
+    }
+
+    pub(crate) fn tail(&self) -> &tail::Tail {
+        &self.tail
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn details_are_one_short_line() {
+        assert_eq!(
+            short("  Add a --json\tflag \n to status", 120),
+            "Add a --json flag"
+        );
+        assert_eq!(short("\n\nsecond line first", 120), "second line first");
+        let long = "é".repeat(300);
+        let cut = Observation::new(None, Kind::Working, Source::Hook, &long).detail;
+        assert_eq!(cut.chars().count(), DETAIL_MAX);
+        assert!(cut.ends_with('…'));
+    }
+}
