@@ -1,11 +1,17 @@
-//! The controller's wire types into the worker's domain types. Ids are
-//! checked and `""` for "none" is decided here, once; the actor and what
-//! it persists hold only domain types.
+//! The link's wire types to the worker's domain types and back. Ids are
+//! checked and `""` (or `0`) for "none" is decided here, once; the actor
+//! and what it persists hold only domain types.
 
+use ao_proto::pb::attach_end::Reason as EndReason;
+use ao_proto::pb::session_report::{Activity as WireActivity, State as WireState};
 use ao_proto::{names, pb};
 
 use crate::agent::AgentSpec;
 use crate::assignment::{Assignment, SessionSpec};
+use crate::link_types::{
+    Activity, AttachStart, InputOutcome, OpenStream, OutputFrom, Report, ReportState, Stop,
+    StreamKind, TerminalEnd, ToController, TunnelDown, TunnelUp,
+};
 
 #[derive(Debug, PartialEq, thiserror::Error)]
 pub enum ConvertError {
@@ -20,6 +26,11 @@ pub enum ConvertError {
 /// `""` on the wire means none.
 pub fn non_empty(s: String) -> Option<String> {
     (!s.is_empty()).then_some(s)
+}
+
+/// A terminal's width or height: at least one cell.
+fn cells(n: u32) -> u16 {
+    n.clamp(1, u16::MAX.into()) as u16
 }
 
 impl From<pb::AgentSpec> for AgentSpec {
@@ -68,6 +79,174 @@ impl TryFrom<pb::Assign> for Assignment {
             spec: a.spec.ok_or(ConvertError::NoSpec)?.try_into()?,
             epoch: a.epoch,
         })
+    }
+}
+
+impl TryFrom<pb::Stop> for Stop {
+    type Error = ConvertError;
+
+    fn try_from(s: pb::Stop) -> Result<Self, ConvertError> {
+        // It names files: one like `../…` would name files outside ours.
+        names::check_session_id(&s.session_id)?;
+        Ok(Stop {
+            session_id: s.session_id,
+            epoch: s.epoch,
+        })
+    }
+}
+
+impl From<pb::Input> for crate::link_types::Input {
+    fn from(i: pb::Input) -> Self {
+        // Its id only finds a session of ours, or none.
+        crate::link_types::Input {
+            request_id: i.request_id,
+            session_id: i.session_id,
+            epoch: i.epoch,
+            text: i.text,
+            raw: i.raw,
+        }
+    }
+}
+
+impl From<pb::AttachStart> for AttachStart {
+    fn from(a: pb::AttachStart) -> Self {
+        AttachStart {
+            session_id: a.session_id,
+            read_only: a.read_only,
+            force: a.force,
+            cols: cells(a.cols),
+            rows: cells(a.rows),
+            who: a.who,
+            term: a.term,
+            seat: non_empty(a.seat),
+        }
+    }
+}
+
+impl TryFrom<pb::OpenStream> for OpenStream {
+    type Error = ConvertError;
+
+    fn try_from(o: pb::OpenStream) -> Result<Self, ConvertError> {
+        // An unknown session's log is read by its id: never outside ours.
+        names::check_session_id(&o.session_id)?;
+        let kind = match o.attach {
+            Some(start) => StreamKind::Terminal(start.into()),
+            None => StreamKind::Output {
+                from: match (o.since_unix, o.tail_lines) {
+                    (0, 0) => OutputFrom::All,
+                    (0, lines) => OutputFrom::Tail(lines as usize),
+                    (since, _) => OutputFrom::Since(since),
+                },
+                session_id: o.session_id,
+                follow: o.follow,
+            },
+        };
+        Ok(OpenStream {
+            stream_id: o.stream_id,
+            kind,
+        })
+    }
+}
+
+impl From<pb::tunnel_down::Msg> for TunnelDown {
+    fn from(m: pb::tunnel_down::Msg) -> Self {
+        match m {
+            pb::tunnel_down::Msg::Input(keys) => TunnelDown::Keys(keys),
+            pb::tunnel_down::Msg::Resize(r) => TunnelDown::Resize {
+                cols: cells(r.cols),
+                rows: cells(r.rows),
+            },
+        }
+    }
+}
+
+impl From<TerminalEnd> for pb::AttachEnd {
+    fn from(end: TerminalEnd) -> Self {
+        match end {
+            TerminalEnd::Detached => pb::AttachEnd::new(EndReason::Detached, ""),
+            TerminalEnd::SessionEnded => pb::AttachEnd::new(EndReason::SessionEnded, ""),
+            TerminalEnd::TakenOver { by } => pb::AttachEnd::new(EndReason::TakenOver, by),
+        }
+    }
+}
+
+impl From<TunnelUp> for pb::TunnelUp {
+    fn from(up: TunnelUp) -> Self {
+        let msg = match up {
+            TunnelUp::Data(d) => pb::tunnel_up::Msg::Data(d),
+            TunnelUp::Error(e) => pb::tunnel_up::Msg::Error(e),
+            TunnelUp::End(end) => pb::tunnel_up::Msg::End(end.into()),
+        };
+        pb::TunnelUp { msg: Some(msg) }
+    }
+}
+
+impl From<ReportState> for WireState {
+    fn from(s: ReportState) -> Self {
+        match s {
+            ReportState::Starting => WireState::Starting,
+            ReportState::Running => WireState::Running,
+            ReportState::Exited => WireState::Exited,
+            ReportState::Errored => WireState::Errored,
+            ReportState::Stopped => WireState::Stopped,
+        }
+    }
+}
+
+impl From<Activity> for WireActivity {
+    fn from(a: Activity) -> Self {
+        match a {
+            Activity::Active => WireActivity::Active,
+            Activity::Ready => WireActivity::Ready,
+            Activity::Idle => WireActivity::Idle,
+            Activity::WaitingInput => WireActivity::WaitingInput,
+        }
+    }
+}
+
+impl From<Report> for pb::SessionReport {
+    fn from(r: Report) -> Self {
+        let activity = r
+            .activity
+            .map_or(WireActivity::Unspecified, WireActivity::from);
+        pb::SessionReport {
+            session_id: r.session_id,
+            epoch: r.epoch,
+            state: WireState::from(r.state).into(),
+            activity: activity.into(),
+            exit_code: r.exit_code,
+            reason: r.reason.unwrap_or_default(),
+            worktree: r
+                .worktree
+                .map(|w| w.display().to_string())
+                .unwrap_or_default(),
+            branch: r.branch.unwrap_or_default(),
+            attach_command: r.attach_command.unwrap_or_default(),
+        }
+    }
+}
+
+impl From<InputOutcome> for pb::InputResult {
+    fn from(o: InputOutcome) -> Self {
+        let (delivered, error) = match o.result {
+            Ok(()) => (true, String::new()),
+            Err(e) => (false, e),
+        };
+        pb::InputResult {
+            request_id: o.request_id,
+            delivered,
+            error,
+        }
+    }
+}
+
+impl From<ToController> for pb::WorkerMessage {
+    fn from(m: ToController) -> Self {
+        let msg = match m {
+            ToController::Report(r) => pb::worker_message::Msg::Report(r.into()),
+            ToController::InputOutcome(o) => pb::worker_message::Msg::InputResult(o.into()),
+        };
+        pb::WorkerMessage { msg: Some(msg) }
     }
 }
 
@@ -130,5 +309,208 @@ mod tests {
         );
         let err = Assignment::try_from(pb::Assign::default()).unwrap_err();
         assert_eq!(err, ConvertError::NoSpec);
+    }
+
+    #[test]
+    fn stops_and_streams_of_ids_outside_ours_are_refused() {
+        let stop = pb::Stop {
+            session_id: "../../victim".into(),
+            epoch: 1,
+        };
+        assert!(matches!(Stop::try_from(stop), Err(ConvertError::BadId(_))));
+        let stream = pb::OpenStream {
+            session_id: "../x".into(),
+            ..Default::default()
+        };
+        assert!(matches!(
+            OpenStream::try_from(stream),
+            Err(ConvertError::BadId(_))
+        ));
+        let stop = pb::Stop {
+            session_id: "app-1".into(),
+            epoch: 3,
+        };
+        assert_eq!(
+            Stop::try_from(stop).unwrap(),
+            Stop {
+                session_id: "app-1".into(),
+                epoch: 3
+            }
+        );
+    }
+
+    #[test]
+    fn output_streams_start_where_the_wire_says_and_zero_means_none() {
+        let from = |since_unix, tail_lines| {
+            let o = pb::OpenStream {
+                stream_id: 7,
+                session_id: "app-1".into(),
+                follow: true,
+                tail_lines,
+                attach: None,
+                since_unix,
+            };
+            match OpenStream::try_from(o).unwrap() {
+                OpenStream {
+                    stream_id: 7,
+                    kind:
+                        StreamKind::Output {
+                            session_id,
+                            from,
+                            follow: true,
+                        },
+                } if session_id == "app-1" => from,
+                other => panic!("{other:?}"),
+            }
+        };
+        assert_eq!(from(0, 0), OutputFrom::All);
+        assert_eq!(from(0, 20), OutputFrom::Tail(20));
+        // A time wins over a line count.
+        assert_eq!(from(1_700_000_000, 20), OutputFrom::Since(1_700_000_000));
+    }
+
+    #[test]
+    fn terminals_get_a_size_of_at_least_one_cell_and_no_empty_seat() {
+        let o = |seat: &str, cols, rows| pb::OpenStream {
+            stream_id: 9,
+            session_id: "app-1".into(),
+            attach: Some(pb::AttachStart {
+                session_id: "app-1".into(),
+                read_only: true,
+                cols,
+                rows,
+                who: "me@h".into(),
+                term: "xterm".into(),
+                seat: seat.into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let StreamKind::Terminal(start) = OpenStream::try_from(o("", 0, 1 << 20)).unwrap().kind
+        else {
+            panic!("not a terminal");
+        };
+        assert_eq!(
+            start,
+            AttachStart {
+                session_id: "app-1".into(),
+                read_only: true,
+                force: false,
+                cols: 1,
+                rows: u16::MAX,
+                who: "me@h".into(),
+                term: "xterm".into(),
+                seat: None,
+            }
+        );
+        let StreamKind::Terminal(start) = OpenStream::try_from(o("s1", 80, 24)).unwrap().kind
+        else {
+            panic!("not a terminal");
+        };
+        assert_eq!(
+            (start.cols, start.rows, start.seat),
+            (80, 24, Some("s1".into()))
+        );
+        let resize = pb::tunnel_down::Msg::Resize(pb::Resize { cols: 0, rows: 50 });
+        assert_eq!(
+            TunnelDown::from(resize),
+            TunnelDown::Resize { cols: 1, rows: 50 }
+        );
+        let keys = pb::tunnel_down::Msg::Input(b"q".to_vec());
+        assert_eq!(TunnelDown::from(keys), TunnelDown::Keys(b"q".to_vec()));
+    }
+
+    #[test]
+    fn reports_say_none_as_empty_and_each_state_as_its_wire_value() {
+        let bare = Report::bare("app-1".into(), 2, ReportState::Starting, None);
+        let wire = pb::SessionReport::from(bare);
+        assert_eq!(
+            wire,
+            pb::SessionReport {
+                session_id: "app-1".into(),
+                epoch: 2,
+                state: WireState::Starting.into(),
+                ..Default::default()
+            }
+        );
+        assert_eq!(wire.activity(), WireActivity::Unspecified);
+        let full = Report {
+            session_id: "app-1".into(),
+            epoch: 3,
+            state: ReportState::Exited,
+            activity: Some(Activity::WaitingInput),
+            exit_code: Some(2),
+            reason: Some("boom".into()),
+            worktree: Some("/w/app-1".into()),
+            branch: Some("feat/x".into()),
+            attach_command: Some("tmux attach".into()),
+        };
+        let wire = pb::SessionReport::from(full);
+        assert_eq!(
+            (wire.state(), wire.activity(), wire.exit_code),
+            (WireState::Exited, WireActivity::WaitingInput, Some(2))
+        );
+        assert_eq!(
+            (
+                &*wire.reason,
+                &*wire.worktree,
+                &*wire.branch,
+                &*wire.attach_command
+            ),
+            ("boom", "/w/app-1", "feat/x", "tmux attach")
+        );
+        for (state, expected) in [
+            (ReportState::Running, WireState::Running),
+            (ReportState::Errored, WireState::Errored),
+            (ReportState::Stopped, WireState::Stopped),
+        ] {
+            assert_eq!(WireState::from(state), expected);
+        }
+        for (activity, expected) in [
+            (Activity::Active, WireActivity::Active),
+            (Activity::Ready, WireActivity::Ready),
+            (Activity::Idle, WireActivity::Idle),
+        ] {
+            assert_eq!(WireActivity::from(activity), expected);
+        }
+    }
+
+    #[test]
+    fn what_goes_up_keeps_its_meaning() {
+        let outcome = |result| {
+            pb::WorkerMessage::from(ToController::InputOutcome(InputOutcome {
+                request_id: 5,
+                result,
+            }))
+        };
+        let result = |delivered, error: &str| pb::WorkerMessage {
+            msg: Some(pb::worker_message::Msg::InputResult(pb::InputResult {
+                request_id: 5,
+                delivered,
+                error: error.into(),
+            })),
+        };
+        assert_eq!(outcome(Ok(())), result(true, ""));
+        assert_eq!(outcome(Err("gone".into())), result(false, "gone"));
+        let end = |end| match pb::TunnelUp::from(TunnelUp::End(end)).msg {
+            Some(pb::tunnel_up::Msg::End(e)) => (e.reason(), e.detail),
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(
+            end(TerminalEnd::Detached),
+            (EndReason::Detached, String::new())
+        );
+        assert_eq!(
+            end(TerminalEnd::SessionEnded),
+            (EndReason::SessionEnded, String::new())
+        );
+        assert_eq!(
+            end(TerminalEnd::TakenOver { by: "bob@h".into() }),
+            (EndReason::TakenOver, "bob@h".into())
+        );
+        let data = pb::TunnelUp::from(TunnelUp::Data(b"x".to_vec()));
+        assert_eq!(data.msg, Some(pb::tunnel_up::Msg::Data(b"x".to_vec())));
+        let error = pb::TunnelUp::from(TunnelUp::Error("no".into()));
+        assert_eq!(error.msg, Some(pb::tunnel_up::Msg::Error("no".into())));
     }
 }

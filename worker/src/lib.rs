@@ -10,7 +10,8 @@
 //! - [`workspace`]: git worktrees, symlinks, `postCreate`.
 //! - [`agent`]: adapters for built-in and configured agents.
 //! - [`assignment`]: what the controller asks this worker to run.
-//! - [`convert`]: the controller's wire types into the worker's domain types.
+//! - [`link_types`]: what crosses the link, in the worker's terms.
+//! - [`convert`]: the link's wire types to the worker's domain types and back.
 //! - `delivery`: typing prompts and messages into an agent.
 //! - [`hooklog`]: what the agent's hooks say, appended by `ao hook`.
 //! - `meta`: what a worker keeps per session across restarts.
@@ -31,6 +32,7 @@ pub mod convert;
 mod delivery;
 pub mod hooklog;
 pub mod link;
+pub mod link_types;
 mod local;
 mod meta;
 pub mod output;

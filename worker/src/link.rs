@@ -17,10 +17,15 @@ use ao_proto::pb;
 use ao_proto::pki::{self, Credentials};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
+use tokio_stream::StreamExt;
 use tokio_util::task::AbortOnDropHandle;
 use tonic::transport::{Channel, ClientTlsConfig};
 
-use crate::sessions::{WorkerHandle, WorkerSettings};
+use crate::assignment::Assignment;
+use crate::link_types::{
+    Downstream, OpenStream, Request, Stop, ToController, TunnelDown, TunnelUp, Tunnels,
+};
+use crate::sessions::{errored, WorkerHandle, WorkerSettings};
 
 const HEARTBEAT: Duration = Duration::from_secs(5);
 /// A link up this long counts as healthy when it breaks.
@@ -43,17 +48,77 @@ pub enum LinkError {
     Refused(String),
 }
 
-/// Opens a tunnel on `channel`, the worker's link to the controller: what
-/// `up` carries goes to the controller, the returned stream comes down.
-///
-/// # Errors
-/// The controller cannot be reached or refused the tunnel.
-pub(crate) async fn open_tunnel(
-    channel: Channel,
-    up: mpsc::Receiver<pb::TunnelUp>,
-) -> Result<tonic::Streaming<pb::TunnelDown>, tonic::Status> {
-    let mut client = dial::worker_link_client(channel);
-    Ok(client.tunnel(ReceiverStream::new(up)).await?.into_inner())
+/// Tunnels dialled on the connection of the link.
+struct LinkTunnels(Channel);
+
+#[async_trait::async_trait]
+impl Tunnels for LinkTunnels {
+    async fn open(
+        &self,
+        stream_id: u64,
+        up: mpsc::Receiver<TunnelUp>,
+    ) -> Result<Downstream, String> {
+        let first = pb::TunnelUp {
+            msg: Some(pb::tunnel_up::Msg::StreamId(stream_id)),
+        };
+        let up = tokio_stream::once(first).chain(ReceiverStream::new(up).map(pb::TunnelUp::from));
+        let mut client = dial::worker_link_client(self.0.clone());
+        let down = client
+            .tunnel(up)
+            .await
+            .map_err(|e| e.to_string())?
+            .into_inner();
+        // An error ends it as the controller's end does.
+        let down = down
+            .map_while(Result::ok)
+            .filter_map(|m| m.msg.map(TunnelDown::from));
+        Ok(Box::pin(down))
+    }
+}
+
+/// Hands a message of the controller to the actor, in the worker's terms.
+/// One refused here is answered at once: the answer is returned.
+async fn dispatch(
+    handle: &WorkerHandle,
+    msg: pb::controller_message::Msg,
+    tunnels: &Arc<dyn Tunnels>,
+) -> Option<pb::WorkerMessage> {
+    use pb::controller_message::Msg;
+    let request = match msg {
+        Msg::Welcome(w) => {
+            tracing::info!(controller = %w.controller_version, "linked to the controller");
+            return None;
+        }
+        Msg::Assign(wire) => {
+            let (id, epoch) = (wire.spec.as_ref().map(|s| s.session_id.clone()), wire.epoch);
+            match Assignment::try_from(wire) {
+                Ok(a) => Request::Assign(Box::new(a)),
+                Err(e) => {
+                    tracing::warn!("refusing an assignment: {e}");
+                    // Without a spec there is no session to report on.
+                    return id.map(|id| errored(id, epoch, e.to_string()).into());
+                }
+            }
+        }
+        Msg::Stop(s) => match Stop::try_from(s) {
+            Ok(s) => Request::Stop(s),
+            Err(e) => {
+                tracing::warn!("refusing a stop: {e}");
+                return None;
+            }
+        },
+        Msg::Input(i) => Request::Input(i.into()),
+        Msg::OpenStream(o) => match OpenStream::try_from(o) {
+            Ok(o) => Request::OpenStream(o, tunnels.clone()),
+            Err(e) => {
+                tracing::warn!("refusing a stream: {e}");
+                return None;
+            }
+        },
+        Msg::Resync(_) => Request::Resync,
+    };
+    handle.from_controller(request).await;
+    None
 }
 
 /// Unix seconds now.
@@ -101,7 +166,7 @@ pub async fn run(
     settings: Arc<WorkerSettings>,
     tmux_socket: String,
     handle: WorkerHandle,
-    mut reports: mpsc::Receiver<pb::WorkerMessage>,
+    mut reports: mpsc::Receiver<ToController>,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), LinkError> {
     tokio::pin!(shutdown);
@@ -126,7 +191,12 @@ pub async fn run(
                 hostname: settings.hostname.clone(),
                 labels: settings.labels.clone().into_iter().collect(),
                 max_sessions: settings.max_sessions,
-                inventory: handle.inventory().await,
+                inventory: handle
+                    .inventory()
+                    .await
+                    .into_iter()
+                    .map(Into::into)
+                    .collect(),
                 tmux_socket: tmux_socket.clone(),
                 version: ao_proto::VERSION.into(),
                 mem_available_bytes: mem_available(),
@@ -145,19 +215,26 @@ pub async fn run(
                 .map_err(Down::from_status)?
                 .into_inner();
             tracing::info!(controller = %addr, "linked");
+            let tunnels: Arc<dyn Tunnels> = Arc::new(LinkTunnels(channel));
             linked_at = Some(tokio::time::Instant::now());
             let mut heartbeat = tokio::time::interval(HEARTBEAT);
             let mut seq = 0;
             loop {
                 tokio::select! {
                     msg = inbound.message() => match msg {
-                        Ok(Some(pb::ControllerMessage { msg: Some(m) })) => handle.from_controller(m, channel.clone()).await,
+                        Ok(Some(pb::ControllerMessage { msg: Some(m) })) => {
+                            if let Some(answer) = dispatch(&handle, m, &tunnels).await {
+                                if tx.send(answer).await.is_err() {
+                                    return Err(Down::Retry("link closed".into()));
+                                }
+                            }
+                        }
                         Ok(Some(_)) => {}
                         Ok(None) => return Err(Down::Retry("the controller closed the link".into())),
                         Err(e) => return Err(Down::from_status(e)),
                     },
                     Some(out) = reports.recv() => {
-                        if tx.send(out).await.is_err() {
+                        if tx.send(out.into()).await.is_err() {
                             return Err(Down::Retry("link closed".into()));
                         }
                     }
@@ -302,5 +379,76 @@ mod tests {
     #[test]
     fn available_memory_is_read() {
         assert!(mem_available() > 0);
+    }
+
+    #[tokio::test]
+    async fn ids_that_would_name_paths_or_tmux_targets_never_run() {
+        use std::collections::BTreeMap;
+
+        use ao_proto::home::Home;
+        use ao_proto::pb::session_report::State;
+        use tokio_util::task::TaskTracker;
+
+        use crate::runtime::{Runtime, TmuxRuntime};
+
+        let dir = tempfile::tempdir().unwrap();
+        let home = dir.path().join("home");
+        let runtime = Arc::new(TmuxRuntime::new(dir.path().join("tmux.sock")));
+        let settings = Arc::new(WorkerSettings {
+            id: "w".into(),
+            hostname: "h".into(),
+            home: Home::new(&home),
+            labels: BTreeMap::new(),
+            max_sessions: 10,
+            memory_reserve: 0,
+            poll_interval: Duration::from_secs(3600),
+        });
+        let (reports, _rx) = mpsc::channel(16);
+        let (worker, _task) =
+            crate::sessions::start(settings, runtime.clone(), reports, TaskTracker::new()).await;
+        let channel = tonic::transport::Endpoint::from_static("http://127.0.0.1:1").connect_lazy();
+        let tunnels: Arc<dyn Tunnels> = Arc::new(LinkTunnels(channel));
+        let assign = |session: &str, project: &str| {
+            pb::controller_message::Msg::Assign(pb::Assign {
+                spec: Some(pb::SessionSpec {
+                    session_id: session.into(),
+                    project_id: project.into(),
+                    repo_path: dir.path().display().to_string(),
+                    branch: "b".into(),
+                    ..Default::default()
+                }),
+                epoch: 1,
+            })
+        };
+        for (session, project, rule) in [
+            ("../escape", "app", "invalid session id \"../escape\""),
+            ("lib.core-1", "app", "tmux target characters"),
+            ("app-1", "../lib", "invalid project id \"../lib\""),
+            ("#{pane_pid}", "app", "invalid session id"),
+        ] {
+            let answer = dispatch(&worker, assign(session, project), &tunnels).await;
+            let Some(pb::WorkerMessage {
+                msg: Some(pb::worker_message::Msg::Report(report)),
+            }) = answer
+            else {
+                panic!("no report for {session}");
+            };
+            assert_eq!(report.session_id, session);
+            assert_eq!(report.state(), State::Errored);
+            assert!(report.reason.contains(rule), "{}", report.reason);
+        }
+        // A stop of such an id deletes nothing outside the worker's files.
+        let outside = home.join("victim.json");
+        std::fs::create_dir_all(&home).unwrap();
+        std::fs::write(&outside, "keep").unwrap();
+        let stop = pb::controller_message::Msg::Stop(pb::Stop {
+            session_id: "../../victim".into(),
+            epoch: 1,
+        });
+        assert_eq!(dispatch(&worker, stop, &tunnels).await, None);
+        assert!(worker.inventory().await.is_empty());
+        assert!(outside.exists());
+        assert!(!home.join("worktrees").exists());
+        assert_eq!(runtime.list().await.unwrap(), []);
     }
 }

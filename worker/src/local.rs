@@ -4,11 +4,10 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ao_proto::pb;
-use ao_proto::pb::session_report::{Activity as ReportActivity, State as ReportState};
 use tokio::sync::oneshot;
 
 use crate::agent::{Launch, ScreenState};
+use crate::link_types::{Activity, Report, ReportState};
 use crate::meta::SessionMeta;
 use crate::output::Output;
 use crate::runtime::Runtime;
@@ -24,7 +23,7 @@ pub(crate) const QUIET_BEFORE_PROMPT: Duration = Duration::from_millis(1500);
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct Reported {
     pub(crate) state: ReportState,
-    pub(crate) activity: ReportActivity,
+    pub(crate) activity: Option<Activity>,
     pub(crate) exit_code: Option<i32>,
 }
 
@@ -33,7 +32,7 @@ pub(crate) struct Writer {
     pub(crate) attach: u64,
     pub(crate) who: String,
     /// The `ao attach` it is (the same across its reconnects).
-    pub(crate) seat: String,
+    pub(crate) seat: Option<String>,
     /// Tells the holder who took the seat.
     pub(crate) takeover: oneshot::Sender<String>,
 }
@@ -100,34 +99,38 @@ pub(crate) fn prompt_time(l: &LocalSession) -> bool {
 }
 
 /// The activity is set only while the agent runs.
-pub(crate) fn state_of(l: &LocalSession) -> (ReportState, ReportActivity) {
+pub(crate) fn state_of(l: &LocalSession) -> (ReportState, Option<Activity>) {
     if l.exited.is_some() {
-        return (ReportState::Exited, ReportActivity::Unspecified);
+        return (ReportState::Exited, None);
     }
     let activity = match l.screen {
-        ScreenState::WaitingInput => ReportActivity::WaitingInput,
-        ScreenState::Ready => ReportActivity::Ready,
-        ScreenState::Other if l.last_output.elapsed() < ACTIVE_WINDOW => ReportActivity::Active,
-        ScreenState::Other => ReportActivity::Idle,
+        ScreenState::WaitingInput => Activity::WaitingInput,
+        ScreenState::Ready => Activity::Ready,
+        ScreenState::Other if l.last_output.elapsed() < ACTIVE_WINDOW => Activity::Active,
+        ScreenState::Other => Activity::Idle,
     };
-    (ReportState::Running, activity)
+    (ReportState::Running, Some(activity))
 }
 
 pub(crate) fn report(
     l: &LocalSession,
     state: ReportState,
-    activity: ReportActivity,
+    activity: Option<Activity>,
     runtime: &dyn Runtime,
-) -> pb::SessionReport {
-    pb::SessionReport {
+) -> Report {
+    Report {
         session_id: l.meta.session_id.clone(),
         epoch: l.meta.epoch,
-        state: state.into(),
-        activity: activity.into(),
+        state,
+        activity,
         exit_code: l.exited.as_ref().and_then(|e| e.0),
-        reason: l.exited.as_ref().map(|e| e.1.clone()).unwrap_or_default(),
-        worktree: l.meta.worktree.display().to_string(),
-        branch: l.meta.branch.clone(),
-        attach_command: runtime.attach_command(&l.meta.session_id),
+        reason: l
+            .exited
+            .as_ref()
+            .map(|e| e.1.clone())
+            .filter(|r| !r.is_empty()),
+        worktree: Some(l.meta.worktree.clone()),
+        branch: Some(l.meta.branch.clone()),
+        attach_command: Some(runtime.attach_command(&l.meta.session_id)),
     }
 }

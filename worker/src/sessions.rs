@@ -12,17 +12,18 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ao_proto::home::Home;
-use ao_proto::pb::session_report::State as ReportState;
-use ao_proto::{names, pb};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::task::TaskTracker;
-use tonic::transport::Channel;
 
 use crate::agent::{self, Launch, ScreenState};
 use crate::assignment::Assignment;
 use crate::delivery::{
     crash_point, deliver, echo_needle, resume_prompt, type_and_confirm, PromptEvidence, PromptStep,
     Undelivered, HISTORY,
+};
+use crate::link_types::{
+    AttachStart, Input, InputOutcome, OpenStream, OutputFrom, Report, ReportState, Request, Stop,
+    StreamKind, ToController, Tunnels,
 };
 use crate::local::{
     prompt_time, report, state_of, LocalSession, Reported, Writer, ACTIVE_WINDOW,
@@ -33,7 +34,7 @@ use crate::output::{self, Output};
 use crate::runtime::{PaneState, Runtime};
 use crate::setup::setup;
 use crate::terminal::TerminalSpec;
-use crate::viewers::{relay_terminal, run_tunnel, stream_output, History};
+use crate::viewers::{relay_terminal, stream_output, History, Tunnel};
 use crate::workspace;
 
 /// Polls to wait for the exit status of a pane tmux already calls dead.
@@ -51,8 +52,8 @@ pub struct WorkerSettings {
 }
 
 enum Command {
-    FromController(Box<pb::controller_message::Msg>, Channel),
-    Inventory(oneshot::Sender<Vec<pb::SessionReport>>),
+    FromController(Request),
+    Inventory(oneshot::Sender<Vec<Report>>),
     SetupDone(u64, Box<Result<LocalSession, (String, String)>>),
     /// Enter was pressed after the task prompt.
     PromptSubmitted(String),
@@ -68,15 +69,12 @@ pub struct WorkerHandle {
 }
 
 impl WorkerHandle {
-    pub async fn from_controller(&self, msg: pb::controller_message::Msg, channel: Channel) {
-        let _ = self
-            .tx
-            .send(Command::FromController(Box::new(msg), channel))
-            .await;
+    pub async fn from_controller(&self, request: Request) {
+        let _ = self.tx.send(Command::FromController(request)).await;
     }
 
     /// Every session this worker holds, for the hello.
-    pub async fn inventory(&self) -> Vec<pb::SessionReport> {
+    pub async fn inventory(&self) -> Vec<Report> {
         let (tx, rx) = oneshot::channel();
         if self.tx.send(Command::Inventory(tx)).await.is_err() {
             return Vec::new();
@@ -91,7 +89,7 @@ struct Actor {
     sessions: HashMap<String, LocalSession>,
     /// Assignments being set up, by session id, with their epoch.
     setting_up: HashMap<String, u64>,
-    reports: mpsc::Sender<pb::WorkerMessage>,
+    reports: mpsc::Sender<ToController>,
     tx: mpsc::Sender<Command>,
     repo_locks: workspace::RepoLocks,
     /// The last runtime failure, logged once until it changes.
@@ -105,7 +103,7 @@ struct Actor {
 pub async fn start(
     settings: Arc<WorkerSettings>,
     runtime: Arc<dyn Runtime>,
-    reports: mpsc::Sender<pb::WorkerMessage>,
+    reports: mpsc::Sender<ToController>,
     tasks: TaskTracker,
 ) -> (WorkerHandle, tokio::task::JoinHandle<()>) {
     let (tx, rx) = mpsc::channel(1024);
@@ -205,9 +203,9 @@ impl Actor {
 
     async fn handle(&mut self, cmd: Command) {
         match cmd {
-            Command::FromController(msg, channel) => self.on_controller(*msg, channel).await,
+            Command::FromController(request) => self.on_controller(request),
             Command::Inventory(reply) => {
-                let mut reports: Vec<pb::SessionReport> = self
+                let mut reports: Vec<Report> = self
                     .sessions
                     .values()
                     .map(|l| {
@@ -217,11 +215,8 @@ impl Actor {
                     .collect();
                 // Being set up is held too: the controller must not take a
                 // long `postCreate` for an assignment that never arrived.
-                reports.extend(self.setting_up.iter().map(|(id, epoch)| pb::SessionReport {
-                    session_id: id.clone(),
-                    epoch: *epoch,
-                    state: ReportState::Starting.into(),
-                    ..Default::default()
+                reports.extend(self.setting_up.iter().map(|(id, epoch)| {
+                    Report::bare(id.clone(), *epoch, ReportState::Starting, None)
                 }));
                 let _ = reply.send(reports);
             }
@@ -249,23 +244,13 @@ impl Actor {
         }
     }
 
-    async fn on_controller(&mut self, msg: pb::controller_message::Msg, channel: Channel) {
-        match msg {
-            pb::controller_message::Msg::Welcome(w) => {
-                tracing::info!(controller = %w.controller_version, "linked to the controller");
-            }
-            pb::controller_message::Msg::Assign(a) => self.assign(a),
-            pb::controller_message::Msg::Stop(s) => self.stop(s),
-            pb::controller_message::Msg::Input(i) => self.input(i),
-            pb::controller_message::Msg::OpenStream(o) => {
-                // An unknown session's log is read by its id: never outside ours.
-                if let Err(e) = names::check_session_id(&o.session_id) {
-                    tracing::warn!("refusing a stream: {e}");
-                    return;
-                }
-                self.open_stream(o, channel);
-            }
-            pb::controller_message::Msg::Resync(_) => {
+    fn on_controller(&mut self, request: Request) {
+        match request {
+            Request::Assign(a) => self.assign(*a),
+            Request::Stop(s) => self.stop(s),
+            Request::Input(i) => self.input(i),
+            Request::OpenStream(o, tunnels) => self.open_stream(o, tunnels),
+            Request::Resync => {
                 for l in self.sessions.values_mut() {
                     l.reported = None;
                 }
@@ -273,29 +258,13 @@ impl Actor {
         }
     }
 
-    fn send(&self, msg: pb::worker_message::Msg) {
-        if self
-            .reports
-            .try_send(pb::WorkerMessage { msg: Some(msg) })
-            .is_err()
-        {
+    fn send(&self, msg: ToController) {
+        if self.reports.try_send(msg).is_err() {
             tracing::warn!("report queue full or closed; the next hello resyncs");
         }
     }
 
-    fn assign(&mut self, wire: pb::Assign) {
-        let (wire_id, wire_epoch) = (wire.spec.as_ref().map(|s| s.session_id.clone()), wire.epoch);
-        let a = match Assignment::try_from(wire) {
-            Ok(a) => a,
-            Err(e) => {
-                tracing::warn!("refusing an assignment: {e}");
-                // Without a spec there is no session to report on.
-                if let Some(id) = wire_id {
-                    self.send(errored(id, wire_epoch, e.to_string()));
-                }
-                return;
-            }
-        };
+    fn assign(&mut self, a: Assignment) {
         let spec = a.spec;
         let id = spec.session_id.clone();
         if let Some(l) = self.sessions.get_mut(&id) {
@@ -365,13 +334,7 @@ impl Actor {
         }
     }
 
-    fn stop(&mut self, s: pb::Stop) {
-        if let Err(e) = names::check_session_id(&s.session_id) {
-            // Nothing of ours has such an id, and it would name files
-            // outside ours (`../…`).
-            tracing::warn!("refusing a stop: {e}");
-            return;
-        }
+    fn stop(&mut self, s: Stop) {
         let known = self.sessions.get(&s.session_id).map(|l| l.meta.epoch);
         if known.is_some_and(|e| e > s.epoch) {
             tracing::warn!(session = %s.session_id, "refusing a stale stop");
@@ -385,51 +348,38 @@ impl Actor {
         let runtime = self.runtime.clone();
         let reports = self.reports.clone();
         self.tasks.spawn(async move {
-            let reason = match runtime.stop(&s.session_id).await {
-                Ok(()) => String::new(),
-                Err(e) => e.to_string(),
-            };
-            let _ = reports
-                .send(pb::WorkerMessage {
-                    msg: Some(pb::worker_message::Msg::Report(pb::SessionReport {
-                        session_id: s.session_id,
-                        epoch: s.epoch,
-                        state: ReportState::Stopped.into(),
-                        reason,
-                        ..Default::default()
-                    })),
-                })
-                .await;
+            let reason = runtime
+                .stop(&s.session_id)
+                .await
+                .err()
+                .map(|e| e.to_string());
+            let stopped = Report::bare(s.session_id, s.epoch, ReportState::Stopped, reason);
+            let _ = reports.send(ToController::Report(stopped)).await;
         });
     }
 
-    fn input(&mut self, i: pb::Input) {
+    fn input(&mut self, i: Input) {
         let request_id = i.request_id;
-        let result = move |delivered: bool, error: String| {
-            pb::worker_message::Msg::InputResult(pb::InputResult {
-                request_id,
-                delivered,
-                error,
-            })
+        let outcome = move |result: Result<(), String>| {
+            ToController::InputOutcome(InputOutcome { request_id, result })
         };
-        match self.sessions.get(&i.session_id) {
-            None => return self.send(result(false, "no such session on this worker".into())),
-            Some(l) if l.meta.epoch != i.epoch => {
-                return self.send(result(
-                    false,
-                    format!("stale epoch {} (session is at {})", i.epoch, l.meta.epoch),
-                ));
-            }
-            Some(l) if l.exited.is_some() => {
-                return self.send(result(false, "the agent has exited".into()))
-            }
-            Some(_) => {}
+        let refused = match self.sessions.get(&i.session_id) {
+            None => Some("no such session on this worker".to_string()),
+            Some(l) if l.meta.epoch != i.epoch => Some(format!(
+                "stale epoch {} (session is at {})",
+                i.epoch, l.meta.epoch
+            )),
+            Some(l) if l.exited.is_some() => Some("the agent has exited".to_string()),
+            Some(_) => None,
+        };
+        if let Some(why) = refused {
+            return self.send(outcome(Err(why)));
         }
         let keyboard = self.sessions[&i.session_id].keyboard.clone();
         let runtime = self.runtime.clone();
         let reports = self.reports.clone();
         self.tasks.spawn(async move {
-            let outcome = if i.raw {
+            let delivered = if i.raw {
                 // Keys as they are: no Enter, and nothing to look for on
                 // the screen (control keys do not echo as themselves).
                 let _turn = keyboard.lock().await;
@@ -440,68 +390,55 @@ impl Actor {
             } else {
                 deliver(runtime.as_ref(), &keyboard, &i.session_id, &i.text).await
             };
-            let (delivered, error) = match outcome {
-                Ok(()) => (true, String::new()),
-                Err(e) => (false, e.reason),
-            };
-            let _ = reports
-                .send(pb::WorkerMessage {
-                    msg: Some(result(delivered, error)),
-                })
-                .await;
+            let _ = reports.send(outcome(delivered.map_err(|e| e.reason))).await;
         });
     }
 
-    fn open_stream(&mut self, mut o: pb::OpenStream, channel: Channel) {
-        let (tx, rx) = mpsc::channel::<pb::TunnelUp>(64);
-        let _ = tx.try_send(pb::TunnelUp {
-            msg: Some(pb::tunnel_up::Msg::StreamId(o.stream_id)),
-        });
-        if let Some(start) = o.attach.take() {
-            return self.open_terminal(o.stream_id, start, tx, rx, channel);
-        }
-        let since = (o.since_unix > 0).then_some(o.since_unix);
-        let tail = (since.is_none() && o.tail_lines > 0).then_some(o.tail_lines as usize);
-        let (history, live) = match self.sessions.get_mut(&o.session_id) {
+    fn open_stream(&mut self, o: OpenStream, tunnels: Arc<dyn Tunnels>) {
+        let tunnel = Tunnel::new(tunnels, o.stream_id);
+        let (session_id, from, follow) = match o.kind {
+            StreamKind::Terminal(start) => return self.open_terminal(o.stream_id, start, tunnel),
+            StreamKind::Output {
+                session_id,
+                from,
+                follow,
+            } => (session_id, from, follow),
+        };
+        let history_of = |log: &std::path::Path, output: Option<&Output>, upto: u64| match from {
+            OutputFrom::Tail(lines) => History::Memory(match output {
+                Some(o) => o.tail(lines),
+                None => Output::resume(log).tail(lines),
+            }),
+            OutputFrom::Since(t) => History::Files(output::history(log, Some(t), upto)),
+            OutputFrom::All => History::Files(output::history(log, None, upto)),
+        };
+        let (history, live) = match self.sessions.get_mut(&session_id) {
             Some(l) => {
                 l.read_output();
                 // The history and the subscription are taken together: no gap.
-                let history = match tail {
-                    Some(lines) => History::Memory(l.output.tail(lines)),
-                    None => {
-                        History::Files(output::history(&l.meta.log_path, since, l.output.offset()))
-                    }
-                };
+                let history = history_of(&l.meta.log_path, Some(&l.output), l.output.offset());
                 (
                     history,
-                    (o.follow && l.exited.is_none()).then(|| l.output.subscribe()),
+                    (follow && l.exited.is_none()).then(|| l.output.subscribe()),
                 )
             }
             None => {
                 // An ended session: its log file is still here.
-                let log = self.settings.home.terminal_log(&o.session_id);
+                let log = self.settings.home.terminal_log(&session_id);
                 let Ok(meta) = std::fs::metadata(&log) else {
-                    let _ = tx.try_send(pb::TunnelUp {
-                        msg: Some(pb::tunnel_up::Msg::Error(format!(
-                            "session {} has no output on this worker",
-                            o.session_id
-                        ))),
-                    });
-                    self.tasks.spawn(run_tunnel(channel, rx));
+                    let why = format!("session {session_id} has no output on this worker");
+                    self.tasks.spawn(tunnel.refuse(why));
                     return;
                 };
-                let history = match tail {
-                    Some(lines) => History::Memory(Output::resume(&log).tail(lines)),
-                    None => History::Files(output::history(&log, since, meta.len())),
-                };
-                (history, None)
+                (history_of(&log, None, meta.len()), None)
             }
         };
         let tasks = self.tasks.clone();
         self.tasks.spawn(async move {
-            let tunnel = tasks.spawn(run_tunnel(channel, rx));
-            stream_output(&tx, history, live).await;
-            drop(tx);
+            let up = tunnel.up.clone();
+            let tunnel = tasks.spawn(tunnel.run());
+            stream_output(&up, history, live).await;
+            drop(up);
             let _ = tunnel.await;
         });
     }
@@ -512,7 +449,7 @@ impl Actor {
     fn claim_seat(
         &mut self,
         attach: u64,
-        start: &pb::AttachStart,
+        start: &AttachStart,
     ) -> Result<oneshot::Receiver<String>, String> {
         let Some(l) = self.sessions.get_mut(&start.session_id) else {
             return Err(format!(
@@ -531,7 +468,7 @@ impl Actor {
             match l.writer.take() {
                 // A viewer coming back finds its own seat, not yet freed.
                 Some(holder)
-                    if !start.force && (start.seat.is_empty() || holder.seat != start.seat) =>
+                    if !start.force && (start.seat.is_none() || holder.seat != start.seat) =>
                 {
                     let why = format!(
                         "{} holds the keyboard of {}; attach with --read-only to watch, or --force to take over",
@@ -556,21 +493,11 @@ impl Actor {
     }
 
     /// Gives the viewer its own tmux client; one viewer at a time may type.
-    fn open_terminal(
-        &mut self,
-        attach: u64,
-        start: pb::AttachStart,
-        tx: mpsc::Sender<pb::TunnelUp>,
-        rx: mpsc::Receiver<pb::TunnelUp>,
-        channel: Channel,
-    ) {
+    fn open_terminal(&mut self, attach: u64, start: AttachStart, tunnel: Tunnel) {
         let takeover_rx = match self.claim_seat(attach, &start) {
             Ok(rx) => rx,
             Err(why) => {
-                let _ = tx.try_send(pb::TunnelUp {
-                    msg: Some(pb::tunnel_up::Msg::Error(why)),
-                });
-                self.tasks.spawn(run_tunnel(channel, rx));
+                self.tasks.spawn(tunnel.refuse(why));
                 return;
             }
         };
@@ -578,15 +505,15 @@ impl Actor {
             socket: self.settings.home.tmux_socket(),
             session_id: start.session_id.clone(),
             read_only: start.read_only,
-            cols: start.cols.clamp(1, u16::MAX.into()) as u16,
-            rows: start.rows.clamp(1, u16::MAX.into()) as u16,
+            cols: start.cols,
+            rows: start.rows,
             term: start.term.clone(),
         };
         let runtime = self.runtime.clone();
         let keyboard = self.sessions[&start.session_id].keyboard.clone();
         let actor = self.tx.clone();
         self.tasks.spawn(async move {
-            relay_terminal(spec, runtime, keyboard, tx, rx, channel, takeover_rx).await;
+            relay_terminal(spec, runtime, keyboard, tunnel, takeover_rx).await;
             let _ = actor
                 .send(Command::TerminalClosed(start.session_id, attach))
                 .await;
@@ -711,88 +638,17 @@ impl Actor {
         if l.reported.as_ref() != Some(&now) {
             let msg = report(l, state, activity, self.runtime.as_ref());
             l.reported = Some(now);
-            self.send(pb::worker_message::Msg::Report(msg));
+            self.send(ToController::Report(msg));
         }
     }
 }
 
 /// The report of an assignment that could not be set up.
-fn errored(session_id: String, epoch: u64, reason: String) -> pb::worker_message::Msg {
-    pb::worker_message::Msg::Report(pb::SessionReport {
+pub(crate) fn errored(session_id: String, epoch: u64, reason: String) -> ToController {
+    ToController::Report(Report::bare(
         session_id,
         epoch,
-        state: ReportState::Errored.into(),
-        reason,
-        ..Default::default()
-    })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::runtime::TmuxRuntime;
-
-    #[tokio::test]
-    async fn ids_that_would_name_paths_or_tmux_targets_never_run() {
-        let dir = tempfile::tempdir().unwrap();
-        let home = dir.path().join("home");
-        let runtime = Arc::new(TmuxRuntime::new(dir.path().join("tmux.sock")));
-        let settings = Arc::new(WorkerSettings {
-            id: "w".into(),
-            hostname: "h".into(),
-            home: Home::new(&home),
-            labels: BTreeMap::new(),
-            max_sessions: 10,
-            memory_reserve: 0,
-            poll_interval: Duration::from_secs(3600),
-        });
-        let (reports, mut rx) = mpsc::channel(16);
-        let (worker, _task) = start(settings, runtime.clone(), reports, TaskTracker::new()).await;
-        let channel = tonic::transport::Endpoint::from_static("http://127.0.0.1:1").connect_lazy();
-        let assign = |session: &str, project: &str| {
-            pb::controller_message::Msg::Assign(pb::Assign {
-                spec: Some(pb::SessionSpec {
-                    session_id: session.into(),
-                    project_id: project.into(),
-                    repo_path: dir.path().display().to_string(),
-                    branch: "b".into(),
-                    ..Default::default()
-                }),
-                epoch: 1,
-            })
-        };
-        for (session, project, rule) in [
-            ("../escape", "app", "invalid session id \"../escape\""),
-            ("lib.core-1", "app", "tmux target characters"),
-            ("app-1", "../lib", "invalid project id \"../lib\""),
-            ("#{pane_pid}", "app", "invalid session id"),
-        ] {
-            worker
-                .from_controller(assign(session, project), channel.clone())
-                .await;
-            let Some(pb::WorkerMessage {
-                msg: Some(pb::worker_message::Msg::Report(report)),
-            }) = rx.recv().await
-            else {
-                panic!("no report for {session}");
-            };
-            assert_eq!(report.session_id, session);
-            assert_eq!(report.state(), ReportState::Errored);
-            assert!(report.reason.contains(rule), "{}", report.reason);
-        }
-        // A stop of such an id deletes nothing outside the worker's files.
-        let outside = home.join("victim.json");
-        std::fs::create_dir_all(&home).unwrap();
-        std::fs::write(&outside, "keep").unwrap();
-        let stop = pb::controller_message::Msg::Stop(pb::Stop {
-            session_id: "../../victim".into(),
-            epoch: 1,
-        });
-        worker.from_controller(stop, channel.clone()).await;
-        // Answered after the stop: the actor has handled it.
-        assert!(worker.inventory().await.is_empty());
-        assert!(outside.exists());
-        assert!(!home.join("worktrees").exists());
-        assert_eq!(runtime.list().await.unwrap(), []);
-    }
+        ReportState::Errored,
+        Some(reason),
+    ))
 }

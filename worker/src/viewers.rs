@@ -1,19 +1,66 @@
 //! Viewers of a session: output streams (`ao logs`, `ao watch`) and
 //! terminals (`ao attach`), each carried to the controller on a tunnel that
-//! [`link::open_tunnel`] opens.
+//! the link opens ([`Tunnels`]).
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use ao_proto::pb;
-use ao_proto::pb::attach_end::Reason as EndReason;
 use tokio::sync::{mpsc, oneshot};
-use tonic::transport::Channel;
+use tokio_stream::StreamExt;
 
-use crate::link;
+use crate::link_types::{Downstream, TerminalEnd, TunnelDown, TunnelUp, Tunnels};
 use crate::output;
 use crate::runtime::Runtime;
 use crate::terminal::{Terminal, TerminalSpec};
+
+/// A viewer's tunnel: what is sent on `up` waits until it is open.
+pub(crate) struct Tunnel {
+    pub(crate) up: mpsc::Sender<TunnelUp>,
+    queued: mpsc::Receiver<TunnelUp>,
+    stream_id: u64,
+    tunnels: Arc<dyn Tunnels>,
+}
+
+impl Tunnel {
+    /// The tunnel answering stream `stream_id`, not yet open.
+    pub(crate) fn new(tunnels: Arc<dyn Tunnels>, stream_id: u64) -> Self {
+        let (up, queued) = mpsc::channel(64);
+        Tunnel {
+            up,
+            queued,
+            stream_id,
+            tunnels,
+        }
+    }
+
+    /// Opens it: what goes up, and what comes down.
+    async fn open(self) -> Result<(mpsc::Sender<TunnelUp>, Downstream), String> {
+        let down = self.tunnels.open(self.stream_id, self.queued).await?;
+        Ok((self.up, down))
+    }
+
+    /// Carries what is sent up (on clones of `up`) until either side ends it.
+    pub(crate) async fn run(self) {
+        let Tunnel {
+            up,
+            queued,
+            stream_id,
+            tunnels,
+        } = self;
+        drop(up);
+        match tunnels.open(stream_id, queued).await {
+            // The controller ends the response when the viewer leaves.
+            Ok(mut down) => while down.next().await.is_some() {},
+            Err(e) => tracing::warn!("tunnel failed: {e}"),
+        }
+    }
+
+    /// Tells the viewer why it cannot be served.
+    pub(crate) async fn refuse(self, why: String) {
+        let _ = self.up.try_send(TunnelUp::Error(why));
+        self.run().await;
+    }
+}
 
 /// What a new output viewer is sent before the live output.
 pub(crate) enum History {
@@ -25,16 +72,13 @@ pub(crate) enum History {
 /// Sends `history`, then `live` output as it comes, until the viewer leaves
 /// or the session's output ends.
 pub(crate) async fn stream_output(
-    tx: &mpsc::Sender<pb::TunnelUp>,
+    tx: &mpsc::Sender<TunnelUp>,
     history: History,
     live: Option<mpsc::Receiver<Vec<u8>>>,
 ) {
-    let data = |d: Vec<u8>| pb::TunnelUp {
-        msg: Some(pb::tunnel_up::Msg::Data(d)),
-    };
     match history {
         History::Memory(bytes) => {
-            if tx.send(data(bytes)).await.is_err() {
+            if tx.send(TunnelUp::Data(bytes)).await.is_err() {
                 return;
             }
         }
@@ -57,7 +101,7 @@ pub(crate) async fn stream_output(
                     match reader.read(&mut buf).await {
                         Ok(0) | Err(_) => break,
                         Ok(n) => {
-                            if tx.send(data(buf[..n].to_vec())).await.is_err() {
+                            if tx.send(TunnelUp::Data(buf[..n].to_vec())).await.is_err() {
                                 return;
                             }
                         }
@@ -70,7 +114,7 @@ pub(crate) async fn stream_output(
         loop {
             tokio::select! {
                 chunk = live.recv() => match chunk {
-                    Some(c) => if tx.send(data(c)).await.is_err() { return },
+                    Some(c) => if tx.send(TunnelUp::Data(c)).await.is_err() { return },
                     None => return,
                 },
                 () = tx.closed() => return,
@@ -87,28 +131,23 @@ pub(crate) async fn relay_terminal(
     spec: TerminalSpec,
     runtime: Arc<dyn Runtime>,
     keyboard: Arc<tokio::sync::Mutex<()>>,
-    tx: mpsc::Sender<pb::TunnelUp>,
-    rx: mpsc::Receiver<pb::TunnelUp>,
-    channel: Channel,
+    tunnel: Tunnel,
     mut takeover: oneshot::Receiver<String>,
 ) {
     use std::io::{Read, Write};
-    let mut down = match link::open_tunnel(channel, rx).await {
+    let (tx, mut down) = match tunnel.open().await {
         Ok(down) => down,
         Err(e) => {
             tracing::warn!(session = %spec.session_id, "terminal tunnel failed: {e}");
             return;
         }
     };
-    let up = |msg| pb::TunnelUp { msg: Some(msg) };
     let opened = Terminal::open(&spec).and_then(|t| Ok((t.reader()?, t.writer()?, t)));
     let (mut reader, mut writer, mut term) = match opened {
         Ok(parts) => parts,
         Err(e) => {
             let _ = tx
-                .send(up(pb::tunnel_up::Msg::Error(format!(
-                    "cannot open a terminal: {e}"
-                ))))
+                .send(TunnelUp::Error(format!("cannot open a terminal: {e}")))
                 .await;
             return;
         }
@@ -122,7 +161,7 @@ pub(crate) async fn relay_terminal(
         while let Ok(n) = reader.read(&mut buf) {
             if n == 0
                 || out
-                    .blocking_send(up(pb::tunnel_up::Msg::Data(buf[..n].to_vec())))
+                    .blocking_send(TunnelUp::Data(buf[..n].to_vec()))
                     .is_err()
             {
                 break;
@@ -134,47 +173,43 @@ pub(crate) async fn relay_terminal(
     let mut check = tokio::time::interval(Duration::from_secs(1));
     let reason = loop {
         tokio::select! {
-            msg = down.message() => match msg {
-                Ok(Some(pb::TunnelDown { msg: Some(pb::tunnel_down::Msg::Input(keys)) })) => {
+            msg = down.next() => match msg {
+                Some(TunnelDown::Keys(keys)) => {
                     // Not in the middle of a message `ao send` is typing.
                     let _turn = keyboard.lock().await;
                     if writer.write_all(&keys).is_err() {
                         break None;
                     }
                 }
-                Ok(Some(pb::TunnelDown { msg: Some(pb::tunnel_down::Msg::Resize(r)) })) => {
-                    term.resize(r.cols.clamp(1, u16::MAX.into()) as u16, r.rows.clamp(1, u16::MAX.into()) as u16);
-                }
-                Ok(Some(_)) => {}
+                Some(TunnelDown::Resize { cols, rows }) => term.resize(cols, rows),
                 // The viewer left.
-                Ok(None) | Err(_) => break None,
+                None => break None,
             },
             who = &mut takeover, if seat_held => match who {
-                Ok(who) => break Some(pb::AttachEnd::new(EndReason::TakenOver, who)),
+                Ok(by) => break Some(TerminalEnd::TakenOver { by }),
                 // A read-only viewer holds no seat.
                 Err(_) => seat_held = false,
             },
             _ = &mut reader_done => {
                 let alive = session_alive(runtime.as_ref(), &spec.session_id).await;
-                let reason = if alive { EndReason::Detached } else { EndReason::SessionEnded };
-                break Some(pb::AttachEnd::new(reason, ""));
+                break Some(if alive { TerminalEnd::Detached } else { TerminalEnd::SessionEnded });
             }
             // The agent's pane stays after it exits (remain-on-exit), and so
             // would the viewer's client: end it when the agent is gone.
             _ = check.tick() => {
                 if !session_alive(runtime.as_ref(), &spec.session_id).await {
-                    break Some(pb::AttachEnd::new(EndReason::SessionEnded, ""));
+                    break Some(TerminalEnd::SessionEnded);
                 }
             }
         }
     };
     term.close();
     if let Some(reason) = reason {
-        let _ = tx.send(up(pb::tunnel_up::Msg::End(reason))).await;
+        let _ = tx.send(TunnelUp::End(reason)).await;
         // Close our side and wait for the controller to close its side:
         // dropping the call now could cancel it before the reason is sent.
         drop(tx);
-        let drained = async { while let Ok(Some(_)) = down.message().await {} };
+        let drained = async { while down.next().await.is_some() {} };
         let _ = tokio::time::timeout(Duration::from_secs(5), drained).await;
     }
 }
@@ -187,13 +222,4 @@ async fn session_alive(runtime: &dyn Runtime, id: &str) -> bool {
         .await
         .map(|panes| panes.iter().any(|p| p.id == id && !p.dead))
         .unwrap_or(true)
-}
-
-/// Carries `rx` up a tunnel and waits until either side ends it.
-pub(crate) async fn run_tunnel(channel: Channel, rx: mpsc::Receiver<pb::TunnelUp>) {
-    match link::open_tunnel(channel, rx).await {
-        // The controller ends the response when the viewer leaves.
-        Ok(mut down) => while let Ok(Some(_)) = down.message().await {},
-        Err(e) => tracing::warn!("tunnel failed: {e}"),
-    }
 }
