@@ -1,0 +1,173 @@
+//! The typed form of the file: one struct per section, with the defaults a key left out means.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// Agents known by name without an `agents.<name>` entry.
+pub const BUILTIN_AGENTS: &[&str] = &["claude-code", "codex", "aider", "opencode", "gemini"];
+
+/// The agent used when neither the project nor `defaults` names one.
+const DEFAULT_AGENT: &str = "claude-code";
+
+/// The whole config file.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct Config {
+    pub data_dir: Option<String>,
+    pub worktree_dir: Option<String>,
+    pub port: Option<u16>,
+    pub terminal_port: Option<u16>,
+    pub direct_terminal_port: Option<u16>,
+    pub ready_threshold_ms: Option<u64>,
+    pub defaults: Defaults,
+    pub projects: BTreeMap<String, ProjectConfig>,
+    pub agents: BTreeMap<String, AgentConfig>,
+    pub reactions: BTreeMap<String, ReactionConfig>,
+    pub notifiers: BTreeMap<String, PluginConfig>,
+    pub notification_routing: NotificationRouting,
+    pub orchestrator_rules: Option<String>,
+    pub agent_rules: Option<String>,
+    pub labels: BTreeMap<String, String>,
+}
+
+/// Plugin choices that apply to every project that does not override them.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct Defaults {
+    pub runtime: Option<String>,
+    pub agent: Option<String>,
+    pub workspace: Option<String>,
+    pub notifiers: Vec<String>,
+}
+
+/// Which notifiers (keys of `notifiers`) receive events of each priority.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct NotificationRouting {
+    pub urgent: Vec<String>,
+    pub action: Vec<String>,
+    pub warning: Vec<String>,
+    pub info: Vec<String>,
+}
+
+/// One repository the orchestrator works on (`projects.<id>`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ProjectConfig {
+    pub name: Option<String>,
+    /// `owner/name` on the SCM host.
+    pub repo: Option<String>,
+    /// Local path to the git repository; absolute once loaded.
+    pub path: String,
+    pub default_branch: Option<String>,
+    pub session_prefix: Option<String>,
+    pub agent: Option<String>,
+    pub runtime: Option<String>,
+    pub workspace: Option<String>,
+    pub tracker: Option<PluginConfig>,
+    pub scm: Option<PluginConfig>,
+    #[serde(default)]
+    pub symlinks: Vec<String>,
+    #[serde(default)]
+    pub post_create: Vec<String>,
+    #[serde(default)]
+    pub agent_config: BTreeMap<String, serde_json::Value>,
+    pub agent_rules: Option<String>,
+    pub agent_rules_file: Option<String>,
+    pub orchestrator_rules: Option<String>,
+    pub orchestrator_model: Option<String>,
+    #[serde(default)]
+    pub reactions: BTreeMap<String, ReactionConfig>,
+    /// Placement: labels a worker must carry to run this project's sessions.
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    /// Placement: the most sessions of this project running at once.
+    pub capacity: Option<u32>,
+}
+
+impl ProjectConfig {
+    /// The prefix of this project's session ids: the configured one, else the project id with
+    /// every character a session prefix may not hold (`.`) turned into `-`, so `lib.core`
+    /// makes `lib-core-1`.
+    pub fn session_prefix(&self, project_id: &str) -> String {
+        self.session_prefix.clone().unwrap_or_else(|| {
+            project_id
+                .chars()
+                .map(|c| match c {
+                    'A'..='Z' | 'a'..='z' | '0'..='9' | '_' | '-' => c,
+                    _ => '-',
+                })
+                .collect()
+        })
+    }
+
+    /// The branch sessions start from and PRs target.
+    pub fn default_branch(&self) -> &str {
+        self.default_branch.as_deref().unwrap_or("main")
+    }
+}
+
+impl Config {
+    /// The agent a new session of `project_id` runs: project, then `defaults`, then `claude-code`.
+    pub fn agent_for(&self, project_id: &str) -> String {
+        self.projects
+            .get(project_id)
+            .and_then(|project| project.agent.clone())
+            .or_else(|| self.defaults.agent.clone())
+            .unwrap_or_else(|| DEFAULT_AGENT.to_owned())
+    }
+}
+
+/// A user-defined agent CLI (`agents.<name>`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AgentConfig {
+    /// Run with `sh -c` inside the worktree.
+    pub command: String,
+    /// Regex on the last screen line meaning the agent's turn is over.
+    pub ready_pattern: Option<String>,
+    /// Regex on the screen meaning the agent asks a human something.
+    pub input_pattern: Option<String>,
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+}
+
+/// What to do when a session reaches a state (`reactions.<key>`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct ReactionConfig {
+    pub auto: Option<bool>,
+    pub action: Option<ReactionAction>,
+    pub message: Option<String>,
+    pub priority: Option<Priority>,
+    pub retries: Option<u32>,
+    /// A number of attempts, or a duration such as `"30m"`.
+    pub escalate_after: Option<serde_json::Value>,
+    pub threshold: Option<serde_json::Value>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ReactionAction {
+    Notify,
+    SendToAgent,
+    AutoMerge,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Priority {
+    Urgent,
+    Action,
+    Warning,
+    Info,
+}
+
+/// A plugin choice with its settings; the settings belong to the plugin, so any key is accepted.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct PluginConfig {
+    pub plugin: String,
+    #[serde(flatten)]
+    pub settings: BTreeMap<String, serde_json::Value>,
+}

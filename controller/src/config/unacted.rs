@@ -1,0 +1,110 @@
+//! The keys that are accepted but not acted on yet, so that a user can be warned about them.
+
+use super::schema::{Config, NotificationRouting};
+
+/// The only runtime that runs sessions yet; another `runtime` is recorded on the session but the
+/// agent still runs in tmux.
+const IMPLEMENTED_RUNTIME: &str = "tmux";
+
+/// The keys of `config` that are accepted (and validated) for compatibility with the original
+/// `ao` but not acted on yet, as dotted paths such as `reactions` or `projects.app.tracker`.
+/// Only keys the config sets are named, so that a user is warned about what they wrote; a key
+/// leaves this list when the issue that implements it lands.
+pub fn unimplemented_keys(config: &Config) -> Vec<String> {
+    let other_runtime = |runtime: &Option<String>| {
+        runtime
+            .as_deref()
+            .is_some_and(|runtime| runtime != IMPLEMENTED_RUNTIME)
+    };
+    let top = [
+        ("dataDir", config.data_dir.is_some()),
+        ("worktreeDir", config.worktree_dir.is_some()),
+        ("port", config.port.is_some()),
+        ("terminalPort", config.terminal_port.is_some()),
+        ("directTerminalPort", config.direct_terminal_port.is_some()),
+        ("readyThresholdMs", config.ready_threshold_ms.is_some()),
+        ("defaults.runtime", other_runtime(&config.defaults.runtime)),
+        ("defaults.workspace", config.defaults.workspace.is_some()),
+        ("defaults.notifiers", !config.defaults.notifiers.is_empty()),
+        ("reactions", !config.reactions.is_empty()),
+        ("notifiers", !config.notifiers.is_empty()),
+        (
+            "notificationRouting",
+            config.notification_routing != NotificationRouting::default(),
+        ),
+        ("orchestratorRules", config.orchestrator_rules.is_some()),
+        ("agentRules", config.agent_rules.is_some()),
+        ("labels", !config.labels.is_empty()),
+    ];
+    let mut keys: Vec<String> = top
+        .into_iter()
+        .filter(|&(_, set)| set)
+        .map(|(key, _)| key.to_owned())
+        .collect();
+    for (id, project) in &config.projects {
+        let keys_of_project = [
+            ("name", project.name.is_some()),
+            ("repo", project.repo.is_some()),
+            ("runtime", other_runtime(&project.runtime)),
+            ("workspace", project.workspace.is_some()),
+            ("tracker", project.tracker.is_some()),
+            ("scm", project.scm.is_some()),
+            ("agentConfig", !project.agent_config.is_empty()),
+            ("agentRules", project.agent_rules.is_some()),
+            ("agentRulesFile", project.agent_rules_file.is_some()),
+            ("orchestratorRules", project.orchestrator_rules.is_some()),
+            ("orchestratorModel", project.orchestrator_model.is_some()),
+            ("reactions", !project.reactions.is_empty()),
+        ];
+        keys.extend(
+            keys_of_project
+                .into_iter()
+                .filter(|&(_, set)| set)
+                .map(|(key, _)| format!("projects.{id}.{key}")),
+        );
+    }
+    keys
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::load::tests::{parse, FULL};
+
+    #[test]
+    fn unimplemented_keys_name_what_the_config_sets() {
+        let keys = unimplemented_keys(&parse(FULL).unwrap());
+        assert_eq!(
+            keys,
+            [
+                "port",
+                "readyThresholdMs",
+                "defaults.notifiers",
+                "reactions",
+                "notifiers",
+                "notificationRouting",
+                "projects.app.repo",
+                "projects.app.tracker",
+                "projects.app.scm",
+                "projects.app.agentConfig",
+                "projects.app.agentRules",
+                "projects.app.reactions",
+            ]
+        );
+    }
+
+    #[test]
+    fn a_config_of_implemented_keys_has_no_unimplemented_keys() {
+        let text = "defaults:\n  runtime: tmux\nprojects:\n  app:\n    path: /src/app\n    \
+                    runtime: tmux\n    symlinks: [.env]\n    labels: {gpu: \"true\"}\n";
+        assert_eq!(
+            unimplemented_keys(&parse(text).unwrap()),
+            Vec::<String>::new()
+        );
+        let docker = parse("projects:\n  app:\n    path: /src/app\n    runtime: docker\n");
+        assert_eq!(
+            unimplemented_keys(&docker.unwrap()),
+            ["projects.app.runtime"]
+        );
+    }
+}

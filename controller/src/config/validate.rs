@@ -1,0 +1,182 @@
+//! The rules a parsed config must meet: names that are safe, references that resolve.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use regex::Regex;
+
+use super::error::ConfigError;
+use super::ids::{
+    is_valid_project_id, is_valid_session_prefix, MAX_ID_LEN, PROJECT_ID_RULE, SESSION_PREFIX_RULE,
+};
+use super::outline::Locator;
+use super::schema::{Config, BUILTIN_AGENTS};
+
+/// Checks a config that arrives already parsed (as JSON over the controller's API) with the
+/// rules [`parse_str`] applies to a file; `source` names where it came from. Such a config has
+/// no lines, so errors name only the key.
+///
+/// # Errors
+/// As the validation of [`parse_str`]; project paths must also be absolute already.
+///
+/// [`parse_str`]: crate::config::parse_str
+pub fn validate_parsed(config: &Config, source: &Path) -> Result<(), ConfigError> {
+    validate(
+        config,
+        &Locator {
+            source,
+            outline: Vec::new(),
+        },
+    )
+}
+
+/// Checks the shape of names and the references between sections.
+pub(super) fn validate(config: &Config, locator: &Locator<'_>) -> Result<(), ConfigError> {
+    let check_agent = |path: &[&str], agent: Option<&String>| match agent {
+        Some(name)
+            if !BUILTIN_AGENTS.contains(&name.as_str()) && !config.agents.contains_key(name) =>
+        {
+            Err(locator.error(
+                path,
+                format!(
+                    "unknown agent `{name}`: not built in ({}) and not defined under `agents`",
+                    BUILTIN_AGENTS.join(", ")
+                ),
+            ))
+        }
+        _ => Ok(()),
+    };
+    let check_notifiers = |path: &[&str], names: &[String]| match names
+        .iter()
+        .find(|name| !config.notifiers.contains_key(name.as_str()))
+    {
+        Some(name) => Err(locator.error(
+            path,
+            format!("unknown notifier `{name}`: not defined under `notifiers`"),
+        )),
+        None => Ok(()),
+    };
+
+    check_agent(&["defaults", "agent"], config.defaults.agent.as_ref())?;
+    check_notifiers(&["defaults", "notifiers"], &config.defaults.notifiers)?;
+    let routing = &config.notification_routing;
+    for (priority, names) in [
+        ("urgent", &routing.urgent),
+        ("action", &routing.action),
+        ("warning", &routing.warning),
+        ("info", &routing.info),
+    ] {
+        check_notifiers(&["notificationRouting", priority], names)?;
+    }
+
+    for (name, agent) in &config.agents {
+        if agent.command.trim().is_empty() {
+            return Err(locator.error(&["agents", name, "command"], "must not be empty"));
+        }
+        for (key, pattern) in [
+            ("readyPattern", &agent.ready_pattern),
+            ("inputPattern", &agent.input_pattern),
+        ] {
+            if let Some(Err(err)) = pattern.as_deref().map(Regex::new) {
+                return Err(locator.error(&["agents", name, key], format!("invalid regex: {err}")));
+            }
+        }
+    }
+
+    // Session ids are `<prefix>-<n>`: projects that share a prefix would share ids.
+    let mut prefixes: BTreeMap<String, &str> = BTreeMap::new();
+    for (id, project) in &config.projects {
+        if !is_valid_project_id(id) {
+            return Err(locator.error(
+                &["projects", id],
+                format!("project id `{id}` {PROJECT_ID_RULE} (at most {MAX_ID_LEN} characters)"),
+            ));
+        }
+        let prefix = project.session_prefix(id);
+        if !is_valid_session_prefix(&prefix) {
+            return Err(locator.error(
+                &["projects", id, "sessionPrefix"],
+                format!("`{prefix}` {SESSION_PREFIX_RULE} (at most {MAX_ID_LEN} characters)"),
+            ));
+        }
+        if let Some(first) = prefixes.insert(prefix.clone(), id) {
+            let at = |id: &str| {
+                let line = locator
+                    .line(&["projects", id, "sessionPrefix"])
+                    .or_else(|| locator.line(&["projects", id]));
+                match line {
+                    Some(line) => format!("project `{id}` (line {line})"),
+                    None => format!("project `{id}`"),
+                }
+            };
+            return Err(locator.error(
+                &["projects", id, "sessionPrefix"],
+                format!(
+                    "session prefix `{prefix}` of {} is also that of {}: their session ids \
+                     would collide; give one of them its own `sessionPrefix` \
+                     (a defaulted prefix is the project id with `.` turned into `-`)",
+                    at(id),
+                    at(first)
+                ),
+            ));
+        }
+        if !Path::new(&project.path).is_absolute() {
+            return Err(locator.error(
+                &["projects", id, "path"],
+                format!("`{}` is not an absolute path", project.path),
+            ));
+        }
+        check_agent(&["projects", id, "agent"], project.agent.as_ref())?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::schema::ProjectConfig;
+
+    /// A config sent as JSON meets the same rules, named by key alone.
+    #[test]
+    fn parsed_configs_are_validated_by_key() {
+        let source = Path::new("ApplyConfig");
+        let project = |path: &str| ProjectConfig {
+            path: path.into(),
+            ..Default::default()
+        };
+        let mut config = Config::default();
+        config.projects.insert("../x".into(), project("/r"));
+        let err = validate_parsed(&config, source).unwrap_err();
+        assert_eq!(err.key.as_deref(), Some("projects.../x"));
+        assert_eq!(err.line, None);
+        assert!(
+            err.to_string()
+                .starts_with("ApplyConfig: projects.../x: project id"),
+            "{err}"
+        );
+
+        let mut config = Config::default();
+        config
+            .projects
+            .insert("app".into(), project("relative/repo"));
+        let err = validate_parsed(&config, source).unwrap_err();
+        assert_eq!(err.key.as_deref(), Some("projects.app.path"));
+        assert!(err.message.contains("not an absolute path"), "{err}");
+
+        let mut config = Config::default();
+        config.projects.insert("a".into(), project("/r"));
+        config.projects.insert(
+            "b".into(),
+            ProjectConfig {
+                session_prefix: Some("a".into()),
+                ..project("/r")
+            },
+        );
+        let err = validate_parsed(&config, source).unwrap_err();
+        assert!(
+            err.message
+                .contains("of project `b` is also that of project `a`"),
+            "{err}"
+        );
+    }
+}
