@@ -72,7 +72,7 @@ fn worker_to_pb(w: &WorkerView) -> pb::Worker {
         max_sessions: w.max_sessions,
         sessions: w.sessions,
         connected_at: w.connected_at.clone().unwrap_or_default(),
-        last_seen_at: w.last_seen_at.clone().unwrap_or_default(),
+        last_seen_at: w.last_seen_at().unwrap_or_default(),
         tmux_socket: w.tmux_socket.clone(),
         reason: w.reason.clone().unwrap_or_default(),
         mem_available_bytes: w.mem_available_bytes,
@@ -232,7 +232,7 @@ impl pb::controller_server::Controller for ControllerService {
             ao_home: self.home.clone(),
             workers_ready: snap
                 .workers
-                .iter()
+                .values()
                 .filter(|w| w.state == crate::model::WorkerState::Ready)
                 .count() as u32,
             sessions: snap.sessions.size() as u32,
@@ -565,7 +565,7 @@ impl pb::controller_server::Controller for ControllerService {
         _: Request<pb::ListWorkersRequest>,
     ) -> Result<Response<pb::ListWorkersResponse>, Status> {
         let snap = fresh(&self.handle)?;
-        let workers = snap.workers.iter().map(worker_to_pb).collect();
+        let workers = snap.workers.values().map(|w| worker_to_pb(w)).collect();
         Ok(Response::new(pb::ListWorkersResponse { workers }))
     }
 
@@ -587,8 +587,8 @@ impl pb::controller_server::Controller for ControllerService {
             .handle
             .snapshot()
             .workers
-            .iter()
-            .any(|w| w.id == id && w.local);
+            .get(&id)
+            .is_some_and(|w| w.local);
         if local {
             return Err(Status::failed_precondition(format!(
                 "worker `{id}` is connected and has no certificate to revoke (it dials the local socket): stop its process first, then remove it"

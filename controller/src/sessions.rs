@@ -8,7 +8,7 @@
 //! started, stop what was killed meanwhile), reports become coalesced status
 //! changes and events.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -23,7 +23,8 @@ use crate::defaults::{default_prompt, session_branch};
 use crate::error::ControllerError;
 use crate::events::{EventFile, EVENTS_KEPT};
 use crate::handle::{
-    BatchOutcome, Command, ControllerHandle, SessionMap, Snapshot, SpawnArgs, Tunnel, WorkerView,
+    BatchOutcome, Command, ControllerHandle, SessionMap, Snapshot, SpawnArgs, Tunnel, WorkerMap,
+    WorkerView,
 };
 use crate::keys;
 use crate::leader::Fence;
@@ -83,6 +84,10 @@ struct Actor {
     streams: HashMap<u64, (String, oneshot::Sender<Tunnel>)>,
     next_request: u64,
     publish: watch::Sender<Arc<Snapshot>>,
+    /// The published workers' views, and the workers whose view is to be
+    /// rebuilt at the next publish (changed, or their load did).
+    worker_views: WorkerMap,
+    stale_views: HashSet<String>,
     store_error: Option<String>,
     /// With several controllers: every write holds only while we lead.
     fence: Option<Fence>,
@@ -142,6 +147,8 @@ pub async fn start(
         streams: HashMap::new(),
         next_request: 1,
         publish,
+        worker_views: WorkerMap::new_sync(),
+        stale_views: HashSet::new(),
         store_error: None,
         fence,
         settings,
@@ -218,6 +225,9 @@ impl Actor {
         // Linked workers whose record never reached the store stay linked.
         self.workers
             .extend(known.into_iter().filter(|(_, w)| w.link.is_some()));
+        // Records and loads may all have changed; views of workers gone are dropped.
+        let views = self.worker_views.keys().chain(self.workers.keys());
+        self.stale_views.extend(views.cloned());
         // Sessions that wait for a worker wait again after a restart.
         for s in self.sessions.values() {
             if s.status == SessionStatus::Spawning && s.worker.is_none() {
@@ -356,8 +366,24 @@ impl Actor {
         s.status == SessionStatus::Killed && s.activity != Some(Activity::Exited)
     }
 
-    fn publish(&self) {
-        let workers = self.workers.values().map(|w| self.worker_view(w)).collect();
+    /// A worker whose view the next publish rebuilds, found to change it.
+    fn worker_mut(&mut self, id: &str) -> Option<&mut Worker> {
+        self.stale_views.insert(id.to_string());
+        self.workers.get_mut(id)
+    }
+
+    /// Publishes a snapshot: the sessions are shared, and only the workers'
+    /// views marked stale are rebuilt, so a write costs the same with 10 or
+    /// 1,000 workers.
+    fn publish(&mut self) {
+        for id in std::mem::take(&mut self.stale_views) {
+            match self.workers.get(&id).map(|w| self.worker_view(w)) {
+                Some(view) => self.worker_views.insert_mut(id, Arc::new(view)),
+                None => {
+                    self.worker_views.remove_mut(&id);
+                }
+            }
+        }
         let projects = self
             .config
             .as_ref()
@@ -366,7 +392,7 @@ impl Actor {
         self.publish.send_replace(Arc::new(Snapshot {
             store_error: self.store_error.clone(),
             sessions: self.sessions.clone(),
-            workers,
+            workers: self.worker_views.clone(),
             projects,
         }));
     }
@@ -380,10 +406,7 @@ impl Actor {
             max_sessions: w.record.max_sessions,
             sessions: self.loads.on_worker(&w.record.id),
             connected_at: w.link.as_ref().map(|l| rfc3339(&l.connected_at)),
-            last_seen_at: w.heard_from.then(|| {
-                let ago = chrono::Duration::from_std(w.heard.elapsed()).unwrap_or_default();
-                rfc3339(&(Utc::now() - ago))
-            }),
+            heard: w.heard_from.then(|| w.heard.clone()),
             tmux_socket: w.record.tmux_socket.clone(),
             reason: w.reason(self.settings.worker_grace),
             mem_available_bytes: w.mem_available,
@@ -511,8 +534,11 @@ impl Actor {
             if s.status.is_ended() {
                 self.resent.remove(&s.id);
             }
-            self.loads
-                .update(self.sessions.get(&s.id).map(AsRef::as_ref), s);
+            let before = self.sessions.get(&s.id);
+            // Its load changes on the worker it leaves and the one it is on.
+            let on = [before.and_then(|b| b.worker.clone()), s.worker.clone()];
+            self.stale_views.extend(on.into_iter().flatten());
+            self.loads.update(before.map(AsRef::as_ref), s);
             self.sessions
                 .insert_mut(s.id.clone(), Arc::new((*s).clone()));
         }
@@ -975,6 +1001,7 @@ impl Actor {
         });
         worker.mem_available = hello.mem_available_bytes;
         self.workers.insert(id.clone(), worker);
+        self.stale_views.insert(id.clone());
         let kind = if known {
             "worker.reconnected"
         } else {
@@ -1125,7 +1152,7 @@ impl Actor {
     }
 
     async fn worker_message(&mut self, conn: u64, worker: &str, msg: pb::worker_message::Msg) {
-        let Some(w) = self.workers.get_mut(worker) else {
+        let Some(w) = self.worker_mut(worker) else {
             return;
         };
         if w.link.as_ref().map(|l| l.conn) != Some(conn) {
@@ -1142,7 +1169,7 @@ impl Actor {
         }
         match msg {
             pb::worker_message::Msg::Heartbeat(beat) => {
-                let Some(w) = self.workers.get_mut(worker) else {
+                let Some(w) = self.worker_mut(worker) else {
                     return;
                 };
                 let reserve = w.record.memory_reserve_bytes;
@@ -1239,7 +1266,7 @@ impl Actor {
     }
 
     async fn worker_gone(&mut self, conn: u64, worker: &str) {
-        let Some(w) = self.workers.get_mut(worker) else {
+        let Some(w) = self.worker_mut(worker) else {
             return;
         };
         if w.link.as_ref().map(|l| l.conn) != Some(conn) {
@@ -1272,6 +1299,7 @@ impl Actor {
         for w in self.workers.values_mut() {
             let verdict = w.judge(silent_after, grace, store_ok);
             if verdict.fell_silent {
+                self.stale_views.insert(w.record.id.clone());
                 fell_silent.push((w.record.id.clone(), verdict.quiet));
             }
             if verdict.lost {
@@ -1316,12 +1344,15 @@ impl Actor {
                 }
             }
         }
-        let disconnected = self
+        // The countdown in `ao worker ls` moves.
+        let disconnected: Vec<String> = self
             .workers
             .values()
-            .any(|w| w.state() == WorkerState::Disconnected);
-        if !fell_silent.is_empty() || disconnected {
-            // The countdown in `ao worker ls` moves.
+            .filter(|w| w.state() == WorkerState::Disconnected)
+            .map(|w| w.record.id.clone())
+            .collect();
+        if !fell_silent.is_empty() || !disconnected.is_empty() {
+            self.stale_views.extend(disconnected);
             self.publish();
         }
     }
@@ -1339,7 +1370,7 @@ impl Actor {
         reason: &str,
         remove: bool,
     ) -> Result<(), ControllerError> {
-        let Some(w) = self.workers.get_mut(id) else {
+        let Some(w) = self.worker_mut(id) else {
             return Err(ControllerError::UnknownWorker { id: id.into() });
         };
         w.silent = false;
@@ -1401,13 +1432,14 @@ impl Actor {
         match &result {
             Ok(()) if remove => {
                 self.workers.remove(id);
+                self.stale_views.insert(id.to_string());
                 for s in sessions.iter().filter(|s| s.worker.is_none()) {
                     self.unplaced
                         .insert(s.id.clone(), "its worker was removed".into());
                 }
             }
             Ok(()) => {
-                if let Some(w) = self.workers.get_mut(id) {
+                if let Some(w) = self.worker_mut(id) {
                     w.record = record;
                 }
             }
@@ -1439,7 +1471,7 @@ impl Actor {
             vec![event],
         )
         .await?;
-        if let Some(w) = self.workers.get_mut(id) {
+        if let Some(w) = self.worker_mut(id) {
             w.record = record;
         }
         self.publish();
@@ -1553,5 +1585,82 @@ mod tests {
             "{:?}",
             started.err()
         );
+    }
+
+    fn hello(id: &str) -> pb::Hello {
+        pb::Hello {
+            worker_id: id.into(),
+            hostname: format!("{id}.host"),
+            ..Default::default()
+        }
+    }
+
+    /// The published views follow every change of a worker and of its
+    /// load, though a write rebuilds only the views it touched.
+    #[tokio::test]
+    async fn published_worker_views_follow_their_workers() {
+        let home = tempfile::tempdir().unwrap();
+        let store =
+            crate::store::embedded::EmbeddedStore::open(&home.path().join("store.redb")).unwrap();
+        let (handle, _task) = start(Arc::new(store), home.path(), None, Default::default())
+            .await
+            .unwrap();
+        let config = crate::config::parse_str(
+            "projects:\n  app:\n    path: /src/app\n",
+            Path::new("/ao.yaml"),
+            &|_| None,
+        )
+        .unwrap();
+        handle.apply(config).await.unwrap();
+        let mut links = Vec::new();
+        let mut conns = HashMap::new();
+        for id in ["w1", "w2"] {
+            let (tx, rx) = mpsc::channel(16);
+            links.push(rx);
+            let meta = LinkMeta {
+                heard: crate::liveness::LastHeard::new(),
+                admitted: None,
+            };
+            conns.insert(id, handle.worker_hello(hello(id), tx, meta).await);
+        }
+        let view = |id: &str| {
+            handle
+                .snapshot()
+                .workers
+                .get(id)
+                .map(|w| WorkerView::clone(w))
+        };
+
+        // Commands are taken in order: the spawn's answer follows both hellos.
+        let s = handle
+            .spawn(
+                SpawnArgs {
+                    project_id: "app".into(),
+                    ..SpawnArgs::default()
+                },
+                false,
+            )
+            .await
+            .unwrap();
+        let on = s.worker.clone().unwrap();
+        let other = if on == "w1" { "w2" } else { "w1" };
+        assert_eq!(view(&on).unwrap().sessions, 1);
+        assert_eq!(view(other).unwrap().sessions, 0);
+        assert_eq!(view(other).unwrap().state, WorkerState::Ready);
+        assert!(view(other).unwrap().last_seen_at().is_some());
+
+        let drained = handle.drain(other.to_string(), false).await.unwrap();
+        assert_eq!(drained.state, WorkerState::Draining);
+        assert_eq!(view(other).unwrap().state, WorkerState::Draining);
+
+        handle.worker_gone(conns[on.as_str()], on.clone()).await;
+        handle.kill(s.id.clone()).await.unwrap();
+        let gone = view(&on).unwrap();
+        assert_eq!((gone.state, gone.sessions), (WorkerState::Disconnected, 0));
+        assert!(gone.connected_at.is_none());
+
+        handle.remove_worker(on.clone()).await.unwrap();
+        assert!(view(&on).is_none());
+        assert_eq!(handle.snapshot().workers.size(), 1);
     }
 }
