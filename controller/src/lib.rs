@@ -7,6 +7,7 @@
 //! Modules:
 //! - [`app`]: a whole controller, started from a [`app::ControllerConfig`].
 //! - [`cluster`]: join tokens, worker certificates, revocation, role checks.
+//! - [`commit`]: one write of the actor as a store transaction.
 //! - [`convert`]: the worker link's wire types into domain types.
 //! - [`config`]: `agent-orchestrator.yaml`, loaded and validated.
 //! - [`store`]: the key-value seam (compare-and-swap, prefix list, watch) and
@@ -18,6 +19,7 @@
 //! - [`leader`]: leader election and write fencing on etcd.
 //! - [`liveness`]: when each worker last spoke, and what its silence means.
 //! - [`defaults`]: a new session's branch and prompt when its spawn gives none.
+//! - [`spawning`]: a new session's record from its spawn and the config.
 //! - [`scheduler`]: placement of sessions on workers.
 //! - [`loads`]: live sessions per worker, project and issue, kept as they change.
 //! - [`reconcile`]: a worker's report of a session, as the actor applies it.
@@ -28,6 +30,7 @@
 
 pub mod app;
 pub mod cluster;
+pub mod commit;
 pub mod config;
 pub mod convert;
 pub mod defaults;
@@ -44,5 +47,6 @@ pub mod reconcile;
 pub mod scheduler;
 pub mod server;
 pub mod sessions;
+pub mod spawning;
 pub mod store;
 pub mod stored;

@@ -13,13 +13,13 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use ao_proto::{input, limits, pb};
+use ao_proto::{limits, pb};
 use chrono::Utc;
 use tokio::sync::{mpsc, oneshot, watch};
 
-use crate::config::{Config, BUILTIN_AGENTS};
+use crate::commit::{Commit, Seen};
+use crate::config::Config;
 use crate::convert;
-use crate::defaults::{default_prompt, session_branch};
 use crate::error::ControllerError;
 use crate::events::{EventFile, EVENTS_KEPT};
 use crate::handle::{
@@ -31,11 +31,12 @@ use crate::leader::Fence;
 use crate::liveness::{LinkMeta, Worker, WorkerConn};
 use crate::loads::Loads;
 use crate::model::{
-    rfc3339, Activity, EventRecord, NewEvent, NewSession, Priority, SessionRecord, SessionStatus,
-    WorkerRecord, WorkerState, SCHEMA_VERSION,
+    rfc3339, Activity, EventRecord, NewEvent, Priority, SessionRecord, SessionStatus, WorkerRecord,
+    WorkerState, SCHEMA_VERSION,
 };
 use crate::reconcile::{self, Report};
 use crate::scheduler::{self, Candidate};
+use crate::spawning;
 use crate::store::{decode, encode, Precondition, Store, StoreError, Txn};
 use crate::stored::{Loaded, StoredConfig};
 
@@ -426,78 +427,19 @@ impl Actor {
         extra: Vec<(String, Option<Vec<u8>>)>,
         events: Vec<NewEvent>,
     ) -> Result<(), ControllerError> {
-        let mut txn = Txn::default();
-        if let Some(f) = &self.fence {
-            txn = txn.check(f.key.clone(), Precondition::Revision(f.revision));
-        }
-        // `None`: delete the key.
-        let mut puts: Vec<(String, Option<Vec<u8>>)> = sessions
-            .iter()
-            .map(|s| (keys::session(&s.id), Some(encode(*s))))
-            .collect();
-        puts.extend(extra);
-        let now = Utc::now();
-        let mut records: Vec<EventRecord> = Vec::with_capacity(events.len());
-        let mut seq = self.event_seq;
-        for e in events {
-            seq += 1;
-            let (project_id, session_id, issue_id) = match e.session {
-                Some((p, s, i)) => (Some(p), Some(s), i),
-                None => (None, None, None),
-            };
-            let record = EventRecord {
-                id: seq,
-                timestamp: rfc3339(&now),
-                kind: e.kind.to_string(),
-                priority: e.priority,
-                project_id,
-                session_id,
-                issue_id,
-                worker_id: e.worker,
-                message: e.message,
-                data: e.data,
-            };
-            // Event ids are never reused: an event key is only ever created.
-            txn = txn
-                .check(keys::event(seq), Precondition::Absent)
-                .put(keys::event(seq), encode(&record));
-            records.push(record);
-        }
-        if seq != self.event_seq {
-            puts.push((keys::EVENT_SEQ.to_string(), Some(encode(&seq))));
-        }
-        // One old event leaves the store for each new one: what the store
-        // keeps stays bounded (events.jsonl keeps everything).
-        for id in self.event_seq + 1..=seq {
-            if let Some(old) = id
-                .checked_sub(self.settings.events_kept)
-                .filter(|old| *old > 0)
-            {
-                txn = txn.delete(keys::event(old));
-            }
-        }
-        // Every other key is written over the revision we last saw of it.
-        for (key, value) in puts {
-            let pre = match self.revs.get(&key) {
-                Some(r) => Precondition::Revision(*r),
-                None => Precondition::Absent,
-            };
-            txn = txn.check(key.clone(), pre);
-            txn = match value {
-                Some(value) => txn.put(key, value),
-                None => txn.delete(key),
-            };
-        }
-        // Each key, and whether it is still there after the commit.
-        let touched: Vec<(String, bool)> = txn
-            .ops
-            .iter()
-            .map(|op| match op {
-                crate::store::Op::Put { key, .. } => (key.clone(), true),
-                crate::store::Op::Delete { key } => (key.clone(), false),
-            })
-            .collect();
-        let rev = match self.store.commit(txn).await {
+        let mut commit = Commit::new(
+            &Seen {
+                fence: self.fence.as_ref(),
+                revs: &self.revs,
+                event_seq: self.event_seq,
+                events_kept: self.settings.events_kept,
+            },
+            sessions,
+            extra,
+            events,
+            Utc::now(),
+        );
+        let rev = match self.store.commit(std::mem::take(&mut commit.txn)).await {
             Ok(rev) => rev,
             Err(StoreError::Conflict { key })
                 if self.fence.as_ref().is_some_and(|f| f.key == key) =>
@@ -522,14 +464,8 @@ impl Actor {
                 return Err(e.into());
             }
         };
-        for (key, kept) in touched {
-            if !kept {
-                self.revs.remove(&key);
-            } else if !key.starts_with(keys::EVENTS) {
-                self.revs.insert(key, rev);
-            }
-        }
-        self.event_seq = seq;
+        commit.note_revisions(&mut self.revs, rev);
+        self.event_seq = commit.event_seq;
         for s in sessions {
             if s.status.is_ended() {
                 self.resent.remove(&s.id);
@@ -550,7 +486,7 @@ impl Actor {
                 );
             }
         }
-        for r in &records {
+        for r in &commit.records {
             if self.event_file_behind {
                 break;
             }
@@ -560,7 +496,7 @@ impl Actor {
                 self.event_file_behind = true;
             }
         }
-        for r in &records {
+        for r in &commit.records {
             tracing::info!(event = %r.kind, session = ?r.session_id, "{}", r.message.as_deref().unwrap_or(""));
         }
         for s in sessions {
@@ -604,23 +540,7 @@ impl Actor {
     }
 
     fn check_project(&self, project: &str) -> Result<(), ControllerError> {
-        let config = self.config()?;
-        if config.projects.contains_key(project) {
-            return Ok(());
-        }
-        Err(ControllerError::UnknownProject {
-            id: project.to_string(),
-            known: if config.projects.is_empty() {
-                "none".into()
-            } else {
-                config
-                    .projects
-                    .keys()
-                    .cloned()
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            },
-        })
+        spawning::project(self.config()?, project).map(drop)
     }
 
     fn session(&self, id: &str) -> Result<&SessionRecord, ControllerError> {
@@ -632,57 +552,13 @@ impl Actor {
 
     async fn spawn(&mut self, args: SpawnArgs) -> Result<SessionRecord, ControllerError> {
         args.check()?;
-        self.check_project(&args.project_id)?;
-        let config = self.config()?;
-        let project = &config.projects[&args.project_id];
-        let agent = args
-            .agent
-            .clone()
-            .unwrap_or_else(|| config.agent_for(&args.project_id));
-        if !BUILTIN_AGENTS.contains(&agent.as_str()) && !config.agents.contains_key(&agent) {
-            return Err(ControllerError::UnknownAgent { name: agent });
-        }
-        let prefix = project.session_prefix(&args.project_id);
-        let runtime = project
-            .runtime
-            .clone()
-            .or_else(|| config.defaults.runtime.clone())
-            .unwrap_or_else(|| "tmux".into());
-        let mut labels = project.labels.clone();
-        labels.extend(args.labels.clone());
+        let last = self.counters.get(&args.project_id).copied().unwrap_or(0);
+        // `write` checks a session key it holds no revision of as absent, so
+        // a record this controller has not seen is refused, never overwritten.
+        let taken = |id: &str| self.revs.contains_key(&keys::session(id));
+        let (n, mut s) = spawning::new_session(self.config()?, &args, last, taken, Utc::now())?;
+        let id = s.id.clone();
         let counter_key = keys::counter(&args.project_id);
-        // An id is never reused: one the store holds (from a project that had this prefix
-        // before, say) is skipped. `write` checks a session key it holds no revision of as
-        // absent, so a record this controller has not seen is refused, never overwritten.
-        let mut n = self.counters.get(&args.project_id).copied().unwrap_or(0) + 1;
-        while self
-            .revs
-            .contains_key(&keys::session(&format!("{prefix}-{n}")))
-        {
-            n += 1;
-        }
-        let id = format!("{prefix}-{n}");
-        let issue_id = args.issue_id.clone().filter(|i| !i.is_empty());
-        let branch = session_branch(args.branch.as_deref(), issue_id.as_deref(), &id)?;
-        let prompt = args
-            .prompt
-            .clone()
-            .unwrap_or_else(|| default_prompt(&args.project_id, issue_id.as_deref()));
-        // It is typed into the agent: no control keys in it.
-        input::check_prompt(&prompt)?;
-        let mut s = SessionRecord::spawning(
-            NewSession {
-                id: id.clone(),
-                project_id: args.project_id.clone(),
-                issue_id,
-                branch,
-                agent,
-                runtime,
-                prompt,
-                labels,
-            },
-            Utc::now(),
-        );
         // What the worker will be sent must fit its link: an assignment it
         // cannot read would break the link of every session on it.
         // Built once: measured here, sent after the write.
