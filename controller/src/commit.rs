@@ -170,7 +170,7 @@ mod tests {
                 .checks
                 .iter()
                 .find(|(k, _)| k == key)
-                .map(|(_, p)| p.clone())
+                .map(|(_, p)| *p)
         };
         assert_eq!(
             check(&keys::session("app-1")),

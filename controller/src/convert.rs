@@ -103,6 +103,20 @@ pub fn assign(
     }
 }
 
+/// The order to stop session `session` at `epoch`.
+pub fn stop(session: &str, epoch: u64) -> pb::controller_message::Msg {
+    pb::controller_message::Msg::Stop(pb::Stop {
+        session_id: session.to_string(),
+        epoch,
+    })
+}
+
+/// The encoded size of a message to a worker: its content plus an upper
+/// bound for the envelope's tag and length.
+pub fn link_size(msg: &pb::controller_message::Msg) -> usize {
+    msg.encoded_len() + 16
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

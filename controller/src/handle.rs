@@ -11,7 +11,7 @@ use tonic::Streaming;
 
 use crate::config::Config;
 use crate::error::ControllerError;
-use crate::liveness::{LastHeard, LinkMeta};
+use crate::liveness::{LastHeard, LinkMeta, Worker};
 use crate::model::{rfc3339, SessionRecord, SessionStatus, WorkerState};
 use crate::store::Store;
 
@@ -58,6 +58,28 @@ pub struct WorkerView {
 }
 
 impl WorkerView {
+    /// How `w`, with `sessions` live on it, is shown; `grace` is how long
+    /// a silent worker has before it is lost.
+    pub(crate) fn of(w: &Worker, sessions: u32, grace: Duration) -> Self {
+        Self {
+            id: w.record.id.clone(),
+            hostname: w.record.hostname.clone(),
+            state: w.state(),
+            labels: w.record.labels.clone(),
+            max_sessions: w.record.max_sessions,
+            sessions,
+            connected_at: w.link.as_ref().map(|l| rfc3339(&l.connected_at)),
+            heard: w.heard_from.then(|| w.heard.clone()),
+            tmux_socket: w.record.tmux_socket.clone(),
+            reason: w.reason(grace),
+            mem_available_bytes: w.mem_available,
+            memory_reserve_bytes: w.record.memory_reserve_bytes,
+            draining: w.record.draining,
+            version: w.record.version.clone(),
+            local: w.link.as_ref().is_some_and(|l| l.local),
+        }
+    }
+
     /// When the worker last said anything; `None` before its first hello
     /// to this controller.
     pub fn last_seen_at(&self) -> Option<String> {

@@ -22,6 +22,7 @@
 //! - [`spawning`]: a new session's record from its spawn and the config.
 //! - [`scheduler`]: placement of sessions on workers.
 //! - [`loads`]: live sessions per worker, project and issue, kept as they change.
+//! - [`pending`]: inputs and tunnels asked of workers, until they answer.
 //! - [`reconcile`]: a worker's report of a session, as the actor applies it.
 //! - [`sessions`]: the actor that owns all of the above at run time.
 //! - [`handle`]: the cloneable face of that actor, and what it publishes.
@@ -43,6 +44,7 @@ pub mod leader;
 pub mod liveness;
 pub mod loads;
 pub mod model;
+pub mod pending;
 pub mod reconcile;
 pub mod scheduler;
 pub mod server;
