@@ -1,13 +1,17 @@
-//! The worker link's wire types to and from the controller's domain types.
-//! Unset enums and `""` for "none" are decided here, once.
+//! Wire types to and from the controller's domain types: the worker
+//! link's, and the Controller API's that the CLI calls. Unset enums and
+//! `""` for "none" are decided here, once.
 
 use std::collections::BTreeMap;
 
 use ao_proto::pb;
 use ao_proto::pb::session_report::{Activity as WireActivity, State as WireState};
 
+use crate::attach::{AttachRequest, ViewerOutput};
+use crate::cluster::AdminRecord;
 use crate::config::{AgentConfig, ProjectConfig};
-use crate::model::{Activity, SessionRecord};
+use crate::handle::{BatchOutcome, SpawnArgs, WorkerView};
+use crate::model::{rfc3339, Activity, EventRecord, SessionRecord};
 use crate::reconcile::{Report, ReportState};
 
 #[derive(Debug, PartialEq, thiserror::Error)]
@@ -20,7 +24,7 @@ pub enum ConvertError {
 }
 
 /// `""` on the wire means none.
-fn non_empty(s: String) -> Option<String> {
+pub fn non_empty(s: String) -> Option<String> {
     (!s.is_empty()).then_some(s)
 }
 
@@ -115,6 +119,140 @@ pub fn stop(session: &str, epoch: u64) -> pb::controller_message::Msg {
 /// bound for the envelope's tag and length.
 pub fn link_size(msg: &pb::controller_message::Msg) -> usize {
     msg.encoded_len() + 16
+}
+
+// The Controller API (the CLI's side): answers from domain types.
+
+pub fn worker_to_pb(w: &WorkerView) -> pb::Worker {
+    pb::Worker {
+        id: w.id.clone(),
+        hostname: w.hostname.clone(),
+        state: w.state.as_str().into(),
+        labels: w.labels.clone().into_iter().collect(),
+        max_sessions: w.max_sessions,
+        sessions: w.sessions,
+        connected_at: w.connected_at.clone().unwrap_or_default(),
+        last_seen_at: w.last_seen_at().unwrap_or_default(),
+        tmux_socket: w.tmux_socket.clone(),
+        reason: w.reason.clone().unwrap_or_default(),
+        mem_available_bytes: w.mem_available_bytes,
+        memory_reserve_bytes: w.memory_reserve_bytes,
+        draining: w.draining,
+        version: w.version.clone(),
+    }
+}
+
+pub fn session_to_pb(s: &SessionRecord) -> pb::Session {
+    pb::Session {
+        id: s.id.clone(),
+        project_id: s.project_id.clone(),
+        issue_id: s.issue_id.clone().unwrap_or_default(),
+        status: s.status.as_str().into(),
+        activity: s
+            .activity
+            .map(|a| a.as_str().to_string())
+            .unwrap_or_default(),
+        branch: s.branch.clone(),
+        worktree: s.worktree.clone().unwrap_or_default(),
+        worker: s.worker.clone().unwrap_or_default(),
+        agent: s.agent.clone(),
+        runtime: s.runtime.clone(),
+        pr: s.pr.clone().unwrap_or_default(),
+        pr_number: s.pr_number.unwrap_or(0),
+        ci_status: s.ci_status.clone(),
+        review_decision: s.review_decision.clone(),
+        created_at: rfc3339(&s.created_at),
+        last_activity_at: rfc3339(&s.last_activity_at),
+        summary: s.summary.clone().unwrap_or_default(),
+        epoch: s.epoch,
+        exit_code: s.exit_code,
+        attach_command: s.attach_command.clone().unwrap_or_default(),
+    }
+}
+
+pub fn event_to_pb(e: &EventRecord) -> pb::Event {
+    pb::Event {
+        id: e.id,
+        timestamp: e.timestamp.clone(),
+        r#type: e.kind.clone(),
+        priority: e.priority.as_str().into(),
+        project_id: e.project_id.clone().unwrap_or_default(),
+        session_id: e.session_id.clone().unwrap_or_default(),
+        issue_id: e.issue_id.clone().unwrap_or_default(),
+        worker_id: e.worker_id.clone().unwrap_or_default(),
+        message: e.message.clone().unwrap_or_default(),
+        data_json: e.data.as_ref().map(|d| d.to_string()).unwrap_or_default(),
+    }
+}
+
+pub fn admin_to_pb(a: &AdminRecord) -> pb::AdminCert {
+    pb::AdminCert {
+        name: a.name.clone(),
+        serial: a.serial.clone(),
+        issued_at: rfc3339(&a.issued_at),
+        expires_at: chrono::DateTime::from_timestamp(a.not_after, 0)
+            .map(|t| rfc3339(&t))
+            .unwrap_or_default(),
+        revoked_at: a.revoked_at.as_ref().map(rfc3339).unwrap_or_default(),
+    }
+}
+
+/// A spawn as the Controller API asks it.
+pub fn spawn_args(r: pb::SpawnRequest) -> SpawnArgs {
+    SpawnArgs {
+        project_id: r.project_id,
+        issue_id: non_empty(r.issue_id),
+        prompt: non_empty(r.prompt),
+        agent: non_empty(r.agent),
+        branch: non_empty(r.branch),
+        labels: r.labels.into_iter().collect(),
+    }
+}
+
+/// One issue's outcome of a batch spawn, as the Controller API answers it.
+pub fn batch_result(outcome: BatchOutcome) -> pb::BatchSpawnResult {
+    match outcome {
+        BatchOutcome::Spawned(s) => pb::BatchSpawnResult {
+            issue_id: s.issue_id.clone().unwrap_or_default(),
+            session: Some(session_to_pb(&s)),
+            ..Default::default()
+        },
+        BatchOutcome::Skipped { issue, existing } => pb::BatchSpawnResult {
+            issue_id: issue,
+            skipped: format!("live session {existing} exists"),
+            existing_session_id: existing,
+            ..Default::default()
+        },
+        BatchOutcome::Failed { issue, error } => pb::BatchSpawnResult {
+            issue_id: issue,
+            skipped: error,
+            ..Default::default()
+        },
+    }
+}
+
+/// A viewer's `start`, from the caller whose identity was checked.
+pub fn attach_request(start: pb::AttachStart, who: String) -> AttachRequest {
+    AttachRequest {
+        session_id: start.session_id,
+        who,
+        hint: start.who,
+        read_only: start.read_only,
+        force: start.force,
+        cols: start.cols,
+        rows: start.rows,
+        term: start.term,
+        seat: start.seat,
+    }
+}
+
+/// What a viewer is sent, on the wire.
+pub fn viewer_output(out: ViewerOutput) -> pb::attach_output::Msg {
+    match out {
+        ViewerOutput::Screen(data) => pb::attach_output::Msg::Data(data),
+        ViewerOutput::Notice(line) => pb::attach_output::Msg::Notice(line),
+        ViewerOutput::End(end) => pb::attach_output::Msg::End(end),
+    }
 }
 
 #[cfg(test)]

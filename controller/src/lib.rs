@@ -6,9 +6,10 @@
 //!
 //! Modules:
 //! - [`app`]: a whole controller, started from a [`app::ControllerConfig`].
+//! - [`attach`]: a viewer on a session's terminal, relayed to its worker.
 //! - [`cluster`]: join tokens, worker certificates, revocation, role checks.
 //! - [`commit`]: one write of the actor as a store transaction.
-//! - [`convert`]: the worker link's wire types into domain types.
+//! - [`convert`]: wire types to and from domain types (worker link, Controller API).
 //! - [`config`]: `agent-orchestrator.yaml`, loaded and validated.
 //! - [`store`]: the key-value seam (compare-and-swap, prefix list, watch) and
 //!   the embedded redb implementation.
@@ -30,6 +31,7 @@
 //! - [`grpc`] and [`server`]: the wire.
 
 pub mod app;
+pub mod attach;
 pub mod cluster;
 pub mod commit;
 pub mod config;
