@@ -6,12 +6,13 @@ use std::collections::BTreeMap;
 
 use ao_proto::pb;
 use ao_proto::pb::session_report::{Activity as WireActivity, State as WireState};
+use chrono::{DateTime, Utc};
 
 use crate::attach::{AttachRequest, ViewerOutput};
 use crate::cluster::AdminRecord;
 use crate::config::{AgentConfig, ProjectConfig};
 use crate::handle::{BatchOutcome, SpawnArgs, WorkerView};
-use crate::model::{rfc3339, Activity, EventRecord, SessionRecord};
+use crate::model::{rfc3339, Activity, EventRecord, SessionRecord, WorkerRecord, SCHEMA_VERSION};
 use crate::reconcile::{Report, ReportState};
 
 #[derive(Debug, PartialEq, thiserror::Error)]
@@ -119,6 +120,29 @@ pub fn stop(session: &str, epoch: u64) -> pb::controller_message::Msg {
 /// bound for the envelope's tag and length.
 pub fn link_size(msg: &pb::controller_message::Msg) -> usize {
     msg.encoded_len() + 16
+}
+
+/// The record of a worker from its hello; `previous` is the record this
+/// controller held, whose first sighting and drain outlive reconnects.
+pub fn worker_record(
+    hello: &pb::Hello,
+    previous: Option<&WorkerRecord>,
+    now: DateTime<Utc>,
+) -> WorkerRecord {
+    WorkerRecord {
+        schema_version: SCHEMA_VERSION,
+        id: hello.worker_id.clone(),
+        hostname: hello.hostname.clone(),
+        labels: hello.labels.clone().into_iter().collect(),
+        max_sessions: hello.max_sessions,
+        tmux_socket: hello.tmux_socket.clone(),
+        first_seen_at: previous.map_or(now, |r| r.first_seen_at),
+        memory_reserve_bytes: hello.memory_reserve_bytes,
+        // Draining is the admin's word and outlives reconnects.
+        draining: previous.is_some_and(|r| r.draining),
+        lost: false,
+        version: hello.version.clone(),
+    }
 }
 
 // The Controller API (the CLI's side): answers from domain types.
@@ -351,5 +375,27 @@ mod tests {
             err.to_string(),
             "session s-1: report state 42 is not one of starting, running, exited, errored, stopped"
         );
+    }
+
+    #[test]
+    fn a_hello_keeps_what_the_controller_knew_of_the_worker() {
+        let hello = pb::Hello {
+            worker_id: "w1".into(),
+            hostname: "box".into(),
+            max_sessions: 4,
+            ..Default::default()
+        };
+        let then = Utc::now() - chrono::Duration::hours(1);
+        let first = worker_record(&hello, None, then);
+        assert_eq!((first.first_seen_at, first.draining), (then, false));
+        let previous = WorkerRecord {
+            draining: true,
+            lost: true,
+            ..first
+        };
+        let again = worker_record(&hello, Some(&previous), Utc::now());
+        assert_eq!(again.first_seen_at, then);
+        assert!(again.draining && !again.lost);
+        assert_eq!((again.hostname.as_str(), again.max_sessions), ("box", 4));
     }
 }

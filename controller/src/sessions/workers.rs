@@ -1,7 +1,7 @@
 //! The sessions actor's side of its worker links: placement and what is
 //! sent to a worker, hellos and the inventory they bring, reports, a
-//! link's end, workers' silence judged, and the admin's drain and removal. A child of [`super`]: the same
-//! actor, its link-facing methods.
+//! link's end, workers' silence judged, and the admin's drain and removal.
+//! A child of [`super`]: the same actor, its link-facing methods.
 
 use ao_proto::{limits, pb};
 use chrono::Utc;
@@ -12,11 +12,10 @@ use crate::convert;
 use crate::error::ControllerError;
 use crate::handle::WorkerView;
 use crate::keys;
-use crate::liveness::{LinkMeta, Worker, WorkerConn};
+use crate::liveness::{self, LinkMeta, Worker, WorkerConn};
 use crate::loads::Loads;
 use crate::model::{
     Activity, NewEvent, Priority, SessionRecord, SessionStatus, WorkerRecord, WorkerState,
-    SCHEMA_VERSION,
 };
 use crate::reconcile::{self, Report};
 use crate::scheduler::{self, Candidate};
@@ -46,20 +45,7 @@ impl Actor {
         let now = Utc::now();
         let id = hello.worker_id.clone();
         let previous = self.workers.get(&id).map(|w| &w.record);
-        let record = WorkerRecord {
-            schema_version: SCHEMA_VERSION,
-            id: id.clone(),
-            hostname: hello.hostname.clone(),
-            labels: hello.labels.clone().into_iter().collect(),
-            max_sessions: hello.max_sessions,
-            tmux_socket: hello.tmux_socket.clone(),
-            first_seen_at: previous.map_or(now, |r| r.first_seen_at),
-            memory_reserve_bytes: hello.memory_reserve_bytes,
-            // Draining is the admin's word and outlives reconnects.
-            draining: previous.is_some_and(|r| r.draining),
-            lost: false,
-            version: hello.version.clone(),
-        };
+        let record = convert::worker_record(&hello, previous, now);
         let known = previous.is_some();
         // Requests in flight on a replaced link will never be answered.
         self.pending.forget(&id);
@@ -388,28 +374,8 @@ impl Actor {
         w.link = None;
         let mut record = w.record.clone();
         record.lost = true;
-        let mut sessions = Vec::new();
-        for s in self.sessions.values() {
-            // Already stuck (a retry after a failed write): nothing to add.
-            let done = s.status == SessionStatus::Stuck;
-            if s.worker.as_deref() != Some(id) || s.status.is_ended() || done {
-                continue;
-            }
-            let mut s = SessionRecord::clone(s);
-            s.summary = Some(reason.to_string());
-            // A session not yet started stays `spawning`: its assignment
-            // is sent again when the worker is back or, if the worker was
-            // removed, it is placed elsewhere under a new epoch.
-            if s.status == SessionStatus::Spawning && remove {
-                s.worker = None;
-                s.epoch += 1;
-                s.summary = Some(format!("waiting for a worker: {reason}"));
-            } else if s.status != SessionStatus::Spawning {
-                s.status = SessionStatus::Stuck;
-                s.activity = None;
-            }
-            sessions.push(s);
-        }
+        let held = self.sessions.values().map(AsRef::as_ref);
+        let sessions = liveness::stranded(held, id, reason, remove);
         // In batches (etcd caps the operations of one transaction), the
         // worker's own record last: if a batch fails, the next tick (or
         // `ao worker rm` again) carries on from where it stopped.
