@@ -7,6 +7,11 @@
 //! reconciled against the store (adopt what runs, re-send what was never
 //! started, stop what was killed meanwhile), reports become coalesced status
 //! changes and events.
+//!
+//! Here: its state, its commands and the write path. Its link-facing
+//! methods are in `workers`, its background chores in `upkeep`; the pure
+//! steps it takes are beside it ([`crate::commit`], [`crate::spawning`],
+//! [`crate::reconcile`], [`crate::liveness`], [`crate::pending`]).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
