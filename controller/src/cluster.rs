@@ -22,12 +22,16 @@ use std::time::Duration;
 use ao_proto::pki::{self, Ca, PeerIdentity, Role};
 use chrono::{DateTime, Utc};
 use rand::distr::{Alphanumeric, SampleString};
-use serde::{Deserialize, Serialize};
 
 use crate::keys;
 use crate::leader::Fence;
 use crate::model::SCHEMA_VERSION;
 use crate::store::{decode, encode, Precondition, Store, StoreError, Txn};
+
+mod records;
+
+pub use records::AdminRecord;
+use records::{CertRecord, IdentityRecord, RevokedRecord, TokenRecord};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClusterError {
@@ -41,74 +45,9 @@ pub enum ClusterError {
     Store(#[from] StoreError),
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct TokenRecord {
-    schema_version: u32,
-    id: String,
-    /// Hex SHA-256 of the secret; the secret itself is never stored.
-    secret_sha256: String,
-    created_at: DateTime<Utc>,
-    expires_at: DateTime<Utc>,
-}
-
-/// One certificate issued to a worker, so that it can be revoked.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct CertRecord {
-    schema_version: u32,
-    worker: String,
-    serial: String,
-    issued_at: DateTime<Utc>,
-    not_after: i64,
-}
-
-/// A worker id held by a joined machine.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct IdentityRecord {
-    schema_version: u32,
-    worker: String,
-    joined_at: DateTime<Utc>,
-    /// Certificates issued so far (the join and every renewal).
-    issued: u64,
-}
-
-/// A certificate issued to a person for the CLI; kept, revoked or not,
-/// until it expires.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct AdminRecord {
-    schema_version: u32,
-    /// Whose it is (the certificate's CN).
-    pub name: String,
-    /// Lowercase hex.
-    pub serial: String,
-    pub issued_at: DateTime<Utc>,
-    /// End of validity, unix seconds.
-    pub not_after: i64,
-    /// Who asked for it: an admin's name, or `local` (the controller's own socket).
-    pub issued_by: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub revoked_at: Option<DateTime<Utc>>,
-}
-
 /// The longest an admin certificate may live: a lost laptop's credential
 /// must run out even if nobody revokes it.
 pub const MAX_ADMIN_TTL: Duration = Duration::from_secs(365 * 86400);
-
-/// A revoked certificate serial.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct RevokedRecord {
-    schema_version: u32,
-    /// The worker id or the admin's name (records made before admins were
-    /// revocable call it `worker`).
-    #[serde(alias = "worker")]
-    holder: String,
-    serial: String,
-    revoked_at: DateTime<Utc>,
-}
 
 /// What a controller listening on TCP needs to admit workers.
 pub struct Cluster {

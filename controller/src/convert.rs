@@ -1,13 +1,18 @@
-//! The worker link's wire types to and from the controller's domain types.
-//! Unset enums and `""` for "none" are decided here, once.
+//! Wire types to and from the controller's domain types: the worker
+//! link's, and the Controller API's that the CLI calls. Unset enums and
+//! `""` for "none" are decided here, once.
 
 use std::collections::BTreeMap;
 
 use ao_proto::pb;
 use ao_proto::pb::session_report::{Activity as WireActivity, State as WireState};
+use chrono::{DateTime, Utc};
 
+use crate::attach::{AttachRequest, ViewerOutput};
+use crate::cluster::AdminRecord;
 use crate::config::{AgentConfig, ProjectConfig};
-use crate::model::{Activity, SessionRecord};
+use crate::handle::{BatchOutcome, SpawnArgs, WorkerView};
+use crate::model::{rfc3339, Activity, EventRecord, SessionRecord, WorkerRecord, SCHEMA_VERSION};
 use crate::reconcile::{Report, ReportState};
 
 #[derive(Debug, PartialEq, thiserror::Error)]
@@ -20,7 +25,7 @@ pub enum ConvertError {
 }
 
 /// `""` on the wire means none.
-fn non_empty(s: String) -> Option<String> {
+pub fn non_empty(s: String) -> Option<String> {
     (!s.is_empty()).then_some(s)
 }
 
@@ -100,6 +105,177 @@ pub fn assign(
             env: env.into_iter().collect(),
         }),
         epoch: s.epoch,
+    }
+}
+
+/// The order to stop session `session` at `epoch`.
+pub fn stop(session: &str, epoch: u64) -> pb::controller_message::Msg {
+    pb::controller_message::Msg::Stop(pb::Stop {
+        session_id: session.to_string(),
+        epoch,
+    })
+}
+
+/// The encoded size of a message to a worker: its content plus an upper
+/// bound for the envelope's tag and length.
+pub fn link_size(msg: &pb::controller_message::Msg) -> usize {
+    msg.encoded_len() + 16
+}
+
+/// The record of a worker from its hello; `previous` is the record this
+/// controller held, whose first sighting and drain outlive reconnects.
+pub fn worker_record(
+    hello: &pb::Hello,
+    previous: Option<&WorkerRecord>,
+    now: DateTime<Utc>,
+) -> WorkerRecord {
+    WorkerRecord {
+        schema_version: SCHEMA_VERSION,
+        id: hello.worker_id.clone(),
+        hostname: hello.hostname.clone(),
+        labels: hello.labels.clone().into_iter().collect(),
+        max_sessions: hello.max_sessions,
+        tmux_socket: hello.tmux_socket.clone(),
+        first_seen_at: previous.map_or(now, |r| r.first_seen_at),
+        memory_reserve_bytes: hello.memory_reserve_bytes,
+        // Draining is the admin's word and outlives reconnects.
+        draining: previous.is_some_and(|r| r.draining),
+        lost: false,
+        version: hello.version.clone(),
+    }
+}
+
+// The Controller API (the CLI's side): answers from domain types.
+
+pub fn worker_to_pb(w: &WorkerView) -> pb::Worker {
+    pb::Worker {
+        id: w.id.clone(),
+        hostname: w.hostname.clone(),
+        state: w.state.as_str().into(),
+        labels: w.labels.clone().into_iter().collect(),
+        max_sessions: w.max_sessions,
+        sessions: w.sessions,
+        connected_at: w.connected_at.clone().unwrap_or_default(),
+        last_seen_at: w.last_seen_at().unwrap_or_default(),
+        tmux_socket: w.tmux_socket.clone(),
+        reason: w.reason.clone().unwrap_or_default(),
+        mem_available_bytes: w.mem_available_bytes,
+        memory_reserve_bytes: w.memory_reserve_bytes,
+        draining: w.draining,
+        version: w.version.clone(),
+    }
+}
+
+pub fn session_to_pb(s: &SessionRecord) -> pb::Session {
+    pb::Session {
+        id: s.id.clone(),
+        project_id: s.project_id.clone(),
+        issue_id: s.issue_id.clone().unwrap_or_default(),
+        status: s.status.as_str().into(),
+        activity: s
+            .activity
+            .map(|a| a.as_str().to_string())
+            .unwrap_or_default(),
+        branch: s.branch.clone(),
+        worktree: s.worktree.clone().unwrap_or_default(),
+        worker: s.worker.clone().unwrap_or_default(),
+        agent: s.agent.clone(),
+        runtime: s.runtime.clone(),
+        pr: s.pr.clone().unwrap_or_default(),
+        pr_number: s.pr_number.unwrap_or(0),
+        ci_status: s.ci_status.clone(),
+        review_decision: s.review_decision.clone(),
+        created_at: rfc3339(&s.created_at),
+        last_activity_at: rfc3339(&s.last_activity_at),
+        summary: s.summary.clone().unwrap_or_default(),
+        epoch: s.epoch,
+        exit_code: s.exit_code,
+        attach_command: s.attach_command.clone().unwrap_or_default(),
+    }
+}
+
+pub fn event_to_pb(e: &EventRecord) -> pb::Event {
+    pb::Event {
+        id: e.id,
+        timestamp: e.timestamp.clone(),
+        r#type: e.kind.clone(),
+        priority: e.priority.as_str().into(),
+        project_id: e.project_id.clone().unwrap_or_default(),
+        session_id: e.session_id.clone().unwrap_or_default(),
+        issue_id: e.issue_id.clone().unwrap_or_default(),
+        worker_id: e.worker_id.clone().unwrap_or_default(),
+        message: e.message.clone().unwrap_or_default(),
+        data_json: e.data.as_ref().map(|d| d.to_string()).unwrap_or_default(),
+    }
+}
+
+pub fn admin_to_pb(a: &AdminRecord) -> pb::AdminCert {
+    pb::AdminCert {
+        name: a.name.clone(),
+        serial: a.serial.clone(),
+        issued_at: rfc3339(&a.issued_at),
+        expires_at: chrono::DateTime::from_timestamp(a.not_after, 0)
+            .map(|t| rfc3339(&t))
+            .unwrap_or_default(),
+        revoked_at: a.revoked_at.as_ref().map(rfc3339).unwrap_or_default(),
+    }
+}
+
+/// A spawn as the Controller API asks it.
+pub fn spawn_args(r: pb::SpawnRequest) -> SpawnArgs {
+    SpawnArgs {
+        project_id: r.project_id,
+        issue_id: non_empty(r.issue_id),
+        prompt: non_empty(r.prompt),
+        agent: non_empty(r.agent),
+        branch: non_empty(r.branch),
+        labels: r.labels.into_iter().collect(),
+    }
+}
+
+/// One issue's outcome of a batch spawn, as the Controller API answers it.
+pub fn batch_result(outcome: BatchOutcome) -> pb::BatchSpawnResult {
+    match outcome {
+        BatchOutcome::Spawned(s) => pb::BatchSpawnResult {
+            issue_id: s.issue_id.clone().unwrap_or_default(),
+            session: Some(session_to_pb(&s)),
+            ..Default::default()
+        },
+        BatchOutcome::Skipped { issue, existing } => pb::BatchSpawnResult {
+            issue_id: issue,
+            skipped: format!("live session {existing} exists"),
+            existing_session_id: existing,
+            ..Default::default()
+        },
+        BatchOutcome::Failed { issue, error } => pb::BatchSpawnResult {
+            issue_id: issue,
+            skipped: error,
+            ..Default::default()
+        },
+    }
+}
+
+/// A viewer's `start`, from the caller whose identity was checked.
+pub fn attach_request(start: pb::AttachStart, who: String) -> AttachRequest {
+    AttachRequest {
+        session_id: start.session_id,
+        who,
+        hint: start.who,
+        read_only: start.read_only,
+        force: start.force,
+        cols: start.cols,
+        rows: start.rows,
+        term: start.term,
+        seat: start.seat,
+    }
+}
+
+/// What a viewer is sent, on the wire.
+pub fn viewer_output(out: ViewerOutput) -> pb::attach_output::Msg {
+    match out {
+        ViewerOutput::Screen(data) => pb::attach_output::Msg::Data(data),
+        ViewerOutput::Notice(line) => pb::attach_output::Msg::Notice(line),
+        ViewerOutput::End(end) => pb::attach_output::Msg::End(end),
     }
 }
 
@@ -199,5 +375,27 @@ mod tests {
             err.to_string(),
             "session s-1: report state 42 is not one of starting, running, exited, errored, stopped"
         );
+    }
+
+    #[test]
+    fn a_hello_keeps_what_the_controller_knew_of_the_worker() {
+        let hello = pb::Hello {
+            worker_id: "w1".into(),
+            hostname: "box".into(),
+            max_sessions: 4,
+            ..Default::default()
+        };
+        let then = Utc::now() - chrono::Duration::hours(1);
+        let first = worker_record(&hello, None, then);
+        assert_eq!((first.first_seen_at, first.draining), (then, false));
+        let previous = WorkerRecord {
+            draining: true,
+            lost: true,
+            ..first
+        };
+        let again = worker_record(&hello, Some(&previous), Utc::now());
+        assert_eq!(again.first_seen_at, then);
+        assert!(again.draining && !again.lost);
+        assert_eq!((again.hostname.as_str(), again.max_sessions), ("box", 4));
     }
 }

@@ -6,7 +6,6 @@ use std::pin::Pin;
 use std::time::Duration;
 
 use ao_proto::pb;
-use ao_proto::pb::attach_end::Reason as EndReason;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::{Stream, StreamExt};
@@ -14,12 +13,14 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::cluster::{AdminRecord, Cluster, ClusterError};
+use crate::attach::{self, AttachError, ViewerInput};
+use crate::cluster::{Cluster, ClusterError};
 use crate::config::{self, Config};
+use crate::convert;
 use crate::error::ControllerError;
 use crate::events::{self, EventFilter};
-use crate::handle::{BatchOutcome, ControllerHandle, SpawnArgs, Tunnel, WorkerView};
-use crate::model::{rfc3339, EventRecord, SessionRecord};
+use crate::handle::{ControllerHandle, Tunnel};
+use crate::model::{rfc3339, SessionRecord};
 use crate::store::StoreError;
 
 impl From<ControllerError> for Status {
@@ -53,6 +54,16 @@ impl From<ControllerError> for Status {
     }
 }
 
+impl From<AttachError> for Status {
+    fn from(e: AttachError) -> Self {
+        match e {
+            AttachError::Controller(e) => e.into(),
+            AttachError::Refused(why) => Status::failed_precondition(why),
+            AttachError::Unavailable(why) => Status::unavailable(why),
+        }
+    }
+}
+
 impl From<ClusterError> for Status {
     fn from(e: ClusterError) -> Self {
         match e {
@@ -60,25 +71,6 @@ impl From<ClusterError> for Status {
             ClusterError::Invalid(m) => Status::invalid_argument(m),
             ClusterError::Store(e) => ControllerError::Store(e).into(),
         }
-    }
-}
-
-fn worker_to_pb(w: &WorkerView) -> pb::Worker {
-    pb::Worker {
-        id: w.id.clone(),
-        hostname: w.hostname.clone(),
-        state: w.state.as_str().into(),
-        labels: w.labels.clone().into_iter().collect(),
-        max_sessions: w.max_sessions,
-        sessions: w.sessions,
-        connected_at: w.connected_at.clone().unwrap_or_default(),
-        last_seen_at: w.last_seen_at.clone().unwrap_or_default(),
-        tmux_socket: w.tmux_socket.clone(),
-        reason: w.reason.clone().unwrap_or_default(),
-        mem_available_bytes: w.mem_available_bytes,
-        memory_reserve_bytes: w.memory_reserve_bytes,
-        draining: w.draining,
-        version: w.version.clone(),
     }
 }
 
@@ -101,67 +93,8 @@ impl tonic::service::Interceptor for RequireRole {
     }
 }
 
-pub fn session_to_pb(s: &SessionRecord) -> pb::Session {
-    pb::Session {
-        id: s.id.clone(),
-        project_id: s.project_id.clone(),
-        issue_id: s.issue_id.clone().unwrap_or_default(),
-        status: s.status.as_str().into(),
-        activity: s
-            .activity
-            .map(|a| a.as_str().to_string())
-            .unwrap_or_default(),
-        branch: s.branch.clone(),
-        worktree: s.worktree.clone().unwrap_or_default(),
-        worker: s.worker.clone().unwrap_or_default(),
-        agent: s.agent.clone(),
-        runtime: s.runtime.clone(),
-        pr: s.pr.clone().unwrap_or_default(),
-        pr_number: s.pr_number.unwrap_or(0),
-        ci_status: s.ci_status.clone(),
-        review_decision: s.review_decision.clone(),
-        created_at: rfc3339(&s.created_at),
-        last_activity_at: rfc3339(&s.last_activity_at),
-        summary: s.summary.clone().unwrap_or_default(),
-        epoch: s.epoch,
-        exit_code: s.exit_code,
-        attach_command: s.attach_command.clone().unwrap_or_default(),
-    }
-}
-
-fn event_to_pb(e: &EventRecord) -> pb::Event {
-    pb::Event {
-        id: e.id,
-        timestamp: e.timestamp.clone(),
-        r#type: e.kind.clone(),
-        priority: e.priority.as_str().into(),
-        project_id: e.project_id.clone().unwrap_or_default(),
-        session_id: e.session_id.clone().unwrap_or_default(),
-        issue_id: e.issue_id.clone().unwrap_or_default(),
-        worker_id: e.worker_id.clone().unwrap_or_default(),
-        message: e.message.clone().unwrap_or_default(),
-        data_json: e.data.as_ref().map(|d| d.to_string()).unwrap_or_default(),
-    }
-}
-
 /// How long `ao admin issue` credentials last unless asked otherwise.
 const DEFAULT_ADMIN_TTL: Duration = Duration::from_secs(90 * 86400);
-
-fn admin_to_pb(a: &AdminRecord) -> pb::AdminCert {
-    pb::AdminCert {
-        name: a.name.clone(),
-        serial: a.serial.clone(),
-        issued_at: rfc3339(&a.issued_at),
-        expires_at: chrono::DateTime::from_timestamp(a.not_after, 0)
-            .map(|t| rfc3339(&t))
-            .unwrap_or_default(),
-        revoked_at: a.revoked_at.as_ref().map(rfc3339).unwrap_or_default(),
-    }
-}
-
-fn non_empty(s: String) -> Option<String> {
-    (!s.is_empty()).then_some(s)
-}
 
 /// Reads are refused while the store is unavailable rather than served stale.
 fn fresh(handle: &ControllerHandle) -> Result<std::sync::Arc<crate::handle::Snapshot>, Status> {
@@ -184,14 +117,6 @@ async fn first_message<T, U>(
         .await?
         .and_then(pick)
         .ok_or_else(|| Status::invalid_argument(refusal))
-}
-
-/// Waits for the worker to open the tunnel it was asked for.
-async fn arrived(opened: tokio::sync::oneshot::Receiver<Tunnel>) -> Result<Tunnel, Status> {
-    tokio::time::timeout(Duration::from_secs(15), opened)
-        .await
-        .map_err(|_| Status::unavailable("the worker did not open the stream within 15 s"))?
-        .map_err(|_| Status::unavailable("the worker went away before streaming"))
 }
 
 type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
@@ -232,7 +157,7 @@ impl pb::controller_server::Controller for ControllerService {
             ao_home: self.home.clone(),
             workers_ready: snap
                 .workers
-                .iter()
+                .values()
                 .filter(|w| w.state == crate::model::WorkerState::Ready)
                 .count() as u32,
             sessions: snap.sessions.size() as u32,
@@ -276,17 +201,10 @@ impl pb::controller_server::Controller for ControllerService {
         req: Request<pb::SpawnRequest>,
     ) -> Result<Response<pb::SpawnResponse>, Status> {
         let r = req.into_inner();
-        let args = SpawnArgs {
-            project_id: r.project_id,
-            issue_id: non_empty(r.issue_id),
-            prompt: non_empty(r.prompt),
-            agent: non_empty(r.agent),
-            branch: non_empty(r.branch),
-            labels: r.labels.into_iter().collect(),
-        };
-        let s = self.handle.spawn(args, r.wait).await?;
+        let wait = r.wait;
+        let s = self.handle.spawn(convert::spawn_args(r), wait).await?;
         Ok(Response::new(pb::SpawnResponse {
-            session: Some(session_to_pb(&s)),
+            session: Some(convert::session_to_pb(&s)),
         }))
     }
 
@@ -297,29 +215,14 @@ impl pb::controller_server::Controller for ControllerService {
         let r = req.into_inner();
         let outcomes = self
             .handle
-            .batch_spawn(r.project_id, r.issue_ids, non_empty(r.agent), r.wait)
+            .batch_spawn(
+                r.project_id,
+                r.issue_ids,
+                convert::non_empty(r.agent),
+                r.wait,
+            )
             .await?;
-        let results = outcomes
-            .into_iter()
-            .map(|o| match o {
-                BatchOutcome::Spawned(s) => pb::BatchSpawnResult {
-                    issue_id: s.issue_id.clone().unwrap_or_default(),
-                    session: Some(session_to_pb(&s)),
-                    ..Default::default()
-                },
-                BatchOutcome::Skipped { issue, existing } => pb::BatchSpawnResult {
-                    issue_id: issue,
-                    skipped: format!("live session {existing} exists"),
-                    existing_session_id: existing,
-                    ..Default::default()
-                },
-                BatchOutcome::Failed { issue, error } => pb::BatchSpawnResult {
-                    issue_id: issue,
-                    skipped: error,
-                    ..Default::default()
-                },
-            })
-            .collect();
+        let results = outcomes.into_iter().map(convert::batch_result).collect();
         Ok(Response::new(pb::BatchSpawnResponse { results }))
     }
 
@@ -345,7 +248,7 @@ impl pb::controller_server::Controller for ControllerService {
             .collect();
         sessions.sort_by(|a, b| a.created_at.cmp(&b.created_at).then(a.id.cmp(&b.id)));
         Ok(Response::new(pb::ListSessionsResponse {
-            sessions: sessions.into_iter().map(session_to_pb).collect(),
+            sessions: sessions.into_iter().map(convert::session_to_pb).collect(),
         }))
     }
 
@@ -359,7 +262,7 @@ impl pb::controller_server::Controller for ControllerService {
             .sessions
             .get(&id)
             .ok_or(ControllerError::UnknownSession { id })?;
-        Ok(Response::new(session_to_pb(s)))
+        Ok(Response::new(convert::session_to_pb(s)))
     }
 
     async fn send(
@@ -376,7 +279,7 @@ impl pb::controller_server::Controller for ControllerService {
 
     async fn kill(&self, req: Request<pb::KillRequest>) -> Result<Response<pb::Session>, Status> {
         let s = self.handle.kill(req.into_inner().session_id).await?;
-        Ok(Response::new(session_to_pb(&s)))
+        Ok(Response::new(convert::session_to_pb(&s)))
     }
 
     async fn restore(
@@ -384,7 +287,7 @@ impl pb::controller_server::Controller for ControllerService {
         req: Request<pb::RestoreRequest>,
     ) -> Result<Response<pb::Session>, Status> {
         let s = self.handle.restore(req.into_inner().session_id).await?;
-        Ok(Response::new(session_to_pb(&s)))
+        Ok(Response::new(convert::session_to_pb(&s)))
     }
 
     type LogsStream = BoxStream<pb::LogChunk>;
@@ -394,7 +297,7 @@ impl pb::controller_server::Controller for ControllerService {
         req: Request<pb::LogsRequest>,
     ) -> Result<Response<Self::LogsStream>, Status> {
         let opened = self.handle.open_logs(req.into_inner()).await?;
-        let Tunnel { inbound, down } = arrived(opened).await?;
+        let Tunnel { inbound, down } = attach::arrived(opened).await?;
         let stream = inbound.map_while(move |msg| {
             // The worker streams as long as `down` lives: as long as the viewer reads.
             let _keep = &down;
@@ -420,7 +323,7 @@ impl pb::controller_server::Controller for ControllerService {
     ) -> Result<Response<Self::AttachStream>, Status> {
         let who = caller_name(&req);
         let mut input = req.into_inner();
-        let mut start = first_message(
+        let start = first_message(
             &mut input,
             "the first attach message must be `start`",
             |m| match m.msg {
@@ -429,112 +332,22 @@ impl pb::controller_server::Controller for ControllerService {
             },
         )
         .await?;
-        // The client's `user@host` is only a hint: shown beside the
-        // identity the controller checked, never instead of it.
-        let hint = std::mem::take(&mut start.who);
-        let shown = if hint.is_empty() || hint == who {
-            who.clone()
-        } else {
-            format!("{who} (says {hint})")
-        };
-        start.who = shown.clone();
-        let Tunnel { mut inbound, down } =
-            arrived(self.handle.open_terminal(start.clone()).await?).await?;
-        // The worker's first word: a refusal (seat taken, session ended) or the screen.
-        let first = match inbound.message().await {
-            Ok(Some(pb::TunnelUp {
-                msg: Some(pb::tunnel_up::Msg::Error(e)),
-            })) => return Err(Status::failed_precondition(e)),
-            Ok(Some(first)) => first,
-            Ok(None) | Err(_) => return Err(Status::unavailable("the worker closed the terminal")),
-        };
-        let mode = if start.read_only {
-            "read-only"
-        } else {
-            "read-write"
-        };
-        let id = start.session_id.clone();
-        self.handle
-            .record(
-                "session.attached",
-                &id,
-                format!("{shown} attached to {id} ({mode})"),
-                serde_json::json!({"who": who, "userHint": hint, "mode": mode, "force": start.force}),
-            )
-            .await;
-        // Keys and window size toward the worker, until the viewer stops.
-        self.tasks.spawn(async move {
-            while let Ok(Some(msg)) = input.message().await {
-                let down_msg = match msg.msg {
-                    Some(pb::attach_input::Msg::Data(keys)) => pb::tunnel_down::Msg::Input(keys),
-                    Some(pb::attach_input::Msg::Resize(r)) => pb::tunnel_down::Msg::Resize(r),
-                    _ => continue,
-                };
-                if down
-                    .send(pb::TunnelDown {
-                        msg: Some(down_msg),
-                    })
-                    .await
-                    .is_err()
-                {
-                    break;
-                }
-            }
+        let keys = input.map_while(Result::ok).filter_map(|m| match m.msg {
+            Some(pb::attach_input::Msg::Data(keys)) => Some(ViewerInput::Keys(keys)),
+            Some(pb::attach_input::Msg::Resize(r)) => Some(ViewerInput::Resize {
+                cols: r.cols,
+                rows: r.rows,
+            }),
+            _ => None,
         });
-        // The screen toward the viewer; the detach is recorded with its reason.
-        let (out, rx) = mpsc::channel(64);
-        let handle = self.handle.clone();
-        self.tasks.spawn(async move {
-            let output = |msg| Ok(pb::AttachOutput { msg: Some(msg) });
-            let mut next = Some(first);
-            let how = loop {
-                let msg = match next.take() {
-                    Some(m) => Ok(Some(m)),
-                    None => tokio::select! {
-                        m = inbound.message() => m,
-                        () = out.closed() => break "the viewer left".to_string(),
-                    },
-                };
-                let forward = match msg {
-                    Ok(Some(pb::TunnelUp {
-                        msg: Some(pb::tunnel_up::Msg::Data(d)),
-                    })) => pb::attach_output::Msg::Data(d),
-                    Ok(Some(pb::TunnelUp {
-                        msg: Some(pb::tunnel_up::Msg::Notice(n)),
-                    })) => pb::attach_output::Msg::Notice(n),
-                    Ok(Some(pb::TunnelUp {
-                        msg: None | Some(pb::tunnel_up::Msg::StreamId(_)),
-                    })) => continue,
-                    ended => {
-                        let end = match ended {
-                            Ok(Some(pb::TunnelUp {
-                                msg: Some(pb::tunnel_up::Msg::End(end)),
-                            })) => end,
-                            Ok(Some(pb::TunnelUp {
-                                msg: Some(pb::tunnel_up::Msg::Error(why)),
-                            })) => pb::AttachEnd::new(EndReason::Refused, why),
-                            // The worker's side broke: the viewer may attach again.
-                            _ => pb::AttachEnd::new(EndReason::WorkerLost, ""),
-                        };
-                        let why = end.to_string();
-                        let _ = out.send(output(pb::attach_output::Msg::End(end))).await;
-                        break why;
-                    }
-                };
-                if out.send(output(forward)).await.is_err() {
-                    break "the viewer left".to_string();
-                }
-            };
-            handle
-                .record(
-                    "session.detached",
-                    &id,
-                    format!("{shown} left {id}: {how}"),
-                    serde_json::json!({"who": who, "userHint": hint, "how": how}),
-                )
-                .await;
+        let req = convert::attach_request(start, who);
+        let screen = attach::attach(&self.handle, &self.tasks, req, keys).await?;
+        let out = ReceiverStream::new(screen).map(|o| {
+            Ok(pb::AttachOutput {
+                msg: Some(convert::viewer_output(o)),
+            })
         });
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+        Ok(Response::new(Box::pin(out)))
     }
 
     type EventsStream = BoxStream<pb::Event>;
@@ -554,7 +367,7 @@ impl pb::controller_server::Controller for ControllerService {
         };
         let feed = events::feed(self.handle.store().clone(), filter);
         let out = ReceiverStream::new(feed).map(|e| match e {
-            Ok(e) => Ok(event_to_pb(&e)),
+            Ok(e) => Ok(convert::event_to_pb(&e)),
             Err(e) => Err(Status::from(ControllerError::from(e))),
         });
         Ok(Response::new(Box::pin(out)))
@@ -565,7 +378,11 @@ impl pb::controller_server::Controller for ControllerService {
         _: Request<pb::ListWorkersRequest>,
     ) -> Result<Response<pb::ListWorkersResponse>, Status> {
         let snap = fresh(&self.handle)?;
-        let workers = snap.workers.iter().map(worker_to_pb).collect();
+        let workers = snap
+            .workers
+            .values()
+            .map(|w| convert::worker_to_pb(w))
+            .collect();
         Ok(Response::new(pb::ListWorkersResponse { workers }))
     }
 
@@ -575,7 +392,7 @@ impl pb::controller_server::Controller for ControllerService {
     ) -> Result<Response<pb::Worker>, Status> {
         let r = req.into_inner();
         let view = self.handle.drain(r.worker_id, r.undo).await?;
-        Ok(Response::new(worker_to_pb(&view)))
+        Ok(Response::new(convert::worker_to_pb(&view)))
     }
 
     async fn remove_worker(
@@ -587,8 +404,8 @@ impl pb::controller_server::Controller for ControllerService {
             .handle
             .snapshot()
             .workers
-            .iter()
-            .any(|w| w.id == id && w.local);
+            .get(&id)
+            .is_some_and(|w| w.local);
         if local {
             return Err(Status::failed_precondition(format!(
                 "worker `{id}` is connected and has no certificate to revoke (it dials the local socket): stop its process first, then remove it"
@@ -670,7 +487,7 @@ impl pb::controller_server::Controller for ControllerService {
             cert_pem,
             ca_pem: cluster.ca_pem().to_string(),
             serial: record.serial.clone(),
-            expires_at: admin_to_pb(&record).expires_at,
+            expires_at: convert::admin_to_pb(&record).expires_at,
         }))
     }
 
@@ -680,7 +497,7 @@ impl pb::controller_server::Controller for ControllerService {
     ) -> Result<Response<pb::ListAdminsResponse>, Status> {
         let admins = self.cluster()?.admins().await?;
         Ok(Response::new(pb::ListAdminsResponse {
-            admins: admins.iter().map(admin_to_pb).collect(),
+            admins: admins.iter().map(convert::admin_to_pb).collect(),
         }))
     }
 
@@ -691,7 +508,7 @@ impl pb::controller_server::Controller for ControllerService {
         let which = req.into_inner().name_or_serial;
         let revoked = self.cluster()?.revoke_admin(&which).await?;
         Ok(Response::new(pb::RevokeAdminResponse {
-            revoked: revoked.iter().map(admin_to_pb).collect(),
+            revoked: revoked.iter().map(convert::admin_to_pb).collect(),
         }))
     }
 

@@ -11,13 +11,18 @@ use tonic::Streaming;
 
 use crate::config::Config;
 use crate::error::ControllerError;
-use crate::liveness::LinkMeta;
-use crate::model::{SessionRecord, SessionStatus, WorkerState};
+use crate::liveness::{LastHeard, LinkMeta, Worker};
+use crate::model::{rfc3339, SessionRecord, SessionStatus, WorkerState};
 use crate::store::Store;
 
 /// Every session by id, in id order; cloned in O(1), shared between the
 /// actor and the snapshots it publishes.
 pub type SessionMap = rpds::RedBlackTreeMapSync<String, Arc<SessionRecord>>;
+
+/// Every worker's view by id, in id order; like [`SessionMap`], shared with
+/// the snapshots, and a write rebuilds only the views of the workers it
+/// touched.
+pub type WorkerMap = rpds::RedBlackTreeMapSync<String, Arc<WorkerView>>;
 
 /// What readers see without asking the actor.
 #[derive(Debug, Clone, Default)]
@@ -25,7 +30,7 @@ pub struct Snapshot {
     /// Set while the store cannot be written or read: what is shown may be stale.
     pub store_error: Option<String>,
     pub sessions: SessionMap,
-    pub workers: Vec<WorkerView>,
+    pub workers: WorkerMap,
     pub projects: Vec<String>,
 }
 
@@ -38,7 +43,9 @@ pub struct WorkerView {
     pub max_sessions: u32,
     pub sessions: u32,
     pub connected_at: Option<String>,
-    pub last_seen_at: Option<String>,
+    /// When it last spoke, read when asked ([`WorkerView::last_seen_at`]):
+    /// a view is rebuilt only when the worker changes.
+    pub heard: Option<LastHeard>,
     pub tmux_socket: String,
     /// Why it is not ready, when it is not.
     pub reason: Option<String>,
@@ -48,6 +55,39 @@ pub struct WorkerView {
     pub version: String,
     /// Linked through the local socket (no certificate).
     pub local: bool,
+}
+
+impl WorkerView {
+    /// How `w`, with `sessions` live on it, is shown; `grace` is how long
+    /// a silent worker has before it is lost.
+    pub(crate) fn of(w: &Worker, sessions: u32, grace: Duration) -> Self {
+        Self {
+            id: w.record.id.clone(),
+            hostname: w.record.hostname.clone(),
+            state: w.state(),
+            labels: w.record.labels.clone(),
+            max_sessions: w.record.max_sessions,
+            sessions,
+            connected_at: w.link.as_ref().map(|l| rfc3339(&l.connected_at)),
+            heard: w.heard_from.then(|| w.heard.clone()),
+            tmux_socket: w.record.tmux_socket.clone(),
+            reason: w.reason(grace),
+            mem_available_bytes: w.mem_available,
+            memory_reserve_bytes: w.record.memory_reserve_bytes,
+            draining: w.record.draining,
+            version: w.record.version.clone(),
+            local: w.link.as_ref().is_some_and(|l| l.local),
+        }
+    }
+
+    /// When the worker last said anything; `None` before its first hello
+    /// to this controller.
+    pub fn last_seen_at(&self) -> Option<String> {
+        self.heard.as_ref().map(|heard| {
+            let ago = chrono::Duration::from_std(heard.elapsed()).unwrap_or_default();
+            rfc3339(&(chrono::Utc::now() - ago))
+        })
+    }
 }
 
 #[derive(Debug, Clone, Default)]

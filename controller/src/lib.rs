@@ -6,8 +6,10 @@
 //!
 //! Modules:
 //! - [`app`]: a whole controller, started from a [`app::ControllerConfig`].
+//! - [`attach`]: a viewer on a session's terminal, relayed to its worker.
 //! - [`cluster`]: join tokens, worker certificates, revocation, role checks.
-//! - [`convert`]: the worker link's wire types into domain types.
+//! - [`commit`]: one write of the actor as a store transaction.
+//! - [`convert`]: wire types to and from domain types (worker link, Controller API).
 //! - [`config`]: `agent-orchestrator.yaml`, loaded and validated.
 //! - [`store`]: the key-value seam (compare-and-swap, prefix list, watch) and
 //!   the embedded redb implementation.
@@ -18,8 +20,10 @@
 //! - [`leader`]: leader election and write fencing on etcd.
 //! - [`liveness`]: when each worker last spoke, and what its silence means.
 //! - [`defaults`]: a new session's branch and prompt when its spawn gives none.
+//! - [`spawning`]: a new session's record from its spawn and the config.
 //! - [`scheduler`]: placement of sessions on workers.
 //! - [`loads`]: live sessions per worker, project and issue, kept as they change.
+//! - [`pending`]: inputs and tunnels asked of workers, until they answer.
 //! - [`reconcile`]: a worker's report of a session, as the actor applies it.
 //! - [`sessions`]: the actor that owns all of the above at run time.
 //! - [`handle`]: the cloneable face of that actor, and what it publishes.
@@ -27,7 +31,9 @@
 //! - [`grpc`] and [`server`]: the wire.
 
 pub mod app;
+pub mod attach;
 pub mod cluster;
+pub mod commit;
 pub mod config;
 pub mod convert;
 pub mod defaults;
@@ -40,9 +46,11 @@ pub mod leader;
 pub mod liveness;
 pub mod loads;
 pub mod model;
+pub mod pending;
 pub mod reconcile;
 pub mod scheduler;
 pub mod server;
 pub mod sessions;
+pub mod spawning;
 pub mod store;
 pub mod stored;

@@ -10,7 +10,7 @@ use chrono::Utc;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use crate::model::{WorkerRecord, WorkerState};
+use crate::model::{SessionRecord, SessionStatus, WorkerRecord, WorkerState};
 
 /// When a link last delivered a message, stamped by the task that reads
 /// it: a busy actor must not take its own backlog for a worker's silence.
@@ -167,6 +167,40 @@ pub(crate) struct Verdict {
     pub(crate) lost: bool,
 }
 
+/// What a worker's loss (or, with `remove`, its removal) makes of the
+/// sessions it held, given as `sessions`: each live one becomes `stuck`
+/// with `reason`. One not yet started stays `spawning`: its assignment is
+/// sent again when the worker is back or, if the worker was removed, it is
+/// placed elsewhere under a new epoch. Those already stuck (a retry after
+/// a failed write) are left out.
+pub(crate) fn stranded<'a>(
+    sessions: impl Iterator<Item = &'a SessionRecord>,
+    worker: &str,
+    reason: &str,
+    remove: bool,
+) -> Vec<SessionRecord> {
+    sessions
+        .filter(|s| {
+            s.worker.as_deref() == Some(worker)
+                && !s.status.is_ended()
+                && s.status != SessionStatus::Stuck
+        })
+        .map(|s| {
+            let mut s = s.clone();
+            s.summary = Some(reason.to_string());
+            if s.status == SessionStatus::Spawning && remove {
+                s.worker = None;
+                s.epoch += 1;
+                s.summary = Some(format!("waiting for a worker: {reason}"));
+            } else if s.status != SessionStatus::Spawning {
+                s.status = SessionStatus::Stuck;
+                s.activity = None;
+            }
+            s
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeMap;
@@ -241,5 +275,38 @@ mod tests {
         assert!(!w.judge(Duration::from_secs(20), grace, true).lost);
         tokio::time::advance(grace).await;
         assert!(w.judge(Duration::from_secs(20), grace, true).lost);
+    }
+
+    #[test]
+    fn a_lost_worker_strands_its_live_sessions_and_a_removed_one_frees_those_not_started() {
+        let held = [
+            SessionRecord::example("app-1", Some("w1"), SessionStatus::Working),
+            SessionRecord::example("app-2", Some("w1"), SessionStatus::Spawning),
+            SessionRecord::example("app-3", Some("w1"), SessionStatus::Done),
+            SessionRecord::example("app-4", Some("w1"), SessionStatus::Stuck),
+            SessionRecord::example("app-5", Some("w2"), SessionStatus::Working),
+        ];
+        let lost = stranded(held.iter(), "w1", "gone", false);
+        let shape: Vec<_> = lost
+            .iter()
+            .map(|s| (s.id.as_str(), s.status, s.worker.as_deref(), s.epoch))
+            .collect();
+        assert_eq!(
+            shape,
+            [
+                ("app-1", SessionStatus::Stuck, Some("w1"), 1),
+                ("app-2", SessionStatus::Spawning, Some("w1"), 1),
+            ]
+        );
+        assert!(lost.iter().all(|s| s.summary.as_deref() == Some("gone")));
+        assert_eq!(lost[0].activity, None);
+
+        let removed = stranded(held.iter(), "w1", "gone", true);
+        assert_eq!(removed[1].worker, None);
+        assert_eq!(removed[1].epoch, held[1].epoch + 1);
+        assert_eq!(
+            removed[1].summary.as_deref(),
+            Some("waiting for a worker: gone")
+        );
     }
 }

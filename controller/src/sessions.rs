@@ -7,36 +7,44 @@
 //! reconciled against the store (adopt what runs, re-send what was never
 //! started, stop what was killed meanwhile), reports become coalesced status
 //! changes and events.
+//!
+//! Here: its state, its commands and the write path. Its link-facing
+//! methods are in `workers`, its background chores in `upkeep`; the pure
+//! steps it takes are beside it ([`crate::commit`], [`crate::spawning`],
+//! [`crate::reconcile`], [`crate::liveness`], [`crate::pending`]).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use ao_proto::{input, limits, pb};
+use ao_proto::{limits, pb};
 use chrono::Utc;
 use tokio::sync::{mpsc, oneshot, watch};
 
-use crate::config::{Config, BUILTIN_AGENTS};
+use crate::commit::{Commit, Seen};
+use crate::config::Config;
 use crate::convert;
-use crate::defaults::{default_prompt, session_branch};
 use crate::error::ControllerError;
 use crate::events::{EventFile, EVENTS_KEPT};
 use crate::handle::{
-    BatchOutcome, Command, ControllerHandle, SessionMap, Snapshot, SpawnArgs, Tunnel, WorkerView,
+    BatchOutcome, Command, ControllerHandle, SessionMap, Snapshot, SpawnArgs, Tunnel, WorkerMap,
+    WorkerView,
 };
 use crate::keys;
 use crate::leader::Fence;
-use crate::liveness::{LinkMeta, Worker, WorkerConn};
+use crate::liveness::Worker;
 use crate::loads::Loads;
 use crate::model::{
-    rfc3339, Activity, EventRecord, NewEvent, NewSession, Priority, SessionRecord, SessionStatus,
-    WorkerRecord, WorkerState, SCHEMA_VERSION,
+    Activity, EventRecord, NewEvent, Priority, SessionRecord, SessionStatus, SCHEMA_VERSION,
 };
-use crate::reconcile::{self, Report};
-use crate::scheduler::{self, Candidate};
-use crate::store::{decode, encode, Precondition, Store, StoreError, Txn};
+use crate::pending::{Delivery, Pending};
+use crate::spawning;
+use crate::store::{decode, encode, Store, StoreError};
 use crate::stored::{Loaded, StoredConfig};
+
+mod upkeep;
+mod workers;
 
 /// How the controller judges workers, and how much history it keeps.
 #[derive(Debug, Clone)]
@@ -79,10 +87,13 @@ struct Actor {
     /// the session's epoch and how many times.
     resent: HashMap<String, (u64, u32)>,
     settle_waiters: HashMap<String, Vec<oneshot::Sender<SessionRecord>>>,
-    inputs: HashMap<u64, (String, oneshot::Sender<Result<(), String>>)>,
-    streams: HashMap<u64, (String, oneshot::Sender<Tunnel>)>,
-    next_request: u64,
+    /// Inputs and tunnels asked of workers, until they answer.
+    pending: Pending,
     publish: watch::Sender<Arc<Snapshot>>,
+    /// The published workers' views, and the workers whose view is to be
+    /// rebuilt at the next publish (changed, or their load did).
+    worker_views: WorkerMap,
+    stale_views: HashSet<String>,
     store_error: Option<String>,
     /// With several controllers: every write holds only while we lead.
     fence: Option<Fence>,
@@ -91,18 +102,6 @@ struct Actor {
     /// events); they stop when it is dropped.
     tickers: tokio::task::JoinSet<()>,
 }
-
-/// How often the store's health is probed.
-const STORE_PROBE: Duration = Duration::from_secs(2);
-/// Sessions marked per store transaction when a worker is lost (each
-/// takes a put, an event and the deletion of an old event; etcd allows 128
-/// operations by default).
-const MARK_BATCH: usize = 40;
-/// How often workers' silence is judged.
-const LIVENESS_TICK: Duration = Duration::from_secs(1);
-/// Reconnects of a worker that still lacks a session's assignment before
-/// the session is given up as `errored`.
-const MAX_RESENDS: u32 = 5;
 
 /// Loads the controller's state from `store`, repairs `events.jsonl` in
 /// `home`, and starts the actor. It runs until every handle is dropped;
@@ -138,10 +137,10 @@ pub async fn start(
         unplaced: HashMap::new(),
         resent: HashMap::new(),
         settle_waiters: HashMap::new(),
-        inputs: HashMap::new(),
-        streams: HashMap::new(),
-        next_request: 1,
+        pending: Pending::default(),
         publish,
+        worker_views: WorkerMap::new_sync(),
+        stale_views: HashSet::new(),
         store_error: None,
         fence,
         settings,
@@ -157,31 +156,11 @@ pub async fn start(
     {
         tracing::warn!("{e}; apply a fixed config (ao apply -f)");
     }
-    if let Some(floor) = actor.event_seq.checked_sub(actor.settings.events_kept) {
-        // In the background: a store that grew without the bound may take a
-        // while, and serving does not wait for it.
-        let (store, fence) = (store.clone(), actor.fence.clone());
-        actor.tickers.spawn(async move {
-            if let Err(e) = trim_events(store.as_ref(), fence.as_ref(), floor).await {
-                tracing::warn!("trimming old events from the store stopped: {e}");
-            }
-        });
-    }
     // A restarted controller judges no session before its worker reports.
     actor.publish();
-    let probed = store.clone();
-    actor
-        .tickers
-        .spawn(every(STORE_PROBE, tx.downgrade(), move || {
-            let store = probed.clone();
-            async move { Command::StoreProbe(probe_store(store.as_ref()).await) }
-        }));
-    // Workers' silence is judged on every tick.
-    actor
-        .tickers
-        .spawn(every(LIVENESS_TICK, tx.downgrade(), || async {
-            Command::Tick
-        }));
+    let trim_to = actor.event_seq.checked_sub(actor.settings.events_kept);
+    let fence = actor.fence.clone();
+    upkeep::start(&mut actor.tickers, &tx, store.clone(), fence, trim_to);
     let task = tokio::spawn(actor.run(rx));
     Ok((ControllerHandle::new(tx, snapshot, store), task))
 }
@@ -218,6 +197,9 @@ impl Actor {
         // Linked workers whose record never reached the store stay linked.
         self.workers
             .extend(known.into_iter().filter(|(_, w)| w.link.is_some()));
+        // Records and loads may all have changed; views of workers gone are dropped.
+        let views = self.worker_views.keys().chain(self.workers.keys());
+        self.stale_views.extend(views.cloned());
         // Sessions that wait for a worker wait again after a restart.
         for s in self.sessions.values() {
             if s.status == SessionStatus::Spawning && s.worker.is_none() {
@@ -305,16 +287,7 @@ impl Actor {
                 let _ = reply.send(self.open_stream(req));
             }
             Command::TunnelOpened(stream_id, caller, tunnel) => {
-                match self.streams.remove(&stream_id) {
-                    Some((owner, waiter)) if caller.as_ref().is_none_or(|c| *c == owner) => {
-                        let _ = waiter.send(tunnel);
-                    }
-                    Some(pending) => {
-                        tracing::warn!(stream_id, caller = ?caller, owner = %pending.0, "refused a tunnel opened by another worker");
-                        self.streams.insert(stream_id, pending);
-                    }
-                    None => {}
-                }
+                self.pending.tunnel_opened(stream_id, caller, tunnel);
             }
             Command::WaitSettled(id, waiter) => match self.sessions.get(&id) {
                 // Settled, or waiting for a worker (which may take long):
@@ -356,8 +329,24 @@ impl Actor {
         s.status == SessionStatus::Killed && s.activity != Some(Activity::Exited)
     }
 
-    fn publish(&self) {
-        let workers = self.workers.values().map(|w| self.worker_view(w)).collect();
+    /// A worker whose view the next publish rebuilds, found to change it.
+    fn worker_mut(&mut self, id: &str) -> Option<&mut Worker> {
+        self.stale_views.insert(id.to_string());
+        self.workers.get_mut(id)
+    }
+
+    /// Publishes a snapshot: the sessions are shared, and only the workers'
+    /// views marked stale are rebuilt, so a write costs the same with 10 or
+    /// 1,000 workers.
+    fn publish(&mut self) {
+        for id in std::mem::take(&mut self.stale_views) {
+            match self.workers.get(&id).map(|w| self.worker_view(w)) {
+                Some(view) => self.worker_views.insert_mut(id, Arc::new(view)),
+                None => {
+                    self.worker_views.remove_mut(&id);
+                }
+            }
+        }
         let projects = self
             .config
             .as_ref()
@@ -366,32 +355,14 @@ impl Actor {
         self.publish.send_replace(Arc::new(Snapshot {
             store_error: self.store_error.clone(),
             sessions: self.sessions.clone(),
-            workers,
+            workers: self.worker_views.clone(),
             projects,
         }));
     }
 
     fn worker_view(&self, w: &Worker) -> WorkerView {
-        WorkerView {
-            id: w.record.id.clone(),
-            hostname: w.record.hostname.clone(),
-            state: w.state(),
-            labels: w.record.labels.clone(),
-            max_sessions: w.record.max_sessions,
-            sessions: self.loads.on_worker(&w.record.id),
-            connected_at: w.link.as_ref().map(|l| rfc3339(&l.connected_at)),
-            last_seen_at: w.heard_from.then(|| {
-                let ago = chrono::Duration::from_std(w.heard.elapsed()).unwrap_or_default();
-                rfc3339(&(Utc::now() - ago))
-            }),
-            tmux_socket: w.record.tmux_socket.clone(),
-            reason: w.reason(self.settings.worker_grace),
-            mem_available_bytes: w.mem_available,
-            memory_reserve_bytes: w.record.memory_reserve_bytes,
-            draining: w.record.draining,
-            version: w.record.version.clone(),
-            local: w.link.as_ref().is_some_and(|l| l.local),
-        }
+        let sessions = self.loads.on_worker(&w.record.id);
+        WorkerView::of(w, sessions, self.settings.worker_grace)
     }
 
     /// Writes sessions and events in one transaction guarded by the
@@ -403,78 +374,19 @@ impl Actor {
         extra: Vec<(String, Option<Vec<u8>>)>,
         events: Vec<NewEvent>,
     ) -> Result<(), ControllerError> {
-        let mut txn = Txn::default();
-        if let Some(f) = &self.fence {
-            txn = txn.check(f.key.clone(), Precondition::Revision(f.revision));
-        }
-        // `None`: delete the key.
-        let mut puts: Vec<(String, Option<Vec<u8>>)> = sessions
-            .iter()
-            .map(|s| (keys::session(&s.id), Some(encode(*s))))
-            .collect();
-        puts.extend(extra);
-        let now = Utc::now();
-        let mut records: Vec<EventRecord> = Vec::with_capacity(events.len());
-        let mut seq = self.event_seq;
-        for e in events {
-            seq += 1;
-            let (project_id, session_id, issue_id) = match e.session {
-                Some((p, s, i)) => (Some(p), Some(s), i),
-                None => (None, None, None),
-            };
-            let record = EventRecord {
-                id: seq,
-                timestamp: rfc3339(&now),
-                kind: e.kind.to_string(),
-                priority: e.priority,
-                project_id,
-                session_id,
-                issue_id,
-                worker_id: e.worker,
-                message: e.message,
-                data: e.data,
-            };
-            // Event ids are never reused: an event key is only ever created.
-            txn = txn
-                .check(keys::event(seq), Precondition::Absent)
-                .put(keys::event(seq), encode(&record));
-            records.push(record);
-        }
-        if seq != self.event_seq {
-            puts.push((keys::EVENT_SEQ.to_string(), Some(encode(&seq))));
-        }
-        // One old event leaves the store for each new one: what the store
-        // keeps stays bounded (events.jsonl keeps everything).
-        for id in self.event_seq + 1..=seq {
-            if let Some(old) = id
-                .checked_sub(self.settings.events_kept)
-                .filter(|old| *old > 0)
-            {
-                txn = txn.delete(keys::event(old));
-            }
-        }
-        // Every other key is written over the revision we last saw of it.
-        for (key, value) in puts {
-            let pre = match self.revs.get(&key) {
-                Some(r) => Precondition::Revision(*r),
-                None => Precondition::Absent,
-            };
-            txn = txn.check(key.clone(), pre);
-            txn = match value {
-                Some(value) => txn.put(key, value),
-                None => txn.delete(key),
-            };
-        }
-        // Each key, and whether it is still there after the commit.
-        let touched: Vec<(String, bool)> = txn
-            .ops
-            .iter()
-            .map(|op| match op {
-                crate::store::Op::Put { key, .. } => (key.clone(), true),
-                crate::store::Op::Delete { key } => (key.clone(), false),
-            })
-            .collect();
-        let rev = match self.store.commit(txn).await {
+        let mut commit = Commit::new(
+            &Seen {
+                fence: self.fence.as_ref(),
+                revs: &self.revs,
+                event_seq: self.event_seq,
+                events_kept: self.settings.events_kept,
+            },
+            sessions,
+            extra,
+            events,
+            Utc::now(),
+        );
+        let rev = match self.store.commit(std::mem::take(&mut commit.txn)).await {
             Ok(rev) => rev,
             Err(StoreError::Conflict { key })
                 if self.fence.as_ref().is_some_and(|f| f.key == key) =>
@@ -499,20 +411,17 @@ impl Actor {
                 return Err(e.into());
             }
         };
-        for (key, kept) in touched {
-            if !kept {
-                self.revs.remove(&key);
-            } else if !key.starts_with(keys::EVENTS) {
-                self.revs.insert(key, rev);
-            }
-        }
-        self.event_seq = seq;
+        commit.note_revisions(&mut self.revs, rev);
+        self.event_seq = commit.event_seq;
         for s in sessions {
             if s.status.is_ended() {
                 self.resent.remove(&s.id);
             }
-            self.loads
-                .update(self.sessions.get(&s.id).map(AsRef::as_ref), s);
+            let before = self.sessions.get(&s.id);
+            // Its load changes on the worker it leaves and the one it is on.
+            let on = [before.and_then(|b| b.worker.clone()), s.worker.clone()];
+            self.stale_views.extend(on.into_iter().flatten());
+            self.loads.update(before.map(AsRef::as_ref), s);
             self.sessions
                 .insert_mut(s.id.clone(), Arc::new((*s).clone()));
         }
@@ -524,7 +433,7 @@ impl Actor {
                 );
             }
         }
-        for r in &records {
+        for r in &commit.records {
             if self.event_file_behind {
                 break;
             }
@@ -534,7 +443,7 @@ impl Actor {
                 self.event_file_behind = true;
             }
         }
-        for r in &records {
+        for r in &commit.records {
             tracing::info!(event = %r.kind, session = ?r.session_id, "{}", r.message.as_deref().unwrap_or(""));
         }
         for s in sessions {
@@ -578,23 +487,7 @@ impl Actor {
     }
 
     fn check_project(&self, project: &str) -> Result<(), ControllerError> {
-        let config = self.config()?;
-        if config.projects.contains_key(project) {
-            return Ok(());
-        }
-        Err(ControllerError::UnknownProject {
-            id: project.to_string(),
-            known: if config.projects.is_empty() {
-                "none".into()
-            } else {
-                config
-                    .projects
-                    .keys()
-                    .cloned()
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            },
-        })
+        spawning::project(self.config()?, project).map(drop)
     }
 
     fn session(&self, id: &str) -> Result<&SessionRecord, ControllerError> {
@@ -606,57 +499,13 @@ impl Actor {
 
     async fn spawn(&mut self, args: SpawnArgs) -> Result<SessionRecord, ControllerError> {
         args.check()?;
-        self.check_project(&args.project_id)?;
-        let config = self.config()?;
-        let project = &config.projects[&args.project_id];
-        let agent = args
-            .agent
-            .clone()
-            .unwrap_or_else(|| config.agent_for(&args.project_id));
-        if !BUILTIN_AGENTS.contains(&agent.as_str()) && !config.agents.contains_key(&agent) {
-            return Err(ControllerError::UnknownAgent { name: agent });
-        }
-        let prefix = project.session_prefix(&args.project_id);
-        let runtime = project
-            .runtime
-            .clone()
-            .or_else(|| config.defaults.runtime.clone())
-            .unwrap_or_else(|| "tmux".into());
-        let mut labels = project.labels.clone();
-        labels.extend(args.labels.clone());
+        let last = self.counters.get(&args.project_id).copied().unwrap_or(0);
+        // `write` checks a session key it holds no revision of as absent, so
+        // a record this controller has not seen is refused, never overwritten.
+        let taken = |id: &str| self.revs.contains_key(&keys::session(id));
+        let (n, mut s) = spawning::new_session(self.config()?, &args, last, taken, Utc::now())?;
+        let id = s.id.clone();
         let counter_key = keys::counter(&args.project_id);
-        // An id is never reused: one the store holds (from a project that had this prefix
-        // before, say) is skipped. `write` checks a session key it holds no revision of as
-        // absent, so a record this controller has not seen is refused, never overwritten.
-        let mut n = self.counters.get(&args.project_id).copied().unwrap_or(0) + 1;
-        while self
-            .revs
-            .contains_key(&keys::session(&format!("{prefix}-{n}")))
-        {
-            n += 1;
-        }
-        let id = format!("{prefix}-{n}");
-        let issue_id = args.issue_id.clone().filter(|i| !i.is_empty());
-        let branch = session_branch(args.branch.as_deref(), issue_id.as_deref(), &id)?;
-        let prompt = args
-            .prompt
-            .clone()
-            .unwrap_or_else(|| default_prompt(&args.project_id, issue_id.as_deref()));
-        // It is typed into the agent: no control keys in it.
-        input::check_prompt(&prompt)?;
-        let mut s = SessionRecord::spawning(
-            NewSession {
-                id: id.clone(),
-                project_id: args.project_id.clone(),
-                issue_id,
-                branch,
-                agent,
-                runtime,
-                prompt,
-                labels,
-            },
-            Utc::now(),
-        );
         // What the worker will be sent must fit its link: an assignment it
         // cannot read would break the link of every session on it.
         // Built once: measured here, sent after the write.
@@ -664,7 +513,7 @@ impl Actor {
         if let Some(msg) = &assignment {
             limits::check(
                 format!("the assignment of {id} (prompt, agent settings and env)"),
-                link_size(msg),
+                convert::link_size(msg),
                 limits::MAX_LINK_MESSAGE_BYTES,
             )?;
         }
@@ -727,86 +576,12 @@ impl Actor {
         Ok(out)
     }
 
-    fn place(&self, s: &SessionRecord) -> Result<String, String> {
-        let project = self
-            .config
-            .as_ref()
-            .and_then(|c| c.projects.get(&s.project_id));
-        if let Some(cap) = project.and_then(|p| p.capacity) {
-            // Not counting the session itself, should it hold a place already.
-            let itself = self.sessions.get(&s.id).is_some_and(|o| Loads::counts(o));
-            let live = self.loads.of_project(&s.project_id) - u32::from(itself);
-            if live >= cap {
-                return Err(format!(
-                    "project {} is at its capacity of {cap} live sessions",
-                    s.project_id
-                ));
-            }
-        }
-        let candidates: Vec<Candidate<'_>> = self
-            .workers
-            .values()
-            .map(|w| Candidate {
-                id: &w.record.id,
-                state: w.state(),
-                labels: &w.record.labels,
-                max_sessions: w.record.max_sessions,
-                sessions: self.loads.on_worker(&w.record.id),
-                mem_available: w.mem_available,
-                memory_reserve: w.record.memory_reserve_bytes,
-            })
-            .collect();
-        scheduler::place(&candidates, &s.labels).map(str::to_string)
-    }
-
-    /// The assignment of `s` as its worker is sent it; `None` once its
-    /// project is no longer configured.
-    fn assignment(&self, s: &SessionRecord) -> Option<pb::controller_message::Msg> {
-        let config = self.config.as_ref()?;
-        let project = config.projects.get(&s.project_id)?;
-        let assign = convert::assign(s, project, config.agents.get(&s.agent));
-        Some(pb::controller_message::Msg::Assign(assign))
-    }
-
-    /// Sends the session's current assignment to its worker, if connected.
-    fn assign(&mut self, s: &SessionRecord) {
-        let Some(msg) = self.assignment(s) else {
-            tracing::warn!(session = %s.id, "project no longer configured; not assigning");
-            return;
-        };
-        self.to_worker(s.worker.as_deref(), msg);
-    }
-
-    fn to_worker(&self, worker: Option<&str>, msg: pb::controller_message::Msg) -> bool {
-        let Some(link) = worker
-            .and_then(|w| self.workers.get(w))
-            .and_then(|w| w.link.as_ref())
-        else {
-            return false;
-        };
-        // Requests are checked against smaller content limits before they
-        // get here; this is the last guard for the link itself.
-        let size = link_size(&msg);
-        if size > limits::MAX_LINK_MESSAGE_BYTES {
-            tracing::error!(
-                worker = ?worker,
-                size,
-                limit = limits::MAX_LINK_MESSAGE_BYTES,
-                "not sending a message over the link limit"
-            );
-            return false;
-        }
-        link.tx
-            .try_send(pb::ControllerMessage { msg: Some(msg) })
-            .is_ok()
-    }
-
     fn send_input(
         &mut self,
         id: &str,
         text: String,
         raw: bool,
-    ) -> Result<oneshot::Receiver<Result<(), String>>, ControllerError> {
+    ) -> Result<oneshot::Receiver<Delivery>, ControllerError> {
         limits::check("the message", text.len(), limits::MAX_INPUT_BYTES)?;
         let s = self.session(id)?.clone();
         if s.status.is_ended() {
@@ -818,8 +593,7 @@ impl Actor {
             });
         }
         let worker = self.linked_worker(&s)?;
-        let request_id = self.next_request;
-        self.next_request += 1;
+        let request_id = self.pending.next_id();
         let msg = pb::controller_message::Msg::Input(pb::Input {
             request_id,
             session_id: id.to_string(),
@@ -827,31 +601,13 @@ impl Actor {
             text,
             raw,
         });
-        let (tx, rx) = oneshot::channel();
         if !self.to_worker(Some(&worker), msg) {
             return Err(ControllerError::WorkerUnavailable {
                 id: id.into(),
                 worker,
             });
         }
-        self.inputs.insert(request_id, (worker, tx));
-        Ok(rx)
-    }
-
-    fn linked_worker(&self, s: &SessionRecord) -> Result<String, ControllerError> {
-        let Some(worker) = s.worker.clone() else {
-            return Err(ControllerError::NotPlaced {
-                id: s.id.clone(),
-                reason: self.unplaced.get(&s.id).cloned().unwrap_or_default(),
-            });
-        };
-        match self.workers.get(&worker) {
-            Some(w) if w.link.is_some() => Ok(worker),
-            _ => Err(ControllerError::WorkerUnavailable {
-                id: s.id.clone(),
-                worker,
-            }),
-        }
+        Ok(self.pending.input(request_id, worker))
     }
 
     async fn kill(&mut self, id: &str) -> Result<SessionRecord, ControllerError> {
@@ -866,12 +622,8 @@ impl Actor {
         }
         s.status = SessionStatus::Killed;
         s.summary = Some("killed by request".into());
-        let stop = pb::controller_message::Msg::Stop(pb::Stop {
-            session_id: s.id.clone(),
-            epoch: s.epoch,
-        });
         // Without a worker link the stop is sent again when it reconnects.
-        if !self.to_worker(s.worker.as_deref(), stop) {
+        if !self.to_worker(s.worker.as_deref(), convert::stop(&s.id, s.epoch)) {
             s.activity = Some(Activity::Exited);
         }
         self.unplaced.remove(id);
@@ -913,172 +665,13 @@ impl Actor {
     ) -> Result<oneshot::Receiver<Tunnel>, ControllerError> {
         let s = self.session(&req.session_id)?.clone();
         let worker = self.linked_worker(&s)?;
-        req.stream_id = self.next_request;
-        self.next_request += 1;
-        let (tx, rx) = oneshot::channel();
-        self.streams.insert(req.stream_id, (worker.clone(), tx));
+        req.stream_id = self.pending.next_id();
+        let rx = self.pending.stream(req.stream_id, worker.clone());
         let id = req.session_id.clone();
         if !self.to_worker(Some(&worker), pb::controller_message::Msg::OpenStream(req)) {
             return Err(ControllerError::WorkerUnavailable { id, worker });
         }
         Ok(rx)
-    }
-
-    async fn worker_hello(
-        &mut self,
-        conn: u64,
-        hello: pb::Hello,
-        tx: mpsc::Sender<pb::ControllerMessage>,
-        meta: LinkMeta,
-    ) {
-        if meta.admitted.as_ref().is_some_and(|still| !still()) {
-            // Dropping `tx` ends the stream; its next dial is refused.
-            tracing::warn!(worker = %hello.worker_id, "refused the hello of a revoked worker");
-            return;
-        }
-        let now = Utc::now();
-        let id = hello.worker_id.clone();
-        let previous = self.workers.get(&id).map(|w| &w.record);
-        let record = WorkerRecord {
-            schema_version: SCHEMA_VERSION,
-            id: id.clone(),
-            hostname: hello.hostname.clone(),
-            labels: hello.labels.clone().into_iter().collect(),
-            max_sessions: hello.max_sessions,
-            tmux_socket: hello.tmux_socket.clone(),
-            first_seen_at: previous.map_or(now, |r| r.first_seen_at),
-            memory_reserve_bytes: hello.memory_reserve_bytes,
-            // Draining is the admin's word and outlives reconnects.
-            draining: previous.is_some_and(|r| r.draining),
-            lost: false,
-            version: hello.version.clone(),
-        };
-        let known = previous.is_some();
-        // Requests in flight on a replaced link will never be answered.
-        self.inputs.retain(|_, (w, _)| *w != id);
-        self.streams.retain(|_, (w, _)| *w != id);
-        let changed = self.workers.get(&id).map(|w| &w.record) != Some(&record);
-        let _ = tx.try_send(pb::ControllerMessage {
-            msg: Some(pb::controller_message::Msg::Welcome(pb::Welcome {
-                controller_version: ao_proto::VERSION.into(),
-                heartbeat_interval_ms: 5_000,
-            })),
-        });
-        let mut worker = Worker::new(record.clone());
-        worker.heard = meta.heard;
-        worker.heard_from = true;
-        worker.link = Some(WorkerConn {
-            local: meta.admitted.is_none(),
-            conn,
-            tx,
-            connected_at: now,
-        });
-        worker.mem_available = hello.mem_available_bytes;
-        self.workers.insert(id.clone(), worker);
-        let kind = if known {
-            "worker.reconnected"
-        } else {
-            "worker.joined"
-        };
-        let extra = if changed {
-            vec![(keys::worker(&id), Some(encode(&record)))]
-        } else {
-            vec![]
-        };
-        let event = NewEvent::worker(kind, Priority::Info, &id)
-            .message(format!("worker {id} on {} connected", record.hostname));
-        if let Err(e) = self.write(&[], extra, vec![event]).await {
-            tracing::error!(worker = %id, "recording the worker failed: {e}");
-        }
-        self.reconcile_inventory(&id, hello.inventory).await;
-        self.place_waiting().await;
-    }
-
-    /// The worker's inventory is the truth about what runs; the store is the
-    /// truth about what should.
-    async fn reconcile_inventory(&mut self, worker: &str, inventory: Vec<pb::SessionReport>) {
-        let mut seen = std::collections::HashSet::new();
-        for report in inventory {
-            seen.insert(report.session_id.clone());
-            let report = match Report::try_from(report) {
-                Ok(report) => report,
-                Err(e) => {
-                    tracing::warn!(worker, "ignoring a report: {e}");
-                    continue;
-                }
-            };
-            let Some(s) = self.session_copy(&report.session_id) else {
-                tracing::warn!(worker, session = %report.session_id, "worker holds a session the store does not know; leaving it alone");
-                continue;
-            };
-            if s.worker.as_deref() != Some(worker) {
-                tracing::warn!(worker, session = %s.id, "session belongs to another worker; stopping this copy");
-                self.to_worker(Some(worker), stop_msg(&report.session_id, report.epoch));
-                continue;
-            }
-            if s.status == SessionStatus::Killed && report.is_alive() {
-                self.to_worker(Some(worker), stop_msg(&s.id, s.epoch));
-            } else if report.epoch < s.epoch && !s.status.is_ended() {
-                // The newer assignment never arrived.
-                self.resend(worker, &s).await;
-            } else {
-                self.apply_report(worker, report).await;
-            }
-        }
-        let missing: Vec<SessionRecord> = self
-            .sessions
-            .values()
-            .filter(|s| s.worker.as_deref() == Some(worker) && !seen.contains(&s.id))
-            .map(|s| SessionRecord::clone(s))
-            .collect();
-        for mut s in missing {
-            match s.status {
-                SessionStatus::Spawning => self.resend(worker, &s).await,
-                SessionStatus::Killed if s.activity != Some(Activity::Exited) => {
-                    s.activity = Some(Activity::Exited);
-                    self.write_or_log(&[&s], vec![]).await;
-                }
-                status if !status.is_ended() => {
-                    s.status = SessionStatus::Errored;
-                    s.activity = Some(Activity::Exited);
-                    let reason = "its runtime ended while the worker was away";
-                    s.summary = Some(reason.into());
-                    let event = NewEvent::session("session.errored", Priority::Warning, &s)
-                        .message(format!("{}: {reason}", s.id));
-                    self.write_or_log(&[&s], vec![event]).await;
-                }
-                _ => {}
-            }
-        }
-    }
-
-    /// Sends again an assignment that a reconnecting worker lacks. One that
-    /// a worker never takes, however often it reconnects, is given up as
-    /// `errored`: re-sending it forever would only keep the link breaking.
-    async fn resend(&mut self, worker: &str, s: &SessionRecord) {
-        let tries = match self.resent.get(&s.id) {
-            Some((epoch, n)) if *epoch == s.epoch => n + 1,
-            _ => 1,
-        };
-        if tries <= MAX_RESENDS {
-            self.resent.insert(s.id.clone(), (s.epoch, tries));
-            self.assign(s);
-            return;
-        }
-        self.resent.remove(&s.id);
-        let mut s = s.clone();
-        let reason = format!(
-            "worker {worker} was sent this session's assignment {} times and never took it; \
-             see the worker's log, then `ao session restore {}`",
-            MAX_RESENDS + 1,
-            s.id
-        );
-        s.status = SessionStatus::Errored;
-        s.activity = Some(Activity::Exited);
-        s.summary = Some(reason.clone());
-        let event = NewEvent::session("session.errored", Priority::Warning, &s)
-            .message(format!("{}: {reason}", s.id));
-        self.write_or_log(&[&s], vec![event]).await;
     }
 
     async fn write_or_log(&mut self, sessions: &[&SessionRecord], events: Vec<NewEvent>) {
@@ -1087,131 +680,6 @@ impl Actor {
                 sessions = ?sessions.iter().map(|s| &s.id).collect::<Vec<_>>(),
                 "store write failed: {e}"
             );
-        }
-    }
-
-    /// Places sessions that waited for a worker.
-    async fn place_waiting(&mut self) {
-        let waiting: Vec<String> = self.unplaced.keys().cloned().collect();
-        for id in waiting {
-            let Some(mut s) = self.session_copy(&id) else {
-                self.unplaced.remove(&id);
-                continue;
-            };
-            if s.status != SessionStatus::Spawning || s.worker.is_some() {
-                self.unplaced.remove(&id);
-                continue;
-            }
-            match self.place(&s) {
-                Ok(worker) => {
-                    s.worker = Some(worker);
-                    s.summary = None;
-                    self.unplaced.remove(&id);
-                    if self.write(&[&s], vec![], vec![]).await.is_ok() {
-                        self.assign(&s);
-                    }
-                }
-                Err(reason) => {
-                    // `ao status` tells why it still waits.
-                    let summary = Some(format!("waiting for a worker: {reason}"));
-                    if s.summary != summary {
-                        s.summary = summary;
-                        self.write_or_log(&[&s], vec![]).await;
-                    }
-                    self.unplaced.insert(id, reason);
-                }
-            }
-        }
-    }
-
-    async fn worker_message(&mut self, conn: u64, worker: &str, msg: pb::worker_message::Msg) {
-        let Some(w) = self.workers.get_mut(worker) else {
-            return;
-        };
-        if w.link.as_ref().map(|l| l.conn) != Some(conn) {
-            // A message from a replaced connection: ignore it.
-            return;
-        }
-        if w.silent {
-            w.silent = false;
-            let event = NewEvent::worker("worker.reconnected", Priority::Info, worker)
-                .message(format!("worker {worker} is heard from again"));
-            self.write_or_log(&[], vec![event]).await;
-            self.publish();
-            self.place_waiting().await;
-        }
-        match msg {
-            pb::worker_message::Msg::Heartbeat(beat) => {
-                let Some(w) = self.workers.get_mut(worker) else {
-                    return;
-                };
-                let reserve = w.record.memory_reserve_bytes;
-                let before = scheduler::memory_allows(w.mem_available, reserve);
-                w.mem_available = beat.mem_available_bytes;
-                if !before && scheduler::memory_allows(w.mem_available, reserve) {
-                    // Memory freed up: room may have appeared.
-                    self.place_waiting().await;
-                }
-            }
-            pb::worker_message::Msg::Hello(_) => {}
-            pb::worker_message::Msg::Report(report) => {
-                let report = match Report::try_from(report) {
-                    Ok(report) => report,
-                    Err(e) => return tracing::warn!(worker, "ignoring a report: {e}"),
-                };
-                let current = self.sessions.get(&report.session_id).map(|s| s.epoch);
-                match current {
-                    Some(epoch) if epoch == report.epoch => {
-                        self.apply_report(worker, report).await;
-                    }
-                    Some(epoch) => tracing::warn!(
-                        worker, session = %report.session_id, report_epoch = report.epoch, epoch,
-                        "refusing a stale report"
-                    ),
-                    None => {
-                        tracing::warn!(worker, session = %report.session_id, "report for an unknown session")
-                    }
-                }
-            }
-            pb::worker_message::Msg::InputResult(r) => {
-                if self
-                    .inputs
-                    .get(&r.request_id)
-                    .is_some_and(|(w, _)| w != worker)
-                {
-                    tracing::warn!(
-                        worker,
-                        request = r.request_id,
-                        "refused an input result for another worker's request"
-                    );
-                    return;
-                }
-                if let Some((_, waiter)) = self.inputs.remove(&r.request_id) {
-                    let _ = waiter.send(if r.delivered { Ok(()) } else { Err(r.error) });
-                }
-            }
-        }
-    }
-
-    /// Turns a worker's report into the session's coalesced status.
-    async fn apply_report(&mut self, worker: &str, r: Report) {
-        let Some(s) = self.session_copy(&r.session_id) else {
-            return;
-        };
-        if s.worker.as_deref() != Some(worker) {
-            return;
-        }
-        if r.epoch == s.epoch {
-            // The worker holds the assignment it was sent.
-            self.resent.remove(&s.id);
-        }
-        let (next, events) = reconcile::next_status(&s, &r, Utc::now());
-        if next != s {
-            self.write_or_log(&[&next], events).await;
-            if next.status.is_ended() && !s.status.is_ended() {
-                // Room may have appeared for a session waiting on capacity.
-                self.place_waiting().await;
-            }
         }
     }
 
@@ -1237,321 +705,7 @@ impl Actor {
             _ => {}
         }
     }
-
-    async fn worker_gone(&mut self, conn: u64, worker: &str) {
-        let Some(w) = self.workers.get_mut(worker) else {
-            return;
-        };
-        if w.link.as_ref().map(|l| l.conn) != Some(conn) {
-            return;
-        }
-        w.link = None;
-        // Already reported when it fell silent.
-        let announced = std::mem::take(&mut w.silent) || w.record.lost;
-        self.inputs.retain(|_, (w, _)| w != worker);
-        self.streams.retain(|_, (w, _)| w != worker);
-        if !announced {
-            let event = NewEvent::worker("worker.disconnected", Priority::Warning, worker)
-                .message(format!("worker {worker} disconnected: its link closed"));
-            self.write_or_log(&[], vec![event]).await;
-        }
-        self.publish();
-        // Waiting sessions say why they wait, and that has changed.
-        self.place_waiting().await;
-    }
-
-    /// Judges every worker's silence: `disconnected` after
-    /// `silent_after` (shown only), `lost` after the grace (its sessions
-    /// are marked stuck and its link, if any, is closed so that it comes
-    /// back with a fresh inventory).
-    async fn judge_workers(&mut self) {
-        let (silent_after, grace) = (self.settings.silent_after, self.settings.worker_grace);
-        let store_ok = self.store_error.is_none();
-        let mut fell_silent = Vec::new();
-        let mut lost = Vec::new();
-        for w in self.workers.values_mut() {
-            let verdict = w.judge(silent_after, grace, store_ok);
-            if verdict.fell_silent {
-                fell_silent.push((w.record.id.clone(), verdict.quiet));
-            }
-            if verdict.lost {
-                lost.push((w.record.id.clone(), verdict.quiet));
-            }
-        }
-        for (id, quiet) in &fell_silent {
-            let event =
-                NewEvent::worker("worker.disconnected", Priority::Warning, id).message(format!(
-                    "worker {id} disconnected: no heartbeat for {}s",
-                    quiet.as_secs()
-                ));
-            self.write_or_log(&[], vec![event]).await;
-        }
-        if !fell_silent.is_empty() {
-            self.place_waiting().await;
-        }
-        for (id, quiet) in lost {
-            let reason = format!(
-                "worker {id} lost: no word from it for {}s (grace {}s)",
-                quiet.as_secs(),
-                grace.as_secs()
-            );
-            // Failures are logged; the next tick tries again.
-            let _ = self.mark_lost(&id, "worker.lost", &reason, false).await;
-        }
-        let stale: Vec<WorkerRecord> = self
-            .workers
-            .values()
-            .filter(|w| w.record_stale)
-            .map(|w| w.record.clone())
-            .collect();
-        for record in stale {
-            let key = keys::worker(&record.id);
-            if self
-                .write(&[], vec![(key, Some(encode(&record)))], vec![])
-                .await
-                .is_ok()
-            {
-                if let Some(w) = self.workers.get_mut(&record.id) {
-                    w.record_stale = false;
-                }
-            }
-        }
-        let disconnected = self
-            .workers
-            .values()
-            .any(|w| w.state() == WorkerState::Disconnected);
-        if !fell_silent.is_empty() || disconnected {
-            // The countdown in `ao worker ls` moves.
-            self.publish();
-        }
-    }
-
-    /// Marks a worker lost (or removed): one event for it, and every live
-    /// session it held becomes `stuck` with the reason. Nothing is
-    /// restarted elsewhere: a worker that comes back re-adopts its sessions.
-    ///
-    /// With `remove`, the worker's record is deleted in the same
-    /// transaction (`ao worker rm`).
-    async fn mark_lost(
-        &mut self,
-        id: &str,
-        kind: &'static str,
-        reason: &str,
-        remove: bool,
-    ) -> Result<(), ControllerError> {
-        let Some(w) = self.workers.get_mut(id) else {
-            return Err(ControllerError::UnknownWorker { id: id.into() });
-        };
-        w.silent = false;
-        // Dropping the sender ends the response stream: a half-open
-        // connection comes back through a new hello.
-        w.link = None;
-        let mut record = w.record.clone();
-        record.lost = true;
-        let mut sessions = Vec::new();
-        for s in self.sessions.values() {
-            // Already stuck (a retry after a failed write): nothing to add.
-            let done = s.status == SessionStatus::Stuck;
-            if s.worker.as_deref() != Some(id) || s.status.is_ended() || done {
-                continue;
-            }
-            let mut s = SessionRecord::clone(s);
-            s.summary = Some(reason.to_string());
-            // A session not yet started stays `spawning`: its assignment
-            // is sent again when the worker is back or, if the worker was
-            // removed, it is placed elsewhere under a new epoch.
-            if s.status == SessionStatus::Spawning && remove {
-                s.worker = None;
-                s.epoch += 1;
-                s.summary = Some(format!("waiting for a worker: {reason}"));
-            } else if s.status != SessionStatus::Spawning {
-                s.status = SessionStatus::Stuck;
-                s.activity = None;
-            }
-            sessions.push(s);
-        }
-        // In batches (etcd caps the operations of one transaction), the
-        // worker's own record last: if a batch fails, the next tick (or
-        // `ao worker rm` again) carries on from where it stopped.
-        let mut result = Ok(());
-        for batch in sessions.chunks(MARK_BATCH) {
-            let events = batch
-                .iter()
-                .filter(|s| s.status == SessionStatus::Stuck)
-                .map(|s| {
-                    NewEvent::session("session.stuck", Priority::Urgent, s)
-                        .message(format!("{}: {reason}", s.id))
-                })
-                .collect();
-            let refs: Vec<&SessionRecord> = batch.iter().collect();
-            result = self.write(&refs, vec![], events).await;
-            if result.is_err() {
-                break;
-            }
-        }
-        if result.is_ok() {
-            let change = (!remove).then(|| encode(&record));
-            let event = NewEvent::worker(kind, Priority::Urgent, id).message(reason);
-            result = self
-                .write(&[], vec![(keys::worker(id), change)], vec![event])
-                .await;
-        }
-        self.inputs.retain(|_, (w, _)| w != id);
-        self.streams.retain(|_, (w, _)| w != id);
-        match &result {
-            Ok(()) if remove => {
-                self.workers.remove(id);
-                for s in sessions.iter().filter(|s| s.worker.is_none()) {
-                    self.unplaced
-                        .insert(s.id.clone(), "its worker was removed".into());
-                }
-            }
-            Ok(()) => {
-                if let Some(w) = self.workers.get_mut(id) {
-                    w.record = record;
-                }
-            }
-            Err(e) => tracing::error!(worker = id, "recording the loss failed: {e}"),
-        }
-        self.publish();
-        // Sessions it held elsewhere, and every waiting session's reason.
-        self.place_waiting().await;
-        result
-    }
-
-    async fn drain(&mut self, id: &str, undo: bool) -> Result<WorkerView, ControllerError> {
-        let w = self
-            .workers
-            .get(id)
-            .ok_or_else(|| ControllerError::UnknownWorker { id: id.into() })?;
-        let mut record = w.record.clone();
-        record.draining = !undo;
-        let (kind, what) = if undo {
-            ("worker.resumed", "accepts new sessions again")
-        } else {
-            ("worker.drained", "takes no new sessions")
-        };
-        let event =
-            NewEvent::worker(kind, Priority::Info, id).message(format!("worker {id} {what}"));
-        self.write(
-            &[],
-            vec![(keys::worker(id), Some(encode(&record)))],
-            vec![event],
-        )
-        .await?;
-        if let Some(w) = self.workers.get_mut(id) {
-            w.record = record;
-        }
-        self.publish();
-        if undo {
-            self.place_waiting().await;
-        }
-        Ok(self.worker_view(&self.workers[id]))
-    }
-
-    async fn remove_worker(&mut self, id: &str) -> Result<(), ControllerError> {
-        if !self.workers.contains_key(id) {
-            return Err(ControllerError::UnknownWorker { id: id.into() });
-        }
-        let reason = format!("worker {id} was removed (ao worker rm)");
-        self.mark_lost(id, "worker.removed", &reason, true).await
-    }
-}
-
-/// Reads one key and says how it went.
-async fn probe_store(store: &dyn Store) -> Result<(), String> {
-    match tokio::time::timeout(Duration::from_secs(5), store.get(keys::CONFIG)).await {
-        Ok(Ok(_)) => Ok(()),
-        Ok(Err(e)) => Err(e.to_string()),
-        Err(_) => Err(format!(
-            "store unavailable: {} did not answer within 5 s",
-            store.describe()
-        )),
-    }
-}
-
-/// Sends the actor the command `next` makes, every `period`, until the
-/// actor is gone.
-async fn every<F, Fut>(period: Duration, actor: mpsc::WeakSender<Command>, mut next: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Command>,
-{
-    let mut tick = tokio::time::interval(period);
-    loop {
-        tick.tick().await;
-        let command = next().await;
-        let Some(actor) = actor.upgrade() else {
-            return;
-        };
-        if actor.send(command).await.is_err() {
-            return;
-        }
-    }
-}
-
-/// Deletes from the store the events up to id `floor` that a version
-/// without the bound (or with a larger one) left there; new writes trim as
-/// they go. A batch per transaction, each fenced like every write.
-async fn trim_events(
-    store: &dyn Store,
-    fence: Option<&Fence>,
-    floor: u64,
-) -> Result<(), StoreError> {
-    let last_old = keys::event(floor);
-    let old: Vec<String> = store
-        .list(keys::EVENTS)
-        .await?
-        .items
-        .into_iter()
-        .map(|v| v.key)
-        .filter(|key| *key <= last_old)
-        .collect();
-    if !old.is_empty() {
-        tracing::info!(events = old.len(), "trimming old events from the store");
-    }
-    for batch in old.chunks(100) {
-        let mut txn = Txn::default();
-        if let Some(f) = fence {
-            txn = txn.check(f.key.clone(), Precondition::Revision(f.revision));
-        }
-        for key in batch {
-            txn = txn.delete(key.clone());
-        }
-        store.commit(txn).await?;
-    }
-    Ok(())
-}
-
-/// The encoded size of a message to a worker: its content plus an upper
-/// bound for the envelope's tag and length.
-fn link_size(msg: &pb::controller_message::Msg) -> usize {
-    msg.encoded_len() + 16
-}
-
-fn stop_msg(session: &str, epoch: u64) -> pb::controller_message::Msg {
-    pb::controller_message::Msg::Stop(pb::Stop {
-        session_id: session.to_string(),
-        epoch,
-    })
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[tokio::test]
-    async fn an_event_log_that_cannot_be_opened_is_not_a_store_outage() {
-        let home = tempfile::tempdir().unwrap();
-        let store =
-            crate::store::embedded::EmbeddedStore::open(&home.path().join("store.redb")).unwrap();
-        // A directory where the file should be: opening it for appending fails.
-        std::fs::create_dir(home.path().join("events.jsonl")).unwrap();
-        let started = start(Arc::new(store), home.path(), None, Default::default()).await;
-        assert!(
-            matches!(&started, Err(ControllerError::EventLog { path, .. }) if path.ends_with("events.jsonl")),
-            "{:?}",
-            started.err()
-        );
-    }
-}
+mod tests;
