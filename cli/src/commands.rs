@@ -364,6 +364,24 @@ pub async fn kill(target: &Target, id: String) -> anyhow::Result<()> {
     Ok(())
 }
 
+pub async fn show_session(target: &Target, id: String, json: bool) -> anyhow::Result<()> {
+    let mut c = target.client().await?;
+    let s = c
+        .get_session(pb::GetSessionRequest { session_id: id })
+        .await
+        .map_err(|s| target.err(s))?
+        .into_inner();
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&render::session_detail_value(&s))?
+        );
+    } else {
+        print!("{}", render::session_detail(&s));
+    }
+    Ok(())
+}
+
 pub async fn restore(target: &Target, id: String) -> anyhow::Result<ExitCode> {
     let mut c = target.client().await?;
     let s = c

@@ -15,6 +15,7 @@ mod doctor;
 mod render;
 mod stack;
 
+use ao_proto::units::{parse_duration, parse_size};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -204,6 +205,13 @@ enum SessionCommand {
     Kill { id: String },
     /// Bring a dead session back in its worktree.
     Restore { id: String },
+    /// One session: how its activity is known (source, since, detail) and
+    /// its recent activity history.
+    Show {
+        id: String,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -371,44 +379,6 @@ fn parse_label(s: &str) -> Result<(String, String), String> {
         Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
         _ => Err(format!("expected k=v, got `{s}`")),
     }
-}
-
-/// A number and a unit, `n` and what follows it.
-fn number_and_unit<'a>(s: &'a str, expected: &str) -> Result<(u64, &'a str), String> {
-    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    let (n, unit) = s.split_at(split);
-    let n = n
-        .parse()
-        .map_err(|_| format!("expected {expected}, got `{s}`"))?;
-    Ok((n, unit))
-}
-
-/// `30s`, `10m`, `2h`, `1d` (a bare number is seconds).
-fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
-    let (n, unit) = number_and_unit(s, "a duration like 30s, 10m, 2h or 1d")?;
-    let secs = match unit {
-        "s" | "" => n,
-        "m" => n * 60,
-        "h" => n * 3600,
-        "d" => n * 86400,
-        _ => return Err(format!("unknown unit `{unit}` in `{s}`: use s, m, h or d")),
-    };
-    Ok(std::time::Duration::from_secs(secs))
-}
-
-/// `512M`, `2G`, `1T` or bytes.
-fn parse_size(s: &str) -> Result<u64, String> {
-    let (n, unit) = number_and_unit(s, "a size like 512M or 2G")?;
-    let shift = match unit.trim_end_matches(['i', 'B']) {
-        "" => 0,
-        "K" | "k" => 10,
-        "M" | "m" => 20,
-        "G" | "g" => 30,
-        "T" | "t" => 40,
-        _ => return Err(format!("unknown unit `{unit}` in `{s}`: use K, M, G or T")),
-    };
-    n.checked_mul(1 << shift)
-        .ok_or_else(|| format!("`{s}` is too large"))
 }
 
 /// `--since`: `30s`, `10m`, `2h`, `1d` ago, or an RFC 3339 time; as unix seconds.
@@ -649,6 +619,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Session(SessionCommand::Kill { id }) => commands::kill(&target, id).await.and(ok),
         Command::Session(SessionCommand::Restore { id }) => commands::restore(&target, id).await,
+        Command::Session(SessionCommand::Show { id, json }) => {
+            commands::show_session(&target, id, json).await.and(ok)
+        }
         Command::Send {
             id,
             message,

@@ -39,7 +39,89 @@ pub fn session_value(s: &pb::Session) -> Value {
         "epoch": s.epoch,
         "exitCode": s.exit_code,
         "attachCommand": opt(&s.attach_command),
+        "activitySource": opt(&s.activity_source),
+        "activitySince": opt(&s.activity_since),
+        "activityDetail": opt(&s.activity_detail),
+        "agentSessionId": opt(&s.agent_session_id),
     })
+}
+
+/// One session with its recent activity history (`ao session show --json`).
+pub fn session_detail_value(s: &pb::Session) -> Value {
+    let mut v = session_value(s);
+    let history: Vec<Value> = s
+        .activity_history
+        .iter()
+        .map(|c| {
+            json!({
+                "at": c.at,
+                "activity": opt(&c.activity),
+                "source": opt(&c.source),
+                "detail": opt(&c.detail),
+            })
+        })
+        .collect();
+    v["activityHistory"] = Value::Array(history);
+    v
+}
+
+/// One session for people: its fields, then how its activity is known and
+/// what it was lately.
+pub fn session_detail(s: &pb::Session) -> String {
+    let mut out = String::new();
+    let exit = s.exit_code.map(|c| c.to_string()).unwrap_or_default();
+    let pr = if s.pr.is_empty() {
+        String::new()
+    } else {
+        format!(
+            "{} (#{}) ci={} review={}",
+            s.pr, s.pr_number, s.ci_status, s.review_decision
+        )
+    };
+    for (k, v) in [
+        ("session", &s.id),
+        ("project", &s.project_id),
+        ("issue", &s.issue_id),
+        ("status", &s.status),
+        ("activity", &s.activity),
+        ("  source", &s.activity_source),
+        ("  since", &s.activity_since),
+        ("  detail", &s.activity_detail),
+        ("agent", &s.agent),
+        ("agent session", &s.agent_session_id),
+        ("branch", &s.branch),
+        ("worktree", &s.worktree),
+        ("worker", &s.worker),
+        ("pr", &pr),
+        ("summary", &s.summary),
+        ("exit code", &exit),
+        ("created", &s.created_at),
+        ("attach", &s.attach_command),
+    ] {
+        out.push_str(&format!(
+            "{:<14} {}\n",
+            format!("{k}:"),
+            printable(&dash(v))
+        ));
+    }
+    if !s.activity_history.is_empty() {
+        out.push_str("\nrecent activity:\n");
+        let rows = s
+            .activity_history
+            .iter()
+            .rev()
+            .map(|c| {
+                vec![
+                    age(&c.at),
+                    dash(&c.activity),
+                    dash(&c.source),
+                    c.detail.clone(),
+                ]
+            })
+            .collect();
+        out.push_str(&table(&["AGO", "ACTIVITY", "SOURCE", "DETAIL"], rows));
+    }
+    out
 }
 
 pub fn sessions_json(sessions: &[pb::Session]) -> String {

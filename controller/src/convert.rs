@@ -5,15 +5,19 @@
 use std::collections::BTreeMap;
 
 use ao_proto::pb;
-use ao_proto::pb::session_report::{Activity as WireActivity, State as WireState};
+use ao_proto::pb::session_report::{
+    Activity as WireActivity, ActivitySource as WireSource, State as WireState,
+};
 use chrono::{DateTime, Utc};
 
 use crate::attach::{AttachRequest, ViewerOutput};
 use crate::cluster::AdminRecord;
 use crate::config::{AgentConfig, ProjectConfig};
 use crate::handle::{BatchOutcome, SpawnArgs, WorkerView};
-use crate::model::{rfc3339, Activity, EventRecord, SessionRecord, WorkerRecord, SCHEMA_VERSION};
-use crate::reconcile::{Report, ReportState};
+use crate::model::{
+    rfc3339, Activity, ActivitySource, EventRecord, SessionRecord, WorkerRecord, SCHEMA_VERSION,
+};
+use crate::reconcile::{Evidence, Report, ReportState};
 
 #[derive(Debug, PartialEq, thiserror::Error)]
 pub enum ConvertError {
@@ -35,14 +39,38 @@ fn activity(wire: WireActivity) -> Option<Activity> {
         WireActivity::Ready => Some(Activity::Ready),
         WireActivity::Idle => Some(Activity::Idle),
         WireActivity::WaitingInput => Some(Activity::WaitingInput),
+        WireActivity::Blocked => Some(Activity::Blocked),
+        WireActivity::AgentExited => Some(Activity::Exited),
         WireActivity::Unspecified => None,
     }
+}
+
+/// The report's evidence; none when the worker names no source.
+fn evidence(r: &pb::SessionReport) -> Option<Evidence> {
+    let source = match r.activity_source() {
+        WireSource::Process => ActivitySource::Process,
+        WireSource::Hook => ActivitySource::Hook,
+        WireSource::Transcript => ActivitySource::Transcript,
+        WireSource::Report => ActivitySource::Report,
+        WireSource::Screen => ActivitySource::Screen,
+        WireSource::Clock => ActivitySource::Clock,
+        WireSource::SourceUnspecified => return None,
+    };
+    let since = i64::try_from(r.activity_since_ms)
+        .ok()
+        .and_then(DateTime::<Utc>::from_timestamp_millis)?;
+    Some(Evidence {
+        source,
+        since,
+        detail: non_empty(r.activity_detail.clone()),
+    })
 }
 
 impl TryFrom<pb::SessionReport> for Report {
     type Error = ConvertError;
 
     fn try_from(r: pb::SessionReport) -> Result<Self, ConvertError> {
+        let evidence = evidence(&r);
         let state = match r.state() {
             WireState::Starting => ReportState::Starting,
             WireState::Running => ReportState::Running {
@@ -68,6 +96,9 @@ impl TryFrom<pb::SessionReport> for Report {
             worktree: non_empty(r.worktree),
             branch: non_empty(r.branch),
             attach_command: non_empty(r.attach_command),
+            evidence,
+            stuck: r.stuck,
+            agent_session_id: non_empty(r.agent_session_id),
         })
     }
 }
@@ -78,6 +109,7 @@ pub fn assign(
     s: &SessionRecord,
     project: &ProjectConfig,
     agent: Option<&AgentConfig>,
+    stuck_after: std::time::Duration,
 ) -> pb::Assign {
     let mut env: BTreeMap<String, String> = agent.map(|a| a.env.clone()).unwrap_or_default();
     env.insert(ao_proto::env::AO_PROJECT_ID.into(), s.project_id.clone());
@@ -103,6 +135,8 @@ pub fn assign(
             post_create: project.post_create.clone(),
             symlinks: project.symlinks.clone(),
             env: env.into_iter().collect(),
+            stuck_after_secs: stuck_after.as_secs(),
+            agent_session_id: s.agent_session_id.clone().unwrap_or_default(),
         }),
         epoch: s.epoch,
     }
@@ -191,6 +225,26 @@ pub fn session_to_pb(s: &SessionRecord) -> pb::Session {
         epoch: s.epoch,
         exit_code: s.exit_code,
         attach_command: s.attach_command.clone().unwrap_or_default(),
+        activity_source: s
+            .activity_source
+            .map(|a| a.as_str().to_string())
+            .unwrap_or_default(),
+        activity_since: s.activity_since.as_ref().map(rfc3339).unwrap_or_default(),
+        activity_detail: s.activity_detail.clone().unwrap_or_default(),
+        agent_session_id: s.agent_session_id.clone().unwrap_or_default(),
+        activity_history: s
+            .activity_history
+            .iter()
+            .map(|c| pb::ActivityChange {
+                at: rfc3339(&c.at),
+                activity: c
+                    .activity
+                    .map(|a| a.as_str().to_string())
+                    .unwrap_or_default(),
+                source: c.source.map(|a| a.as_str().to_string()).unwrap_or_default(),
+                detail: c.detail.clone().unwrap_or_default(),
+            })
+            .collect(),
     }
 }
 
@@ -329,7 +383,7 @@ mod tests {
             SessionRecord::example("app-1", Some("w1"), crate::model::SessionStatus::Spawning);
         s.issue_id = None;
         s.epoch = 2;
-        let builtin = assign(&s, &project, None);
+        let builtin = assign(&s, &project, None, crate::config::DEFAULT_STUCK_THRESHOLD);
         let spec = builtin.spec.unwrap();
         assert_eq!((spec.issue_id.as_str(), builtin.epoch), ("", 2));
         assert_eq!(
@@ -353,7 +407,14 @@ mod tests {
             input_pattern: None,
             env: [("K".to_string(), "v".to_string())].into(),
         };
-        let spec = assign(&s, &project, Some(&custom)).spec.unwrap();
+        let spec = assign(
+            &s,
+            &project,
+            Some(&custom),
+            crate::config::DEFAULT_STUCK_THRESHOLD,
+        )
+        .spec
+        .unwrap();
         let agent = spec.agent.unwrap();
         assert_eq!(
             (

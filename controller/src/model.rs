@@ -68,6 +68,14 @@ contract_enum!(
 );
 
 contract_enum!(
+    /// How the worker knows an activity (`activitySource`).
+    ActivitySource {
+        Process => "process", Hook => "hook", Transcript => "transcript", Report => "report",
+        Screen => "screen", Clock => "clock",
+    }
+);
+
+contract_enum!(
     /// Event priority, which routes notifications.
     Priority { Urgent => "urgent", Action => "action", Warning => "warning", Info => "info" }
 );
@@ -108,6 +116,32 @@ pub struct SessionRecord {
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
     pub attach_command: Option<String>,
+    /// How `activity` is known, since when, and the line behind it.
+    #[serde(default)]
+    pub activity_source: Option<ActivitySource>,
+    #[serde(default)]
+    pub activity_since: Option<DateTime<Utc>>,
+    #[serde(default)]
+    pub activity_detail: Option<String>,
+    /// The agent's own session id (Claude's session, Codex's thread).
+    #[serde(default)]
+    pub agent_session_id: Option<String>,
+    /// The last [`ACTIVITY_HISTORY`] changes of activity, oldest first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub activity_history: Vec<ActivityChange>,
+}
+
+/// How many activity changes a session keeps.
+pub const ACTIVITY_HISTORY: usize = 20;
+
+/// One change of a session's activity, with its evidence.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ActivityChange {
+    pub at: DateTime<Utc>,
+    pub activity: Option<Activity>,
+    pub source: Option<ActivitySource>,
+    pub detail: Option<String>,
 }
 
 /// What a new session is made of; everything else starts empty.
@@ -151,6 +185,11 @@ impl SessionRecord {
             prompt: new.prompt,
             labels: new.labels,
             attach_command: None,
+            activity_source: None,
+            activity_since: None,
+            activity_detail: None,
+            agent_session_id: None,
+            activity_history: Vec::new(),
         }
     }
 

@@ -3,7 +3,10 @@
 
 use chrono::{DateTime, Utc};
 
-use crate::model::{Activity, NewEvent, Priority, SessionRecord, SessionStatus};
+use crate::model::{
+    Activity, ActivityChange, ActivitySource, NewEvent, Priority, SessionRecord, SessionStatus,
+    ACTIVITY_HISTORY,
+};
 
 /// One session's state as its worker reports it.
 #[derive(Debug, Clone, PartialEq)]
@@ -15,6 +18,19 @@ pub struct Report {
     pub worktree: Option<String>,
     pub branch: Option<String>,
     pub attach_command: Option<String>,
+    /// How the worker knows the activity; `None` when it does not say.
+    pub evidence: Option<Evidence>,
+    /// Active with no sign of life for the session's stuck threshold.
+    pub stuck: bool,
+    pub agent_session_id: Option<String>,
+}
+
+/// How the worker knows what the agent does.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Evidence {
+    pub source: ActivitySource,
+    pub since: DateTime<Utc>,
+    pub detail: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -77,6 +93,14 @@ pub fn next_status(
     if let Some(attach) = &r.attach_command {
         next.attach_command = Some(attach.clone());
     }
+    if let Some(id) = &r.agent_session_id {
+        next.agent_session_id = Some(id.clone());
+    }
+    if r.evidence.is_some() || !matches!(r.state, ReportState::Starting) {
+        next.activity_source = r.evidence.as_ref().map(|e| e.source);
+        next.activity_since = r.evidence.as_ref().map(|e| e.since);
+        next.activity_detail = r.evidence.as_ref().and_then(|e| e.detail.clone());
+    }
     match &r.state {
         ReportState::Stopped => next.activity = Some(Activity::Exited),
         _ if s.status == SessionStatus::Killed => next.activity = activity.or(s.activity),
@@ -89,21 +113,15 @@ pub fn next_status(
         ReportState::Running { .. } => {
             next.activity = activity;
             let status = match activity {
-                Some(Activity::WaitingInput) => SessionStatus::NeedsInput,
+                _ if r.stuck => SessionStatus::Stuck,
+                Some(Activity::WaitingInput | Activity::Blocked) => SessionStatus::NeedsInput,
                 Some(Activity::Idle | Activity::Ready) => SessionStatus::Idle,
                 _ => SessionStatus::Working,
             };
             if status != s.status {
                 next.status = status;
                 next.summary = None;
-                events.push(match status {
-                    SessionStatus::NeedsInput => {
-                        NewEvent::session("session.needs_input", Priority::Action, &next)
-                            .message(format!("{} is waiting for input", next.id))
-                    }
-                    SessionStatus::Idle => NewEvent::session("session.idle", Priority::Info, &next),
-                    _ => NewEvent::session("session.working", Priority::Info, &next),
-                });
+                events.push(status_event(&next, r));
             }
         }
         ReportState::Exited { code, reason } => {
@@ -142,7 +160,41 @@ pub fn next_status(
     if next.activity != s.activity || next.status != s.status {
         next.last_activity_at = now;
     }
+    if (next.activity, next.activity_source) != (s.activity, s.activity_source) {
+        next.activity_history.push(ActivityChange {
+            at: now,
+            activity: next.activity,
+            source: next.activity_source,
+            detail: next.activity_detail.clone(),
+        });
+        let over = next.activity_history.len().saturating_sub(ACTIVITY_HISTORY);
+        next.activity_history.drain(..over);
+    }
     (next, events)
+}
+
+/// The event of a running session entering `next.status`, saying why.
+fn status_event(next: &SessionRecord, r: &Report) -> NewEvent {
+    let why = r
+        .evidence
+        .as_ref()
+        .and_then(|e| e.detail.as_deref())
+        .map(|d| format!(": {d}"))
+        .unwrap_or_default();
+    match next.status {
+        SessionStatus::Stuck => NewEvent::session("session.stuck", Priority::Urgent, next)
+            .message(format!("{} shows no sign of life{why}", next.id)),
+        SessionStatus::NeedsInput if next.activity == Some(Activity::Blocked) => {
+            NewEvent::session("session.needs_input", Priority::Action, next)
+                .message(format!("{} is blocked{why}", next.id))
+        }
+        SessionStatus::NeedsInput => {
+            NewEvent::session("session.needs_input", Priority::Action, next)
+                .message(format!("{} is waiting for input{why}", next.id))
+        }
+        SessionStatus::Idle => NewEvent::session("session.idle", Priority::Info, next),
+        _ => NewEvent::session("session.working", Priority::Info, next),
+    }
 }
 
 #[cfg(test)]
@@ -157,6 +209,9 @@ mod tests {
             worktree: None,
             branch: None,
             attach_command: None,
+            evidence: None,
+            stuck: false,
+            agent_session_id: None,
         }
     }
 
@@ -316,5 +371,107 @@ mod tests {
         assert_eq!(next.worktree.as_deref(), Some("/w/s-1"));
         assert_eq!(next.branch, "ao/s-1");
         assert_eq!(next.attach_command.as_deref(), Some("tmux attach -t s-1"));
+    }
+
+    fn with_evidence(mut r: Report, source: ActivitySource, detail: &str) -> Report {
+        r.evidence = Some(Evidence {
+            source,
+            since: Utc::now(),
+            detail: Some(detail.into()),
+        });
+        r
+    }
+
+    #[test]
+    fn evidence_is_kept_with_a_short_history_of_changes() {
+        let mut s = session(SessionStatus::Working);
+        let steps = [
+            (Activity::Active, ActivitySource::Hook, "UserPromptSubmit"),
+            (
+                Activity::WaitingInput,
+                ActivitySource::Hook,
+                "PermissionRequest Bash(cargo test)",
+            ),
+            (
+                Activity::Active,
+                ActivitySource::Transcript,
+                "tool_result at line 9",
+            ),
+        ];
+        for (activity, source, detail) in steps {
+            (s, _) = next_status(
+                &s,
+                &with_evidence(running(activity), source, detail),
+                Utc::now(),
+            );
+            assert_eq!(s.activity_source, Some(source));
+            assert_eq!(s.activity_detail.as_deref(), Some(detail));
+        }
+        let seen: Vec<_> = s
+            .activity_history
+            .iter()
+            .map(|c| (c.activity, c.source))
+            .collect();
+        assert_eq!(
+            seen,
+            [
+                (Some(Activity::Active), Some(ActivitySource::Hook)),
+                (Some(Activity::WaitingInput), Some(ActivitySource::Hook)),
+                (Some(Activity::Active), Some(ActivitySource::Transcript)),
+            ]
+        );
+        // The history is bounded.
+        for i in 0..ACTIVITY_HISTORY * 2 {
+            let activity = if i % 2 == 0 {
+                Activity::Ready
+            } else {
+                Activity::Active
+            };
+            (s, _) = next_status(
+                &s,
+                &with_evidence(running(activity), ActivitySource::Transcript, "x"),
+                Utc::now(),
+            );
+        }
+        assert_eq!(s.activity_history.len(), ACTIVITY_HISTORY);
+    }
+
+    #[test]
+    fn blocked_needs_a_human_and_says_why() {
+        let r = with_evidence(
+            running(Activity::Blocked),
+            ActivitySource::Transcript,
+            "API error 429 rate_limit",
+        );
+        let (next, events) = next_status(&session(SessionStatus::Working), &r, Utc::now());
+        assert_eq!(next.status, SessionStatus::NeedsInput);
+        assert_eq!(
+            events[0].message.as_deref(),
+            Some("s-1 is blocked: API error 429 rate_limit")
+        );
+    }
+
+    #[test]
+    fn stuck_is_one_event_per_episode_and_ends_with_a_sign_of_life() {
+        let mut r = running(Activity::Active);
+        r.stuck = true;
+        let (stuck, events) = next_status(&session(SessionStatus::Working), &r, Utc::now());
+        assert_eq!(stuck.status, SessionStatus::Stuck);
+        assert_eq!(kinds(&events), [("session.stuck", Priority::Urgent)]);
+        let (again, events) = next_status(&stuck, &r, Utc::now());
+        assert_eq!((again.status, events.len()), (SessionStatus::Stuck, 0));
+        let (alive, events) = next_status(&stuck, &running(Activity::Active), Utc::now());
+        assert_eq!(alive.status, SessionStatus::Working);
+        assert_eq!(kinds(&events), [("session.working", Priority::Info)]);
+    }
+
+    #[test]
+    fn the_agents_session_id_is_recorded_and_kept() {
+        let mut r = running(Activity::Ready);
+        r.agent_session_id = Some("5f0c2a9e".into());
+        let (next, _) = next_status(&session(SessionStatus::Working), &r, Utc::now());
+        assert_eq!(next.agent_session_id.as_deref(), Some("5f0c2a9e"));
+        let (next, _) = next_status(&next, &running(Activity::Active), Utc::now());
+        assert_eq!(next.agent_session_id.as_deref(), Some("5f0c2a9e"));
     }
 }

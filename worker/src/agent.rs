@@ -38,10 +38,41 @@ pub struct AgentSpec {
     pub input_pattern: Option<String>,
 }
 
+/// Which of an agent's own records the worker reads besides its screen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Native {
+    /// Claude Code: its transcript (by the session id `ao` gives it) and the
+    /// hooks `ao` installs through `--settings`.
+    Claude,
+    /// Codex: its rollout file (found by thread id or working directory).
+    Codex,
+    /// The screen only.
+    Screen,
+}
+
+/// What a built-in agent's command line is filled with for one session.
+#[derive(Debug, Clone)]
+pub struct LaunchContext {
+    /// The agent's own session id (Claude's `--session-id`).
+    pub agent_session_id: String,
+    /// The settings file that installs `ao`'s hooks (Claude's `--settings`).
+    pub settings: PathBuf,
+    pub worktree: PathBuf,
+    /// Continue the agent's conversation instead of starting one.
+    pub resume: bool,
+}
+
 /// How to run one agent.
 #[derive(Debug, Clone)]
 pub struct Launch {
-    pub command: String,
+    /// The command line; for a built-in agent a template that
+    /// [`Launch::command`] fills in.
+    template: String,
+    /// The same, to continue the agent's conversation, if it can.
+    resume_template: Option<String>,
+    /// The program whose process is the agent (for liveness), when known.
+    pub program: Option<String>,
+    pub native: Native,
     /// The prompt is on the command line; otherwise it is typed in once the
     /// agent is ready.
     pub prompt_on_command_line: bool,
@@ -54,8 +85,13 @@ pub struct Launch {
 struct Builtin {
     name: &'static str,
     program: &'static str,
-    /// Arguments after the program; `{prompt}` is the prompt from the file.
+    /// Arguments after the program; `{prompt}` is the prompt from the file,
+    /// `{session}` the agent's session id, `{settings}` the hooks' settings
+    /// file, `{trust}` what trusts the worktree for this run.
     args: &'static str,
+    /// The arguments that continue the conversation `{session}`.
+    resume: Option<&'static str>,
+    native: Native,
     ready: Option<&'static str>,
     input: &'static str,
 }
@@ -66,14 +102,18 @@ const BUILTINS: &[Builtin] = &[
     Builtin {
         name: "claude-code",
         program: "claude",
-        args: "{prompt}",
+        args: "--session-id {session} --settings {settings} {prompt}",
+        resume: Some("--resume {session} --settings {settings}"),
+        native: Native::Claude,
         ready: None,
         input: r"Do you want to (proceed|make this edit|create)|❯ 1\. Yes",
     },
     Builtin {
         name: "codex",
         program: "codex",
-        args: "{prompt}",
+        args: "{trust} {prompt}",
+        resume: Some("resume {session} {trust}"),
+        native: Native::Codex,
         ready: None,
         input: r"Allow command\?|\[y/N\]|Approve",
     },
@@ -81,6 +121,8 @@ const BUILTINS: &[Builtin] = &[
         name: "aider",
         program: "aider",
         args: "",
+        resume: None,
+        native: Native::Screen,
         ready: Some(r"^(\w+ )?> ?$"),
         input: r"\(Y\)es/\(N\)o",
     },
@@ -88,6 +130,8 @@ const BUILTINS: &[Builtin] = &[
         name: "opencode",
         program: "opencode",
         args: "--prompt {prompt}",
+        resume: None,
+        native: Native::Screen,
         ready: None,
         input: r"Allow (once|always)|Permission required",
     },
@@ -95,6 +139,8 @@ const BUILTINS: &[Builtin] = &[
         name: "gemini",
         program: "gemini",
         args: "--prompt-interactive {prompt}",
+        resume: None,
+        native: Native::Screen,
         ready: None,
         input: r"Allow execution|Apply this change\?|\(y/n\)",
     },
@@ -129,10 +175,13 @@ pub fn resolve(spec: &AgentSpec, path: &str) -> Result<Launch, AgentError> {
             agent: spec.name.clone(),
             program: b.program.to_string(),
         })?;
-        let args = b.args.replace("{prompt}", PROMPT);
-        let program = crate::runtime::shell_quote(&program.display().to_string());
+        let program_arg = crate::runtime::shell_quote(&program.display().to_string());
+        let line = |args: &str| format!("{program_arg} {}", args.replace("{prompt}", PROMPT));
         return Ok(Launch {
-            command: format!("{program} {args}").trim_end().to_string(),
+            template: line(b.args),
+            resume_template: b.resume.map(line),
+            program: Some(b.program.to_string()),
+            native: b.native,
             prompt_on_command_line: b.args.contains("{prompt}"),
             ready: compile(&spec.name, "readyPattern", b.ready)?,
             input: compile(&spec.name, "inputPattern", Some(b.input))?,
@@ -152,11 +201,56 @@ pub fn resolve(spec: &AgentSpec, path: &str) -> Result<Launch, AgentError> {
         }
     }
     Ok(Launch {
-        command: command.to_string(),
+        template: command.to_string(),
+        resume_template: None,
+        program: agent_program(command),
+        native: Native::Screen,
         prompt_on_command_line: false,
         ready: compile(&spec.name, "readyPattern", spec.ready_pattern.as_deref())?,
         input: compile(&spec.name, "inputPattern", spec.input_pattern.as_deref())?,
     })
+}
+
+impl Launch {
+    /// A session's launch when its agent cannot be resolved any more (a
+    /// re-adopted session whose binary is gone): known by its screen only.
+    pub fn unresolved(command: Option<&str>) -> Self {
+        Launch {
+            template: command.unwrap_or_default().to_string(),
+            resume_template: None,
+            program: command.and_then(agent_program),
+            native: Native::Screen,
+            prompt_on_command_line: true,
+            ready: None,
+            input: None,
+        }
+    }
+
+    /// The command line that starts (or, with `ctx.resume`, continues) the
+    /// agent of one session.
+    pub fn command(&self, ctx: &LaunchContext) -> String {
+        let template = match (&self.resume_template, ctx.resume) {
+            (Some(resume), true) => resume,
+            _ => &self.template,
+        };
+        let quote = crate::runtime::shell_quote;
+        let trust = crate::signals::codex::launch_args(&ctx.worktree)
+            .iter()
+            .map(|a| quote(a))
+            .collect::<Vec<_>>()
+            .join(" ");
+        template
+            .replace("{session}", &quote(&ctx.agent_session_id))
+            .replace("{settings}", &quote(&ctx.settings.display().to_string()))
+            .replace("{trust}", &trust)
+            .trim_end()
+            .to_string()
+    }
+
+    /// Whether the agent can continue its conversation after a restart.
+    pub fn can_resume(&self) -> bool {
+        self.resume_template.is_some()
+    }
 }
 
 /// Words the shell resolves itself, never on `PATH`, in four groups: POSIX's
@@ -193,6 +287,29 @@ fn command_program(command: &str) -> Option<&str> {
         return None;
     }
     Some(word)
+}
+
+/// The program whose process is the agent of a custom command: its first
+/// program, or inside `sh -c '…'` the script's first program (a wrapper
+/// such as `sh -c 'agent; exec bash'` keeps the pane after the agent).
+fn agent_program(command: &str) -> Option<String> {
+    let first = command_program(command)?;
+    let name = Path::new(first).file_name()?.to_string_lossy().into_owned();
+    let shells = ["sh", "bash", "dash", "zsh"];
+    if let (true, Some(script)) = (shells.contains(&name.as_str()), shell_script(command)) {
+        return agent_program(&script);
+    }
+    Some(name)
+}
+
+/// The script of `sh -c '<script>'` (single or double quoted, or one word).
+fn shell_script(command: &str) -> Option<String> {
+    let rest = command.split_once(" -c ")?.1.trim_start();
+    let script = match rest.chars().next()? {
+        q @ ('\'' | '"') => rest[1..].split(q).next()?,
+        _ => rest.split_whitespace().next()?,
+    };
+    Some(script.to_string())
 }
 
 /// Finds `program` like a shell would: a path as given, else on `path`.
@@ -274,12 +391,68 @@ mod tests {
         std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
         let launch = resolve(&spec, dir.path().to_str().unwrap()).unwrap();
         assert!(launch.prompt_on_command_line);
+        assert_eq!(launch.native, Native::Claude);
+        let mut ctx = LaunchContext {
+            agent_session_id: "5f0c2a9e-1111-4222-8333-944445555666".into(),
+            settings: "/ao home/s/agent-settings.json".into(),
+            worktree: "/wt/app-1".into(),
+            resume: false,
+        };
+        let start = launch.command(&ctx);
         assert!(
-            launch
-                .command
-                .ends_with(r#"claude' "$(cat "$AO_PROMPT_FILE")""#),
+            start.ends_with(
+                r#"claude' --session-id '5f0c2a9e-1111-4222-8333-944445555666' --settings '/ao home/s/agent-settings.json' "$(cat "$AO_PROMPT_FILE")""#
+            ),
+            "{start}"
+        );
+        ctx.resume = true;
+        let resume = launch.command(&ctx);
+        assert!(
+            resume.ends_with(
+                r#"claude' --resume '5f0c2a9e-1111-4222-8333-944445555666' --settings '/ao home/s/agent-settings.json'"#
+            ),
+            "{resume}"
+        );
+    }
+
+    #[test]
+    fn the_agent_of_a_wrapper_is_the_program_it_runs() {
+        for (command, program) in [
+            ("/opt/bin/my-agent --fast", Some("my-agent")),
+            ("sh -c 'claude --session-id x; exec bash'", Some("claude")),
+            ("bash -c \"aider --yes; exec bash\"", Some("aider")),
+            ("FOO=1 sh -c 'codex'", Some("codex")),
+            ("sh", Some("sh")),
+            ("cd x && whatever", None),
+        ] {
+            assert_eq!(agent_program(command).as_deref(), program, "{command}");
+        }
+    }
+
+    #[test]
+    fn codex_trusts_the_worktree_for_its_run_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let bin = dir.path().join("codex");
+        std::fs::write(&bin, "#!/bin/sh\n").unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let spec = AgentSpec {
+            name: "codex".into(),
+            ..Default::default()
+        };
+        let launch = resolve(&spec, dir.path().to_str().unwrap()).unwrap();
+        let ctx = LaunchContext {
+            agent_session_id: "019a".into(),
+            settings: "/s.json".into(),
+            worktree: "/nonexistent/app-2".into(),
+            resume: false,
+        };
+        assert!(
+            launch.command(&ctx).ends_with(
+                r#"codex' '-c' 'projects."/nonexistent/app-2".trust_level="trusted"' '-c' 'check_for_update_on_startup=false' "$(cat "$AO_PROMPT_FILE")""#
+            ),
             "{}",
-            launch.command
+            launch.command(&ctx)
         );
     }
 

@@ -29,4 +29,8 @@ pub struct SessionSpec {
     pub post_create: Vec<String>,
     pub symlinks: Vec<String>,
     pub env: BTreeMap<String, String>,
+    /// Active this long with no sign of life is stuck.
+    pub stuck_after: Option<std::time::Duration>,
+    /// The agent's session a new epoch continues, where the agent can.
+    pub agent_session_id: Option<String>,
 }

@@ -3,13 +3,15 @@
 //! and what it persists hold only domain types.
 
 use ao_proto::pb::attach_end::Reason as EndReason;
-use ao_proto::pb::session_report::{Activity as WireActivity, State as WireState};
+use ao_proto::pb::session_report::{
+    Activity as WireActivity, ActivitySource as WireSource, State as WireState,
+};
 use ao_proto::{names, pb};
 
 use crate::agent::AgentSpec;
 use crate::assignment::{Assignment, SessionSpec};
 use crate::link_types::{
-    Activity, AttachStart, InputOutcome, OpenStream, OutputFrom, Report, ReportState, Stop,
+    Activity, AttachStart, InputOutcome, OpenStream, OutputFrom, Report, ReportState, Source, Stop,
     StreamKind, TerminalEnd, ToController, TunnelDown, TunnelUp,
 };
 
@@ -67,6 +69,9 @@ impl TryFrom<pb::SessionSpec> for SessionSpec {
             post_create: s.post_create,
             symlinks: s.symlinks,
             env: s.env.into_iter().collect(),
+            stuck_after: (s.stuck_after_secs > 0)
+                .then(|| std::time::Duration::from_secs(s.stuck_after_secs)),
+            agent_session_id: non_empty(s.agent_session_id),
         })
     }
 }
@@ -200,6 +205,21 @@ impl From<Activity> for WireActivity {
             Activity::Ready => WireActivity::Ready,
             Activity::Idle => WireActivity::Idle,
             Activity::WaitingInput => WireActivity::WaitingInput,
+            Activity::Blocked => WireActivity::Blocked,
+            Activity::Exited => WireActivity::AgentExited,
+        }
+    }
+}
+
+impl From<Source> for WireSource {
+    fn from(s: Source) -> Self {
+        match s {
+            Source::Process => WireSource::Process,
+            Source::Hook => WireSource::Hook,
+            Source::Transcript => WireSource::Transcript,
+            Source::Report => WireSource::Report,
+            Source::Screen => WireSource::Screen,
+            Source::Clock => WireSource::Clock,
         }
     }
 }
@@ -209,11 +229,21 @@ impl From<Report> for pb::SessionReport {
         let activity = r
             .activity
             .map_or(WireActivity::Unspecified, WireActivity::from);
+        let (source, since, detail) = r
+            .evidence
+            .map_or((WireSource::SourceUnspecified, 0, String::new()), |e| {
+                (e.source.into(), crate::meta::unix_ms(e.since), e.detail)
+            });
         pb::SessionReport {
             session_id: r.session_id,
             epoch: r.epoch,
             state: WireState::from(r.state).into(),
             activity: activity.into(),
+            activity_source: source.into(),
+            activity_since_ms: since,
+            activity_detail: detail,
+            stuck: r.stuck,
+            agent_session_id: r.agent_session_id.unwrap_or_default(),
             exit_code: r.exit_code,
             reason: r.reason.unwrap_or_default(),
             worktree: r
@@ -434,11 +464,20 @@ mod tests {
             }
         );
         assert_eq!(wire.activity(), WireActivity::Unspecified);
+        assert_eq!(wire.activity_source(), WireSource::SourceUnspecified);
         let full = Report {
             session_id: "app-1".into(),
             epoch: 3,
             state: ReportState::Exited,
             activity: Some(Activity::WaitingInput),
+            evidence: Some(crate::activity::Evidence {
+                activity: Activity::WaitingInput,
+                source: Source::Hook,
+                since: std::time::UNIX_EPOCH + std::time::Duration::from_millis(1_800_000_000_123),
+                detail: "PermissionRequest Bash(cargo test)".into(),
+            }),
+            stuck: true,
+            agent_session_id: Some("5f0c2a9e".into()),
             exit_code: Some(2),
             reason: Some("boom".into()),
             worktree: Some("/w/app-1".into()),
@@ -449,6 +488,22 @@ mod tests {
         assert_eq!(
             (wire.state(), wire.activity(), wire.exit_code),
             (WireState::Exited, WireActivity::WaitingInput, Some(2))
+        );
+        assert_eq!(
+            (
+                wire.activity_source(),
+                wire.activity_since_ms,
+                &*wire.activity_detail,
+                wire.stuck,
+                &*wire.agent_session_id
+            ),
+            (
+                WireSource::Hook,
+                1_800_000_000_123,
+                "PermissionRequest Bash(cargo test)",
+                true,
+                "5f0c2a9e"
+            )
         );
         assert_eq!(
             (

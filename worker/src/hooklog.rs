@@ -35,7 +35,7 @@ pub fn append(log: &Path, event: &str, input: impl Read) -> io::Result<()> {
         .unwrap_or_else(|_| serde_json::Value::String(String::from_utf8_lossy(&raw).into_owned()));
     let line = HookLine {
         event: event.to_string(),
-        at_ms: now_ms(),
+        at_ms: crate::meta::unix_ms(std::time::SystemTime::now()),
         payload,
     };
     let mut bytes = serde_json::to_vec(&line).map_err(io::Error::other)?;
@@ -45,12 +45,6 @@ pub fn append(log: &Path, event: &str, input: impl Read) -> io::Result<()> {
         .append(true)
         .open(log)?;
     file.write_all(&bytes)
-}
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 #[cfg(test)]

@@ -13,6 +13,9 @@
 //! - [`link_types`]: what crosses the link, in the worker's terms.
 //! - [`convert`]: the link's wire types to the worker's domain types and back.
 //! - `delivery`: typing prompts and messages into an agent.
+//! - `activity`: the one rule that folds every signal into an activity.
+//! - `native`: one session's signals (records, screen, process), read
+//!   without starting a process.
 //! - [`hooklog`]: what the agent's hooks say, appended by `ao hook`.
 //! - `meta`: what a worker keeps per session across restarts.
 //! - `local`: one session's state in the actor and its report.
@@ -26,6 +29,7 @@
 //! - `signals`: what agents say about their activity in their transcripts
 //!   and hooks.
 
+mod activity;
 pub mod agent;
 pub mod assignment;
 pub mod convert;
@@ -35,6 +39,7 @@ pub mod link;
 pub mod link_types;
 mod local;
 mod meta;
+mod native;
 pub mod output;
 mod procs;
 pub mod runtime;

@@ -70,13 +70,28 @@ pub enum ReportState {
     Stopped,
 }
 
-/// What a running agent does.
+/// What an agent does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Activity {
     Active,
     Ready,
     Idle,
     WaitingInput,
+    /// The last turn ended on an error and no prompt came since.
+    Blocked,
+    /// The agent's process is gone.
+    Exited,
+}
+
+/// How the worker knows an activity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    Process,
+    Hook,
+    Transcript,
+    Report,
+    Screen,
+    Clock,
 }
 
 /// One session's state, as reported to the controller.
@@ -85,8 +100,14 @@ pub struct Report {
     pub session_id: String,
     pub epoch: u64,
     pub state: ReportState,
-    /// Set only while running.
+    /// Set only while running, or for an agent gone from a live terminal.
     pub activity: Option<Activity>,
+    /// How the activity is known.
+    pub evidence: Option<crate::activity::Evidence>,
+    /// Active with no sign of life for the session's stuck threshold.
+    pub stuck: bool,
+    /// The agent's own session id (Claude's session, Codex's thread).
+    pub agent_session_id: Option<String>,
     /// Exited: the agent's exit code, if the runtime knew it.
     pub exit_code: Option<i32>,
     /// Exited, errored, stopped: what went wrong.
@@ -109,6 +130,9 @@ impl Report {
             epoch,
             state,
             activity: None,
+            evidence: None,
+            stuck: false,
+            agent_session_id: None,
             exit_code: None,
             reason,
             worktree: None,

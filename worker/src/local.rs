@@ -2,13 +2,18 @@
 //! reported as.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
+
+use ao_proto::home::Home;
 
 use tokio::sync::oneshot;
 
+use crate::activity::Evidence;
 use crate::agent::{Launch, ScreenState};
-use crate::link_types::{Activity, Report, ReportState};
+use crate::delivery::PromptStep;
+use crate::link_types::{Activity, Report, ReportState, Source};
 use crate::meta::SessionMeta;
+use crate::native::{AgentHomes, SignalSpec, Signals};
 use crate::output::Output;
 use crate::runtime::Runtime;
 use crate::setup::Started;
@@ -19,12 +24,36 @@ pub(crate) const ACTIVE_WINDOW: Duration = Duration::from_secs(2);
 /// take its prompt.
 pub(crate) const QUIET_BEFORE_PROMPT: Duration = Duration::from_millis(1500);
 
+/// A new detail of the same activity (the next tool of an open turn) is
+/// sent at most this often: each report is a write at the controller.
+pub(crate) const DETAIL_EVERY: Duration = Duration::from_secs(3);
+
 /// The last report sent for a session.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct Reported {
     pub(crate) state: ReportState,
     pub(crate) activity: Option<Activity>,
+    pub(crate) source: Option<Source>,
+    pub(crate) since: Option<SystemTime>,
+    pub(crate) stuck: bool,
+    pub(crate) agent_session_id: Option<String>,
     pub(crate) exit_code: Option<i32>,
+    pub(crate) detail: Option<String>,
+}
+
+impl Reported {
+    /// Whether `now` is worth a report after `self` was sent at `sent`.
+    pub(crate) fn differs(&self, now: &Reported, sent: Instant) -> bool {
+        let same_but_detail = Reported {
+            detail: self.detail.clone(),
+            ..now.clone()
+        };
+        if *self == same_but_detail {
+            self.detail != now.detail && sent.elapsed() >= DETAIL_EVERY
+        } else {
+            true
+        }
+    }
 }
 
 /// Who holds a session's keyboard through `ao attach`.
@@ -48,18 +77,55 @@ pub(crate) struct LocalSession {
     pub(crate) output: Output,
     pub(crate) last_output: Instant,
     pub(crate) started: Instant,
+    /// The screen judged by the agent's patterns (when to type the prompt).
     pub(crate) screen: ScreenState,
-    pub(crate) needs_capture: bool,
     pub(crate) prompt_pending: bool,
     pub(crate) exited: Option<(Option<i32>, String)>,
     /// Polls that saw the pane dead but no exit status yet.
     pub(crate) dead_polls: u32,
-    pub(crate) reported: Option<Reported>,
+    /// The last report sent, and when.
+    pub(crate) reported: Option<(Reported, Instant)>,
+    /// The agent's records, screen and process, folded into its activity.
+    pub(crate) signals: Signals,
 }
 
 impl LocalSession {
     /// A session whose agent [`crate::setup::setup`] just started.
-    pub(crate) fn started(Started { meta, launch }: Started) -> Self {
+    pub(crate) fn started(Started { meta, launch }: Started, home: &Home) -> Self {
+        Self::new(meta, launch, home, None, Instant::now())
+    }
+
+    /// A session found running (or ended) when the worker started.
+    pub(crate) fn adopted(
+        meta: SessionMeta,
+        launch: Launch,
+        home: &Home,
+        exited: Option<(Option<i32>, String)>,
+    ) -> Self {
+        let earlier = Instant::now() - QUIET_BEFORE_PROMPT.max(ACTIVE_WINDOW);
+        let mut l = Self::new(meta, launch, home, exited, earlier);
+        l.prompt_pending =
+            l.meta.prompt != PromptStep::Submitted && !l.launch.prompt_on_command_line;
+        l
+    }
+
+    fn new(
+        meta: SessionMeta,
+        launch: Launch,
+        home: &Home,
+        exited: Option<(Option<i32>, String)>,
+        at: Instant,
+    ) -> Self {
+        let signals = Signals::new(SignalSpec {
+            launch: &launch,
+            agent: &meta.agent.name,
+            worktree: &meta.worktree,
+            homes: AgentHomes::new(&meta.env),
+            hook_log: home.hook_log(&meta.session_id),
+            agent_session_id: meta.agent_session_id.clone(),
+            started: SystemTime::UNIX_EPOCH + Duration::from_millis(meta.started_at_ms),
+            stuck_after: meta.stuck_after_secs.map(Duration::from_secs),
+        });
         LocalSession {
             writer: None,
             keyboard: Arc::default(),
@@ -67,22 +133,33 @@ impl LocalSession {
             prompt_pending: !launch.prompt_on_command_line,
             meta,
             launch,
-            last_output: Instant::now(),
-            started: Instant::now(),
+            last_output: at,
+            started: at,
             screen: ScreenState::Other,
-            needs_capture: true,
-            exited: None,
+            exited,
             dead_polls: 0,
             reported: None,
+            signals,
         }
     }
 
-    /// Reads new terminal output; new output means the screen must be judged again.
+    /// Reads new terminal output (which feeds the screen model).
     pub(crate) fn read_output(&mut self) {
         if self.output.poll(&self.meta.log_path) > 0 {
             self.last_output = Instant::now();
-            self.needs_capture = true;
         }
+    }
+
+    /// The agent ended: its pane's process did, or the agent's own process
+    /// in a pane that lives on.
+    pub(crate) fn set_exited(&mut self, code: Option<i32>, reason: String, now: SystemTime) {
+        let detail = match code {
+            Some(c) => format!("the agent's terminal ended (exit code {c})"),
+            None if reason.is_empty() => "the agent's terminal ended".to_string(),
+            None => reason.clone(),
+        };
+        self.signals.tracker.process_gone(now, detail);
+        self.exited = Some((code, reason));
     }
 }
 
@@ -98,31 +175,53 @@ pub(crate) fn prompt_time(l: &LocalSession) -> bool {
     }
 }
 
-/// The activity is set only while the agent runs.
-pub(crate) fn state_of(l: &LocalSession) -> (ReportState, Option<Activity>) {
-    if l.exited.is_some() {
-        return (ReportState::Exited, None);
-    }
-    let activity = match l.screen {
-        ScreenState::WaitingInput => Activity::WaitingInput,
-        ScreenState::Ready => Activity::Ready,
-        ScreenState::Other if l.last_output.elapsed() < ACTIVE_WINDOW => Activity::Active,
-        ScreenState::Other => Activity::Idle,
+/// Where the session is and, while its agent runs or has just gone, what
+/// it does and how that is known.
+pub(crate) fn state_of(l: &LocalSession, now: SystemTime) -> (ReportState, Option<Evidence>) {
+    let evidence = l.signals.evidence(now);
+    let state = if l.exited.is_some() {
+        ReportState::Exited
+    } else {
+        ReportState::Running
     };
-    (ReportState::Running, Some(activity))
+    (state, evidence)
+}
+
+/// What a report says that is worth sending again when it changes (the
+/// detail of an ongoing activity is not).
+pub(crate) fn reported(
+    l: &LocalSession,
+    state: ReportState,
+    e: Option<&Evidence>,
+    now: SystemTime,
+) -> Reported {
+    Reported {
+        state,
+        activity: e.map(|e| e.activity),
+        source: e.map(|e| e.source),
+        since: e.map(|e| e.since),
+        stuck: l.signals.stuck(now),
+        agent_session_id: l.signals.tracker.agent_session_id.clone(),
+        exit_code: l.exited.as_ref().and_then(|e| e.0),
+        detail: e.map(|e| e.detail.clone()),
+    }
 }
 
 pub(crate) fn report(
     l: &LocalSession,
     state: ReportState,
-    activity: Option<Activity>,
+    evidence: Option<Evidence>,
+    now: SystemTime,
     runtime: &dyn Runtime,
 ) -> Report {
     Report {
         session_id: l.meta.session_id.clone(),
         epoch: l.meta.epoch,
         state,
-        activity,
+        activity: evidence.as_ref().map(|e| e.activity),
+        evidence,
+        stuck: l.signals.stuck(now),
+        agent_session_id: l.signals.tracker.agent_session_id.clone(),
         exit_code: l.exited.as_ref().and_then(|e| e.0),
         reason: l
             .exited

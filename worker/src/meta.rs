@@ -1,6 +1,7 @@
 //! What survives a worker restart, per session: the metadata kept in
 //! `$AO_HOME/worker/sessions/<id>.json`, its versions and their migration.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use ao_proto::home::Home;
@@ -37,9 +38,29 @@ pub(crate) struct SessionMeta {
     /// What the terminal had shown before the prompt was typed.
     #[serde(default)]
     pub(crate) prompt_evidence: PromptEvidence,
+    /// The agent's own session id: chosen by `ao` for Claude, read from
+    /// Codex's rollout; what a restore continues.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) agent_session_id: Option<String>,
+    /// When the agent was started, milliseconds since the Unix epoch.
+    #[serde(default)]
+    pub(crate) started_at_ms: u64,
+    /// Active this long with no sign of life is stuck.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) stuck_after_secs: Option<u64>,
+    /// The session's own environment (from the config), which says where
+    /// the agent keeps its files.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub(crate) env: BTreeMap<String, String>,
     /// Version 1's record of the prompt; read by [`SessionMeta::migrate`] only.
     #[serde(default, skip_serializing)]
     pub(crate) prompt_delivered: bool,
+}
+
+/// Milliseconds since the Unix epoch (0 before it).
+pub(crate) fn unix_ms(t: std::time::SystemTime) -> u64 {
+    t.duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 fn yes() -> bool {
@@ -143,6 +164,10 @@ mod tests {
             launched: false,
             prompt: PromptStep::Typing,
             prompt_evidence: PromptEvidence::default(),
+            agent_session_id: Some("5f0c2a9e-1111-4222-8333-944445555666".into()),
+            started_at_ms: 1_800_000_000_000,
+            stuck_after_secs: Some(600),
+            env: BTreeMap::from([("CLAUDE_CONFIG_DIR".into(), "/c".into())]),
             prompt_delivered: false,
         };
         meta.save(&home);

@@ -21,6 +21,8 @@ pub const RING_BYTES: usize = 256 * 1024;
 pub const VIEWER_QUEUE: usize = 256;
 /// Most bytes read from a log file in one poll.
 const READ_LIMIT: u64 = 4 * 1024 * 1024;
+/// More output than this at once rebuilds the screen from its end only.
+const SCREEN_FLOOD: usize = 64 * 1024;
 /// A terminal log this large is rotated.
 pub const LOG_ROTATE_BYTES: u64 = 64 * 1024 * 1024;
 /// The arguments of the `ao` subcommand that runs [`write_rotating`]:
@@ -37,7 +39,14 @@ pub struct Output {
     /// The inode of the file being read: another one at the log's path
     /// means the writer rotated it.
     inode: Option<u64>,
+    /// The terminal's screen, rebuilt from the same bytes, so that looking
+    /// at it starts no process.
+    pub(crate) screen: crate::screen::Screen,
 }
+
+/// The size tmux gives a session's window when it starts it.
+pub const PANE_COLS: u16 = 200;
+pub const PANE_ROWS: u16 = 50;
 
 /// The previous log, after a rotation (`terminal.log.1`).
 pub fn rotated(log: &Path) -> std::path::PathBuf {
@@ -220,6 +229,7 @@ impl Output {
             offset: len.saturating_sub(RING_BYTES as u64),
             indexed_at: u64::MAX,
             inode: inode(log),
+            screen: crate::screen::Screen::new(PANE_COLS, PANE_ROWS),
         };
         // Fill the ring with what is there; nobody is subscribed yet.
         out.poll(log);
@@ -312,6 +322,14 @@ impl Output {
         if data.is_empty() {
             return;
         }
+        if data.len() > SCREEN_FLOOD {
+            // A flood is judged by its end: the screen then shows the last
+            // of it, and parsing all of it would hold the worker up.
+            self.screen.clear();
+            self.screen.feed(&data[data.len() - SCREEN_FLOOD..]);
+        } else {
+            self.screen.feed(data);
+        }
         let keep = data.len().min(RING_BYTES);
         let overflow = (self.ring.len() + keep).saturating_sub(RING_BYTES);
         self.ring.drain(..overflow);
@@ -368,6 +386,28 @@ impl Output {
 mod tests {
     use super::*;
     use std::io::Write;
+
+    #[test]
+    fn the_screen_follows_the_output_and_a_flood_leaves_its_end() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("terminal.log");
+        std::fs::write(&log, "hello\r\n> ").unwrap();
+        let mut out = Output::resume(&log);
+        assert_eq!(
+            out.screen.lines()[..2],
+            ["hello".to_string(), "> ".to_string()]
+        );
+        let mut f = std::fs::OpenOptions::new().append(true).open(&log).unwrap();
+        for i in 0..20_000 {
+            write!(f, "line {i}\r\n").unwrap();
+        }
+        write!(f, "the end").unwrap();
+        assert!(out.poll(&log) > SCREEN_FLOOD);
+        let lines = out.screen.lines();
+        let last = lines.iter().rev().find(|l| !l.is_empty()).unwrap();
+        assert_eq!(last, "the end");
+        assert!(lines.contains(&"line 19999".to_string()), "{lines:?}");
+    }
 
     #[test]
     fn new_output_is_dated_for_since() {

@@ -2,9 +2,6 @@
 //! starting a process: the pane's shell may outlive the agent
 //! (`sh -c 'agent; exec bash'`), so a live pane says nothing about it.
 
-// Wired in by the activity integration.
-#![allow(dead_code)]
-
 use std::collections::{HashMap, HashSet};
 
 /// What became of a session's agent.
@@ -55,7 +52,19 @@ fn runs(pid: u32, program: &str) -> bool {
     };
     let cmdline = String::from_utf8_lossy(&cmdline);
     let argv: Vec<&str> = cmdline.split('\0').filter(|a| !a.is_empty()).collect();
-    program_of(&argv) == Some(basename(program))
+    argv_runs(&argv, program)
+}
+
+/// Whether a command line runs `program`: as [`program_of`] says, or as
+/// one argument of an interpreter, for the launchers that come between
+/// it and the script (pyenv's shim runs `bash pyenv-exec python3
+/// /x/claude` for a moment).
+fn argv_runs(argv: &[&str], program: &str) -> bool {
+    let wanted = basename(program);
+    program_of(argv) == Some(wanted)
+        || argv.split_first().is_some_and(|(first, rest)| {
+            interpreter(basename(first)) && rest.iter().any(|a| basename(a) == wanted)
+        })
 }
 
 /// A process's state letter and parent, from `/proc/<pid>/stat`; `None`
@@ -70,7 +79,7 @@ fn stat(pid: u32) -> Option<(char, u32)> {
 }
 
 /// A process that ended but was not yet reaped (`Z`, `X`) runs nothing.
-fn running(pid: u32) -> bool {
+pub(crate) fn running(pid: u32) -> bool {
     stat(pid).is_some_and(|(state, _)| !matches!(state, 'Z' | 'X'))
 }
 
@@ -146,6 +155,26 @@ pub fn agent_alive(root_pid: u32, program: &str) -> Liveness {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_launcher_between_interpreter_and_script_still_runs_the_script() {
+        let shim = [
+            "bash",
+            "/root/.pyenv/libexec/pyenv-exec",
+            "python3",
+            "/x/claude",
+            "--y",
+        ];
+        assert!(argv_runs(&shim, "claude"));
+        assert!(argv_runs(&["python3", "/x/claude"], "claude"));
+        assert!(argv_runs(&["/usr/local/bin/claude", "-p"], "claude"));
+        // A script text is no program name.
+        assert!(!argv_runs(
+            &["sh", "-c", "claude --resume x; exec sh"],
+            "claude"
+        ));
+        assert!(!argv_runs(&["vim", "claude"], "claude"));
+    }
     use std::process::{Child, Command, Stdio};
 
     #[test]
@@ -254,19 +283,24 @@ mod tests {
         );
         let mut root = pane(&aider);
         let mut found = None;
+        // A launcher (pyenv's shim) may come first; in the end the
+        // interpreter itself runs it.
+        let argv0 = |pid: u32| {
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            let first = cmdline
+                .split(|b| *b == 0)
+                .next()
+                .unwrap_or_default()
+                .to_vec();
+            basename(&String::from_utf8_lossy(&first)).to_string()
+        };
         wait_until(|| match agent_alive(root.id(), "aider") {
             Liveness::Alive { pid } => {
                 found = Some(pid);
-                true
+                argv0(pid).starts_with("python")
             }
             _ => false,
         });
-        let cmdline = std::fs::read(format!("/proc/{}/cmdline", found.unwrap())).unwrap();
-        let cmdline = String::from_utf8_lossy(&cmdline);
-        assert!(
-            cmdline.starts_with("python") || cmdline.contains("/python"),
-            "{cmdline}"
-        );
         root.kill().unwrap();
         root.wait().unwrap();
         kill(found.unwrap());

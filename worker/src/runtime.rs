@@ -345,6 +345,11 @@ impl Runtime for TmuxRuntime {
         let cwd = spec.cwd.display().to_string();
         let pipe = self.pipe_command(&spec.log_path);
         let t = pane(&spec.id);
+        // The size the worker's screen model starts with.
+        let (cols, rows) = (
+            crate::output::PANE_COLS.to_string(),
+            crate::output::PANE_ROWS.to_string(),
+        );
         // One invocation: the server runs the whole list before it reads any
         // output of the new pane, so pipe-pane sees the very first byte and
         // remain-on-exit holds even for a command that exits at once.
@@ -376,9 +381,9 @@ impl Runtime for TmuxRuntime {
             "-s",
             &spec.id,
             "-x",
-            "200",
+            &cols,
             "-y",
-            "50",
+            &rows,
             "-c",
             &cwd,
         ];

@@ -3,9 +3,6 @@
 //! asking tmux for it (a process per look), and what the built-in agents'
 //! dialogs look like on it.
 
-// Wired in by the activity integration.
-#![allow(dead_code)]
-
 use std::num::NonZeroU16;
 
 use DialogKind::{Confirm, HooksReview, Permission, Question, Trust, Update};
@@ -35,6 +32,13 @@ impl Screen {
         }
     }
 
+    /// Forgets what was shown: an empty screen of the same size.
+    pub fn clear(&mut self) {
+        let (rows, cols) = self.parser.screen().size();
+        self.parser = vt100::Parser::new(rows, cols, SCROLLBACK);
+        self.generation += 1;
+    }
+
     /// Applies output as a terminal would. A UTF-8 character or an escape
     /// sequence split between two calls is completed by the second.
     pub fn feed(&mut self, bytes: &[u8]) {
@@ -42,12 +46,6 @@ impl Screen {
             return;
         }
         self.parser.process(bytes);
-        self.generation += 1;
-    }
-
-    /// Follows the pane to its new size.
-    pub fn resize(&mut self, cols: u16, rows: u16) {
-        self.parser.screen_mut().set_size(size(rows), size(cols));
         self.generation += 1;
     }
 
@@ -365,21 +363,19 @@ mod tests {
         assert!(!s.changed_since(seen));
         s.feed(b"x");
         assert!(s.changed_since(seen));
-        let seen = s.generation();
-        s.resize(20, 3);
-        assert!(s.changed_since(seen));
-        assert_eq!(s.lines().len(), 3);
+        assert_eq!(s.lines().len(), 2);
     }
 
     #[test]
     fn custom_patterns_judge_the_model_as_they_judge_a_capture() {
         use crate::agent::{judge_screen, Launch, ScreenState};
-        let launch = Launch {
-            command: "bot".into(),
-            prompt_on_command_line: false,
-            ready: Some(regex::Regex::new(r"^(\w+ )?> ?$").unwrap()),
-            input: Some(regex::Regex::new(r"Proceed\? \(y/n\)").unwrap()),
+        let spec = crate::agent::AgentSpec {
+            name: "bot".into(),
+            command: Some("sh".into()),
+            ready_pattern: Some(r"^(\w+ )?> ?$".into()),
+            input_pattern: Some(r"Proceed\? \(y/n\)".into()),
         };
+        let launch: Launch = crate::agent::resolve(&spec, &std::env::var("PATH").unwrap()).unwrap();
         let mut s = screen(40, 6, b"working...\r\n");
         let judge = |s: &Screen| judge_screen(&launch, &s.lines().join("\n"));
         assert_eq!(judge(&s), ScreenState::Other);

@@ -7,32 +7,32 @@
 //! so a restarted worker re-adopts its live tmux sessions and reports them in
 //! its inventory.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use ao_proto::home::Home;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::task::TaskTracker;
 
-use crate::agent::{self, Launch, ScreenState};
+use crate::agent::{self, Launch};
 use crate::assignment::Assignment;
 use crate::delivery::{
     crash_point, deliver, echo_needle, resume_prompt, type_and_confirm, PromptEvidence, PromptStep,
     Undelivered, HISTORY,
 };
 use crate::link_types::{
-    AttachStart, Input, InputOutcome, OpenStream, OutputFrom, Report, ReportState, Request, Stop,
-    StreamKind, ToController, Tunnels,
+    Activity, AttachStart, Input, InputOutcome, OpenStream, OutputFrom, Report, ReportState,
+    Request, Stop, StreamKind, ToController, Tunnels,
 };
-use crate::local::{
-    prompt_time, report, state_of, LocalSession, Reported, Writer, ACTIVE_WINDOW,
-    QUIET_BEFORE_PROMPT,
-};
+use crate::local::{prompt_time, report, reported, state_of, LocalSession, Writer};
 use crate::meta::SessionMeta;
+use crate::native::{Pane, RECHECK};
 use crate::output::{self, Output};
 use crate::runtime::{PaneState, Runtime};
 use crate::setup::setup;
+use crate::signals::watch::DirWatcher;
 use crate::terminal::TerminalSpec;
 use crate::viewers::{relay_terminal, stream_output, History, Tunnel};
 use crate::workspace;
@@ -97,6 +97,10 @@ struct Actor {
     /// Owns what it starts in the background: setups, stops, input
     /// delivery, output streams and terminals.
     tasks: TaskTracker,
+    /// Notifies changes in the directories of the agents' records; `None`
+    /// when the system has no watch left (the safety re-check reads them).
+    watcher: Option<DirWatcher>,
+    watched: HashSet<PathBuf>,
 }
 
 /// Starts the actor, re-adopting the sessions the runtime still holds.
@@ -107,6 +111,13 @@ pub async fn start(
     tasks: TaskTracker,
 ) -> (WorkerHandle, tokio::task::JoinHandle<()>) {
     let (tx, rx) = mpsc::channel(1024);
+    let (watcher, changes) = match DirWatcher::new() {
+        Ok((w, changes)) => (Some(w), changes),
+        Err(e) => {
+            tracing::warn!("no file notification ({e}): records are re-read every {RECHECK:?}");
+            (None, mpsc::unbounded_channel().1)
+        }
+    };
     let mut actor = Actor {
         settings,
         runtime,
@@ -117,9 +128,11 @@ pub async fn start(
         repo_locks: workspace::RepoLocks::default(),
         runtime_error: None,
         tasks,
+        watcher,
+        watched: HashSet::new(),
     };
     actor.adopt().await;
-    let task = tokio::spawn(actor.run(rx));
+    let task = tokio::spawn(actor.run(rx, changes));
     (WorkerHandle { tx }, task)
 }
 
@@ -151,13 +164,10 @@ impl Actor {
                 let _ = std::fs::remove_file(&path);
                 continue;
             }
+            // A missing binary is that session's trouble later, not the
+            // adoption's: it is judged by its screen meanwhile.
             let launch = agent::resolve(&meta.agent, &std::env::var("PATH").unwrap_or_default())
-                .unwrap_or(Launch {
-                    command: meta.agent.command.clone().unwrap_or_default(),
-                    prompt_on_command_line: true,
-                    ready: None,
-                    input: None,
-                });
+                .unwrap_or_else(|_| Launch::unresolved(meta.agent.command.as_deref()));
             let exited = match pane {
                 None => Some((
                     None,
@@ -167,27 +177,20 @@ impl Actor {
                 Some(_) => None,
             };
             tracing::info!(session = %meta.session_id, alive = exited.is_none(), "re-adopting session");
-            let local = LocalSession {
-                writer: None,
-                keyboard: Arc::default(),
-                output: Output::resume(&meta.log_path),
-                prompt_pending: meta.prompt != PromptStep::Submitted
-                    && !launch.prompt_on_command_line,
-                meta,
-                launch,
-                last_output: Instant::now() - ACTIVE_WINDOW,
-                started: Instant::now() - QUIET_BEFORE_PROMPT,
-                screen: ScreenState::Other,
-                needs_capture: true,
-                exited,
-                dead_polls: 0,
-                reported: None,
-            };
+            let mut local = LocalSession::adopted(meta, launch, &self.settings.home, None);
+            local.signals.set_pane_pid(pane.and_then(|p| p.pid));
+            if let Some((code, reason)) = exited {
+                local.set_exited(code, reason, SystemTime::now());
+            }
             self.sessions.insert(local.meta.session_id.clone(), local);
         }
     }
 
-    async fn run(mut self, mut rx: mpsc::Receiver<Command>) {
+    async fn run(
+        mut self,
+        mut rx: mpsc::Receiver<Command>,
+        mut changes: mpsc::UnboundedReceiver<PathBuf>,
+    ) {
         let mut tick = tokio::time::interval(self.settings.poll_interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -197,6 +200,7 @@ impl Actor {
                     None => break,
                 },
                 _ = tick.tick() => self.poll().await,
+                Some(path) = changes.recv() => self.changed(path).await,
             }
         }
     }
@@ -209,8 +213,9 @@ impl Actor {
                     .sessions
                     .values()
                     .map(|l| {
-                        let (state, activity) = state_of(l);
-                        report(l, state, activity, self.runtime.as_ref())
+                        let now = SystemTime::now();
+                        let (state, evidence) = state_of(l, now);
+                        report(l, state, evidence, now, self.runtime.as_ref())
                     })
                     .collect();
                 // Being set up is held too: the controller must not take a
@@ -292,7 +297,7 @@ impl Actor {
             let home = &settings.home;
             let result = setup(home, &settings.id, runtime.as_ref(), &locks, &spec, epoch)
                 .await
-                .map(LocalSession::started)
+                .map(|started| LocalSession::started(started, home))
                 .map_err(|e| (id, e));
             let _ = tx.send(Command::SetupDone(epoch, Box::new(result))).await;
         });
@@ -520,62 +525,145 @@ impl Actor {
         });
     }
 
+    /// Looks at every session. Only a pane whose pid is not known yet or
+    /// whose process ended needs tmux (one `list-panes` for all): watching
+    /// running sessions starts no process.
     async fn poll(&mut self) {
-        // No runtime call at all while there is nothing to watch.
         if self.sessions.is_empty() {
             return;
         }
-        let panes = match self.runtime.list().await {
-            Ok(p) => {
-                self.runtime_error = None;
-                p
-            }
-            Err(e) => {
-                let e = e.to_string();
-                if self.runtime_error.as_ref() != Some(&e) {
-                    tracing::error!("cannot list the runtime's sessions: {e}");
-                    self.runtime_error = Some(e);
+        let now = SystemTime::now();
+        let mut ask = false;
+        for l in self.sessions.values_mut().filter(|l| l.exited.is_none()) {
+            ask |= l.signals.process(now) != Pane::Running;
+        }
+        let panes = if ask {
+            match self.runtime.list().await {
+                Ok(p) => {
+                    self.runtime_error = None;
+                    Some(p)
                 }
-                return;
+                Err(e) => {
+                    let e = e.to_string();
+                    if self.runtime_error.as_ref() != Some(&e) {
+                        tracing::error!("cannot list the runtime's sessions: {e}");
+                        self.runtime_error = Some(e);
+                    }
+                    return;
+                }
             }
+        } else {
+            None
         };
+        self.sync_watches();
         let ids: Vec<String> = self.sessions.keys().cloned().collect();
         for id in ids {
-            self.poll_one(&id, panes.iter().find(|p| p.id == id)).await;
+            let pane = panes.as_ref().map(|p| p.iter().find(|p| p.id == id));
+            self.poll_one(&id, pane).await;
         }
     }
 
-    async fn poll_one(&mut self, id: &str, pane: Option<&PaneState>) {
+    /// Watches the directories of every session's records (those that
+    /// appear later, like Claude's project directory, included).
+    fn sync_watches(&mut self) {
+        let Some(watcher) = self.watcher.as_mut() else {
+            return;
+        };
+        let wanted: HashSet<PathBuf> = self
+            .sessions
+            .values()
+            .flat_map(|l| l.signals.dirs())
+            .collect();
+        for dir in wanted.difference(&self.watched) {
+            if let Err(e) = watcher.watch(dir) {
+                tracing::debug!("cannot watch {}: {e}", dir.display());
+            }
+        }
+        for dir in self.watched.difference(&wanted) {
+            watcher.unwatch(dir);
+        }
+        if let Ok(appeared) = watcher.refresh() {
+            if !appeared.is_empty() {
+                for l in self.sessions.values_mut() {
+                    l.signals.touched();
+                }
+            }
+        }
+        self.watched = wanted;
+    }
+
+    /// A file changed in a watched directory: the sessions that read there
+    /// look now.
+    async fn changed(&mut self, path: PathBuf) {
+        let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        let ids: Vec<String> = self
+            .sessions
+            .iter_mut()
+            .filter(|(_, l)| l.exited.is_none())
+            .filter(|(_, l)| l.signals.dirs().iter().any(|d| *d == dir || *d == path))
+            .map(|(id, l)| {
+                l.signals.touched();
+                id.clone()
+            })
+            .collect();
+        for id in ids {
+            self.poll_one(&id, None).await;
+        }
+    }
+
+    /// One session: its output, records, screen and process, what is due
+    /// (the prompt), and a report if what it says changed. `pane` is what
+    /// tmux said of it, when it was asked this time.
+    async fn poll_one(&mut self, id: &str, pane: Option<Option<&PaneState>>) {
         let Some(l) = self.sessions.get_mut(id) else {
             return;
         };
+        let now = SystemTime::now();
         l.read_output();
         if l.exited.is_none() {
-            match pane {
-                None => l.exited = Some((None, "its tmux session ended outside ao".into())),
-                Some(p) if p.dead && p.exit_status.is_some() => {
-                    l.exited = Some((p.exit_status, String::new()));
-                }
-                // tmux marks a pane dead when its terminal closes, which can
-                // be a moment before it has reaped the process: wait for the
-                // status rather than report an exit without one.
-                Some(p) if p.dead => {
-                    l.dead_polls += 1;
-                    if l.dead_polls > DEAD_POLLS_FOR_STATUS {
-                        l.exited =
-                            Some((None, "the agent exited; its exit status is unknown".into()));
+            if let Some(pane) = pane {
+                l.signals.set_pane_pid(pane.and_then(|p| p.pid));
+                match pane {
+                    None => l.set_exited(None, "its tmux session ended outside ao".into(), now),
+                    Some(p) if p.dead && p.exit_status.is_some() => {
+                        l.set_exited(p.exit_status, String::new(), now);
                     }
+                    // tmux marks a pane dead when its terminal closes, which
+                    // can be a moment before it has reaped the process: wait
+                    // for the status rather than report an exit without one.
+                    Some(p) if p.dead => {
+                        l.dead_polls += 1;
+                        if l.dead_polls > DEAD_POLLS_FOR_STATUS {
+                            l.set_exited(
+                                None,
+                                "the agent exited; its exit status is unknown".into(),
+                                now,
+                            );
+                        }
+                    }
+                    Some(_) => {}
                 }
-                Some(_) => {}
-            }
-            if l.exited.is_some() {
-                l.output.close_viewers();
+                if l.exited.is_some() {
+                    l.output.close_viewers();
+                }
             }
         }
-        if l.exited.is_none() && l.needs_capture {
-            l.needs_capture = false;
-            if let Ok(screen) = self.runtime.capture(id, 0).await {
-                l.screen = agent::judge_screen(&l.launch, &screen);
+        if l.exited.is_none() {
+            let tick = Instant::now();
+            if l.signals.records_due(tick) {
+                l.signals.read_records(tick);
+            }
+            let quiet = l.last_output.elapsed();
+            if let Some(judged) = l.signals.look(&l.output.screen, &l.launch, quiet, now) {
+                l.screen = judged;
+            }
+            if let Some(e) = l
+                .signals
+                .evidence(now)
+                .filter(|e| e.activity == Activity::Exited)
+            {
+                // The agent is gone from a terminal that lives on.
+                l.exited = Some((None, e.detail));
             }
         }
         // A prompt a previous worker was typing is finished at once: the
@@ -629,15 +717,14 @@ impl Actor {
                 let _ = tx.send(next).await;
             });
         }
-        let (state, activity) = state_of(l);
-        let now = Reported {
-            state,
-            activity,
-            exit_code: l.exited.as_ref().and_then(|e| e.0),
-        };
-        if l.reported.as_ref() != Some(&now) {
-            let msg = report(l, state, activity, self.runtime.as_ref());
-            l.reported = Some(now);
+        let (state, evidence) = state_of(l, now);
+        let key = reported(l, state, evidence.as_ref(), now);
+        if l.reported
+            .as_ref()
+            .is_none_or(|(last, sent)| last.differs(&key, *sent))
+        {
+            let msg = report(l, state, evidence, now, self.runtime.as_ref());
+            l.reported = Some((key, Instant::now()));
             self.send(ToController::Report(msg));
         }
     }

@@ -4,11 +4,15 @@
 use ao_proto::env;
 use ao_proto::home::Home;
 
-use crate::agent::{self, Launch};
+use std::time::SystemTime;
+
+use crate::agent::{self, Launch, LaunchContext, Native};
 use crate::assignment::SessionSpec;
 use crate::delivery::{PromptEvidence, PromptStep};
-use crate::meta::{SessionMeta, META_VERSION};
+use crate::meta::{unix_ms, SessionMeta, META_VERSION};
+use crate::native::AgentHomes;
 use crate::runtime::{Runtime, StartSpec};
+use crate::signals::claude;
 use crate::workspace::{self, WorkspaceSpec};
 
 /// A session whose agent the runtime has started.
@@ -52,6 +56,7 @@ pub(crate) async fn setup(
         .map_err(|e| format!("{}: {e}", prompt_path.display()))?;
     let path_var = std::env::var("PATH").unwrap_or_default();
     let launch = agent::resolve(&spec.agent, &path_var).map_err(|e| ao_proto::error_chain(&e))?;
+    let native = prepare_native(home, spec, &launch, &worktree);
     let log_path = home.terminal_log(id);
     let mut vars = spec.env.clone();
     vars.insert(env::AO_SESSION_ID.into(), id.clone());
@@ -84,12 +89,16 @@ pub(crate) async fn setup(
         branch,
         log_path: log_path.clone(),
         launched: false,
-        prompt: if launch.prompt_on_command_line {
+        prompt: if launch.prompt_on_command_line || native.resume {
             PromptStep::Submitted
         } else {
             PromptStep::Pending
         },
         prompt_evidence: PromptEvidence::default(),
+        agent_session_id: Some(native.agent_session_id.clone()).filter(|s| !s.is_empty()),
+        started_at_ms: unix_ms(SystemTime::now()),
+        stuck_after_secs: spec.stuck_after.map(|d| d.as_secs()),
+        env: spec.env.clone(),
         prompt_delivered: false,
     };
     meta.save(home);
@@ -97,7 +106,7 @@ pub(crate) async fn setup(
         .start(&StartSpec {
             id: id.clone(),
             cwd: meta.worktree.clone(),
-            command: launch.command.clone(),
+            command: launch.command(&native),
             env: vars,
             log_path: log_path.clone(),
         })
@@ -105,4 +114,85 @@ pub(crate) async fn setup(
         .map_err(|e| ao_proto::error_chain(&e))?;
     meta.launched = true;
     Ok(Started { meta, launch })
+}
+
+/// What a built-in agent needs before its start: its session id (Claude's
+/// is chosen here; a restore continues the recorded one where its
+/// transcript is still there), `ao`'s hooks in a settings file outside the
+/// repository, and the worktree trusted in the agent's own record, so that
+/// no trust dialog swallows the first prompt.
+fn prepare_native(
+    home: &Home,
+    spec: &SessionSpec,
+    launch: &Launch,
+    worktree: &std::path::Path,
+) -> LaunchContext {
+    let id = &spec.session_id;
+    let homes = AgentHomes::new(&spec.env);
+    let settings = home.agent_settings(id);
+    let recorded = spec.agent_session_id.clone();
+    let (agent_session_id, resume) = match launch.native {
+        Native::Claude => {
+            let kept = recorded.filter(|uuid| {
+                claude::transcript_path(&homes.claude_config, worktree, uuid)
+                    .is_some_and(|p| p.exists())
+            });
+            let resume = kept.is_some();
+            (Some(kept.unwrap_or_else(new_uuid)), resume)
+        }
+        Native::Codex => {
+            let resume = recorded.is_some();
+            (recorded, resume)
+        }
+        Native::Screen => (None, false),
+    };
+    if launch.native == Native::Claude {
+        let hook = match std::env::current_exe() {
+            Ok(exe) => format!(
+                "{} worker hook --log {}",
+                crate::runtime::shell_quote(&exe.display().to_string()),
+                crate::runtime::shell_quote(&home.hook_log(id).display().to_string())
+            ),
+            Err(e) => {
+                tracing::warn!(session = %id, "no hooks: cannot find the ao binary: {e}");
+                String::from("true")
+            }
+        };
+        let body = claude::hooks_settings(&hook).to_string();
+        if let Err(e) = ao_proto::home::write_private(&settings, body.as_bytes()) {
+            tracing::warn!(session = %id, "cannot write {}: {e}", settings.display());
+        }
+        if let Err(e) = claude::pre_trust(&homes.claude_json, worktree) {
+            // The screen then shows the trust dialog, and the session says so.
+            tracing::warn!(session = %id, "cannot trust the worktree in {}: {e}", homes.claude_json.display());
+        }
+    }
+    if resume {
+        tracing::info!(session = %id, "continuing the agent's conversation");
+    }
+    LaunchContext {
+        agent_session_id: agent_session_id.unwrap_or_default(),
+        settings,
+        worktree: worktree.to_path_buf(),
+        resume,
+    }
+}
+
+/// A random (version 4) UUID.
+fn new_uuid() -> String {
+    let mut b = [0u8; 16];
+    if let Err(e) = getrandom::fill(&mut b) {
+        tracing::error!("no randomness for a session id: {e}");
+    }
+    b[6] = (b[6] & 0x0f) | 0x40;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..]
+    )
 }

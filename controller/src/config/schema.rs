@@ -108,7 +108,40 @@ impl ProjectConfig {
     }
 }
 
+/// The reaction whose `threshold` says when an active agent is stuck.
+pub const AGENT_STUCK: &str = "agent-stuck";
+
+/// Active this long with no sign of life is stuck, unless the config says.
+pub const DEFAULT_STUCK_THRESHOLD: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// A reaction's `threshold` as a duration: `"10m"` or a number of seconds.
+pub fn threshold(reaction: &ReactionConfig) -> Option<Result<std::time::Duration, String>> {
+    reaction.threshold.as_ref().map(|v| match v {
+        serde_json::Value::String(s) => ao_proto::units::parse_duration(s),
+        serde_json::Value::Number(n) => n
+            .as_u64()
+            .map(std::time::Duration::from_secs)
+            .ok_or_else(|| format!("expected a duration like 10m, got {n}")),
+        other => Err(format!("expected a duration like 10m, got {other}")),
+    })
+}
+
 impl Config {
+    /// How long a session of `project_id` may be active with no sign of
+    /// life before it is stuck: the project's `reactions.agent-stuck.threshold`,
+    /// else the top level's, else ten minutes. Checked when the config is loaded.
+    pub fn stuck_threshold(&self, project_id: &str) -> std::time::Duration {
+        let project = self
+            .projects
+            .get(project_id)
+            .and_then(|p| p.reactions.get(AGENT_STUCK));
+        [project, self.reactions.get(AGENT_STUCK)]
+            .into_iter()
+            .flatten()
+            .find_map(|r| threshold(r).and_then(Result::ok))
+            .unwrap_or(DEFAULT_STUCK_THRESHOLD)
+    }
+
     /// The agent a new session of `project_id` runs: project, then `defaults`, then `claude-code`.
     pub fn agent_for(&self, project_id: &str) -> String {
         self.projects

@@ -1,10 +1,24 @@
 //! The keys that are accepted but not acted on yet, so that a user can be warned about them.
 
-use super::schema::{Config, NotificationRouting};
+use std::collections::BTreeMap;
+
+use super::schema::{Config, NotificationRouting, ReactionConfig, AGENT_STUCK};
 
 /// The only runtime that runs sessions yet; another `runtime` is recorded on the session but the
 /// agent still runs in tmux.
 const IMPLEMENTED_RUNTIME: &str = "tmux";
+
+/// Whether `reactions` holds more than `agent-stuck`'s `threshold` (which
+/// marks stuck sessions): the rest waits for the reactions engine.
+fn unacted_reactions(reactions: &BTreeMap<String, ReactionConfig>) -> bool {
+    reactions.iter().any(|(name, r)| {
+        let threshold_only = ReactionConfig {
+            threshold: r.threshold.clone(),
+            ..ReactionConfig::default()
+        };
+        name != AGENT_STUCK || *r != threshold_only
+    })
+}
 
 /// The keys of `config` that are accepted (and validated) for compatibility with the original
 /// `ao` but not acted on yet, as dotted paths such as `reactions` or `projects.app.tracker`.
@@ -26,7 +40,7 @@ pub fn unimplemented_keys(config: &Config) -> Vec<String> {
         ("defaults.runtime", other_runtime(&config.defaults.runtime)),
         ("defaults.workspace", config.defaults.workspace.is_some()),
         ("defaults.notifiers", !config.defaults.notifiers.is_empty()),
-        ("reactions", !config.reactions.is_empty()),
+        ("reactions", unacted_reactions(&config.reactions)),
         ("notifiers", !config.notifiers.is_empty()),
         (
             "notificationRouting",
@@ -54,7 +68,7 @@ pub fn unimplemented_keys(config: &Config) -> Vec<String> {
             ("agentRulesFile", project.agent_rules_file.is_some()),
             ("orchestratorRules", project.orchestrator_rules.is_some()),
             ("orchestratorModel", project.orchestrator_model.is_some()),
-            ("reactions", !project.reactions.is_empty()),
+            ("reactions", unacted_reactions(&project.reactions)),
         ];
         keys.extend(
             keys_of_project

@@ -10,7 +10,7 @@ use super::ids::{
     is_valid_project_id, is_valid_session_prefix, MAX_ID_LEN, PROJECT_ID_RULE, SESSION_PREFIX_RULE,
 };
 use super::outline::Locator;
-use super::schema::{Config, BUILTIN_AGENTS};
+use super::schema::{threshold, Config, ReactionConfig, BUILTIN_AGENTS};
 
 /// Checks a config that arrives already parsed (as JSON over the controller's API) with the
 /// rules [`parse_str`] applies to a file; `source` names where it came from. Such a config has
@@ -67,6 +67,21 @@ pub(super) fn validate(config: &Config, locator: &Locator<'_>) -> Result<(), Con
         ("info", &routing.info),
     ] {
         check_notifiers(&["notificationRouting", priority], names)?;
+    }
+
+    let check_thresholds = |at: &[&str], reactions: &BTreeMap<String, ReactionConfig>| {
+        for (name, reaction) in reactions {
+            if let Some(Err(e)) = threshold(reaction) {
+                let mut path = at.to_vec();
+                path.extend([name.as_str(), "threshold"]);
+                return Err(locator.error(&path, e));
+            }
+        }
+        Ok(())
+    };
+    check_thresholds(&["reactions"], &config.reactions)?;
+    for (id, project) in &config.projects {
+        check_thresholds(&["projects", id, "reactions"], &project.reactions)?;
     }
 
     for (name, agent) in &config.agents {

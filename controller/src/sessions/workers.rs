@@ -504,7 +504,12 @@ impl Actor {
     pub(super) fn assignment(&self, s: &SessionRecord) -> Option<pb::controller_message::Msg> {
         let config = self.config.as_ref()?;
         let project = config.projects.get(&s.project_id)?;
-        let assign = convert::assign(s, project, config.agents.get(&s.agent));
+        let assign = convert::assign(
+            s,
+            project,
+            config.agents.get(&s.agent),
+            config.stuck_threshold(&s.project_id),
+        );
         Some(pb::controller_message::Msg::Assign(assign))
     }
 

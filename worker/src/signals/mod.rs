@@ -14,9 +14,6 @@
 //! - [`codex`]: Codex's rollout discovery, lines and trust arguments.
 //! - [`watch`]: file-change notification for transcript directories.
 
-// Wired in by the activity integration.
-#![allow(dead_code)]
-
 pub(crate) mod claude;
 pub(crate) mod codex;
 pub(crate) mod hook;
@@ -27,27 +24,7 @@ use std::io;
 use std::path::PathBuf;
 use std::time::SystemTime;
 
-/// What a session's agent is doing.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Activity {
-    Active,
-    Ready,
-    Idle,
-    WaitingInput,
-    Blocked,
-    Exited,
-}
-
-/// How `ao` knows an activity.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Source {
-    Process,
-    Hook,
-    Transcript,
-    Report,
-    Screen,
-    Clock,
-}
+pub use crate::link_types::{Activity, Source};
 
 /// One observation from an agent's own records.
 #[derive(Debug, Clone, PartialEq)]
@@ -165,6 +142,7 @@ impl Transcript {
 
     /// Lines that were not JSON objects (a crash mid-write leaves none: an
     /// unterminated line waits for its end).
+    #[cfg(test)]
     pub(crate) fn malformed(&self) -> u64 {
         self.malformed
     }

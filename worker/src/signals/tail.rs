@@ -43,6 +43,7 @@ impl Tail {
     }
 
     /// Bytes read from disk so far: what a reader costs per line appended.
+    #[cfg(test)]
     pub(crate) fn bytes_read(&self) -> u64 {
         self.bytes_read
     }

@@ -1,0 +1,365 @@
+//! One session's signals, read without starting a process: the agent's
+//! own records (Claude's transcript, Codex's rollout, the hook log), its
+//! screen (fed from the terminal log) and its process (from `/proc`),
+//! folded by the [`Tracker`] into an activity with its evidence.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant, SystemTime};
+
+use crate::activity::{Evidence, Tracker, TurnState};
+use crate::agent::{self, Launch, Native, ScreenState};
+use crate::hooklog::HookLine;
+use crate::procs::{self, Liveness};
+use crate::screen::{self, Screen};
+use crate::signals::tail::Tail;
+use crate::signals::{claude, codex, hook, Kind, Observation, Source, Transcript};
+
+/// Where the agents keep their files, for one session's environment.
+#[derive(Debug, Clone)]
+pub(crate) struct AgentHomes {
+    /// `$CLAUDE_CONFIG_DIR`, else `~/.claude`: transcripts under `projects/`.
+    pub(crate) claude_config: PathBuf,
+    /// Claude's state file with its per-folder trust.
+    pub(crate) claude_json: PathBuf,
+    /// `$CODEX_HOME`, else `~/.codex`: rollouts under `sessions/`.
+    pub(crate) codex_home: PathBuf,
+}
+
+impl AgentHomes {
+    /// The session's own environment first, then the worker's (which the
+    /// agent inherits through the runtime).
+    pub(crate) fn new(env: &BTreeMap<String, String>) -> Self {
+        let var = |k: &str| {
+            env.get(k)
+                .cloned()
+                .or_else(|| std::env::var(k).ok())
+                .filter(|v| !v.is_empty())
+                .map(PathBuf::from)
+        };
+        let home = var("HOME").unwrap_or_default();
+        let claude_dir = var("CLAUDE_CONFIG_DIR");
+        Self {
+            claude_json: claude_dir
+                .as_ref()
+                .map_or_else(|| home.join(".claude.json"), |d| d.join(".claude.json")),
+            claude_config: claude_dir.unwrap_or_else(|| home.join(".claude")),
+            codex_home: var("CODEX_HOME").unwrap_or_else(|| home.join(".codex")),
+        }
+    }
+}
+
+/// What a session's signals are read from.
+pub(crate) struct SignalSpec<'a> {
+    pub(crate) launch: &'a Launch,
+    /// The built-in agent's name, for its screen's dialogs.
+    pub(crate) agent: &'a str,
+    pub(crate) worktree: &'a Path,
+    pub(crate) homes: AgentHomes,
+    pub(crate) hook_log: PathBuf,
+    pub(crate) agent_session_id: Option<String>,
+    /// When the agent was started (Codex's rollout is written after it).
+    pub(crate) started: SystemTime,
+    pub(crate) stuck_after: Option<Duration>,
+}
+
+/// How often the records are read when no change was notified (a missed
+/// notification, a directory created after the watch).
+pub(crate) const RECHECK: Duration = Duration::from_secs(3);
+
+/// Looks that find the agent gone while its pane's process lives before
+/// that process is taken to outlive it.
+const GONE_POLLS: u32 = 2;
+
+/// The pane's own process, as `/proc` tells.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Pane {
+    /// Its pid is not known yet (the runtime is asked).
+    Unknown,
+    Running,
+    /// It ended: the runtime says how.
+    Ended,
+}
+
+/// One session's signals and their fold.
+pub(crate) struct Signals {
+    pub(crate) tracker: Tracker,
+    native: Native,
+    agent: String,
+    worktree: PathBuf,
+    homes: AgentHomes,
+    started: SystemTime,
+    stuck_after: Option<Duration>,
+    transcript: Option<Transcript>,
+    hooks: Tail,
+    /// The agent's program, whose process is the agent.
+    program: Option<String>,
+    pane_pid: Option<u32>,
+    /// Its process was seen running: only then does its absence mean it
+    /// exited (not that it has not started yet).
+    seen_alive: bool,
+    gone_polls: u32,
+    screen_seen: u64,
+    /// The screen shows the ready pattern (agents known by their screen).
+    screen_ready: bool,
+    /// A change was notified in the records' directories.
+    dirty: bool,
+    last_read: Option<Instant>,
+}
+
+impl Signals {
+    pub(crate) fn new(spec: SignalSpec<'_>) -> Self {
+        let mut tracker = Tracker::default();
+        tracker.agent_session_id = spec.agent_session_id;
+        Self {
+            tracker,
+            native: spec.launch.native,
+            agent: spec.agent.to_string(),
+            worktree: spec.worktree.to_path_buf(),
+            homes: spec.homes,
+            started: spec.started,
+            stuck_after: spec.stuck_after,
+            transcript: None,
+            hooks: Tail::new(spec.hook_log),
+            program: spec.launch.program.clone(),
+            pane_pid: None,
+            seen_alive: false,
+            gone_polls: 0,
+            screen_seen: 0,
+            screen_ready: false,
+            dirty: true,
+            last_read: None,
+        }
+    }
+
+    /// The pane's own process, once the runtime has said it.
+    pub(crate) fn set_pane_pid(&mut self, pid: Option<u32>) {
+        if pid.is_some() {
+            self.pane_pid = pid;
+        }
+    }
+
+    /// The directories whose changes may hold something new to read.
+    pub(crate) fn dirs(&self) -> Vec<PathBuf> {
+        let mut dirs: Vec<PathBuf> = self
+            .hooks
+            .path()
+            .parent()
+            .map(Path::to_path_buf)
+            .into_iter()
+            .collect();
+        match (&self.transcript, self.native) {
+            (Some(t), _) => dirs.extend(t.tail().path().parent().map(Path::to_path_buf)),
+            (None, Native::Claude) => {
+                dirs.extend(claude::project_dir(
+                    &self.homes.claude_config,
+                    &self.worktree,
+                ));
+            }
+            (None, Native::Codex) => dirs.push(self.homes.codex_home.join("sessions")),
+            (None, Native::Screen) => {}
+        }
+        dirs
+    }
+
+    /// Looks at the agent's process under the pane (from `/proc`): a
+    /// process of its program seen running and then gone means the agent
+    /// exited, though its terminal may live on.
+    pub(crate) fn process(&mut self, now: SystemTime) -> Pane {
+        let Some(pid) = self.pane_pid else {
+            return Pane::Unknown;
+        };
+        let Some(program) = self.program.as_deref() else {
+            return if procs::running(pid) {
+                Pane::Running
+            } else {
+                Pane::Ended
+            };
+        };
+        match procs::agent_alive(pid, program) {
+            Liveness::Alive { pid } => {
+                self.seen_alive = true;
+                self.tracker
+                    .process_started(now, format!("{program} running (pid {pid})"));
+            }
+            // The pane's shell outlives its agent for a moment anyway (it
+            // records the exit status): only a shell that stays means the
+            // terminal lives on without the agent.
+            Liveness::Gone if self.seen_alive => {
+                self.gone_polls += 1;
+                if self.gone_polls > GONE_POLLS {
+                    self.tracker.process_gone(
+                        now,
+                        format!("{program} exited; its terminal's shell runs on"),
+                    );
+                }
+            }
+            Liveness::Gone => {}
+            Liveness::RootGone => return Pane::Ended,
+        }
+        Pane::Running
+    }
+
+    /// Whether the records are to be read now: something changed in their
+    /// directories, or the safety re-check is due.
+    pub(crate) fn records_due(&self, now: Instant) -> bool {
+        self.dirty
+            || self
+                .last_read
+                .is_none_or(|t| now.duration_since(t) >= RECHECK)
+    }
+
+    /// A change in one of [`Self::dirs`] was notified.
+    pub(crate) fn touched(&mut self) {
+        self.dirty = true;
+    }
+
+    /// Reads what the agent's records gained since the last call.
+    pub(crate) fn read_records(&mut self, now: Instant) {
+        self.dirty = false;
+        self.last_read = Some(now);
+        self.find_transcript();
+        for o in self
+            .transcript
+            .as_mut()
+            .map(poll_records)
+            .unwrap_or_default()
+        {
+            self.tracker.observe(o);
+        }
+        match self.hooks.poll() {
+            Ok(lines) => {
+                for (_, line) in lines {
+                    for o in hook_observations(&line) {
+                        self.tracker.observe(o);
+                    }
+                }
+            }
+            Err(e) => tracing::warn!("{}: {e}", self.hooks.path().display()),
+        }
+    }
+
+    /// The agent's transcript, once it exists (created on the first prompt).
+    fn find_transcript(&mut self) {
+        if self.transcript.is_some() {
+            return;
+        }
+        let found = match self.native {
+            Native::Claude => self.tracker.agent_session_id.as_deref().and_then(|id| {
+                claude::transcript_path(&self.homes.claude_config, &self.worktree, id)
+                    .map(|p| (p, claude::observe as fn(u64, &[u8]) -> Option<Observation>))
+            }),
+            Native::Codex => codex::find_rollout(
+                &self.homes.codex_home,
+                &self.worktree,
+                self.tracker.agent_session_id.as_deref(),
+                self.started,
+            )
+            .map(|p| (p, codex::observe as fn(u64, &[u8]) -> Option<Observation>)),
+            Native::Screen => None,
+        };
+        if let Some((path, parse)) = found {
+            self.transcript = Some(Transcript::new(Tail::new(path), parse));
+        }
+    }
+
+    /// Looks at the screen if it changed: a dialog on it, and for an agent
+    /// known by its screen only, whether its turn is over. The screen as
+    /// the agent's patterns judge it, when it changed.
+    pub(crate) fn look(
+        &mut self,
+        screen: &Screen,
+        launch: &Launch,
+        quiet: Duration,
+        now: SystemTime,
+    ) -> Option<ScreenState> {
+        if !screen.changed_since(self.screen_seen) {
+            if self.native == Native::Screen {
+                self.screen_turn(launch, quiet, now);
+            }
+            return None;
+        }
+        self.screen_seen = screen.generation();
+        self.tracker.screen_changed(now);
+        let lines = screen.lines();
+        let judged = agent::judge_screen(launch, &lines.join("\n"));
+        let mut dialog = screen::dialog(&self.agent, &lines).map(|d| d.detail);
+        if self.native == Native::Screen {
+            if judged == ScreenState::WaitingInput {
+                dialog = dialog.or_else(|| last_line(&lines).map(str::to_string));
+            }
+            self.screen_ready = judged == ScreenState::Ready;
+        }
+        self.tracker.screen(now, dialog);
+        if self.native == Native::Screen {
+            self.screen_turn(launch, quiet, now);
+        }
+        Some(judged)
+    }
+
+    /// The turn of an agent known by its screen only: its ready pattern
+    /// closes it; new output opens it; without a ready pattern, output
+    /// quiet for [`crate::local::ACTIVE_WINDOW`] closes it.
+    fn screen_turn(&mut self, launch: &Launch, quiet: Duration, now: SystemTime) {
+        let turn = self.tracker.turn();
+        let (kind, at, detail) = if self.screen_ready {
+            (
+                Kind::TurnEnded,
+                now,
+                "the ready pattern is on the screen".to_string(),
+            )
+        } else if quiet < crate::local::ACTIVE_WINDOW {
+            (Kind::Working, now, "new output on the screen".to_string())
+        } else if launch.ready.is_none() {
+            let since = now.checked_sub(quiet).unwrap_or(now);
+            (
+                Kind::TurnEnded,
+                since,
+                format!("no new output for {}s", quiet.as_secs()),
+            )
+        } else {
+            return;
+        };
+        let already = match kind {
+            Kind::Working => turn == TurnState::Open,
+            _ => turn == TurnState::Closed,
+        };
+        if !already {
+            self.tracker
+                .observe(Observation::new(Some(at), kind, Source::Screen, &detail));
+        }
+    }
+
+    pub(crate) fn evidence(&self, now: SystemTime) -> Option<Evidence> {
+        self.tracker.evidence(now)
+    }
+
+    pub(crate) fn stuck(&self, now: SystemTime) -> bool {
+        self.stuck_after
+            .is_some_and(|after| self.tracker.stuck(now, after))
+    }
+}
+
+fn poll_records(t: &mut Transcript) -> Vec<Observation> {
+    t.poll().unwrap_or_else(|e| {
+        tracing::warn!("{}: {e}", t.tail().path().display());
+        Vec::new()
+    })
+}
+
+/// One line of the hook log as observations, dated when the hook ran.
+fn hook_observations(line: &[u8]) -> Vec<Observation> {
+    let Ok(h) = serde_json::from_slice::<HookLine>(line) else {
+        return Vec::new();
+    };
+    let at = SystemTime::UNIX_EPOCH + Duration::from_millis(h.at_ms);
+    let payload = serde_json::to_vec(&h.payload).unwrap_or_default();
+    hook::observe_hook(&h.event, &payload)
+        .into_iter()
+        .map(|o| Observation { at, ..o })
+        .collect()
+}
+
+fn last_line(lines: &[String]) -> Option<&str> {
+    lines.iter().rev().map(|l| l.trim()).find(|l| !l.is_empty())
+}
