@@ -1,0 +1,292 @@
+//! Agents that tell the truth: the worker reads what Claude Code and Codex
+//! write on disk and what their hooks say, and `ao status` shows each
+//! step of a turn with the evidence behind it. The agents are the fake
+//! `claude` and `codex` of `agents/fake/`, which write their transcripts,
+//! call hooks and draw screens as the real ones do; every step of theirs
+//! waits for a gate file the test creates, so each state can be seen.
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use ao_tests::{agents_dir, poll, Cli, Stack};
+use serde_json::Value;
+
+/// A stack whose project `app` runs `agent` (from `agents/fake` on `PATH`),
+/// with the agents' homes and the gates in the test's own directory.
+struct Truth {
+    stack: Stack,
+    gates: PathBuf,
+    claude_dir: PathBuf,
+    codex_home: PathBuf,
+}
+
+impl Truth {
+    fn new(agent: &str) -> Self {
+        Self::with_agents(agent, "")
+    }
+
+    /// `agents` are YAML lines added under `agents:`.
+    fn with_agents(agent: &str, agents: &str) -> Self {
+        let stack = Stack::new();
+        let config = std::fs::read_to_string(&stack.config)
+            .unwrap()
+            .replacen("agent: bot", &format!("agent: {agent}"), 1)
+            .replacen("agents:\n", &format!("agents:\n{agents}"), 1);
+        std::fs::write(&stack.config, config).unwrap();
+        let root = stack.dir.path().to_path_buf();
+        let gates = root.join("gates");
+        let claude_dir = root.join("claude-config");
+        let codex_home = root.join("codex-home");
+        for d in [&gates, &claude_dir, &codex_home] {
+            std::fs::create_dir_all(d).unwrap();
+        }
+        let fake = agents_dir().join("fake");
+        let path = std::env::join_paths(
+            std::iter::once(fake).chain(std::env::split_paths(&std::env::var_os("PATH").unwrap())),
+        )
+        .unwrap();
+        stack.up_with(&[
+            ("PATH", path),
+            ("CLAUDE_CONFIG_DIR", claude_dir.clone().into_os_string()),
+            ("CODEX_HOME", codex_home.clone().into_os_string()),
+            ("FAKE_GATES", gates.clone().into_os_string()),
+            // The fake agents must not find the developer's own homes.
+            ("HOME", OsString::from(root.join("home-dir"))),
+        ]);
+        Self {
+            stack,
+            gates,
+            claude_dir,
+            codex_home,
+        }
+    }
+
+    /// Lets the agents take step `name`.
+    fn open(&self, name: &str) {
+        std::fs::write(self.gates.join(name), "").unwrap();
+    }
+
+    /// Waits until the session's activity is `activity`, from one of
+    /// `sources`; the session object then.
+    fn wait(&self, id: &str, activity: &str, sources: &[&str]) -> Value {
+        self.wait_for(id, activity, sources, "")
+    }
+
+    /// [`Self::wait`] for evidence whose detail holds `detail`.
+    fn wait_for(&self, id: &str, activity: &str, sources: &[&str], detail: &str) -> Value {
+        let mut last = Value::Null;
+        poll(Duration::from_secs(20), || {
+            last = self.stack.session(id);
+            let source = last["activitySource"].as_str().unwrap_or_default();
+            let said = last["activityDetail"].as_str().unwrap_or_default();
+            (last["activity"] == activity && sources.contains(&source) && said.contains(detail))
+                .then(|| last.clone())
+        })
+        .unwrap_or_else(|| {
+            let screen = self.stack.ao(&["logs", id, "-n", "12"]).stdout;
+            panic!("timed out waiting for {id} {activity} from {sources:?}; last seen {last}\nscreen:\n{screen}")
+        })
+    }
+
+    fn send(&self, id: &str, text: &str) {
+        self.stack.ao(&["send", id, text]).ok();
+    }
+}
+
+fn detail(session: &Value) -> &str {
+    session["activityDetail"].as_str().unwrap_or_default()
+}
+
+fn worktree(session: &Value) -> PathBuf {
+    PathBuf::from(session["worktree"].as_str().expect("a worktree"))
+}
+
+/// Claude's project directory name for a worktree: every character outside
+/// `[A-Za-z0-9]` becomes `-`.
+fn claude_project(config: &Path, worktree: &Path) -> PathBuf {
+    let real = std::fs::canonicalize(worktree).unwrap();
+    let enc: String = real
+        .display()
+        .to_string()
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+        .collect();
+    config.join("projects").join(enc)
+}
+
+#[test]
+fn a_claude_turn_is_seen_step_by_step_from_its_transcript_and_hooks() {
+    let t = Truth::new("claude-code");
+    let id = t
+        .stack
+        .spawn(&["app", "T-1", "--prompt", "run the tool please"]);
+    // The prompt on the command line got past the trust dialog: ao trusted
+    // the worktree in Claude's own file before the start.
+    let s = t.wait(&id, "active", &["hook", "transcript"]);
+    let trust: Value = serde_json::from_slice(
+        &std::fs::read(t.claude_dir.join(".claude.json")).expect("ao wrote Claude's trust file"),
+    )
+    .unwrap();
+    let real = std::fs::canonicalize(worktree(&s)).unwrap();
+    assert_eq!(
+        trust["projects"][real.display().to_string()]["hasTrustDialogAccepted"],
+        true
+    );
+    assert!(
+        s["activitySince"].as_str().is_some_and(|v| v.contains('T')),
+        "{s}"
+    );
+    // The agent's session id is ao's choice, and names the transcript.
+    let uuid = s["agentSessionId"]
+        .as_str()
+        .expect("agentSessionId")
+        .to_string();
+    let transcript = claude_project(&t.claude_dir, &worktree(&s)).join(format!("{uuid}.jsonl"));
+    poll(Duration::from_secs(20), || {
+        transcript.exists().then_some(())
+    })
+    .expect("the transcript is named by ao's session id");
+
+    t.open("tool");
+    t.wait_for(&id, "active", &["transcript"], "Bash");
+
+    t.open("ask");
+    let s = t.wait_for(&id, "waiting_input", &["hook"], "PermissionRequest");
+    assert!(detail(&s).contains("cargo test"), "{s}");
+    assert_eq!(s["status"], "needs_input");
+
+    t.send(&id, "1");
+    t.wait(&id, "active", &["hook", "transcript"]);
+
+    t.open("end");
+    t.wait(&id, "ready", &["hook", "transcript"]);
+
+    t.send(&id, "now a ratelimit");
+    t.wait_for(&id, "blocked", &["hook", "transcript"], "429");
+
+    t.send(&id, "exit");
+    let s = t.wait(&id, "exited", &["process"]);
+    assert_eq!(s["status"], "done", "{s}");
+    // One event for the dialog, one for the block: each says which.
+    let needs: Vec<String> = t
+        .stack
+        .cli_events()
+        .iter()
+        .filter(|e| e["sessionId"] == id.as_str() && e["type"] == "session.needs_input")
+        .map(|e| e["message"].as_str().unwrap_or_default().to_string())
+        .collect();
+    assert_eq!(needs.len(), 2, "{needs:?}");
+    assert!(
+        needs[0].contains("waiting for input: PermissionRequest"),
+        "{needs:?}"
+    );
+    assert!(
+        needs[1].contains("blocked:") && needs[1].contains("429"),
+        "{needs:?}"
+    );
+}
+
+#[test]
+fn a_codex_turn_is_seen_from_its_rollout_and_its_screen() {
+    let t = Truth::new("codex");
+    let id = t
+        .stack
+        .spawn(&["app", "T-2", "--prompt", "run the tool please"]);
+    let s = t.wait(&id, "active", &["transcript"]);
+    // Found by the thread id: the rollout is under today's date.
+    let thread = s["agentSessionId"].as_str().expect("agentSessionId");
+    let found = walk(&t.codex_home.join("sessions"))
+        .into_iter()
+        .any(|p| p.to_string_lossy().ends_with(&format!("{thread}.jsonl")));
+    assert!(found, "no rollout for {thread}");
+
+    t.open("tool");
+    t.open("ask");
+    // Codex never writes an approval down: the screen says it.
+    t.wait_for(&id, "waiting_input", &["screen"], "Would you like to run");
+
+    t.send(&id, "y");
+    t.open("end");
+    t.wait(&id, "ready", &["transcript"]);
+
+    t.send(&id, "now a ratelimit");
+    t.wait_for(&id, "blocked", &["transcript"], "usage_limit");
+}
+
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let p = entry.path();
+        if p.is_dir() {
+            found.extend(walk(&p));
+        } else {
+            found.push(p);
+        }
+    }
+    found
+}
+
+#[test]
+fn a_line_cut_by_a_crash_is_read_once_it_is_complete() {
+    let t = Truth::new("claude-code");
+    let id = t
+        .stack
+        .spawn(&["app", "T-3", "--prompt", "crash while writing"]);
+    // Half an end-of-turn line is on disk: the turn is still open.
+    let s = t.wait(&id, "active", &["hook", "transcript"]);
+    let file = claude_project(&t.claude_dir, &worktree(&s))
+        .join(format!("{}.jsonl", s["agentSessionId"].as_str().unwrap()));
+    poll(Duration::from_secs(20), || {
+        let text = std::fs::read_to_string(&file).ok()?;
+        (!text.ends_with('\n')).then_some(())
+    })
+    .expect("the fake agent left half a line");
+    assert_eq!(t.stack.session(&id)["activity"], "active");
+    t.send(&id, "go");
+    t.wait(&id, "ready", &["transcript"]);
+}
+
+#[test]
+fn an_agent_that_dies_in_a_surviving_pane_is_exited() {
+    let t = Truth::with_agents(
+        "wrapped",
+        "  wrapped:\n    command: \"sh -c 'claude --session-id 5f0c2a9e-1111-4222-8333-944445555666; exec sh'\"\n",
+    );
+    // The fake is not trusted here (a custom command gets no pre-trust):
+    // trust it by hand, as a user would have.
+    let id = t.stack.spawn(&["app", "T-4"]);
+    t.stack.wait_log(&id, "Quick safety check");
+    let s = t.stack.session(&id);
+    let real = std::fs::canonicalize(worktree(&s)).unwrap();
+    std::fs::write(
+        t.claude_dir.join(".claude.json"),
+        serde_json::json!({"projects": {real.display().to_string(): {"hasTrustDialogAccepted": true}}})
+            .to_string(),
+    )
+    .unwrap();
+    t.send(&id, "go on");
+    t.stack.wait_log(&id, "? for shortcuts");
+    t.send(&id, "exit");
+    t.wait(&id, "exited", &["process"]);
+    // The pane is still there, running the shell.
+    assert!(
+        t.stack.tmux_sessions().contains(&id),
+        "{:?}",
+        t.stack.tmux_sessions()
+    );
+}
+
+#[test]
+fn two_sessions_never_read_each_others_transcript() {
+    let t = Truth::new("claude-code");
+    let a = t.stack.spawn(&["app", "T-5", "--prompt", "first task"]);
+    let b = t.stack.spawn(&["app", "T-6", "--prompt", "second task"]);
+    t.wait(&a, "ready", &["hook", "transcript"]);
+    t.wait(&b, "ready", &["hook", "transcript"]);
+    t.send(&a, "a ratelimit for a");
+    t.wait(&a, "blocked", &["hook", "transcript"]);
+    let sb = t.stack.session(&b);
+    assert_eq!(sb["activity"], "ready", "{sb}");
+    assert_ne!(t.stack.session(&a)["agentSessionId"], sb["agentSessionId"]);
+}
