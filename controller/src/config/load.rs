@@ -236,6 +236,7 @@ pub(super) mod tests {
     use super::*;
     use crate::config::nesting::MAX_NESTING;
     use crate::config::schema::{Priority, ReactionAction};
+    use std::time::Duration;
 
     const SOURCE: &str = "/etc/ao/agent-orchestrator.yaml";
 
@@ -430,6 +431,31 @@ notificationRouting:
             assert_eq!(err.line, Some(line), "{text}");
             assert!(err.message.contains(fragment), "{text}: {err}");
         }
+    }
+
+    #[test]
+    fn the_stuck_threshold_is_the_projects_then_the_top_levels_then_ten_minutes() {
+        let config = parse(
+            "reactions:\n  agent-stuck:\n    threshold: 15m\nprojects:\n  a:\n    path: /r\n    \
+             reactions:\n      agent-stuck:\n        threshold: 90\n  b:\n    path: /s\n",
+        )
+        .unwrap();
+        assert_eq!(config.stuck_threshold("a"), Duration::from_secs(90));
+        assert_eq!(config.stuck_threshold("b"), Duration::from_secs(900));
+        assert_eq!(
+            Config::default().stuck_threshold("b"),
+            crate::config::DEFAULT_STUCK_THRESHOLD
+        );
+        // Only the threshold is acted on: it alone is not warned about.
+        assert!(crate::config::unimplemented_keys(&config).is_empty());
+        let err = parse("projects:\n  a:\n    path: /r\n    reactions:\n      agent-stuck:\n        threshold: soon\n")
+            .unwrap_err();
+        assert_eq!(
+            err.key.as_deref(),
+            Some("projects.a.reactions.agent-stuck.threshold")
+        );
+        assert_eq!(err.line, Some(6));
+        assert!(err.message.contains("a duration like"), "{err}");
     }
 
     #[test]
