@@ -16,6 +16,12 @@ use std::time::{Duration, SystemTime};
 
 use crate::signals::{Activity, Kind, Observation, Source};
 
+/// Milliseconds since the Unix epoch (0 before it).
+pub(crate) fn unix_ms(t: std::time::SystemTime) -> u64 {
+    t.duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
 /// Ready this long becomes idle.
 pub const IDLE_AFTER: Duration = Duration::from_secs(300);
 

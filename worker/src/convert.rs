@@ -232,7 +232,7 @@ impl From<Report> for pb::SessionReport {
         let (source, since, detail) = r
             .evidence
             .map_or((WireSource::SourceUnspecified, 0, String::new()), |e| {
-                (e.source.into(), crate::meta::unix_ms(e.since), e.detail)
+                (e.source.into(), crate::activity::unix_ms(e.since), e.detail)
             });
         pb::SessionReport {
             session_id: r.session_id,

@@ -35,7 +35,7 @@ pub fn append(log: &Path, event: &str, input: impl Read) -> io::Result<()> {
         .unwrap_or_else(|_| serde_json::Value::String(String::from_utf8_lossy(&raw).into_owned()));
     let line = HookLine {
         event: event.to_string(),
-        at_ms: crate::meta::unix_ms(std::time::SystemTime::now()),
+        at_ms: crate::activity::unix_ms(std::time::SystemTime::now()),
         payload,
     };
     let mut bytes = serde_json::to_vec(&line).map_err(io::Error::other)?;

@@ -13,13 +13,11 @@ use crate::agent::{Launch, ScreenState};
 use crate::delivery::PromptStep;
 use crate::link_types::{Activity, Report, ReportState, Source};
 use crate::meta::SessionMeta;
-use crate::native::{AgentHomes, SignalSpec, Signals};
+use crate::native::{AgentHomes, SignalSpec, Signals, ACTIVE_WINDOW};
 use crate::output::Output;
 use crate::runtime::Runtime;
 use crate::setup::Started;
 
-/// Output within this long counts as the agent being active.
-pub(crate) const ACTIVE_WINDOW: Duration = Duration::from_secs(2);
 /// Quiet this long after start means an agent without a ready pattern can
 /// take its prompt.
 pub(crate) const QUIET_BEFORE_PROMPT: Duration = Duration::from_millis(1500);

@@ -57,12 +57,6 @@ pub(crate) struct SessionMeta {
     pub(crate) prompt_delivered: bool,
 }
 
-/// Milliseconds since the Unix epoch (0 before it).
-pub(crate) fn unix_ms(t: std::time::SystemTime) -> u64 {
-    t.duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}
-
 fn yes() -> bool {
     true
 }

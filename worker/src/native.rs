@@ -63,6 +63,10 @@ pub(crate) struct SignalSpec<'a> {
     pub(crate) stuck_after: Option<Duration>,
 }
 
+/// Output within this long counts as the agent being active (agents known
+/// by their screen only).
+pub(crate) const ACTIVE_WINDOW: Duration = Duration::from_secs(2);
+
 /// How often the records are read when no change was notified (a missed
 /// notification, a directory created after the watch).
 pub(crate) const RECHECK: Duration = Duration::from_secs(3);
@@ -299,7 +303,7 @@ impl Signals {
 
     /// The turn of an agent known by its screen only: its ready pattern
     /// closes it; new output opens it; without a ready pattern, output
-    /// quiet for [`crate::local::ACTIVE_WINDOW`] closes it.
+    /// quiet for [`ACTIVE_WINDOW`] closes it.
     fn screen_turn(&mut self, launch: &Launch, quiet: Duration, now: SystemTime) {
         let turn = self.tracker.turn();
         let (kind, at, detail) = if self.screen_ready {
@@ -308,7 +312,7 @@ impl Signals {
                 now,
                 "the ready pattern is on the screen".to_string(),
             )
-        } else if quiet < crate::local::ACTIVE_WINDOW {
+        } else if quiet < ACTIVE_WINDOW {
             (Kind::Working, now, "new output on the screen".to_string())
         } else if launch.ready.is_none() {
             let since = now.checked_sub(quiet).unwrap_or(now);

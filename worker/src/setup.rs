@@ -6,10 +6,11 @@ use ao_proto::home::Home;
 
 use std::time::SystemTime;
 
+use crate::activity::unix_ms;
 use crate::agent::{self, Launch, LaunchContext, Native};
 use crate::assignment::SessionSpec;
 use crate::delivery::{PromptEvidence, PromptStep};
-use crate::meta::{unix_ms, SessionMeta, META_VERSION};
+use crate::meta::{SessionMeta, META_VERSION};
 use crate::native::AgentHomes;
 use crate::runtime::{Runtime, StartSpec};
 use crate::signals::claude;
