@@ -290,3 +290,41 @@ fn two_sessions_never_read_each_others_transcript() {
     assert_eq!(sb["activity"], "ready", "{sb}");
     assert_ne!(t.stack.session(&a)["agentSessionId"], sb["agentSessionId"]);
 }
+
+#[test]
+fn a_restored_claude_session_resumes_its_conversation_even_after_a_reboot() {
+    let t = Truth::new("claude-code");
+    let id = t.stack.spawn(&["app", "T-7", "--prompt", "first task"]);
+    let first = t.wait(&id, "ready", &["hook", "transcript"]);
+    let uuid = first["agentSessionId"].as_str().unwrap().to_string();
+    t.stack.ao(&["session", "kill", &id]).ok();
+    t.stack.wait_field(&id, "status", "killed");
+    t.stack.ao(&["session", "restore", &id]).ok();
+    t.stack.wait_log(&id, &format!("resuming {uuid}"));
+    let again = t.wait(&id, "ready", &["process", "hook", "transcript"]);
+    assert_eq!(again["agentSessionId"], uuid.as_str());
+    assert_eq!(again["worktree"], first["worktree"]);
+    // The conversation goes on in the same transcript.
+    t.send(&id, "second task");
+    t.wait_for(&id, "ready", &["hook", "transcript"], "");
+    let transcript = claude_project(&t.claude_dir, &worktree(&again)).join(format!("{uuid}.jsonl"));
+    poll(Duration::from_secs(20), || {
+        let text = std::fs::read_to_string(&transcript).ok()?;
+        text.contains("second task").then_some(())
+    })
+    .expect("the second prompt is in the first conversation's transcript");
+
+    // A reboot: tmux and every agent gone, the worktree and transcript kept.
+    let killed = t.stack.tmux(&["kill-server"]);
+    assert!(killed.status.success(), "{killed:?}");
+    t.stack.wait_field(&id, "activity", "exited");
+    t.stack.ao(&["session", "restore", &id]).ok();
+    // The same conversation once more: a second `resuming` in the log.
+    poll(Duration::from_secs(20), || {
+        let log = t.stack.ao(&["logs", &id]).stdout;
+        (log.matches(&format!("resuming {uuid}")).count() >= 2).then_some(())
+    })
+    .expect("resumed after the reboot");
+    let last = t.wait(&id, "ready", &["process", "hook", "transcript"]);
+    assert_eq!(last["agentSessionId"], uuid.as_str());
+}

@@ -312,10 +312,25 @@ fn dead_workers_are_disconnected_then_lost_and_come_back() {
     assert!(lost_in(&why) > 0, "{why}");
     c.workers["w2"].host.restore().unwrap();
     c.wait_worker_state("w2", "ready", Duration::from_secs(20));
+    // The silence is what made it disconnected. A cut that outlasts the
+    // link's HTTP/2 keep-alive (10 s + 20 s; a loaded machine stretches
+    // the wait for `disconnected`) may close the link too: the worker dials
+    // again, and the log then says so as well — never anything else.
     let silent = c.worker_events_of("worker.disconnected", "w2");
-    assert_eq!(silent.len(), 1, "{silent:?}");
-    let message = silent[0]["message"].as_str().unwrap();
-    assert!(message.contains("no heartbeat for"), "{message}");
+    let messages: Vec<&str> = silent
+        .iter()
+        .filter_map(|e| e["message"].as_str())
+        .collect();
+    assert!(
+        messages
+            .first()
+            .is_some_and(|m| m.contains("no heartbeat for")),
+        "{messages:?}"
+    );
+    assert!(
+        messages[1..].iter().all(|m| m.contains("its link closed")) && messages.len() <= 2,
+        "{messages:?}"
+    );
     assert_eq!(c.worker_events("worker.lost", "w2"), 0);
     assert_eq!(c.session(&s2)["epoch"], epoch2);
 
