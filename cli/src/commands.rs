@@ -364,6 +364,51 @@ pub async fn kill(target: &Target, id: String) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `ao report`: through the worker this session runs on, which knows the
+/// session by its secret.
+pub async fn agent_report(
+    home: &Home,
+    state: ao_proto::report::AgentState,
+    note: Option<String>,
+    pr_url: Option<String>,
+) -> anyhow::Result<()> {
+    use ao_proto::report::{ReportReply, ReportRequest};
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+    let var = |name: &str| {
+        std::env::var(name)
+            .ok()
+            .filter(|v| !v.is_empty())
+            .with_context(|| format!("{name} is not set: `ao report` runs inside an ao session"))
+    };
+    let request = ReportRequest {
+        session_id: var(ao_proto::env::AO_SESSION_ID)?,
+        token: var(ao_proto::env::AO_SESSION_TOKEN)?,
+        state,
+        note,
+        pr_url,
+    };
+    let socket = home.report_socket();
+    let mut stream = tokio::net::UnixStream::connect(&socket)
+        .await
+        .with_context(|| format!("the worker is not reachable at {}", socket.display()))?;
+    let mut line = serde_json::to_vec(&request)?;
+    line.push(b'\n');
+    stream.write_all(&line).await?;
+    let mut reply = String::new();
+    tokio::io::BufReader::new(stream)
+        .read_line(&mut reply)
+        .await?;
+    let reply: ReportReply =
+        serde_json::from_str(&reply).context("the worker's answer is not readable")?;
+    match reply.error {
+        Some(why) => anyhow::bail!("report refused: {why}"),
+        None => {
+            eprintln!("reported {} for {}", state.as_str(), request.session_id);
+            Ok(())
+        }
+    }
+}
+
 pub async fn show_session(target: &Target, id: String, json: bool) -> anyhow::Result<()> {
     let mut c = target.client().await?;
     let s = c

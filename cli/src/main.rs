@@ -154,6 +154,20 @@ enum Command {
     /// Run one part of the stack alone.
     #[command(subcommand)]
     Controller(ControllerCommand),
+    /// From inside a session: say what the agent is doing (working,
+    /// needs_input, blocked, pr_created, completed). The worker checks the
+    /// session's own secret ($AO_SESSION_TOKEN) and records it as evidence
+    /// and as a `session.report` event.
+    Report {
+        #[arg(value_parser = ao_proto::report::AgentState::parse)]
+        state: ao_proto::report::AgentState,
+        /// One line on what it is doing or needs.
+        #[arg(long)]
+        note: Option<String>,
+        /// The pull request it opened.
+        #[arg(long)]
+        pr_url: Option<String>,
+    },
     /// Check tmux, git, agent binaries, the config and the controller.
     Doctor,
     /// Print shell completions, e.g. `ao completion bash > ~/.local/share/bash-completion/completions/ao`.
@@ -619,6 +633,13 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Session(SessionCommand::Kill { id }) => commands::kill(&target, id).await.and(ok),
         Command::Session(SessionCommand::Restore { id }) => commands::restore(&target, id).await,
+        Command::Report {
+            state,
+            note,
+            pr_url,
+        } => commands::agent_report(&home, state, note, pr_url)
+            .await
+            .and(ok),
         Command::Session(SessionCommand::Show { id, json }) => {
             commands::show_session(&target, id, json).await.and(ok)
         }

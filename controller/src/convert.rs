@@ -17,7 +17,7 @@ use crate::handle::{BatchOutcome, SpawnArgs, WorkerView};
 use crate::model::{
     rfc3339, Activity, ActivitySource, EventRecord, SessionRecord, WorkerRecord, SCHEMA_VERSION,
 };
-use crate::reconcile::{Evidence, Report, ReportState};
+use crate::reconcile::{AgentReport, Evidence, Report, ReportState};
 
 #[derive(Debug, PartialEq, thiserror::Error)]
 pub enum ConvertError {
@@ -100,6 +100,18 @@ impl TryFrom<pb::SessionReport> for Report {
             stuck: r.stuck,
             agent_session_id: non_empty(r.agent_session_id),
         })
+    }
+}
+
+impl From<pb::AgentReport> for AgentReport {
+    fn from(r: pb::AgentReport) -> Self {
+        AgentReport {
+            session_id: r.session_id,
+            epoch: r.epoch,
+            state: r.state,
+            note: non_empty(r.note),
+            pr_url: non_empty(r.pr_url),
+        }
     }
 }
 

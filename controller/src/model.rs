@@ -273,6 +273,11 @@ impl NewEvent {
         self.message = Some(m.into());
         self
     }
+
+    pub fn data(mut self, d: serde_json::Value) -> Self {
+        self.data = Some(d);
+        self
+    }
 }
 
 /// What the controller remembers of a worker across restarts.

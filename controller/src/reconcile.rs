@@ -173,6 +173,50 @@ pub fn next_status(
     (next, events)
 }
 
+/// What an agent said of itself with `ao report` (its worker checked it
+/// came from the session): a `session.report` event, and the PR it names.
+/// Its effect on the activity arrives with the worker's next report.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AgentReport {
+    pub session_id: String,
+    pub epoch: u64,
+    pub state: String,
+    pub note: Option<String>,
+    pub pr_url: Option<String>,
+}
+
+pub fn agent_report(s: &SessionRecord, r: &AgentReport) -> (SessionRecord, Vec<NewEvent>) {
+    let mut next = s.clone();
+    if let Some(url) = &r.pr_url {
+        next.pr = Some(url.clone());
+        next.pr_number = pr_number(url).or(next.pr_number);
+    }
+    let priority = match r.state.as_str() {
+        "needs_input" | "blocked" => Priority::Action,
+        _ => Priority::Info,
+    };
+    let note = r
+        .note
+        .as_deref()
+        .map(|n| format!(": {n}"))
+        .unwrap_or_default();
+    let event = NewEvent::session("session.report", priority, &next)
+        .message(format!("{} reports {}{note}", next.id, r.state))
+        .data(serde_json::json!({
+            "state": r.state,
+            "note": r.note,
+            "prUrl": r.pr_url,
+        }));
+    (next, vec![event])
+}
+
+/// The number of a pull request URL (`…/pull/42`, `…/merge_requests/42`).
+fn pr_number(url: &str) -> Option<u32> {
+    let mut parts = url.trim_end_matches('/').rsplit('/');
+    let n = parts.next()?.parse().ok()?;
+    matches!(parts.next()?, "pull" | "pulls" | "merge_requests").then_some(n)
+}
+
 /// The event of a running session entering `next.status`, saying why.
 fn status_event(next: &SessionRecord, r: &Report) -> NewEvent {
     let why = r
@@ -473,5 +517,25 @@ mod tests {
         assert_eq!(next.agent_session_id.as_deref(), Some("5f0c2a9e"));
         let (next, _) = next_status(&next, &running(Activity::Active), Utc::now());
         assert_eq!(next.agent_session_id.as_deref(), Some("5f0c2a9e"));
+    }
+
+    #[test]
+    fn an_agents_report_is_an_event_and_names_its_pr() {
+        let r = AgentReport {
+            session_id: "s-1".into(),
+            epoch: 1,
+            state: "pr_created".into(),
+            note: Some("ready for review".into()),
+            pr_url: Some("https://github.com/o/r/pull/42".into()),
+        };
+        let (next, events) = agent_report(&session(SessionStatus::Working), &r);
+        assert_eq!(next.pr.as_deref(), Some("https://github.com/o/r/pull/42"));
+        assert_eq!(next.pr_number, Some(42));
+        assert_eq!(kinds(&events), [("session.report", Priority::Info)]);
+        assert_eq!(
+            events[0].message.as_deref(),
+            Some("s-1 reports pr_created: ready for review")
+        );
+        assert_eq!(pr_number("https://example.com/not-a-pr/7"), None);
     }
 }

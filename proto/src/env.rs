@@ -22,5 +22,8 @@ pub const AO_PROJECT_ID: &str = "AO_PROJECT_ID";
 pub const AO_ISSUE_ID: &str = "AO_ISSUE_ID";
 /// Set in every agent session: a file holding the task prompt.
 pub const AO_PROMPT_FILE: &str = "AO_PROMPT_FILE";
+/// Set in every agent session: its secret, which `ao report` shows its
+/// worker to say it speaks for this session.
+pub const AO_SESSION_TOKEN: &str = "AO_SESSION_TOKEN";
 /// Set in every agent session: the worker that runs it.
 pub const AO_WORKER_ID: &str = "AO_WORKER_ID";

@@ -99,6 +99,11 @@ impl Home {
         self.session_dir(session).join("agent-settings.json")
     }
 
+    /// The worker's Unix socket for `ao report` from its sessions.
+    pub fn report_socket(&self) -> PathBuf {
+        self.0.join("worker").join("report.sock")
+    }
+
     /// The worker's metadata of every session it runs.
     pub fn session_metas(&self) -> PathBuf {
         self.0.join("worker").join("sessions")

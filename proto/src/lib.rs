@@ -18,6 +18,7 @@ pub mod input;
 pub mod limits;
 pub mod names;
 pub mod pki;
+pub mod report;
 pub mod units;
 
 /// Generated code of `ao.v1`.

@@ -328,3 +328,77 @@ fn a_restored_claude_session_resumes_its_conversation_even_after_a_reboot() {
     let last = t.wait(&id, "ready", &["process", "hook", "transcript"]);
     assert_eq!(last["agentSessionId"], uuid.as_str());
 }
+
+#[test]
+fn ao_report_speaks_for_its_own_session_only() {
+    let t = Truth::new("claude-code");
+    let a = t.stack.spawn(&["app", "T-8", "--prompt", "first task"]);
+    let b = t.stack.spawn(&["app", "T-9", "--prompt", "second task"]);
+    t.wait(&a, "ready", &["hook", "transcript"]);
+    t.wait(&b, "ready", &["hook", "transcript"]);
+    let ao = ao_tests::ao_bin().display().to_string();
+    // From A, for A: recorded, as evidence and as an event.
+    t.send(
+        &a,
+        &format!("sh: {ao} report needs_input --note 'which database?'"),
+    );
+    t.stack
+        .wait_log(&a, &format!("reported needs_input for {a}"));
+    t.wait_for(&a, "waiting_input", &["report"], "which database?");
+    let events = t.stack.cli_events();
+    let report = events
+        .iter()
+        .find(|e| e["type"] == "session.report" && e["sessionId"] == a.as_str())
+        .expect("a session.report event");
+    assert_eq!(report["data"]["state"], "needs_input");
+    assert_eq!(report["priority"], "action");
+
+    // From A with B's id, or with B's token: refused, and B is untouched.
+    t.send(&a, &format!("sh: AO_SESSION_ID={b} {ao} report blocked"));
+    t.stack
+        .wait_log(&a, "report refused: the token is not this session's");
+    let meta: Value = serde_json::from_slice(
+        &std::fs::read(
+            t.stack
+                .home
+                .join("worker/sessions")
+                .join(format!("{b}.json")),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let b_token = meta["sessionToken"]
+        .as_str()
+        .expect("B's token")
+        .to_string();
+    t.send(
+        &a,
+        &format!("sh: AO_SESSION_TOKEN={b_token} {ao} report completed"),
+    );
+    poll(Duration::from_secs(20), || {
+        let log = t.stack.ao(&["logs", &a]).stdout;
+        (log.matches("report refused").count() >= 2).then_some(())
+    })
+    .expect("the second forged report is refused too");
+    assert_eq!(t.stack.session(&b)["activity"], "ready");
+    assert!(!t
+        .stack
+        .cli_events()
+        .iter()
+        .any(|e| e["type"] == "session.report" && e["sessionId"] == b.as_str()));
+    // Outside any session there is nothing to speak for.
+    let outside: ao_tests::Run = t
+        .stack
+        .command(&["report", "working"])
+        .env_remove("AO_SESSION_ID")
+        .env_remove("AO_SESSION_TOKEN")
+        .output()
+        .unwrap()
+        .into();
+    assert_ne!(outside.code, 0);
+    assert!(
+        outside.stderr.contains("AO_SESSION_ID is not set"),
+        "{}",
+        outside.stderr
+    );
+}

@@ -275,6 +275,13 @@ impl From<ToController> for pb::WorkerMessage {
         let msg = match m {
             ToController::Report(r) => pb::worker_message::Msg::Report(r.into()),
             ToController::InputOutcome(o) => pb::worker_message::Msg::InputResult(o.into()),
+            ToController::AgentReport(r) => pb::worker_message::Msg::AgentReport(pb::AgentReport {
+                session_id: r.session_id,
+                epoch: r.epoch,
+                state: r.state.as_str().to_string(),
+                note: r.note.unwrap_or_default(),
+                pr_url: r.pr_url.unwrap_or_default(),
+            }),
         };
         pb::WorkerMessage { msg: Some(msg) }
     }

@@ -16,6 +16,7 @@
 //! - `activity`: the one rule that folds every signal into an activity.
 //! - `native`: one session's signals (records, screen, process), read
 //!   without starting a process.
+//! - `agent_report`: `ao report` from inside a session, on a Unix socket.
 //! - [`hooklog`]: what the agent's hooks say, appended by `ao hook`.
 //! - `meta`: what a worker keeps per session across restarts.
 //! - `local`: one session's state in the actor and its report.
@@ -31,6 +32,7 @@
 
 mod activity;
 pub mod agent;
+mod agent_report;
 pub mod assignment;
 pub mod convert;
 mod delivery;
@@ -84,7 +86,14 @@ pub async fn run(
     }
     let runtime = Arc::new(runtime);
     let (reports_tx, reports_rx) = mpsc::channel(4096);
-    let (handle, task) = sessions::start(settings.clone(), runtime, reports_tx, tasks).await;
+    let (handle, task) =
+        sessions::start(settings.clone(), runtime, reports_tx, tasks.clone()).await;
+    tasks.spawn(agent_report::serve(
+        settings.home.report_socket(),
+        handle.clone(),
+        tasks.clone(),
+        stop.clone(),
+    ));
     let result = link::run(
         link,
         settings,

@@ -54,6 +54,17 @@ pub struct InputOutcome {
 pub enum ToController {
     Report(Report),
     InputOutcome(InputOutcome),
+    AgentReport(AgentReport),
+}
+
+/// What an agent said of itself (`ao report`), checked by this worker.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AgentReport {
+    pub session_id: String,
+    pub epoch: u64,
+    pub state: ao_proto::report::AgentState,
+    pub note: Option<String>,
+    pub pr_url: Option<String>,
 }
 
 /// Where a session is.

@@ -42,6 +42,9 @@ pub(crate) struct SessionMeta {
     /// Codex's rollout; what a restore continues.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) agent_session_id: Option<String>,
+    /// The session's secret (`AO_SESSION_TOKEN`), which `ao report` shows.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) session_token: Option<String>,
     /// When the agent was started, milliseconds since the Unix epoch.
     #[serde(default)]
     pub(crate) started_at_ms: u64,
@@ -159,6 +162,7 @@ mod tests {
             prompt: PromptStep::Typing,
             prompt_evidence: PromptEvidence::default(),
             agent_session_id: Some("5f0c2a9e-1111-4222-8333-944445555666".into()),
+            session_token: Some("0123abcd".into()),
             started_at_ms: 1_800_000_000_000,
             stuck_after_secs: Some(600),
             env: BTreeMap::from([("CLAUDE_CONFIG_DIR".into(), "/c".into())]),

@@ -16,15 +16,18 @@ use ao_proto::home::Home;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::task::TaskTracker;
 
+use ao_proto::report::{ReportReply, ReportRequest};
+
 use crate::agent::{self, Launch};
+use crate::agent_report;
 use crate::assignment::Assignment;
 use crate::delivery::{
     crash_point, deliver, echo_needle, resume_prompt, type_and_confirm, PromptEvidence, PromptStep,
     Undelivered, HISTORY,
 };
 use crate::link_types::{
-    Activity, AttachStart, Input, InputOutcome, OpenStream, OutputFrom, Report, ReportState,
-    Request, Stop, StreamKind, ToController, Tunnels,
+    Activity, AgentReport, AttachStart, Input, InputOutcome, OpenStream, OutputFrom, Report,
+    ReportState, Request, Stop, StreamKind, ToController, Tunnels,
 };
 use crate::local::{prompt_time, report, reported, state_of, LocalSession, Writer};
 use crate::meta::SessionMeta;
@@ -61,6 +64,7 @@ enum Command {
     PromptNotTyped(String),
     /// A terminal of `ao attach` closed.
     TerminalClosed(String, u64),
+    AgentReport(ReportRequest, oneshot::Sender<ReportReply>),
 }
 
 #[derive(Clone)]
@@ -71,6 +75,23 @@ pub struct WorkerHandle {
 impl WorkerHandle {
     pub async fn from_controller(&self, request: Request) {
         let _ = self.tx.send(Command::FromController(request)).await;
+    }
+
+    /// `ao report` from one of this worker's sessions.
+    pub(crate) async fn agent_report(&self, request: ReportRequest) -> ReportReply {
+        let (tx, rx) = oneshot::channel();
+        let gone = || ReportReply {
+            error: Some("the worker is stopping".into()),
+        };
+        if self
+            .tx
+            .send(Command::AgentReport(request, tx))
+            .await
+            .is_err()
+        {
+            return gone();
+        }
+        rx.await.unwrap_or_else(|_| gone())
     }
 
     /// Every session this worker holds, for the hello.
@@ -233,6 +254,10 @@ impl Actor {
                     }
                 }
             }
+            Command::AgentReport(request, reply) => {
+                let answer = self.agent_report(request).await;
+                let _ = reply.send(answer);
+            }
             Command::PromptSubmitted(id) => {
                 if let Some(l) = self.sessions.get_mut(&id) {
                     l.meta.prompt = PromptStep::Submitted;
@@ -337,6 +362,35 @@ impl Actor {
                 self.send(errored(id, epoch, reason));
             }
         }
+    }
+
+    /// An agent's word on itself, if it is this session's: evidence for
+    /// its activity, and an event at the controller.
+    async fn agent_report(&mut self, r: ReportRequest) -> ReportReply {
+        let refused = |why: &str| ReportReply {
+            error: Some(why.to_string()),
+        };
+        let Some(l) = self.sessions.get_mut(&r.session_id) else {
+            return refused("no such session on this worker");
+        };
+        let token = l.meta.session_token.as_deref().unwrap_or_default();
+        if !agent_report::token_matches(token, &r.token) {
+            tracing::warn!(session = %r.session_id, "refusing `ao report` with another session's token");
+            return refused("the token is not this session's");
+        }
+        l.signals
+            .tracker
+            .observe(agent_report::observation(&r, SystemTime::now()));
+        let epoch = l.meta.epoch;
+        self.send(ToController::AgentReport(AgentReport {
+            session_id: r.session_id.clone(),
+            epoch,
+            state: r.state,
+            note: r.note,
+            pr_url: r.pr_url,
+        }));
+        self.poll_one(&r.session_id, None).await;
+        ReportReply { error: None }
     }
 
     fn stop(&mut self, s: Stop) {

@@ -72,6 +72,8 @@ pub(crate) async fn setup(
         prompt_path.display().to_string(),
     );
     vars.insert(env::AO_WORKER_ID.into(), worker_id.to_string());
+    let token = new_uuid().replace('-', "");
+    vars.insert(env::AO_SESSION_TOKEN.into(), token.clone());
     vars.insert(env::AO_HOME.into(), home.display().to_string());
     vars.insert("PATH".into(), path_var);
     // An older incarnation of this session (a restore, or a set-up that was
@@ -97,6 +99,7 @@ pub(crate) async fn setup(
         },
         prompt_evidence: PromptEvidence::default(),
         agent_session_id: Some(native.agent_session_id.clone()).filter(|s| !s.is_empty()),
+        session_token: Some(token),
         started_at_ms: unix_ms(SystemTime::now()),
         stuck_after_secs: spec.stuck_after.map(|d| d.as_secs()),
         env: spec.env.clone(),

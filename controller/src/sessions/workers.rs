@@ -17,7 +17,7 @@ use crate::loads::Loads;
 use crate::model::{
     Activity, NewEvent, Priority, SessionRecord, SessionStatus, WorkerRecord, WorkerState,
 };
-use crate::reconcile::{self, Report};
+use crate::reconcile::{self, AgentReport, Report};
 use crate::scheduler::{self, Candidate};
 use crate::store::encode;
 
@@ -236,6 +236,17 @@ impl Actor {
                 }
             }
             pb::worker_message::Msg::InputResult(r) => self.pending.input_result(worker, r),
+            pb::worker_message::Msg::AgentReport(r) => {
+                let r = AgentReport::from(r);
+                let Some(s) = self.session_copy(&r.session_id) else {
+                    return;
+                };
+                if s.worker.as_deref() != Some(worker) || s.epoch != r.epoch {
+                    return tracing::warn!(worker, session = %r.session_id, "refusing a stale agent report");
+                }
+                let (next, events) = reconcile::agent_report(&s, &r);
+                self.write_or_log(&[&next], events).await;
+            }
         }
     }
 
