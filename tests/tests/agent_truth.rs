@@ -28,11 +28,17 @@ impl Truth {
 
     /// `agents` are YAML lines added under `agents:`.
     fn with_agents(agent: &str, agents: &str) -> Self {
+        Self::with_config(agent, agents, "")
+    }
+
+    /// `top` are YAML lines added at the top level.
+    fn with_config(agent: &str, agents: &str, top: &str) -> Self {
         let stack = Stack::new();
         let config = std::fs::read_to_string(&stack.config)
             .unwrap()
             .replacen("agent: bot", &format!("agent: {agent}"), 1)
             .replacen("agents:\n", &format!("agents:\n{agents}"), 1);
+        let config = format!("{top}{config}");
         std::fs::write(&stack.config, config).unwrap();
         let root = stack.dir.path().to_path_buf();
         let gates = root.join("gates");
@@ -401,4 +407,33 @@ fn ao_report_speaks_for_its_own_session_only() {
         "{}",
         outside.stderr
     );
+}
+
+#[test]
+fn an_active_agent_silent_past_the_threshold_is_stuck_once_until_it_moves() {
+    let t = Truth::with_config(
+        "claude-code",
+        "",
+        "reactions:\n  agent-stuck:\n    threshold: 2s\n",
+    );
+    // The turn opens, then the agent waits at the `tool` gate: no record,
+    // no hook, no screen change.
+    let id = t
+        .stack
+        .spawn(&["app", "T-10", "--prompt", "run the tool please"]);
+    t.wait(&id, "active", &["hook", "transcript"]);
+    let s = t.stack.wait_field(&id, "status", "stuck");
+    assert_eq!(s["activity"], "active");
+    t.open("tool");
+    t.stack.wait_field(&id, "status", "working");
+    let stuck: Vec<Value> = t
+        .stack
+        .cli_events()
+        .into_iter()
+        .filter(|e| e["type"] == "session.stuck" && e["sessionId"] == id.as_str())
+        .collect();
+    assert_eq!(stuck.len(), 1, "{stuck:?}");
+    assert!(stuck[0]["message"]
+        .as_str()
+        .is_some_and(|m| m.contains("no sign of life")));
 }
