@@ -437,3 +437,17 @@ fn an_active_agent_silent_past_the_threshold_is_stuck_once_until_it_moves() {
         .as_str()
         .is_some_and(|m| m.contains("no sign of life")));
 }
+
+#[test]
+fn a_trust_dialog_ao_could_not_prevent_is_waiting_input_named() {
+    let t = Truth::new("claude-code");
+    // A state file ao must not rewrite (not JSON): Claude asks for trust.
+    std::fs::write(t.claude_dir.join(".claude.json"), "{ not json").unwrap();
+    let id = t.stack.spawn(&["app", "T-11", "--prompt", "first task"]);
+    let s = t.wait_for(&id, "waiting_input", &["screen"], "trust");
+    assert_eq!(s["status"], "needs_input");
+    assert_eq!(
+        std::fs::read_to_string(t.claude_dir.join(".claude.json")).unwrap(),
+        "{ not json"
+    );
+}
