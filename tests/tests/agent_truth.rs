@@ -451,3 +451,18 @@ fn a_trust_dialog_ao_could_not_prevent_is_waiting_input_named() {
         "{ not json"
     );
 }
+
+#[test]
+fn a_launch_prompt_the_agent_never_got_is_typed_in() {
+    let t = Truth::new("claude-code");
+    // The fake loses a command-line prompt with `drop-me` in it.
+    let id = t
+        .stack
+        .spawn(&["app", "T-12", "--prompt", "drop-me then finish"]);
+    let s = t.wait(&id, "ready", &["hook", "transcript"]);
+    let transcript = claude_project(&t.claude_dir, &worktree(&s))
+        .join(format!("{}.jsonl", s["agentSessionId"].as_str().unwrap()));
+    let text = std::fs::read_to_string(&transcript).expect("a transcript");
+    assert!(text.contains("drop-me then finish"), "{text}");
+    assert_eq!(text.matches("\"drop-me then finish\"").count(), 1, "{text}");
+}

@@ -14,6 +14,47 @@ use crate::runtime::Runtime;
 /// How long typed input may take to show on the screen.
 const ECHO_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// How long an agent given its prompt on the command line may show no sign
+/// of it (no prompt record, no hook, no dialog) before it is typed in; each
+/// next attempt waits twice as long.
+pub(crate) const PROMPT_GRACE: Duration = Duration::from_secs(4);
+/// Typed attempts before the session is errored for it.
+pub(crate) const PROMPT_ATTEMPTS: u32 = 3;
+
+/// What to do about a prompt the agent shows no sign of.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum PromptCheck {
+    /// It arrived, a dialog holds it up, or it is too early to tell.
+    Wait,
+    /// Type it in.
+    Retype,
+    /// It never arrived: the session is errored.
+    GiveUp,
+}
+
+/// Whether a prompt given at launch arrived: `since_start` of the agent,
+/// its output `quiet` for so long, `typed` attempts made, and whether the
+/// agent's records show a prompt or a dialog.
+pub(crate) fn check_prompt(
+    since_start: Duration,
+    quiet: Duration,
+    typed: u32,
+    seen: bool,
+    dialog: bool,
+) -> PromptCheck {
+    let due = PROMPT_GRACE * 2u32.saturating_pow(typed);
+    if seen || dialog || since_start < due || quiet < QUIET {
+        PromptCheck::Wait
+    } else if typed >= PROMPT_ATTEMPTS {
+        PromptCheck::GiveUp
+    } else {
+        PromptCheck::Retype
+    }
+}
+
+/// Output quiet this long means the agent waits for input.
+const QUIET: Duration = Duration::from_millis(1500);
+
 /// How far delivering the task prompt got. Each step is on disk before
 /// the step is taken, so a worker that dies in the middle knows what to
 /// check on the screen when it comes back: the prompt is typed once and
@@ -202,6 +243,49 @@ pub(crate) fn crash_point(name: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_lost_prompt_is_typed_with_backoff_then_given_up() {
+        let s = Duration::from_secs;
+        let quiet = s(2);
+        assert_eq!(
+            check_prompt(s(3), quiet, 0, false, false),
+            PromptCheck::Wait
+        );
+        assert_eq!(
+            check_prompt(s(4), quiet, 0, false, false),
+            PromptCheck::Retype
+        );
+        assert_eq!(
+            check_prompt(s(7), quiet, 1, false, false),
+            PromptCheck::Wait
+        );
+        assert_eq!(
+            check_prompt(s(8), quiet, 1, false, false),
+            PromptCheck::Retype
+        );
+        assert_eq!(
+            check_prompt(s(16), quiet, 2, false, false),
+            PromptCheck::Retype
+        );
+        assert_eq!(
+            check_prompt(s(32), quiet, 3, false, false),
+            PromptCheck::GiveUp
+        );
+        // Seen, held up by a dialog, or still printing: nothing to do.
+        assert_eq!(
+            check_prompt(s(60), quiet, 3, true, false),
+            PromptCheck::Wait
+        );
+        assert_eq!(
+            check_prompt(s(60), quiet, 3, false, true),
+            PromptCheck::Wait
+        );
+        assert_eq!(
+            check_prompt(s(60), Duration::from_millis(100), 0, false, false),
+            PromptCheck::Wait
+        );
+    }
 
     #[test]
     fn the_echo_needle_is_the_end_of_the_last_line_after_its_last_tab() {

@@ -9,8 +9,10 @@ use ao_proto::home::Home;
 use tokio::sync::oneshot;
 
 use crate::activity::Evidence;
+use crate::activity::TurnState;
+use crate::agent::Native;
 use crate::agent::{Launch, ScreenState};
-use crate::delivery::PromptStep;
+use crate::delivery::{check_prompt, PromptCheck, PromptStep};
 use crate::link_types::{Activity, Report, ReportState, Source};
 use crate::meta::SessionMeta;
 use crate::native::{AgentHomes, SignalSpec, Signals, ACTIVE_WINDOW};
@@ -85,12 +87,67 @@ pub(crate) struct LocalSession {
     pub(crate) reported: Option<(Reported, Instant)>,
     /// The agent's records, screen and process, folded into its activity.
     pub(crate) signals: Signals,
+    /// The launch prompt is watched for (see [`Self::check_prompt`]).
+    pub(crate) watch_prompt: bool,
+    pub(crate) prompt_typed: u32,
+    /// Why the prompt could not be delivered.
+    pub(crate) prompt_failed: Option<String>,
 }
 
 impl LocalSession {
     /// A session whose agent [`crate::setup::setup`] just started.
-    pub(crate) fn started(Started { meta, launch }: Started, home: &Home) -> Self {
-        Self::new(meta, launch, home, None, Instant::now())
+    pub(crate) fn started(
+        Started {
+            meta,
+            launch,
+            resumed,
+        }: Started,
+        home: &Home,
+    ) -> Self {
+        // A prompt on the command line can be swallowed (a dialog, a slow
+        // start): an agent whose records tell is watched for it.
+        let watch = launch.prompt_on_command_line && launch.native == Native::Claude && !resumed;
+        let mut l = Self::new(meta, launch, home, None, Instant::now());
+        l.watch_prompt = watch;
+        l
+    }
+
+    /// Types the launch prompt again when the agent's records show no
+    /// sign of it (backing off), and errors the session after the last
+    /// attempt.
+    pub(crate) fn check_prompt(&mut self, now: SystemTime) {
+        if !self.watch_prompt || self.exited.is_some() || self.prompt_pending {
+            return;
+        }
+        let seen = self.signals.tracker.turn() != TurnState::None;
+        let dialog = self
+            .signals
+            .evidence(now)
+            .is_some_and(|e| e.activity == Activity::WaitingInput);
+        let since_start = self.started.elapsed();
+        match check_prompt(
+            since_start,
+            self.last_output.elapsed(),
+            self.prompt_typed,
+            seen,
+            dialog,
+        ) {
+            PromptCheck::Wait => self.watch_prompt = !seen,
+            PromptCheck::Retype => {
+                tracing::warn!(session = %self.meta.session_id, attempt = self.prompt_typed + 1,
+                    "no sign of the prompt after {since_start:?}: typing it in");
+                self.prompt_typed += 1;
+                self.prompt_pending = true;
+                self.meta.prompt = PromptStep::Pending;
+            }
+            PromptCheck::GiveUp => {
+                self.watch_prompt = false;
+                self.prompt_failed = Some(format!(
+                    "the prompt never reached the agent (given at launch, then typed {} times)",
+                    self.prompt_typed
+                ));
+            }
+        }
     }
 
     /// A session found running (or ended) when the worker started.
@@ -138,6 +195,9 @@ impl LocalSession {
             dead_polls: 0,
             reported: None,
             signals,
+            watch_prompt: false,
+            prompt_typed: 0,
+            prompt_failed: None,
         }
     }
 
@@ -179,6 +239,8 @@ pub(crate) fn state_of(l: &LocalSession, now: SystemTime) -> (ReportState, Optio
     let evidence = l.signals.evidence(now);
     let state = if l.exited.is_some() {
         ReportState::Exited
+    } else if l.prompt_failed.is_some() {
+        ReportState::Errored
     } else {
         ReportState::Running
     };
@@ -225,7 +287,8 @@ pub(crate) fn report(
             .exited
             .as_ref()
             .map(|e| e.1.clone())
-            .filter(|r| !r.is_empty()),
+            .filter(|r| !r.is_empty())
+            .or_else(|| l.prompt_failed.clone()),
         worktree: Some(l.meta.worktree.clone()),
         branch: Some(l.meta.branch.clone()),
         attach_command: Some(runtime.attach_command(&l.meta.session_id)),

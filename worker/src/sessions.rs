@@ -711,6 +711,7 @@ impl Actor {
             if let Some(judged) = l.signals.look(&l.output.screen, &l.launch, quiet, now) {
                 l.screen = judged;
             }
+            l.check_prompt(now);
             if let Some(e) = l
                 .signals
                 .evidence(now)

@@ -20,6 +20,8 @@ use crate::workspace::{self, WorkspaceSpec};
 pub(crate) struct Started {
     pub(crate) meta: SessionMeta,
     pub(crate) launch: Launch,
+    /// The agent continues a conversation: no prompt was given.
+    pub(crate) resumed: bool,
 }
 
 /// Prepares the worktree, writes the prompt, resolves the agent and starts
@@ -117,7 +119,11 @@ pub(crate) async fn setup(
         .await
         .map_err(|e| ao_proto::error_chain(&e))?;
     meta.launched = true;
-    Ok(Started { meta, launch })
+    Ok(Started {
+        meta,
+        launch,
+        resumed: native.resume,
+    })
 }
 
 /// What a built-in agent needs before its start: its session id (Claude's
