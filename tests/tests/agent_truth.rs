@@ -466,3 +466,29 @@ fn a_launch_prompt_the_agent_never_got_is_typed_in() {
     assert!(text.contains("drop-me then finish"), "{text}");
     assert_eq!(text.matches("\"drop-me then finish\"").count(), 1, "{text}");
 }
+
+#[test]
+fn a_restored_codex_session_resumes_its_thread() {
+    let t = Truth::new("codex");
+    let id = t.stack.spawn(&["app", "T-13", "--prompt", "first task"]);
+    let first = t.wait(&id, "ready", &["transcript"]);
+    let thread = first["agentSessionId"]
+        .as_str()
+        .expect("the thread id")
+        .to_string();
+    t.stack.ao(&["session", "kill", &id]).ok();
+    t.stack.wait_field(&id, "status", "killed");
+    t.stack.ao(&["session", "restore", &id]).ok();
+    t.stack.wait_log(&id, &format!("resuming {thread}"));
+    t.send(&id, "second task");
+    // The same rollout file goes on: no second one.
+    let rollouts = poll(Duration::from_secs(20), || {
+        let files = walk(&t.codex_home.join("sessions"));
+        let text = std::fs::read_to_string(files.first()?).ok()?;
+        text.contains("Done: second task").then_some(files)
+    })
+    .expect("the second task in the first thread's rollout");
+    assert_eq!(rollouts.len(), 1, "{rollouts:?}");
+    let again = t.wait(&id, "ready", &["transcript"]);
+    assert_eq!(again["agentSessionId"], thread.as_str());
+}
