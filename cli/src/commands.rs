@@ -434,6 +434,12 @@ pub async fn restore(target: &Target, id: String) -> anyhow::Result<ExitCode> {
         .await
         .map_err(|s| target.err(s))?
         .into_inner();
+    let agent_session = Some(s.agent_session_id.as_str()).filter(|a| !a.is_empty());
+    eprintln!(
+        "restoring {}: {}",
+        s.id,
+        ao_proto::report::restore_plan(&s.agent, agent_session)
+    );
     Ok(if report_spawned(&s) {
         ExitCode::SUCCESS
     } else {

@@ -653,7 +653,9 @@ impl Actor {
         s.activity = None;
         s.exit_code = None;
         s.summary = Some("restoring".into());
-        let event = NewEvent::session("session.restored", Priority::Info, &s);
+        let plan = ao_proto::report::restore_plan(&s.agent, s.agent_session_id.as_deref());
+        let event = NewEvent::session("session.restored", Priority::Info, &s)
+            .message(format!("{} restored: {plan}", s.id));
         self.write(&[&s], vec![], vec![event]).await?;
         self.assign(&s);
         Ok(s)

@@ -46,6 +46,25 @@ impl AgentState {
     }
 }
 
+/// The built-in agents that can continue a conversation by its id (the
+/// session's `agentSessionId`); any other starts fresh on a restore.
+pub const RESUMABLE_AGENTS: &[&str] = &["claude-code", "codex"];
+
+/// What a restore of a session of `agent` does, in one sentence.
+pub fn restore_plan(agent: &str, agent_session_id: Option<&str>) -> String {
+    match (agent_session_id, RESUMABLE_AGENTS.contains(&agent)) {
+        (Some(id), true) => format!("{agent} resumes its conversation {id}"),
+        (None, true) => {
+            format!("{agent} starts fresh with the original prompt (it had no conversation yet)")
+        }
+        (_, false) => {
+            format!(
+                "{agent} starts fresh with the original prompt (it cannot resume a conversation)"
+            )
+        }
+    }
+}
+
 /// `ao report`'s request.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ReportRequest {
@@ -70,6 +89,16 @@ pub const MAX_REQUEST: u64 = 64 * 1024;
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_restore_says_whether_it_resumes() {
+        assert_eq!(
+            restore_plan("claude-code", Some("5f0c")),
+            "claude-code resumes its conversation 5f0c"
+        );
+        assert!(restore_plan("claude-code", None).contains("starts fresh"));
+        assert!(restore_plan("aider", Some("x")).contains("cannot resume"));
+    }
 
     #[test]
     fn states_parse_back_and_unknown_ones_are_named() {

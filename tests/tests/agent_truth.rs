@@ -305,7 +305,14 @@ fn a_restored_claude_session_resumes_its_conversation_even_after_a_reboot() {
     let uuid = first["agentSessionId"].as_str().unwrap().to_string();
     t.stack.ao(&["session", "kill", &id]).ok();
     t.stack.wait_field(&id, "status", "killed");
-    t.stack.ao(&["session", "restore", &id]).ok();
+    let restore = t.stack.ao(&["session", "restore", &id]).ok();
+    assert!(
+        restore
+            .stderr
+            .contains(&format!("claude-code resumes its conversation {uuid}")),
+        "{}",
+        restore.stderr
+    );
     t.stack.wait_log(&id, &format!("resuming {uuid}"));
     let again = t.wait(&id, "ready", &["process", "hook", "transcript"]);
     assert_eq!(again["agentSessionId"], uuid.as_str());

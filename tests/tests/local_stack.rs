@@ -153,7 +153,15 @@ fn kill_keeps_the_branch_and_restore_brings_the_session_back() {
     // Sending to a dead session is refused.
     assert_eq!(stack.ao(&["send", &id, "x"]).code, 1);
 
-    stack.ao(&["session", "restore", &id]).ok();
+    let restore = stack.ao(&["session", "restore", &id]).ok();
+    // A scripted agent has no conversation to resume, and ao says so.
+    assert!(
+        restore.stderr.contains(
+            "bot starts fresh with the original prompt (it cannot resume a conversation)"
+        ),
+        "{}",
+        restore.stderr
+    );
     let s = stack.wait_field(&id, "activity", "ready");
     assert_eq!(s["worktree"], worktree.as_str());
     assert_eq!(s["epoch"], 2);
@@ -162,7 +170,10 @@ fn kill_keeps_the_branch_and_restore_brings_the_session_back() {
     assert!(stack
         .events()
         .iter()
-        .any(|e| e["type"] == "session.restored"));
+        .any(|e| e["type"] == "session.restored"
+            && e["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("starts fresh"))));
 }
 
 #[test]
