@@ -87,10 +87,12 @@ impl Home {
         self.session_dir(session).join("terminal.log")
     }
 
-    /// What the agent's hooks and `ao report` say, one JSON line each,
-    /// appended by `ao hook` and read by the worker.
+    /// What the agent's hooks say, one JSON line each, appended by `ao
+    /// worker hook` and read by the worker; alone in its directory, which
+    /// the worker watches (the terminal log beside it would wake it at
+    /// every byte).
     pub fn hook_log(&self, session: &str) -> PathBuf {
-        self.session_dir(session).join("hooks.jsonl")
+        self.session_dir(session).join("hooks").join("hooks.jsonl")
     }
 
     /// The settings file that installs `ao`'s hooks into the session's

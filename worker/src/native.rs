@@ -108,6 +108,8 @@ pub(crate) struct Signals {
     screen_ready: bool,
     /// A change was notified in the records' directories.
     dirty: bool,
+    /// Where the records are (see [`Self::dirs`]).
+    dirs: Vec<PathBuf>,
     last_read: Option<Instant>,
 }
 
@@ -132,6 +134,7 @@ impl Signals {
             screen_seen: 0,
             screen_ready: false,
             dirty: true,
+            dirs: Vec::new(),
             last_read: None,
         }
     }
@@ -143,8 +146,26 @@ impl Signals {
         }
     }
 
-    /// The directories whose changes may hold something new to read.
-    pub(crate) fn dirs(&self) -> Vec<PathBuf> {
+    /// The directories whose changes may hold something new to read (kept
+    /// up to date by [`Self::read_records`]).
+    pub(crate) fn dirs(&self) -> &[PathBuf] {
+        &self.dirs
+    }
+
+    /// Whether a change at `path` may be news for this session.
+    pub(crate) fn wants(&self, path: &Path) -> bool {
+        path == self.hooks.path()
+            || match &self.transcript {
+                Some(t) => path == t.tail().path(),
+                None => path
+                    .parent()
+                    .is_some_and(|d| self.dirs.iter().any(|w| w == d)),
+            }
+    }
+
+    /// Where the records are, or will appear: the hook log's directory, and
+    /// the transcript's (Claude's project directory; Codex's day directory).
+    fn find_dirs(&self) -> Vec<PathBuf> {
         let mut dirs: Vec<PathBuf> = self
             .hooks
             .path()
@@ -160,7 +181,10 @@ impl Signals {
                     &self.worktree,
                 ));
             }
-            (None, Native::Codex) => dirs.push(self.homes.codex_home.join("sessions")),
+            (None, Native::Codex) => {
+                let today = chrono::Local::now().format("%Y/%m/%d").to_string();
+                dirs.push(self.homes.codex_home.join("sessions").join(today));
+            }
             (None, Native::Screen) => {}
         }
         dirs
@@ -223,6 +247,7 @@ impl Signals {
         self.dirty = false;
         self.last_read = Some(now);
         self.find_transcript();
+        self.dirs = self.find_dirs();
         for o in self
             .transcript
             .as_mut()

@@ -8,7 +8,7 @@
 //! its inventory.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -626,7 +626,7 @@ impl Actor {
         let wanted: HashSet<PathBuf> = self
             .sessions
             .values()
-            .flat_map(|l| l.signals.dirs())
+            .flat_map(|l| l.signals.dirs().iter().cloned())
             .collect();
         for dir in wanted.difference(&self.watched) {
             if let Err(e) = watcher.watch(dir) {
@@ -649,12 +649,10 @@ impl Actor {
     /// A file changed in a watched directory: the sessions that read there
     /// look now.
     async fn changed(&mut self, path: PathBuf) {
-        let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
         let ids: Vec<String> = self
             .sessions
             .iter_mut()
-            .filter(|(_, l)| l.exited.is_none())
-            .filter(|(_, l)| l.signals.dirs().iter().any(|d| *d == dir || *d == path))
+            .filter(|(_, l)| l.exited.is_none() && l.signals.wants(&path))
             .map(|(id, l)| {
                 l.signals.touched();
                 id.clone()

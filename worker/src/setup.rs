@@ -52,8 +52,15 @@ pub(crate) async fn setup(
     let branch = workspace::current_branch(&worktree)
         .await
         .unwrap_or_else(|| spec.branch.clone());
-    let dir = home.session_dir(id);
-    ao_proto::home::create_private_dir(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    for dir in [
+        home.session_dir(id),
+        home.hook_log(id)
+            .parent()
+            .map(Into::into)
+            .unwrap_or_default(),
+    ] {
+        ao_proto::home::create_private_dir(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    }
     let prompt_path = home.prompt_file(id);
     ao_proto::home::write_private(&prompt_path, spec.prompt.as_bytes())
         .map_err(|e| format!("{}: {e}", prompt_path.display()))?;
