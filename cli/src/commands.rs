@@ -162,7 +162,7 @@ impl Target {
         Ok(())
     }
 
-    fn err(&self, s: tonic::Status) -> anyhow::Error {
+    pub(crate) fn err(&self, s: tonic::Status) -> anyhow::Error {
         status_error(&self.addr(), s)
     }
 }
@@ -212,7 +212,7 @@ pub fn warn_unimplemented_startup_config(home: &Home) {
 }
 
 /// Prints `SESSION=<id>`; fails when the agent could not start.
-fn report_spawned(s: &pb::Session) -> bool {
+pub(crate) fn report_spawned(s: &pb::Session) -> bool {
     println!("SESSION={}", s.id);
     match (s.status.as_str(), s.exit_code) {
         // The agent ran and was done at once: said, not a failure.

@@ -8,10 +8,12 @@
 //! - [`commands`]: every command that talks to a running controller.
 //! - [`render`]: tables and JSON for people and scripts.
 //! - [`doctor`]: `ao doctor`.
+//! - [`lifecycle`]: `ao start`/`stop`, a project's stack and orchestrator agent.
 
 mod attach;
 mod commands;
 mod doctor;
+mod lifecycle;
 mod render;
 mod stack;
 
@@ -57,6 +59,25 @@ enum Command {
     },
     /// Stop the local stack; agent sessions keep running and are re-adopted by the next `ao up`.
     Down,
+    /// Bring up the local stack if none runs (as `ao up -d`), apply the config, and start (or
+    /// find) the project's orchestrator agent session.
+    Start {
+        /// The project (default: the only one configured).
+        project: Option<String>,
+        /// Only the stack and the config: no orchestrator session.
+        #[arg(long)]
+        no_orchestrator: bool,
+        #[command(flatten)]
+        store: StoreArgs,
+        #[command(flatten)]
+        cluster: ClusterArgs,
+    },
+    /// Kill the project's sessions (restorable with `ao session restore`); with no project,
+    /// every project's, then stop the local stack.
+    Stop {
+        /// The project (default: all, and the stack too).
+        project: Option<String>,
+    },
     /// Validate a config file and send it to the controller.
     Apply {
         /// The config file (agent-orchestrator.yaml).
@@ -543,6 +564,22 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             .await
             .and(ok),
         Command::Down => stack::down(&target).await.map(|()| ExitCode::SUCCESS),
+        Command::Start {
+            project,
+            no_orchestrator,
+            store,
+            cluster,
+        } => {
+            lifecycle::start(
+                &home,
+                &target,
+                project,
+                !no_orchestrator,
+                (&store, &cluster),
+            )
+            .await
+        }
+        Command::Stop { project } => lifecycle::stop(&target, project).await.and(ok),
         Command::Controller(ControllerCommand::Run { store, cluster }) => {
             stack::controller_only(&home, &store, &cluster)
                 .await

@@ -43,6 +43,8 @@ pub fn session_value(s: &pb::Session) -> Value {
         "activitySince": opt(&s.activity_since),
         "activityDetail": opt(&s.activity_detail),
         "agentSessionId": opt(&s.agent_session_id),
+        // A controller from before roles sends none: its sessions are workers'.
+        "role": if s.role.is_empty() { "worker" } else { s.role.as_str() },
     })
 }
 
@@ -444,6 +446,7 @@ mod tests {
         assert_eq!(v["id"], "app-1");
         assert_eq!(v["status"], "working");
         assert!(v["activity"].is_null() && v["pr"].is_null() && v["prNumber"].is_null());
+        assert_eq!(v["role"], "worker");
     }
 
     #[test]

@@ -34,8 +34,9 @@ pub use load::{
 };
 pub use nesting::MAX_NESTING;
 pub use schema::{
-    AgentConfig, Config, Defaults, NotificationRouting, PluginConfig, Priority, ProjectConfig,
-    ReactionAction, ReactionConfig, AGENT_STUCK, BUILTIN_AGENTS, DEFAULT_STUCK_THRESHOLD,
+    AgentConfig, Config, Defaults, NotificationRouting, OrchestratorConfig, PluginConfig, Priority,
+    ProjectConfig, ReactionAction, ReactionConfig, AGENT_STUCK, BUILTIN_AGENTS,
+    DEFAULT_STUCK_THRESHOLD,
 };
 pub use unacted::unimplemented_keys;
 pub use validate::validate_parsed;

@@ -15,7 +15,8 @@ use crate::cluster::AdminRecord;
 use crate::config::{AgentConfig, ProjectConfig};
 use crate::handle::{BatchOutcome, SpawnArgs, WorkerView};
 use crate::model::{
-    rfc3339, Activity, ActivitySource, EventRecord, SessionRecord, WorkerRecord, SCHEMA_VERSION,
+    rfc3339, Activity, ActivitySource, EventRecord, SessionRecord, SessionRole, WorkerRecord,
+    SCHEMA_VERSION,
 };
 use crate::reconcile::{AgentReport, Evidence, Report, ReportState};
 
@@ -149,6 +150,8 @@ pub fn assign(
             env: env.into_iter().collect(),
             stuck_after_secs: stuck_after.as_secs(),
             agent_session_id: s.agent_session_id.clone().unwrap_or_default(),
+            // The orchestrator works in the repository itself.
+            in_repository: s.role == SessionRole::Orchestrator,
         }),
         epoch: s.epoch,
     }
@@ -257,6 +260,7 @@ pub fn session_to_pb(s: &SessionRecord) -> pb::Session {
                 detail: c.detail.clone().unwrap_or_default(),
             })
             .collect(),
+        role: s.role.as_str().into(),
     }
 }
 

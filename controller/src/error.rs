@@ -13,6 +13,8 @@ pub enum ControllerError {
     NoConfig,
     #[error("unknown project `{id}` (known: {known})")]
     UnknownProject { id: String, known: String },
+    #[error("several projects are configured: name one of {known}")]
+    ProjectNeeded { known: String },
     #[error("unknown session `{id}`")]
     UnknownSession { id: String },
     #[error("unknown agent `{name}`: not built in and not under `agents:` in the config")]

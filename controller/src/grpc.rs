@@ -41,6 +41,7 @@ impl From<ControllerError> for Status {
             }
             ControllerError::SessionExists { .. } => Status::aborted(msg),
             ControllerError::InvalidConfig(_)
+            | ControllerError::ProjectNeeded { .. }
             | ControllerError::InvalidBranch(_)
             | ControllerError::ControlBytes(_)
             | ControllerError::TooLarge(_) => Status::invalid_argument(msg),
@@ -205,6 +206,21 @@ impl pb::controller_server::Controller for ControllerService {
         let s = self.handle.spawn(convert::spawn_args(r), wait).await?;
         Ok(Response::new(pb::SpawnResponse {
             session: Some(convert::session_to_pb(&s)),
+        }))
+    }
+
+    async fn start_orchestrator(
+        &self,
+        req: Request<pb::StartOrchestratorRequest>,
+    ) -> Result<Response<pb::StartOrchestratorResponse>, Status> {
+        let r = req.into_inner();
+        let started = self
+            .handle
+            .start_orchestrator(convert::non_empty(r.project_id), r.wait)
+            .await?;
+        Ok(Response::new(pb::StartOrchestratorResponse {
+            session: Some(convert::session_to_pb(&started.session)),
+            existing: started.existing,
         }))
     }
 

@@ -128,6 +128,14 @@ impl SpawnArgs {
     }
 }
 
+/// The orchestrator session `ao start` asked for.
+#[derive(Debug, Clone)]
+pub struct OrchestratorStart {
+    pub session: SessionRecord,
+    /// It was running already: nothing was started.
+    pub existing: bool,
+}
+
 /// An open tunnel from a worker: its data, and a guard whose drop ends it.
 pub struct Tunnel {
     pub inbound: Streaming<pb::TunnelUp>,
@@ -141,6 +149,8 @@ type Reply<T> = oneshot::Sender<Result<T, ControllerError>>;
 pub(crate) enum Command {
     Apply(Box<Config>, Reply<Vec<String>>),
     Spawn(SpawnArgs, Reply<SessionRecord>),
+    /// The project (`None`: the only one).
+    StartOrchestrator(Option<String>, Reply<OrchestratorStart>),
     BatchSpawn(
         String,
         Vec<String>,
@@ -260,6 +270,26 @@ impl ControllerHandle {
         }
         let s = self.settled(s).await;
         Ok(self.past_early_exit(s, early_exit_deadline()).await)
+    }
+
+    /// Starts the orchestrator session of `project` (`None`: the only one
+    /// configured), restores it when it is dead, or finds it when it runs;
+    /// with `wait`, a started one is returned once its agent runs or failed.
+    ///
+    /// # Errors
+    /// No such project (or several and none given), an unknown
+    /// `orchestrator.agent`, or the store.
+    pub async fn start_orchestrator(
+        &self,
+        project: Option<String>,
+        wait: bool,
+    ) -> Result<OrchestratorStart, ControllerError> {
+        let mut started = self.ask(|r| Command::StartOrchestrator(project, r)).await?;
+        if wait && !started.existing {
+            let s = self.settled(started.session).await;
+            started.session = self.past_early_exit(s, early_exit_deadline()).await;
+        }
+        Ok(started)
     }
 
     /// # Errors

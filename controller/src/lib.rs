@@ -21,6 +21,7 @@
 //! - [`liveness`]: when each worker last spoke, and what its silence means.
 //! - [`defaults`]: a new session's branch and prompt when its spawn gives none.
 //! - [`spawning`]: a new session's record from its spawn and the config.
+//! - [`orchestrator`]: a project's orchestrator session (`ao start`) and its prompt.
 //! - [`scheduler`]: placement of sessions on workers.
 //! - [`loads`]: live sessions per worker, project and issue, kept as they change.
 //! - [`pending`]: inputs and tunnels asked of workers, until they answer.
@@ -46,6 +47,7 @@ pub mod leader;
 pub mod liveness;
 pub mod loads;
 pub mod model;
+pub mod orchestrator;
 pub mod pending;
 pub mod reconcile;
 pub mod scheduler;

@@ -5,13 +5,14 @@
 
 use std::collections::{BTreeSet, HashMap};
 
-use crate::model::SessionRecord;
+use crate::model::{SessionRecord, SessionRole};
 
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Loads {
     /// Live sessions placed on each worker.
     by_worker: HashMap<String, u32>,
-    /// Live sessions placed for each project (its `capacity`).
+    /// Live sessions placed for each project (its `capacity`), its
+    /// orchestrator left out: it works on no task.
     by_project: HashMap<String, u32>,
     /// Live sessions by project and issue.
     by_issue: HashMap<(String, String), BTreeSet<String>>,
@@ -20,6 +21,11 @@ pub struct Loads {
 /// A session that takes a place on its worker.
 fn placed(s: &SessionRecord) -> Option<&str> {
     s.worker.as_deref().filter(|_| !s.status.is_ended())
+}
+
+/// A session that takes a place in its project's `capacity`.
+fn placed_in_project(s: &SessionRecord) -> bool {
+    placed(s).is_some() && s.role != SessionRole::Orchestrator
 }
 
 fn issue_key(s: &SessionRecord) -> Option<(String, String)> {
@@ -42,6 +48,8 @@ impl Loads {
         if let Some(old) = old {
             if let Some(worker) = placed(old) {
                 decrement(&mut self.by_worker, worker);
+            }
+            if placed_in_project(old) {
                 decrement(&mut self.by_project, &old.project_id);
             }
             if let Some(key) = issue_key(old) {
@@ -55,6 +63,8 @@ impl Loads {
         }
         if let Some(worker) = placed(new) {
             *self.by_worker.entry(worker.to_string()).or_default() += 1;
+        }
+        if placed_in_project(new) {
             *self.by_project.entry(new.project_id.clone()).or_default() += 1;
         }
         if let Some(key) = issue_key(new) {
@@ -78,9 +88,9 @@ impl Loads {
             .map(String::as_str)
     }
 
-    /// Whether `s` as stored counts toward its worker and project.
-    pub fn counts(s: &SessionRecord) -> bool {
-        placed(s).is_some()
+    /// Whether `s` as stored counts toward its project's `capacity`.
+    pub fn counts_in_project(s: &SessionRecord) -> bool {
+        placed_in_project(s)
     }
 }
 
@@ -126,5 +136,17 @@ mod tests {
         assert_eq!((loads.on_worker("w2"), loads.of_project("app")), (1, 1));
         assert_eq!(loads.live_for_issue("app", "I-a"), None);
         assert_eq!(loads, Loads::of([&a2, &b2]));
+    }
+
+    #[test]
+    fn an_orchestrator_takes_a_place_on_its_worker_not_in_its_project() {
+        let o = SessionRecord {
+            role: SessionRole::Orchestrator,
+            issue_id: None,
+            ..session("app-orchestrator", Some("w1"), SessionStatus::Working)
+        };
+        let loads = Loads::of([&o]);
+        assert_eq!((loads.on_worker("w1"), loads.of_project("app")), (1, 0));
+        assert!(!Loads::counts_in_project(&o));
     }
 }

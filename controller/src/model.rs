@@ -15,10 +15,10 @@ pub fn rfc3339(t: &DateTime<Utc>) -> String {
 }
 
 macro_rules! contract_enum {
-    ($(#[$meta:meta])* $name:ident { $($variant:ident => $s:literal),+ $(,)? }) => {
+    ($(#[$meta:meta])* $name:ident { $($(#[$vmeta:meta])* $variant:ident => $s:literal),+ $(,)? }) => {
         $(#[$meta])*
         #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-        pub enum $name { $(#[serde(rename = $s)] $variant),+ }
+        pub enum $name { $($(#[$vmeta])* #[serde(rename = $s)] $variant),+ }
 
         impl $name {
             pub fn as_str(self) -> &'static str {
@@ -76,6 +76,14 @@ contract_enum!(
 );
 
 contract_enum!(
+    /// What a session is for (`role`): an agent on a task, or the
+    /// project's orchestrator agent, which `batch-spawn` and the project's
+    /// `capacity` leave out.
+    #[derive(Default)]
+    SessionRole { #[default] Worker => "worker", Orchestrator => "orchestrator" }
+);
+
+contract_enum!(
     /// Event priority, which routes notifications.
     Priority { Urgent => "urgent", Action => "action", Warning => "warning", Info => "info" }
 );
@@ -129,6 +137,9 @@ pub struct SessionRecord {
     /// The last [`ACTIVITY_HISTORY`] changes of activity, oldest first.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub activity_history: Vec<ActivityChange>,
+    /// Records written before roles existed are workers' sessions.
+    #[serde(default)]
+    pub role: SessionRole,
 }
 
 /// How many activity changes a session keeps.
@@ -190,6 +201,7 @@ impl SessionRecord {
             activity_detail: None,
             agent_session_id: None,
             activity_history: Vec::new(),
+            role: SessionRole::Worker,
         }
     }
 

@@ -9,9 +9,11 @@
 //! changes and events.
 //!
 //! Here: its state, its commands and the write path. Its link-facing
-//! methods are in `workers`, its background chores in `upkeep`; the pure
-//! steps it takes are beside it ([`crate::commit`], [`crate::spawning`],
-//! [`crate::reconcile`], [`crate::liveness`], [`crate::pending`]).
+//! methods are in `workers`, its background chores in `upkeep`, `ao
+//! start`'s orchestrator session in `orchestrator`; the pure steps it takes
+//! are beside it ([`crate::commit`], [`crate::spawning`],
+//! [`crate::orchestrator`], [`crate::reconcile`], [`crate::liveness`],
+//! [`crate::pending`]).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
@@ -43,6 +45,7 @@ use crate::spawning;
 use crate::store::{decode, encode, Store, StoreError};
 use crate::stored::{Loaded, StoredConfig};
 
+mod orchestrator;
 mod upkeep;
 mod workers;
 
@@ -263,6 +266,9 @@ impl Actor {
             }
             Command::Spawn(args, reply) => {
                 let _ = reply.send(self.spawn(args).await);
+            }
+            Command::StartOrchestrator(project, reply) => {
+                let _ = reply.send(self.start_orchestrator(project).await);
             }
             Command::BatchSpawn(project, issues, agent, reply) => {
                 let _ = reply.send(self.batch_spawn(project, issues, agent).await);
@@ -503,9 +509,24 @@ impl Actor {
         // `write` checks a session key it holds no revision of as absent, so
         // a record this controller has not seen is refused, never overwritten.
         let taken = |id: &str| self.revs.contains_key(&keys::session(id));
-        let (n, mut s) = spawning::new_session(self.config()?, &args, last, taken, Utc::now())?;
+        let (n, s) = spawning::new_session(self.config()?, &args, last, taken, Utc::now())?;
+        let counter = (keys::counter(&args.project_id), Some(encode(&n)));
+        let s = self.create(s, vec![counter]).await?;
+        self.counters.insert(args.project_id, n);
+        Ok(s)
+    }
+
+    /// Places, writes (with `extra` keys) and assigns a new session.
+    ///
+    /// # Errors
+    /// Its assignment is over the link's limit, or the store refused (an id
+    /// already taken there is [`ControllerError::SessionExists`]).
+    async fn create(
+        &mut self,
+        mut s: SessionRecord,
+        extra: Vec<(String, Option<Vec<u8>>)>,
+    ) -> Result<SessionRecord, ControllerError> {
         let id = s.id.clone();
-        let counter_key = keys::counter(&args.project_id);
         // What the worker will be sent must fit its link: an assignment it
         // cannot read would break the link of every session on it.
         // Built once: measured here, sent after the write.
@@ -525,10 +546,7 @@ impl Actor {
             }
         }
         let event = NewEvent::session("session.spawned", Priority::Info, &s);
-        match self
-            .write(&[&s], vec![(counter_key, Some(encode(&n)))], vec![event])
-            .await
-        {
+        match self.write(&[&s], extra, vec![event]).await {
             Err(ControllerError::Store(StoreError::Conflict { key }))
                 if key == keys::session(&id) =>
             {
@@ -536,7 +554,6 @@ impl Actor {
             }
             written => written?,
         }
-        self.counters.insert(args.project_id, n);
         if let Some(msg) = assignment {
             self.to_worker(s.worker.as_deref(), msg);
         }

@@ -21,17 +21,30 @@ pub(crate) fn project<'a>(
         .get(id)
         .ok_or_else(|| ControllerError::UnknownProject {
             id: id.to_string(),
-            known: if config.projects.is_empty() {
-                "none".into()
-            } else {
-                config
-                    .projects
-                    .keys()
-                    .cloned()
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            },
+            known: known_projects(config),
         })
+}
+
+/// The runtime sessions of `project` run in: its own, else `defaults`', else tmux.
+pub(crate) fn runtime(config: &Config, project: &ProjectConfig) -> String {
+    project
+        .runtime
+        .clone()
+        .or_else(|| config.defaults.runtime.clone())
+        .unwrap_or_else(|| "tmux".into())
+}
+
+/// The configured projects' ids for a message: `app, web`, or `none`.
+pub(crate) fn known_projects(config: &Config) -> String {
+    if config.projects.is_empty() {
+        return "none".into();
+    }
+    config
+        .projects
+        .keys()
+        .cloned()
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// A new session for `args` (already [checked](SpawnArgs::check)): the number after `last` (the project's
@@ -59,11 +72,7 @@ pub(crate) fn new_session(
         return Err(ControllerError::UnknownAgent { name: agent });
     }
     let prefix = project.session_prefix(&args.project_id);
-    let runtime = project
-        .runtime
-        .clone()
-        .or_else(|| config.defaults.runtime.clone())
-        .unwrap_or_else(|| "tmux".into());
+    let runtime = runtime(config, project);
     let mut labels = project.labels.clone();
     labels.extend(args.labels.clone());
     let mut n = last + 1;

@@ -33,4 +33,7 @@ pub struct SessionSpec {
     pub stuck_after: Option<std::time::Duration>,
     /// The agent's session a new epoch continues, where the agent can.
     pub agent_session_id: Option<String>,
+    /// Run in `repo_path` itself, not in a worktree of its own (the
+    /// orchestrator agent): no worktree, no symlinks, no `postCreate`.
+    pub in_repository: bool,
 }

@@ -72,6 +72,7 @@ impl TryFrom<pb::SessionSpec> for SessionSpec {
             stuck_after: (s.stuck_after_secs > 0)
                 .then(|| std::time::Duration::from_secs(s.stuck_after_secs)),
             agent_session_id: non_empty(s.agent_session_id),
+            in_repository: s.in_repository,
         })
     }
 }

@@ -35,20 +35,31 @@ pub(crate) async fn setup(
     epoch: u64,
 ) -> Result<Started, String> {
     let id = &spec.session_id;
-    let worktree = home.worktree(&spec.project_id, id);
-    workspace::prepare(
-        &WorkspaceSpec {
-            repo: &spec.repo_path,
-            path: &worktree,
-            branch: &spec.branch,
-            base: &spec.default_branch,
-            symlinks: &spec.symlinks,
-            post_create: &spec.post_create,
-        },
-        locks,
-    )
-    .await
-    .map_err(|e| ao_proto::error_chain(&e))?;
+    let worktree = if spec.in_repository {
+        if !spec.repo_path.is_dir() {
+            return Err(format!(
+                "the repository {} is not a directory on worker {worker_id}",
+                spec.repo_path.display()
+            ));
+        }
+        spec.repo_path.clone()
+    } else {
+        let worktree = home.worktree(&spec.project_id, id);
+        workspace::prepare(
+            &WorkspaceSpec {
+                repo: &spec.repo_path,
+                path: &worktree,
+                branch: &spec.branch,
+                base: &spec.default_branch,
+                symlinks: &spec.symlinks,
+                post_create: &spec.post_create,
+            },
+            locks,
+        )
+        .await
+        .map_err(|e| ao_proto::error_chain(&e))?;
+        worktree
+    };
     let branch = workspace::current_branch(&worktree)
         .await
         .unwrap_or_else(|| spec.branch.clone());
@@ -84,7 +95,7 @@ pub(crate) async fn setup(
     let token = new_uuid().replace('-', "");
     vars.insert(env::AO_SESSION_TOKEN.into(), token.clone());
     vars.insert(env::AO_HOME.into(), home.display().to_string());
-    vars.insert("PATH".into(), path_var);
+    vars.insert("PATH".into(), with_ao_first(&path_var));
     // An older incarnation of this session (a restore, or a set-up that was
     // overtaken) must not linger beside the new one.
     runtime
@@ -195,6 +206,27 @@ fn prepare_native(
     }
 }
 
+/// `path_var` with the directory of the `ao` that runs this worker first,
+/// unless it is on it already (an installed `ao`: the order of the user's
+/// `PATH` stays): `ao status`, `ao spawn`, `ao send` typed in a session (by
+/// the orchestrator agent, say) then run, and reach this stack through
+/// `AO_HOME`.
+fn with_ao_first(path_var: &str) -> String {
+    let Some(dir) = std::env::current_exe()
+        .ok()
+        .and_then(|exe| exe.parent().map(std::path::Path::to_path_buf))
+    else {
+        return path_var.to_string();
+    };
+    if std::env::split_paths(path_var).any(|p| p == dir) {
+        return path_var.to_string();
+    }
+    if path_var.is_empty() {
+        return dir.display().to_string();
+    }
+    format!("{}:{path_var}", dir.display())
+}
+
 /// A random (version 4) UUID.
 fn new_uuid() -> String {
     let mut b = [0u8; 16];
@@ -212,4 +244,19 @@ fn new_uuid() -> String {
         &h[16..20],
         &h[20..]
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::with_ao_first;
+
+    #[test]
+    fn the_ao_directory_comes_first_once() {
+        let exe = std::env::current_exe().unwrap();
+        let dir = exe.parent().unwrap().display().to_string();
+        assert_eq!(with_ao_first("/usr/bin"), format!("{dir}:/usr/bin"));
+        assert_eq!(with_ao_first(""), dir);
+        let already = format!("/usr/bin:{dir}");
+        assert_eq!(with_ao_first(&already), already);
+    }
 }

@@ -391,6 +391,12 @@ notificationRouting:
             ),
             ("defaults:\n  agent: gpt\n", "defaults.agent", 2, "unknown agent `gpt`"),
             (
+                "orchestrator:\n  agent: gpt\n",
+                "orchestrator.agent",
+                2,
+                "unknown agent `gpt`",
+            ),
+            (
                 "agents:\n  mybot:\n    command: bot\n    readyPattern: ok\n    inputPattern: '(y/n'\n",
                 "agents.mybot.inputPattern",
                 5,

@@ -29,6 +29,15 @@ pub struct Config {
     pub orchestrator_rules: Option<String>,
     pub agent_rules: Option<String>,
     pub labels: BTreeMap<String, String>,
+    pub orchestrator: OrchestratorConfig,
+}
+
+/// The orchestrator agent that `ao start` runs in each project's repository.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct OrchestratorConfig {
+    /// A built-in agent or one of `agents` (default `claude-code`).
+    pub agent: Option<String>,
 }
 
 /// Plugin choices that apply to every project that does not override them.
@@ -140,6 +149,14 @@ impl Config {
             .flatten()
             .find_map(|r| threshold(r).and_then(Result::ok))
             .unwrap_or(DEFAULT_STUCK_THRESHOLD)
+    }
+
+    /// The agent the orchestrator session runs: `orchestrator.agent`, else `claude-code`.
+    pub fn orchestrator_agent(&self) -> String {
+        self.orchestrator
+            .agent
+            .clone()
+            .unwrap_or_else(|| DEFAULT_AGENT.to_owned())
     }
 
     /// The agent a new session of `project_id` runs: project, then `defaults`, then `claude-code`.

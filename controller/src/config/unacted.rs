@@ -46,7 +46,6 @@ pub fn unimplemented_keys(config: &Config) -> Vec<String> {
             "notificationRouting",
             config.notification_routing != NotificationRouting::default(),
         ),
-        ("orchestratorRules", config.orchestrator_rules.is_some()),
         ("agentRules", config.agent_rules.is_some()),
         ("labels", !config.labels.is_empty()),
     ];
@@ -66,7 +65,6 @@ pub fn unimplemented_keys(config: &Config) -> Vec<String> {
             ("agentConfig", !project.agent_config.is_empty()),
             ("agentRules", project.agent_rules.is_some()),
             ("agentRulesFile", project.agent_rules_file.is_some()),
-            ("orchestratorRules", project.orchestrator_rules.is_some()),
             ("orchestratorModel", project.orchestrator_model.is_some()),
             ("reactions", unacted_reactions(&project.reactions)),
         ];

@@ -58,6 +58,10 @@ pub(super) fn validate(config: &Config, locator: &Locator<'_>) -> Result<(), Con
     };
 
     check_agent(&["defaults", "agent"], config.defaults.agent.as_ref())?;
+    check_agent(
+        &["orchestrator", "agent"],
+        config.orchestrator.agent.as_ref(),
+    )?;
     check_notifiers(&["defaults", "notifiers"], &config.defaults.notifiers)?;
     let routing = &config.notification_routing;
     for (priority, names) in [

@@ -15,7 +15,8 @@ use crate::keys;
 use crate::liveness::{self, LinkMeta, Worker, WorkerConn};
 use crate::loads::Loads;
 use crate::model::{
-    Activity, NewEvent, Priority, SessionRecord, SessionStatus, WorkerRecord, WorkerState,
+    Activity, NewEvent, Priority, SessionRecord, SessionRole, SessionStatus, WorkerRecord,
+    WorkerState,
 };
 use crate::reconcile::{self, AgentReport, Report};
 use crate::scheduler::{self, Candidate};
@@ -483,9 +484,16 @@ impl Actor {
             .config
             .as_ref()
             .and_then(|c| c.projects.get(&s.project_id));
-        if let Some(cap) = project.and_then(|p| p.capacity) {
+        // The orchestrator works on no task: the project's capacity is for those that do.
+        let capacity = project
+            .and_then(|p| p.capacity)
+            .filter(|_| s.role != SessionRole::Orchestrator);
+        if let Some(cap) = capacity {
             // Not counting the session itself, should it hold a place already.
-            let itself = self.sessions.get(&s.id).is_some_and(|o| Loads::counts(o));
+            let itself = self
+                .sessions
+                .get(&s.id)
+                .is_some_and(|o| Loads::counts_in_project(o));
             let live = self.loads.of_project(&s.project_id) - u32::from(itself);
             if live >= cap {
                 return Err(format!(

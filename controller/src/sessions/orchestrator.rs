@@ -1,0 +1,43 @@
+//! The actor's side of `ao start`: find the project's orchestrator session,
+//! bring it back when it is dead, or create it.
+
+use chrono::Utc;
+
+use super::Actor;
+use crate::error::ControllerError;
+use crate::handle::OrchestratorStart;
+use crate::model::{Activity, SessionRecord};
+use crate::orchestrator;
+
+impl Actor {
+    /// One orchestrator session per project, never two: the one that runs
+    /// is returned as it is.
+    pub(super) async fn start_orchestrator(
+        &mut self,
+        project: Option<String>,
+    ) -> Result<OrchestratorStart, ControllerError> {
+        let config = self.config()?;
+        let project_id = orchestrator::project_id(config, project.as_deref())?;
+        let id = orchestrator::session_id(config, &project_id)?;
+        if let Some(s) = self.sessions.get(&id) {
+            let dead = s.status.is_ended() || s.activity == Some(Activity::Exited);
+            if !dead {
+                return Ok(OrchestratorStart {
+                    session: SessionRecord::clone(s),
+                    existing: true,
+                });
+            }
+            let session = self.restore(&id).await?;
+            return Ok(OrchestratorStart {
+                session,
+                existing: false,
+            });
+        }
+        let s = orchestrator::new_session(config, &project_id, Utc::now())?;
+        let session = self.create(s, Vec::new()).await?;
+        Ok(OrchestratorStart {
+            session,
+            existing: false,
+        })
+    }
+}
