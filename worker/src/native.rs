@@ -106,6 +106,9 @@ pub(crate) struct Signals {
     screen_seen: u64,
     /// The screen shows the ready pattern (agents known by their screen).
     screen_ready: bool,
+    /// The error the screen shows the last turn ended on, while it shows
+    /// the ready pattern.
+    screen_failure: Option<String>,
     /// A change was notified in the records' directories.
     dirty: bool,
     /// Where the records are (see [`Self::dirs`]).
@@ -133,6 +136,7 @@ impl Signals {
             gone_polls: 0,
             screen_seen: 0,
             screen_ready: false,
+            screen_failure: None,
             dirty: true,
             dirs: Vec::new(),
             last_read: None,
@@ -318,6 +322,10 @@ impl Signals {
                 dialog = dialog.or_else(|| last_line(&lines).map(str::to_string));
             }
             self.screen_ready = judged == ScreenState::Ready;
+            self.screen_failure = self
+                .screen_ready
+                .then(|| screen::failure(&self.agent, &lines))
+                .flatten();
         }
         self.tracker.screen(now, dialog);
         if self.native == Native::Screen {
@@ -327,11 +335,14 @@ impl Signals {
     }
 
     /// The turn of an agent known by its screen only: its ready pattern
-    /// closes it; new output opens it; without a ready pattern, output
-    /// quiet for [`ACTIVE_WINDOW`] closes it.
+    /// closes it, failed if an error of the agent shows above it; new
+    /// output opens it; without a ready pattern, output quiet for
+    /// [`ACTIVE_WINDOW`] closes it.
     fn screen_turn(&mut self, launch: &Launch, quiet: Duration, now: SystemTime) {
         let turn = self.tracker.turn();
-        let (kind, at, detail) = if self.screen_ready {
+        let (kind, at, detail) = if let Some(error) = self.screen_failure.as_ref() {
+            (Kind::TurnFailed, now, error.clone())
+        } else if self.screen_ready {
             (
                 Kind::TurnEnded,
                 now,
@@ -351,6 +362,7 @@ impl Signals {
         };
         let already = match kind {
             Kind::Working => turn == TurnState::Open,
+            Kind::TurnFailed => turn == TurnState::Failed,
             _ => turn == TurnState::Closed,
         };
         if !already {

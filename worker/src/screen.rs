@@ -269,6 +269,36 @@ fn aider_confirm(lines: &[&str]) -> Option<Dialog> {
     })
 }
 
+/// How aider shows a reply that failed: litellm's exception, printed as
+/// `litellm.APIConnectionError: …` (after the retries, when the error is
+/// one it retries).
+const AIDER_FAILURE: &str = "litellm.";
+
+/// The error a built-in agent's last turn ended on, when its screen, back
+/// at the agent's prompt, shows it as the turn's last output: for aider the
+/// line right above its prompt and the rule it draws over it. Only that
+/// line counts: an error further up was followed by other output. `None`
+/// for an agent whose errors are not known.
+pub fn failure(agent: &str, lines: &[String]) -> Option<String> {
+    if agent != "aider" {
+        return None;
+    }
+    let shown: Vec<&str> = lines
+        .iter()
+        .map(|l| l.trim())
+        .filter(|l| !l.is_empty())
+        .collect();
+    let (prompt, output) = shown.split_last()?;
+    // Its prompt: `>` after the edit format, if any.
+    if !prompt.ends_with('>') {
+        return None;
+    }
+    let last = output.iter().rev().find(|l| !l.chars().all(|c| c == '─'))?;
+    // A spinner's glyphs may be left in front of the line.
+    let error = last.trim_start_matches(|c: char| !c.is_ascii_alphanumeric());
+    (error.starts_with(AIDER_FAILURE) && error.contains(": ")).then(|| error.to_string())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -567,5 +597,28 @@ read line"#;
         );
         s.feed(b"n\r\n> ");
         assert_eq!(dialog("aider", &s.lines()), None);
+    }
+
+    #[test]
+    fn an_aider_reply_that_failed_is_the_error_right_above_its_prompt() {
+        let rule = "─".repeat(50);
+        let mut s = Screen::new(120, 12);
+        s.feed(b"> say hi\r\n\r\nlitellm.APIConnectionError: Ollama_chatException - [Errno 111] Connection refused\r\nRetrying in 0.2 seconds...\r\n");
+        // Still retrying: not back at the prompt.
+        assert_eq!(failure("aider", &s.lines()), None);
+        s.feed(format!("  \u{2591}litellm.APIConnectionError: Ollama_chatException - [Errno 111] Connection refused\r\n{rule}\r\n> ").as_bytes());
+        assert_eq!(
+            failure("aider", &s.lines()).as_deref(),
+            Some(
+                "litellm.APIConnectionError: Ollama_chatException - [Errno 111] Connection refused"
+            )
+        );
+        assert_eq!(failure("codex", &s.lines()), None);
+        // The next reply that works leaves the error above other output.
+        s.feed(format!("say hi again\r\n\r\nHi!\r\n{rule}\r\n> ").as_bytes());
+        assert_eq!(failure("aider", &s.lines()), None);
+        // A reply that mentions litellm is not its error.
+        let talk = lines(&["litellm. is a library", &rule, "> "]);
+        assert_eq!(failure("aider", &talk), None);
     }
 }
