@@ -16,7 +16,8 @@
 //! - `activity`: the one rule that folds every signal into an activity.
 //! - `native`: one session's signals (records, screen, process), read
 //!   without starting a process.
-//! - `agent_report`: `ao report` from inside a session, on a Unix socket.
+//! - `agent_report`: what `ao report` from inside a session is worth;
+//!   `report_socket`: the Unix socket it arrives on.
 //! - [`hooklog`]: what the agent's hooks say, appended by `ao hook`.
 //! - `meta`: what a worker keeps per session across restarts.
 //! - `local`: one session's state in the actor and its report.
@@ -44,6 +45,7 @@ mod meta;
 mod native;
 pub mod output;
 mod procs;
+mod report_socket;
 pub mod runtime;
 mod screen;
 pub mod sessions;
@@ -88,7 +90,7 @@ pub async fn run(
     let (reports_tx, reports_rx) = mpsc::channel(4096);
     let (handle, task) =
         sessions::start(settings.clone(), runtime, reports_tx, tasks.clone()).await;
-    tasks.spawn(agent_report::serve(
+    tasks.spawn(report_socket::serve(
         settings.home.report_socket(),
         handle.clone(),
         tasks.clone(),
