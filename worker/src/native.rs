@@ -231,23 +231,20 @@ impl Signals {
         self.dirty = false;
         self.last_read = Some(now);
         self.find_transcript();
-        for o in self
+        let mut observed = self
             .transcript
             .as_mut()
             .map(poll_records)
-            .unwrap_or_default()
-        {
-            self.tracker.observe(o);
-        }
+            .unwrap_or_default();
         match self.hooks.poll() {
-            Ok(lines) => {
-                for (_, line) in lines {
-                    for o in hook_observations(&line) {
-                        self.tracker.observe(o);
-                    }
-                }
-            }
+            Ok(lines) => observed.extend(lines.iter().flat_map(|(_, l)| hook_observations(l))),
             Err(e) => tracing::warn!("{}: {e}", self.hooks.path().display()),
+        }
+        // Two files read at once (a restart reads all of both): what
+        // happened last must come last, whichever file said it.
+        observed.sort_by_key(|o| o.at);
+        for o in observed {
+            self.tracker.observe(o);
         }
     }
 
