@@ -1,9 +1,10 @@
-//! Agents that tell the truth: the worker reads what Claude Code and Codex
-//! write on disk and what their hooks say, and `ao status` shows each
-//! step of a turn with the evidence behind it. The agents are the fake
-//! `claude` and `codex` of `agents/fake/`, which write their transcripts,
-//! call hooks and draw screens as the real ones do; every step of theirs
-//! waits for a gate file the test creates, so each state can be seen.
+//! Agents that tell the truth: the worker reads what Claude Code, Codex and
+//! Gemini CLI write on disk and what their hooks say, and `ao status` shows
+//! each step of a turn with the evidence behind it. The agents are the fake
+//! `claude`, `codex` and `gemini` of `agents/fake/`, which write their
+//! transcripts, call hooks and draw screens as the real ones do; every step
+//! of theirs waits for a gate file the test creates, so each state can be
+//! seen.
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -498,4 +499,68 @@ fn a_restored_codex_session_resumes_its_thread() {
     assert_eq!(rollouts.len(), 1, "{rollouts:?}");
     let again = t.wait(&id, "ready", &["transcript"]);
     assert_eq!(again["agentSessionId"], thread.as_str());
+}
+
+#[test]
+fn a_gemini_turn_is_seen_from_its_hooks_and_resumed_by_its_session_id() {
+    let t = Truth::new("gemini");
+    let id = t
+        .stack
+        .spawn(&["app", "T-13", "--prompt", "run the tool please"]);
+    // The hooks ran: ao trusted the worktree in Gemini's own file, so
+    // Gemini loaded the worktree's settings and showed no trust dialog.
+    let s = t.wait_for(&id, "active", &["hook"], "BeforeAgent");
+    let gemini_dir = t.stack.dir.path().join("home-dir/.gemini");
+    let trust: Value = serde_json::from_slice(
+        &std::fs::read(gemini_dir.join("trustedFolders.json")).expect("ao wrote the trust file"),
+    )
+    .unwrap();
+    let real = std::fs::canonicalize(worktree(&s)).unwrap();
+    assert_eq!(trust[real.display().to_string()], "TRUST_FOLDER");
+    let session = s["agentSessionId"].as_str().expect("agentSessionId");
+    let session = session.to_string();
+
+    t.open("tool");
+    t.wait_for(
+        &id,
+        "active",
+        &["hook"],
+        "BeforeTool run_shell_command(cargo test)",
+    );
+
+    t.open("ask");
+    let s = t.wait_for(&id, "waiting_input", &["hook"], "ToolPermission");
+    assert!(detail(&s).contains("cargo test"), "{s}");
+    assert_eq!(s["status"], "needs_input");
+
+    t.send(&id, "1");
+    t.wait_for(&id, "active", &["hook"], "AfterTool");
+
+    t.open("end");
+    t.wait_for(&id, "ready", &["hook"], "AfterAgent");
+    // The hooks' settings file is in the worktree, and git does not see it.
+    assert!(worktree(&s).join(".gemini/settings.json").exists());
+    let status = std::process::Command::new("git")
+        .args(["status", "--porcelain", "--untracked-files=all"])
+        .current_dir(worktree(&s))
+        .output()
+        .unwrap();
+    let status = String::from_utf8_lossy(&status.stdout);
+    assert!(!status.contains(".gemini"), "{status}");
+
+    // Gemini's error record, in its chat file, blocks the turn.
+    t.send(&id, "now a ratelimit");
+    t.wait_for(&id, "blocked", &["transcript"], "429");
+
+    t.send(&id, "exit");
+    t.wait(&id, "exited", &["process"]);
+
+    // The same conversation, in the same worktree.
+    t.stack.ao(&["session", "restore", &id]).ok();
+    t.stack.wait_log(&id, &format!("resuming {session}"));
+    let again = t.wait(&id, "blocked", &["transcript"]);
+    assert_eq!(again["agentSessionId"], session.as_str());
+    assert_eq!(again["worktree"], s["worktree"]);
+    t.send(&id, "second task");
+    t.wait_for(&id, "ready", &["hook"], "AfterAgent");
 }

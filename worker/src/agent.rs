@@ -46,6 +46,10 @@ pub enum Native {
     Claude,
     /// Codex: its rollout file (found by thread id or working directory).
     Codex,
+    /// Gemini CLI: the hooks `ao` installs in the worktree's untracked
+    /// `.gemini/settings.json`, and its chat file (by the session id `ao`
+    /// gives it) for error records.
+    Gemini,
     /// The screen only.
     Screen,
 }
@@ -53,7 +57,7 @@ pub enum Native {
 /// What a built-in agent's command line is filled with for one session.
 #[derive(Debug, Clone)]
 pub struct LaunchContext {
-    /// The agent's own session id (Claude's `--session-id`).
+    /// The agent's own session id (Claude's and Gemini's `--session-id`).
     pub agent_session_id: String,
     /// The settings file that installs `ao`'s hooks (Claude's `--settings`).
     pub settings: PathBuf,
@@ -138,9 +142,9 @@ const BUILTINS: &[Builtin] = &[
     Builtin {
         name: "gemini",
         program: "gemini",
-        args: "--prompt-interactive {prompt}",
-        resume: None,
-        native: Native::Screen,
+        args: "--session-id {session} --prompt-interactive {prompt}",
+        resume: Some("--resume {session}"),
+        native: Native::Gemini,
         ready: None,
         input: r"Allow execution|Apply this change\?|\(y/n\)",
     },
@@ -412,6 +416,43 @@ mod tests {
                 r#"claude' --resume '5f0c2a9e-1111-4222-8333-944445555666' --settings '/ao home/s/agent-settings.json'"#
             ),
             "{resume}"
+        );
+    }
+
+    #[test]
+    fn gemini_gets_its_session_id_and_resumes_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let bin = dir.path().join("gemini");
+        std::fs::write(&bin, "#!/bin/sh\n").unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let spec = AgentSpec {
+            name: "gemini".into(),
+            ..Default::default()
+        };
+        let launch = resolve(&spec, dir.path().to_str().unwrap()).unwrap();
+        assert_eq!(launch.native, Native::Gemini);
+        assert!(launch.prompt_on_command_line && launch.can_resume());
+        let mut ctx = LaunchContext {
+            agent_session_id: "5f0c2a9e-1111-4222-8333-944445555666".into(),
+            settings: "/unused.json".into(),
+            worktree: "/wt/app-1".into(),
+            resume: false,
+        };
+        assert!(
+            launch.command(&ctx).ends_with(
+                r#"gemini' --session-id '5f0c2a9e-1111-4222-8333-944445555666' --prompt-interactive "$(cat "$AO_PROMPT_FILE")""#
+            ),
+            "{}",
+            launch.command(&ctx)
+        );
+        ctx.resume = true;
+        assert!(
+            launch
+                .command(&ctx)
+                .ends_with(r#"gemini' --resume '5f0c2a9e-1111-4222-8333-944445555666'"#),
+            "{}",
+            launch.command(&ctx)
         );
     }
 

@@ -1,7 +1,8 @@
 //! One session's signals, read without starting a process: the agent's
-//! own records (Claude's transcript, Codex's rollout, the hook log), its
-//! screen (fed from the terminal log) and its process (from `/proc`),
-//! folded by the [`Tracker`] into an activity with its evidence.
+//! own records (Claude's transcript, Codex's rollout, Gemini's chat file,
+//! the hook log), its screen (fed from the terminal log) and its process
+//! (from `/proc`), folded by the [`Tracker`] into an activity with its
+//! evidence.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -13,7 +14,7 @@ use crate::hooklog::HookLine;
 use crate::procs::{self, Liveness};
 use crate::screen::{self, Screen};
 use crate::signals::tail::Tail;
-use crate::signals::{claude, codex, hook, Kind, Observation, Source, Transcript};
+use crate::signals::{claude, codex, gemini, hook, Kind, Observation, Source, Transcript};
 
 /// Where the agents keep their files, for one session's environment.
 #[derive(Debug, Clone)]
@@ -24,6 +25,9 @@ pub(crate) struct AgentHomes {
     pub(crate) claude_json: PathBuf,
     /// `$CODEX_HOME`, else `~/.codex`: rollouts under `sessions/`.
     pub(crate) codex_home: PathBuf,
+    /// `$GEMINI_CLI_HOME/.gemini`, else `~/.gemini`: chat files under
+    /// `tmp/`, the trust record.
+    pub(crate) gemini_dir: PathBuf,
 }
 
 impl AgentHomes {
@@ -45,6 +49,7 @@ impl AgentHomes {
                 .map_or_else(|| home.join(".claude.json"), |d| d.join(".claude.json")),
             claude_config: claude_dir.unwrap_or_else(|| home.join(".claude")),
             codex_home: var("CODEX_HOME").unwrap_or_else(|| home.join(".codex")),
+            gemini_dir: var("GEMINI_CLI_HOME").unwrap_or(home).join(".gemini"),
         }
     }
 }
@@ -189,6 +194,9 @@ impl Signals {
                 let today = chrono::Local::now().format("%Y/%m/%d").to_string();
                 dirs.push(self.homes.codex_home.join("sessions").join(today));
             }
+            (None, Native::Gemini) => {
+                dirs.extend(gemini::chats_dir(&self.homes.gemini_dir, &self.worktree));
+            }
             (None, Native::Screen) => {}
         }
         dirs
@@ -252,23 +260,20 @@ impl Signals {
         self.last_read = Some(now);
         self.find_transcript();
         self.dirs = self.find_dirs();
-        for o in self
+        let mut observed = self
             .transcript
             .as_mut()
             .map(poll_records)
-            .unwrap_or_default()
-        {
-            self.tracker.observe(o);
-        }
+            .unwrap_or_default();
         match self.hooks.poll() {
-            Ok(lines) => {
-                for (_, line) in lines {
-                    for o in hook_observations(&line) {
-                        self.tracker.observe(o);
-                    }
-                }
-            }
+            Ok(lines) => observed.extend(lines.iter().flat_map(|(_, l)| hook_observations(l))),
             Err(e) => tracing::warn!("{}: {e}", self.hooks.path().display()),
+        }
+        // Two files read at once (a restart reads all of both): what
+        // happened last must come last, whichever file said it.
+        observed.sort_by_key(|o| o.at);
+        for o in observed {
+            self.tracker.observe(o);
         }
     }
 
@@ -289,6 +294,10 @@ impl Signals {
                 self.started,
             )
             .map(|p| (p, codex::observe as fn(u64, &[u8]) -> Option<Observation>)),
+            Native::Gemini => self.tracker.agent_session_id.as_deref().and_then(|id| {
+                gemini::chat_file(&self.homes.gemini_dir, &self.worktree, id)
+                    .map(|p| (p, gemini::observe as fn(u64, &[u8]) -> Option<Observation>))
+            }),
             Native::Screen => None,
         };
         if let Some((path, parse)) = found {

@@ -13,7 +13,7 @@ use crate::delivery::{PromptEvidence, PromptStep};
 use crate::meta::{SessionMeta, META_VERSION};
 use crate::native::AgentHomes;
 use crate::runtime::{Runtime, StartSpec};
-use crate::signals::claude;
+use crate::signals::{claude, gemini};
 use crate::workspace::{self, WorkspaceSpec};
 
 /// A session whose agent the runtime has started.
@@ -77,7 +77,7 @@ pub(crate) async fn setup(
         .map_err(|e| format!("{}: {e}", prompt_path.display()))?;
     let path_var = std::env::var("PATH").unwrap_or_default();
     let launch = agent::resolve(&spec.agent, &path_var).map_err(|e| ao_proto::error_chain(&e))?;
-    let native = prepare_native(home, spec, &launch, &worktree);
+    let native = prepare_native(home, spec, &launch, &worktree).await;
     let log_path = home.terminal_log(id);
     let mut vars = spec.env.clone();
     vars.insert(env::AO_SESSION_ID.into(), id.clone());
@@ -145,11 +145,12 @@ pub(crate) async fn setup(
 }
 
 /// What a built-in agent needs before its start: its session id (Claude's
-/// is chosen here; a restore continues the recorded one where its
-/// transcript is still there), `ao`'s hooks in a settings file outside the
-/// repository, and the worktree trusted in the agent's own record, so that
-/// no trust dialog swallows the first prompt.
-fn prepare_native(
+/// and Gemini's are chosen here; a restore continues the recorded one
+/// where its transcript is still there), `ao`'s hooks (Claude: a settings
+/// file outside the repository; Gemini: the worktree's untracked settings),
+/// and the worktree trusted in the agent's own record, so that no trust
+/// dialog swallows the first prompt.
+async fn prepare_native(
     home: &Home,
     spec: &SessionSpec,
     launch: &Launch,
@@ -160,11 +161,8 @@ fn prepare_native(
     let settings = home.agent_settings(id);
     let recorded = spec.agent_session_id.clone();
     let (agent_session_id, resume) = match launch.native {
-        Native::Claude => {
-            let kept = recorded.filter(|uuid| {
-                claude::transcript_path(&homes.claude_config, worktree, uuid)
-                    .is_some_and(|p| p.exists())
-            });
+        Native::Claude | Native::Gemini => {
+            let kept = recorded.filter(|uuid| on_disk(launch.native, &homes, worktree, uuid));
             let resume = kept.is_some();
             (Some(kept.unwrap_or_else(new_uuid)), resume)
         }
@@ -174,26 +172,27 @@ fn prepare_native(
         }
         Native::Screen => (None, false),
     };
-    if launch.native == Native::Claude {
-        let hook = match std::env::current_exe() {
-            Ok(exe) => format!(
-                "{} worker hook --log {}",
-                crate::runtime::shell_quote(&exe.display().to_string()),
-                crate::runtime::shell_quote(&home.hook_log(id).display().to_string())
-            ),
-            Err(e) => {
-                tracing::warn!(session = %id, "no hooks: cannot find the ao binary: {e}");
-                String::from("true")
+    match launch.native {
+        Native::Claude => {
+            let body = claude::hooks_settings(&hook_command(home, id)).to_string();
+            if let Err(e) = ao_proto::home::write_private(&settings, body.as_bytes()) {
+                tracing::warn!(session = %id, "cannot write {}: {e}", settings.display());
             }
-        };
-        let body = claude::hooks_settings(&hook).to_string();
-        if let Err(e) = ao_proto::home::write_private(&settings, body.as_bytes()) {
-            tracing::warn!(session = %id, "cannot write {}: {e}", settings.display());
+            if let Err(e) = claude::pre_trust(&homes.claude_json, worktree) {
+                // The screen then shows the trust dialog, and the session says so.
+                tracing::warn!(session = %id, "cannot trust the worktree in {}: {e}", homes.claude_json.display());
+            }
         }
-        if let Err(e) = claude::pre_trust(&homes.claude_json, worktree) {
-            // The screen then shows the trust dialog, and the session says so.
-            tracing::warn!(session = %id, "cannot trust the worktree in {}: {e}", homes.claude_json.display());
+        Native::Gemini => {
+            if let Err(e) = gemini::install_hooks(worktree, &hook_command(home, id)).await {
+                // The session is then known by its screen and chat file.
+                tracing::warn!(session = %id, "no Gemini hooks: {e}");
+            }
+            if let Err(e) = gemini::pre_trust(&homes.gemini_dir, worktree) {
+                tracing::warn!(session = %id, "cannot trust the worktree for Gemini: {e}");
+            }
         }
+        Native::Codex | Native::Screen => {}
     }
     if resume {
         tracing::info!(session = %id, "continuing the agent's conversation");
@@ -225,6 +224,33 @@ fn with_ao_first(path_var: &str) -> String {
         return dir.display().to_string();
     }
     format!("{}:{path_var}", dir.display())
+}
+
+/// Whether the conversation `uuid` of a Claude or Gemini session in
+/// `worktree` is on disk, to be continued.
+fn on_disk(native: Native, homes: &AgentHomes, worktree: &std::path::Path, uuid: &str) -> bool {
+    match native {
+        Native::Claude => claude::transcript_path(&homes.claude_config, worktree, uuid)
+            .is_some_and(|p| p.exists()),
+        Native::Gemini => gemini::chat_file(&homes.gemini_dir, worktree, uuid).is_some(),
+        Native::Codex | Native::Screen => false,
+    }
+}
+
+/// The command an agent's hook runs (the event's name is added): the
+/// hidden `ao worker hook`, appending to the session's hook log.
+fn hook_command(home: &Home, id: &str) -> String {
+    match std::env::current_exe() {
+        Ok(exe) => format!(
+            "{} worker hook --log {}",
+            crate::runtime::shell_quote(&exe.display().to_string()),
+            crate::runtime::shell_quote(&home.hook_log(id).display().to_string())
+        ),
+        Err(e) => {
+            tracing::warn!(session = %id, "no hooks: cannot find the ao binary: {e}");
+            String::from("true")
+        }
+    }
 }
 
 /// A random (version 4) UUID.

@@ -1,9 +1,8 @@
 //! Claude Code (2.1.x): where its transcript lives, what each line means,
 //! the hooks `ao` installs, and its per-folder trust record (AGENTS.md §2).
 
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, BufRead, BufReader, Write};
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::fs::{self, File};
+use std::io::{self, BufRead, BufReader};
 use std::path::{Path, PathBuf};
 
 use serde_json::{json, Value};
@@ -241,7 +240,7 @@ fn system(record: &Value) -> (Kind, String) {
 /// The settings object, passed as `claude --settings <file>`, that makes
 /// Claude run `<hook_command> <Event>` on each of [`HOOK_EVENTS`].
 pub(crate) fn hooks_settings(hook_command: &str) -> Value {
-    hook::settings(hook_command, HOOK_EVENTS)
+    hook::settings(hook_command, HOOK_EVENTS, 5)
 }
 
 /// Marks `worktree` trusted in Claude's state file `claude_json`
@@ -281,37 +280,16 @@ pub(crate) fn pre_trust(claude_json: &Path, worktree: &Path) -> io::Result<()> {
     project.insert("hasCompletedProjectOnboarding".into(), json!(true));
     let mut bytes = serde_json::to_vec_pretty(&state)?;
     bytes.push(b'\n');
-    replace(claude_json, &bytes)
-}
-
-/// Writes `path` through a temporary file beside it and a rename, keeping
-/// the old file's permissions (a new one is private: it holds credentials).
-fn replace(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    fs::create_dir_all(dir)?;
-    let mode = fs::metadata(path).map_or(0o600, |m| m.permissions().mode());
-    let name = path.file_name().unwrap_or_default().to_string_lossy();
-    let temp = dir.join(format!(".{name}.ao-{}.tmp", std::process::id()));
-    let written = (|| {
-        let mut file = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(mode)
-            .open(&temp)?;
-        file.write_all(bytes)?;
-        file.sync_all()?;
-        fs::rename(&temp, path)
-    })();
-    if written.is_err() {
-        let _ = fs::remove_file(&temp);
-    }
-    written
+    super::replace(claude_json, &bytes)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs::OpenOptions;
+    use std::io::Write;
+    use std::os::unix::fs::PermissionsExt;
+
     use crate::signals::hook::observe_hook;
     use crate::signals::tail::Tail;
     use crate::signals::Transcript;

@@ -1,8 +1,9 @@
-//! Hook payloads. Claude Code and Codex run a command hook with one JSON
-//! object on its stdin, in one shape: `session_id`, `transcript_path`,
-//! `cwd`, `hook_event_name` and the event's own fields (AGENTS.md §2, §3).
-//! A hook is the only record of a pending permission dialog: no agent
-//! writes one to its transcript.
+//! Hook payloads. Claude Code, Codex and Gemini CLI run a command hook
+//! with one JSON object on its stdin, in one shape: `session_id`,
+//! `transcript_path`, `cwd`, `hook_event_name` and the event's own fields
+//! (AGENTS.md §2, §3, §4); Gemini names its events its own way. A hook is
+//! the only record of a pending permission dialog: no agent writes one to
+//! its transcript.
 
 use std::path::PathBuf;
 
@@ -16,6 +17,8 @@ const TOOL_EVENTS: &[&str] = &[
     "PermissionRequest",
     "PostToolUse",
     "PostToolUseFailure",
+    "BeforeTool",
+    "AfterTool",
 ];
 
 /// What one hook call says. A payload that is not a JSON object, and the
@@ -36,13 +39,14 @@ pub(crate) fn observe_hook(event: &str, payload: &[u8]) -> Vec<Observation> {
             },
             format!("SessionStart {}", text("source").unwrap_or("startup")),
         ),
-        "UserPromptSubmit" => one(
+        // Gemini's `BeforeAgent` is its `UserPromptSubmit`.
+        "UserPromptSubmit" | "BeforeAgent" => one(
             Kind::PromptSubmitted,
-            format!("UserPromptSubmit {}", text("prompt").unwrap_or_default()),
+            format!("{event} {}", text("prompt").unwrap_or_default()),
         ),
-        "PreToolUse" => one(Kind::Working, format!("PreToolUse {}", tool())),
+        "PreToolUse" | "BeforeTool" => one(Kind::Working, format!("{event} {}", tool())),
         "PermissionRequest" => one(Kind::DialogOpened, format!("PermissionRequest {}", tool())),
-        "PostToolUse" | "PostToolUseFailure" => {
+        "PostToolUse" | "PostToolUseFailure" | "AfterTool" => {
             let detail = format!("{event} {}", tool());
             let mut out = one(Kind::DialogClosed, detail.clone());
             out.extend(one(Kind::Working, detail));
@@ -56,10 +60,28 @@ pub(crate) fn observe_hook(event: &str, payload: &[u8]) -> Vec<Observation> {
                     text("message").unwrap_or_default()
                 ),
             ),
+            // Gemini's one notification: a tool waits for its approval.
+            Some("ToolPermission") => {
+                let subject = ["command", "filePath", "fileName", "toolName"]
+                    .iter()
+                    .find_map(|key| p.get("details")?.get(key)?.as_str());
+                let message = text("message").unwrap_or_default();
+                let detail = match subject {
+                    Some(subject) => format!("{message} ({})", super::short(subject, 80)),
+                    None => message.to_owned(),
+                };
+                one(
+                    Kind::DialogOpened,
+                    format!("Notification ToolPermission: {detail}"),
+                )
+            }
             // `idle_prompt` only repeats what the end of the turn said.
             _ => Vec::new(),
         },
         "Stop" => one(Kind::TurnEnded, "Stop hook".to_owned()),
+        // Gemini's end of a turn; it carries no error (an interrupted turn
+        // runs none, and whether a failed one does is not known).
+        "AfterAgent" => one(Kind::TurnEnded, "AfterAgent hook".to_owned()),
         "StopFailure" => {
             let error = text("error").unwrap_or("unknown");
             let details = text("error_details").unwrap_or_default();
@@ -91,9 +113,10 @@ fn tool_summary(payload: &Map<String, Value>) -> String {
 }
 
 /// The `{"hooks":{…}}` settings object that makes the agent run
-/// `<hook_command> <Event>` as a command hook (5 s timeout) on each of
-/// `events`.
-pub(crate) fn settings(hook_command: &str, events: &[&str]) -> Value {
+/// `<hook_command> <Event>` as a command hook on each of `events`, with
+/// `timeout` in the agent's own unit (Claude: seconds; Gemini:
+/// milliseconds).
+pub(crate) fn settings(hook_command: &str, events: &[&str], timeout: u64) -> Value {
     let hooks: Map<String, Value> = events
         .iter()
         .map(|&event| {
@@ -101,7 +124,7 @@ pub(crate) fn settings(hook_command: &str, events: &[&str]) -> Value {
                 "hooks": [{
                     "type": "command",
                     "command": format!("{hook_command} {event}"),
-                    "timeout": 5,
+                    "timeout": timeout,
                 }],
             });
             if TOOL_EVENTS.contains(&event) {
@@ -241,6 +264,48 @@ mod tests {
     }
 
     #[test]
+    fn gemini_names_its_turn_tool_and_approval_events_its_own_way() {
+        let shell =
+            json!({"tool_name": "run_shell_command", "tool_input": {"command": "cargo test"}});
+        assert_eq!(
+            kinds("BeforeAgent", json!({"prompt": "run the tool please"})),
+            [(
+                Kind::PromptSubmitted,
+                "BeforeAgent run the tool please".into()
+            )]
+        );
+        assert_eq!(
+            kinds("BeforeTool", shell.clone()),
+            [(
+                Kind::Working,
+                "BeforeTool run_shell_command(cargo test)".into()
+            )]
+        );
+        let approval = json!({
+            "notification_type": "ToolPermission",
+            "message": "Tool Shell requires execution",
+            "details": {"type": "exec", "title": "Confirm Shell Command", "command": "cargo test", "rootCommand": "cargo"},
+        });
+        assert_eq!(
+            kinds("Notification", approval),
+            [(
+                Kind::DialogOpened,
+                "Notification ToolPermission: Tool Shell requires execution (cargo test)".into()
+            )]
+        );
+        let mut done = shell;
+        done["tool_response"] = json!({"llmContent": "ok"});
+        assert_eq!(kinds("AfterTool", done)[0].0, Kind::DialogClosed);
+        assert_eq!(
+            kinds(
+                "AfterAgent",
+                json!({"prompt": "p", "prompt_response": "Done.", "stop_hook_active": false})
+            ),
+            [(Kind::TurnEnded, "AfterAgent hook".into())]
+        );
+    }
+
+    #[test]
     fn a_payload_that_is_not_an_object_says_nothing() {
         assert!(observe_hook("Stop", b"{\"session_id\":").is_empty());
         assert!(observe_hook("Stop", b"[1]").is_empty());
@@ -249,7 +314,7 @@ mod tests {
 
     #[test]
     fn settings_run_the_hook_command_with_the_event_name() {
-        let s = settings("/usr/bin/ao hook claude", &["Stop", "PermissionRequest"]);
+        let s = settings("/usr/bin/ao hook claude", &["Stop", "PermissionRequest"], 5);
         assert_eq!(
             s,
             json!({"hooks": {

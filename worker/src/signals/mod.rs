@@ -4,24 +4,29 @@
 //! fusion of observations into an [`Activity`] belongs to the session.
 //!
 //! What the agents really write is described in `AGENTS.md` §2 (Claude
-//! Code) and §3 (Codex).
+//! Code), §3 (Codex) and §4 (Gemini CLI).
 //!
 //! Modules:
 //! - [`tail`]: incremental reading of a JSONL file that grows.
-//! - [`hook`]: hook payloads (one shape for Claude Code and Codex) and the
+//! - [`hook`]: hook payloads (one shape for Claude Code, Codex, Gemini) and the
 //!   settings that install the hooks.
 //! - [`claude`]: Claude Code's transcript path, lines, hooks and trust record.
 //! - [`codex`]: Codex's rollout discovery, lines and trust arguments.
+//! - [`gemini`]: Gemini CLI's chat file, the worktree settings that hold
+//!   its hooks, and its trust record.
 //! - [`watch`]: file-change notification for transcript directories.
 
 pub(crate) mod claude;
 pub(crate) mod codex;
+pub(crate) mod gemini;
 pub(crate) mod hook;
 pub(crate) mod tail;
 pub(crate) mod watch;
 
-use std::io;
-use std::path::PathBuf;
+use std::fs::{self, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
 pub use crate::link_types::{Activity, Source};
@@ -150,6 +155,31 @@ impl Transcript {
     pub(crate) fn tail(&self) -> &tail::Tail {
         &self.tail
     }
+}
+
+/// Writes `path` through a temporary file beside it and a rename, keeping
+/// the old file's permissions (a new one is private: it holds credentials).
+pub(crate) fn replace(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    fs::create_dir_all(dir)?;
+    let mode = fs::metadata(path).map_or(0o600, |m| m.permissions().mode());
+    let name = path.file_name().unwrap_or_default().to_string_lossy();
+    let temp = dir.join(format!(".{name}.ao-{}.tmp", std::process::id()));
+    let written = (|| {
+        let mut file = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(mode)
+            .open(&temp)?;
+        file.write_all(bytes)?;
+        file.sync_all()?;
+        fs::rename(&temp, path)
+    })();
+    if written.is_err() {
+        let _ = fs::remove_file(&temp);
+    }
+    written
 }
 
 #[cfg(test)]
