@@ -182,6 +182,20 @@ pub(crate) fn replace(path: &Path, bytes: &[u8]) -> io::Result<()> {
     written
 }
 
+/// What reading cost, for the benchmark (`ao-bench --truth`) and anyone
+/// curious: said once, when the worker stops reading the file (the session
+/// ended or was stopped), at debug level.
+impl Drop for Transcript {
+    fn drop(&mut self) {
+        tracing::debug!(
+            file = %self.tail.path().display(),
+            lines = self.tail.lines(),
+            bytes_read = self.tail.bytes_read(),
+            "stopped reading a transcript"
+        );
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -43,9 +43,13 @@ impl Tail {
     }
 
     /// Bytes read from disk so far: what a reader costs per line appended.
-    #[cfg(test)]
     pub(crate) fn bytes_read(&self) -> u64 {
         self.bytes_read
+    }
+
+    /// Newline-terminated lines consumed from the current file.
+    pub(crate) fn lines(&self) -> u64 {
+        self.lines
     }
 
     /// The lines completed since the last poll, each with its 1-based line

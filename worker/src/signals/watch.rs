@@ -11,7 +11,8 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use notify::{Event, RecommendedWatcher, RecursiveMode, Watcher};
+use notify::event::{AccessKind, AccessMode};
+use notify::{Event, EventKind, RecommendedWatcher, RecursiveMode, Watcher};
 use tokio::sync::mpsc;
 
 /// Watches directories, non-recursively, sending each changed path on a
@@ -36,6 +37,7 @@ impl DirWatcher {
         let (tx, rx) = mpsc::unbounded_channel();
         // Runs on notify's own thread: an unbounded send never blocks it.
         let inner = notify::recommended_watcher(move |event: notify::Result<Event>| match event {
+            Ok(event) if only_read(&event.kind) => {}
             Ok(event) => {
                 for path in event.paths {
                     // The receiver is gone only when nobody reads any more.
@@ -134,6 +136,14 @@ impl DirWatcher {
     }
 }
 
+/// A file opened, read or closed unwritten: nothing new to read. The
+/// worker's own reads (the hook log, beside the terminal log) are such
+/// events; passed on, each would make the worker read again, which is
+/// another event, without end.
+fn only_read(kind: &EventKind) -> bool {
+    matches!(kind, EventKind::Access(access) if *access != AccessKind::Close(AccessMode::Write))
+}
+
 /// `dir` or its nearest ancestor that is a directory.
 fn nearest(dir: &Path) -> Option<&Path> {
     dir.ancestors().find(|path| path.is_dir())
@@ -163,6 +173,19 @@ mod tests {
         let file = dir.path().join("t.jsonl");
         fs::write(&file, b"{}\n").unwrap();
         changed(&mut rx, &file).await;
+    }
+
+    #[tokio::test]
+    async fn reading_a_file_is_not_a_change() {
+        let dir = tempfile::tempdir().unwrap();
+        let (read, written) = (dir.path().join("read"), dir.path().join("written"));
+        fs::write(&read, b"{}\n").unwrap();
+        let (mut watcher, mut rx) = DirWatcher::new().unwrap();
+        watcher.watch(dir.path()).unwrap();
+        fs::read(&read).unwrap();
+        fs::write(&written, b"{}\n").unwrap();
+        // Events come in order: the read, had it been passed on, is first.
+        assert_eq!(rx.recv().await, Some(written));
     }
 
     #[tokio::test]

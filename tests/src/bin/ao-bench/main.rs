@@ -2,9 +2,11 @@
 //! same run. Prints figures; asserts nothing about speed.
 //!
 //! Run: `scripts/bench` (release build). `AO_BENCH_SESSIONS` sets the
-//! large-stack size (default 200). `--cluster`: see [`cluster`].
+//! large-stack size (default 200). `--cluster`: see [`cluster`];
+//! `--truth`: see [`truth`].
 
 mod cluster;
+mod truth;
 
 use std::path::Path;
 use std::process::Command;
@@ -47,7 +49,32 @@ pub(crate) fn rss_kib(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
-fn tmux_server_pid(stack: &Stack) -> Option<u32> {
+/// utime + stime of a process, from /proc (clock ticks of 10 ms).
+pub(crate) fn cpu_time(pid: u32) -> Duration {
+    stat_ticks(pid, &[11, 12])
+}
+
+/// [`cpu_time`] with that of its children it has waited for (cutime +
+/// cstime).
+pub(crate) fn cpu_time_with_children(pid: u32) -> Duration {
+    stat_ticks(pid, &[11, 12, 13, 14])
+}
+
+fn stat_ticks(pid: u32, which: &[usize]) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name, which is in parentheses.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().collect())
+        .unwrap_or_default();
+    let ticks: u64 = which
+        .iter()
+        .filter_map(|i| fields.get(*i).and_then(|v| v.parse::<u64>().ok()))
+        .sum();
+    Duration::from_millis(ticks * 10)
+}
+
+pub(crate) fn tmux_server_pid(stack: &Stack) -> Option<u32> {
     let out = Command::new("tmux")
         .arg("-S")
         .arg(stack.tmux_socket())
@@ -241,6 +268,17 @@ fn main() {
     if std::env::args().any(|a| a == "--cluster") {
         cluster::run();
         return;
+    }
+    if std::env::args().any(|a| a == "--truth") {
+        truth::run();
+        return;
+    }
+    let args: Vec<String> = std::env::args().collect();
+    if let [_, flag, socket, window] = args.as_slice() {
+        if flag == "--truth-poller" {
+            truth::poller_main(socket, window);
+            return;
+        }
     }
     let large = large_size();
     let stack = Stack::new();
