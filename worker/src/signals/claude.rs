@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::{json, Value};
 
-use super::{hook, record_time, Kind, Observation, Source};
+use super::{hook, transcript_line, Kind, Observation};
 
 /// The hooks installed for a session: every event that tells about the
 /// turn (`SessionEnd` does not: the process's liveness decides the exit).
@@ -143,13 +143,7 @@ pub(crate) fn observe(line_no: u64, line: &[u8]) -> Option<Observation> {
         kind = Kind::Working;
         detail = format!("sidechain {detail}");
     }
-    let detail = format!("{detail} at line {line_no}");
-    Some(Observation::new(
-        record_time(&record),
-        kind,
-        Source::Transcript,
-        &detail,
-    ))
+    Some(transcript_line(&record, line_no, kind, &detail))
 }
 
 fn user(record: &Value) -> (Kind, String) {
@@ -286,6 +280,7 @@ pub(crate) fn pre_trust(claude_json: &Path, worktree: &Path) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::signals::Source;
     use std::fs::OpenOptions;
     use std::io::Write;
     use std::os::unix::fs::PermissionsExt;

@@ -10,7 +10,7 @@ use std::time::SystemTime;
 use chrono::{DateTime, Local, NaiveDate};
 use serde_json::Value;
 
-use super::{record_time, Kind, Observation, Source};
+use super::{transcript_line, Kind, Observation};
 
 /// The first line (`session_meta`) is often ~20 KB; past this it is not one.
 const FIRST_LINE_MAX: u64 = 1 << 20;
@@ -111,13 +111,7 @@ pub(crate) fn observe(line_no: u64, line: &[u8]) -> Option<Observation> {
         Some("response_item") => response_item(payload),
         other => (Kind::Metadata, other.unwrap_or("untyped").to_owned()),
     };
-    let detail = format!("{detail} at line {line_no}");
-    Some(Observation::new(
-        record_time(&record),
-        kind,
-        Source::Transcript,
-        &detail,
-    ))
+    Some(transcript_line(&record, line_no, kind, &detail))
 }
 
 fn event(payload: &Value) -> (Kind, String) {
@@ -207,6 +201,7 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+    use crate::signals::Source;
 
     fn kind(line_no: u64, record: Value) -> (Kind, String) {
         let o = observe(line_no, &serde_json::to_vec(&record).unwrap()).expect("a JSON object");

@@ -25,7 +25,7 @@ use std::process::Stdio;
 
 use serde_json::{json, Map, Value};
 
-use super::{hook, record_time, Kind, Observation, Source};
+use super::{hook, transcript_line, Kind, Observation};
 
 /// The hooks installed for a session: every event that tells about the
 /// turn (`SessionEnd` does not: the process's liveness decides the exit).
@@ -128,12 +128,7 @@ pub(crate) fn observe(line_no: u64, line: &[u8]) -> Option<Observation> {
         None if record.get("$rewindTo").is_some() => (Kind::Metadata, "$rewindTo".to_owned()),
         None => (Kind::Metadata, "session".to_owned()),
     };
-    Some(Observation::new(
-        record_time(&record),
-        kind,
-        Source::Transcript,
-        &format!("{detail} at line {line_no}"),
-    ))
+    Some(transcript_line(&record, line_no, kind, &detail))
 }
 
 /// A record's `content`: a string, or the text of its parts.
@@ -285,6 +280,7 @@ pub(crate) fn pre_trust(gemini_dir: &Path, worktree: &Path) -> io::Result<()> {
 mod tests {
     use super::*;
     use crate::signals::tail::Tail;
+    use crate::signals::Source;
     use crate::signals::Transcript;
 
     fn sh(dir: &Path, script: &str) {

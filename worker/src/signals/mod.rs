@@ -96,6 +96,21 @@ pub(crate) fn short(text: &str, max: usize) -> String {
     cut
 }
 
+/// What line `line_no` of a transcript says, dated by its own timestamp.
+pub(crate) fn transcript_line(
+    record: &serde_json::Value,
+    line_no: u64,
+    kind: Kind,
+    detail: &str,
+) -> Observation {
+    Observation::new(
+        record_time(record),
+        kind,
+        Source::Transcript,
+        &format!("{detail} at line {line_no}"),
+    )
+}
+
 /// An RFC 3339 `timestamp` field of a record, as a time.
 pub(crate) fn record_time(record: &serde_json::Value) -> Option<SystemTime> {
     let text = record.get("timestamp")?.as_str()?;
