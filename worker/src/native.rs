@@ -107,6 +107,8 @@ pub(crate) struct Signals {
     /// Its process was seen running: only then does its absence mean it
     /// exited (not that it has not started yet).
     seen_alive: bool,
+    /// The agent's process, as last found under the pane.
+    agent_pid: Option<u32>,
     gone_polls: u32,
     screen_seen: u64,
     /// The screen shows the ready pattern (agents known by their screen).
@@ -138,6 +140,7 @@ impl Signals {
             program: spec.launch.program.clone(),
             pane_pid: None,
             seen_alive: false,
+            agent_pid: None,
             gone_polls: 0,
             screen_seen: 0,
             screen_ready: false,
@@ -216,9 +219,11 @@ impl Signals {
                 Pane::Ended
             };
         };
-        match procs::agent_alive(pid, program) {
+        match procs::agent_alive_near(pid, program, self.agent_pid) {
             Liveness::Alive { pid } => {
                 self.seen_alive = true;
+                self.gone_polls = 0;
+                self.agent_pid = Some(pid);
                 self.tracker
                     .process_started(now, format!("{program} running (pid {pid})"));
             }

@@ -142,9 +142,19 @@ fn tree(root: u32) -> Vec<u32> {
 
 /// Whether a process of `program` runs at or under `root_pid` (a pane's
 /// own process). Reads `/proc` only.
+#[cfg(test)]
 pub fn agent_alive(root_pid: u32, program: &str) -> Liveness {
+    agent_alive_near(root_pid, program, None)
+}
+
+/// [`agent_alive`], looking first at `known` (the agent's pid found last
+/// time): while it still runs the agent's program, no tree is walked.
+pub fn agent_alive_near(root_pid: u32, program: &str, known: Option<u32>) -> Liveness {
     if !running(root_pid) {
         return Liveness::RootGone;
+    }
+    if let Some(pid) = known.filter(|&p| running(p) && runs(p, program)) {
+        return Liveness::Alive { pid };
     }
     tree(root_pid)
         .into_iter()
@@ -262,8 +272,18 @@ mod tests {
             agent_alive(root_pid, "/usr/bin/claude"),
             Liveness::Alive { pid: agent }
         );
+        // Known, it is found without a walk; a pid that runs something else
+        // is no shortcut.
+        assert_eq!(
+            agent_alive_near(root_pid, "claude", Some(agent)),
+            Liveness::Alive { pid: agent }
+        );
+        assert_eq!(
+            agent_alive_near(root_pid, "claude", Some(root_pid)),
+            Liveness::Alive { pid: agent }
+        );
         kill(agent);
-        wait_until(|| agent_alive(root_pid, "claude") == Liveness::Gone);
+        wait_until(|| agent_alive_near(root_pid, "claude", Some(agent)) == Liveness::Gone);
         assert!(running(root_pid));
         root.kill().unwrap();
         // Dead, not yet reaped: gone all the same.
