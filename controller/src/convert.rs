@@ -247,6 +247,15 @@ pub fn session_to_pb(s: &SessionRecord) -> pb::Session {
         activity_since: s.activity_since.as_ref().map(rfc3339).unwrap_or_default(),
         activity_detail: s.activity_detail.clone().unwrap_or_default(),
         agent_session_id: s.agent_session_id.clone().unwrap_or_default(),
+        activity_history: Vec::new(),
+        role: s.role.as_str().into(),
+    }
+}
+
+/// A session with its recent activity history (`ao session show`); lists
+/// leave the history out.
+pub fn session_detail_to_pb(s: &SessionRecord) -> pb::Session {
+    pb::Session {
         activity_history: s
             .activity_history
             .iter()
@@ -260,7 +269,7 @@ pub fn session_to_pb(s: &SessionRecord) -> pb::Session {
                 detail: c.detail.clone().unwrap_or_default(),
             })
             .collect(),
-        role: s.role.as_str().into(),
+        ..session_to_pb(s)
     }
 }
 

@@ -278,7 +278,7 @@ impl pb::controller_server::Controller for ControllerService {
             .sessions
             .get(&id)
             .ok_or(ControllerError::UnknownSession { id })?;
-        Ok(Response::new(convert::session_to_pb(s)))
+        Ok(Response::new(convert::session_detail_to_pb(s)))
     }
 
     async fn send(

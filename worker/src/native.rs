@@ -315,17 +315,18 @@ impl Signals {
     /// the agent's patterns judge it, when it changed.
     pub(crate) fn look(
         &mut self,
-        screen: &Screen,
+        screen: Option<&Screen>,
         launch: &Launch,
         quiet: Duration,
         now: SystemTime,
     ) -> Option<ScreenState> {
-        if !screen.changed_since(self.screen_seen) {
+        // A parked screen has not changed since it was looked at.
+        let Some(screen) = screen.filter(|s| s.changed_since(self.screen_seen)) else {
             if self.native == Native::Screen {
                 self.screen_turn(launch, quiet, now);
             }
             return None;
-        }
+        };
         self.screen_seen = screen.generation();
         self.tracker.screen_changed(now);
         let lines = screen.lines();

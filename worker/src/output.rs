@@ -40,8 +40,13 @@ pub struct Output {
     /// means the writer rotated it.
     inode: Option<u64>,
     /// The terminal's screen, rebuilt from the same bytes, so that looking
-    /// at it starts no process.
-    pub(crate) screen: crate::screen::Screen,
+    /// at it starts no process; `None` while parked (a quiet session gives
+    /// its memory back, and gets it rebuilt from the ring's end at its next
+    /// output).
+    screen: Option<crate::screen::Screen>,
+    /// The generation of the screen last parked: a rebuilt one goes on
+    /// from it, so no change is missed.
+    parked_generation: u64,
 }
 
 /// The size tmux gives a session's window when it starts it.
@@ -229,7 +234,8 @@ impl Output {
             offset: len.saturating_sub(RING_BYTES as u64),
             indexed_at: u64::MAX,
             inode: inode(log),
-            screen: crate::screen::Screen::new(PANE_COLS, PANE_ROWS),
+            screen: None,
+            parked_generation: 0,
         };
         // Fill the ring with what is there; nobody is subscribed yet.
         out.poll(log);
@@ -322,18 +328,27 @@ impl Output {
         if data.is_empty() {
             return;
         }
-        if data.len() > SCREEN_FLOOD {
-            // A flood is judged by its end: the screen then shows the last
-            // of it, and parsing all of it would hold the worker up.
-            self.screen.clear();
-            self.screen.feed(&data[data.len() - SCREEN_FLOOD..]);
-        } else {
-            self.screen.feed(data);
-        }
         let keep = data.len().min(RING_BYTES);
         let overflow = (self.ring.len() + keep).saturating_sub(RING_BYTES);
         self.ring.drain(..overflow);
         self.ring.extend(&data[data.len() - keep..]);
+        match &mut self.screen {
+            // A flood is judged by its end: the screen then shows the last
+            // of it, and parsing all of it would hold the worker up.
+            Some(screen) if data.len() > SCREEN_FLOOD => {
+                screen.clear();
+                screen.feed(&data[data.len() - SCREEN_FLOOD..]);
+            }
+            Some(screen) => screen.feed(data),
+            None => {
+                let mut screen =
+                    crate::screen::Screen::continuing(PANE_COLS, PANE_ROWS, self.parked_generation);
+                let from = self.ring.len().saturating_sub(SCREEN_FLOOD);
+                let tail: Vec<u8> = self.ring.range(from..).copied().collect();
+                screen.feed(&tail);
+                self.screen = Some(screen);
+            }
+        }
         self.viewers.retain(|v| match v.try_send(data.to_vec()) {
             Ok(()) => true,
             Err(mpsc::error::TrySendError::Full(_)) => {
@@ -342,6 +357,18 @@ impl Output {
             }
             Err(mpsc::error::TrySendError::Closed(_)) => false,
         });
+    }
+
+    /// The terminal's screen, unless parked.
+    pub(crate) fn screen(&self) -> Option<&crate::screen::Screen> {
+        self.screen.as_ref()
+    }
+
+    /// Gives the screen model's memory back until the next output.
+    pub(crate) fn park_screen(&mut self) {
+        if let Some(screen) = self.screen.take() {
+            self.parked_generation = screen.generation();
+        }
     }
 
     /// The last `lines` lines kept in memory (all that is kept for 0).
@@ -394,7 +421,7 @@ mod tests {
         std::fs::write(&log, "hello\r\n> ").unwrap();
         let mut out = Output::resume(&log);
         assert_eq!(
-            out.screen.lines()[..2],
+            out.screen().unwrap().lines()[..2],
             ["hello".to_string(), "> ".to_string()]
         );
         let mut f = std::fs::OpenOptions::new().append(true).open(&log).unwrap();
@@ -403,10 +430,30 @@ mod tests {
         }
         write!(f, "the end").unwrap();
         assert!(out.poll(&log) > SCREEN_FLOOD);
-        let lines = out.screen.lines();
+        let lines = out.screen().unwrap().lines();
         let last = lines.iter().rev().find(|l| !l.is_empty()).unwrap();
         assert_eq!(last, "the end");
         assert!(lines.contains(&"line 19999".to_string()), "{lines:?}");
+    }
+
+    #[test]
+    fn a_parked_screen_is_rebuilt_from_the_ring_and_counts_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("terminal.log");
+        std::fs::write(&log, "Do you want to proceed?\r\n").unwrap();
+        let mut out = Output::resume(&log);
+        let seen = out.screen().unwrap().generation();
+        out.park_screen();
+        assert!(out.screen().is_none());
+        let mut f = std::fs::OpenOptions::new().append(true).open(&log).unwrap();
+        write!(f, "> ").unwrap();
+        out.poll(&log);
+        let screen = out.screen().unwrap();
+        assert!(screen.changed_since(seen) && screen.generation() > seen);
+        assert_eq!(
+            screen.lines()[..2],
+            ["Do you want to proceed?".to_string(), "> ".to_string()]
+        );
     }
 
     #[test]

@@ -32,6 +32,15 @@ impl Screen {
         }
     }
 
+    /// An empty screen whose changes count on from `generation` (that of a
+    /// screen it replaces).
+    pub fn continuing(cols: u16, rows: u16, generation: u64) -> Self {
+        Self {
+            generation: generation + 1,
+            ..Self::new(cols, rows)
+        }
+    }
+
     /// Forgets what was shown: an empty screen of the same size.
     pub fn clear(&mut self) {
         let (rows, cols) = self.parser.screen().size();

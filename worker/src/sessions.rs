@@ -40,6 +40,10 @@ use crate::terminal::TerminalSpec;
 use crate::viewers::{relay_terminal, stream_output, History, Tunnel};
 use crate::workspace;
 
+/// A session quiet this long gives its screen model's memory back (about
+/// 320 KiB for a 200×50 pane) until its next output.
+const PARK_SCREEN_AFTER: Duration = Duration::from_secs(10);
+
 /// Polls to wait for the exit status of a pane tmux already calls dead.
 const DEAD_POLLS_FOR_STATUS: u32 = 10;
 
@@ -706,8 +710,11 @@ impl Actor {
                 l.signals.read_records(tick);
             }
             let quiet = l.last_output.elapsed();
-            if let Some(judged) = l.signals.look(&l.output.screen, &l.launch, quiet, now) {
+            if let Some(judged) = l.signals.look(l.output.screen(), &l.launch, quiet, now) {
                 l.screen = judged;
+            }
+            if quiet >= PARK_SCREEN_AFTER {
+                l.output.park_screen();
             }
             l.check_prompt(now);
             if let Some(e) = l
