@@ -416,6 +416,19 @@ fn main() {
             tmux_rss as f64 / large as f64
         ),
     );
+    // Quiet sessions give their screen model back (the worker parks it
+    // after 10 s without output).
+    std::thread::sleep(Duration::from_secs(12));
+    let quiet_rss = rss_kib(pid);
+    row(
+        &format!("ao stack memory (RSS) with {large} sessions quiet for 12 s"),
+        &format!(
+            "{:.1} MiB ({:.0} KiB per session)",
+            quiet_rss as f64 / 1024.0,
+            quiet_rss.saturating_sub(idle_rss) as f64 / large as f64
+        ),
+        "-",
+    );
     let disk = dir_size(&stack.home.join("store.redb"));
     row(
         "embedded store file",
