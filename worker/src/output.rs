@@ -199,6 +199,28 @@ fn index_path(log: &Path) -> std::path::PathBuf {
     name.into()
 }
 
+/// Asks the allocator to return the memory freed by parked screens to the
+/// system, at most every [`TRIM_EVERY_SECS`]: glibc otherwise keeps the
+/// freed rows of a screen in its heap.
+fn give_back_memory() {
+    static LAST: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    use std::sync::atomic::Ordering::Relaxed;
+    let now = unix_now();
+    let last = LAST.load(Relaxed);
+    if now.saturating_sub(last) < TRIM_EVERY_SECS
+        || LAST.compare_exchange(last, now, Relaxed, Relaxed).is_err()
+    {
+        return;
+    }
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim takes no pointer; it only releases free memory.
+    unsafe {
+        nix::libc::malloc_trim(0);
+    }
+}
+
+const TRIM_EVERY_SECS: u64 = 1;
+
 fn unix_now() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -368,6 +390,8 @@ impl Output {
     pub(crate) fn park_screen(&mut self) {
         if let Some(screen) = self.screen.take() {
             self.parked_generation = screen.generation();
+            drop(screen);
+            give_back_memory();
         }
     }
 
