@@ -48,7 +48,7 @@ impl AgentState {
 
 /// The built-in agents that can continue a conversation by its id (the
 /// session's `agentSessionId`); any other starts fresh on a restore.
-pub const RESUMABLE_AGENTS: &[&str] = &["claude-code", "codex"];
+pub const RESUMABLE_AGENTS: &[&str] = &["claude-code", "codex", "gemini"];
 
 /// What a restore of a session of `agent` does, in one sentence.
 pub fn restore_plan(agent: &str, agent_session_id: Option<&str>) -> String {

@@ -380,6 +380,16 @@ mod tests {
     }
 
     #[test]
+    fn the_agents_a_restore_says_resume_are_those_that_can() {
+        let can: Vec<&str> = BUILTINS
+            .iter()
+            .filter(|b| b.resume.is_some())
+            .map(|b| b.name)
+            .collect();
+        assert_eq!(can, ao_proto::report::RESUMABLE_AGENTS);
+    }
+
+    #[test]
     fn builtins_need_their_binary() {
         let dir = tempfile::tempdir().unwrap();
         let spec = AgentSpec {
