@@ -23,6 +23,7 @@
 //! - [`spawning`]: a new session's record from its spawn and the config.
 //! - [`orchestrator`]: a project's orchestrator session (`ao start`) and its prompt.
 //! - [`scheduler`]: placement of sessions on workers.
+//! - [`scm`]: pull requests, checks, reviews and issues behind `Scm`/`Tracker`.
 //! - [`loads`]: live sessions per worker, project and issue, kept as they change.
 //! - [`pending`]: inputs and tunnels asked of workers, until they answer.
 //! - [`reconcile`]: a worker's report of a session, as the actor applies it.
@@ -51,6 +52,7 @@ pub mod orchestrator;
 pub mod pending;
 pub mod reconcile;
 pub mod scheduler;
+pub mod scm;
 pub mod server;
 pub mod sessions;
 pub mod spawning;
