@@ -259,9 +259,14 @@ pub fn event_json(e: &pb::Event) -> String {
         "sessionId": opt(&e.session_id),
     });
     let obj = v.as_object_mut().expect("object");
+    if e.pr_number != 0 {
+        obj.insert("prNumber".into(), e.pr_number.into());
+    }
     for (k, val) in [
         ("issueId", &e.issue_id),
         ("workerId", &e.worker_id),
+        ("reaction", &e.reaction),
+        ("action", &e.action),
         ("message", &e.message),
     ] {
         if !val.is_empty() {

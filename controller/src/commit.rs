@@ -71,6 +71,9 @@ impl Commit {
                 session_id,
                 issue_id,
                 worker_id: e.worker,
+                pr_number: e.pr_number,
+                reaction: e.reaction.as_ref().map(|r| r.0.clone()),
+                action: e.reaction.map(|r| r.1),
                 message: e.message,
                 data: e.data,
             };

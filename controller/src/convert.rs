@@ -285,6 +285,9 @@ pub fn event_to_pb(e: &EventRecord) -> pb::Event {
         worker_id: e.worker_id.clone().unwrap_or_default(),
         message: e.message.clone().unwrap_or_default(),
         data_json: e.data.as_ref().map(|d| d.to_string()).unwrap_or_default(),
+        pr_number: e.pr_number.unwrap_or_default(),
+        reaction: e.reaction.clone().unwrap_or_default(),
+        action: e.action.clone().unwrap_or_default(),
     }
 }
 

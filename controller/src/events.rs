@@ -219,6 +219,9 @@ mod tests {
             session_id: Some(format!("app-{id}")),
             issue_id: None,
             worker_id: None,
+            pr_number: None,
+            reaction: None,
+            action: None,
             message: None,
             data: None,
         }

@@ -241,6 +241,12 @@ pub struct EventRecord {
     pub issue_id: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub worker_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pr_number: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reaction: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub action: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -254,6 +260,10 @@ pub struct NewEvent {
     pub priority: Priority,
     pub session: Option<(String, String, Option<String>)>,
     pub worker: Option<String>,
+    /// The session's PR, when it has one.
+    pub pr_number: Option<u32>,
+    /// The reaction and its action, for `reaction.*` events.
+    pub reaction: Option<(String, String)>,
     pub message: Option<String>,
     pub data: Option<serde_json::Value>,
 }
@@ -265,6 +275,8 @@ impl NewEvent {
             priority,
             session: Some((s.project_id.clone(), s.id.clone(), s.issue_id.clone())),
             worker: s.worker.clone(),
+            pr_number: s.pr_number,
+            reaction: None,
             message: None,
             data: None,
         }
@@ -276,9 +288,17 @@ impl NewEvent {
             priority,
             session: None,
             worker: Some(worker.to_string()),
+            pr_number: None,
+            reaction: None,
             message: None,
             data: None,
         }
+    }
+
+    /// Names the reaction (`ci-failed`) and action (`send-to-agent`) it is about.
+    pub fn reaction(mut self, reaction: &str, action: &str) -> Self {
+        self.reaction = Some((reaction.to_string(), action.to_string()));
+        self
     }
 
     pub fn message(mut self, m: impl Into<String>) -> Self {
