@@ -6,6 +6,8 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
 
+use crate::scm::{CiStatus, Mergeable, PrState, ReviewDecision};
+
 /// Bump with an explicit migration when a stored shape changes.
 pub const SCHEMA_VERSION: u32 = 1;
 
@@ -95,6 +97,24 @@ contract_enum!(
     }
 );
 
+/// What is kept of a session's PR between two looks: enough to tell what
+/// changed and to judge the session's status without asking the host.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PrView {
+    pub number: u32,
+    pub url: String,
+    pub state: PrState,
+    pub head_sha: String,
+    pub ci: CiStatus,
+    pub review: ReviewDecision,
+    pub mergeable: Mergeable,
+    /// Every required check passed and none failed.
+    pub required_green: bool,
+    /// The names of the failing checks.
+    pub failing: Vec<String>,
+}
+
 /// A session as stored under `/ao/v1/sessions/<id>`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -140,6 +160,9 @@ pub struct SessionRecord {
     /// Records written before roles existed are workers' sessions.
     #[serde(default)]
     pub role: SessionRole,
+    /// Its PR as last seen on the code host (see [`crate::pulls`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pr_view: Option<PrView>,
 }
 
 /// How many activity changes a session keeps.
@@ -202,6 +225,7 @@ impl SessionRecord {
             agent_session_id: None,
             activity_history: Vec::new(),
             role: SessionRole::Worker,
+            pr_view: None,
         }
     }
 

@@ -270,7 +270,7 @@ pub enum ScmError {
     #[error("{0}")]
     NotFound(String),
     /// Holding back for the rate limit until then; nothing was sent.
-    #[error("rate limited until {}", crate::model::rfc3339(&chrono::DateTime::<chrono::Utc>::from(*.until)))]
+    #[error("rate limited until {}", chrono::DateTime::<chrono::Utc>::from(*.until).to_rfc3339_opts(chrono::SecondsFormat::Secs, true))]
     Throttled { until: SystemTime },
     /// Network, 5xx, or a reply not understood; retried on the next poll.
     #[error("{0}")]
