@@ -118,10 +118,14 @@ pub fn next_status(
                 Some(Activity::Idle | Activity::Ready) => SessionStatus::Idle,
                 _ => SessionStatus::Working,
             };
-            if status != s.status {
-                next.status = status;
+            // An open PR's state says more than working or idle.
+            let composed = crate::pulls::compose(status, s.pr_view.as_ref());
+            if composed != s.status {
+                next.status = composed;
                 next.summary = None;
-                events.push(status_event(&next, r));
+                if composed == status {
+                    events.push(status_event(&next, r));
+                }
             }
         }
         ReportState::Exited { code, reason } => {
@@ -286,6 +290,32 @@ mod tests {
         // The same report again changes nothing and says nothing.
         let (again, events) = next_status(&next, &running(Activity::Active), Utc::now());
         assert_eq!((again, events.len()), (next, 0));
+    }
+
+    #[test]
+    fn an_open_prs_status_outlasts_working_and_idle_but_not_a_question() {
+        let mut s = session(SessionStatus::CiFailed);
+        s.pr_view = Some(crate::model::PrView {
+            number: 3,
+            url: "u".into(),
+            state: crate::scm::PrState::Open,
+            head_sha: "a".into(),
+            ci: crate::scm::CiStatus::Failing,
+            review: crate::scm::ReviewDecision::None,
+            mergeable: crate::scm::Mergeable::Mergeable,
+            required_green: false,
+            failing: vec!["test".into()],
+        });
+        for activity in [Activity::Active, Activity::Ready] {
+            let (next, events) = next_status(&s, &running(activity), Utc::now());
+            assert_eq!((next.status, events.len()), (SessionStatus::CiFailed, 0));
+        }
+        let (asking, events) = next_status(&s, &running(Activity::WaitingInput), Utc::now());
+        assert_eq!(asking.status, SessionStatus::NeedsInput);
+        assert_eq!(kinds(&events), [("session.needs_input", Priority::Action)]);
+        // Back at work, it is the PR's state again, and says no `session.working`.
+        let (back, events) = next_status(&asking, &running(Activity::Active), Utc::now());
+        assert_eq!((back.status, events.len()), (SessionStatus::CiFailed, 0));
     }
 
     #[test]
