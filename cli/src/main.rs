@@ -390,6 +390,28 @@ pub struct ClusterArgs {
     /// Lifetime of worker certificates; workers renew them at two thirds of it.
     #[arg(long, default_value = "24h", value_parser = parse_duration)]
     pub worker_cert_ttl: std::time::Duration,
+    /// Serve HTTP (health at /healthz, GitHub webhooks at /webhooks/github) on this address, or
+    /// `off`. `ao up` serves 127.0.0.1:4000 by default (skipped with a warning if taken);
+    /// `ao controller run` only when given. The bound address is written to $AO_HOME/http.addr.
+    #[arg(long, env = "AO_HTTP", value_parser = parse_http)]
+    pub http: Option<HttpFlag>,
+}
+
+/// `--http`: an address, or `off`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HttpFlag {
+    Off,
+    At(std::net::SocketAddr),
+}
+
+fn parse_http(s: &str) -> Result<HttpFlag, String> {
+    match s {
+        "off" | "none" => Ok(HttpFlag::Off),
+        _ => s
+            .parse()
+            .map(HttpFlag::At)
+            .map_err(|_| format!("expected host:port (e.g. 127.0.0.1:4000) or `off`, got `{s}`")),
+    }
 }
 
 /// Where the controller keeps its state.

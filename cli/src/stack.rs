@@ -11,6 +11,7 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use ao_controller::app::{Controller, ControllerConfig, ListenConfig};
 use ao_controller::config;
+use ao_controller::http::HttpListen;
 use ao_controller::store::etcd::EtcdTls;
 use ao_controller::store::StoreLocation;
 use ao_proto::home::Home;
@@ -19,7 +20,11 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::commands::Target;
-use crate::{ClusterArgs, StoreArgs};
+use crate::{ClusterArgs, HttpFlag, StoreArgs};
+
+/// Where `ao up` serves HTTP unless told otherwise (the original `ao`'s port).
+const DEFAULT_HTTP: std::net::SocketAddr =
+    std::net::SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 4000);
 
 /// `AO_HOME`, or `~/.agent-orchestrator`.
 pub fn ao_home() -> anyhow::Result<Home> {
@@ -217,6 +222,7 @@ fn controller_config(
     home: &Home,
     store: &StoreArgs,
     cluster: &ClusterArgs,
+    default_http: Option<std::net::SocketAddr>,
 ) -> anyhow::Result<ControllerConfig> {
     let location =
         StoreLocation::parse(store.store.as_deref(), home).map_err(anyhow::Error::msg)?;
@@ -231,10 +237,22 @@ fn controller_config(
         pki_dir: pki_dir(home, cluster.pki_dir.as_deref()),
         worker_cert_ttl: cluster.worker_cert_ttl,
     });
+    let http = match cluster.http {
+        Some(HttpFlag::Off) => None,
+        Some(HttpFlag::At(addr)) => Some(HttpListen {
+            addr,
+            required: true,
+        }),
+        None => default_http.map(|addr| HttpListen {
+            addr,
+            required: false,
+        }),
+    };
     Ok(ControllerConfig {
         store: location,
         etcd_tls,
         listen,
+        http,
         worker_grace: cluster.worker_grace,
         hostname: hostname(),
         apply: find_and_load_config(home)?,
@@ -250,8 +268,9 @@ async fn start_controller(
     cluster: &ClusterArgs,
     tasks: &TaskTracker,
     stop: CancellationToken,
+    default_http: Option<std::net::SocketAddr>,
 ) -> anyhow::Result<Controller> {
-    let config = controller_config(home, store, cluster)?;
+    let config = controller_config(home, store, cluster, default_http)?;
     let controller = Controller::start(config, tasks, stop.clone()).await?;
     stop_on_signals(stop);
     Ok(controller)
@@ -302,7 +321,15 @@ pub async fn up_foreground(
     prepare_home(home)?;
     let _lock = lock_home(home)?;
     let (tasks, stop) = (TaskTracker::new(), CancellationToken::new());
-    let controller = start_controller(home, store, cluster, &tasks, stop.clone()).await?;
+    let controller = start_controller(
+        home,
+        store,
+        cluster,
+        &tasks,
+        stop.clone(),
+        Some(DEFAULT_HTTP),
+    )
+    .await?;
     let settings = local_worker_settings(home, None, BTreeMap::new(), Capacity::default());
     let link = ao_worker::LinkConfig {
         addrs: vec![ControllerAddr::Unix(home.socket())],
@@ -338,7 +365,7 @@ pub async fn controller_only(
     let _lock = lock_home(home)?;
     let tasks = TaskTracker::new();
     let controller =
-        start_controller(home, store, cluster, &tasks, CancellationToken::new()).await?;
+        start_controller(home, store, cluster, &tasks, CancellationToken::new(), None).await?;
     eprintln!(
         "controller listening at unix://{}",
         controller.socket().display()
@@ -489,6 +516,15 @@ pub async fn up_detached(
         }
         if let Some(listen) = cluster.listen {
             cmd.arg("--listen").arg(listen.to_string());
+        }
+        match cluster.http {
+            Some(HttpFlag::At(addr)) => {
+                cmd.arg("--http").arg(addr.to_string());
+            }
+            Some(HttpFlag::Off) => {
+                cmd.arg("--http").arg("off");
+            }
+            None => {}
         }
         if let Some(a) = &cluster.advertise {
             cmd.arg("--advertise").arg(a);

@@ -21,6 +21,7 @@ use crate::cluster::{Cluster, ClusterError};
 use crate::config::Config;
 use crate::error::ControllerError;
 use crate::handle::ControllerHandle;
+use crate::http::{self, HttpListen, HttpState};
 use crate::leader::{self, Fence, Leadership};
 use crate::server::{self, ServeError, Services};
 use crate::sessions::{self, ControllerSettings};
@@ -42,6 +43,8 @@ pub struct ControllerConfig {
     pub etcd_tls: Option<EtcdTls>,
     /// Serve workers and remote CLIs over TCP too.
     pub listen: Option<ListenConfig>,
+    /// Serve HTTP (health, webhooks) too.
+    pub http: Option<HttpListen>,
     /// How long a silent worker is waited for before it is `lost`.
     pub worker_grace: Duration,
     /// This machine's host name: the default advertised host and a name in
@@ -63,6 +66,7 @@ impl ControllerConfig {
             home,
             etcd_tls: None,
             listen: None,
+            http: None,
             worker_grace: ControllerSettings::default().worker_grace,
             hostname: "localhost".into(),
             apply: None,
@@ -160,6 +164,9 @@ impl Controller {
             let projects = handle.apply(cfg).await?;
             tracing::info!(config = %path.display(), ?projects, "config applied");
         }
+        if let Some(listen) = config.http {
+            serve_http(home, listen, &handle, tasks, stop.clone()).await?;
+        }
         let socket = home.socket();
         let unix = server::bind_unix(&socket)?;
         let services = Services {
@@ -206,6 +213,47 @@ impl Controller {
         let _ = self.actor.await;
         served?
     }
+}
+
+/// Binds the HTTP listener and serves it until `stop`; its address goes
+/// to `AO_HOME/http.addr`. The default port already taken is said and
+/// skipped; a port the user asked for is an error.
+async fn serve_http(
+    home: &Home,
+    listen: HttpListen,
+    handle: &ControllerHandle,
+    tasks: &TaskTracker,
+    stop: CancellationToken,
+) -> Result<(), AppError> {
+    let addr = listen.addr;
+    let listener = match tokio::net::TcpListener::bind(addr).await {
+        Ok(l) => l,
+        Err(source) if listen.required => return Err(AppError::Listen { addr, source }),
+        Err(e) => {
+            tracing::warn!(
+                "not serving HTTP: cannot listen on {addr}: {e} (choose another with --http ADDR)"
+            );
+            let _ = std::fs::remove_file(home.http_addr());
+            return Ok(());
+        }
+    };
+    let bound = listener
+        .local_addr()
+        .map_err(|source| AppError::Listen { addr, source })?;
+    ao_proto::home::write_private(&home.http_addr(), bound.to_string().as_bytes())
+        .map_err(|source| AppError::Listen { addr, source })?;
+    tracing::info!(addr = %bound, "serving HTTP");
+    let router = http::router(HttpState {
+        handle: handle.clone(),
+    });
+    let addr_file = home.http_addr();
+    tasks.spawn(async move {
+        if let Err(e) = http::serve(listener, router, stop).await {
+            tracing::error!("HTTP listener failed: {e}");
+        }
+        let _ = std::fs::remove_file(addr_file);
+    });
+    Ok(())
 }
 
 async fn open_store(

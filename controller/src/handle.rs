@@ -32,6 +32,8 @@ pub struct Snapshot {
     pub sessions: SessionMap,
     pub workers: WorkerMap,
     pub projects: Vec<String>,
+    /// The applied config, if any.
+    pub config: Option<Arc<Config>>,
 }
 
 #[derive(Debug, Clone)]

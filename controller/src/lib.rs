@@ -31,7 +31,7 @@
 //! - [`sessions`]: the actor that owns all of the above at run time.
 //! - [`handle`]: the cloneable face of that actor, and what it publishes.
 //! - [`error`]: what a command to the controller can fail with.
-//! - [`grpc`] and [`server`]: the wire.
+//! - [`grpc`] and [`server`]: the wire; [`http`]: health and webhooks over HTTP.
 
 pub mod app;
 pub mod attach;
@@ -44,6 +44,7 @@ pub mod error;
 pub mod events;
 pub mod grpc;
 pub mod handle;
+pub mod http;
 pub mod keys;
 pub mod leader;
 pub mod liveness;

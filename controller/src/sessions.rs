@@ -72,7 +72,7 @@ impl Default for ControllerSettings {
 
 struct Actor {
     store: Arc<dyn Store>,
-    config: Option<Config>,
+    config: Option<Arc<Config>>,
     sessions: SessionMap,
     /// Live sessions per worker, project and issue.
     loads: Loads,
@@ -172,7 +172,7 @@ impl Actor {
     /// Takes what the store holds as the truth, keeping live worker links,
     /// and catches `events.jsonl` up with it.
     async fn adopt(&mut self, loaded: Loaded) -> Result<(), ControllerError> {
-        self.config = loaded.config;
+        self.config = loaded.config.map(Arc::new);
         self.sessions = loaded.sessions;
         self.loads = Loads::of(self.sessions.values().map(AsRef::as_ref));
         self.revs = loaded.revs;
@@ -363,6 +363,7 @@ impl Actor {
             sessions: self.sessions.clone(),
             workers: self.worker_views.clone(),
             projects,
+            config: self.config.clone(),
         }));
     }
 
@@ -482,14 +483,14 @@ impl Actor {
         )
         .await?;
         let projects = stored.config.projects.keys().cloned().collect();
-        self.config = Some(stored.config);
+        self.config = Some(Arc::new(stored.config));
         self.place_waiting().await;
         self.publish();
         Ok(projects)
     }
 
     fn config(&self) -> Result<&Config, ControllerError> {
-        self.config.as_ref().ok_or(ControllerError::NoConfig)
+        self.config.as_deref().ok_or(ControllerError::NoConfig)
     }
 
     fn check_project(&self, project: &str) -> Result<(), ControllerError> {

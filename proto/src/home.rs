@@ -51,6 +51,12 @@ impl Home {
         self.0.join("config.yaml")
     }
 
+    /// The address the controller's HTTP listener is bound to, while it
+    /// serves (`ao up --http 127.0.0.1:0` picks a free port).
+    pub fn http_addr(&self) -> PathBuf {
+        self.0.join("http.addr")
+    }
+
     /// The embedded store.
     pub fn store(&self) -> PathBuf {
         self.0.join("store.redb")

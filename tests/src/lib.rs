@@ -255,6 +255,8 @@ impl Stack {
             .env_remove("AO_CONTROLLER")
             .env_remove("AO_CONFIG_PATH")
             .env_remove("AO_STORE")
+            // Stacks run side by side: each serves HTTP on a port of its own.
+            .env("AO_HTTP", "127.0.0.1:0")
             .stdin(std::process::Stdio::null());
         if let Some(etcd) = &self.etcd {
             c.env("AO_STORE", etcd.store_url());
@@ -288,6 +290,13 @@ impl Stack {
             self.home.join("store.redb").exists()
         );
         pid
+    }
+
+    /// The base URL of the stack's HTTP listener (`http://127.0.0.1:<port>`).
+    pub fn http_url(&self) -> String {
+        let addr = std::fs::read_to_string(self.home.join("http.addr"))
+            .expect("the stack serves HTTP and wrote http.addr");
+        format!("http://{}", addr.trim())
     }
 
     /// Waits until the session's `field` equals `want`.
