@@ -356,6 +356,8 @@ struct WorkerRunArgs {
 }
 
 #[derive(Subcommand)]
+// Parsed once per run: the size of a flag set does not matter.
+#[allow(clippy::large_enum_variant)]
 enum ControllerCommand {
     /// Run the controller alone, serving AO_HOME/ao.sock (and, with --listen, workers and CLIs over mTLS).
     Run {
