@@ -257,3 +257,44 @@ fn status_node(base: &str, repo: &Repo, status: &StatusContext) -> Value {
         "isRequired": repo.is_required(&status.context),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn arguments_come_from_variables_or_literals() {
+        let vars = json!({ "owner": "acme" });
+        assert_eq!(argument("$owner", &vars), "acme");
+        assert_eq!(argument("\"app\"", &vars), "app");
+        assert_eq!(argument("$missing", &vars), "");
+    }
+
+    #[test]
+    fn error_locations_are_one_based_lines_and_columns() {
+        let query = "query {\n  repository(x) {\n    pr9: pullRequest(number: 9)";
+        let at = query.find("pr9").unwrap();
+        assert_eq!(location(query, at), json!([{ "line": 3, "column": 5 }]));
+        assert_eq!(location(query, 0), json!([{ "line": 1, "column": 1 }]));
+    }
+
+    #[test]
+    fn aliases_are_found_whatever_the_spacing() {
+        let query = "pr12: pullRequest(number: 12) { a } pr15 :pullRequest(number:15) { b }";
+        let found: Vec<(String, String)> = ALIAS
+            .captures_iter(query)
+            .map(|c| (c[1].to_string(), c[2].to_string()))
+            .collect();
+        assert_eq!(
+            found,
+            [("pr12".into(), "12".into()), ("pr15".into(), "15".into())]
+        );
+    }
+
+    #[test]
+    fn bots_lose_their_suffix_in_graphql() {
+        assert_eq!(author("cursor[bot]")["login"], "cursor");
+        assert_eq!(author("cursor[bot]")["__typename"], "Bot");
+        assert_eq!(author("alice")["__typename"], "User");
+    }
+}

@@ -946,3 +946,121 @@ fn rebase(git: &Bare, base: &str, head: &str) -> Result<String, ApiError> {
     }
     Ok(onto)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn repo() -> Repo {
+        Repo {
+            full_name: "o/r".into(),
+            git: Bare::new(std::path::Path::new("/nonexistent")),
+            default_branch: "main".into(),
+            prs: BTreeMap::new(),
+            issues: BTreeMap::new(),
+            checks: HashMap::new(),
+            statuses: HashMap::new(),
+            required: Vec::new(),
+            require_review: false,
+            version: 0,
+        }
+    }
+
+    fn pr(reviews: &[(&str, ReviewState)]) -> Pr {
+        let now = Utc::now();
+        Pr {
+            number: 1,
+            title: "t".into(),
+            body: None,
+            head: "feat".into(),
+            base: "main".into(),
+            draft: false,
+            author: "dev".into(),
+            state: PrState::Open,
+            head_sha: "abc".into(),
+            merge_commit: None,
+            created_at: now,
+            updated_at: now,
+            updated_seq: 0,
+            closed_at: None,
+            merged_at: None,
+            reviews: reviews
+                .iter()
+                .map(|(author, state)| Review {
+                    author: author.to_string(),
+                    state: *state,
+                })
+                .collect(),
+            threads: Vec::new(),
+            comments: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn review_decision_needs_a_rule_and_counts_each_reviewers_latest_decision() {
+        use ReviewState::*;
+        let mut repo = repo();
+        assert_eq!(repo.review_decision(&pr(&[("a", Approved)])), None);
+        repo.require_review = true;
+        let decide = |reviews: &[(&str, ReviewState)]| repo.review_decision(&pr(reviews));
+        assert_eq!(decide(&[]), Some("REVIEW_REQUIRED"));
+        assert_eq!(decide(&[("a", Commented)]), Some("REVIEW_REQUIRED"));
+        assert_eq!(decide(&[("a", Approved)]), Some("APPROVED"));
+        assert_eq!(
+            decide(&[("a", Approved), ("b", ChangesRequested)]),
+            Some("CHANGES_REQUESTED")
+        );
+        assert_eq!(
+            decide(&[("a", ChangesRequested), ("a", Commented), ("a", Approved)]),
+            Some("APPROVED"),
+            "a comment does not withdraw a decision; a later approval replaces it"
+        );
+    }
+
+    #[test]
+    fn protection_wants_every_required_check_green_by_run_or_status() {
+        let mut repo = repo();
+        let pr = pr(&[]);
+        assert_eq!(repo.protection_refusal(&pr), None);
+        repo.required = vec!["build".into(), "lint".into()];
+        let refusal = repo.protection_refusal(&pr).unwrap();
+        assert!(refusal.contains("\"build\" is expected"), "{refusal}");
+        let run = |state| CheckRun {
+            id: 1,
+            name: "build".into(),
+            state,
+            log: None,
+            actions_job: true,
+            set_at: Utc::now(),
+        };
+        repo.checks
+            .insert("abc".into(), vec![run(CheckState::Failure)]);
+        let status = |state| StatusContext {
+            context: "lint".into(),
+            state,
+        };
+        repo.statuses
+            .insert("abc".into(), vec![status(StatusState::Success)]);
+        let refusal = repo.protection_refusal(&pr).unwrap();
+        assert!(refusal.contains("\"build\" is not successful"), "{refusal}");
+        repo.checks
+            .insert("abc".into(), vec![run(CheckState::Skipped)]);
+        assert_eq!(
+            repo.protection_refusal(&pr),
+            None,
+            "skipped counts as green"
+        );
+        repo.statuses
+            .insert("abc".into(), vec![status(StatusState::Pending)]);
+        assert!(repo.protection_refusal(&pr).is_some());
+    }
+
+    #[test]
+    fn check_states_map_to_graphql_status_and_conclusion() {
+        assert_eq!(CheckState::Queued.status(), "QUEUED");
+        assert_eq!(CheckState::InProgress.conclusion(), None);
+        assert_eq!(CheckState::TimedOut.status(), "COMPLETED");
+        assert_eq!(CheckState::TimedOut.conclusion(), Some("TIMED_OUT"));
+        assert!(CheckState::Neutral.green() && !CheckState::Cancelled.green());
+    }
+}

@@ -337,3 +337,26 @@ pub fn details_url(base: &str, repo: &Repo, run: &CheckRun) -> String {
         format!("{base}/{}/runs/{}", repo.full_name, run.id)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signatures_are_hmac_sha256_in_hex() {
+        // RFC 4231, test case 2.
+        assert_eq!(
+            sign("Jefe", b"what do ya want for nothing?"),
+            "sha256=5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
+        );
+    }
+
+    #[test]
+    fn delivery_ids_are_distinct_uuids() {
+        let (a, b) = (delivery_id(), delivery_id());
+        assert_ne!(a, b);
+        let parts: Vec<usize> = a.split('-').map(str::len).collect();
+        assert_eq!(parts, [8, 4, 4, 4, 12]);
+        assert_eq!(&a[14..15], "4");
+    }
+}
