@@ -694,7 +694,9 @@ fn every_change_is_delivered_signed_and_in_order() {
     let receiver = Receiver::start();
     fake.webhooks(&receiver.url, SECRET);
     let pr = open_pr(&origin, &api, "feat/1", "a.txt", "a\n");
+    fake.set_pr_check(REPO, pr, "lint", CheckState::InProgress, None, true);
     fake.set_pr_check(REPO, pr, "build", CheckState::Success, None, true);
+    fake.set_pr_check(REPO, pr, "lint", CheckState::Success, None, true);
     fake.review(
         REPO,
         pr,
@@ -710,7 +712,10 @@ fn every_change_is_delivered_signed_and_in_order() {
     let want = [
         "ping",
         "pull_request.opened",
+        "check_run.created",
         "check_run.completed",
+        "check_run.completed",
+        "check_suite.completed",
         "pull_request_review.submitted",
         "pull_request_review_comment.created",
         "issue_comment.created",
@@ -727,10 +732,15 @@ fn every_change_is_delivered_signed_and_in_order() {
         assert_eq!(body["repository"]["full_name"], REPO);
         assert!(body["sender"]["login"].is_string());
     }
-    assert_eq!(events[2].1["check_run"]["pull_requests"][0]["number"], pr);
-    assert_eq!(events[3].1["review"]["state"], "approved");
-    assert_eq!(events[6].1["pull_request"]["head"]["sha"], head.as_str());
-    assert_eq!(events[7].1["pull_request"]["merged"], true);
+    assert_eq!(events[3].1["check_run"]["name"], "build");
+    assert_eq!(events[3].1["check_run"]["pull_requests"][0]["number"], pr);
+    assert_eq!(events[5].1["check_suite"]["conclusion"], "success");
+    assert_eq!(events[6].1["review"]["state"], "approved");
+    assert_eq!(events[7].1["comment"]["path"], "a.txt");
+    assert_eq!(events[9].1["pull_request"]["head"]["sha"], head.as_str());
+    assert_eq!(events[10].1["pull_request"]["merged"], true);
+    let merge_commit = fake.pr(REPO, pr).merge_commit.unwrap();
+    assert_eq!(events[11].1["after"], merge_commit.as_str());
     let delivered: Vec<Delivery> = fake.deliveries();
     assert!(
         delivered.iter().all(|d| d.answer == Ok(204)),

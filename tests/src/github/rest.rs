@@ -126,7 +126,9 @@ async fn gate(State(shared): State<Arc<Shared>>, req: Request, next: Next) -> Re
     let mut state = shared.lock();
     if !free {
         if resp.status() == StatusCode::NOT_MODIFIED {
-            state.budget(resource).used -= 1;
+            // Saturating: a test may have set a fresh budget meanwhile.
+            let budget = state.budget(resource);
+            budget.used = budget.used.saturating_sub(1);
             state.stats.not_modified += 1;
         } else {
             *state.stats.counted.entry(resource).or_default() += 1;

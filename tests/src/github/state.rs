@@ -784,7 +784,22 @@ impl State {
             (false, None) => "rerequested",
         };
         let payload = webhooks::check_run(&self.base_url, r, sha, &run, &prs, action);
+        // The app's suite completes with its last run: one `check_suite` then.
+        let suite: Vec<&CheckRun> = r
+            .checks_on(sha)
+            .0
+            .iter()
+            .filter(|c| c.actions_job == actions_job)
+            .collect();
+        let suite_done = !state.pending() && suite.iter().all(|c| !c.state.pending());
+        let suite = suite_done.then(|| {
+            let green = suite.iter().all(|c| c.state.green());
+            webhooks::check_suite(sha, &run, &prs, green)
+        });
         self.hooks.emit(repo, "check_run", TOKEN_LOGIN, payload);
+        if let Some(suite) = suite {
+            self.hooks.emit(repo, "check_suite", TOKEN_LOGIN, suite);
+        }
         Ok(run.id)
     }
 

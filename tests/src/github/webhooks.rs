@@ -232,6 +232,21 @@ pub fn check_run(
     })
 }
 
+/// `check_suite` (completed), when the last run of an app on the commit ends.
+pub fn check_suite(sha: &str, run: &CheckRun, prs: &[&Pr], green: bool) -> Value {
+    let pull_requests: Vec<Value> = prs.iter().map(|p| json!({ "number": p.number })).collect();
+    json!({
+        "action": "completed",
+        "check_suite": {
+            "head_sha": sha,
+            "status": "completed",
+            "conclusion": if green { "success" } else { "failure" },
+            "app": { "slug": app_slug(run) },
+            "pull_requests": pull_requests,
+        },
+    })
+}
+
 /// `status`.
 pub fn status(sha: &str, context: &str, state: StatusState) -> Value {
     json!({
