@@ -777,7 +777,11 @@ impl State {
         run.set_at = Utc::now();
         let run = run.clone();
         let r = self.repo(repo)?;
-        let prs: Vec<&Pr> = r.prs.values().filter(|p| p.head_sha == sha).collect();
+        let prs: Vec<&Pr> = r
+            .prs
+            .values()
+            .filter(|p| p.state == PrState::Open && p.head_sha == sha)
+            .collect();
         let action = match (created, state.conclusion()) {
             (_, Some(_)) => "completed",
             (true, None) => "created",
