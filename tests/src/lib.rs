@@ -3,6 +3,7 @@
 
 pub mod cluster;
 pub mod etcd;
+pub mod github;
 pub mod netns;
 
 use std::path::{Path, PathBuf};
