@@ -26,6 +26,7 @@
 //! - [`scm`]: pull requests, checks, reviews and issues behind `Scm`/`Tracker`.
 //! - [`loads`]: live sessions per worker, project and issue, kept as they change.
 //! - [`pending`]: inputs and tunnels asked of workers, until they answer.
+//! - [`reactions`]: what to do about a session's situation: sends, merges, escalations.
 //! - [`reconcile`]: a worker's report of a session, as the actor applies it.
 //! - [`sessions`]: the actor that owns all of the above at run time.
 //! - [`handle`]: the cloneable face of that actor, and what it publishes.
@@ -50,6 +51,7 @@ pub mod loads;
 pub mod model;
 pub mod orchestrator;
 pub mod pending;
+pub mod reactions;
 pub mod reconcile;
 pub mod scheduler;
 pub mod scm;
