@@ -201,9 +201,16 @@ fn comment_line(comment: &Comment) -> String {
     let cut = cut_to(&body, COMMENT_BODY_MAX);
     let ellipsis = if cut.len() < body.len() { " [...]" } else { "" };
     // Continuation lines are indented so that the list item holds the whole body.
-    let body = cut.trim_end().replace('\n', "\n  ");
+    let mut lines = cut.trim_end().lines();
+    let first = lines.next().unwrap_or_default();
+    let rest: String = lines
+        .map(|line| match line.trim_end() {
+            "" => "\n".to_owned(),
+            line => format!("\n  {line}"),
+        })
+        .collect();
     format!(
-        "- {place} ({}): {body}{ellipsis}",
+        "- {place} ({}): {first}{rest}{ellipsis}",
         one_line(&comment.author)
     )
 }
@@ -284,4 +291,214 @@ fn ceil_char_boundary(text: &str, mut i: usize) -> usize {
 
 fn longest_backtick_run(text: &str) -> usize {
     text.split(|c| c != '`').map(str::len).max().unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(name: &str, log: String) -> FailedCheck {
+        FailedCheck {
+            name: name.into(),
+            url: Some(format!("https://github.com/o/r/actions/runs/1/job/{name}")),
+            log_tail: log,
+        }
+    }
+
+    /// `lines` numbered lines of `width` bytes each (`name 0001 xxx...`).
+    fn log(name: &str, lines: usize, width: usize) -> String {
+        (1..=lines)
+            .map(|i| {
+                let head = format!("{name} {i:04} ");
+                format!("{head}{}\n", "x".repeat(width - head.len() - 1))
+            })
+            .collect()
+    }
+
+    fn comment(path: Option<&str>, line: Option<u32>, body: &str) -> Comment {
+        Comment {
+            id: "1".into(),
+            author: "alice".into(),
+            bot: false,
+            path: path.map(Into::into),
+            line,
+            body: body.into(),
+            url: None,
+        }
+    }
+
+    fn assert_typable(message: &str) {
+        assert_eq!(message, message.trim_end(), "no trailing blank lines");
+        assert!(
+            !message
+                .chars()
+                .any(|c| c.is_control() && c != '\n' && c != '\t'),
+            "{message:?}"
+        );
+    }
+
+    #[test]
+    fn a_ci_message_keeps_each_logs_end_within_the_budget() {
+        let short = "error: unused import `foo`\n".to_owned();
+        let checks = vec![
+            check("lint", short.clone()),
+            check("test", log("test", 400, 80)),
+            check("build", log("build", 100, 120)),
+        ];
+        let message = to_agent(&Situation::CiFailed { number: 12, checks }, None);
+        assert_typable(&message);
+        assert!(message.len() <= MESSAGE_BUDGET, "{}", message.len());
+        assert!(message.len() > MESSAGE_BUDGET - 200, "the budget is used");
+        assert!(
+            message.starts_with("CI failed on your PR #12."),
+            "{message}"
+        );
+        assert!(message.contains(&format!(
+            "### lint\nhttps://github.com/o/r/actions/runs/1/job/lint\n```\n{}\n```",
+            short.trim_end()
+        )));
+        for (name, last) in [("test", 400), ("build", 100)] {
+            let section = message.split(&format!("### {name}\n")).nth(1).unwrap();
+            let block = section.split("```").nth(1).unwrap();
+            let after_marker = block.split(CUT_MARKER).nth(1).expect("cut");
+            let first_kept = after_marker.lines().next().unwrap();
+            assert!(
+                first_kept.starts_with(&format!("{name} ")),
+                "cut at a line start: {first_kept}"
+            );
+            assert!(
+                block.trim_end().ends_with('x') && block.contains(&format!("{name} {last:04} ")),
+                "the end of the log is kept"
+            );
+            assert!(
+                !block.contains(&format!("{name} 0001 ")),
+                "its start is cut"
+            );
+            // Both long logs get about the same room.
+            assert!(block.len() > 2000, "{name}: {}", block.len());
+        }
+
+        let lead = to_agent(
+            &Situation::CiFailed {
+                number: 12,
+                checks: vec![check("lint", short)],
+            },
+            Some("Fix CI, then run `make check`.\n"),
+        );
+        assert!(
+            lead.starts_with("Fix CI, then run `make check`.\n\n### lint\n"),
+            "{lead}"
+        );
+    }
+
+    #[test]
+    fn checks_that_do_not_fit_are_counted_and_odd_logs_stay_fenced() {
+        let many: Vec<_> = (0..300)
+            .map(|i| check(&format!("job-{i:03}-{}", "n".repeat(20)), log("l", 50, 60)))
+            .collect();
+        let message = ci_failed(None, 3, &many, MESSAGE_BUDGET);
+        assert!(message.len() <= MESSAGE_BUDGET, "{}", message.len());
+        assert!(message.contains("### job-000-"));
+        assert!(message.ends_with(" more failing checks"), "{message}");
+
+        let tricky =
+            "\u{1b}[31mFAIL\u{1b}[0m in ```rust\r\nblock```` \u{1b}]0;title\u{7}done\u{8}\n";
+        let message = ci_failed(None, 3, &[check("t", tricky.into())], MESSAGE_BUDGET);
+        assert_typable(&message);
+        assert!(
+            message.contains("`````\nFAIL in ```rust\nblock```` done\n`````"),
+            "{message}"
+        );
+
+        // One endless line: its end is kept from a character boundary.
+        let line = "é".repeat(8000);
+        let message = ci_failed(None, 3, &[check("t", line)], 2048);
+        assert!(message.len() <= 2048, "{}", message.len());
+        assert!(message.contains(&format!("{CUT_MARKER}é")), "{message}");
+    }
+
+    #[test]
+    fn review_comments_read_as_a_list() {
+        let comments = vec![
+            comment(
+                Some("src/lib.rs"),
+                Some(42),
+                "Rename `x`.\n\nIt is unclear.",
+            ),
+            comment(Some("README.md"), None, "Typo."),
+            comment(None, None, &format!("{}!", "long ".repeat(400))),
+        ];
+        let message = to_agent(&Situation::ChangesRequested { comments }, None);
+        assert_typable(&message);
+        let lines: Vec<&str> = message.lines().collect();
+        assert!(
+            lines[0].starts_with("A reviewer requested changes"),
+            "{message}"
+        );
+        assert_eq!(lines[1], "");
+        assert_eq!(lines[2], "- src/lib.rs:42 (alice): Rename `x`.");
+        assert_eq!(lines[3], "");
+        assert_eq!(lines[4], "  It is unclear.");
+        assert_eq!(lines[5], "- README.md (alice): Typo.");
+        assert!(lines[6].starts_with("- PR comment (alice): long long"));
+        assert!(
+            lines[6].ends_with(" [...]") && lines[6].len() < 1100,
+            "{}",
+            lines[6]
+        );
+
+        let flood: Vec<_> = (0..100)
+            .map(|_| comment(Some("a.rs"), Some(1), &"word ".repeat(100)))
+            .collect();
+        let message = to_agent(
+            &Situation::BotComments { comments: flood },
+            Some("Bot says:"),
+        );
+        assert!(message.len() <= MESSAGE_BUDGET);
+        assert!(message.starts_with("Bot says:\n\n- a.rs:1 (alice): word"));
+        assert!(message.ends_with(" more comments on the PR"), "{message}");
+    }
+
+    #[test]
+    fn merge_conflicts_say_how_to_rebase() {
+        let message = to_agent(
+            &Situation::MergeConflicts {
+                base: "develop".into(),
+            },
+            None,
+        );
+        assert_typable(&message);
+        for needed in [
+            "merge conflicts with `develop`",
+            "git fetch origin\n",
+            "git rebase origin/develop\n",
+            "git rebase --continue",
+            "git push --force-with-lease",
+        ] {
+            assert!(message.contains(needed), "{needed}: {message}");
+        }
+        let custom = to_agent(
+            &Situation::MergeConflicts {
+                base: "main".into(),
+            },
+            Some("Rebase now."),
+        );
+        assert!(
+            custom.starts_with("Rebase now.\n\n    git fetch origin"),
+            "{custom}"
+        );
+    }
+
+    #[test]
+    fn notifications_are_the_message_over_the_summary() {
+        let closed = Situation::PrClosed { number: 9 };
+        assert_eq!(
+            notification(&closed, None),
+            "PR #9 was closed without being merged"
+        );
+        assert_eq!(
+            notification(&closed, Some("Heads up.\n")),
+            "Heads up.\nPR #9 was closed without being merged"
+        );
+    }
 }

@@ -238,7 +238,7 @@ pub fn all_complete<'a>(
 mod tests {
     use super::*;
 
-    pub(crate) fn comment(id: &str) -> Comment {
+    fn comment(id: &str) -> Comment {
         Comment {
             id: id.into(),
             author: "rev".into(),
@@ -313,5 +313,29 @@ mod tests {
         ] {
             assert_eq!(human_duration(Duration::from_secs(secs)), text);
         }
+    }
+
+    #[test]
+    fn a_project_is_complete_when_every_worker_session_ended() {
+        use crate::model::SessionRecord;
+        let session = |id: &str, status| SessionRecord::example(id, None, status);
+        let orchestrator = SessionRecord {
+            role: SessionRole::Orchestrator,
+            ..session("app-orchestrator", SessionStatus::Working)
+        };
+        let merged = session("app-1", SessionStatus::Merged);
+        let killed = session("app-2", SessionStatus::Killed);
+        let working = session("app-3", SessionStatus::Working);
+        assert_eq!(all_complete([&orchestrator]), None, "no worker session");
+        assert_eq!(all_complete([&merged, &working]), None);
+        let done = all_complete([
+            &orchestrator,
+            &merged,
+            &killed,
+            &session("app-4", SessionStatus::Merged),
+        ])
+        .expect("all ended");
+        assert_eq!(done.key(), ReactionKey::AllComplete);
+        assert_eq!(done.summary(), "all 3 sessions ended: 2 merged, 1 killed");
     }
 }
