@@ -189,26 +189,12 @@ pub fn decide(
         return (Some(decision(attempt, act)), acted(attempt));
     }
 
-    let act = match (policy.action, situation) {
-        (ReactionAction::AutoMerge, Situation::ApprovedAndGreen { number, head_sha }) => {
-            if state.refused_sha.as_deref() == Some(head_sha.as_str()) {
-                return hold;
-            }
-            Act::Merge {
-                number: *number,
-                sha: head_sha.clone(),
-            }
+    if let Situation::ApprovedAndGreen { head_sha, .. } = situation {
+        if state.refused_sha.as_deref() == Some(head_sha.as_str()) {
+            return hold;
         }
-        (ReactionAction::SendToAgent, _) => Act::SendToAgent {
-            message: to_agent(situation, policy.message.as_deref()),
-        },
-        // Validation keeps `auto-merge` to `approved-and-green`.
-        (ReactionAction::Notify | ReactionAction::AutoMerge, _) => Act::Notify {
-            priority: policy.priority,
-            message: notification(situation, policy.message.as_deref()),
-        },
-    };
-    let repeats = !matches!(act, Act::Notify { .. });
+    }
+    let repeats = policy.action != ReactionAction::Notify;
     let due = state.attempts == 0
         || changed
         || (repeats && state.last_at.is_none_or(|t| since(t) >= RETRY_INTERVAL));
@@ -245,6 +231,22 @@ pub fn decide(
     if !due {
         return hold;
     }
+    let act = match (policy.action, situation) {
+        (ReactionAction::AutoMerge, Situation::ApprovedAndGreen { number, head_sha }) => {
+            Act::Merge {
+                number: *number,
+                sha: head_sha.clone(),
+            }
+        }
+        (ReactionAction::SendToAgent, _) => Act::SendToAgent {
+            message: to_agent(situation, policy.message.as_deref()),
+        },
+        // Validation keeps `auto-merge` to `approved-and-green`.
+        (ReactionAction::Notify | ReactionAction::AutoMerge, _) => Act::Notify {
+            priority: policy.priority,
+            message: notification(situation, policy.message.as_deref()),
+        },
+    };
     (Some(decision(attempt, act)), acted(attempt))
 }
 
