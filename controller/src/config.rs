@@ -10,6 +10,7 @@
 //! - `load`: finding the file, reading it, [`parse_str`] from text to a validated [`Config`].
 //! - `outline`: the key path of each line, so errors point at their line.
 //! - `nesting`: the nesting limit, checked before the YAML parser reads the text.
+//! - `reactions`: the `reactions.<key>` names and what each entry may say ([`ReactionKey`]).
 //! - `validate`: names and references a config must get right, for a file or [`validate_parsed`].
 //! - `ids`: the rules for project ids and session prefixes.
 //! - `unacted`: [`unimplemented_keys`], accepted for compatibility but not acted on yet.
@@ -22,6 +23,7 @@ mod ids;
 mod load;
 mod nesting;
 mod outline;
+mod reactions;
 mod schema;
 mod unacted;
 mod validate;
@@ -33,10 +35,13 @@ pub use load::{
     MAX_CONFIG_JSON_BYTES,
 };
 pub use nesting::MAX_NESTING;
+pub use reactions::{
+    check_reaction, escalate_after, EscalateAfter, ReactionConfigError, ReactionKey,
+};
 pub use schema::{
-    AgentConfig, Config, Defaults, NotificationRouting, OrchestratorConfig, PluginConfig, Priority,
-    ProjectConfig, ReactionAction, ReactionConfig, AGENT_STUCK, BUILTIN_AGENTS,
-    DEFAULT_STUCK_THRESHOLD,
+    threshold, AgentConfig, Config, Defaults, NotificationRouting, OrchestratorConfig,
+    PluginConfig, Priority, ProjectConfig, ReactionAction, ReactionConfig, AGENT_STUCK,
+    BUILTIN_AGENTS, DEFAULT_STUCK_THRESHOLD,
 };
 pub use unacted::unimplemented_keys;
 pub use validate::validate_parsed;

@@ -27,6 +27,7 @@
 //! - [`loads`]: live sessions per worker, project and issue, kept as they change.
 //! - [`pending`]: inputs and tunnels asked of workers, until they answer.
 //! - [`pulls`]: a session's pull request, and what a newer look at it changes.
+//! - [`reactions`]: what to do about a session's situation: sends, merges, escalations.
 //! - [`reconcile`]: a worker's report of a session, as the actor applies it.
 //! - [`sessions`]: the actor that owns all of the above at run time.
 //! - [`handle`]: the cloneable face of that actor, and what it publishes.
@@ -53,6 +54,7 @@ pub mod model;
 pub mod orchestrator;
 pub mod pending;
 pub mod pulls;
+pub mod reactions;
 pub mod reconcile;
 pub mod scheduler;
 pub mod scm;

@@ -565,15 +565,17 @@ notificationRouting:
     fn brackets_in_scalars_and_comments_do_not_count() {
         let deep = "[".repeat(MAX_NESTING + 1);
         let text = format!(
-            "# {deep}\nreactions:\n  r:\n    message: fix {deep}\n  s:\n    message: '{deep}'\n  t:\n    message: |\n      {deep}\n  u:\n    message: \"a\\\"{deep}\"\n  v: {{message: \"{deep}\"}}\n"
+            "# {deep}\nreactions:\n  ci-failed:\n    message: fix {deep}\n  changes-requested:\n    \
+             message: '{deep}'\n  bugbot-comments:\n    message: |\n      {deep}\n  merge-conflicts:\n    \
+             message: \"a\\\"{deep}\"\n  pr-closed: {{message: \"{deep}\"}}\n"
         );
         let config = parse(&text).unwrap();
         assert_eq!(
-            config.reactions["s"].message.as_deref(),
+            config.reactions["changes-requested"].message.as_deref(),
             Some(deep.as_str())
         );
         assert_eq!(
-            config.reactions["v"].message.as_deref(),
+            config.reactions["pr-closed"].message.as_deref(),
             Some(deep.as_str())
         );
         let shallow = format!(
@@ -613,10 +615,10 @@ notificationRouting:
 
     #[test]
     fn escaped_dollar_brace_stays_literal_and_comments_are_not_expanded() {
-        let text = "# token: ${UNSET}\nreactions:\n  r:\n    message: \"cost $${PRICE} ${HOME}\"\n";
+        let text = "# token: ${UNSET}\nreactions:\n  ci-failed:\n    message: \"cost $${PRICE} ${HOME}\"\n";
         let config = parse(text).unwrap();
         assert_eq!(
-            config.reactions["r"].message.as_deref(),
+            config.reactions["ci-failed"].message.as_deref(),
             Some("cost ${PRICE} /home/dev")
         );
     }

@@ -205,6 +205,17 @@ pub enum ReactionAction {
     AutoMerge,
 }
 
+impl ReactionAction {
+    /// The name in the config and in events (`send-to-agent`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Notify => "notify",
+            Self::SendToAgent => "send-to-agent",
+            Self::AutoMerge => "auto-merge",
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Priority {

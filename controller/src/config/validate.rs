@@ -10,6 +10,7 @@ use super::ids::{
     is_valid_project_id, is_valid_session_prefix, MAX_ID_LEN, PROJECT_ID_RULE, SESSION_PREFIX_RULE,
 };
 use super::outline::Locator;
+use super::reactions::check_reaction;
 use super::schema::{threshold, Config, ReactionConfig, BUILTIN_AGENTS};
 
 /// Checks a config that arrives already parsed (as JSON over the controller's API) with the
@@ -73,19 +74,24 @@ pub(super) fn validate(config: &Config, locator: &Locator<'_>) -> Result<(), Con
         check_notifiers(&["notificationRouting", priority], names)?;
     }
 
-    let check_thresholds = |at: &[&str], reactions: &BTreeMap<String, ReactionConfig>| {
+    let check_reactions = |at: &[&str], reactions: &BTreeMap<String, ReactionConfig>| {
         for (name, reaction) in reactions {
+            let mut path = at.to_vec();
+            path.push(name.as_str());
+            if let Err(e) = check_reaction(name, reaction) {
+                path.extend(e.field);
+                return Err(locator.error(&path, e.message));
+            }
             if let Some(Err(e)) = threshold(reaction) {
-                let mut path = at.to_vec();
-                path.extend([name.as_str(), "threshold"]);
+                path.push("threshold");
                 return Err(locator.error(&path, e));
             }
         }
         Ok(())
     };
-    check_thresholds(&["reactions"], &config.reactions)?;
+    check_reactions(&["reactions"], &config.reactions)?;
     for (id, project) in &config.projects {
-        check_thresholds(&["projects", id, "reactions"], &project.reactions)?;
+        check_reactions(&["projects", id, "reactions"], &project.reactions)?;
     }
 
     for (name, agent) in &config.agents {
@@ -197,5 +203,54 @@ mod tests {
                 .contains("of project `b` is also that of project `a`"),
             "{err}"
         );
+    }
+
+    /// A reaction the engine could not act on is refused at its key path and line.
+    #[test]
+    fn reaction_errors_name_the_key_path_and_line() {
+        use crate::config::parse_str;
+        let parse = |text: &str| parse_str(text, Path::new("/etc/ao.yaml"), &|_| None);
+        for (text, key, line, message) in [
+            (
+                "reactions:\n  ci-fail:\n    action: notify\n",
+                "reactions.ci-fail",
+                2,
+                "unknown reaction `ci-fail`: expected one of ci-failed,",
+            ),
+            (
+                "projects:\n  app:\n    path: /r\n    reactions:\n      ci-failed:\n        \
+                 retries: 1\n        action: auto-merge\n",
+                "projects.app.reactions.ci-failed.action",
+                7,
+                "`auto-merge` only answers `approved-and-green`",
+            ),
+            (
+                "reactions:\n  changes-requested:\n    escalateAfter: soon\n",
+                "reactions.changes-requested.escalateAfter",
+                3,
+                "expected a duration",
+            ),
+            (
+                "reactions:\n  ci-failed:\n    escalateAfter: 0\n",
+                "reactions.ci-failed.escalateAfter",
+                3,
+                "must be at least 1",
+            ),
+            (
+                "reactions:\n  ci-failed:\n    retries: -1\n",
+                "reactions.ci-failed.retries",
+                3,
+                "expected u32",
+            ),
+        ] {
+            let err = parse(text).unwrap_err();
+            assert_eq!(err.key.as_deref(), Some(key), "{err}");
+            assert_eq!(err.line, Some(line), "{err}");
+            assert!(err.message.contains(message), "{err}");
+        }
+        let ok =
+            "reactions:\n  approved-and-green:\n    action: auto-merge\n  merge-conflicts:\n    \
+                  escalateAfter: 15m\n  ci-failed:\n    escalateAfter: 3\n";
+        assert!(parse(ok).is_ok());
     }
 }
