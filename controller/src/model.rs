@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
 
+use crate::config::ReactionKey;
 use crate::scm::{CiStatus, Mergeable, PrState, ReviewDecision};
 
 /// Bump with an explicit migration when a stored shape changes.
@@ -115,6 +116,34 @@ pub struct PrView {
     pub failing: Vec<String>,
 }
 
+/// What was done about one situation of one session (or project), stored with it so that a
+/// restart neither forgets nor repeats. [`ReactionState::default`] is "nothing yet".
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct ReactionState {
+    /// Actions taken (sends, notifications, merges) since the situation began.
+    pub attempts: u32,
+    /// When the situation was first acted on: `escalateAfter: 30m` counts from here.
+    pub first_at: Option<DateTime<Utc>>,
+    /// When the last action (or the escalation) was taken.
+    pub last_at: Option<DateTime<Utc>>,
+    /// The fingerprint of what was last acted on.
+    pub last_fingerprint: Option<String>,
+    /// A human was handed the situation: nothing more is done until it clears.
+    pub escalated: bool,
+    /// A head SHA whose merge was refused: never merged again, only a new head is.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub refused_sha: Option<String>,
+    /// A message decided and not yet confirmed typed into the agent: sent
+    /// again after a controller restart (the worker types a message with
+    /// the same key only once).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub outbox: Option<String>,
+}
+
+/// A session's reaction states by key, as its record holds them.
+pub type ReactionStates = BTreeMap<ReactionKey, ReactionState>;
+
 /// A session as stored under `/ao/v1/sessions/<id>`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -163,6 +192,9 @@ pub struct SessionRecord {
     /// Its PR as last seen on the code host (see [`crate::pulls`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pr_view: Option<PrView>,
+    /// What the reactions did about its situations (see [`crate::reactions`]).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub reactions: ReactionStates,
 }
 
 /// How many activity changes a session keeps.
@@ -226,6 +258,7 @@ impl SessionRecord {
             activity_history: Vec::new(),
             role: SessionRole::Worker,
             pr_view: None,
+            reactions: ReactionStates::new(),
         }
     }
 

@@ -3,11 +3,9 @@
 //! and a state that records a decision never gives it again within [`RETRY_INTERVAL`], so a
 //! controller that restarts with its stored state repeats nothing.
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
 
 use crate::config::{EscalateAfter, ReactionAction, ReactionKey};
 use crate::model::{NewEvent, Priority, SessionRecord};
@@ -22,28 +20,7 @@ use super::situation::{human_duration, short_sha, Situation};
 /// lost. Notifications are not repeated: a human told once is told again only of something new.
 pub const RETRY_INTERVAL: Duration = Duration::from_secs(10 * 60);
 
-/// What was done about one situation of one session (or project), stored with it so that a
-/// restart neither forgets nor repeats. [`ReactionState::default`] is "nothing yet".
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", default)]
-pub struct ReactionState {
-    /// Actions taken (sends, notifications, merges) since the situation began.
-    pub attempts: u32,
-    /// When the situation was first acted on: `escalateAfter: 30m` counts from here.
-    pub first_at: Option<DateTime<Utc>>,
-    /// When the last action (or the escalation) was taken.
-    pub last_at: Option<DateTime<Utc>>,
-    /// The fingerprint of what was last acted on.
-    pub last_fingerprint: Option<String>,
-    /// A human was handed the situation: nothing more is done until it clears.
-    pub escalated: bool,
-    /// A head SHA whose merge was refused: never merged again, only a new head is.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub refused_sha: Option<String>,
-}
-
-/// A session's reaction states by key, as its record holds them.
-pub type ReactionStates = BTreeMap<ReactionKey, ReactionState>;
+pub use crate::model::{ReactionState, ReactionStates};
 
 /// One thing to do, and what to log about it.
 #[derive(Debug, Clone, PartialEq, Eq)]

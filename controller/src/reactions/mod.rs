@@ -11,11 +11,13 @@
 //!   `reactions.<key>` over the top level's over the built-in defaults.
 //! - `situation`: [`Situation`], its key and fingerprint, and [`all_complete`].
 //! - `engine`: [`decide`] and [`merge_reported`], over [`ReactionState`].
+//! - `session`: a session's situations from its record and PR, run through [`decide`] ([`react`]).
 //! - `messages`: the text sent to an agent ([`to_agent`]) or a human ([`notification`]).
 
 mod engine;
 mod messages;
 mod policy;
+mod session;
 mod situation;
 
 pub use crate::config::{EscalateAfter, ReactionKey};
@@ -24,4 +26,5 @@ pub use engine::{
 };
 pub use messages::{notification, to_agent, MESSAGE_BUDGET};
 pub use policy::{policy, Reaction};
+pub use session::{agent_situations, pr_situations, react, Outcome, Situations};
 pub use situation::{all_complete, EndedSession, FailedCheck, Situation};
