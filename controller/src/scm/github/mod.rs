@@ -21,6 +21,9 @@ pub mod settings;
 pub mod token;
 pub mod webhook;
 
+#[cfg(test)]
+mod tests;
+
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
