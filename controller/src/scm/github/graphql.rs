@@ -43,8 +43,12 @@ pub(crate) fn query(numbers: &[u32]) -> String {
 /// What an answer held.
 #[derive(Debug, PartialEq)]
 pub(crate) enum Answer {
-    /// The PRs found; a number asked for but missing no longer exists.
-    Found(Vec<PullRequest>),
+    /// The PRs read, and the numbers GitHub says no longer exist. A PR
+    /// in neither failed to be read (GitHub says why in `errors`).
+    Found {
+        prs: Vec<PullRequest>,
+        gone: Vec<u32>,
+    },
     /// GitHub said the rate limit is spent (it may say so with a 200).
     RateLimited,
     /// No such repository (or no access to it).
@@ -70,13 +74,22 @@ pub(crate) fn parse(body: &[u8]) -> Result<Answer, serde_json::Error> {
         let messages: Vec<&str> = reply.errors.iter().map(|e| e.message.as_str()).collect();
         return Ok(Answer::Failed(messages.join("; ")));
     };
-    // Aliases answered `null` (a NOT_FOUND error beside them) are left out.
+    // A deleted PR's alias is `null`, with a NOT_FOUND error at its path.
+    let gone = reply
+        .errors
+        .iter()
+        .filter(|e| e.kind.as_deref() == Some("NOT_FOUND"))
+        .filter_map(|e| match e.path.as_slice() {
+            [_, serde_json::Value::String(alias)] => alias.strip_prefix("pr")?.parse().ok(),
+            _ => None,
+        })
+        .collect();
     let prs = repository
         .into_values()
         .flatten()
         .map(PullRequest::from)
         .collect();
-    Ok(Answer::Found(prs))
+    Ok(Answer::Found { prs, gone })
 }
 
 #[derive(Deserialize)]
@@ -97,6 +110,9 @@ struct GqlError {
     kind: Option<String>,
     #[serde(default)]
     message: String,
+    /// Where in the answer: `["repository", "pr12"]`.
+    #[serde(default)]
+    path: Vec<serde_json::Value>,
 }
 
 #[derive(Deserialize)]
@@ -528,9 +544,10 @@ mod tests {
     #[test]
     fn an_answer_becomes_pull_requests() {
         let body = serde_json::to_vec(&canned()).unwrap();
-        let Answer::Found(prs) = parse(&body).unwrap() else {
+        let Answer::Found { prs, gone } = parse(&body).unwrap() else {
             panic!("not found");
         };
+        assert_eq!(gone, [99]);
         assert_eq!(prs.len(), 2, "pr99 is null and left out");
         let pr = &prs[0];
         assert_eq!(

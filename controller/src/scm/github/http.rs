@@ -98,8 +98,8 @@ impl Http {
     /// # Errors
     /// [`ScmError::Throttled`] without sending while held back, or when the
     /// host refused for the rate limit; [`ScmError::Auth`] on 401;
-    /// [`ScmError::Other`] when the host cannot be reached. Other statuses
-    /// are the caller's to read.
+    /// [`ScmError::Other`] on any other 403, or when the host cannot be
+    /// reached. Other statuses are the caller's to read.
     pub(crate) async fn send(
         &self,
         request: RequestBuilder,
@@ -134,25 +134,34 @@ impl Http {
             tracing::warn!(%status, ?counted, "GitHub refused for its rate limit; holding back");
             return Err(ScmError::Throttled { until });
         }
-        if status == StatusCode::UNAUTHORIZED {
-            return Err(ScmError::Auth(format!(
+        match status {
+            StatusCode::UNAUTHORIZED => Err(ScmError::Auth(format!(
                 "GitHub rejected the token (401) at {}",
                 self.api_url
-            )));
+            ))),
+            StatusCode::FORBIDDEN => {
+                let refusal = failure(response, "GitHub refused the call").await;
+                // A secondary limit may come as a bare 403 with only its message.
+                if refusal.to_string().to_lowercase().contains("rate limit") {
+                    Err(self.hold(counted))
+                } else {
+                    Err(refusal)
+                }
+            }
+            _ => Ok(response),
         }
-        Ok(response)
     }
 
-    /// Holds `resource` as a refusal would, for a rate limit said in a
-    /// 200's body (GraphQL's `RATE_LIMITED`).
+    /// Holds `resource` as a rate-limit refusal with no hint would, for a
+    /// limit GitHub said only in words (a 403's message, GraphQL's
+    /// `RATE_LIMITED` in a 200).
     pub(crate) fn hold(&self, resource: Resource) -> ScmError {
         let now = SystemTime::now();
         let mut budgets = self.budgets.lock().expect("budget lock");
         let budget = budgets.of(resource);
-        let spent = budget.reported.map(|r| Reported { remaining: 0, ..r });
-        let until = budget
-            .observe(now, StatusCode::TOO_MANY_REQUESTS, spent, None)
-            .unwrap_or(now);
+        budget.observe(now, StatusCode::TOO_MANY_REQUESTS, None, None);
+        // A spent budget may hold longer than the refusal does.
+        let until = budget.gate(now, Spend::Act).err().unwrap_or(now);
         ScmError::Throttled { until }
     }
 

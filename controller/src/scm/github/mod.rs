@@ -148,13 +148,13 @@ impl Github {
         }
     }
 
-    /// The detail of PRs `numbers` of `repo`, in one GraphQL query; a PR
-    /// that no longer exists is left out.
+    /// The detail of PRs `numbers` of `repo`, in one GraphQL query, and
+    /// those of them that no longer exist.
     async fn read_details(
         &self,
         repo: &RepoRef,
         numbers: &[u32],
-    ) -> Result<Vec<PullRequest>, ScmError> {
+    ) -> Result<(Vec<PullRequest>, Vec<u32>), ScmError> {
         let body = serde_json::json!({
             "query": graphql::query(numbers),
             "variables": {"owner": repo.owner, "name": repo.name},
@@ -175,7 +175,7 @@ impl Github {
         let answer = graphql::parse(&body)
             .map_err(|e| ScmError::Other(format!("{what}: a reply not understood: {e}")))?;
         match answer {
-            graphql::Answer::Found(prs) => Ok(prs),
+            graphql::Answer::Found { prs, gone } => Ok((prs, gone)),
             graphql::Answer::RateLimited => Err(self.http.hold(Resource::Graphql)),
             graphql::Answer::NoRepository => Err(ScmError::NotFound(format!(
                 "repository {repo} does not exist, or the token cannot see it"
@@ -236,9 +236,11 @@ impl Scm for Github {
                 .collect()
         };
         let mut read = HashMap::new();
+        let mut gone = Vec::new();
         for numbers in stale.chunks(PRS_PER_QUERY) {
-            let prs = self.read_details(repo, numbers).await?;
+            let (prs, deleted) = self.read_details(repo, numbers).await?;
             read.extend(prs.into_iter().map(|pr| (pr.number, pr)));
+            gone.extend(deleted);
         }
 
         let mut details = self.lock_details();
@@ -255,10 +257,10 @@ impl Scm for Github {
                 };
                 details.insert(key, detail);
                 prs.push(pr);
-            } else if stale.contains(&listed.number) {
-                // Asked for and answered `null`: deleted since it was listed.
+            } else if gone.contains(&listed.number) {
                 details.remove(&key);
             } else if let Some(detail) = details.get(&key) {
+                // Not asked for, or not read this time: the last detail.
                 prs.push(detail.pr.clone());
             }
         }
