@@ -6,10 +6,10 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use axum::extract::State;
+use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use axum::Router;
 use serde_json::json;
 
@@ -125,6 +125,50 @@ async fn blob() -> &'static str {
     "2026-12-02T10:00:00.0000000Z compiling\n2026-12-02T10:00:01.0000000Z test a ... FAILED\n"
 }
 
+async fn merge(Path(number): Path<u32>, body: String) -> Response {
+    let request: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(request["merge_method"], "rebase");
+    let (status, answer) = match (number, request["sha"].as_str()) {
+        (_, Some(sha)) if sha != "aaa" => (
+            StatusCode::CONFLICT,
+            json!({"message": "Head branch was modified. Review and try the merge again."}),
+        ),
+        (13, _) => (
+            StatusCode::METHOD_NOT_ALLOWED,
+            json!({"message": "Pull Request is not mergeable"}),
+        ),
+        _ => (
+            StatusCode::OK,
+            json!({"sha": "mmm", "merged": true, "message": "Pull Request successfully merged"}),
+        ),
+    };
+    (status, answer.to_string()).into_response()
+}
+
+async fn issue(Path(number): Path<u32>) -> Response {
+    if number != 42 {
+        let body =
+            json!({"message": "Not Found", "documentation_url": "https://docs.github.com/rest"});
+        return (StatusCode::NOT_FOUND, body.to_string()).into_response();
+    }
+    let body = json!({"number": 42, "title": "Add a flag", "body": "Details.", "state": "open",
+                      "html_url": "https://github.com/o/r/issues/42",
+                      "labels": [{"name": "bug"}, {"name": "cli"}],
+                      "user": {"login": "pm"}, "comments": 7});
+    body.to_string().into_response()
+}
+
+async fn issue_comments(uri: Uri) -> String {
+    assert_eq!(uri.query(), Some("per_page=100&page=1"));
+    let comments: Vec<_> = (1..=7)
+        .map(|i| {
+            json!({"id": i, "body": format!("c{i}"), "user": {"login": "dev", "type": "User"},
+                        "created_at": "2026-12-02T10:00:00Z", "html_url": "u"})
+        })
+        .collect();
+    serde_json::Value::from(comments).to_string()
+}
+
 /// A stand-in listening on a free loopback port, and a client of it.
 async fn start() -> (Arc<Fake>, Github) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -143,6 +187,9 @@ async fn start() -> (Arc<Fake>, Github) {
         .route("/graphql", post(graphql))
         .route("/repos/o/r/actions/jobs/{job}/logs", get(job_log))
         .route("/_blobs/logs/{job}", get(blob))
+        .route("/repos/o/r/pulls/{number}/merge", put(merge))
+        .route("/repos/o/r/issues/{number}", get(issue))
+        .route("/repos/o/r/issues/42/comments", get(issue_comments))
         .with_state(Arc::clone(&fake));
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
 
@@ -216,6 +263,47 @@ async fn an_unchanged_repository_costs_no_query_and_a_spent_budget_stops_sending
     );
     assert_eq!(count(&fake.pulls), 4);
     assert_eq!(github.budget().unwrap().throttled_until, Some(reset));
+}
+
+#[tokio::test]
+async fn merges_and_issues_read_githubs_answers() {
+    let (_fake, github) = start().await;
+    let repo = RepoRef::parse("o/r").unwrap();
+    let rebase = MergeMethod::Rebase;
+    assert_eq!(
+        github.merge(&repo, 12, "aaa", rebase).await.unwrap(),
+        MergeOutcome::Merged {
+            commit: "mmm".into()
+        }
+    );
+    assert_eq!(
+        github.merge(&repo, 12, "old", rebase).await.unwrap(),
+        MergeOutcome::HeadMoved
+    );
+    assert_eq!(
+        github.merge(&repo, 13, "aaa", rebase).await.unwrap(),
+        MergeOutcome::Refused("Pull Request is not mergeable".into())
+    );
+
+    let issue = github.issue(&repo, "42").await.unwrap();
+    assert_eq!(
+        (issue.id.as_str(), issue.title.as_str()),
+        ("42", "Add a flag")
+    );
+    assert_eq!(issue.labels, ["bug", "cli"]);
+    let last: Vec<&str> = issue.comments.iter().map(|c| c.body.as_str()).collect();
+    assert_eq!(
+        last,
+        ["c3", "c4", "c5", "c6", "c7"],
+        "the last five, oldest first"
+    );
+
+    let missing = github.issue(&repo, "43").await.unwrap_err();
+    assert_eq!(missing.to_string(), "issue #43 does not exist in o/r");
+    assert!(matches!(
+        github.issue(&repo, "abc").await,
+        Err(ScmError::NotFound(_))
+    ));
 }
 
 fn listed(sha: &str) -> ListedPull {
