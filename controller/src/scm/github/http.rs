@@ -43,7 +43,8 @@ impl Budgets {
 
 impl Http {
     /// # Errors
-    /// When the TLS set-up fails (no system certificate store).
+    /// When the TLS set-up fails (no system certificate store), or the
+    /// token cannot be a header.
     pub(crate) fn new(api_url: &str, graphql_url: &str, token: &Token) -> Result<Self, ScmError> {
         // reqwest is built without a crypto provider so that only ring is
         // linked; one must be installed before the first client. Another
@@ -117,6 +118,7 @@ impl Http {
             .await
             .map_err(|e| ScmError::Other(format!("GitHub cannot be reached: {}", chain(&e))))?;
         let status = response.status();
+        tracing::debug!(%status, path = response.url().path(), "GitHub answered");
         let reported = Reported::from_headers(response.headers());
         let counted = reported.and_then(|(named, _)| named).unwrap_or(resource);
         let held = self
