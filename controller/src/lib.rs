@@ -23,7 +23,8 @@
 //! - [`spawning`]: a new session's record from its spawn and the config.
 //! - [`orchestrator`]: a project's orchestrator session (`ao start`) and its prompt.
 //! - [`scheduler`]: placement of sessions on workers.
-//! - [`scm`]: pull requests, checks, reviews and issues behind `Scm`/`Tracker`.
+//! - [`scm`]: pull requests, checks, reviews and issues behind `Scm`/`Tracker`,
+//!   with GitHub (REST, GraphQL, webhooks) in `scm::github`.
 //! - [`loads`]: live sessions per worker, project and issue, kept as they change.
 //! - [`pending`]: inputs and tunnels asked of workers, until they answer.
 //! - [`pulls`]: a session's pull request, and what a newer look at it changes.

@@ -2,6 +2,11 @@
 //! ([`Scm`], [`Tracker`]) with GitHub behind it, so GitLab and Linear are
 //! the next plug-ins, not a rewrite. Everything above this module sees
 //! only the domain types here; wire shapes stay in the plug-ins.
+//!
+//! Modules:
+//! - [`github`]: GitHub's REST and GraphQL APIs, and its webhooks.
+
+pub mod github;
 
 use std::fmt;
 use std::time::SystemTime;
