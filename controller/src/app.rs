@@ -23,6 +23,7 @@ use crate::error::ControllerError;
 use crate::handle::ControllerHandle;
 use crate::http::{self, HttpListen, HttpState};
 use crate::leader::{self, Fence, Leadership};
+use crate::prwatch::{Pace, PrWatch};
 use crate::server::{self, ServeError, Services};
 use crate::sessions::{self, ControllerSettings};
 use crate::store::etcd::{EtcdStore, EtcdTls};
@@ -164,8 +165,9 @@ impl Controller {
             let projects = handle.apply(cfg).await?;
             tracing::info!(config = %path.display(), ?projects, "config applied");
         }
+        let prwatch = PrWatch::start(handle.clone(), Pace::from_env(), tasks, stop.clone());
         if let Some(listen) = config.http {
-            serve_http(home, listen, &handle, tasks, stop.clone()).await?;
+            serve_http(home, listen, &handle, prwatch, tasks, stop.clone()).await?;
         }
         let socket = home.socket();
         let unix = server::bind_unix(&socket)?;
@@ -222,6 +224,7 @@ async fn serve_http(
     home: &Home,
     listen: HttpListen,
     handle: &ControllerHandle,
+    prwatch: PrWatch,
     tasks: &TaskTracker,
     stop: CancellationToken,
 ) -> Result<(), AppError> {
@@ -245,6 +248,8 @@ async fn serve_http(
     tracing::info!(addr = %bound, "serving HTTP");
     let router = http::router(HttpState {
         handle: handle.clone(),
+        prwatch,
+        deliveries: Default::default(),
     });
     let addr_file = home.http_addr();
     tasks.spawn(async move {

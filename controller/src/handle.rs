@@ -184,6 +184,18 @@ pub(crate) enum Command {
     RemoveWorker(String, Reply<()>),
     StoreProbe(Result<(), String>),
     Tick,
+    /// A look at a session's PR, with its failing checks' log tails by
+    /// name; the reply is the merge (number, head SHA) due, if any.
+    PrSeen(
+        String,
+        Box<crate::scm::PullRequest>,
+        Vec<(String, String)>,
+        oneshot::Sender<Option<(u32, String)>>,
+    ),
+    /// How a merge the actor asked for went: session, PR, SHA, outcome.
+    MergeDone(String, u32, String, crate::scm::MergeOutcome),
+    /// A reaction's message was typed (true) or could not be (false).
+    Typed(String, crate::config::ReactionKey, String, bool),
 }
 
 /// One issue of a batch spawn: a new session, or why none was made.
@@ -518,6 +530,36 @@ impl ControllerHandle {
     ///
     /// # Errors
     /// Unknown worker, or the store refused the write.
+    /// Applies a look at session `id`'s PR (its status, events and
+    /// reactions); returns the merge due (PR number, head SHA), if any.
+    pub async fn pr_seen(
+        &self,
+        id: String,
+        pr: crate::scm::PullRequest,
+        logs: Vec<(String, String)>,
+    ) -> Option<(u32, String)> {
+        let (tx, rx) = oneshot::channel();
+        self.tx
+            .send(Command::PrSeen(id, Box::new(pr), logs, tx))
+            .await
+            .ok()?;
+        rx.await.ok().flatten()
+    }
+
+    /// Reports how the merge `pr_seen` asked for went.
+    pub async fn merge_done(
+        &self,
+        id: String,
+        number: u32,
+        sha: String,
+        outcome: crate::scm::MergeOutcome,
+    ) {
+        let _ = self
+            .tx
+            .send(Command::MergeDone(id, number, sha, outcome))
+            .await;
+    }
+
     pub async fn remove_worker(&self, worker: String) -> Result<(), ControllerError> {
         self.ask(|r| Command::RemoveWorker(worker, r)).await
     }

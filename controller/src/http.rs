@@ -2,16 +2,27 @@
 //! supervisors, and the code host's webhooks. Thin handlers over the same
 //! controller as the gRPC API.
 
+use std::collections::VecDeque;
 use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
 
-use axum::extract::State;
-use axum::http::StatusCode;
-use axum::routing::get;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
 
+use crate::config::Config;
 use crate::handle::ControllerHandle;
+use crate::prwatch::PrWatch;
+use crate::scm::github::{webhook, GithubSettings, WebhookSecret};
+
+/// GitHub's own cap on a delivery's payload.
+const MAX_DELIVERY_BYTES: usize = 25 * 1024 * 1024;
+/// How many delivery ids are remembered to drop redeliveries.
+const DELIVERIES_KEPT: usize = 4096;
 
 /// Where to serve HTTP, and whether failing to bind is fatal.
 #[derive(Debug, Clone, Copy)]
@@ -26,12 +37,20 @@ pub struct HttpListen {
 #[derive(Clone)]
 pub struct HttpState {
     pub handle: ControllerHandle,
+    /// Told what each accepted webhook delivery touched.
+    pub prwatch: PrWatch,
+    /// The latest `X-GitHub-Delivery` ids, oldest first.
+    pub deliveries: Arc<Mutex<VecDeque<String>>>,
 }
 
 /// Every route of the listener.
 pub fn router(state: HttpState) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
+        .route(
+            "/webhooks/github",
+            post(github_webhook).layer(DefaultBodyLimit::max(MAX_DELIVERY_BYTES)),
+        )
         .with_state(state)
 }
 
@@ -60,4 +79,109 @@ async fn healthz(State(state): State<HttpState>) -> (StatusCode, Json<Value>) {
         "workers": snap.workers.size(),
     });
     (code, Json(body))
+}
+
+/// A GitHub webhook delivery: accepted when `X-Hub-Signature-256` is the
+/// HMAC of the body under the `webhookSecret` of a project on GitHub
+/// (401 otherwise, and logged); a delivery id seen before is acknowledged
+/// and dropped; an accepted one makes the PR watcher look at what it
+/// names at once.
+async fn github_webhook(
+    State(state): State<HttpState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> (StatusCode, Json<Value>) {
+    let header = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string()
+    };
+    let (event, delivery, signature) = (
+        header("x-github-event"),
+        header("x-github-delivery"),
+        header("x-hub-signature-256"),
+    );
+    let secrets = state
+        .handle
+        .snapshot()
+        .config
+        .as_deref()
+        .map(webhook_secrets)
+        .unwrap_or_default();
+    let signed = !signature.is_empty()
+        && secrets
+            .iter()
+            .any(|secret| webhook::verify(secret, &body, &signature));
+    if !signed {
+        let why = if signature.is_empty() {
+            "unsigned"
+        } else if secrets.is_empty() {
+            "no project has a webhookSecret"
+        } else {
+            "bad signature"
+        };
+        tracing::warn!(%event, %delivery, "GitHub webhook refused: {why}");
+        return (
+            StatusCode::UNAUTHORIZED,
+            Json(json!({ "error": format!("refused: {why}") })),
+        );
+    }
+    if !delivery.is_empty() && !first_delivery(&state.deliveries, &delivery) {
+        return (StatusCode::OK, Json(json!({ "status": "duplicate" })));
+    }
+    match webhook::parse(&event, &body) {
+        Some(hint) => {
+            tracing::debug!(%event, %delivery, repo = %hint.repo, "GitHub webhook accepted");
+            state.prwatch.hint(hint);
+            (StatusCode::ACCEPTED, Json(json!({ "status": "accepted" })))
+        }
+        None => (StatusCode::OK, Json(json!({ "status": "ignored" }))),
+    }
+}
+
+/// Remembers `id`; false when it was already there.
+fn first_delivery(seen: &Mutex<VecDeque<String>>, id: &str) -> bool {
+    let mut seen = seen.lock().expect("deliveries lock");
+    if seen.iter().any(|d| d == id) {
+        return false;
+    }
+    if seen.len() == DELIVERIES_KEPT {
+        seen.pop_front();
+    }
+    seen.push_back(id.to_string());
+    true
+}
+
+/// The webhook secrets of the projects on GitHub.
+fn webhook_secrets(config: &Config) -> Vec<WebhookSecret> {
+    config
+        .projects
+        .iter()
+        .filter_map(|(id, p)| {
+            let scm = p.scm.as_ref()?;
+            let section = format!("projects.{id}.scm");
+            GithubSettings::from_plugin(&section, scm, &|k| std::env::var(k).ok())
+                .ok()?
+                .webhook_secret
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_delivery_is_taken_once_and_the_memory_is_bounded() {
+        let seen = Mutex::new(VecDeque::new());
+        assert!(first_delivery(&seen, "a"));
+        assert!(!first_delivery(&seen, "a"));
+        for i in 0..DELIVERIES_KEPT {
+            first_delivery(&seen, &i.to_string());
+        }
+        assert_eq!(seen.lock().unwrap().len(), DELIVERIES_KEPT);
+        assert!(first_delivery(&seen, "a"), "the oldest ids are forgotten");
+    }
 }

@@ -27,6 +27,7 @@
 //!   with GitHub (REST, GraphQL, webhooks) in `scm::github`.
 //! - [`loads`]: live sessions per worker, project and issue, kept as they change.
 //! - [`pending`]: inputs and tunnels asked of workers, until they answer.
+//! - [`prwatch`]: one poll per repository; PRs handed to the actor, merges called.
 //! - [`pulls`]: a session's pull request, and what a newer look at it changes.
 //! - [`reactions`]: what to do about a session's situation: sends, merges, escalations.
 //! - [`reconcile`]: a worker's report of a session, as the actor applies it.
@@ -54,6 +55,7 @@ pub mod loads;
 pub mod model;
 pub mod orchestrator;
 pub mod pending;
+pub mod prwatch;
 pub mod pulls;
 pub mod reactions;
 pub mod reconcile;

@@ -15,7 +15,7 @@
 //! [`crate::orchestrator`], [`crate::reconcile`], [`crate::liveness`],
 //! [`crate::pending`]).
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -46,6 +46,7 @@ use crate::store::{decode, encode, Store, StoreError};
 use crate::stored::{Loaded, StoredConfig};
 
 mod orchestrator;
+mod reacting;
 mod upkeep;
 mod workers;
 
@@ -101,6 +102,12 @@ struct Actor {
     /// With several controllers: every write holds only while we lead.
     fence: Option<Fence>,
     settings: ControllerSettings,
+    /// Sessions with a reaction's message waiting to be typed, and the
+    /// messages on their way to a worker now.
+    outboxes: BTreeSet<String>,
+    in_flight: HashSet<(String, crate::config::ReactionKey)>,
+    /// Its own channel, for tasks that report back (a message typed).
+    me: mpsc::WeakSender<Command>,
     /// Its background tasks (periodic commands to itself, the trim of old
     /// events); they stop when it is dropped.
     tickers: tokio::task::JoinSet<()>,
@@ -147,6 +154,9 @@ pub async fn start(
         store_error: None,
         fence,
         settings,
+        outboxes: BTreeSet::new(),
+        in_flight: HashSet::new(),
+        me: tx.downgrade(),
         tickers: tokio::task::JoinSet::new(),
     };
     actor.adopt(loaded).await?;
@@ -175,6 +185,7 @@ impl Actor {
         self.config = loaded.config.map(Arc::new);
         self.sessions = loaded.sessions;
         self.loads = Loads::of(self.sessions.values().map(AsRef::as_ref));
+        self.outboxes = reacting::with_outbox(self.sessions.values().map(AsRef::as_ref));
         self.revs = loaded.revs;
         self.counters = loaded.counters;
         self.event_seq = loaded.event_seq;
@@ -321,7 +332,17 @@ impl Actor {
                 let _ = reply.send(self.remove_worker(&worker).await);
             }
             Command::StoreProbe(result) => self.store_probe(result).await,
-            Command::Tick => self.judge_workers().await,
+            Command::Tick => {
+                self.judge_workers().await;
+                self.flush_outboxes();
+            }
+            Command::PrSeen(id, pr, logs, reply) => {
+                let _ = reply.send(self.pr_seen(&id, &pr, &logs).await);
+            }
+            Command::MergeDone(id, number, sha, outcome) => {
+                self.merge_done(&id, number, &sha, outcome).await;
+            }
+            Command::Typed(id, key, text, ok) => self.typed(&id, key, &text, ok).await,
         }
     }
 
@@ -429,6 +450,11 @@ impl Actor {
             let on = [before.and_then(|b| b.worker.clone()), s.worker.clone()];
             self.stale_views.extend(on.into_iter().flatten());
             self.loads.update(before.map(AsRef::as_ref), s);
+            if s.reactions.values().any(|r| r.outbox.is_some()) {
+                self.outboxes.insert(s.id.clone());
+            } else {
+                self.outboxes.remove(&s.id);
+            }
             self.sessions
                 .insert_mut(s.id.clone(), Arc::new((*s).clone()));
         }

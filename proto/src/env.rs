@@ -8,6 +8,9 @@ pub const AO_CONFIG_PATH: &str = "AO_CONFIG_PATH";
 pub const AO_CONTROLLER: &str = "AO_CONTROLLER";
 /// Where the controller keeps its state (`embedded`, `etcd://host:2379,…`).
 pub const AO_STORE: &str = "AO_STORE";
+/// How often the controller looks at pull requests while something is in
+/// flight (`15s` by default; `2s` in tests); eight times that when quiet.
+pub const AO_SCM_POLL: &str = "AO_SCM_POLL";
 /// Tests only: the name of a crash point (`prompt-typed`, `prompt-submitted`)
 /// where the worker's process exits at once, as if killed there.
 pub const AO_FAULT: &str = "AO_FAULT";

@@ -15,11 +15,16 @@ fn number_and_unit<'a>(s: &'a str, expected: &str) -> Result<(u64, &'a str), Str
 pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
     let (n, unit) = number_and_unit(s, "a duration like 30s, 10m, 2h or 1d")?;
     let secs = match unit {
+        "ms" => return Ok(std::time::Duration::from_millis(n)),
         "s" | "" => n,
         "m" => n * 60,
         "h" => n * 3600,
         "d" => n * 86400,
-        _ => return Err(format!("unknown unit `{unit}` in `{s}`: use s, m, h or d")),
+        _ => {
+            return Err(format!(
+                "unknown unit `{unit}` in `{s}`: use ms, s, m, h or d"
+            ))
+        }
     };
     Ok(std::time::Duration::from_secs(secs))
 }
@@ -48,6 +53,7 @@ mod tests {
     fn durations_and_sizes() {
         assert_eq!(parse_duration("10m"), Ok(Duration::from_secs(600)));
         assert_eq!(parse_duration("45"), Ok(Duration::from_secs(45)));
+        assert_eq!(parse_duration("300ms"), Ok(Duration::from_millis(300)));
         assert!(parse_duration("10x").unwrap_err().contains("unknown unit"));
         assert!(parse_duration("soon")
             .unwrap_err()

@@ -2,22 +2,17 @@
 
 use std::collections::BTreeMap;
 
-use super::schema::{Config, NotificationRouting, ReactionConfig, AGENT_STUCK};
+use super::reactions::ReactionKey;
+use super::schema::{Config, NotificationRouting, ReactionConfig};
 
 /// The only runtime that runs sessions yet; another `runtime` is recorded on the session but the
 /// agent still runs in tmux.
 const IMPLEMENTED_RUNTIME: &str = "tmux";
 
-/// Whether `reactions` holds more than `agent-stuck`'s `threshold` (which
-/// marks stuck sessions): the rest waits for the reactions engine.
+/// Whether `reactions` configures `all-complete`, the one reaction the
+/// engine does not run yet (it needs a project-level state).
 fn unacted_reactions(reactions: &BTreeMap<String, ReactionConfig>) -> bool {
-    reactions.iter().any(|(name, r)| {
-        let threshold_only = ReactionConfig {
-            threshold: r.threshold.clone(),
-            ..ReactionConfig::default()
-        };
-        name != AGENT_STUCK || *r != threshold_only
-    })
+    reactions.contains_key(ReactionKey::AllComplete.as_str())
 }
 
 /// The keys of `config` that are accepted (and validated) for compatibility with the original
@@ -40,7 +35,10 @@ pub fn unimplemented_keys(config: &Config) -> Vec<String> {
         ("defaults.runtime", other_runtime(&config.defaults.runtime)),
         ("defaults.workspace", config.defaults.workspace.is_some()),
         ("defaults.notifiers", !config.defaults.notifiers.is_empty()),
-        ("reactions", unacted_reactions(&config.reactions)),
+        (
+            "reactions.all-complete",
+            unacted_reactions(&config.reactions),
+        ),
         ("notifiers", !config.notifiers.is_empty()),
         (
             "notificationRouting",
@@ -57,16 +55,17 @@ pub fn unimplemented_keys(config: &Config) -> Vec<String> {
     for (id, project) in &config.projects {
         let keys_of_project = [
             ("name", project.name.is_some()),
-            ("repo", project.repo.is_some()),
             ("runtime", other_runtime(&project.runtime)),
             ("workspace", project.workspace.is_some()),
             ("tracker", project.tracker.is_some()),
-            ("scm", project.scm.is_some()),
             ("agentConfig", !project.agent_config.is_empty()),
             ("agentRules", project.agent_rules.is_some()),
             ("agentRulesFile", project.agent_rules_file.is_some()),
             ("orchestratorModel", project.orchestrator_model.is_some()),
-            ("reactions", unacted_reactions(&project.reactions)),
+            (
+                "reactions.all-complete",
+                unacted_reactions(&project.reactions),
+            ),
         ];
         keys.extend(
             keys_of_project
@@ -92,15 +91,11 @@ mod tests {
                 "port",
                 "readyThresholdMs",
                 "defaults.notifiers",
-                "reactions",
                 "notifiers",
                 "notificationRouting",
-                "projects.app.repo",
                 "projects.app.tracker",
-                "projects.app.scm",
                 "projects.app.agentConfig",
                 "projects.app.agentRules",
-                "projects.app.reactions",
             ]
         );
     }
@@ -112,6 +107,11 @@ mod tests {
         assert_eq!(
             unimplemented_keys(&parse(text).unwrap()),
             Vec::<String>::new()
+        );
+        let waiting = parse("reactions:\n  all-complete:\n    auto: true\n");
+        assert_eq!(
+            unimplemented_keys(&waiting.unwrap()),
+            ["reactions.all-complete"]
         );
         let docker = parse("projects:\n  app:\n    path: /src/app\n    runtime: docker\n");
         assert_eq!(

@@ -186,9 +186,12 @@ impl PullRequest {
         }
     }
 
-    /// Every required check passed (and no check failed).
+    /// Every required check passed, no check failed, and CI reported at
+    /// all: a head whose checks have not started yet is not green (the
+    /// host's branch protection also refuses a merge missing a required
+    /// check that never reported).
     pub fn required_green(&self) -> bool {
-        self.ci() != CiStatus::Failing
+        !matches!(self.ci(), CiStatus::Failing | CiStatus::None)
             && self
                 .checks
                 .iter()
@@ -363,6 +366,7 @@ mod tests {
         let mixed = pr(vec![check("a", Passed, true), check("b", Pending, false)]);
         assert_eq!(mixed.ci(), CiStatus::Pending);
         assert!(mixed.required_green(), "only an optional check runs");
+        assert!(!pr(vec![]).required_green(), "no CI reported yet");
         let waiting = pr(vec![check("a", Pending, true)]);
         assert!(!waiting.required_green());
         let failed = pr(vec![check("a", Passed, true), check("b", Failed, false)]);

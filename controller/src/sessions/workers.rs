@@ -263,9 +263,11 @@ impl Actor {
             // The worker holds the assignment it was sent.
             self.resent.remove(&s.id);
         }
-        let (next, events) = reconcile::next_status(&s, &r, Utc::now());
+        let (mut next, mut events) = reconcile::next_status(&s, &r, Utc::now());
+        self.react_to_agent(&s, &mut next, &mut events);
         if next != s {
             self.write_or_log(&[&next], events).await;
+            self.flush_outbox(&next.id);
             if next.status.is_ended() && !s.status.is_ended() {
                 // Room may have appeared for a session waiting on capacity.
                 self.place_waiting().await;

@@ -76,7 +76,15 @@ struct Detail {
     listed: ListedPull,
     pr: PullRequest,
     read_at: Instant,
+    /// When its head SHA was first read: a head with no checks yet is
+    /// waited on for [`CI_START_GRACE`].
+    head_since: Instant,
 }
+
+/// How long a new head with no checks is read at every poll, waiting for
+/// its CI to report; after that the safety net ([`DETAIL_MAX_AGE`]) or a
+/// webhook tells.
+const CI_START_GRACE: std::time::Duration = std::time::Duration::from_secs(10 * 60);
 
 impl Github {
     /// A client of `settings.api_url` calling with `token`.
@@ -195,7 +203,8 @@ impl Github {
 
 /// Whether PR `listed` must be read again rather than taken from `cached`:
 /// a webhook named it, it changed in the list, something on it is still
-/// settling, or an open PR's detail got old.
+/// settling (a check runs, mergeability is computed, a new head's CI has
+/// not reported yet), or an open PR's detail got old.
 fn needs_detail(cached: Option<&Detail>, listed: &ListedPull, fresh: bool, now: Instant) -> bool {
     let Some(cached) = cached else {
         return true;
@@ -204,6 +213,9 @@ fn needs_detail(cached: Option<&Detail>, listed: &ListedPull, fresh: bool, now: 
     fresh
         || cached.listed != *listed
         || (open && in_flight(&cached.pr))
+        || (open
+            && cached.pr.checks.is_empty()
+            && now.duration_since(cached.head_since) < CI_START_GRACE)
         || (open && now.duration_since(cached.read_at) >= DETAIL_MAX_AGE)
 }
 
@@ -250,10 +262,15 @@ impl Scm for Github {
         for listed in picked {
             let key = (repo.clone(), listed.number);
             if let Some(pr) = read.remove(&listed.number) {
+                let head_since = details
+                    .get(&key)
+                    .filter(|d| d.pr.head_sha == pr.head_sha)
+                    .map_or(now, |d| d.head_since);
                 let detail = Detail {
                     listed: listed.clone(),
                     pr: pr.clone(),
                     read_at: now,
+                    head_since,
                 };
                 details.insert(key, detail);
                 prs.push(pr);

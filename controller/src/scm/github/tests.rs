@@ -345,6 +345,7 @@ fn detail(state: PrState, mergeable: Mergeable, check: CheckState, read_at: Inst
             merge_commit: None,
         },
         read_at,
+        head_since: read_at,
     }
 }
 
@@ -376,6 +377,17 @@ fn detail_is_read_again_when_named_changed_settling_or_old() {
     assert!(
         needs_detail(Some(&computing), &same, false, t0),
         "mergeable unknown"
+    );
+
+    // A new head whose CI has not reported is waited on for a while.
+    let mut quiet = detail(PrState::Open, Clean, Passed, t0);
+    quiet.pr.checks.clear();
+    assert!(needs_detail(Some(&quiet), &same, false, t0), "no CI yet");
+    let later = t0 + CI_START_GRACE;
+    quiet.read_at = later;
+    assert!(
+        !needs_detail(Some(&quiet), &same, false, later),
+        "CI never came"
     );
 
     let almost = t0 + DETAIL_MAX_AGE - Duration::from_secs(1);

@@ -84,7 +84,7 @@ pub async fn resolve_token(host: &str) -> Result<(Token, TokenSource), MissingTo
 /// not touch the process's own. `gh` is only run when the environment has
 /// no token.
 pub(crate) async fn resolve_with<F>(
-    env: &dyn Fn(&str) -> Option<String>,
+    env: &(dyn Fn(&str) -> Option<String> + Sync),
     gh: impl FnOnce() -> F,
     host: &str,
 ) -> Result<(Token, TokenSource), MissingToken>
