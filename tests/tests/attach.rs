@@ -247,10 +247,12 @@ fn a_slow_viewer_does_not_slow_the_agent() {
     // 1.3 MB of output, far more than a terminal or any channel holds: if
     // the stopped viewer held the agent back, the burst would never end.
     // The marker is printed by the shell once `seq` has written it all.
+    // It is looked for in the log only: tmux may draw a line of the burst
+    // in two goes (the end of it after a cursor move), so a viewer's bytes
+    // need not hold it in one piece.
     stack
         .ao(&["send", &id, "seq 1 200000; echo burst-$((6*7))-done"])
         .ok();
-    fast.expect("burst-42-done").unwrap();
     let log = stack.wait_log(&id, "burst-42-done");
     assert!(
         log.contains("199999\r\n200000\r\n"),
