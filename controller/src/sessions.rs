@@ -285,7 +285,7 @@ impl Actor {
                 let _ = reply.send(self.batch_spawn(project, issues, agent).await);
             }
             Command::Send(id, text, raw, reply) => {
-                let _ = reply.send(self.send_input(&id, text, raw));
+                let _ = reply.send(self.send_input(&id, text, raw, None));
             }
             Command::Kill(id, reply) => {
                 let _ = reply.send(self.kill(&id).await);
@@ -625,6 +625,7 @@ impl Actor {
         id: &str,
         text: String,
         raw: bool,
+        once_key: Option<String>,
     ) -> Result<oneshot::Receiver<Delivery>, ControllerError> {
         limits::check("the message", text.len(), limits::MAX_INPUT_BYTES)?;
         let s = self.session(id)?.clone();
@@ -644,6 +645,7 @@ impl Actor {
             epoch: s.epoch,
             text,
             raw,
+            once_key: once_key.unwrap_or_default(),
         });
         if !self.to_worker(Some(&worker), msg) {
             return Err(ControllerError::WorkerUnavailable {

@@ -83,6 +83,12 @@ impl Home {
         self.0.join("sessions").join(session)
     }
 
+    /// The keys of the messages typed into `session` once (see
+    /// `Input.once_key`), one per line.
+    pub fn typed_once(&self, session: &str) -> PathBuf {
+        self.session_dir(session).join("typed-once")
+    }
+
     /// The task prompt the agent is given.
     pub fn prompt_file(&self, session: &str) -> PathBuf {
         self.session_dir(session).join("prompt.md")

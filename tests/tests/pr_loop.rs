@@ -22,8 +22,29 @@ struct Loop {
     bare: PathBuf,
 }
 
+/// How a [`Loop`] is set up.
+struct Setup<'a> {
+    /// Indented `reactions:` entries of the project.
+    reactions: &'a str,
+    /// `AO_SCM_POLL`: how often PRs are looked at while something is in flight.
+    poll: &'a str,
+    /// A `webhookSecret` in the config (polling slows down five times).
+    webhooks: bool,
+}
+
+impl Default for Setup<'_> {
+    fn default() -> Self {
+        Self {
+            reactions: "      ci-failed:\n        auto: true",
+            poll: "300ms",
+            webhooks: false,
+        }
+    }
+}
+
 impl Loop {
-    fn start(reactions: &str) -> Self {
+    fn start(setup: Setup) -> Self {
+        let reactions = setup.reactions;
         let stack = Stack::new();
         let github = FakeGithub::start(TOKEN);
         let bare = stack.dir.path().join("remote.git");
@@ -51,7 +72,7 @@ impl Loop {
     scm:
       plugin: github
       apiUrl: {api}
-      webhookSecret: {SECRET}
+{secret}
     reactions:
 {reactions}
 agents:
@@ -60,6 +81,11 @@ agents:
     readyPattern: "^> $"
 "#,
             api = github.url(),
+            secret = if setup.webhooks {
+                format!("      webhookSecret: {SECRET}")
+            } else {
+                String::new()
+            },
             agents = agents_dir().display(),
         );
         std::fs::write(&stack.config, config).unwrap();
@@ -67,7 +93,7 @@ agents:
             ("GITHUB_TOKEN", TOKEN.into()),
             ("GITHUB_API_URL", github.url().into()),
             ("GITHUB_REPO", REPO.into()),
-            ("AO_SCM_POLL", "300ms".into()),
+            ("AO_SCM_POLL", setup.poll.into()),
             ("AO_LOG", "info,ao_controller::prwatch=debug".into()),
         ]);
         Self {
@@ -103,12 +129,7 @@ agents:
 
     /// Waits until the agent of `id` was typed a line holding `text`.
     fn received(&self, id: &str, text: &str) -> String {
-        let worktree = PathBuf::from(
-            self.stack.session(id)["worktree"]
-                .as_str()
-                .expect("a worktree")
-                .to_string(),
-        );
+        let worktree = self.worktree(id);
         eventually(
             &format!("the agent receives {text:?}"),
             Duration::from_secs(30),
@@ -117,6 +138,33 @@ agents:
                 log.contains(text).then_some(log)
             },
         )
+    }
+
+    /// The agent's worktree.
+    fn worktree(&self, id: &str) -> PathBuf {
+        PathBuf::from(
+            self.stack.session(id)["worktree"]
+                .as_str()
+                .expect("a worktree"),
+        )
+    }
+
+    /// How many lines typed into the agent hold `text`.
+    fn received_count(&self, id: &str, text: &str) -> usize {
+        std::fs::read_to_string(self.worktree(id).join(".received.log"))
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.contains(text))
+            .count()
+    }
+
+    /// Spawns a session and waits for the PR its agent opens.
+    fn spawn_with_pr(&self) -> String {
+        let id = self
+            .stack
+            .spawn(&["app", "T-1", "--prompt", "TASK: add the feature"]);
+        self.event(&id, "pr.created");
+        id
     }
 
     /// Waits until PR 1's head is no longer `sha` (the agent pushed).
@@ -142,8 +190,10 @@ fn file_on_main(bare: &Path, file: &str) -> Option<String> {
 
 #[test]
 fn a_pr_goes_from_failing_ci_through_review_to_a_guarded_auto_merge() {
-    let run =
-        Loop::start("      approved-and-green:\n        auto: true\n        action: auto-merge");
+    let run = Loop::start(Setup {
+        reactions: "      approved-and-green:\n        auto: true\n        action: auto-merge",
+        ..Setup::default()
+    });
     let id = run
         .stack
         .spawn(&["app", "T-1", "--prompt", "TASK: add the feature"]);
@@ -235,4 +285,183 @@ fn a_pr_goes_from_failing_ci_through_review_to_a_guarded_auto_merge() {
         .filter(|e| e["type"] == "reaction.triggered" && e["action"] == "send-to-agent")
         .count();
     assert_eq!(sends, 2, "one ci-failed and one changes-requested message");
+}
+
+/// A failing log whose last line names `attempt`.
+fn failing_log(attempt: u32) -> String {
+    format!("running tests\nassertion failed in attempt {attempt}")
+}
+
+#[test]
+fn webhooks_move_sessions_without_polling_and_unsigned_deliveries_are_refused() {
+    // Polling all but off: only deliveries can tell the controller.
+    let run = Loop::start(Setup {
+        poll: "10m",
+        webhooks: true,
+        ..Setup::default()
+    });
+    let hook = format!("{}/webhooks/github", run.stack.http_url());
+    run.github.webhooks(&hook, SECRET);
+    let id = run.spawn_with_pr();
+    run.github.set_pr_check(
+        REPO,
+        1,
+        "test",
+        CheckState::Failure,
+        Some(&failing_log(1)),
+        true,
+    );
+    run.event(&id, "ci.failed");
+    run.received(&id, "assertion failed in attempt 1");
+    let accepted = run.github.deliveries();
+    assert!(
+        accepted
+            .iter()
+            .all(|d| d.answer.as_ref().is_ok_and(|c| *c < 300)),
+        "{accepted:?}"
+    );
+
+    let body = br#"{"action":"opened","repository":{"full_name":"o/r"},"sender":{"login":"x"}}"#;
+    assert_eq!(run.github.deliver_raw("pull_request", body, None), Ok(401));
+    let forged = ao_tests::github::sign("not-the-secret", body);
+    assert_eq!(
+        run.github.deliver_raw("pull_request", body, Some(&forged)),
+        Ok(401)
+    );
+    let log = std::fs::read_to_string(run.stack.home.join("ao.log")).unwrap();
+    assert!(log.contains("GitHub webhook refused: unsigned"), "{log}");
+    assert!(
+        log.contains("GitHub webhook refused: bad signature"),
+        "{log}"
+    );
+    assert!(!log.contains(SECRET), "the secret is never logged");
+}
+
+#[test]
+fn a_ci_that_keeps_failing_gets_its_retries_then_one_escalation_across_a_kill_9() {
+    let run = Loop::start(Setup::default());
+    let id = run.spawn_with_pr();
+    let mut head = run.github.pr(REPO, 1).head_sha;
+    for attempt in 1..=2 {
+        run.github.set_check(
+            REPO,
+            &head,
+            "test",
+            CheckState::Failure,
+            Some(&failing_log(attempt)),
+            true,
+        );
+        run.received(&id, &format!("assertion failed in attempt {attempt}"));
+        if attempt == 1 {
+            // The controller dies right after its first send; nothing is
+            // sent again when it is back.
+            let pid = nix::unistd::Pid::from_raw(run.stack.pid().expect("the stack runs") as i32);
+            nix::sys::signal::kill(pid, nix::sys::signal::SIGKILL).unwrap();
+            eventually("the stack is gone", Duration::from_secs(10), || {
+                nix::sys::signal::kill(pid, None).is_err().then_some(())
+            });
+            run.stack.up_with(&[
+                ("GITHUB_TOKEN", TOKEN.into()),
+                ("GITHUB_API_URL", run.github.url().into()),
+                ("AO_SCM_POLL", "300ms".into()),
+            ]);
+        }
+        head = run.pushed_over(&head);
+    }
+    run.github.set_check(
+        REPO,
+        &head,
+        "test",
+        CheckState::Failure,
+        Some(&failing_log(3)),
+        true,
+    );
+    let escalated = run.event(&id, "reaction.escalated");
+    assert_eq!(escalated["reaction"], "ci-failed", "{escalated}");
+    assert_eq!(escalated["priority"], "urgent", "{escalated}");
+    // Two sends (the default `retries: 2`), each typed once, then silence.
+    let sends = run
+        .stack
+        .events()
+        .iter()
+        .filter(|e| e["type"] == "reaction.triggered" && e["reaction"] == "ci-failed")
+        .count();
+    assert_eq!(sends, 2);
+    assert_eq!(run.received_count(&id, "### test"), 2);
+    assert_eq!(run.received_count(&id, "attempt 3"), 0);
+    assert_eq!(run.count(&id, "reaction.escalated"), 1);
+}
+
+#[test]
+fn a_conflict_with_main_says_merge_conflicts_and_tells_the_agent_to_rebase() {
+    let run = Loop::start(Setup::default());
+    let id = run.spawn_with_pr();
+    // Someone else changes the same file on main.
+    let other = run.stack.dir.path().join("other");
+    let out = std::process::Command::new("git")
+        .args(["clone", "-q"])
+        .arg(&run.bare)
+        .arg(&other)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    std::fs::write(other.join("feature.txt"), "a different feature\n").unwrap();
+    git(&other, &["add", "feature.txt"]);
+    git(
+        &other,
+        &[
+            "-c",
+            "user.email=o@o",
+            "-c",
+            "user.name=o",
+            "commit",
+            "-qm",
+            "theirs",
+        ],
+    );
+    git(&other, &["push", "-q", "origin", "main"]);
+
+    let conflicts = run.event(&id, "merge.conflicts");
+    assert_eq!(conflicts["prNumber"], 1);
+    let told = run.received(&id, "rebase");
+    assert!(told.contains("origin/main"), "{told}");
+}
+
+#[test]
+fn a_spent_rate_limit_holds_polling_back_until_it_resets_then_it_recovers() {
+    use ao_tests::github::Resource;
+    let run = Loop::start(Setup::default());
+    let id = run.spawn_with_pr();
+    // A small GraphQL budget (the watcher keeps a reserve of half of it)
+    // that refills a few seconds from now.
+    run.github.set_budget(Resource::Graphql, 14);
+    let refill = chrono::Utc::now().timestamp() + 8;
+    run.github.set_budget_reset(Resource::Graphql, refill);
+    // While the PR has no CI the watcher reads it every round: it spends
+    // down to its reserve and stops there, before GitHub would refuse.
+    let held = eventually("the watcher holds back", Duration::from_secs(30), || {
+        let log = std::fs::read_to_string(run.stack.home.join("ao.log")).ok()?;
+        log.contains("rate limit nearly spent")
+            .then(|| run.github.stats())
+    });
+    run.github.set_pr_check(
+        REPO,
+        1,
+        "test",
+        CheckState::Failure,
+        Some(&failing_log(1)),
+        true,
+    );
+    // After the refill it reads again and sees the failure.
+    run.event(&id, "ci.failed");
+    let stats = run.github.stats();
+    assert!(
+        held.counted(Resource::Graphql) <= 14,
+        "never past the budget: {held:?}"
+    );
+    let refused = stats.route("POST /graphql") - stats.counted(Resource::Graphql);
+    assert_eq!(
+        refused, 0,
+        "no request was refused for the rate limit: {stats:?}"
+    );
 }

@@ -110,6 +110,7 @@ impl From<pb::Input> for crate::link_types::Input {
             epoch: i.epoch,
             text: i.text,
             raw: i.raw,
+            once_key: Some(i.once_key).filter(|k| !k.is_empty()),
         }
     }
 }

@@ -240,6 +240,63 @@ pub(crate) fn crash_point(name: &str) {
     }
 }
 
+/// Messages typed once per session: their keys in a small file, so that
+/// the controller sending one again after a restart does not type it twice.
+pub(crate) mod once {
+    use std::io::Write;
+    use std::path::Path;
+
+    /// Keys kept; older ones are forgotten (a message is resent within
+    /// moments of a restart, not after hundreds of others).
+    const KEPT: usize = 256;
+
+    /// Whether `key` was typed already.
+    pub(crate) fn typed(file: &Path, key: &str) -> bool {
+        std::fs::read_to_string(file).is_ok_and(|keys| keys.lines().any(|k| k == key))
+    }
+
+    /// Records that `key` was typed. A failure is logged: the worst it
+    /// does is let a resent message be typed again.
+    pub(crate) fn note(file: &Path, key: &str) {
+        let keys = std::fs::read_to_string(file).unwrap_or_default();
+        let count = keys.lines().count();
+        let result = if count >= KEPT {
+            let kept: Vec<&str> = keys.lines().skip(count + 1 - KEPT).collect();
+            std::fs::write(file, format!("{}\n{key}\n", kept.join("\n")))
+        } else {
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(file)
+                .and_then(|mut f| writeln!(f, "{key}"))
+        };
+        if let Err(e) = result {
+            tracing::warn!(file = %file.display(), "cannot record a typed message: {e}");
+        }
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn a_key_is_typed_once_and_old_keys_are_forgotten() {
+            let dir = tempfile::tempdir().unwrap();
+            let file = dir.path().join("typed-once");
+            assert!(!typed(&file, "a"));
+            note(&file, "a");
+            assert!(typed(&file, "a") && !typed(&file, "b"));
+            for i in 0..KEPT {
+                note(&file, &i.to_string());
+            }
+            assert!(!typed(&file, "a"), "the oldest key is forgotten");
+            assert!(typed(&file, &(KEPT - 1).to_string()));
+            let lines = std::fs::read_to_string(&file).unwrap().lines().count();
+            assert_eq!(lines, KEPT);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -40,6 +40,8 @@ pub struct Input {
     pub text: String,
     /// Keys as they are: no Enter, no waiting for the echo.
     pub raw: bool,
+    /// Typed once per session under this key (see [`crate::delivery::once`]).
+    pub once_key: Option<String>,
 }
 
 /// Whether an [`Input`] reached the agent, or why not.

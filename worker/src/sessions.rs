@@ -441,7 +441,14 @@ impl Actor {
         let keyboard = self.sessions[&i.session_id].keyboard.clone();
         let runtime = self.runtime.clone();
         let reports = self.reports.clone();
+        let once = self.settings.home.typed_once(&i.session_id);
         self.tasks.spawn(async move {
+            if let Some(key) = &i.once_key {
+                if crate::delivery::once::typed(&once, key) {
+                    let _ = reports.send(outcome(Ok(()))).await;
+                    return;
+                }
+            }
             let delivered = if i.raw {
                 // Keys as they are: no Enter, and nothing to look for on
                 // the screen (control keys do not echo as themselves).
@@ -453,6 +460,9 @@ impl Actor {
             } else {
                 deliver(runtime.as_ref(), &keyboard, &i.session_id, &i.text).await
             };
+            if let (Ok(()), Some(key)) = (&delivered, &i.once_key) {
+                crate::delivery::once::note(&once, key);
+            }
             let _ = reports.send(outcome(delivered.map_err(|e| e.reason))).await;
         });
     }

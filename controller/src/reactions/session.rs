@@ -22,8 +22,9 @@ pub type Situations = Vec<(ReactionKey, Option<Situation>)>;
 
 /// The situations a PR puts its session in. `logs` are the failing
 /// checks' log tails by name (fetched by the caller); `base` is the branch
-/// to rebase on. CI still running and mergeability not computed yet say
-/// nothing, so that a CI failing after each fix keeps counting.
+/// to rebase on. CI still running (or not started on a new head) and
+/// mergeability not computed yet say nothing, so that a CI failing after
+/// each fix keeps counting towards the reaction's retries.
 pub fn pr_situations(pr: &PullRequest, logs: &[(String, String)], base: &str) -> Situations {
     use ReactionKey::*;
     let keys = [
@@ -64,7 +65,7 @@ pub fn pr_situations(pr: &PullRequest, logs: &[(String, String)], base: &str) ->
                 }),
             ));
         }
-        CiStatus::Pending => {}
+        CiStatus::Pending | CiStatus::None if open => {}
         _ => out.push((CiFailed, None)),
     }
     let (bots, humans): (Vec<_>, Vec<_>) = pr.comments.iter().cloned().partition(|c| c.bot);

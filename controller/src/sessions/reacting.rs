@@ -115,7 +115,13 @@ impl Actor {
             if !self.in_flight.insert((id.to_string(), *key)) {
                 continue;
             }
-            let sent = match self.send_input(id, text.clone(), false) {
+            // The same message is typed once, however often it is sent.
+            let once = format!(
+                "{key}:{}:{}",
+                state.attempts,
+                state.last_fingerprint.as_deref().unwrap_or("")
+            );
+            let sent = match self.send_input(id, text.clone(), false, Some(once)) {
                 Ok(rx) => rx,
                 Err(e) => {
                     tracing::debug!(session = id, reaction = %key, "message waits: {e}");
