@@ -157,6 +157,12 @@ pub(super) fn validate(config: &Config, locator: &Locator<'_>) -> Result<(), Con
         }
         check_agent(&["projects", id, "agent"], project.agent.as_ref())?;
         check_hosts(id, project, locator)?;
+        if let Some(prefix) = &project.branch_prefix {
+            // The prefix must make a branch git accepts whatever the issue.
+            if let Err(e) = ao_proto::names::check_branch(&format!("{prefix}1-x")) {
+                return Err(locator.error(&["projects", id, "branchPrefix"], e.to_string()));
+            }
+        }
     }
     Ok(())
 }
@@ -343,6 +349,12 @@ mod tests {
                 "projects.app.scm.plugin",
                 6,
                 "missing field `plugin`",
+            ),
+            (
+                "projects:\n  app:\n    path: /r\n    branchPrefix: -x\n",
+                "projects.app.branchPrefix",
+                4,
+                "must not start with `-`",
             ),
             (
                 "projects:\n  app:\n    path: /r\n    repo: o/r\n    scm: [github]\n",
