@@ -135,7 +135,7 @@ fn issue_section(issue: &Issue) -> String {
     }
     let body = plain_text(issue.body.trim());
     if !body.is_empty() {
-        out.push_str("\n");
+        out.push('\n');
         out.push_str(&cut(&body, MAX_BODY_BYTES));
         out.push('\n');
     }
