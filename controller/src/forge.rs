@@ -105,11 +105,12 @@ fn host_error(project: &str, error: ScmError) -> ControllerError {
 
 impl Forges {
     /// Checks that every GitHub `config` uses takes this process's token (`GET /user`), so a
-    /// missing or rejected token is an error of the apply, before anything is stored.
+    /// missing or rejected token is an error of the apply, before anything is stored. A GitHub
+    /// that cannot be reached is only logged: it says nothing of the token.
     ///
     /// # Errors
-    /// [`ControllerError::Host`] naming the project when there is no token, GitHub rejects
-    /// it or cannot be reached; [`ControllerError::InvalidConfig`] for a bad `GITHUB_API_URL`.
+    /// [`ControllerError::Host`] naming the project when there is no token or GitHub rejects
+    /// it (401); [`ControllerError::InvalidConfig`] for a bad `GITHUB_API_URL`.
     pub async fn check_config(&self, config: &Config) -> Result<(), ControllerError> {
         let apis = github_apis(config, &process_env)
             .map_err(|e| ControllerError::InvalidConfig(e.to_string()))?;
@@ -119,8 +120,17 @@ impl Forges {
                 .client(settings)
                 .await
                 .map_err(|e| host_error(project, e))?;
-            let login = client.whoami().await.map_err(|e| host_error(project, e))?;
-            tracing::info!(api = %settings.api_url, %login, "GitHub token accepted");
+            match client.whoami().await {
+                Ok(login) => {
+                    tracing::info!(api = %settings.api_url, %login, "GitHub token accepted")
+                }
+                Err(e @ ScmError::Auth(_)) => return Err(host_error(project, e)),
+                // An outage or a spent budget says nothing of the token: a restart must not
+                // wait for GitHub.
+                Err(e) => {
+                    tracing::warn!(api = %settings.api_url, "GitHub token not checked: {e}")
+                }
+            }
         }
         Ok(())
     }

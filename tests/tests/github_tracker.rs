@@ -195,4 +195,12 @@ fn a_github_config_without_a_token_is_refused_at_up_and_apply() {
         "feat/42",
         "the config without a tracker is still the applied one"
     );
+
+    // A GitHub that cannot be reached says nothing of the token: the apply goes through.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let unreachable = format!("http://{}", closed.local_addr().unwrap());
+    drop(closed);
+    let offline = t.stack.dir.path().join("offline.yaml");
+    std::fs::write(&offline, t.text.replace(t.github.url(), &unreachable)).unwrap();
+    t.stack.ao(&["apply", "-f", offline.to_str().unwrap()]).ok();
 }
