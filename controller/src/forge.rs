@@ -201,6 +201,38 @@ mod tests {
         crate::config::parse_str(text, Path::new("/ao.yaml"), &|_| None).unwrap()
     }
 
+    /// The rules file is read from the project's path at each spawn; a missing one is an error.
+    #[tokio::test]
+    async fn a_spawn_reads_the_rules_file_of_its_project() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("RULES.md"), "Small commits.\n").unwrap();
+        let text = format!(
+            "projects:\n  app:\n    path: {}\n    agentRulesFile: RULES.md\n  web:\n    \
+             path: {}\n    agentRulesFile: NONE.md\n",
+            dir.path().display(),
+            dir.path().display()
+        );
+        let config = config(&text);
+        let forges = Forges::default();
+        let mut args = SpawnArgs {
+            project_id: "app".into(),
+            ..SpawnArgs::default()
+        };
+        forges.prepare_spawn(&config, &mut args).await.unwrap();
+        assert_eq!(args.rules_file.as_deref(), Some("Small commits.\n"));
+        assert!(args.issue.is_none(), "no tracker, no issue");
+
+        args.project_id = "web".into();
+        args.rules_file = None;
+        let err = forges.prepare_spawn(&config, &mut args).await.unwrap_err();
+        let err = err.to_string();
+        assert!(
+            err.contains("projects.web.agentRulesFile: cannot read"),
+            "{err}"
+        );
+        assert!(err.contains("NONE.md"), "{err}");
+    }
+
     #[test]
     fn a_tracker_without_an_api_url_is_on_the_scms_github() {
         let config = config(
