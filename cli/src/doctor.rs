@@ -4,6 +4,9 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use ao_controller::config;
+use ao_controller::forge::github_apis;
+use ao_controller::scm::github::{resolve_token, Github, GithubSettings};
+use ao_controller::scm::Scm;
 use ao_proto::home::Home;
 
 use crate::commands::Target;
@@ -62,6 +65,48 @@ fn certificate(what: &str, dir: &Path) -> bool {
     }
 }
 
+/// One line for the GitHub at `settings.api_url` (used first by `project`): where the token
+/// comes from (never the token), the login it acts as and the API budget left, or what failed.
+/// The token is looked for in this process's environment, as a stack started from this shell
+/// would.
+async fn github(project: &str, settings: &GithubSettings) -> bool {
+    let what = format!("github {}", settings.api_url);
+    let fail = |detail: String| line(Level::Fail, &what, &format!("project {project}: {detail}"));
+    let (token, source) = match resolve_token(&settings.token_host()).await {
+        Ok(found) => found,
+        Err(e) => return fail(e.to_string()),
+    };
+    let client = match Github::new(settings, &token) {
+        Ok(client) => client,
+        Err(e) => return fail(e.to_string()),
+    };
+    let login = match client.whoami().await {
+        Ok(login) => login,
+        Err(e) => return fail(format!("the token from {source}: {e}")),
+    };
+    let budget = match client.budget() {
+        Some(b) => {
+            let reset = chrono::DateTime::<chrono::Utc>::from(b.resets_at)
+                .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+            let throttled = b.throttled_until.map_or(String::new(), |until| {
+                let until = chrono::DateTime::<chrono::Utc>::from(until)
+                    .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+                format!(", holding back until {until}")
+            });
+            format!(
+                "budget {}/{} until {reset}{throttled}",
+                b.remaining, b.limit
+            )
+        }
+        None => "budget not reported".to_string(),
+    };
+    line(
+        Level::Ok,
+        &what,
+        &format!("token from {source}, login {login}, {budget}"),
+    )
+}
+
 pub async fn run(home: &Home, target: &Target) -> anyhow::Result<ExitCode> {
     let mut healthy = true;
     for (program, arg, package) in [("tmux", "-V", "tmux"), ("git", "--version", "git")] {
@@ -112,7 +157,16 @@ pub async fn run(home: &Home, target: &Target) -> anyhow::Result<ExitCode> {
                     &format!("not acted on yet: {}", unimplemented.join(", ")),
                 );
             }
-            found
+            let mut hosts = true;
+            match github_apis(&c, &|k| std::env::var(k).ok()) {
+                Ok(apis) => {
+                    for (project, settings) in apis.values() {
+                        hosts &= github(project, settings).await;
+                    }
+                }
+                Err(e) => hosts = line(Level::Fail, "github", &e.to_string()),
+            }
+            found && hosts
         }
         Some((_, Err(e))) => line(Level::Fail, "config", &e.to_string()),
     };

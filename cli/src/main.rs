@@ -199,13 +199,15 @@ enum Command {
 struct SpawnArgs {
     project: String,
     issue: Option<String>,
-    /// The task prompt (default: one derived from the issue).
+    /// The task prompt (default: one derived from the issue; with a tracker the issue's details
+    /// follow it).
     #[arg(long)]
     prompt: Option<String>,
     /// Agent to run instead of the project's (claude-code, codex, aider, opencode, gemini, or from `agents:`).
     #[arg(long)]
     agent: Option<String>,
-    /// Branch name (default: feat/<issue> or session/<id>).
+    /// Branch name (default: <branchPrefix><n>-<title slug> for a tracked issue, else
+    /// feat/<issue> or session/<id>).
     #[arg(long)]
     branch: Option<String>,
     /// Placement constraint, k=v (repeatable).

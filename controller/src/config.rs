@@ -41,7 +41,7 @@ pub use reactions::{
 pub use schema::{
     threshold, AgentConfig, Config, Defaults, NotificationRouting, OrchestratorConfig,
     PluginConfig, Priority, ProjectConfig, ReactionAction, ReactionConfig, AGENT_STUCK,
-    BUILTIN_AGENTS, DEFAULT_STUCK_THRESHOLD,
+    BUILTIN_AGENTS, DEFAULT_BRANCH_PREFIX, DEFAULT_STUCK_THRESHOLD,
 };
 pub use unacted::unimplemented_keys;
 pub use validate::validate_parsed;

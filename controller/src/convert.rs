@@ -312,6 +312,7 @@ pub fn spawn_args(r: pb::SpawnRequest) -> SpawnArgs {
         agent: non_empty(r.agent),
         branch: non_empty(r.branch),
         labels: r.labels.into_iter().collect(),
+        ..SpawnArgs::default()
     }
 }
 

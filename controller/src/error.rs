@@ -54,6 +54,13 @@ pub enum ControllerError {
         #[source]
         source: std::io::Error,
     },
+    /// The project's code host refused or failed: no token, a rejected one, no such issue.
+    #[error("project `{project}`")]
+    Host {
+        project: String,
+        #[source]
+        source: crate::scm::ScmError,
+    },
     #[error("the controller is shutting down")]
     ShuttingDown,
     #[error("this controller is no longer the leader: {0}")]

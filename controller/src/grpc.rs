@@ -21,6 +21,7 @@ use crate::error::ControllerError;
 use crate::events::{self, EventFilter};
 use crate::handle::{ControllerHandle, Tunnel};
 use crate::model::{rfc3339, SessionRecord};
+use crate::scm::ScmError;
 use crate::store::StoreError;
 
 impl From<ControllerError> for Status {
@@ -49,6 +50,12 @@ impl From<ControllerError> for Status {
             | ControllerError::NotDelivered { .. }
             | ControllerError::ShuttingDown
             | ControllerError::Deposed(_) => Status::unavailable(msg),
+            ControllerError::Host { source, .. } => match source {
+                ScmError::Auth(_) => Status::failed_precondition(msg),
+                ScmError::NotFound(_) => Status::not_found(msg),
+                ScmError::Throttled { .. } => Status::resource_exhausted(msg),
+                ScmError::Other(_) => Status::unavailable(msg),
+            },
             ControllerError::Store(StoreError::Unavailable(_)) => Status::unavailable(msg),
             ControllerError::Store(_) => Status::internal(msg),
         }

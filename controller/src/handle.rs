@@ -11,8 +11,10 @@ use tonic::Streaming;
 
 use crate::config::Config;
 use crate::error::ControllerError;
+use crate::forge::Forges;
 use crate::liveness::{LastHeard, LinkMeta, Worker};
 use crate::model::{rfc3339, SessionRecord, SessionStatus, WorkerState};
+use crate::scm::Issue;
 use crate::store::Store;
 
 /// Every session by id, in id order; cloned in O(1), shared between the
@@ -100,6 +102,10 @@ pub struct SpawnArgs {
     pub agent: Option<String>,
     pub branch: Option<String>,
     pub labels: BTreeMap<String, String>,
+    /// The issue as the project's tracker has it, read before the spawn reaches the actor.
+    pub issue: Option<Issue>,
+    /// The text of the project's `agentRulesFile`, read likewise.
+    pub rules_file: Option<String>,
 }
 
 impl SpawnArgs {
@@ -153,12 +159,8 @@ pub(crate) enum Command {
     Spawn(SpawnArgs, Reply<SessionRecord>),
     /// The project (`None`: the only one).
     StartOrchestrator(Option<String>, Reply<OrchestratorStart>),
-    BatchSpawn(
-        String,
-        Vec<String>,
-        Option<String>,
-        Reply<Vec<BatchOutcome>>,
-    ),
+    /// The project, and a spawn per issue (prepared as [`Forges::prepare_spawn`] does).
+    BatchSpawn(String, Vec<SpawnArgs>, Reply<Vec<BatchOutcome>>),
     /// Session, text, raw.
     Send(
         String,
@@ -213,6 +215,8 @@ pub struct ControllerHandle {
     snapshot: watch::Receiver<Arc<Snapshot>>,
     store: Arc<dyn Store>,
     next_conn: Arc<std::sync::atomic::AtomicU64>,
+    /// Code hosts, reached here rather than in the actor: they may be slow.
+    forges: Arc<Forges>,
 }
 
 /// How long `spawn --wait` and friends wait for the worker's word.
@@ -240,6 +244,7 @@ impl ControllerHandle {
             snapshot,
             store,
             next_conn: Arc::new(std::sync::atomic::AtomicU64::new(1)),
+            forges: Arc::default(),
         }
     }
 
@@ -252,6 +257,12 @@ impl ControllerHandle {
         rx.await.map_err(|_| ControllerError::ShuttingDown)?
     }
 
+    /// The code hosts' clients, shared by every caller so that they
+    /// share one rate budget per API base.
+    pub fn forges(&self) -> Arc<Forges> {
+        Arc::clone(&self.forges)
+    }
+
     pub fn snapshot(&self) -> Arc<Snapshot> {
         self.snapshot.borrow().clone()
     }
@@ -261,23 +272,37 @@ impl ControllerHandle {
     }
 
     /// Stores `config`, which was validated by [`crate::config::load_file`] or
-    /// [`crate::config::validate_parsed`], and places the sessions that wait.
+    /// [`crate::config::validate_parsed`], and places the sessions that wait. The GitHub
+    /// tokens it needs are checked first.
     ///
     /// # Errors
-    /// The store refused the write.
+    /// A GitHub of the config takes no token of this process
+    /// ([`ControllerError::Host`]), or the store refused the write.
     pub async fn apply(&self, config: Config) -> Result<Vec<String>, ControllerError> {
+        self.forges.check_config(&config).await?;
         self.ask(|r| Command::Apply(Box::new(config), r)).await
     }
 
-    /// Creates a session; with `wait`, returns once its agent runs or failed.
+    /// `args` with what its spawn reads from outside (its issue, the rules file).
+    async fn prepared(&self, mut args: SpawnArgs) -> Result<SpawnArgs, ControllerError> {
+        args.check()?;
+        if let Some(config) = self.snapshot().config.clone() {
+            self.forges.prepare_spawn(&config, &mut args).await?;
+        }
+        Ok(args)
+    }
+
+    /// Creates a session, for an issue of the project's tracker read first; with `wait`,
+    /// returns once its agent runs or failed.
     ///
     /// # Errors
-    /// Unknown project or agent, or the store.
+    /// Unknown project or agent, an issue the tracker does not have, or the store.
     pub async fn spawn(
         &self,
         args: SpawnArgs,
         wait: bool,
     ) -> Result<SessionRecord, ControllerError> {
+        let args = self.prepared(args).await?;
         let s = self.ask(|r| Command::Spawn(args, r)).await?;
         if !wait {
             return Ok(s);
@@ -315,9 +340,33 @@ impl ControllerHandle {
         agent: Option<String>,
         wait: bool,
     ) -> Result<Vec<BatchOutcome>, ControllerError> {
-        let outcomes = self
-            .ask(|r| Command::BatchSpawn(project, issues, agent, r))
-            .await?;
+        // An issue that cannot be read fails alone; the others are spawned in one command.
+        let mut prepared = Vec::with_capacity(issues.len());
+        for issue in issues {
+            let args = SpawnArgs {
+                project_id: project.clone(),
+                issue_id: Some(issue.clone()),
+                agent: agent.clone(),
+                ..SpawnArgs::default()
+            };
+            prepared.push(self.prepared(args).await.map_err(|e| BatchOutcome::Failed {
+                issue,
+                error: ao_proto::error_chain(&e),
+            }));
+        }
+        let ready = prepared.iter().filter_map(|p| p.as_ref().ok().cloned());
+        let ready = ready.collect();
+        let mut spawned = self
+            .ask(|r| Command::BatchSpawn(project, ready, r))
+            .await?
+            .into_iter();
+        let outcomes: Vec<BatchOutcome> = prepared
+            .into_iter()
+            .filter_map(|p| match p {
+                Ok(_) => spawned.next(),
+                Err(failed) => Some(failed),
+            })
+            .collect();
         let mut out = Vec::with_capacity(outcomes.len());
         for o in outcomes {
             out.push(match o {

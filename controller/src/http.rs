@@ -15,9 +15,10 @@ use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
+use crate::forge::scm_settings;
 use crate::handle::ControllerHandle;
 use crate::prwatch::PrWatch;
-use crate::scm::github::{webhook, GithubSettings, WebhookSecret};
+use crate::scm::github::{webhook, WebhookSecret};
 
 /// GitHub's own cap on a delivery's payload.
 const MAX_DELIVERY_BYTES: usize = 25 * 1024 * 1024;
@@ -160,9 +161,7 @@ fn webhook_secrets(config: &Config) -> Vec<WebhookSecret> {
         .projects
         .iter()
         .filter_map(|(id, p)| {
-            let scm = p.scm.as_ref()?;
-            let section = format!("projects.{id}.scm");
-            GithubSettings::from_plugin(&section, scm, &|k| std::env::var(k).ok())
+            scm_settings(id, p, &|k| std::env::var(k).ok())?
                 .ok()?
                 .webhook_secret
         })

@@ -19,6 +19,7 @@
 //! - [`events`]: the `events.jsonl` projection of the event log.
 //! - [`leader`]: leader election and write fencing on etcd.
 //! - [`liveness`]: when each worker last spoke, and what its silence means.
+//! - [`forge`]: the code hosts projects name, reached before a command goes to the actor.
 //! - [`defaults`]: a new session's branch and prompt when its spawn gives none.
 //! - [`spawning`]: a new session's record from its spawn and the config.
 //! - [`orchestrator`]: a project's orchestrator session (`ao start`) and its prompt.
@@ -45,6 +46,7 @@ pub mod convert;
 pub mod defaults;
 pub mod error;
 pub mod events;
+pub mod forge;
 pub mod grpc;
 pub mod handle;
 pub mod http;

@@ -203,7 +203,7 @@ mod tests {
     const TWO: &str = "orchestratorRules: |\n  Batch related issues.\n  Escalate after 3 stuck.\n\
         reactions:\n  ci-failed:\n    auto: true\n    action: send-to-agent\n\
         projects:\n  app:\n    path: /src/app\n    sessionPrefix: ap\n    defaultBranch: trunk\n\
-        \x20   tracker:\n      plugin: github\n    orchestratorRules: Clean up daily.\n\
+        \x20   repo: acme/app\n    tracker:\n      plugin: github\n    orchestratorRules: Clean up daily.\n\
         \x20   reactions:\n      agent-stuck:\n        threshold: 5m\n\
         \x20 web:\n    path: /src/web\n    capacity: 1\n";
 

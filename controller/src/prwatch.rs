@@ -20,9 +20,10 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::Config;
+use crate::forge::{scm_settings, Forges};
 use crate::handle::ControllerHandle;
 use crate::model::{SessionRecord, SessionRole, SessionStatus};
-use crate::scm::github::{GithubClients, GithubSettings, Hint};
+use crate::scm::github::{GithubSettings, Hint};
 use crate::scm::{CheckState, CiStatus, Mergeable, PrState, RepoRef, Scm, ScmError};
 
 /// How much of a failed check's log the agent gets.
@@ -88,9 +89,9 @@ impl PrWatch {
     ) -> Self {
         let (hints, rx) = mpsc::channel(256);
         let watcher = Watcher {
-            handle,
+            handle: handle.clone(),
             pace,
-            clients: GithubClients::default(),
+            clients: handle.forges(),
             fresh: HashMap::new(),
             logs: HashMap::new(),
             said: HashMap::new(),
@@ -115,7 +116,8 @@ struct Target {
 struct Watcher {
     handle: ControllerHandle,
     pace: Pace,
-    clients: GithubClients,
+    /// Shared with the handle: one rate budget per API base.
+    clients: Arc<Forges>,
     /// PRs (and branches, shas) webhooks named since the last round.
     fresh: HashMap<RepoRef, Vec<Hint>>,
     /// Log tails of failed checks by (head SHA, check name).
@@ -232,7 +234,7 @@ impl Watcher {
     /// Looks at `repo`'s PRs for `target`'s sessions and hands each to the
     /// actor; true when something is in flight there.
     async fn look(&mut self, repo: &RepoRef, target: &Target) -> bool {
-        let scm = match self.clients.client(&target.settings).await {
+        let scm = match self.clients.github().client(&target.settings).await {
             Ok(c) => c,
             Err(e) => {
                 self.say(repo, format!("cannot use GitHub for {repo}: {e}"));
@@ -347,16 +349,14 @@ fn project_scm(
     said: &mut HashMap<String, String>,
 ) -> Option<(RepoRef, GithubSettings)> {
     let p = config.projects.get(project)?;
-    let scm = p.scm.as_ref()?;
     let repo = RepoRef::parse(p.repo.as_deref()?)?;
-    let section = format!("projects.{project}.scm");
-    match GithubSettings::from_plugin(&section, scm, &|k| std::env::var(k).ok()) {
+    match scm_settings(project, p, &|k| std::env::var(k).ok())? {
         Ok(settings) => Some((repo, settings)),
         Err(e) => {
             let message = e.to_string();
-            if said.get(&section) != Some(&message) {
+            if said.get(project) != Some(&message) {
                 tracing::warn!("{message}");
-                said.insert(section, message);
+                said.insert(project.to_string(), message);
             }
             None
         }

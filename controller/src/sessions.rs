@@ -281,8 +281,8 @@ impl Actor {
             Command::StartOrchestrator(project, reply) => {
                 let _ = reply.send(self.start_orchestrator(project).await);
             }
-            Command::BatchSpawn(project, issues, agent, reply) => {
-                let _ = reply.send(self.batch_spawn(project, issues, agent).await);
+            Command::BatchSpawn(project, spawns, reply) => {
+                let _ = reply.send(self.batch_spawn(project, spawns).await);
             }
             Command::Send(id, text, raw, reply) => {
                 let _ = reply.send(self.send_input(&id, text, raw, None));
@@ -587,15 +587,17 @@ impl Actor {
         Ok(s)
     }
 
+    /// Spawns each of `spawns` (one per issue of `project`) but those whose issue has a live
+    /// session already.
     async fn batch_spawn(
         &mut self,
         project: String,
-        issues: Vec<String>,
-        agent: Option<String>,
+        spawns: Vec<SpawnArgs>,
     ) -> Result<Vec<BatchOutcome>, ControllerError> {
         self.check_project(&project)?;
         let mut out = Vec::new();
-        for issue in issues {
+        for args in spawns {
+            let issue = args.issue_id.clone().unwrap_or_default();
             if let Some(existing) = self.loads.live_for_issue(&project, &issue) {
                 out.push(BatchOutcome::Skipped {
                     existing: existing.to_string(),
@@ -603,12 +605,6 @@ impl Actor {
                 });
                 continue;
             }
-            let args = SpawnArgs {
-                project_id: project.clone(),
-                issue_id: Some(issue.clone()),
-                agent: agent.clone(),
-                ..SpawnArgs::default()
-            };
             out.push(match self.spawn(args).await {
                 Ok(s) => BatchOutcome::Spawned(Box::new(s)),
                 Err(e) => BatchOutcome::Failed {

@@ -6,7 +6,7 @@ use ao_proto::input;
 use chrono::{DateTime, Utc};
 
 use crate::config::{Config, ProjectConfig, BUILTIN_AGENTS};
-use crate::defaults::{default_prompt, session_branch};
+use crate::defaults::{session_branch, session_prompt};
 use crate::error::ControllerError;
 use crate::handle::SpawnArgs;
 use crate::model::{NewSession, SessionRecord};
@@ -81,11 +81,23 @@ pub(crate) fn new_session(
     }
     let id = format!("{prefix}-{n}");
     let issue_id = args.issue_id.clone().filter(|i| !i.is_empty());
-    let branch = session_branch(args.branch.as_deref(), issue_id.as_deref(), &id)?;
-    let prompt = args
-        .prompt
-        .clone()
-        .unwrap_or_else(|| default_prompt(&args.project_id, issue_id.as_deref()));
+    let issue = args.issue.as_ref();
+    let branch = session_branch(
+        args.branch.as_deref(),
+        issue_id.as_deref(),
+        issue,
+        project.branch_prefix(),
+        &id,
+    )?;
+    let rules = [&config.agent_rules, &project.agent_rules, &args.rules_file];
+    let rules: Vec<&str> = rules.into_iter().flatten().map(String::as_str).collect();
+    let prompt = session_prompt(
+        &args.project_id,
+        args.prompt.as_deref(),
+        issue_id.as_deref(),
+        issue,
+        &rules,
+    );
     input::check_prompt(&prompt)?;
     let session = SessionRecord::spawning(
         NewSession {

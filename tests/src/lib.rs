@@ -256,6 +256,10 @@ impl Stack {
             .env_remove("AO_CONTROLLER")
             .env_remove("AO_CONFIG_PATH")
             .env_remove("AO_STORE")
+            // GitHub is the fake a test names, with the token it gives, or none.
+            .env_remove("GITHUB_TOKEN")
+            .env_remove("GH_TOKEN")
+            .env_remove("GITHUB_API_URL")
             // Stacks run side by side: each serves HTTP on a port of its own.
             .env("AO_HTTP", "127.0.0.1:0")
             .stdin(std::process::Stdio::null());
@@ -263,6 +267,15 @@ impl Stack {
             c.env("AO_STORE", etcd.store_url());
         }
         c
+    }
+
+    /// The stack's config with `keys` (YAML lines, as at the top level) added to `project`.
+    pub fn config_with(&self, project: &str, keys: &str) -> String {
+        let text = std::fs::read_to_string(&self.config).expect("the stack's config");
+        let header = format!("  {project}:\n");
+        let indented: String = keys.lines().map(|l| format!("    {l}\n")).collect();
+        assert!(text.contains(&header), "no project {project} in the config");
+        text.replacen(&header, &format!("{header}{indented}"), 1)
     }
 
     /// `ao up -d`; the stack is ready when it returns.

@@ -69,7 +69,8 @@ fn keys_not_acted_on_yet_are_named_by_up_doctor_and_apply() {
     );
 
     let tracked = stack.dir.path().join("tracked.yaml");
-    let tracker = with_reactions.replacen("  app:\n", "  app:\n    tracker: {plugin: github}\n", 1);
+    let tracker =
+        with_reactions.replacen("  app:\n", "  app:\n    agentConfig: {model: opus}\n", 1);
     assert_ne!(
         tracker, with_reactions,
         "the base config has a project `app`"
@@ -84,7 +85,7 @@ fn keys_not_acted_on_yet_are_named_by_up_doctor_and_apply() {
     assert!(
         warning.contains("tracked.yaml")
             && warning.contains("reactions")
-            && warning.contains("projects.app.tracker")
+            && warning.contains("projects.app.agentConfig")
             && apply.stderr.matches(NOT_ACTED_ON).count() == 1,
         "{:?}",
         apply.stderr

@@ -7,6 +7,9 @@ use serde::{Deserialize, Serialize};
 /// Agents known by name without an `agents.<name>` entry.
 pub const BUILTIN_AGENTS: &[&str] = &["claude-code", "codex", "aider", "opencode", "gemini"];
 
+/// What an issue's branch starts with when the project says nothing (`feat/42-fix-login`).
+pub const DEFAULT_BRANCH_PREFIX: &str = "feat/";
+
 /// The agent used when neither the project nor `defaults` names one.
 const DEFAULT_AGENT: &str = "claude-code";
 
@@ -74,8 +77,12 @@ pub struct ProjectConfig {
     pub agent: Option<String>,
     pub runtime: Option<String>,
     pub workspace: Option<String>,
+    /// Where issues come from: `github`, or `{plugin: github, apiUrl: ...}`.
     pub tracker: Option<PluginConfig>,
+    /// Where pull requests live: `github`, or `{plugin: github, apiUrl, webhookSecret, mergeMethod}`.
     pub scm: Option<PluginConfig>,
+    /// What a session's branch for an issue starts with (`feat/` by default).
+    pub branch_prefix: Option<String>,
     #[serde(default)]
     pub symlinks: Vec<String>,
     #[serde(default)]
@@ -114,6 +121,13 @@ impl ProjectConfig {
     /// The branch sessions start from and PRs target.
     pub fn default_branch(&self) -> &str {
         self.default_branch.as_deref().unwrap_or("main")
+    }
+
+    /// What the branch of a session for an issue starts with.
+    pub fn branch_prefix(&self) -> &str {
+        self.branch_prefix
+            .as_deref()
+            .unwrap_or(DEFAULT_BRANCH_PREFIX)
     }
 }
 
@@ -226,9 +240,55 @@ pub enum Priority {
 }
 
 /// A plugin choice with its settings; the settings belong to the plugin, so any key is accepted.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+/// Written either as the plugin's name alone (`scm: github`) or as a block naming it
+/// (`scm: {plugin: github, apiUrl: ...}`); it is always written back as a block.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct PluginConfig {
     pub plugin: String,
     #[serde(flatten)]
     pub settings: BTreeMap<String, serde_json::Value>,
+}
+
+/// The block form of a [`PluginConfig`], read by serde's derive so its errors stay serde's own
+/// (`missing field `plugin``).
+#[derive(Deserialize)]
+struct PluginBlock {
+    plugin: String,
+    #[serde(flatten)]
+    settings: BTreeMap<String, serde_json::Value>,
+}
+
+impl<'de> Deserialize<'de> for PluginConfig {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Forms;
+
+        impl<'de> serde::de::Visitor<'de> for Forms {
+            type Value = PluginConfig;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a plugin name or a map with `plugin` and its settings")
+            }
+
+            fn visit_str<E: serde::de::Error>(self, name: &str) -> Result<PluginConfig, E> {
+                Ok(PluginConfig {
+                    plugin: name.to_owned(),
+                    settings: BTreeMap::new(),
+                })
+            }
+
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> Result<PluginConfig, A::Error> {
+                let block =
+                    PluginBlock::deserialize(serde::de::value::MapAccessDeserializer::new(map))?;
+                Ok(PluginConfig {
+                    plugin: block.plugin,
+                    settings: block.settings,
+                })
+            }
+        }
+
+        deserializer.deserialize_any(Forms)
+    }
 }

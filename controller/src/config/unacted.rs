@@ -16,7 +16,7 @@ fn unacted_reactions(reactions: &BTreeMap<String, ReactionConfig>) -> bool {
 }
 
 /// The keys of `config` that are accepted (and validated) for compatibility with the original
-/// `ao` but not acted on yet, as dotted paths such as `reactions` or `projects.app.tracker`.
+/// `ao` but not acted on yet, as dotted paths such as `reactions` or `projects.app.workspace`.
 /// Only keys the config sets are named, so that a user is warned about what they wrote; a key
 /// leaves this list when the issue that implements it lands.
 pub fn unimplemented_keys(config: &Config) -> Vec<String> {
@@ -44,7 +44,6 @@ pub fn unimplemented_keys(config: &Config) -> Vec<String> {
             "notificationRouting",
             config.notification_routing != NotificationRouting::default(),
         ),
-        ("agentRules", config.agent_rules.is_some()),
         ("labels", !config.labels.is_empty()),
     ];
     let mut keys: Vec<String> = top
@@ -55,12 +54,13 @@ pub fn unimplemented_keys(config: &Config) -> Vec<String> {
     for (id, project) in &config.projects {
         let keys_of_project = [
             ("name", project.name.is_some()),
+            (
+                "repo",
+                project.repo.is_some() && project.scm.is_none() && project.tracker.is_none(),
+            ),
             ("runtime", other_runtime(&project.runtime)),
             ("workspace", project.workspace.is_some()),
-            ("tracker", project.tracker.is_some()),
             ("agentConfig", !project.agent_config.is_empty()),
-            ("agentRules", project.agent_rules.is_some()),
-            ("agentRulesFile", project.agent_rules_file.is_some()),
             ("orchestratorModel", project.orchestrator_model.is_some()),
             (
                 "reactions.all-complete",
@@ -93,17 +93,18 @@ mod tests {
                 "defaults.notifiers",
                 "notifiers",
                 "notificationRouting",
-                "projects.app.tracker",
                 "projects.app.agentConfig",
-                "projects.app.agentRules",
             ]
         );
     }
 
     #[test]
     fn a_config_of_implemented_keys_has_no_unimplemented_keys() {
-        let text = "defaults:\n  runtime: tmux\nprojects:\n  app:\n    path: /src/app\n    \
-                    runtime: tmux\n    symlinks: [.env]\n    labels: {gpu: \"true\"}\n";
+        let text = "defaults:\n  runtime: tmux\nagentRules: be brief\nprojects:\n  app:\n    \
+                    path: /src/app\n    runtime: tmux\n    symlinks: [.env]\n    \
+                    labels: {gpu: \"true\"}\n    repo: o/r\n    scm: github\n    \
+                    tracker: github\n    agentRules: test\n    agentRulesFile: RULES.md\n    \
+                    branchPrefix: fix/\n";
         assert_eq!(
             unimplemented_keys(&parse(text).unwrap()),
             Vec::<String>::new()
@@ -118,5 +119,8 @@ mod tests {
             unimplemented_keys(&docker.unwrap()),
             ["projects.app.runtime"]
         );
+        // A repo is read for GitHub only.
+        let repo = parse("projects:\n  app:\n    path: /src/app\n    repo: o/r\n");
+        assert_eq!(unimplemented_keys(&repo.unwrap()), ["projects.app.repo"]);
     }
 }

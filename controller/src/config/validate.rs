@@ -11,7 +11,11 @@ use super::ids::{
 };
 use super::outline::Locator;
 use super::reactions::check_reaction;
-use super::schema::{threshold, Config, ReactionConfig, BUILTIN_AGENTS};
+use super::schema::{
+    threshold, Config, PluginConfig, ProjectConfig, ReactionConfig, BUILTIN_AGENTS,
+};
+use crate::scm::github::GithubSettings;
+use crate::scm::{RepoRef, SCM_PLUGINS, TRACKER_PLUGINS};
 
 /// Checks a config that arrives already parsed (as JSON over the controller's API) with the
 /// rules [`parse_str`] applies to a file; `source` names where it came from. Such a config has
@@ -152,7 +156,83 @@ pub(super) fn validate(config: &Config, locator: &Locator<'_>) -> Result<(), Con
             ));
         }
         check_agent(&["projects", id, "agent"], project.agent.as_ref())?;
+        check_hosts(id, project, locator)?;
+        if let Some(prefix) = &project.branch_prefix {
+            // The prefix must make a branch git accepts whatever the issue.
+            if let Err(e) = ao_proto::names::check_branch(&format!("{prefix}1-x")) {
+                return Err(locator.error(&["projects", id, "branchPrefix"], e.to_string()));
+            }
+        }
     }
+    Ok(())
+}
+
+/// A project's `scm` and `tracker`: a known plugin with settings it understands, and the
+/// `repo` it needs. The API base from `GITHUB_API_URL` is checked when it is used, with the
+/// environment of the process that uses it.
+fn check_hosts(
+    id: &str,
+    project: &ProjectConfig,
+    locator: &Locator<'_>,
+) -> Result<(), ConfigError> {
+    let mut github = false;
+    for (key, plugin, known) in [
+        ("scm", &project.scm, SCM_PLUGINS),
+        ("tracker", &project.tracker, TRACKER_PLUGINS),
+    ] {
+        let Some(plugin) = plugin else { continue };
+        check_plugin(&["projects", id, key], plugin, known, locator)?;
+        github = true;
+    }
+    if !github {
+        return Ok(());
+    }
+    let path = ["projects", id, "repo"];
+    match &project.repo {
+        None => Err(locator.error(
+            &path,
+            "required with a github `scm` or `tracker`: the repository as `owner/name`",
+        )),
+        Some(repo) if RepoRef::parse(repo).is_none() => Err(locator.error(
+            &path,
+            format!("expected the repository as `owner/name`, got `{repo}`"),
+        )),
+        Some(_) => Ok(()),
+    }
+}
+
+/// One `scm`/`tracker` block at `path`: a plugin of `known`, with settings it accepts.
+fn check_plugin(
+    path: &[&str],
+    plugin: &PluginConfig,
+    known: &[&str],
+    locator: &Locator<'_>,
+) -> Result<(), ConfigError> {
+    let name = plugin.plugin.as_str();
+    if !known.contains(&name) {
+        let what = path[path.len() - 1];
+        let problem = if name == "linear" && what == "tracker" {
+            format!(
+                "the `linear` {what} is not supported yet (supported: {})",
+                known.join(", ")
+            )
+        } else {
+            format!(
+                "unknown {what} plugin `{name}`: expected one of {}",
+                known.join(", ")
+            )
+        };
+        let mut at = path.to_vec();
+        at.push("plugin");
+        return Err(locator.error(&at, problem));
+    }
+    let section = path.join(".");
+    GithubSettings::from_plugin(&section, plugin, &|_| None).map_err(|e| {
+        let field = e.key.strip_prefix(section.as_str()).unwrap_or_default();
+        let mut at = path.to_vec();
+        at.extend(field.split('.').filter(|k| !k.is_empty()));
+        locator.error(&at, e.problem)
+    })?;
     Ok(())
 }
 
@@ -203,6 +283,91 @@ mod tests {
                 .contains("of project `b` is also that of project `a`"),
             "{err}"
         );
+    }
+
+    /// `scm`/`tracker` as a name or a block; the repo they need; the plugins known.
+    #[test]
+    fn hosts_load_in_both_forms_and_errors_name_the_key_and_line() {
+        use crate::config::parse_str;
+        let parse = |text: &str| parse_str(text, Path::new("/etc/ao.yaml"), &|_| None);
+        let config = parse(
+            "projects:\n  app:\n    path: /r\n    repo: o/r\n    scm: github\n    \
+             tracker: github\n  web:\n    path: /w\n    repo: o/w\n    scm:\n      \
+             plugin: github\n      apiUrl: http://127.0.0.1:9\n      mergeMethod: rebase\n",
+        )
+        .unwrap();
+        let app = &config.projects["app"];
+        assert_eq!(app.scm.as_ref().unwrap().plugin, "github");
+        assert!(app.scm.as_ref().unwrap().settings.is_empty());
+        assert_eq!(app.tracker.as_ref().unwrap().plugin, "github");
+        let web = config.projects["web"].scm.as_ref().unwrap();
+        assert_eq!(web.settings["mergeMethod"], "rebase");
+        // Written back as blocks, which load again.
+        let written = serde_yaml::to_string(&config).unwrap();
+        assert_eq!(parse(&written).unwrap(), config);
+
+        for (text, key, line, message) in [
+            (
+                "projects:\n  app:\n    path: /r\n    scm: github\n",
+                "projects.app.repo",
+                2,
+                "required with a github `scm` or `tracker`",
+            ),
+            (
+                "projects:\n  app:\n    path: /r\n    repo: app\n    tracker: github\n",
+                "projects.app.repo",
+                4,
+                "expected the repository as `owner/name`, got `app`",
+            ),
+            (
+                "projects:\n  app:\n    path: /r\n    repo: o/r\n    scm: gitlab\n",
+                "projects.app.scm.plugin",
+                5,
+                "unknown scm plugin `gitlab`: expected one of github",
+            ),
+            (
+                "projects:\n  app:\n    path: /r\n    repo: o/r\n    tracker:\n      plugin: linear\n",
+                "projects.app.tracker.plugin",
+                6,
+                "the `linear` tracker is not supported yet (supported: github)",
+            ),
+            (
+                "projects:\n  app:\n    path: /r\n    repo: o/r\n    scm:\n      plugin: github\n      \
+                 apiUrl: ftp://x\n",
+                "projects.app.scm.apiUrl",
+                7,
+                "expected an http(s) URL",
+            ),
+            (
+                "projects:\n  app:\n    path: /r\n    repo: o/r\n    scm: {plugin: github, mergeMethod: fast}\n",
+                "projects.app.scm.mergeMethod",
+                5,
+                "expected squash, merge or rebase, got `fast`",
+            ),
+            (
+                "projects:\n  app:\n    path: /r\n    repo: o/r\n    scm:\n      apiUrl: http://x\n",
+                "projects.app.scm.plugin",
+                6,
+                "missing field `plugin`",
+            ),
+            (
+                "projects:\n  app:\n    path: /r\n    branchPrefix: -x\n",
+                "projects.app.branchPrefix",
+                4,
+                "must not start with `-`",
+            ),
+            (
+                "projects:\n  app:\n    path: /r\n    repo: o/r\n    scm: [github]\n",
+                "projects.app.scm",
+                5,
+                "expected a plugin name or a map",
+            ),
+        ] {
+            let err = parse(text).expect_err(text);
+            assert_eq!(err.key.as_deref(), Some(key), "{err}");
+            assert_eq!(err.line, Some(line), "{err}");
+            assert!(err.message.contains(message), "{err}");
+        }
     }
 
     /// A reaction the engine could not act on is refused at its key path and line.

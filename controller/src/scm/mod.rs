@@ -8,6 +8,12 @@
 
 pub mod github;
 
+/// The `scm` plugins a project may name.
+pub const SCM_PLUGINS: &[&str] = &["github"];
+
+/// The `tracker` plugins a project may name (`linear` is known, not supported yet).
+pub const TRACKER_PLUGINS: &[&str] = &["github"];
+
 use std::fmt;
 use std::time::SystemTime;
 

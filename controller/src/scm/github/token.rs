@@ -82,7 +82,7 @@ pub async fn resolve_token(host: &str) -> Result<(Token, TokenSource), MissingTo
 
 /// [`resolve_token`] with the environment and `gh` given, so tests need
 /// not touch the process's own. `gh` is only run when the environment has
-/// no token.
+/// no token. `env` is `Sync` so that the future is `Send` (a gRPC handler awaits it).
 pub(crate) async fn resolve_with<F>(
     env: &(dyn Fn(&str) -> Option<String> + Sync),
     gh: impl FnOnce() -> F,
