@@ -43,8 +43,11 @@ impl Actor {
             }
             let (tx, rx) = oneshot::channel();
             out.push(match self.ask_removal(&s, action, dry_run, Some(tx)) {
-                Ok(asked) => Cleaning::Asked(asked, rx),
-                Err(refused) => Cleaning::Done(refused),
+                None => Cleaning::Asked(
+                    Outcome::of(&s, action, OutcomeKind::Failed, String::new()),
+                    rx,
+                ),
+                Some(refused) => Cleaning::Done(refused),
             });
         }
         Ok(out)
@@ -64,7 +67,7 @@ impl Actor {
         let Some(action) = cleanup::action(&s).filter(|_| wanted) else {
             return;
         };
-        if let Err(refused) = self.ask_removal(&s, action, false, None) {
+        if let Some(refused) = self.ask_removal(&s, action, false, None) {
             tracing::warn!(
                 session = id,
                 "no cleanup after the merge: {}",
@@ -73,15 +76,15 @@ impl Actor {
         }
     }
 
-    /// Asks `s`'s worker to carry `action` out; the outcome to complete
-    /// when it answers, or the one to give now when it cannot be asked.
+    /// Asks `s`'s worker to carry `action` out; the outcome to give now
+    /// when it cannot be asked.
     fn ask_removal(
         &mut self,
         s: &SessionRecord,
         action: Action,
         dry_run: bool,
         waiter: Option<oneshot::Sender<Outcome>>,
-    ) -> Result<Outcome, Outcome> {
+    ) -> Option<Outcome> {
         let worker = s.worker.clone().unwrap_or_default();
         let project = self
             .config
@@ -89,13 +92,13 @@ impl Actor {
             .and_then(|c| c.projects.get(&s.project_id));
         let Some(project) = project else {
             let why = format!("project {} is no longer configured", s.project_id);
-            return Err(Outcome::of(s, action, OutcomeKind::Failed, why));
+            return Some(Outcome::of(s, action, OutcomeKind::Failed, why));
         };
         let request_id = self.pending.next_id();
         let msg = convert::remove_workspace(request_id, s, project, action, dry_run);
         if !self.to_worker(Some(&worker), msg) {
             let why = format!("worker {worker} unreachable; run again once it is connected");
-            return Err(Outcome::of(s, action, OutcomeKind::Unreachable, why));
+            return Some(Outcome::of(s, action, OutcomeKind::Unreachable, why));
         }
         let ask = RemovalAsk {
             session_id: s.id.clone(),
@@ -104,9 +107,8 @@ impl Actor {
             dry_run,
             waiter,
         };
-        self.pending.removal(request_id, worker.clone(), ask);
-        let waiting = format!("asked worker {worker}");
-        Ok(Outcome::of(s, action, OutcomeKind::Failed, waiting))
+        self.pending.removal(request_id, worker, ask);
+        None
     }
 
     /// A session that never reached a worker has nothing on disk: it is
