@@ -364,6 +364,38 @@ pub async fn kill(target: &Target, id: String) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `ao session cleanup`: one line per finished session on stdout (what was
+/// done, or with `dry_run` what would be), or a JSON array.
+pub async fn cleanup(
+    target: &Target,
+    project: Option<String>,
+    dry_run: bool,
+    json: bool,
+) -> anyhow::Result<()> {
+    let mut c = target.client().await?;
+    let results = c
+        .cleanup(pb::CleanupRequest {
+            project_id: project.unwrap_or_default(),
+            dry_run,
+        })
+        .await
+        .map_err(|s| target.err(s))?
+        .into_inner()
+        .results;
+    let text = if json {
+        render::cleanup_json(&results)
+    } else {
+        if results.is_empty() {
+            eprintln!("no finished sessions to clean up");
+        }
+        render::cleanup_lines(&results)
+    };
+    let mut out = std::io::stdout().lock();
+    // A closed pipe is not an error.
+    let _ = writeln!(out, "{}", text.trim_end()).and_then(|()| out.flush());
+    Ok(())
+}
+
 /// `ao report`: through the worker this session runs on, which knows the
 /// session by its secret.
 pub async fn agent_report(

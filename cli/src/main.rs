@@ -242,6 +242,21 @@ enum SessionCommand {
     Kill { id: String },
     /// Bring a dead session back in its worktree.
     Restore { id: String },
+    /// End finished sessions (PR merged or closed, agent exited, killed or errored) and remove
+    /// their worktrees. A branch is deleted only when its PR was merged; a worktree with
+    /// uncommitted changes is kept unless its PR was merged or closed. Orchestrator sessions
+    /// are left alone.
+    Cleanup {
+        /// Only this project.
+        #[arg(short = 'p', long)]
+        project: Option<String>,
+        /// Change nothing: print what would be done.
+        #[arg(long)]
+        dry_run: bool,
+        /// A JSON array of {session, action, worktree, branchDeleted, reason, detail}.
+        #[arg(long)]
+        json: bool,
+    },
     /// One session: how its activity is known (source, since, detail) and
     /// its recent activity history.
     Show {
@@ -696,6 +711,13 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Session(SessionCommand::Kill { id }) => commands::kill(&target, id).await.and(ok),
         Command::Session(SessionCommand::Restore { id }) => commands::restore(&target, id).await,
+        Command::Session(SessionCommand::Cleanup {
+            project,
+            dry_run,
+            json,
+        }) => commands::cleanup(&target, project, dry_run, json)
+            .await
+            .and(ok),
         Command::Report {
             state,
             note,

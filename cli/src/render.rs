@@ -300,6 +300,41 @@ pub fn event_line(e: &pb::Event) -> String {
     .to_string()
 }
 
+/// `ao session cleanup --json`: an array of what was done per session.
+pub fn cleanup_json(results: &[pb::CleanupResult]) -> String {
+    let values: Vec<Value> = results
+        .iter()
+        .map(|r| {
+            json!({
+                "session": r.session_id,
+                "action": r.action,
+                "worktree": opt(&r.worktree),
+                "branch": r.branch,
+                "branchDeleted": r.branch_deleted,
+                "reason": r.reason,
+                "detail": r.detail,
+                "worker": opt(&r.worker),
+            })
+        })
+        .collect();
+    serde_json::to_string_pretty(&values).expect("json")
+}
+
+/// `ao session cleanup`: one line per session, `<id> <action>: <detail>`.
+pub fn cleanup_lines(results: &[pb::CleanupResult]) -> String {
+    results
+        .iter()
+        .map(|r| {
+            format!(
+                "{} {}: {}\n",
+                printable(&r.session_id),
+                r.action,
+                printable(&r.detail)
+            )
+        })
+        .collect()
+}
+
 pub fn workers_json(workers: &[pb::Worker]) -> String {
     let values: Vec<Value> = workers
         .iter()

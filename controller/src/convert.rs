@@ -11,6 +11,7 @@ use ao_proto::pb::session_report::{
 use chrono::{DateTime, Utc};
 
 use crate::attach::{AttachRequest, ViewerOutput};
+use crate::cleanup::{Action, Outcome, Removal, WorkerAnswer};
 use crate::cluster::AdminRecord;
 use crate::config::{AgentConfig, ProjectConfig};
 use crate::handle::{BatchOutcome, SpawnArgs, WorkerView};
@@ -165,6 +166,50 @@ pub fn stop(session: &str, epoch: u64) -> pb::controller_message::Msg {
     })
 }
 
+/// The order to end finished session `s` of `project` as `action` says
+/// (with `dry_run`, only to say what would be done); the worker answers
+/// request `request_id`.
+pub fn remove_workspace(
+    request_id: u64,
+    s: &SessionRecord,
+    project: &ProjectConfig,
+    action: Action,
+    dry_run: bool,
+) -> pb::controller_message::Msg {
+    pb::controller_message::Msg::RemoveWorkspace(pb::RemoveWorkspace {
+        request_id,
+        session_id: s.id.clone(),
+        epoch: s.epoch,
+        project_id: s.project_id.clone(),
+        repo_path: project.path.clone(),
+        branch: s.branch.clone(),
+        delete_branch: action.delete_branch,
+        force: action.force,
+        symlinks: project.symlinks.clone(),
+        dry_run,
+    })
+}
+
+impl From<pb::WorkspaceRemoved> for WorkerAnswer {
+    fn from(w: pb::WorkspaceRemoved) -> Self {
+        let result = match non_empty(w.error) {
+            Some(e) => Err(e),
+            None => Ok(Removal {
+                removed: w.removed,
+                branch_deleted: w.branch_deleted,
+                kept: non_empty(w.kept),
+            }),
+        };
+        WorkerAnswer {
+            request_id: w.request_id,
+            session_id: w.session_id,
+            epoch: w.epoch,
+            worktree: non_empty(w.worktree),
+            result,
+        }
+    }
+}
+
 /// The encoded size of a message to a worker: its content plus an upper
 /// bound for the envelope's tag and length.
 pub fn link_size(msg: &pb::controller_message::Msg) -> usize {
@@ -249,6 +294,20 @@ pub fn session_to_pb(s: &SessionRecord) -> pb::Session {
         agent_session_id: s.agent_session_id.clone().unwrap_or_default(),
         activity_history: Vec::new(),
         role: s.role.as_str().into(),
+    }
+}
+
+/// What cleanup did (or would do) about one session.
+pub fn cleanup_to_pb(o: &Outcome) -> pb::CleanupResult {
+    pb::CleanupResult {
+        session_id: o.session.clone(),
+        action: o.kind.as_str().into(),
+        worktree: o.worktree.clone().unwrap_or_default(),
+        branch_deleted: o.branch_deleted,
+        reason: o.finished.as_str().into(),
+        detail: o.detail.clone(),
+        branch: o.branch.clone(),
+        worker: o.worker.clone().unwrap_or_default(),
     }
 }
 

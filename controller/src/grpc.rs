@@ -305,6 +305,18 @@ impl pb::controller_server::Controller for ControllerService {
         Ok(Response::new(convert::session_to_pb(&s)))
     }
 
+    async fn cleanup(
+        &self,
+        req: Request<pb::CleanupRequest>,
+    ) -> Result<Response<pb::CleanupResponse>, Status> {
+        let r = req.into_inner();
+        let project = convert::non_empty(r.project_id);
+        let outcomes = self.handle.cleanup(project, r.dry_run).await?;
+        Ok(Response::new(pb::CleanupResponse {
+            results: outcomes.iter().map(convert::cleanup_to_pb).collect(),
+        }))
+    }
+
     async fn restore(
         &self,
         req: Request<pb::RestoreRequest>,

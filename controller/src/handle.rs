@@ -9,6 +9,7 @@ use ao_proto::{input, limits, pb};
 use tokio::sync::{mpsc, oneshot, watch};
 use tonic::Streaming;
 
+use crate::cleanup::{Cleaning, Outcome, OutcomeKind};
 use crate::config::Config;
 use crate::error::ControllerError;
 use crate::forge::Forges;
@@ -170,6 +171,8 @@ pub(crate) enum Command {
     ),
     Kill(String, Reply<SessionRecord>),
     Restore(String, Reply<SessionRecord>),
+    /// The project (`None`: every one), dry run.
+    Cleanup(Option<String>, bool, Reply<Vec<Cleaning>>),
     OpenStream(pb::OpenStream, Reply<oneshot::Receiver<Tunnel>>),
     Record(&'static str, String, String, serde_json::Value),
     TunnelOpened(u64, Option<String>, Tunnel),
@@ -218,6 +221,9 @@ pub struct ControllerHandle {
     /// Code hosts, reached here rather than in the actor: they may be slow.
     forges: Arc<Forges>,
 }
+
+/// How long `ao session cleanup` waits for the workers' answers.
+pub const CLEANUP_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// How long `spawn --wait` and friends wait for the worker's word.
 pub const SETTLE_TIMEOUT: Duration = Duration::from_secs(60);
@@ -473,6 +479,49 @@ impl ControllerHandle {
         let s = self.ask(|r| Command::Restore(id, r)).await?;
         let s = self.settled(s).await;
         Ok(self.past_early_exit(s, early_exit_deadline()).await)
+    }
+
+    /// Ends the finished sessions (of `project`) and has their workers
+    /// remove their worktrees; with `dry_run`, only says what it would do.
+    /// A worker that does not answer within [`CLEANUP_TIMEOUT`] leaves its
+    /// sessions `failed` (they are cleaned when they are, or by a new run).
+    ///
+    /// # Errors
+    /// An unknown project, or no config.
+    pub async fn cleanup(
+        &self,
+        project: Option<String>,
+        dry_run: bool,
+    ) -> Result<Vec<Outcome>, ControllerError> {
+        let asked = self.ask(|r| Command::Cleanup(project, dry_run, r)).await?;
+        let deadline = tokio::time::Instant::now() + CLEANUP_TIMEOUT;
+        let mut out = Vec::with_capacity(asked.len());
+        for cleaning in asked {
+            out.push(match cleaning {
+                Cleaning::Done(o) => o,
+                Cleaning::Asked(mut o, rx) => match tokio::time::timeout_at(deadline, rx).await {
+                    Ok(Ok(answered)) => answered,
+                    Ok(Err(_)) => {
+                        o.kind = OutcomeKind::Unreachable;
+                        o.detail = format!(
+                            "worker {} disconnected before answering; run again",
+                            o.worker.as_deref().unwrap_or_default()
+                        );
+                        o
+                    }
+                    Err(_) => {
+                        o.kind = OutcomeKind::Failed;
+                        o.detail = format!(
+                            "no answer from worker {} within {} s",
+                            o.worker.as_deref().unwrap_or_default(),
+                            CLEANUP_TIMEOUT.as_secs()
+                        );
+                        o
+                    }
+                },
+            });
+        }
+        Ok(out)
     }
 
     /// Asks the session's worker to stream its output back through a tunnel.

@@ -7,6 +7,7 @@
 //! Modules:
 //! - [`app`]: a whole controller, started from a [`app::ControllerConfig`].
 //! - [`attach`]: a viewer on a session's terminal, relayed to its worker.
+//! - [`cleanup`]: which finished sessions `ao session cleanup` ends, and how.
 //! - [`cluster`]: join tokens, worker certificates, revocation, role checks.
 //! - [`commit`]: one write of the actor as a store transaction.
 //! - [`convert`]: wire types to and from domain types (worker link, Controller API).
@@ -39,6 +40,7 @@
 
 pub mod app;
 pub mod attach;
+pub mod cleanup;
 pub mod cluster;
 pub mod commit;
 pub mod config;

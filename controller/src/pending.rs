@@ -1,12 +1,13 @@
 //! Requests the sessions actor sent a worker and whose answer it awaits:
-//! input deliveries and terminal tunnels, each numbered and owned by the
-//! worker it went to, so that only that worker can answer it.
+//! input deliveries, terminal tunnels and workspace removals, each numbered
+//! and owned by the worker it went to, so that only that worker can answer it.
 
 use std::collections::HashMap;
 
 use ao_proto::pb;
 use tokio::sync::oneshot;
 
+use crate::cleanup::{Action, Outcome};
 use crate::handle::Tunnel;
 
 /// Whether an input reached the agent, or why not.
@@ -18,6 +19,17 @@ pub(crate) struct Pending {
     last: u64,
     inputs: HashMap<u64, (String, oneshot::Sender<Delivery>)>,
     streams: HashMap<u64, (String, oneshot::Sender<Tunnel>)>,
+    removals: HashMap<u64, (String, RemovalAsk)>,
+}
+
+/// A workspace removal asked of a worker, and who waits for its outcome
+/// (no one, for a cleanup after a merge).
+pub(crate) struct RemovalAsk {
+    pub(crate) session_id: String,
+    pub(crate) epoch: u64,
+    pub(crate) action: Action,
+    pub(crate) dry_run: bool,
+    pub(crate) waiter: Option<oneshot::Sender<Outcome>>,
 }
 
 impl Pending {
@@ -76,11 +88,34 @@ impl Pending {
         }
     }
 
+    /// Awaits the answer to removal `id` asked of `worker`.
+    pub(crate) fn removal(&mut self, id: u64, worker: String, ask: RemovalAsk) {
+        self.removals.insert(id, (worker, ask));
+    }
+
+    /// The removal `worker` answers; one asked of another worker is refused.
+    pub(crate) fn removal_answered(&mut self, worker: &str, id: u64) -> Option<RemovalAsk> {
+        match self.removals.remove(&id) {
+            Some((owner, ask)) if owner == worker => Some(ask),
+            Some(pending) => {
+                tracing::warn!(
+                    worker,
+                    request = id,
+                    "refused a removal answer for another worker's request"
+                );
+                self.removals.insert(id, pending);
+                None
+            }
+            None => None,
+        }
+    }
+
     /// Drops what `worker` was asked: a link that closed or was replaced
     /// will never answer.
     pub(crate) fn forget(&mut self, worker: &str) {
         self.inputs.retain(|_, (w, _)| w != worker);
         self.streams.retain(|_, (w, _)| w != worker);
+        self.removals.retain(|_, (w, _)| w != worker);
     }
 }
 

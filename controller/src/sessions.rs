@@ -45,6 +45,7 @@ use crate::spawning;
 use crate::store::{decode, encode, Store, StoreError};
 use crate::stored::{Loaded, StoredConfig};
 
+mod cleanup;
 mod orchestrator;
 mod reacting;
 mod upkeep;
@@ -293,6 +294,9 @@ impl Actor {
             Command::Restore(id, reply) => {
                 let _ = reply.send(self.restore(&id).await);
             }
+            Command::Cleanup(project, dry_run, reply) => {
+                let _ = reply.send(self.cleanup(project, dry_run).await);
+            }
             Command::Record(kind, id, message, data) => {
                 if let Some(s) = self.session_copy(&id) {
                     let mut event = NewEvent::session(kind, Priority::Info, &s).message(message);
@@ -441,6 +445,7 @@ impl Actor {
         };
         commit.note_revisions(&mut self.revs, rev);
         self.event_seq = commit.event_seq;
+        let merged = crate::cleanup::newly_merged(sessions, &self.sessions);
         for s in sessions {
             if s.status.is_ended() {
                 self.resent.remove(&s.id);
@@ -483,6 +488,9 @@ impl Actor {
             self.wake_waiters(s);
         }
         self.publish();
+        for id in merged {
+            self.cleanup_after_merge(&id);
+        }
         Ok(())
     }
 

@@ -285,6 +285,18 @@ fn a_pr_goes_from_failing_ci_through_review_to_a_guarded_auto_merge() {
         .filter(|e| e["type"] == "reaction.triggered" && e["action"] == "send-to-agent")
         .count();
     assert_eq!(sends, 2, "one ci-failed and one changes-requested message");
+
+    // Cleanup ends the merged session: its worktree and its merged branch go.
+    let worktree = run.worktree(&id);
+    let cleaned = run.stack.ao(&["session", "cleanup"]).ok();
+    assert!(cleaned.stdout.contains(&id), "{}", cleaned.stdout);
+    assert!(!worktree.exists(), "{}", cleaned.stdout);
+    let branches = git(&run.stack.repo, &["branch", "--list", "feat/T-1"]);
+    assert!(
+        branches.is_empty(),
+        "the merged branch is deleted: {branches}"
+    );
+    run.stack.wait_field(&id, "status", "cleanup");
 }
 
 /// A failing log whose last line names `attempt`.

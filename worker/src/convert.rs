@@ -11,8 +11,9 @@ use ao_proto::{names, pb};
 use crate::agent::AgentSpec;
 use crate::assignment::{Assignment, SessionSpec};
 use crate::link_types::{
-    Activity, AttachStart, InputOutcome, OpenStream, OutputFrom, Report, ReportState, Source, Stop,
-    StreamKind, TerminalEnd, ToController, TunnelDown, TunnelUp,
+    Activity, AttachStart, InputOutcome, OpenStream, OutputFrom, RemoveWorkspace, Report,
+    ReportState, Source, Stop, StreamKind, TerminalEnd, ToController, TunnelDown, TunnelUp,
+    WorkspaceRemoved,
 };
 
 #[derive(Debug, PartialEq, thiserror::Error)]
@@ -98,6 +99,49 @@ impl TryFrom<pb::Stop> for Stop {
             session_id: s.session_id,
             epoch: s.epoch,
         })
+    }
+}
+
+impl TryFrom<pb::RemoveWorkspace> for RemoveWorkspace {
+    type Error = ConvertError;
+
+    fn try_from(r: pb::RemoveWorkspace) -> Result<Self, ConvertError> {
+        // Both name the directory removed: neither may lead outside ours.
+        names::check_session_id(&r.session_id)?;
+        names::check_path_id("project", &r.project_id)?;
+        Ok(RemoveWorkspace {
+            request_id: r.request_id,
+            session_id: r.session_id,
+            epoch: r.epoch,
+            project_id: r.project_id,
+            repo_path: r.repo_path.into(),
+            branch: r.branch,
+            delete_branch: r.delete_branch,
+            force: r.force,
+            symlinks: r.symlinks,
+            dry_run: r.dry_run,
+        })
+    }
+}
+
+impl From<WorkspaceRemoved> for pb::WorkspaceRemoved {
+    fn from(w: WorkspaceRemoved) -> Self {
+        let mut wire = pb::WorkspaceRemoved {
+            request_id: w.request_id,
+            session_id: w.session_id,
+            epoch: w.epoch,
+            worktree: w.worktree.display().to_string(),
+            ..Default::default()
+        };
+        match w.result {
+            Ok(removal) => {
+                wire.removed = removal.removed;
+                wire.branch_deleted = removal.branch_deleted;
+                wire.kept = removal.kept.unwrap_or_default();
+            }
+            Err(e) => wire.error = e,
+        }
+        wire
     }
 }
 
@@ -284,6 +328,9 @@ impl From<ToController> for pb::WorkerMessage {
                 note: r.note.unwrap_or_default(),
                 pr_url: r.pr_url.unwrap_or_default(),
             }),
+            ToController::WorkspaceRemoved(w) => {
+                pb::worker_message::Msg::WorkspaceRemoved(w.into())
+            }
         };
         pb::WorkerMessage { msg: Some(msg) }
     }

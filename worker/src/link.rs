@@ -23,7 +23,8 @@ use tonic::transport::{Channel, ClientTlsConfig};
 
 use crate::assignment::Assignment;
 use crate::link_types::{
-    Downstream, OpenStream, Request, Stop, ToController, TunnelDown, TunnelUp, Tunnels,
+    Downstream, OpenStream, RemoveWorkspace, Request, Stop, ToController, TunnelDown, TunnelUp,
+    Tunnels, WorkspaceRemoved,
 };
 use crate::sessions::{errored, WorkerHandle, WorkerSettings};
 
@@ -116,6 +117,24 @@ async fn dispatch(
             }
         },
         Msg::Resync(_) => Request::Resync,
+        Msg::RemoveWorkspace(wire) => {
+            let (request_id, epoch) = (wire.request_id, wire.epoch);
+            let session_id = wire.session_id.clone();
+            match RemoveWorkspace::try_from(wire) {
+                Ok(r) => Request::RemoveWorkspace(r),
+                Err(e) => {
+                    tracing::warn!("refusing a workspace removal: {e}");
+                    let refused = WorkspaceRemoved {
+                        request_id,
+                        session_id,
+                        epoch,
+                        worktree: PathBuf::new(),
+                        result: Err(e.to_string()),
+                    };
+                    return Some(ToController::WorkspaceRemoved(refused).into());
+                }
+            }
+        }
     };
     handle.from_controller(request).await;
     None

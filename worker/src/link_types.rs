@@ -22,6 +22,40 @@ pub enum Request {
     OpenStream(OpenStream, Arc<dyn Tunnels>),
     /// Report every session again, changed or not.
     Resync,
+    /// End a finished session and remove its worktree.
+    RemoveWorkspace(RemoveWorkspace),
+}
+
+/// Forget a finished session (stopping what is left of its runtime) and
+/// remove its worktree, `worktrees/<project>/<session>` under this worker's
+/// home; answered by a [`WorkspaceRemoved`]. Its ids are checked.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RemoveWorkspace {
+    pub request_id: u64,
+    pub session_id: String,
+    /// Refused when the session runs here at a newer epoch.
+    pub epoch: u64,
+    pub project_id: String,
+    pub repo_path: PathBuf,
+    pub branch: String,
+    /// Delete the branch too (its work is merged).
+    pub delete_branch: bool,
+    /// Remove the worktree even with uncommitted changes.
+    pub force: bool,
+    /// Files ao linked into the worktree.
+    pub symlinks: Vec<String>,
+    /// Only look and say what would be done.
+    pub dry_run: bool,
+}
+
+/// What became of a [`RemoveWorkspace`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct WorkspaceRemoved {
+    pub request_id: u64,
+    pub session_id: String,
+    pub epoch: u64,
+    pub worktree: PathBuf,
+    pub result: Result<crate::workspace::Removal, String>,
 }
 
 /// Stop a session (unless it runs at a newer epoch). Its id is checked.
@@ -57,6 +91,7 @@ pub enum ToController {
     Report(Report),
     InputOutcome(InputOutcome),
     AgentReport(AgentReport),
+    WorkspaceRemoved(WorkspaceRemoved),
 }
 
 /// What an agent said of itself (`ao report`), checked by this worker.

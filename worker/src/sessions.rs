@@ -26,8 +26,9 @@ use crate::delivery::{
     Undelivered, HISTORY,
 };
 use crate::link_types::{
-    Activity, AgentReport, AttachStart, Input, InputOutcome, OpenStream, OutputFrom, Report,
-    ReportState, Request, Stop, StreamKind, ToController, Tunnels,
+    Activity, AgentReport, AttachStart, Input, InputOutcome, OpenStream, OutputFrom,
+    RemoveWorkspace, Report, ReportState, Request, Stop, StreamKind, ToController, Tunnels,
+    WorkspaceRemoved,
 };
 use crate::local::{prompt_time, report, reported, state_of, LocalSession, Writer};
 use crate::meta::SessionMeta;
@@ -289,6 +290,7 @@ impl Actor {
                     l.reported = None;
                 }
             }
+            Request::RemoveWorkspace(r) => self.remove_workspace(r),
         }
     }
 
@@ -418,6 +420,67 @@ impl Actor {
                 .map(|e| e.to_string());
             let stopped = Report::bare(s.session_id, s.epoch, ReportState::Stopped, reason);
             let _ = reports.send(ToController::Report(stopped)).await;
+        });
+    }
+
+    /// A finished session's end: unless it is a dry run, the session is
+    /// forgotten and what is left of its runtime stopped (as a stop does,
+    /// without a report: the controller is told of the removal instead),
+    /// then its worktree is removed as [`workspace::remove`] decides.
+    fn remove_workspace(&mut self, r: RemoveWorkspace) {
+        let worktree = self.settings.home.worktree(&r.project_id, &r.session_id);
+        let held = self
+            .sessions
+            .get(&r.session_id)
+            .map(|l| l.meta.epoch)
+            .or_else(|| self.setting_up.get(&r.session_id).copied());
+        let (request_id, session_id, epoch) = (r.request_id, r.session_id.clone(), r.epoch);
+        let answer = move |result| {
+            ToController::WorkspaceRemoved(WorkspaceRemoved {
+                request_id,
+                session_id,
+                epoch,
+                worktree,
+                result,
+            })
+        };
+        if let Some(epoch) = held.filter(|e| *e > r.epoch) {
+            let why = format!("the session runs here at a newer epoch ({epoch})");
+            return self.send(answer(Err(why)));
+        }
+        if !r.dry_run {
+            self.setting_up.remove(&r.session_id);
+            if let Some(mut l) = self.sessions.remove(&r.session_id) {
+                l.output.close_viewers();
+            }
+            let _ = std::fs::remove_file(self.settings.home.session_meta(&r.session_id));
+        }
+        let runtime = self.runtime.clone();
+        let reports = self.reports.clone();
+        let locks = self.repo_locks.clone();
+        let path = self.settings.home.worktree(&r.project_id, &r.session_id);
+        self.tasks.spawn(async move {
+            let stopped = if r.dry_run {
+                Ok(())
+            } else {
+                runtime.stop(&r.session_id).await.map_err(|e| e.to_string())
+            };
+            let spec = workspace::RemovalSpec {
+                repo: &r.repo_path,
+                path: &path,
+                branch: &r.branch,
+                delete_branch: r.delete_branch,
+                force: r.force,
+                symlinks: &r.symlinks,
+                dry_run: r.dry_run,
+            };
+            let result = match stopped {
+                Ok(()) => workspace::remove(&spec, &locks)
+                    .await
+                    .map_err(|e| ao_proto::error_chain(&e)),
+                Err(e) => Err(format!("cannot stop its runtime: {e}")),
+            };
+            let _ = reports.send(answer(result)).await;
         });
     }
 

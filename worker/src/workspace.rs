@@ -34,6 +34,8 @@ pub enum WorkspaceError {
     },
     #[error(transparent)]
     InvalidBranch(#[from] ao_proto::names::BranchNameError),
+    #[error("{path} is not a git worktree; left alone")]
+    NotAWorktree { path: String },
     #[error("io error on {path}")]
     Io {
         path: String,
@@ -69,6 +71,11 @@ pub struct WorkspaceSpec<'a> {
 }
 
 async fn git(dir: &Path, args: &[&str]) -> Result<String, WorkspaceError> {
+    git_raw(dir, args).await.map(|out| out.trim().to_string())
+}
+
+/// `git` with its output as it is: porcelain formats start with spaces.
+async fn git_raw(dir: &Path, args: &[&str]) -> Result<String, WorkspaceError> {
     let out = Command::new("git")
         .arg("-C")
         .arg(dir)
@@ -84,7 +91,7 @@ async fn git(dir: &Path, args: &[&str]) -> Result<String, WorkspaceError> {
             },
         })?;
     if out.status.success() {
-        Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     } else {
         Err(WorkspaceError::Git {
             command: format!("git {}", args.join(" ")),
@@ -219,6 +226,123 @@ async fn run_post_create(dir: &Path, command: &str) -> Result<(), WorkspaceError
     })
 }
 
+/// How a finished session's worktree is to be removed.
+#[derive(Debug, Clone)]
+pub struct RemovalSpec<'a> {
+    pub repo: &'a Path,
+    pub path: &'a Path,
+    pub branch: &'a str,
+    /// Also delete the branch (its work is merged).
+    pub delete_branch: bool,
+    /// Remove it even with uncommitted changes.
+    pub force: bool,
+    /// Files ao linked into it: not uncommitted work.
+    pub symlinks: &'a [String],
+    /// Only look: say what would be done.
+    pub dry_run: bool,
+}
+
+/// What a removal did, or in a dry run would do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Removal {
+    /// The worktree is gone (it may have been gone already).
+    pub removed: bool,
+    pub branch_deleted: bool,
+    /// Why it was kept: the uncommitted changes it holds.
+    pub kept: Option<String>,
+}
+
+/// How many changed paths a kept worktree's reason names.
+const CHANGES_NAMED: usize = 3;
+
+/// Removes a session's worktree (and with `delete_branch` its branch),
+/// unless it holds uncommitted changes and `force` is not set: work is
+/// never lost by a cleanup.
+///
+/// # Errors
+/// An invalid branch name, a path that is not a worktree, git failures.
+pub async fn remove(spec: &RemovalSpec<'_>, locks: &RepoLocks) -> Result<Removal, WorkspaceError> {
+    ao_proto::names::check_branch(spec.branch)?;
+    let exists = spec.path.join(".git").exists();
+    if !exists && spec.path.exists() {
+        return Err(WorkspaceError::NotAWorktree {
+            path: spec.path.display().to_string(),
+        });
+    }
+    if exists && !spec.force {
+        let changes = uncommitted(spec.path, spec.symlinks).await?;
+        if !changes.is_empty() {
+            let mut named = changes
+                .iter()
+                .take(CHANGES_NAMED)
+                .cloned()
+                .collect::<Vec<_>>()
+                .join(", ");
+            if changes.len() > CHANGES_NAMED {
+                named.push_str(&format!(" and {} more", changes.len() - CHANGES_NAMED));
+            }
+            return Ok(Removal {
+                removed: false,
+                branch_deleted: false,
+                kept: Some(format!("uncommitted changes ({named})")),
+            });
+        }
+    }
+    let branch_ref = format!("refs/heads/{}", spec.branch);
+    let branch_exists = spec.delete_branch
+        && git(
+            spec.repo,
+            &["rev-parse", "--verify", "--quiet", &branch_ref],
+        )
+        .await
+        .is_ok();
+    if spec.dry_run {
+        return Ok(Removal {
+            removed: true,
+            branch_deleted: branch_exists,
+            kept: None,
+        });
+    }
+    let lock = locks.for_repo(spec.repo);
+    let _guard = lock.lock().await;
+    if exists {
+        let path = spec.path.display().to_string();
+        // Our own check judged its changes: `--force` only gets past git's
+        // refusal of untracked files (ao's own links among them).
+        git(spec.repo, &["worktree", "remove", "--force", "--", &path]).await?;
+    }
+    // A worktree deleted by hand leaves its record behind.
+    git(spec.repo, &["worktree", "prune"]).await?;
+    if branch_exists {
+        git(spec.repo, &["branch", "-D", "--", spec.branch]).await?;
+    }
+    Ok(Removal {
+        removed: true,
+        branch_deleted: branch_exists,
+        kept: None,
+    })
+}
+
+/// The paths with uncommitted changes in the worktree at `path`, tracked
+/// or not, but for `symlinks` (ao's own links).
+async fn uncommitted(path: &Path, symlinks: &[String]) -> Result<Vec<String>, WorkspaceError> {
+    let out = git_raw(path, &["status", "--porcelain", "-z"]).await?;
+    let mut changes = Vec::new();
+    let mut entries = out.split('\0').filter(|e| !e.is_empty());
+    while let Some(entry) = entries.next() {
+        let (status, file) = entry.split_at(entry.len().min(3));
+        if status.starts_with(['R', 'C']) {
+            // A rename or copy is followed by the path it came from.
+            entries.next();
+        }
+        let untracked_link = status == "?? " && symlinks.iter().any(|l| l == file);
+        if !untracked_link {
+            changes.push(file.to_string());
+        }
+    }
+    Ok(changes)
+}
+
 /// The branch the worktree has checked out.
 pub async fn current_branch(path: &Path) -> Option<String> {
     git(path, &["rev-parse", "--abbrev-ref", "HEAD"]).await.ok()
@@ -280,6 +404,119 @@ mod tests {
             err.contains("nope") && err.contains("exit status: 3"),
             "{err}"
         );
+    }
+
+    /// A repository with one commit, and a worktree of it on `feat/x` with
+    /// ao's `.env` link.
+    async fn repo_with_worktree(dir: &Path) -> (PathBuf, PathBuf) {
+        let repo = dir.join("repo");
+        std::fs::create_dir(&repo).unwrap();
+        sh(&repo, "git init -q -b main && echo s > .env && echo '*.log' > .gitignore && git add .gitignore && git -c user.email=t@t -c user.name=t commit -qm init");
+        let wt = dir.join("wt/app-1");
+        let symlinks = vec![".env".to_string()];
+        let spec = WorkspaceSpec {
+            repo: &repo,
+            path: &wt,
+            branch: "feat/x",
+            base: "main",
+            symlinks: &symlinks,
+            post_create: &[],
+        };
+        prepare(&spec, &RepoLocks::default()).await.unwrap();
+        (repo, wt)
+    }
+
+    fn removal<'a>(repo: &'a Path, wt: &'a Path, symlinks: &'a [String]) -> RemovalSpec<'a> {
+        RemovalSpec {
+            repo,
+            path: wt,
+            branch: "feat/x",
+            delete_branch: false,
+            force: false,
+            symlinks,
+            dry_run: false,
+        }
+    }
+
+    fn branches(repo: &Path) -> String {
+        let out = std::process::Command::new("git")
+            .arg("-C")
+            .arg(repo)
+            .args(["branch", "--format=%(refname:short)"])
+            .output()
+            .unwrap();
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    #[tokio::test]
+    async fn uncommitted_work_keeps_a_worktree_unless_forced() {
+        let dir = tempfile::tempdir().unwrap();
+        let (repo, wt) = repo_with_worktree(dir.path()).await;
+        let links = vec![".env".to_string()];
+        let locks = RepoLocks::default();
+        // ao's link and an ignored file are not work; a new file and an edit are.
+        sh(
+            &wt,
+            "echo x > run.log && echo new > notes.md && echo more >> .gitignore",
+        );
+        let kept = remove(&removal(&repo, &wt, &links), &locks).await.unwrap();
+        assert!(!kept.removed && !kept.branch_deleted);
+        let why = kept.kept.unwrap();
+        assert!(
+            why.contains("notes.md") && why.contains(".gitignore") && !why.contains(".env"),
+            "{why}"
+        );
+        assert!(!why.contains("run.log"), "{why}");
+        assert!(wt.join("notes.md").exists());
+
+        let forced = RemovalSpec {
+            force: true,
+            ..removal(&repo, &wt, &links)
+        };
+        let gone = remove(&forced, &locks).await.unwrap();
+        assert_eq!(
+            gone,
+            Removal {
+                removed: true,
+                branch_deleted: false,
+                kept: None
+            }
+        );
+        assert!(!wt.exists());
+        assert!(
+            branches(&repo).contains("feat/x"),
+            "an unmerged branch stays"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_clean_worktree_goes_with_its_branch_when_asked_and_a_dry_run_only_looks() {
+        let dir = tempfile::tempdir().unwrap();
+        let (repo, wt) = repo_with_worktree(dir.path()).await;
+        let links = vec![".env".to_string()];
+        let locks = RepoLocks::default();
+        let spec = RemovalSpec {
+            delete_branch: true,
+            ..removal(&repo, &wt, &links)
+        };
+        let dry = RemovalSpec {
+            dry_run: true,
+            ..spec.clone()
+        };
+        let would = remove(&dry, &locks).await.unwrap();
+        assert!(would.removed && would.branch_deleted && would.kept.is_none());
+        assert!(wt.join(".git").exists(), "a dry run removes nothing");
+        assert!(branches(&repo).contains("feat/x"));
+
+        let done = remove(&spec, &locks).await.unwrap();
+        assert!(done.removed && done.branch_deleted);
+        assert!(!wt.exists());
+        assert!(!branches(&repo).contains("feat/x"));
+        let listed = git(&repo, &["worktree", "list"]).await.unwrap();
+        assert!(!listed.contains("app-1"), "{listed}");
+        // Again: nothing left to remove, nothing fails.
+        let again = remove(&spec, &locks).await.unwrap();
+        assert!(again.removed && !again.branch_deleted);
     }
 
     #[tokio::test]

@@ -51,6 +51,8 @@ pub struct Defaults {
     pub agent: Option<String>,
     pub workspace: Option<String>,
     pub notifiers: Vec<String>,
+    /// Clean a session up (as `ao session cleanup`) once its PR is merged.
+    pub cleanup_on_merge: Option<bool>,
 }
 
 /// Which notifiers (keys of `notifiers`) receive events of each priority.
@@ -100,6 +102,9 @@ pub struct ProjectConfig {
     pub labels: BTreeMap<String, String>,
     /// Placement: the most sessions of this project running at once.
     pub capacity: Option<u32>,
+    /// Clean a session up (as `ao session cleanup`) once its PR is merged;
+    /// `defaults.cleanupOnMerge` when left out.
+    pub cleanup_on_merge: Option<bool>,
 }
 
 impl ProjectConfig {
@@ -163,6 +168,16 @@ impl Config {
             .flatten()
             .find_map(|r| threshold(r).and_then(Result::ok))
             .unwrap_or(DEFAULT_STUCK_THRESHOLD)
+    }
+
+    /// Whether a session of `project_id` is cleaned up once its PR is
+    /// merged: the project's `cleanupOnMerge`, else `defaults`', else no.
+    pub fn cleanup_on_merge(&self, project_id: &str) -> bool {
+        self.projects
+            .get(project_id)
+            .and_then(|p| p.cleanup_on_merge)
+            .or(self.defaults.cleanup_on_merge)
+            .unwrap_or(false)
     }
 
     /// The agent the orchestrator session runs: `orchestrator.agent`, else `claude-code`.

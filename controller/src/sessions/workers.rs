@@ -237,6 +237,9 @@ impl Actor {
                 }
             }
             pb::worker_message::Msg::InputResult(r) => self.pending.input_result(worker, r),
+            pb::worker_message::Msg::WorkspaceRemoved(w) => {
+                self.workspace_removed(worker, w.into()).await
+            }
             pb::worker_message::Msg::AgentReport(r) => {
                 let r = AgentReport::from(r);
                 let Some(s) = self.session_copy(&r.session_id) else {
@@ -256,7 +259,8 @@ impl Actor {
         let Some(s) = self.session_copy(&r.session_id) else {
             return;
         };
-        if s.worker.as_deref() != Some(worker) {
+        // Cleaned up, it is over: a report still on its way changes nothing.
+        if s.worker.as_deref() != Some(worker) || s.status == SessionStatus::Cleanup {
             return;
         }
         if r.epoch == s.epoch {
