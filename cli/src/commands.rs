@@ -316,12 +316,17 @@ pub async fn list(
         include_ended: true,
     };
     loop {
-        let sessions = c
+        let listed = c
             .list_sessions(req.clone())
             .await
             .map_err(|s| target.err(s))?
-            .into_inner()
-            .sessions;
+            .into_inner();
+        let sessions = listed.sessions;
+        if !json {
+            for w in &listed.warnings {
+                eprintln!("warning: {w}");
+            }
+        }
         let mut out = std::io::stdout().lock();
         if watch && !json {
             // Clear the screen and home the cursor, like `watch`.

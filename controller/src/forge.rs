@@ -16,12 +16,30 @@ use crate::scm::{RepoRef, ScmError, Tracker};
 #[derive(Default)]
 pub struct Forges {
     github: GithubClients,
+    /// What the PR watcher cannot do now, by repository (`ao status` says it).
+    troubles: std::sync::Mutex<std::collections::BTreeMap<String, String>>,
 }
 
 impl Forges {
     /// The GitHub clients (and with them the rate budgets) of this controller.
     pub fn github(&self) -> &GithubClients {
         &self.github
+    }
+
+    /// Records what holds `repo` back (the rate limit, an error), or that
+    /// nothing does now (`None`).
+    pub fn trouble(&self, repo: &str, what: Option<String>) {
+        let mut troubles = self.troubles.lock().expect("troubles lock");
+        match what {
+            Some(w) => troubles.insert(repo.to_string(), w),
+            None => troubles.remove(repo),
+        };
+    }
+
+    /// Every trouble recorded, in repository order.
+    pub fn troubles(&self) -> Vec<String> {
+        let troubles = self.troubles.lock().expect("troubles lock");
+        troubles.values().cloned().collect()
     }
 }
 

@@ -272,6 +272,7 @@ impl pb::controller_server::Controller for ControllerService {
         sessions.sort_by(|a, b| a.created_at.cmp(&b.created_at).then(a.id.cmp(&b.id)));
         Ok(Response::new(pb::ListSessionsResponse {
             sessions: sessions.into_iter().map(convert::session_to_pb).collect(),
+            warnings: self.handle.forges().troubles(),
         }))
     }
 

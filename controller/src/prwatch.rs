@@ -266,6 +266,7 @@ impl Watcher {
             }
         };
         self.said.remove(&repo.to_string());
+        self.clients.trouble(&repo.to_string(), None);
         tracing::debug!(%repo, branches = branches.len(), prs = prs.len(), "looked at the PRs");
         let mut busy = false;
         for pr in prs {
@@ -335,6 +336,7 @@ impl Watcher {
     /// Logs `message` about `repo` unless it was the last thing said.
     fn say(&mut self, repo: &RepoRef, message: String) {
         let key = repo.to_string();
+        self.clients.trouble(&key, Some(message.clone()));
         if self.said.get(&key) != Some(&message) {
             tracing::warn!("{message}");
             self.said.insert(key, message);

@@ -451,11 +451,18 @@ fn a_spent_rate_limit_holds_polling_back_until_it_resets_then_it_recovers() {
     run.github.set_budget_reset(Resource::Graphql, refill);
     // While the PR has no CI the watcher reads it every round: it spends
     // down to its reserve and stops there, before GitHub would refuse.
-    let held = eventually("the watcher holds back", Duration::from_secs(30), || {
-        let log = std::fs::read_to_string(run.stack.home.join("ao.log")).ok()?;
-        log.contains("rate limit nearly spent")
-            .then(|| run.github.stats())
-    });
+    // `ao status` says so.
+    let held = eventually(
+        "ao status says it holds back",
+        Duration::from_secs(30),
+        || {
+            let status = run.stack.ao(&["status"]).ok();
+            status
+                .stderr
+                .contains("warning: GitHub rate limit nearly spent: o/r")
+                .then(|| run.github.stats())
+        },
+    );
     run.github.set_pr_check(
         REPO,
         1,
@@ -476,4 +483,8 @@ fn a_spent_rate_limit_holds_polling_back_until_it_resets_then_it_recovers() {
         refused, 0,
         "no request was refused for the rate limit: {stats:?}"
     );
+    eventually("the warning is gone", Duration::from_secs(30), || {
+        let status = run.stack.ao(&["status"]).ok();
+        (!status.stderr.contains("rate limit")).then_some(())
+    });
 }
