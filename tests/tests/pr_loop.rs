@@ -488,3 +488,41 @@ fn a_spent_rate_limit_holds_polling_back_until_it_resets_then_it_recovers() {
         (!status.stderr.contains("rate limit")).then_some(())
     });
 }
+
+#[test]
+fn a_push_racing_the_merge_is_not_merged_on_the_old_evaluation() {
+    let run = Loop::start(Setup {
+        reactions: "      approved-and-green:\n        auto: true\n        action: auto-merge",
+        ..Setup::default()
+    });
+    let id = run.spawn_with_pr();
+    let judged = run.github.pr(REPO, 1).head_sha;
+    run.github
+        .set_check(REPO, &judged, "test", CheckState::Success, None, true);
+    // Someone pushes just as the merge of the judged head is asked for.
+    run.github.push_before_next_merge(REPO, 1);
+    run.github
+        .review(REPO, 1, "alice", ReviewState::Approved, &[]);
+    let late = run.pushed_over(&judged);
+    run.event(&id, "pr.updated");
+    run.stack.wait_field(&id, "status", "approved");
+    assert_eq!(
+        run.count(&id, "merge.completed"),
+        0,
+        "not merged at {judged}"
+    );
+    assert_eq!(run.github.pr(REPO, 1).merge_commit, None);
+
+    // The new head is judged afresh: green there, it is merged, at it.
+    run.github
+        .set_check(REPO, &late, "test", CheckState::Success, None, true);
+    let merged = run.event(&id, "merge.completed");
+    assert_eq!(merged["data"]["sha"], late.as_str(), "{merged}");
+    let merges = run
+        .stack
+        .events()
+        .into_iter()
+        .filter(|e| e["type"] == "reaction.triggered" && e["action"] == "auto-merge")
+        .count();
+    assert_eq!(merges, 2, "one refused at the old head, one at the new");
+}

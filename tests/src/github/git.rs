@@ -111,6 +111,11 @@ impl Bare {
         })
     }
 
+    /// The tree of commit `sha`.
+    pub fn tree_of(&self, sha: &str) -> Result<String, GitError> {
+        self.must(&["rev-parse", &format!("{sha}^{{tree}}")], &[])
+    }
+
     /// Writes a commit of `tree` with these parents; its sha.
     pub fn commit_tree(
         &self,

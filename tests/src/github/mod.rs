@@ -277,6 +277,12 @@ impl FakeGithub {
         self.with("resolve threads", |s| s.resolve_threads(repo, number))
     }
 
+    /// Someone pushes to PR `number`'s head just as its next merge is asked
+    /// for, so that the merge names a head that is no longer there.
+    pub fn push_before_next_merge(&self, repo: &str, number: u64) {
+        self.shared.lock().push_before_merge = Some((repo.to_string(), number));
+    }
+
     /// Closes PR `number` without merging.
     pub fn close_pr(&self, repo: &str, number: u64) {
         self.with("close PR", |s| s.close_pr(repo, number))

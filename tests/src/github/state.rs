@@ -490,6 +490,9 @@ pub struct State {
     pub secondary: Option<(u32, u64)>,
     pub stats: Stats,
     pub hooks: Hooks,
+    /// A PR whose head someone pushes to while its next merge is asked for
+    /// (the race a guarded merge must lose).
+    pub push_before_merge: Option<(String, u64)>,
     next_id: u64,
 }
 
@@ -514,6 +517,7 @@ impl State {
             secondary: None,
             stats: Stats::default(),
             hooks,
+            push_before_merge: None,
             next_id: 1000,
         }
     }
@@ -658,6 +662,16 @@ impl State {
         number: u64,
         req: MergeRequest,
     ) -> Result<String, ApiError> {
+        if self.push_before_merge.as_ref() == Some(&(repo.to_string(), number)) {
+            self.push_before_merge = None;
+            let r = self.repo(repo)?;
+            let pr = r.pr(number)?;
+            let tree = r.git.tree_of(&pr.head_sha)?;
+            let late =
+                r.git
+                    .commit_tree(&tree, &[&pr.head_sha], "a late push", &GITHUB, &GITHUB)?;
+            r.git.move_branch(&pr.head, &late, &pr.head_sha)?;
+        }
         self.refresh(repo)?;
         let r = self.repo(repo)?;
         let pr = r.pr(number)?;
