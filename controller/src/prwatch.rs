@@ -55,19 +55,13 @@ impl Pace {
     /// `idle` stays eight times `busy`.
     pub fn from_env() -> Self {
         let mut pace = Self::default();
-        let Ok(value) = std::env::var(ao_proto::env::AO_SCM_POLL) else {
-            return pace;
-        };
-        match ao_proto::units::parse_duration(&value) {
-            Ok(busy) => {
+        match crate::scm::poll_from_env() {
+            Some(Ok(busy)) => {
                 pace.busy = busy.max(Duration::from_millis(100));
                 pace.idle = pace.busy * 8;
             }
-            Err(e) => tracing::warn!(
-                "{}={value} ignored: {e}; polling every {:?}",
-                ao_proto::env::AO_SCM_POLL,
-                pace.busy
-            ),
+            Some(Err(e)) => tracing::warn!("{e}; polling every {:?}", pace.busy),
+            None => {}
         }
         pace
     }

@@ -4,6 +4,7 @@
 pub mod cluster;
 pub mod etcd;
 pub mod github;
+pub mod github_stack;
 pub mod netns;
 
 use std::path::{Path, PathBuf};

@@ -3,178 +3,12 @@
 //! check's log, fixes it, gets a review comment, addresses it, and the
 //! approved, green PR is merged by policy into the bare repo's main.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
-use ao_tests::github::{CheckState, FakeGithub, ReviewState};
-use ao_tests::{agents_dir, eventually, git, Cli, Stack};
-use serde_json::Value;
-
-const TOKEN: &str = "ghp_test_token";
-const SECRET: &str = "hook-secret";
-const REPO: &str = "o/r";
-
-/// A stack whose project `app` lives on the fake GitHub as `o/r`, with
-/// `reactions` under the project, and the bare repo behind it.
-struct Loop {
-    stack: Stack,
-    github: FakeGithub,
-    bare: PathBuf,
-}
-
-/// How a [`Loop`] is set up.
-struct Setup<'a> {
-    /// Indented `reactions:` entries of the project.
-    reactions: &'a str,
-    /// `AO_SCM_POLL`: how often PRs are looked at while something is in flight.
-    poll: &'a str,
-    /// A `webhookSecret` in the config (polling slows down five times).
-    webhooks: bool,
-}
-
-impl Default for Setup<'_> {
-    fn default() -> Self {
-        Self {
-            reactions: "      ci-failed:\n        auto: true",
-            poll: "300ms",
-            webhooks: false,
-        }
-    }
-}
-
-impl Loop {
-    fn start(setup: Setup) -> Self {
-        let reactions = setup.reactions;
-        let stack = Stack::new();
-        let github = FakeGithub::start(TOKEN);
-        let bare = stack.dir.path().join("remote.git");
-        let out = std::process::Command::new("git")
-            .args(["clone", "-q", "--bare"])
-            .arg(&stack.repo)
-            .arg(&bare)
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "{out:?}");
-        git(
-            &stack.repo,
-            &["remote", "add", "origin", bare.to_str().unwrap()],
-        );
-        github.add_repo(REPO, &bare);
-        github.require_review(REPO, true);
-        github.require_checks(REPO, &["test"]);
-        let config = format!(
-            r#"projects:
-  app:
-    path: ./repo
-    repo: {REPO}
-    defaultBranch: main
-    agent: prbot
-    scm:
-      plugin: github
-      apiUrl: {api}
-{secret}
-    reactions:
-{reactions}
-agents:
-  prbot:
-    command: "{agents}/pr-bot.sh"
-    readyPattern: "^> $"
-"#,
-            api = github.url(),
-            secret = if setup.webhooks {
-                format!("      webhookSecret: {SECRET}")
-            } else {
-                String::new()
-            },
-            agents = agents_dir().display(),
-        );
-        std::fs::write(&stack.config, config).unwrap();
-        stack.up_with(&[
-            ("GITHUB_TOKEN", TOKEN.into()),
-            ("GITHUB_API_URL", github.url().into()),
-            ("GITHUB_REPO", REPO.into()),
-            ("AO_SCM_POLL", setup.poll.into()),
-            ("AO_LOG", "info,ao_controller::prwatch=debug".into()),
-        ]);
-        Self {
-            stack,
-            github,
-            bare,
-        }
-    }
-
-    /// The first event of `kind` about session `id`.
-    fn event(&self, id: &str, kind: &str) -> Value {
-        ao_tests::poll(Duration::from_secs(30), || {
-            self.stack
-                .events()
-                .into_iter()
-                .find(|e| e["type"] == kind && e["sessionId"] == id)
-        })
-        .unwrap_or_else(|| {
-            panic!(
-                "no {kind} event for {id}; the agent's terminal:\n{}",
-                self.stack.terminal_log(id).unwrap_or_default()
-            )
-        })
-    }
-
-    fn count(&self, id: &str, kind: &str) -> usize {
-        self.stack
-            .events()
-            .iter()
-            .filter(|e| e["type"] == kind && e["sessionId"] == id)
-            .count()
-    }
-
-    /// Waits until the agent of `id` was typed a line holding `text`.
-    fn received(&self, id: &str, text: &str) -> String {
-        let worktree = self.worktree(id);
-        eventually(
-            &format!("the agent receives {text:?}"),
-            Duration::from_secs(30),
-            || {
-                let log = std::fs::read_to_string(worktree.join(".received.log")).ok()?;
-                log.contains(text).then_some(log)
-            },
-        )
-    }
-
-    /// The agent's worktree.
-    fn worktree(&self, id: &str) -> PathBuf {
-        PathBuf::from(
-            self.stack.session(id)["worktree"]
-                .as_str()
-                .expect("a worktree"),
-        )
-    }
-
-    /// How many lines typed into the agent hold `text`.
-    fn received_count(&self, id: &str, text: &str) -> usize {
-        std::fs::read_to_string(self.worktree(id).join(".received.log"))
-            .unwrap_or_default()
-            .lines()
-            .filter(|l| l.contains(text))
-            .count()
-    }
-
-    /// Spawns a session and waits for the PR its agent opens.
-    fn spawn_with_pr(&self) -> String {
-        let id = self
-            .stack
-            .spawn(&["app", "T-1", "--prompt", "TASK: add the feature"]);
-        self.event(&id, "pr.created");
-        id
-    }
-
-    /// Waits until PR 1's head is no longer `sha` (the agent pushed).
-    fn pushed_over(&self, sha: &str) -> String {
-        eventually("the agent pushes", Duration::from_secs(30), || {
-            let head = self.github.pr(REPO, 1).head_sha;
-            (head != sha).then_some(head)
-        })
-    }
-}
+use ao_tests::github::{CheckState, ReviewState};
+use ao_tests::github_stack::{Loop, Setup, REPO, SECRET};
+use ao_tests::{eventually, git, Cli};
 
 fn file_on_main(bare: &Path, file: &str) -> Option<String> {
     let out = std::process::Command::new("git")
@@ -372,11 +206,7 @@ fn a_ci_that_keeps_failing_gets_its_retries_then_one_escalation_across_a_kill_9(
             eventually("the stack is gone", Duration::from_secs(10), || {
                 nix::sys::signal::kill(pid, None).is_err().then_some(())
             });
-            run.stack.up_with(&[
-                ("GITHUB_TOKEN", TOKEN.into()),
-                ("GITHUB_API_URL", run.github.url().into()),
-                ("AO_SCM_POLL", "300ms".into()),
-            ]);
+            run.up();
         }
         head = run.pushed_over(&head);
     }

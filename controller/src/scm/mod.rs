@@ -20,6 +20,16 @@ use std::time::SystemTime;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
+/// `AO_SCM_POLL`, when set: how often PRs are looked at while something is
+/// in flight (the watcher's pace, and the client's waits scale with it).
+pub fn poll_from_env() -> Option<Result<std::time::Duration, String>> {
+    let value = std::env::var(ao_proto::env::AO_SCM_POLL).ok()?;
+    Some(
+        ao_proto::units::parse_duration(&value)
+            .map_err(|e| format!("{}={value} ignored: {e}", ao_proto::env::AO_SCM_POLL)),
+    )
+}
+
 /// A repository on its host, `owner/name`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct RepoRef {

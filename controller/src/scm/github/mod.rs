@@ -77,14 +77,22 @@ struct Detail {
     pr: PullRequest,
     read_at: Instant,
     /// When its head SHA was first read: a head with no checks yet is
-    /// waited on for [`CI_START_GRACE`].
+    /// waited on for a while (see [`max_age`]).
     head_since: Instant,
 }
 
-/// How long a new head with no checks is read at every poll, waiting for
-/// its CI to report; after that the safety net ([`DETAIL_MAX_AGE`]) or a
-/// webhook tells.
-const CI_START_GRACE: std::time::Duration = std::time::Duration::from_secs(10 * 60);
+/// How old an open PR's detail may get ([`DETAIL_MAX_AGE`]), which is also
+/// how long a new head with no checks is read at every poll waiting for
+/// its CI to report; forty times `AO_SCM_POLL` when that is set, so that a
+/// faster pace (a benchmark's simulated hour) keeps the proportions:
+/// 40 × 15 s is 10 min.
+fn max_age() -> Duration {
+    static AGE: std::sync::OnceLock<Duration> = std::sync::OnceLock::new();
+    *AGE.get_or_init(|| match crate::scm::poll_from_env() {
+        Some(Ok(busy)) => busy.max(Duration::from_millis(100)) * 40,
+        _ => DETAIL_MAX_AGE,
+    })
+}
 
 impl Github {
     /// A client of `settings.api_url` calling with `token`.
@@ -215,8 +223,8 @@ fn needs_detail(cached: Option<&Detail>, listed: &ListedPull, fresh: bool, now: 
         || (open && in_flight(&cached.pr))
         || (open
             && cached.pr.checks.is_empty()
-            && now.duration_since(cached.head_since) < CI_START_GRACE)
-        || (open && now.duration_since(cached.read_at) >= DETAIL_MAX_AGE)
+            && now.duration_since(cached.head_since) < max_age())
+        || (open && now.duration_since(cached.read_at) >= max_age())
 }
 
 /// Something on the PR changes without the pulls list moving: a check

@@ -383,7 +383,7 @@ fn detail_is_read_again_when_named_changed_settling_or_old() {
     let mut quiet = detail(PrState::Open, Clean, Passed, t0);
     quiet.pr.checks.clear();
     assert!(needs_detail(Some(&quiet), &same, false, t0), "no CI yet");
-    let later = t0 + CI_START_GRACE;
+    let later = t0 + DETAIL_MAX_AGE;
     quiet.read_at = later;
     assert!(
         !needs_detail(Some(&quiet), &same, false, later),
