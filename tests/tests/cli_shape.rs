@@ -46,7 +46,8 @@ const NOT_ACTED_ON: &str = "not acted on yet";
 fn keys_not_acted_on_yet_are_named_by_up_doctor_and_apply() {
     let stack = Stack::new();
     let base = std::fs::read_to_string(&stack.config).unwrap();
-    let with_reactions = format!("{base}reactions:\n  ci-failed:\n    action: send-to-agent\n");
+    // `all-complete` is the one reaction the engine does not run yet.
+    let with_reactions = format!("{base}reactions:\n  all-complete:\n    auto: true\n");
     std::fs::write(&stack.config, &with_reactions).unwrap();
     let up = stack.ao(&["up", "-d"]).ok();
     let warnings: Vec<_> = up
@@ -57,14 +58,14 @@ fn keys_not_acted_on_yet_are_named_by_up_doctor_and_apply() {
     assert!(
         warnings.len() == 1
             && warnings[0].starts_with("warning: ")
-            && warnings[0].contains("reactions"),
+            && warnings[0].contains("reactions.all-complete"),
         "ao up -d: {:?}",
         up.stderr
     );
 
     let doctor = stack.ao(&["doctor"]).stdout;
     assert!(
-        doctor.contains("[warn] config: not acted on yet: reactions"),
+        doctor.contains("[warn] config: not acted on yet: reactions.all-complete"),
         "{doctor}"
     );
 
@@ -84,7 +85,7 @@ fn keys_not_acted_on_yet_are_named_by_up_doctor_and_apply() {
         .unwrap_or_else(|| panic!("no warning from ao apply: {:?}", apply.stderr));
     assert!(
         warning.contains("tracked.yaml")
-            && warning.contains("reactions")
+            && warning.contains("reactions.all-complete")
             && warning.contains("projects.app.agentConfig")
             && apply.stderr.matches(NOT_ACTED_ON).count() == 1,
         "{:?}",
