@@ -75,6 +75,7 @@ impl Loop {
       plugin: github
       apiUrl: {api}
 {secret}
+    tracker: github
     reactions:
 {reactions}
 agents:
@@ -169,17 +170,36 @@ agents:
 
     /// Spawns a session and waits for the PR its agent opens.
     pub fn spawn_with_pr(&self) -> String {
-        let id = self
-            .stack
-            .spawn(&["app", "T-1", "--prompt", "TASK: add the feature"]);
+        let id = self.spawn_for_issue(7);
         self.event(&id, "pr.created");
         id
     }
 
-    /// Waits until PR 1's head is no longer `sha` (the agent pushed).
-    pub fn pushed_over(&self, sha: &str) -> String {
+    /// Files issue `number` ("Add feature <number>") and spawns a session
+    /// for it; the session id.
+    pub fn spawn_for_issue(&self, number: u64) -> String {
+        self.github.add_issue(
+            REPO,
+            number,
+            &format!("Add feature {number}"),
+            &format!("The feature numbered {number}, with a test."),
+            &["enhancement"],
+            &[("bob", "Keep it small.")],
+        );
+        self.stack.spawn(&["app", &number.to_string()])
+    }
+
+    /// The number of session `id`'s PR.
+    pub fn pr_of(&self, id: &str) -> u64 {
+        self.stack.session(id)["prNumber"]
+            .as_u64()
+            .expect("the session has a PR")
+    }
+
+    /// Waits until PR `number`'s head is no longer `sha` (the agent pushed).
+    pub fn pushed_over(&self, number: u64, sha: &str) -> String {
         eventually("the agent pushes", Duration::from_secs(30), || {
-            let head = self.github.pr(REPO, 1).head_sha;
+            let head = self.github.pr(REPO, number).head_sha;
             (head != sha).then_some(head)
         })
     }

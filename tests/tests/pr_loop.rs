@@ -28,24 +28,33 @@ fn a_pr_goes_from_failing_ci_through_review_to_a_guarded_auto_merge() {
         reactions: "      approved-and-green:\n        auto: true\n        action: auto-merge",
         ..Setup::default()
     });
-    let id = run
-        .stack
-        .spawn(&["app", "T-1", "--prompt", "TASK: add the feature"]);
+    let id = run.spawn_for_issue(42);
+    // The agent was given the issue.
+    let prompt = run.received(&id, "Keep it small.");
+    assert!(prompt.contains("Add feature 42"), "{prompt}");
+    assert!(
+        prompt.contains("The feature numbered 42, with a test."),
+        "{prompt}"
+    );
 
     // The agent opens its PR; the session shows it.
     let created = run.event(&id, "pr.created");
-    assert_eq!(created["prNumber"], 1, "{created}");
+    let pr = run.pr_of(&id);
+    assert_eq!(created["prNumber"], pr, "{created}");
     let s = run.stack.wait_field(&id, "status", "review_pending");
-    assert_eq!(s["prNumber"], 1);
-    assert!(s["pr"].as_str().unwrap().ends_with("/pull/1"), "{s}");
-    let first = run.github.pr(REPO, 1).head_sha;
+    assert_eq!(s["prNumber"], pr);
+    assert!(
+        s["pr"].as_str().unwrap().ends_with(&format!("/pull/{pr}")),
+        "{s}"
+    );
+    let first = run.github.pr(REPO, pr).head_sha;
 
     // CI fails with a log: the agent gets the check's name and the log's end.
     let mut log: Vec<String> = (1..=2000).map(|i| format!("step {i} ok")).collect();
     log.push("assertion failed: expected 42, got 41".into());
     run.github.set_pr_check(
         REPO,
-        1,
+        pr,
         "test",
         CheckState::Failure,
         Some(&log.join("\n")),
@@ -67,7 +76,7 @@ fn a_pr_goes_from_failing_ci_through_review_to_a_guarded_auto_merge() {
     );
 
     // The agent pushes a fix; the check passes on the new head.
-    let fixed = run.pushed_over(&first);
+    let fixed = run.pushed_over(pr, &first);
     run.event(&id, "pr.updated");
     run.github
         .set_check(REPO, &fixed, "test", CheckState::Success, None, true);
@@ -76,23 +85,28 @@ fn a_pr_goes_from_failing_ci_through_review_to_a_guarded_auto_merge() {
     // A review asks for a change on a line: the agent gets path:line and the body.
     run.github.review(
         REPO,
-        1,
+        pr,
         "alice",
         ReviewState::ChangesRequested,
         &[("feature.txt", 1, "please say which feature")],
     );
     run.event(&id, "review.changes_requested");
     run.received(&id, "feature.txt:1");
-    let addressed = run.pushed_over(&fixed);
+    let addressed = run.pushed_over(pr, &fixed);
     assert!(run
         .received(&id, "please say which feature")
         .contains("alice"));
 
-    // Approved, but the required check has not run on the new head: no merge.
+    // Approved, but the required check has not run on the new head, then
+    // runs: no merge.
     run.github
-        .review(REPO, 1, "alice", ReviewState::Approved, &[]);
+        .review(REPO, pr, "alice", ReviewState::Approved, &[]);
     run.event(&id, "review.approved");
     run.stack.wait_field(&id, "status", "approved");
+    run.github
+        .set_check(REPO, &addressed, "test", CheckState::InProgress, None, true);
+    run.stack.wait_field(&id, "ciStatus", "pending");
+    assert_eq!(run.stack.session(&id)["status"], "approved");
     assert_eq!(run.count(&id, "merge.completed"), 0);
     assert!(file_on_main(&run.bare, "feature.txt").is_none());
 
@@ -101,14 +115,17 @@ fn a_pr_goes_from_failing_ci_through_review_to_a_guarded_auto_merge() {
         .set_check(REPO, &addressed, "test", CheckState::Success, None, true);
     let merged = run.event(&id, "merge.completed");
     assert!(
-        merged["message"].as_str().unwrap().contains("PR #1"),
+        merged["message"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("PR #{pr}")),
         "{merged}"
     );
     run.stack.wait_field(&id, "status", "merged");
     let on_main = file_on_main(&run.bare, "feature.txt").expect("merged into main");
     assert!(on_main.contains("review:"), "{on_main}");
     assert_eq!(
-        run.github.pr(REPO, 1).merge_commit.as_deref(),
+        run.github.pr(REPO, pr).merge_commit.as_deref(),
         merged["data"]["commit"].as_str()
     );
     // Each situation was sent once.
@@ -125,7 +142,7 @@ fn a_pr_goes_from_failing_ci_through_review_to_a_guarded_auto_merge() {
     let cleaned = run.stack.ao(&["session", "cleanup"]).ok();
     assert!(cleaned.stdout.contains(&id), "{}", cleaned.stdout);
     assert!(!worktree.exists(), "{}", cleaned.stdout);
-    let branches = git(&run.stack.repo, &["branch", "--list", "feat/T-1"]);
+    let branches = git(&run.stack.repo, &["branch", "--list", "feat/42-*"]);
     assert!(
         branches.is_empty(),
         "the merged branch is deleted: {branches}"
@@ -149,9 +166,10 @@ fn webhooks_move_sessions_without_polling_and_unsigned_deliveries_are_refused() 
     let hook = format!("{}/webhooks/github", run.stack.http_url());
     run.github.webhooks(&hook, SECRET);
     let id = run.spawn_with_pr();
+    let pr = run.pr_of(&id);
     run.github.set_pr_check(
         REPO,
-        1,
+        pr,
         "test",
         CheckState::Failure,
         Some(&failing_log(1)),
@@ -187,7 +205,8 @@ fn webhooks_move_sessions_without_polling_and_unsigned_deliveries_are_refused() 
 fn a_ci_that_keeps_failing_gets_its_retries_then_one_escalation_across_a_kill_9() {
     let run = Loop::start(Setup::default());
     let id = run.spawn_with_pr();
-    let mut head = run.github.pr(REPO, 1).head_sha;
+    let pr = run.pr_of(&id);
+    let mut head = run.github.pr(REPO, pr).head_sha;
     for attempt in 1..=2 {
         run.github.set_check(
             REPO,
@@ -208,7 +227,7 @@ fn a_ci_that_keeps_failing_gets_its_retries_then_one_escalation_across_a_kill_9(
             });
             run.up();
         }
-        head = run.pushed_over(&head);
+        head = run.pushed_over(pr, &head);
     }
     run.github.set_check(
         REPO,
@@ -264,7 +283,7 @@ fn a_conflict_with_main_says_merge_conflicts_and_tells_the_agent_to_rebase() {
     git(&other, &["push", "-q", "origin", "main"]);
 
     let conflicts = run.event(&id, "merge.conflicts");
-    assert_eq!(conflicts["prNumber"], 1);
+    assert_eq!(conflicts["prNumber"], run.pr_of(&id));
     let told = run.received(&id, "rebase");
     assert!(told.contains("origin/main"), "{told}");
 }
@@ -274,6 +293,7 @@ fn a_spent_rate_limit_holds_polling_back_until_it_resets_then_it_recovers() {
     use ao_tests::github::Resource;
     let run = Loop::start(Setup::default());
     let id = run.spawn_with_pr();
+    let pr = run.pr_of(&id);
     // A small GraphQL budget (the watcher keeps a reserve of half of it)
     // that refills a few seconds from now.
     run.github.set_budget(Resource::Graphql, 14);
@@ -295,7 +315,7 @@ fn a_spent_rate_limit_holds_polling_back_until_it_resets_then_it_recovers() {
     );
     run.github.set_pr_check(
         REPO,
-        1,
+        pr,
         "test",
         CheckState::Failure,
         Some(&failing_log(1)),
@@ -326,14 +346,15 @@ fn a_push_racing_the_merge_is_not_merged_on_the_old_evaluation() {
         ..Setup::default()
     });
     let id = run.spawn_with_pr();
-    let judged = run.github.pr(REPO, 1).head_sha;
+    let pr = run.pr_of(&id);
+    let judged = run.github.pr(REPO, pr).head_sha;
     run.github
         .set_check(REPO, &judged, "test", CheckState::Success, None, true);
     // Someone pushes just as the merge of the judged head is asked for.
-    run.github.push_before_next_merge(REPO, 1);
+    run.github.push_before_next_merge(REPO, pr);
     run.github
-        .review(REPO, 1, "alice", ReviewState::Approved, &[]);
-    let late = run.pushed_over(&judged);
+        .review(REPO, pr, "alice", ReviewState::Approved, &[]);
+    let late = run.pushed_over(pr, &judged);
     run.event(&id, "pr.updated");
     run.stack.wait_field(&id, "status", "approved");
     assert_eq!(
@@ -341,7 +362,7 @@ fn a_push_racing_the_merge_is_not_merged_on_the_old_evaluation() {
         0,
         "not merged at {judged}"
     );
-    assert_eq!(run.github.pr(REPO, 1).merge_commit, None);
+    assert_eq!(run.github.pr(REPO, pr).merge_commit, None);
 
     // The new head is judged afresh: green there, it is merged, at it.
     run.github

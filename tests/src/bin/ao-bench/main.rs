@@ -3,9 +3,10 @@
 //!
 //! Run: `scripts/bench` (release build). `AO_BENCH_SESSIONS` sets the
 //! large-stack size (default 200). `--cluster`: see [`cluster`];
-//! `--truth`: see [`truth`].
+//! `--truth`: see [`truth`]; `--github`: see [`github`].
 
 mod cluster;
+mod github;
 mod truth;
 
 use std::path::Path;
@@ -267,6 +268,10 @@ fn main() {
     }
     if std::env::args().any(|a| a == "--cluster") {
         cluster::run();
+        return;
+    }
+    if std::env::args().any(|a| a == "--github") {
+        github::run();
         return;
     }
     if std::env::args().any(|a| a == "--truth") {
