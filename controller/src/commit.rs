@@ -60,7 +60,7 @@ impl Commit {
             seq += 1;
             let (project_id, session_id, issue_id) = match e.session {
                 Some((p, s, i)) => (Some(p), Some(s), i),
-                None => (None, None, None),
+                None => (e.project, None, None),
             };
             let record = EventRecord {
                 id: seq,

@@ -10,6 +10,8 @@ pub const WORKERS: &str = "/ao/v1/workers/";
 /// Held by the leading controller, under its lease.
 pub const LEADER: &str = "/ao/v1/leader";
 const COUNTERS: &str = "/ao/v1/counters/";
+/// What a project's own reactions (`all-complete`) did, by project.
+pub const PROJECT_REACTIONS: &str = "/ao/v1/project-reactions/";
 /// Join tokens, by token id; the value holds only a hash of the secret.
 pub const TOKENS: &str = "/ao/v1/tokens/";
 /// Certificates issued to workers: `/ao/v1/certs/<worker>/<serial>`.
@@ -53,6 +55,10 @@ pub fn event(id: u64) -> String {
 
 pub fn worker(id: &str) -> String {
     format!("{WORKERS}{id}")
+}
+
+pub fn project_reactions(project: &str) -> String {
+    format!("{PROJECT_REACTIONS}{project}")
 }
 
 /// The last session number handed out for a project.

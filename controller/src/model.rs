@@ -316,6 +316,8 @@ pub struct NewEvent {
     pub kind: &'static str,
     pub priority: Priority,
     pub session: Option<(String, String, Option<String>)>,
+    /// The project of an event about a project as a whole (no session).
+    pub project: Option<String>,
     pub worker: Option<String>,
     /// The session's PR, when it has one.
     pub pr_number: Option<u32>,
@@ -331,6 +333,7 @@ impl NewEvent {
             kind,
             priority,
             session: Some((s.project_id.clone(), s.id.clone(), s.issue_id.clone())),
+            project: None,
             worker: s.worker.clone(),
             pr_number: s.pr_number,
             reaction: None,
@@ -344,7 +347,23 @@ impl NewEvent {
             kind,
             priority,
             session: None,
+            project: None,
             worker: Some(worker.to_string()),
+            pr_number: None,
+            reaction: None,
+            message: None,
+            data: None,
+        }
+    }
+
+    /// An event about project `project` as a whole.
+    pub fn project(kind: &'static str, priority: Priority, project: &str) -> Self {
+        Self {
+            kind,
+            priority,
+            session: None,
+            project: Some(project.to_string()),
+            worker: None,
             pr_number: None,
             reaction: None,
             message: None,

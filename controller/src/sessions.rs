@@ -107,6 +107,10 @@ struct Actor {
     /// messages on their way to a worker now.
     outboxes: BTreeSet<String>,
     in_flight: HashSet<(String, crate::config::ReactionKey)>,
+    /// Each project's own reaction states (`all-complete`), and the
+    /// projects whose sessions changed since they were last judged.
+    project_reactions: HashMap<String, crate::model::ReactionStates>,
+    projects_changed: BTreeSet<String>,
     /// Its own channel, for tasks that report back (a message typed).
     me: mpsc::WeakSender<Command>,
     /// Its background tasks (periodic commands to itself, the trim of old
@@ -157,6 +161,8 @@ pub async fn start(
         settings,
         outboxes: BTreeSet::new(),
         in_flight: HashSet::new(),
+        project_reactions: HashMap::new(),
+        projects_changed: BTreeSet::new(),
         me: tx.downgrade(),
         tickers: tokio::task::JoinSet::new(),
     };
@@ -187,6 +193,9 @@ impl Actor {
         self.sessions = loaded.sessions;
         self.loads = Loads::of(self.sessions.values().map(AsRef::as_ref));
         self.outboxes = reacting::with_outbox(self.sessions.values().map(AsRef::as_ref));
+        self.project_reactions = loaded.project_reactions;
+        self.projects_changed
+            .extend(self.sessions.values().map(|s| s.project_id.clone()));
         self.revs = loaded.revs;
         self.counters = loaded.counters;
         self.event_seq = loaded.event_seq;
@@ -339,6 +348,7 @@ impl Actor {
             Command::Tick => {
                 self.judge_workers().await;
                 self.flush_outboxes();
+                self.judge_projects().await;
             }
             Command::PrSeen(id, pr, logs, reply) => {
                 let _ = reply.send(self.pr_seen(&id, &pr, &logs).await);
@@ -455,6 +465,7 @@ impl Actor {
             let on = [before.and_then(|b| b.worker.clone()), s.worker.clone()];
             self.stale_views.extend(on.into_iter().flatten());
             self.loads.update(before.map(AsRef::as_ref), s);
+            self.projects_changed.insert(s.project_id.clone());
             if s.reactions.values().any(|r| r.outbox.is_some()) {
                 self.outboxes.insert(s.id.clone());
             } else {

@@ -19,6 +19,8 @@ pub(crate) struct Loaded {
     pub(crate) counters: HashMap<String, u64>,
     pub(crate) workers: Vec<WorkerRecord>,
     pub(crate) event_seq: u64,
+    /// Each project's own reaction states (`all-complete`).
+    pub(crate) project_reactions: HashMap<String, crate::model::ReactionStates>,
 }
 
 impl Loaded {
@@ -44,6 +46,15 @@ impl Loaded {
             revs.insert(v.key.clone(), v.mod_revision);
             counters.insert(project, n);
         }
+        let mut project_reactions = HashMap::new();
+        for v in store.list(keys::PROJECT_REACTIONS).await?.items {
+            let project = v
+                .key
+                .trim_start_matches(keys::PROJECT_REACTIONS)
+                .to_string();
+            revs.insert(v.key.clone(), v.mod_revision);
+            project_reactions.insert(project, decode(&v)?);
+        }
         let mut workers = Vec::new();
         for v in store.list(keys::WORKERS).await?.items {
             workers.push(decode::<WorkerRecord>(&v)?);
@@ -63,6 +74,7 @@ impl Loaded {
             counters,
             workers,
             event_seq,
+            project_reactions,
         })
     }
 }

@@ -46,8 +46,8 @@ const NOT_ACTED_ON: &str = "not acted on yet";
 fn keys_not_acted_on_yet_are_named_by_up_doctor_and_apply() {
     let stack = Stack::new();
     let base = std::fs::read_to_string(&stack.config).unwrap();
-    // `all-complete` is the one reaction the engine does not run yet.
-    let with_reactions = format!("{base}reactions:\n  all-complete:\n    auto: true\n");
+    // `port` is the original's dashboard port, not ours (`--http`).
+    let with_reactions = format!("{base}port: 3000\n");
     std::fs::write(&stack.config, &with_reactions).unwrap();
     let up = stack.ao(&["up", "-d"]).ok();
     let warnings: Vec<_> = up
@@ -56,16 +56,14 @@ fn keys_not_acted_on_yet_are_named_by_up_doctor_and_apply() {
         .filter(|l| l.contains(NOT_ACTED_ON))
         .collect();
     assert!(
-        warnings.len() == 1
-            && warnings[0].starts_with("warning: ")
-            && warnings[0].contains("reactions.all-complete"),
+        warnings.len() == 1 && warnings[0].starts_with("warning: ") && warnings[0].contains("port"),
         "ao up -d: {:?}",
         up.stderr
     );
 
     let doctor = stack.ao(&["doctor"]).stdout;
     assert!(
-        doctor.contains("[warn] config: not acted on yet: reactions.all-complete"),
+        doctor.contains("[warn] config: not acted on yet: port"),
         "{doctor}"
     );
 
@@ -85,7 +83,7 @@ fn keys_not_acted_on_yet_are_named_by_up_doctor_and_apply() {
         .unwrap_or_else(|| panic!("no warning from ao apply: {:?}", apply.stderr));
     assert!(
         warning.contains("tracked.yaml")
-            && warning.contains("reactions.all-complete")
+            && warning.contains("port")
             && warning.contains("projects.app.agentConfig")
             && apply.stderr.matches(NOT_ACTED_ON).count() == 1,
         "{:?}",

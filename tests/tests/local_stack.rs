@@ -177,6 +177,52 @@ fn kill_keeps_the_branch_and_restore_brings_the_session_back() {
 }
 
 #[test]
+fn a_project_whose_sessions_all_ended_says_so_once_per_batch_even_across_a_restart() {
+    let stack = Stack::new();
+    stack.up();
+    let summaries = |stack: &Stack| -> Vec<serde_json::Value> {
+        stack
+            .events()
+            .into_iter()
+            .filter(|e| e["type"] == "summary.all_complete")
+            .collect()
+    };
+    let first = stack.spawn(&["app", "A-1", "--agent", "quitter"]);
+    let live = stack.spawn(&["app", "A-2"]);
+    stack.wait_field(&first, "status", "done");
+    // One session still runs: not complete.
+    stack.ao(&["session", "kill", &live]).ok();
+    let done = eventually("all complete", Duration::from_secs(20), || {
+        summaries(&stack).into_iter().next()
+    });
+    assert_eq!(done["projectId"], "app", "{done}");
+    assert!(done["sessionId"].is_null(), "{done}");
+    let notified = eventually("the reaction", Duration::from_secs(20), || {
+        stack
+            .events()
+            .into_iter()
+            .find(|e| e["type"] == "reaction.triggered" && e["reaction"] == "all-complete")
+    });
+    assert_eq!(notified["action"], "notify", "{notified}");
+
+    // A restart does not say it again.
+    stack.ao(&["down"]).ok();
+    stack.up();
+    let marker = stack.spawn(&["app", "A-3", "--agent", "quitter"]);
+    stack.wait_field(&marker, "status", "done");
+    // A new batch that ends is a new summary; the old one was said once.
+    let all = eventually("the second batch", Duration::from_secs(20), || {
+        let all = summaries(&stack);
+        (all.len() == 2).then_some(all)
+    });
+    assert!(
+        all[1]["message"].as_str().unwrap().contains("3 sessions"),
+        "{}",
+        all[1]
+    );
+}
+
+#[test]
 fn an_agent_that_exits_is_done_and_a_question_needs_input() {
     let stack = Stack::new();
     stack.up();

@@ -1,19 +1,10 @@
 //! The keys that are accepted but not acted on yet, so that a user can be warned about them.
 
-use std::collections::BTreeMap;
-
-use super::reactions::ReactionKey;
-use super::schema::{Config, NotificationRouting, ReactionConfig};
+use super::schema::{Config, NotificationRouting};
 
 /// The only runtime that runs sessions yet; another `runtime` is recorded on the session but the
 /// agent still runs in tmux.
 const IMPLEMENTED_RUNTIME: &str = "tmux";
-
-/// Whether `reactions` configures `all-complete`, the one reaction the
-/// engine does not run yet (it needs a project-level state).
-fn unacted_reactions(reactions: &BTreeMap<String, ReactionConfig>) -> bool {
-    reactions.contains_key(ReactionKey::AllComplete.as_str())
-}
 
 /// The keys of `config` that are accepted (and validated) for compatibility with the original
 /// `ao` but not acted on yet, as dotted paths such as `reactions` or `projects.app.workspace`.
@@ -35,10 +26,6 @@ pub fn unimplemented_keys(config: &Config) -> Vec<String> {
         ("defaults.runtime", other_runtime(&config.defaults.runtime)),
         ("defaults.workspace", config.defaults.workspace.is_some()),
         ("defaults.notifiers", !config.defaults.notifiers.is_empty()),
-        (
-            "reactions.all-complete",
-            unacted_reactions(&config.reactions),
-        ),
         ("notifiers", !config.notifiers.is_empty()),
         (
             "notificationRouting",
@@ -62,10 +49,6 @@ pub fn unimplemented_keys(config: &Config) -> Vec<String> {
             ("workspace", project.workspace.is_some()),
             ("agentConfig", !project.agent_config.is_empty()),
             ("orchestratorModel", project.orchestrator_model.is_some()),
-            (
-                "reactions.all-complete",
-                unacted_reactions(&project.reactions),
-            ),
         ];
         keys.extend(
             keys_of_project
@@ -108,11 +91,6 @@ mod tests {
         assert_eq!(
             unimplemented_keys(&parse(text).unwrap()),
             Vec::<String>::new()
-        );
-        let waiting = parse("reactions:\n  all-complete:\n    auto: true\n");
-        assert_eq!(
-            unimplemented_keys(&waiting.unwrap()),
-            ["reactions.all-complete"]
         );
         let docker = parse("projects:\n  app:\n    path: /src/app\n    runtime: docker\n");
         assert_eq!(

@@ -9,12 +9,16 @@ use std::collections::BTreeSet;
 use chrono::Utc;
 
 use super::Actor;
-use crate::config::ReactionKey;
+use crate::config::{ReactionAction, ReactionKey};
 use crate::handle::Command;
+use crate::keys;
 use crate::model::SessionRecord;
+use crate::model::{NewEvent, Priority};
 use crate::pulls;
 use crate::reactions::{self, merge_reported, policy, Situations};
+use crate::reactions::{all_complete, decide};
 use crate::scm::{MergeOutcome, PullRequest};
+use crate::store::encode;
 
 impl Actor {
     /// Applies a look at session `id`'s PR: its status and events, then
@@ -155,6 +159,70 @@ impl Actor {
         if state.outbox.as_deref() == Some(text) {
             state.outbox = None;
             self.write_or_log(&[&s], vec![]).await;
+        }
+    }
+
+    /// The projects' own reactions (`all-complete`), for the projects whose
+    /// sessions changed: every worker session ended is a situation, a live
+    /// one ends it. Their states are stored beside the sessions.
+    pub(super) async fn judge_projects(&mut self) {
+        let Some(config) = self.config.clone() else {
+            return;
+        };
+        let now = Utc::now();
+        for project in std::mem::take(&mut self.projects_changed) {
+            let situation = if self.loads.of_project(&project) > 0 {
+                None
+            } else {
+                all_complete(
+                    self.sessions
+                        .values()
+                        .map(AsRef::as_ref)
+                        .filter(|s| s.project_id == project),
+                )
+            };
+            let key = ReactionKey::AllComplete;
+            let mut states = self
+                .project_reactions
+                .get(&project)
+                .cloned()
+                .unwrap_or_default();
+            let state = states.get(&key).cloned().unwrap_or_default();
+            let reaction = policy(&config, &project, key);
+            let (decision, next) = decide(&reaction, situation.as_ref(), &state, now);
+            if next == state {
+                continue;
+            }
+            if next == Default::default() {
+                states.remove(&key);
+            } else {
+                states.insert(key, next);
+            }
+            let mut events = Vec::new();
+            if let (Some(d), Some(s)) = (&decision, &situation) {
+                events.push(
+                    NewEvent::project("summary.all_complete", Priority::Info, &project)
+                        .message(format!("{project}: {}", s.summary()))
+                        .data(d.event_data()),
+                );
+                let action = d.action().map_or("escalate", ReactionAction::as_str);
+                events.push(
+                    NewEvent::project(d.event_kind(), d.priority(), &project)
+                        .reaction(key.as_str(), action)
+                        .message(d.summary.clone())
+                        .data(d.event_data()),
+                );
+            }
+            let put = (keys::project_reactions(&project), Some(encode(&states)));
+            match self.write(&[], vec![put], events).await {
+                Ok(()) => {
+                    self.project_reactions.insert(project, states);
+                }
+                Err(e) => {
+                    tracing::error!(%project, "store write failed: {e}");
+                    self.projects_changed.insert(project);
+                }
+            }
         }
     }
 

@@ -90,30 +90,89 @@ fn measure(prs: usize, webhooks: bool) {
         if webhooks { "" } else { "~600" },
     );
 
+    // A check failing after the agent pushed (CI runs on the new head:
+    // the PR is in flight), and a check re-run failing on a quiet PR.
     let id = "app-1".to_string();
     let pr = run.pr_of(&id);
+    let worktree = run.worktree(&id);
+    ao_tests::git(
+        &worktree,
+        &[
+            "-c",
+            "user.email=b@b",
+            "-c",
+            "user.name=b",
+            "commit",
+            "-q",
+            "--allow-empty",
+            "-m",
+            "more",
+        ],
+    );
+    ao_tests::git(&worktree, &["push", "-q", "origin", "HEAD"]);
+    let pushed = run.github.pr(REPO, pr).head_sha;
+    eventually("the push is seen", Duration::from_secs(60), || {
+        (run.count(&id, "pr.updated") > 0).then_some(())
+    });
+    run.github
+        .set_check(REPO, &pushed, "test", CheckState::InProgress, None, true);
+    failure_reaches_the_agent(&run, &id, pr, "after a push", "push-failure", webhooks);
+    run.github
+        .set_check(REPO, &pushed, "test", CheckState::Success, None, true);
+    eventually("CI passes again", Duration::from_secs(60), || {
+        (run.stack.session(&id)["ciStatus"] == "passing").then_some(())
+    });
+    failure_reaches_the_agent(
+        &run,
+        &id,
+        pr,
+        "re-run on a quiet PR",
+        "rerun-failure",
+        webhooks,
+    );
+}
+
+/// Fails PR `pr`'s check with a log ending in `marker`, and prints how long
+/// until its `ci.failed` event and until the log is typed into the agent.
+fn failure_reaches_the_agent(
+    run: &Loop,
+    id: &str,
+    pr: u64,
+    case: &str,
+    marker: &str,
+    webhooks: bool,
+) {
+    let how = if webhooks {
+        "webhooks on"
+    } else {
+        "polling only"
+    };
+    let failed_before = run.count(id, "ci.failed");
     let start = Instant::now();
-    let marker = "bench: the failing line";
     run.github
         .set_pr_check(REPO, pr, "test", CheckState::Failure, Some(marker), true);
-    run.event(&id, "ci.failed");
+    eventually("ci.failed", Duration::from_secs(120), || {
+        (run.count(id, "ci.failed") > failed_before).then_some(())
+    });
     let seen = start.elapsed();
-    run.received(&id, marker);
+    run.received(id, marker);
     let typed = start.elapsed();
+    // Waiting for the next look scales with the pace; typing does not.
     let real_pace = |d: Duration| {
         if webhooks {
             String::new()
         } else {
-            format!(" (at the real pace: {:.0} s)", (d * SCALE).as_secs_f64())
+            let real = seen * SCALE + (d - seen);
+            format!(" (at the real pace: {:.0} s)", real.as_secs_f64())
         }
     };
     row(
-        &format!("check fails → `ci.failed`, {how}"),
+        &format!("check fails {case} → `ci.failed`, {how}"),
         &format!("{}{}", ms(seen), real_pace(seen)),
         "",
     );
     row(
-        &format!("check fails → its log typed into the agent, {how}"),
+        &format!("check fails {case} → its log typed into the agent, {how}"),
         &format!("{}{}", ms(typed), real_pace(typed)),
         "no log is sent",
     );
