@@ -155,6 +155,18 @@ fn failing_log(attempt: u32) -> String {
     format!("running tests\nassertion failed in attempt {attempt}")
 }
 
+/// Fails check `test` on PR `pr`'s head with [`failing_log`] of `attempt`.
+fn fail_check(run: &Loop, pr: u64, attempt: u32) {
+    run.github.set_pr_check(
+        REPO,
+        pr,
+        "test",
+        CheckState::Failure,
+        Some(&failing_log(attempt)),
+        true,
+    );
+}
+
 #[test]
 fn webhooks_move_sessions_without_polling_and_unsigned_deliveries_are_refused() {
     // Polling all but off: only deliveries can tell the controller.
@@ -167,14 +179,7 @@ fn webhooks_move_sessions_without_polling_and_unsigned_deliveries_are_refused() 
     run.github.webhooks(&hook, SECRET);
     let id = run.spawn_with_pr();
     let pr = run.pr_of(&id);
-    run.github.set_pr_check(
-        REPO,
-        pr,
-        "test",
-        CheckState::Failure,
-        Some(&failing_log(1)),
-        true,
-    );
+    fail_check(&run, pr, 1);
     run.event(&id, "ci.failed");
     run.received(&id, "assertion failed in attempt 1");
     let accepted = run.github.deliveries();
@@ -313,14 +318,7 @@ fn a_spent_rate_limit_holds_polling_back_until_it_resets_then_it_recovers() {
                 .then(|| run.github.stats())
         },
     );
-    run.github.set_pr_check(
-        REPO,
-        pr,
-        "test",
-        CheckState::Failure,
-        Some(&failing_log(1)),
-        true,
-    );
+    fail_check(&run, pr, 1);
     // After the refill it reads again and sees the failure.
     run.event(&id, "ci.failed");
     let stats = run.github.stats();
