@@ -9,7 +9,7 @@
 
 use tokio::sync::oneshot;
 
-use crate::handle::SessionMap;
+use crate::model::SessionMap;
 use crate::model::{Activity, SessionRecord, SessionRole, SessionStatus};
 use crate::scm::PrState;
 

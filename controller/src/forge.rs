@@ -8,9 +8,9 @@ use std::path::Path;
 
 use crate::config::{Config, PluginConfig, ProjectConfig};
 use crate::error::ControllerError;
-use crate::handle::SpawnArgs;
 use crate::scm::github::{token, GithubClients, GithubSettings, SettingsError};
 use crate::scm::{RepoRef, ScmError, Tracker};
+use crate::spawning::SpawnArgs;
 
 /// The GitHub clients of this controller, one per API base, shared by every project on it.
 #[derive(Default)]

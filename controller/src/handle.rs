@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use ao_proto::{input, limits, pb};
+use ao_proto::{input, pb};
 use tokio::sync::{mpsc, oneshot, watch};
 use tonic::Streaming;
 
@@ -15,12 +15,10 @@ use crate::error::ControllerError;
 use crate::forge::Forges;
 use crate::liveness::{LastHeard, LinkMeta, Worker};
 use crate::model::{rfc3339, SessionRecord, SessionStatus, WorkerState};
-use crate::scm::Issue;
 use crate::store::Store;
 
-/// Every session by id, in id order; cloned in O(1), shared between the
-/// actor and the snapshots it publishes.
-pub type SessionMap = rpds::RedBlackTreeMapSync<String, Arc<SessionRecord>>;
+pub use crate::model::SessionMap;
+pub use crate::spawning::SpawnArgs;
 
 /// Every worker's view by id, in id order; like [`SessionMap`], shared with
 /// the snapshots, and a write rebuilds only the views of the workers it
@@ -92,48 +90,6 @@ impl WorkerView {
             let ago = chrono::Duration::from_std(heard.elapsed()).unwrap_or_default();
             rfc3339(&(chrono::Utc::now() - ago))
         })
-    }
-}
-
-#[derive(Debug, Clone, Default)]
-pub struct SpawnArgs {
-    pub project_id: String,
-    pub issue_id: Option<String>,
-    pub prompt: Option<String>,
-    pub agent: Option<String>,
-    pub branch: Option<String>,
-    pub labels: BTreeMap<String, String>,
-    /// The issue as the project's tracker has it, read before the spawn reaches the actor.
-    pub issue: Option<Issue>,
-    /// The text of the project's `agentRulesFile`, read likewise.
-    pub rules_file: Option<String>,
-}
-
-impl SpawnArgs {
-    /// Refuses what users send over the content limits, and an issue id
-    /// with control characters, before anything is stored.
-    pub(crate) fn check(&self) -> Result<(), ControllerError> {
-        let name = |what: &str, v: &Option<String>| {
-            limits::check(
-                what,
-                v.as_ref().map_or(0, String::len),
-                limits::MAX_NAME_BYTES,
-            )
-        };
-        limits::check(
-            "the prompt",
-            self.prompt.as_ref().map_or(0, String::len),
-            limits::MAX_PROMPT_BYTES,
-        )?;
-        name("the issue id", &self.issue_id)?;
-        name("the agent name", &self.agent)?;
-        name("the branch name", &self.branch)?;
-        let labels = self.labels.iter().map(|(k, v)| k.len() + v.len()).sum();
-        limits::check("the size of the labels", labels, limits::MAX_LABELS_BYTES)?;
-        if let Some(issue) = &self.issue_id {
-            input::check_name("the issue id", issue)?;
-        }
-        Ok(())
     }
 }
 

@@ -144,6 +144,10 @@ pub struct ReactionState {
 /// A session's reaction states by key, as its record holds them.
 pub type ReactionStates = BTreeMap<ReactionKey, ReactionState>;
 
+/// Every session by id, in id order; cloned in O(1), shared between the
+/// actor and the snapshots it publishes.
+pub type SessionMap = rpds::RedBlackTreeMapSync<String, std::sync::Arc<SessionRecord>>;
+
 /// A session as stored under `/ao/v1/sessions/<id>`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]

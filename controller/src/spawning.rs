@@ -2,14 +2,60 @@
 //! and the applied config, named `<prefix>-<n>`. Pure; the actor places,
 //! writes and assigns it.
 
-use ao_proto::input;
 use chrono::{DateTime, Utc};
+
+use std::collections::BTreeMap;
+
+use ao_proto::{input, limits};
 
 use crate::config::{Config, ProjectConfig, BUILTIN_AGENTS};
 use crate::defaults::{session_branch, session_prompt};
 use crate::error::ControllerError;
-use crate::handle::SpawnArgs;
 use crate::model::{NewSession, SessionRecord};
+use crate::scm::Issue;
+
+/// What a spawn asks for; everything else comes from the config.
+#[derive(Debug, Clone, Default)]
+pub struct SpawnArgs {
+    pub project_id: String,
+    pub issue_id: Option<String>,
+    pub prompt: Option<String>,
+    pub agent: Option<String>,
+    pub branch: Option<String>,
+    pub labels: BTreeMap<String, String>,
+    /// The issue as the project's tracker has it, read before the spawn reaches the actor.
+    pub issue: Option<Issue>,
+    /// The text of the project's `agentRulesFile`, read likewise.
+    pub rules_file: Option<String>,
+}
+
+impl SpawnArgs {
+    /// Refuses what users send over the content limits, and an issue id
+    /// with control characters, before anything is stored.
+    pub(crate) fn check(&self) -> Result<(), ControllerError> {
+        let name = |what: &str, v: &Option<String>| {
+            limits::check(
+                what,
+                v.as_ref().map_or(0, String::len),
+                limits::MAX_NAME_BYTES,
+            )
+        };
+        limits::check(
+            "the prompt",
+            self.prompt.as_ref().map_or(0, String::len),
+            limits::MAX_PROMPT_BYTES,
+        )?;
+        name("the issue id", &self.issue_id)?;
+        name("the agent name", &self.agent)?;
+        name("the branch name", &self.branch)?;
+        let labels = self.labels.iter().map(|(k, v)| k.len() + v.len()).sum();
+        limits::check("the size of the labels", labels, limits::MAX_LABELS_BYTES)?;
+        if let Some(issue) = &self.issue_id {
+            input::check_name("the issue id", issue)?;
+        }
+        Ok(())
+    }
+}
 
 /// The configured project `id`, or an error naming the known ones.
 pub(crate) fn project<'a>(

@@ -25,16 +25,7 @@ pub(crate) fn unix_ms(t: std::time::SystemTime) -> u64 {
 /// Ready this long becomes idle.
 pub const IDLE_AFTER: Duration = Duration::from_secs(300);
 
-/// Why the tracker says what it says.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Evidence {
-    pub activity: Activity,
-    pub source: Source,
-    /// Since when this activity holds.
-    pub since: SystemTime,
-    /// One short line: the record, hook or screen line behind it.
-    pub detail: String,
-}
+pub use crate::link_types::Evidence;
 
 /// One signal kept with where and when it came from.
 #[derive(Debug, Clone, PartialEq, Eq)]

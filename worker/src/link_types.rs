@@ -151,7 +151,7 @@ pub struct Report {
     /// Set only while running, or for an agent gone from a live terminal.
     pub activity: Option<Activity>,
     /// How the activity is known.
-    pub evidence: Option<crate::activity::Evidence>,
+    pub evidence: Option<Evidence>,
     /// Active with no sign of life for the session's stuck threshold.
     pub stuck: bool,
     /// The agent's own session id (Claude's session, Codex's thread).
@@ -284,4 +284,16 @@ pub trait Tunnels: Send + Sync {
         stream_id: u64,
         up: mpsc::Receiver<TunnelUp>,
     ) -> Result<Downstream, String>;
+}
+
+/// Why a session's activity is what it is: how it is known, since when,
+/// and the line behind it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Evidence {
+    pub activity: Activity,
+    pub source: Source,
+    /// Since when this activity holds.
+    pub since: std::time::SystemTime,
+    /// One short line: the record, hook or screen line behind it.
+    pub detail: String,
 }
