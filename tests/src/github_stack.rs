@@ -32,6 +32,8 @@ pub struct Setup<'a> {
     pub poll: &'a str,
     /// A `webhookSecret` in the config (polling slows down five times).
     pub webhooks: bool,
+    /// `cleanupOnMerge: true` for the project.
+    pub cleanup_on_merge: bool,
 }
 
 impl Default for Setup<'_> {
@@ -40,6 +42,7 @@ impl Default for Setup<'_> {
             reactions: "      ci-failed:\n        auto: true",
             poll: "300ms",
             webhooks: false,
+            cleanup_on_merge: false,
         }
     }
 }
@@ -76,6 +79,7 @@ impl Loop {
       apiUrl: {api}
 {secret}
     tracker: github
+    cleanupOnMerge: {cleanup}
     reactions:
 {reactions}
 agents:
@@ -84,6 +88,7 @@ agents:
     readyPattern: "^> $"
 "#,
             api = github.url(),
+            cleanup = setup.cleanup_on_merge,
             secret = if setup.webhooks {
                 format!("      webhookSecret: {SECRET}")
             } else {

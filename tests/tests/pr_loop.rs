@@ -341,6 +341,7 @@ fn a_spent_rate_limit_holds_polling_back_until_it_resets_then_it_recovers() {
 fn a_push_racing_the_merge_is_not_merged_on_the_old_evaluation() {
     let run = Loop::start(Setup {
         reactions: "      approved-and-green:\n        auto: true\n        action: auto-merge",
+        cleanup_on_merge: true,
         ..Setup::default()
     });
     let id = run.spawn_with_pr();
@@ -374,4 +375,10 @@ fn a_push_racing_the_merge_is_not_merged_on_the_old_evaluation() {
         .filter(|e| e["type"] == "reaction.triggered" && e["action"] == "auto-merge")
         .count();
     assert_eq!(merges, 2, "one refused at the old head, one at the new");
+
+    // `cleanupOnMerge`: the merged session is cleaned up by itself.
+    let worktree = run.worktree(&id);
+    run.stack.wait_field(&id, "status", "cleanup");
+    run.event(&id, "session.cleaned");
+    assert!(!worktree.exists());
 }
