@@ -16,6 +16,7 @@
 //!   the embedded redb implementation.
 //! - [`stored`]: the shapes kept in the store, and reading them back.
 //! - [`keys`]: the versioned key layout.
+//! - [`notify`]: notifiers (Slack, webhooks, PagerDuty, email, …) behind one trait.
 //! - [`model`]: stored and shown domain types.
 //! - [`events`]: the `events.jsonl` projection of the event log.
 //! - [`leader`]: leader election and write fencing on etcd.
@@ -57,6 +58,7 @@ pub mod leader;
 pub mod liveness;
 pub mod loads;
 pub mod model;
+pub mod notify;
 pub mod orchestrator;
 pub mod pending;
 pub mod prwatch;
