@@ -5,8 +5,10 @@
 #  - on its first line (the task): edits, commits, pushes its branch and
 #    opens a PR with GitHub's REST API ($GITHUB_API_URL, $GITHUB_TOKEN,
 #    $GITHUB_REPO);
-#  - on a failed check's heading (`### <name>`): commits a fix and pushes;
-#  - on a review comment (`- path:line ...`): commits a change and pushes.
+#  - on a failed check's heading (`### <name>`) in a CI failure message:
+#    commits a fix and pushes;
+#  - on a review comment (`- path:line ...`) in a review message: commits
+#    a change and pushes.
 change() {
   echo "$1" >> feature.txt
   git add feature.txt
@@ -14,6 +16,7 @@ change() {
   git push -q origin HEAD 2>/dev/null && echo "pushed: $1"
 }
 echo "pr-bot ready"
+mode=task
 while true; do
   printf '> '
   IFS= read -r line || exit 0
@@ -29,8 +32,13 @@ while true; do
     echo "opened a PR: $code"
     continue
   fi
+  # What a line means depends on the message it is in (its first line).
   case "$line" in
-    "### "*) change "fix for ${line#\#\#\# }" ;;
-    "- "*:[0-9]*) change "review: ${line#- }" ;;
+    *"CI failed on your PR"*) mode=ci ;;
+    *"requested changes"*|*"reviewer commented"*) mode=review ;;
+  esac
+  case "$mode:$line" in
+    "ci:### "*) change "fix for ${line#\#\#\# }" ;;
+    review:"- "*:[0-9]*) change "review: ${line#- }" ;;
   esac
 done

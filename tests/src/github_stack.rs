@@ -145,14 +145,21 @@ agents:
     /// Waits until the agent of `id` was typed a line holding `text`.
     pub fn received(&self, id: &str, text: &str) -> String {
         let worktree = self.worktree(id);
-        eventually(
-            &format!("the agent receives {text:?}"),
-            Duration::from_secs(30),
-            || {
-                let log = std::fs::read_to_string(worktree.join(".received.log")).ok()?;
-                log.contains(text).then_some(log)
-            },
-        )
+        crate::poll(Duration::from_secs(30), || {
+            let log = std::fs::read_to_string(worktree.join(".received.log")).ok()?;
+            log.contains(text).then_some(log)
+        })
+        .unwrap_or_else(|| {
+            panic!(
+                "the agent did not receive {text:?}; its terminal:\n{}\nevents: {:#?}",
+                self.stack.terminal_log(id).unwrap_or_default(),
+                self.stack
+                    .events()
+                    .iter()
+                    .map(|e| format!("{} {}", e["type"], e["message"]))
+                    .collect::<Vec<_>>()
+            )
+        })
     }
 
     /// The agent's worktree.

@@ -250,25 +250,57 @@ pub(crate) mod once {
     /// moments of a restart, not after hundreds of others).
     const KEPT: usize = 256;
 
-    /// Whether `key` was typed already.
-    pub(crate) fn typed(file: &Path, key: &str) -> bool {
-        std::fs::read_to_string(file).is_ok_and(|keys| keys.lines().any(|k| k == key))
+    /// How far a message typed once got.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub(crate) enum Once {
+        /// Never seen.
+        New,
+        /// Being typed when the worker last ran: look at the screen.
+        Claimed,
+        /// Typed and submitted.
+        Typed,
     }
 
-    /// Records that `key` was typed. A failure is logged: the worst it
-    /// does is let a resent message be typed again.
-    pub(crate) fn note(file: &Path, key: &str) {
-        let keys = std::fs::read_to_string(file).unwrap_or_default();
-        let count = keys.lines().count();
+    impl Once {
+        fn word(self) -> &'static str {
+            match self {
+                Self::New => "new",
+                Self::Claimed => "claimed",
+                Self::Typed => "typed",
+            }
+        }
+    }
+
+    /// How far `key` got, from the last record of it.
+    pub(crate) fn state(file: &Path, key: &str) -> Once {
+        let text = std::fs::read_to_string(file).unwrap_or_default();
+        text.lines()
+            .rev()
+            .find_map(|line| match line.split_once(' ') {
+                Some(("claimed", k)) if k == key => Some(Once::Claimed),
+                Some(("typed", k)) if k == key => Some(Once::Typed),
+                _ => None,
+            })
+            .unwrap_or(Once::New)
+    }
+
+    /// Records that `key` got to `step`: claimed before it is typed (so
+    /// that a worker dying while typing it knows to look), typed after. A
+    /// failure is logged: the worst it does is let a resent message be
+    /// typed again.
+    pub(crate) fn note(file: &Path, key: &str, step: Once) {
+        let line = format!("{} {key}", step.word());
+        let text = std::fs::read_to_string(file).unwrap_or_default();
+        let count = text.lines().count();
         let result = if count >= KEPT {
-            let kept: Vec<&str> = keys.lines().skip(count + 1 - KEPT).collect();
-            std::fs::write(file, format!("{}\n{key}\n", kept.join("\n")))
+            let kept: Vec<&str> = text.lines().skip(count + 1 - KEPT).collect();
+            std::fs::write(file, format!("{}\n{line}\n", kept.join("\n")))
         } else {
             std::fs::OpenOptions::new()
                 .create(true)
                 .append(true)
                 .open(file)
-                .and_then(|mut f| writeln!(f, "{key}"))
+                .and_then(|mut f| writeln!(f, "{line}"))
         };
         if let Err(e) = result {
             tracing::warn!(file = %file.display(), "cannot record a typed message: {e}");
@@ -280,17 +312,22 @@ pub(crate) mod once {
         use super::*;
 
         #[test]
-        fn a_key_is_typed_once_and_old_keys_are_forgotten() {
+        fn a_key_goes_from_claimed_to_typed_and_old_keys_are_forgotten() {
             let dir = tempfile::tempdir().unwrap();
             let file = dir.path().join("typed-once");
-            assert!(!typed(&file, "a"));
-            note(&file, "a");
-            assert!(typed(&file, "a") && !typed(&file, "b"));
+            assert_eq!(state(&file, "a"), Once::New);
+            note(&file, "a", Once::Claimed);
+            assert_eq!(state(&file, "a"), Once::Claimed);
+            note(&file, "a", Once::Typed);
+            assert_eq!(
+                (state(&file, "a"), state(&file, "b")),
+                (Once::Typed, Once::New)
+            );
             for i in 0..KEPT {
-                note(&file, &i.to_string());
+                note(&file, &i.to_string(), Once::Typed);
             }
-            assert!(!typed(&file, "a"), "the oldest key is forgotten");
-            assert!(typed(&file, &(KEPT - 1).to_string()));
+            assert_eq!(state(&file, "a"), Once::New, "the oldest key is forgotten");
+            assert_eq!(state(&file, &(KEPT - 1).to_string()), Once::Typed);
             let lines = std::fs::read_to_string(&file).unwrap().lines().count();
             assert_eq!(lines, KEPT);
         }

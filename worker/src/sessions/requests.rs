@@ -2,6 +2,7 @@
 //! off its loop: input to type, and a finished session's worktree to remove.
 
 use super::*;
+use crate::delivery::once::{self, Once};
 
 impl Actor {
     /// A finished session's end: unless it is a dry run, the session is
@@ -88,7 +89,7 @@ impl Actor {
         let once = self.settings.home.typed_once(&i.session_id);
         self.tasks.spawn(async move {
             if let Some(key) = &i.once_key {
-                if crate::delivery::once::typed(&once, key) {
+                if typed_before(runtime.as_ref(), &once, key, &i.session_id, &i.text).await {
                     let _ = reports.send(outcome(Ok(()))).await;
                     return;
                 }
@@ -105,9 +106,61 @@ impl Actor {
                 deliver(runtime.as_ref(), &keyboard, &i.session_id, &i.text).await
             };
             if let (Ok(()), Some(key)) = (&delivered, &i.once_key) {
-                crate::delivery::once::note(&once, key);
+                once::note(&once, key, Once::Typed);
             }
             let _ = reports.send(outcome(delivered.map_err(|e| e.reason))).await;
         });
+    }
+}
+
+/// Whether the message `key` names was typed already: recorded typed, or
+/// claimed by a worker that died while typing it and on the screen. A
+/// message not seen before is claimed now, before it is typed.
+async fn typed_before(
+    runtime: &dyn Runtime,
+    file: &std::path::Path,
+    key: &str,
+    session: &str,
+    text: &str,
+) -> bool {
+    match once::state(file, key) {
+        Once::Typed => true,
+        Once::Claimed => {
+            let needle = crate::delivery::echo_needle(&distinctive(text));
+            let shown = runtime
+                .capture(session, crate::delivery::HISTORY)
+                .await
+                .is_ok_and(|screen| screen.contains(&needle));
+            if shown {
+                once::note(file, key, Once::Typed);
+            }
+            shown
+        }
+        Once::New => {
+            once::note(file, key, Once::Claimed);
+            false
+        }
+    }
+}
+
+/// `text` up to its last line that says something (not a code fence or
+/// a short line), so that what is looked for on the screen is its own.
+fn distinctive(text: &str) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    let says = |l: &&str| {
+        let t = l.trim();
+        t.len() >= 8 && !t.chars().all(|c| c == '`')
+    };
+    let keep = lines.iter().rposition(says).map_or(lines.len(), |i| i + 1);
+    lines[..keep].join("\n")
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_message_is_looked_for_by_its_last_line_that_says_something() {
+        let ci = "CI failed.\n\n### test\n```\nexpected 42, got 41\n```";
+        assert!(super::distinctive(ci).ends_with("expected 42, got 41"));
+        assert_eq!(super::distinctive("plain message"), "plain message");
     }
 }
