@@ -263,3 +263,82 @@ async fn pagerduty_triggers_then_resolves() {
     assert_eq!(resolve["routing_key"], "PDKEY123");
     assert_eq!(resolve["dedup_key"], trigger["dedup_key"]);
 }
+
+/// The original docs' Slack block, as written.
+const DOCS_SLACK: &str = r##"notifiers:
+  slack:
+    plugin: slack
+    webhook: ${SLACK_WEBHOOK_URL}
+    channel: "#agent-updates"
+
+notificationRouting:
+  urgent: [slack]
+  action: [slack]
+  warning: [slack]
+  info: [slack]
+"##;
+
+/// The original docs' Discord block, as written.
+const DOCS_DISCORD: &str = r##"notifiers:
+  discord:
+    plugin: webhook
+    url: ${DISCORD_WEBHOOK_URL}
+    method: POST
+    headers:
+      Content-Type: "application/json"
+"##;
+
+/// The original docs' PagerDuty block, as written, with the `slack` its
+/// routing names added under `notifiers`.
+const DOCS_PAGERDUTY: &str = r##"notifiers:
+  slack: {plugin: slack, webhook: "${SLACK_WEBHOOK_URL}"}
+  pagerduty:
+    plugin: webhook
+    url: https://events.pagerduty.com/v2/enqueue
+    method: POST
+    headers:
+      Authorization: "Token token=${PAGERDUTY_TOKEN}"
+      Content-Type: "application/json"
+
+notificationRouting:
+  urgent: [pagerduty]  # Only page for urgent issues
+  action: [slack]
+  warning: [slack]
+  info: []
+"##;
+
+#[tokio::test]
+async fn the_original_docs_blocks_load_unchanged_and_deliver() {
+    let (receiver, base) = Receiver::start(vec![OK]).await;
+    let env = |name: &str| match name {
+        "SLACK_WEBHOOK_URL" => Some(format!("{base}/services/T0/B0/X")),
+        "DISCORD_WEBHOOK_URL" => Some(format!("{base}/api/webhooks/1/Y")),
+        "PAGERDUTY_TOKEN" => Some("PDKEY123".to_owned()),
+        _ => None,
+    };
+    let load = |text: &str| {
+        crate::config::parse_str(text, std::path::Path::new("/etc/ao.yaml"), &env).unwrap()
+    };
+    let slack = load(DOCS_SLACK);
+    let discord = load(DOCS_DISCORD);
+    for (config, id) in [(&slack, "slack"), (&discord, "discord")] {
+        build(id, &config.notifiers[id])
+            .unwrap()
+            .send(&stuck())
+            .await
+            .unwrap();
+    }
+    let got = receiver.received();
+    assert_eq!(got[0].path, "/services/T0/B0/X");
+    assert_eq!(got[0].body["channel"], "#agent-updates");
+    assert_eq!(got[0].body["text"], slack_text(&stuck()));
+    assert_eq!(got[1].path, "/api/webhooks/1/Y");
+    assert_eq!(got[1].body["embeds"][0]["title"], "Session fe-1");
+    assert_eq!(got[1].body["content"], "Agent fe-1 stuck on issue #123");
+
+    // Its URL is PagerDuty's own, which a test cannot reach: it loads and
+    // builds; the Events v2 bodies it sends are checked above.
+    let pagerduty = load(DOCS_PAGERDUTY);
+    assert!(pagerduty.notification_routing.info.is_empty());
+    build("pagerduty", &pagerduty.notifiers["pagerduty"]).unwrap();
+}
