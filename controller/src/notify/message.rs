@@ -140,6 +140,27 @@ fn slack_escape(text: &str) -> String {
         .replace('>', "&gt;")
 }
 
+/// Session, project, issue, PR, priority and event type, as `Label: value`;
+/// `escape` quotes the values, `pr` writes the PR from its number and link.
+fn facts(
+    n: &Notification,
+    escape: impl Fn(&str) -> String,
+    pr: impl Fn(Option<u32>, Option<&str>) -> Option<String>,
+) -> Vec<String> {
+    let escaped = |value: Option<String>| value.map(|v| escape(&v));
+    [
+        ("Session", escaped(n.session_id.clone())),
+        ("Project", escaped(n.project_id.clone())),
+        ("Issue", escaped(issue(n))),
+        ("PR", pr(n.pr_number, pr_url(n))),
+        ("Priority", Some(n.priority.as_str().to_owned())),
+        ("Event", escaped(Some(n.kind.clone()))),
+    ]
+    .into_iter()
+    .filter_map(|(label, value)| Some(format!("{label}: {}", value?)))
+    .collect()
+}
+
 /// A readable Slack message: the headline, what happened, then session,
 /// project, issue, PR and priority.
 pub(super) fn slack_text(n: &Notification) -> String {
@@ -148,26 +169,34 @@ pub(super) fn slack_text(n: &Notification) -> String {
         text.push('\n');
         text.push_str(&slack_escape(message));
     }
-    let mut facts = Vec::new();
-    if let Some(session) = &n.session_id {
-        facts.push(format!("Session: {}", slack_escape(session)));
-    }
-    if let Some(project) = &n.project_id {
-        facts.push(format!("Project: {}", slack_escape(project)));
-    }
-    if let Some(issue) = issue(n) {
-        facts.push(format!("Issue: {}", slack_escape(&issue)));
-    }
-    match (n.pr_number, pr_url(n)) {
-        (Some(number), Some(url)) => facts.push(format!("PR: <{url}|#{number}>")),
-        (Some(number), None) => facts.push(format!("PR: #{number}")),
-        (None, Some(url)) => facts.push(format!("PR: <{url}>")),
-        (None, None) => {}
-    }
-    facts.push(format!("Priority: {}", n.priority.as_str()));
-    facts.push(format!("Event: {}", n.kind));
+    let facts = facts(n, slack_escape, |number, url| match (number, url) {
+        (Some(number), Some(url)) => Some(format!("<{url}|#{number}>")),
+        (Some(number), None) => Some(format!("#{number}")),
+        (None, Some(url)) => Some(format!("<{url}>")),
+        (None, None) => None,
+    });
     text.push('\n');
     text.push_str(&facts.join(" · "));
+    text
+}
+
+/// The same in plain text, one fact a line: an email's body.
+pub(super) fn plain_text(n: &Notification) -> String {
+    let mut text = headline(n);
+    text.push_str("\n\n");
+    if let Some(message) = &n.message {
+        text.push_str(message);
+        text.push_str("\n\n");
+    }
+    let facts = facts(n, str::to_owned, |number, url| match (number, url) {
+        (Some(number), Some(url)) => Some(format!("#{number} {url}")),
+        (Some(number), None) => Some(format!("#{number}")),
+        (None, url) => url.map(str::to_owned),
+    });
+    for fact in facts {
+        text.push_str(&fact);
+        text.push('\n');
+    }
     text
 }
 
@@ -309,6 +338,16 @@ pub(super) mod tests {
         let text = body["text"].as_str().unwrap();
         assert!(text.contains("a &lt;b&gt; &amp; c"), "{text}");
         assert!(text.contains("PR: #45 ·"), "{text}");
+    }
+
+    #[test]
+    fn plain_text_has_one_fact_a_line() {
+        assert_eq!(
+            plain_text(&stuck()),
+            "Agent fe-1 stuck on issue #123\n\nAgent has been inactive for 10 minutes\n\n\
+             Session: fe-1\nProject: frontend\nIssue: #123\n\
+             PR: #45 https://github.com/o/r/pull/45\nPriority: urgent\nEvent: session.stuck\n"
+        );
     }
 
     #[test]

@@ -10,6 +10,7 @@ use async_trait::async_trait;
 
 use crate::model::EventRecord;
 
+mod email;
 mod http;
 mod message;
 mod plugins;

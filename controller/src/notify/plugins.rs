@@ -9,13 +9,22 @@ use reqwest::header::{HeaderName, HeaderValue, AUTHORIZATION};
 use reqwest::Method;
 use serde_json::Value;
 
+use super::email::{EmailNotifier, EmailTarget};
 use super::http::{Format, HttpNotifier, HttpTarget};
 use super::process::{CommandNotifier, DesktopNotifier};
 use super::Notifier;
 use crate::config::PluginConfig;
+use lettre::message::Mailbox;
 
 /// The notifier plugins, as `plugin:` names them.
-pub const NOTIFIER_PLUGINS: &[&str] = &["slack", "webhook", "pagerduty", "command", "desktop"];
+pub const NOTIFIER_PLUGINS: &[&str] = &[
+    "slack",
+    "webhook",
+    "pagerduty",
+    "email",
+    "command",
+    "desktop",
+];
 
 /// PagerDuty's Events v2 endpoint.
 const PAGERDUTY_EVENTS_URL: &str = "https://events.pagerduty.com/v2/enqueue";
@@ -53,6 +62,7 @@ impl NotifierConfigError {
 /// What a block asks for, checked; no client built yet.
 enum Spec {
     Http(HttpTarget),
+    Email(EmailTarget),
     Command { command: String },
     Desktop,
 }
@@ -69,19 +79,17 @@ pub fn check(id: &str, config: &PluginConfig) -> Result<(), NotifierConfigError>
 /// The notifier `notifiers.<id>` configures.
 ///
 /// # Errors
-/// As [`check`], and when the HTTP client cannot be set up (no
-/// certificate store on this machine).
+/// As [`check`], and when the HTTP client or TLS cannot be set up (no
+/// certificate store on this machine, an unreadable `caFile`).
 pub fn build(id: &str, config: &PluginConfig) -> Result<Box<dyn Notifier>, NotifierConfigError> {
+    let failed = |problem| NotifierConfigError {
+        id: id.to_owned(),
+        field: None,
+        problem,
+    };
     Ok(match spec(id, config)? {
-        Spec::Http(target) => {
-            Box::new(
-                HttpNotifier::new(target).map_err(|problem| NotifierConfigError {
-                    id: id.to_owned(),
-                    field: None,
-                    problem,
-                })?,
-            )
-        }
+        Spec::Http(target) => Box::new(HttpNotifier::new(target).map_err(failed)?),
+        Spec::Email(target) => Box::new(EmailNotifier::new(target).map_err(failed)?),
         Spec::Command { command } => Box::new(CommandNotifier::new(command)),
         Spec::Desktop => Box::new(DesktopNotifier::from_env()),
     })
@@ -124,6 +132,46 @@ impl<'a> Settings<'a> {
                 "expected an http(s) URL",
             )),
         }
+    }
+
+    fn mailbox(&self, key: &str, value: &str) -> Result<Mailbox, NotifierConfigError> {
+        value.parse().map_err(|_| {
+            NotifierConfigError::new(self.id, key, format!("`{value}` is not an email address"))
+        })
+    }
+
+    /// One address or a list of them.
+    fn mailboxes(&mut self, key: &str) -> Result<Vec<Mailbox>, NotifierConfigError> {
+        let values: Vec<&str> = match self.left.remove(key) {
+            Some(Value::String(one)) => vec![one],
+            Some(Value::Array(list)) => list
+                .iter()
+                .map(|v| {
+                    v.as_str().ok_or_else(|| {
+                        NotifierConfigError::new(self.id, key, "expected addresses as strings")
+                    })
+                })
+                .collect::<Result<_, _>>()?,
+            Some(_) => {
+                return Err(NotifierConfigError::new(
+                    self.id,
+                    key,
+                    "expected an address or a list of them",
+                ))
+            }
+            None => Vec::new(),
+        };
+        if values.is_empty() {
+            return Err(NotifierConfigError::new(
+                self.id,
+                key,
+                format!(
+                    "required by the {} notifier: who receives the emails",
+                    self.plugin
+                ),
+            ));
+        }
+        values.into_iter().map(|v| self.mailbox(key, v)).collect()
     }
 
     fn headers(&mut self) -> Result<Vec<(HeaderName, HeaderValue)>, NotifierConfigError> {
@@ -264,6 +312,31 @@ fn spec(id: &str, config: &PluginConfig) -> Result<Spec, NotifierConfigError> {
                 },
             })
         }
+        "email" => {
+            let smtp = s.required("smtp", "the relay as `smtp://user:pass@host:587`")?;
+            let smtp = match reqwest::Url::parse(smtp) {
+                Ok(url) if matches!(url.scheme(), "smtp" | "smtps") && url.has_host() => url,
+                // The value is not echoed: it holds the password.
+                _ => {
+                    return Err(NotifierConfigError::new(
+                        id,
+                        "smtp",
+                        "expected `smtp://[user:pass@]host[:port]` (STARTTLS) or `smtps://…` \
+                         (implicit TLS)",
+                    ))
+                }
+            };
+            let from = s.required("from", "the sender's address")?;
+            let from = s.mailbox("from", from)?;
+            let to = s.mailboxes("to")?;
+            let ca_file = s.string("caFile")?.map(std::path::PathBuf::from);
+            Spec::Email(EmailTarget {
+                smtp,
+                from,
+                to,
+                ca_file,
+            })
+        }
         "command" => Spec::Command {
             command: s
                 .required("command", "the shell command that reads the event on stdin")?
@@ -319,6 +392,7 @@ impl fmt::Debug for Spec {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Spec::Http(target) => write!(f, "Http({target:?})"),
+            Spec::Email(_) => f.write_str("Email"),
             Spec::Command { .. } => f.write_str("Command"),
             Spec::Desktop => f.write_str("Desktop"),
         }
@@ -493,6 +567,16 @@ mod tests {
             matches!(ok("command", json!({"command": "cat"})), Spec::Command { command } if command == "cat")
         );
         assert!(matches!(ok("desktop", json!({})), Spec::Desktop));
+        let Spec::Email(e) = ok(
+            "email",
+            json!({"smtp": "smtps://u:p@mail.example.com", "from": "ao <ao@example.com>",
+                   "to": ["a@example.com", "b@example.com"]}),
+        ) else {
+            panic!()
+        };
+        assert_eq!(e.from.to_string(), "ao <ao@example.com>");
+        assert_eq!(e.to.len(), 2);
+        assert_eq!(e.smtp.scheme(), "smtps");
     }
 
     /// The original docs' PagerDuty block: its token header is the key.
