@@ -127,3 +127,6 @@ impl Notifier for EmailNotifier {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;
