@@ -6,7 +6,7 @@ use std::fmt;
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
-use reqwest::header::{HeaderName, HeaderValue, RETRY_AFTER};
+use reqwest::header::{HeaderMap, RETRY_AFTER};
 use reqwest::{Method, Response, StatusCode, Url};
 use serde_json::Value;
 
@@ -38,7 +38,7 @@ pub(super) enum Format {
 pub(super) struct HttpTarget {
     pub url: Url,
     pub method: Method,
-    pub headers: Vec<(HeaderName, HeaderValue)>,
+    pub headers: HeaderMap,
     pub format: Format,
 }
 
@@ -70,8 +70,8 @@ impl HttpNotifier {
         let origin = target.url.origin().ascii_serialization();
         let mut secrets: Vec<String> = target
             .headers
-            .iter()
-            .filter_map(|(_, v)| v.to_str().ok().map(str::to_owned))
+            .values()
+            .filter_map(|v| v.to_str().ok().map(str::to_owned))
             .collect();
         secrets.extend(target.url.query().map(str::to_owned));
         if target.url.path().len() > 1 {
@@ -106,17 +106,19 @@ impl HttpNotifier {
     }
 
     async fn post(&self, body: &Value) -> Result<String, NotifyError> {
-        let mut request = self
+        // `headers` replaces what `json` set: a configured `Content-Type`
+        // is sent once, not twice.
+        let response = self
             .client
             .request(self.target.method.clone(), self.target.url.clone())
-            .json(body);
-        for (name, value) in &self.target.headers {
-            request = request.header(name, value);
-        }
-        let response = request.send().await.map_err(|e| NotifyError::Retry {
-            reason: self.redact(&format!("{} cannot be reached: {}", self.origin, chain(&e))),
-            after: None,
-        })?;
+            .json(body)
+            .headers(self.target.headers.clone())
+            .send()
+            .await
+            .map_err(|e| NotifyError::Retry {
+                reason: self.redact(&format!("{} cannot be reached: {}", self.origin, chain(&e))),
+                after: None,
+            })?;
         let status = response.status();
         let after = retry_after(&response, SystemTime::now());
         let text = response.text().await.unwrap_or_default();

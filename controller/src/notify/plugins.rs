@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
-use reqwest::header::{HeaderName, HeaderValue, AUTHORIZATION};
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue, AUTHORIZATION};
 use reqwest::Method;
 use serde_json::Value;
 
@@ -174,9 +174,9 @@ impl<'a> Settings<'a> {
         values.into_iter().map(|v| self.mailbox(key, v)).collect()
     }
 
-    fn headers(&mut self) -> Result<Vec<(HeaderName, HeaderValue)>, NotifierConfigError> {
+    fn headers(&mut self) -> Result<HeaderMap, NotifierConfigError> {
         let Some(value) = self.left.remove("headers") else {
-            return Ok(Vec::new());
+            return Ok(HeaderMap::new());
         };
         let Value::Object(map) = value else {
             return Err(NotifierConfigError::new(
@@ -249,7 +249,7 @@ fn spec(id: &str, config: &PluginConfig) -> Result<Spec, NotifierConfigError> {
             Spec::Http(HttpTarget {
                 url,
                 method: Method::POST,
-                headers: Vec::new(),
+                headers: HeaderMap::new(),
                 format: Format::Slack { channel },
             })
         }
@@ -306,7 +306,7 @@ fn spec(id: &str, config: &PluginConfig) -> Result<Spec, NotifierConfigError> {
             Spec::Http(HttpTarget {
                 url,
                 method: Method::POST,
-                headers: Vec::new(),
+                headers: HeaderMap::new(),
                 format: Format::PagerDuty {
                     routing_key: key.to_owned(),
                 },
@@ -364,13 +364,12 @@ fn spec(id: &str, config: &PluginConfig) -> Result<Spec, NotifierConfigError> {
 fn pagerduty(
     id: &str,
     routing_key: Option<&str>,
-    headers: &[(HeaderName, HeaderValue)],
+    headers: &HeaderMap,
 ) -> Result<Format, NotifierConfigError> {
     let from_header = || {
         headers
-            .iter()
-            .find(|(name, _)| name == AUTHORIZATION)
-            .and_then(|(_, value)| value.to_str().ok())
+            .get(AUTHORIZATION)
+            .and_then(|value| value.to_str().ok())
             .and_then(|value| value.trim().strip_prefix("Token token="))
             .map(str::trim)
             .filter(|token| !token.is_empty())

@@ -3,7 +3,7 @@
 use std::sync::{Arc, Mutex};
 
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::Router;
@@ -127,6 +127,7 @@ async fn a_webhook_sends_the_event_with_slack_and_discord_fields_and_its_headers
     );
     let got = &receiver.received()[0];
     assert_eq!(got.headers["x-extra"], "yes");
+    assert_eq!(got.headers.get_all("content-type").iter().count(), 1);
     assert_eq!(got.body, combined_body(&stuck()));
     assert_eq!(got.body["embeds"][0]["title"], "Session fe-1");
     assert_eq!(got.body["sessionId"], "fe-1");
