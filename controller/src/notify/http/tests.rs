@@ -205,6 +205,25 @@ async fn an_unreachable_receiver_is_retried_without_the_secret() {
     assert!(!reason.contains("XYZSECRET"), "{reason}");
 }
 
+/// A receiver that takes the connection and never answers: after the
+/// 10 s deadline (on tokio's paused clock), a retry.
+#[tokio::test(start_paused = true)]
+async fn a_receiver_that_never_answers_times_out_into_a_retry() {
+    // The kernel completes the handshake; nobody ever reads or answers.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = silent.local_addr().unwrap();
+    let hook = notifier("webhook", json!({"url": format!("http://{addr}/hook")}));
+    let Err(NotifyError::Retry { reason, after }) = hook.send(&stuck()).await else {
+        panic!("expected a retry");
+    };
+    assert_eq!(after, None);
+    assert!(
+        reason.starts_with(&format!("http://{addr} cannot be reached: timed out")),
+        "{reason}"
+    );
+    drop(silent);
+}
+
 #[tokio::test]
 async fn an_answer_quoting_a_secret_is_redacted() {
     let (_receiver, base) = Receiver::start(vec![(
