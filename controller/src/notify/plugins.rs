@@ -3,8 +3,8 @@
 //! [`build`] applies when the notifiers start.
 
 use std::collections::BTreeMap;
-use std::fmt;
 
+use lettre::message::Mailbox;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue, AUTHORIZATION};
 use reqwest::Method;
 use serde_json::Value;
@@ -14,7 +14,6 @@ use super::http::{Format, HttpNotifier, HttpTarget};
 use super::process::{CommandNotifier, DesktopNotifier};
 use super::Notifier;
 use crate::config::PluginConfig;
-use lettre::message::Mailbox;
 
 /// The notifier plugins, as `plugin:` names them.
 pub const NOTIFIER_PLUGINS: &[&str] = &[
@@ -384,17 +383,6 @@ fn pagerduty(
             "required to send PagerDuty events: the Events v2 integration key \
              (or an `Authorization: Token token=<key>` header)",
         )),
-    }
-}
-
-impl fmt::Debug for Spec {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Spec::Http(target) => write!(f, "Http({target:?})"),
-            Spec::Email(_) => f.write_str("Email"),
-            Spec::Command { .. } => f.write_str("Command"),
-            Spec::Desktop => f.write_str("Desktop"),
-        }
     }
 }
 
