@@ -77,6 +77,20 @@ pub(super) fn validate(config: &Config, locator: &Locator<'_>) -> Result<(), Con
     ] {
         check_notifiers(&["notificationRouting", priority], names)?;
     }
+    for (id, notifier) in &config.notifiers {
+        crate::notify::check(id, notifier).map_err(|e| {
+            let mut path = vec!["notifiers", id.as_str()];
+            // A header name may hold a `.`: split off `headers` only.
+            path.extend(
+                e.field
+                    .as_deref()
+                    .map(|f| f.splitn(2, '.'))
+                    .into_iter()
+                    .flatten(),
+            );
+            locator.error(&path, e.problem)
+        })?;
+    }
 
     let check_reactions = |at: &[&str], reactions: &BTreeMap<String, ReactionConfig>| {
         for (name, reaction) in reactions {
@@ -417,5 +431,45 @@ mod tests {
             "reactions:\n  approved-and-green:\n    action: auto-merge\n  merge-conflicts:\n    \
                   escalateAfter: 15m\n  ci-failed:\n    escalateAfter: 3\n";
         assert!(parse(ok).is_ok());
+    }
+
+    /// A notifier block a plugin cannot use is refused at its key path and line.
+    #[test]
+    fn notifier_errors_name_the_key_path_and_line() {
+        use crate::config::parse_str;
+        let parse = |text: &str| parse_str(text, Path::new("/etc/ao.yaml"), &|_| None);
+        for (text, key, line, message) in [
+            (
+                "notifiers:\n  team:\n    plugin: slack\n    channel: \"#a\"\n",
+                "notifiers.team.webhook",
+                2,
+                "required by the slack notifier",
+            ),
+            (
+                "notifiers:\n  hook:\n    plugin: webhook\n    url: https://h/x\n    \
+                 headers:\n      X-Token: 5\n",
+                "notifiers.hook.headers.X-Token",
+                6,
+                "expected a string",
+            ),
+            (
+                "notifiers:\n  pd:\n    plugin: webhook\n    url: https://h/x\n    \
+                 format: pagerduty\n",
+                "notifiers.pd.routingKey",
+                2,
+                "Events v2 integration key",
+            ),
+            (
+                "notifiers:\n  x:\n    plugin: fax\n",
+                "notifiers.x.plugin",
+                3,
+                "unknown notifier plugin `fax`",
+            ),
+        ] {
+            let err = parse(text).expect_err(text);
+            assert_eq!(err.key.as_deref(), Some(key), "{err}");
+            assert_eq!(err.line, Some(line), "{err}");
+            assert!(err.message.contains(message), "{err}");
+        }
     }
 }

@@ -10,6 +10,15 @@ use async_trait::async_trait;
 
 use crate::model::EventRecord;
 
+mod email;
+mod http;
+mod message;
+mod plugins;
+mod process;
+
+pub use message::{condition, dedup_key, headline, resolves};
+pub use plugins::{build, check, NotifierConfigError, NOTIFIER_PLUGINS};
+
 /// What a notifier is asked to deliver: one event of the log, as written.
 pub type Notification = EventRecord;
 
