@@ -4,6 +4,8 @@
 //! business; queueing, retries, cooldown and the `notification.*` events
 //! are the dispatcher's.
 
+pub mod dispatch;
+
 use std::time::Duration;
 
 use async_trait::async_trait;
