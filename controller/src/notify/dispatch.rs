@@ -10,14 +10,33 @@
 //!
 //! The sessions actor writes one queue entry per notifier in the same
 //! transaction as the event ([`enqueue`]), so that an accepted
-//! notification outlives a crash; the [`Dispatcher`] delivers and removes
-//! them.
+//! notification outlives a crash, and publishes the queue in its snapshot.
+//! The [`Dispatcher`] delivers each entry in a task of its own (a slow or
+//! failing receiver delays nobody), retries with backoff, and reports the
+//! outcome back to the actor, which removes the entry and records
+//! `notification.sent` or `notification.failed` in one write. Delivery is
+//! at least once: a crash between a receiver's answer and that write
+//! delivers the entry again after the restart.
+//!
+//! Cooldown: a second entry for the same notifier and the same (session,
+//! reaction or event type) within [`Pace::cooldown`] of the last one is
+//! dropped (removed without an event). The cooldown is kept in memory: a
+//! restarted controller starts without one.
 
-use crate::config::{Config, ReactionAction, ReactionKey};
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::{Notifier, NotifyError};
+use crate::config::{Config, PluginConfig, ReactionAction, ReactionKey};
+use crate::handle::ControllerHandle;
 use crate::keys;
-use crate::model::{EventRecord, Priority};
+use crate::model::{EventRecord, NewEvent, Priority};
 use crate::reactions::policy;
-use crate::store::encode;
 
 /// Whether `event` is one a human is told of.
 fn worth_notifying(event: &EventRecord) -> bool {
@@ -59,15 +78,240 @@ pub fn route(config: &Config, event: &EventRecord) -> Vec<String> {
 
 /// The queue entries for `events` as numbered by the actor's write: one
 /// per event and notifier, keyed by both, holding the event.
-pub fn enqueue(config: &Config, events: &[EventRecord]) -> Vec<(String, Vec<u8>)> {
+pub fn enqueue(config: &Config, events: &[EventRecord]) -> Vec<(String, EventRecord)> {
     events
         .iter()
         .flat_map(|event| {
             route(config, event)
                 .into_iter()
-                .map(move |notifier| (keys::notification(&notifier, event.id), encode(event)))
+                .map(move |notifier| (keys::notification(&notifier, event.id), event.clone()))
         })
         .collect()
+}
+
+/// The queued entries by key, as the actor publishes them.
+pub type Queue = rpds::RedBlackTreeMapSync<String, Arc<EventRecord>>;
+
+/// How one queue entry ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Delivery {
+    /// The receiver took it, answering `answer`, at try `tries`.
+    Sent { answer: String, tries: u32 },
+    /// Refused for good, or still failing at the last try.
+    Failed { reason: String, tries: u32 },
+    /// Dropped: the same notifier was told of the same thing within the cooldown.
+    Folded,
+}
+
+/// The event that records how the entry of `event` for `notifier` ended
+/// (none for a folded one).
+pub fn delivery_event(
+    notifier: &str,
+    event: &EventRecord,
+    delivery: &Delivery,
+) -> Option<NewEvent> {
+    let (kind, priority, message, tries) = match delivery {
+        Delivery::Sent { answer, tries } => (
+            "notification.sent",
+            Priority::Info,
+            format!("{notifier} told of {} #{}: {answer}", event.kind, event.id),
+            *tries,
+        ),
+        Delivery::Failed { reason, tries } => (
+            "notification.failed",
+            Priority::Warning,
+            format!(
+                "{notifier} could not be told of {} #{} ({tries} tries): {reason}",
+                event.kind, event.id
+            ),
+            *tries,
+        ),
+        Delivery::Folded => return None,
+    };
+    let session = event
+        .project_id
+        .clone()
+        .zip(event.session_id.clone())
+        .map(|(project, session)| (project, session, event.issue_id.clone()));
+    let e = NewEvent {
+        kind,
+        priority,
+        session,
+        project: event.project_id.clone(),
+        worker: event.worker_id.clone(),
+        pr_number: event.pr_number,
+        reaction: None,
+        message: Some(message),
+        data: Some(serde_json::json!({
+            "notifier": notifier,
+            "eventId": event.id,
+            "eventType": event.kind,
+            "tries": tries,
+        })),
+    };
+    Some(e)
+}
+
+/// Builds notifier `id` from its settings (`notifiers.<id>`).
+pub type Build =
+    Arc<dyn Fn(&str, &PluginConfig) -> Result<Box<dyn Notifier>, NotifyError> + Send + Sync>;
+
+/// How deliveries are paced.
+#[derive(Debug, Clone)]
+pub struct Pace {
+    /// The waits between tries: one more try than waits. A receiver's
+    /// `Retry-After` lengthens a wait, never shortens it.
+    pub waits: Vec<Duration>,
+    /// How long a notifier is not told of the same thing twice.
+    pub cooldown: Duration,
+}
+
+impl Default for Pace {
+    fn default() -> Self {
+        let s = Duration::from_secs;
+        Self {
+            waits: vec![s(1), s(4), s(16), s(60), s(60)],
+            cooldown: s(300),
+        }
+    }
+}
+
+/// When each notifier was last told of each thing.
+#[derive(Debug, Default)]
+struct Cooldown {
+    last: HashMap<(String, String, String), Instant>,
+}
+
+impl Cooldown {
+    /// Whether `notifier` may be told of `event` at `now`; if so, the
+    /// cooldown starts again from `now`.
+    fn admit(
+        &mut self,
+        notifier: &str,
+        event: &EventRecord,
+        now: Instant,
+        cooldown: Duration,
+    ) -> bool {
+        let about = event
+            .session_id
+            .clone()
+            .or_else(|| event.project_id.clone())
+            .or_else(|| event.worker_id.clone())
+            .unwrap_or_default();
+        let what = event.reaction.clone().unwrap_or_else(|| event.kind.clone());
+        let key = (notifier.to_string(), about, what);
+        match self.last.get(&key) {
+            Some(at) if now.duration_since(*at) < cooldown => false,
+            _ => {
+                self.last.insert(key, now);
+                true
+            }
+        }
+    }
+}
+
+/// Delivers the queued notifications the actor publishes.
+pub struct Dispatcher;
+
+impl Dispatcher {
+    /// Starts the dispatcher on `tasks`; it and its deliveries stop with
+    /// `stop`, leaving what they had not delivered queued.
+    pub fn start(
+        handle: ControllerHandle,
+        build: Build,
+        pace: Pace,
+        tasks: &TaskTracker,
+        stop: CancellationToken,
+    ) {
+        tasks.spawn(run(handle, build, pace, tasks.clone(), stop));
+    }
+}
+
+async fn run(
+    handle: ControllerHandle,
+    build: Build,
+    pace: Pace,
+    tasks: TaskTracker,
+    stop: CancellationToken,
+) {
+    let mut snapshots = handle.watch();
+    let mut started: HashSet<String> = HashSet::new();
+    let mut cooldown = Cooldown::default();
+    loop {
+        let snap = snapshots.borrow_and_update().clone();
+        started.retain(|key| snap.notifications.contains_key(key));
+        for (key, event) in snap.notifications.iter() {
+            let Some((notifier, _)) = parse_key(key) else {
+                continue;
+            };
+            if !started.insert(key.clone()) {
+                continue;
+            }
+            let handle = handle.clone();
+            let key = key.clone();
+            if !cooldown.admit(notifier, event, Instant::now(), pace.cooldown) {
+                tracing::info!(notifier, event = event.id, "within the cooldown: dropped");
+                tasks.spawn(async move { handle.notified(key, Delivery::Folded).await });
+                continue;
+            }
+            let notifier = snap
+                .config
+                .as_ref()
+                .and_then(|c| c.notifiers.get(notifier))
+                .ok_or_else(|| {
+                    NotifyError::Fatal(format!("no notifier `{notifier}` in the applied config"))
+                })
+                .and_then(|settings| build(notifier, settings));
+            let (event, waits, stop) = (Arc::clone(event), pace.waits.clone(), stop.clone());
+            tasks.spawn(async move {
+                let delivery = match notifier {
+                    Ok(notifier) => deliver(notifier.as_ref(), &event, &waits, &stop).await,
+                    Err(e) => Some(Delivery::Failed {
+                        reason: e.to_string(),
+                        tries: 0,
+                    }),
+                };
+                if let Some(delivery) = delivery {
+                    handle.notified(key, delivery).await;
+                }
+            });
+        }
+        tokio::select! {
+            () = stop.cancelled() => return,
+            changed = snapshots.changed() => if changed.is_err() { return },
+        }
+    }
+}
+
+/// Tries `event` with `notifier` until it is taken, refused for good, or
+/// the waits run out; `None` if `stop` came first.
+async fn deliver(
+    notifier: &dyn Notifier,
+    event: &EventRecord,
+    waits: &[Duration],
+    stop: &CancellationToken,
+) -> Option<Delivery> {
+    let mut tries = 0;
+    loop {
+        tries += 1;
+        let result = tokio::select! {
+            () = stop.cancelled() => return None,
+            result = notifier.send(event) => result,
+        };
+        let (reason, after) = match result {
+            Ok(answer) => return Some(Delivery::Sent { answer, tries }),
+            Err(NotifyError::Fatal(reason)) => return Some(Delivery::Failed { reason, tries }),
+            Err(NotifyError::Retry { reason, after }) => (reason, after),
+        };
+        let Some(wait) = waits.get(tries as usize - 1) else {
+            return Some(Delivery::Failed { reason, tries });
+        };
+        let wait = after.map_or(*wait, |after| after.max(*wait));
+        tokio::select! {
+            () = stop.cancelled() => return None,
+            () = tokio::time::sleep(wait) => {}
+        }
+    }
 }
 
 /// The notifier and event id of queue key `key`, if it is one.
@@ -214,8 +458,165 @@ notifiers:
             [keys::notification("chat", 7), keys::notification("mail", 7)]
         );
         assert_eq!(parse_key(keys[1]), Some(("mail", 7)));
-        let stored: EventRecord = serde_json::from_slice(&entries[0].1).unwrap();
-        assert_eq!(stored, events[0]);
+        assert_eq!(entries[0].1, events[0]);
         assert_eq!(parse_key(&keys::session("app-1")), None);
+    }
+
+    /// Answers with what it is given, one answer per try, recording the
+    /// tries' times on tokio's clock.
+    struct Scripted {
+        answers: std::sync::Mutex<Vec<Result<String, NotifyError>>>,
+        tries: std::sync::Mutex<Vec<Instant>>,
+    }
+
+    impl Scripted {
+        fn new(mut answers: Vec<Result<String, NotifyError>>) -> Self {
+            answers.reverse();
+            Self {
+                answers: std::sync::Mutex::new(answers),
+                tries: std::sync::Mutex::default(),
+            }
+        }
+
+        /// The waits between its tries.
+        fn gaps(&self) -> Vec<Duration> {
+            let tries = self.tries.lock().unwrap();
+            tries.windows(2).map(|w| w[1] - w[0]).collect()
+        }
+    }
+
+    #[async_trait::async_trait]
+    impl Notifier for Scripted {
+        async fn send(&self, _: &EventRecord) -> Result<String, NotifyError> {
+            self.tries.lock().unwrap().push(Instant::now());
+            self.answers.lock().unwrap().pop().expect("a try too many")
+        }
+    }
+
+    fn retry(after: Option<u64>) -> Result<String, NotifyError> {
+        Err(NotifyError::Retry {
+            reason: "HTTP 500".into(),
+            after: after.map(Duration::from_secs),
+        })
+    }
+
+    fn some_event() -> EventRecord {
+        event(
+            1,
+            "reaction.escalated",
+            Priority::Urgent,
+            Some(("ci-failed", "send-to-agent")),
+        )
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_failing_receiver_is_retried_with_backoff_honouring_retry_after() {
+        let receiver = Scripted::new(vec![retry(None), retry(Some(30)), Ok("ok".into())]);
+        let pace = Pace::default();
+        let delivery = deliver(
+            &receiver,
+            &some_event(),
+            &pace.waits,
+            &CancellationToken::new(),
+        )
+        .await;
+        assert_eq!(
+            delivery,
+            Some(Delivery::Sent {
+                answer: "ok".into(),
+                tries: 3
+            })
+        );
+        assert_eq!(
+            receiver.gaps(),
+            [Duration::from_secs(1), Duration::from_secs(30)]
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_last_try_fails_and_a_refusal_is_not_retried() {
+        let waits = [Duration::from_secs(1), Duration::from_secs(4)];
+        let stop = CancellationToken::new();
+        let always = Scripted::new(vec![retry(None), retry(None), retry(None)]);
+        assert_eq!(
+            deliver(&always, &some_event(), &waits, &stop).await,
+            Some(Delivery::Failed {
+                reason: "HTTP 500".into(),
+                tries: 3
+            })
+        );
+        let refused = Scripted::new(vec![Err(NotifyError::Fatal("HTTP 404".into()))]);
+        assert_eq!(
+            deliver(&refused, &some_event(), &waits, &stop).await,
+            Some(Delivery::Failed {
+                reason: "HTTP 404".into(),
+                tries: 1
+            })
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stop_leaves_the_entry_undelivered() {
+        let receiver = Scripted::new(vec![retry(None)]);
+        let stop = CancellationToken::new();
+        let (e, waits) = (some_event(), Pace::default().waits);
+        let waiting = deliver(&receiver, &e, &waits, &stop);
+        let (delivery, ()) = tokio::join!(waiting, async { stop.cancel() });
+        assert_eq!(delivery, None);
+    }
+
+    #[test]
+    fn repeats_within_the_cooldown_are_folded_per_notifier() {
+        let mut cooldown = Cooldown::default();
+        let five_min = Duration::from_secs(300);
+        let start = Instant::now();
+        let stuck = event(
+            1,
+            "reaction.triggered",
+            Priority::Urgent,
+            Some(("agent-stuck", "notify")),
+        );
+        let again = EventRecord {
+            id: 2,
+            ..stuck.clone()
+        };
+        assert!(cooldown.admit("chat", &stuck, start, five_min));
+        assert!(!cooldown.admit("chat", &again, start + Duration::from_secs(299), five_min));
+        assert!(cooldown.admit("pager", &again, start + Duration::from_secs(299), five_min));
+        let other = EventRecord {
+            session_id: Some("app-2".into()),
+            ..again.clone()
+        };
+        assert!(cooldown.admit("chat", &other, start + Duration::from_secs(1), five_min));
+        assert!(cooldown.admit("chat", &again, start + five_min, five_min));
+    }
+
+    #[test]
+    fn outcomes_are_recorded_naming_the_notifier_and_folds_are_not() {
+        let e = some_event();
+        let failed = Delivery::Failed {
+            reason: "HTTP 500".into(),
+            tries: 6,
+        };
+        let recorded = delivery_event("pager", &e, &failed).unwrap();
+        assert_eq!(
+            (recorded.kind, recorded.priority),
+            ("notification.failed", Priority::Warning)
+        );
+        assert_eq!(recorded.session, Some(("app".into(), "app-1".into(), None)));
+        assert!(recorded
+            .message
+            .unwrap()
+            .starts_with("pager could not be told of reaction.escalated #1"));
+        assert_eq!(recorded.data.unwrap()["notifier"], "pager");
+        let sent = Delivery::Sent {
+            answer: "ok".into(),
+            tries: 1,
+        };
+        assert_eq!(
+            delivery_event("pager", &e, &sent).unwrap().kind,
+            "notification.sent"
+        );
+        assert_eq!(delivery_event("pager", &e, &Delivery::Folded), None);
     }
 }
