@@ -168,10 +168,31 @@ pub struct Pace {
 
 impl Default for Pace {
     fn default() -> Self {
-        let s = Duration::from_secs;
+        Self::from_first_wait(Duration::from_secs(1))
+    }
+}
+
+impl Pace {
+    /// Waits of `first` times 1, 4, 16, 60 and 60: six tries over about
+    /// two and a half minutes by default.
+    fn from_first_wait(first: Duration) -> Self {
         Self {
-            waits: vec![s(1), s(4), s(16), s(60), s(60)],
-            cooldown: s(300),
+            waits: [1, 4, 16, 60, 60].map(|n| first * n).to_vec(),
+            cooldown: Duration::from_secs(300),
+        }
+    }
+
+    /// The default pace, from the first wait of `AO_NOTIFY_RETRY` (e.g.
+    /// `100ms`) when set.
+    pub fn from_env() -> Self {
+        let name = ao_proto::env::AO_NOTIFY_RETRY;
+        match std::env::var(name).map(|v| (ao_proto::units::parse_duration(&v), v)) {
+            Ok((Ok(first), _)) => Self::from_first_wait(first),
+            Ok((Err(e), value)) => {
+                tracing::warn!("{name}={value} ignored: {e}");
+                Self::default()
+            }
+            Err(_) => Self::default(),
         }
     }
 }
