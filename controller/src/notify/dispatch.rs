@@ -152,6 +152,28 @@ pub fn delivery_event(
     Some(e)
 }
 
+/// What `ao notify test <notifier>` sends: an info event that is not in
+/// the log (id 0).
+pub fn test_notification(notifier: &str) -> EventRecord {
+    EventRecord {
+        id: 0,
+        timestamp: crate::model::rfc3339(&chrono::Utc::now()),
+        kind: "notification.test".into(),
+        priority: Priority::Info,
+        project_id: None,
+        session_id: None,
+        issue_id: None,
+        worker_id: None,
+        pr_number: None,
+        reaction: None,
+        action: None,
+        message: Some(format!(
+            "A test notification from ao to `{notifier}`: if you read this, it works."
+        )),
+        data: None,
+    }
+}
+
 /// Builds notifier `id` from its settings (`notifiers.<id>`).
 pub type Build =
     Arc<dyn Fn(&str, &PluginConfig) -> Result<Box<dyn Notifier>, NotifyError> + Send + Sync>;
