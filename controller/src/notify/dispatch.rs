@@ -2,10 +2,10 @@
 //! event log and them.
 //!
 //! Only the events that need a human are routed: `reaction.triggered`
-//! whose action is `notify`, `reaction.escalated`, `summary.*` and
-//! `worker.lost`. The session events those reactions answer
-//! (`session.stuck`, `session.needs_input`, `session.exited`) are not
-//! routed themselves: their reactions (`agent-stuck`, …) notify, once.
+//! whose action is `notify`, `reaction.escalated` and `worker.lost`. The
+//! events those reactions answer (`session.stuck`, `session.needs_input`,
+//! `session.exited`, `summary.all_complete`) are not routed themselves:
+//! their reactions (`agent-stuck`, `all-complete`, …) notify, once.
 //! `notification.*` events are never routed.
 //!
 //! The sessions actor writes one queue entry per notifier in the same
@@ -43,7 +43,7 @@ fn worth_notifying(event: &EventRecord) -> bool {
     match event.kind.as_str() {
         "reaction.triggered" => event.action.as_deref() == Some(ReactionAction::Notify.as_str()),
         "reaction.escalated" | "worker.lost" => true,
-        kind => kind.starts_with("summary."),
+        _ => false,
     }
 }
 
@@ -437,12 +437,13 @@ notifiers:
             Priority::Action,
             Some(("ci-failed", "send-to-agent"))
         )));
-        assert!(routed(event(
+        assert!(!routed(event(
             1,
             "summary.all_complete",
             Priority::Info,
             None
         )));
+        assert!(routed(event(1, "worker.lost", Priority::Urgent, None)));
         assert!(!routed(event(1, "session.stuck", Priority::Urgent, None)));
         assert!(!routed(event(
             1,
