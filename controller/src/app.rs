@@ -169,7 +169,7 @@ impl Controller {
         let prwatch = PrWatch::start(handle.clone(), Pace::from_env(), tasks, stop.clone());
         Dispatcher::start(
             handle.clone(),
-            Arc::new(crate::notify::build),
+            Arc::new(|id, settings| crate::notify::build(id, settings).map_err(|e| e.to_string())),
             dispatch::Pace::from_env(),
             tasks,
             stop.clone(),

@@ -329,14 +329,12 @@ impl pb::controller_server::Controller for ControllerService {
                 "no notifier `{id}` in the applied config (notifiers.{id})"
             )));
         };
-        let failed = |e: crate::notify::NotifyError| {
-            Status::failed_precondition(format!("notifier `{id}`: {e}"))
-        };
-        let notifier = crate::notify::build(&id, settings).map_err(failed)?;
+        let failed = |e: String| Status::failed_precondition(format!("notifier `{id}`: {e}"));
+        let notifier = crate::notify::build(&id, settings).map_err(|e| failed(e.to_string()))?;
         let answer = notifier
             .send(&crate::notify::dispatch::test_notification(&id))
             .await
-            .map_err(failed)?;
+            .map_err(|e| failed(e.to_string()))?;
         Ok(Response::new(pb::TestNotifierResponse { answer }))
     }
 

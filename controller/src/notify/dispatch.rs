@@ -174,9 +174,10 @@ pub fn test_notification(notifier: &str) -> EventRecord {
     }
 }
 
-/// Builds notifier `id` from its settings (`notifiers.<id>`).
+/// Builds notifier `id` from its settings (`notifiers.<id>`), or says why
+/// it cannot.
 pub type Build =
-    Arc<dyn Fn(&str, &PluginConfig) -> Result<Box<dyn Notifier>, NotifyError> + Send + Sync>;
+    Arc<dyn Fn(&str, &PluginConfig) -> Result<Box<dyn Notifier>, String> + Send + Sync>;
 
 /// How deliveries are paced.
 #[derive(Debug, Clone)]
@@ -301,18 +302,13 @@ async fn run(
                 .config
                 .as_ref()
                 .and_then(|c| c.notifiers.get(notifier))
-                .ok_or_else(|| {
-                    NotifyError::Fatal(format!("no notifier `{notifier}` in the applied config"))
-                })
+                .ok_or_else(|| format!("no notifier `{notifier}` in the applied config"))
                 .and_then(|settings| build(notifier, settings));
             let (event, waits, stop) = (Arc::clone(event), pace.waits.clone(), stop.clone());
             tasks.spawn(async move {
                 let delivery = match notifier {
                     Ok(notifier) => deliver(notifier.as_ref(), &event, &waits, &stop).await,
-                    Err(e) => Some(Delivery::Failed {
-                        reason: e.to_string(),
-                        tries: 0,
-                    }),
+                    Err(reason) => Some(Delivery::Failed { reason, tries: 0 }),
                 };
                 if let Some(delivery) = delivery {
                     handle.notified(key, delivery).await;
