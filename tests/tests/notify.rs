@@ -197,3 +197,31 @@ fn notifications_queued_at_a_kill_9_are_delivered_after_the_restart_once() {
         assert!(sessions.contains(&id.as_str()), "{sessions:?}");
     }
 }
+
+#[test]
+fn notify_test_prints_the_receivers_answer_or_fails_with_its_error() {
+    // Answers on stdout while `down` is absent; exits 1 saying why otherwise.
+    let stack = stack_with_pager(
+        "if [ -e down ]; then echo receiver down >&2; exit 1; fi; cat >> got.jsonl; echo taken",
+    );
+    stack.up();
+    let run = stack.ao(&["notify", "test", "pager"]).ok();
+    assert_eq!(run.stdout.trim(), "taken");
+    let got = std::fs::read_to_string(stack.dir.path().join("got.jsonl")).unwrap();
+    let event: serde_json::Value = serde_json::from_str(got.trim()).unwrap();
+    assert_eq!(event["type"], "notification.test", "{event}");
+    // Sent at once and not queued: nothing is recorded.
+    assert!(notifications(&stack).is_empty());
+
+    std::fs::write(stack.dir.path().join("down"), "").unwrap();
+    let run = stack.ao(&["notify", "test", "pager"]);
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert!(run.stderr.contains("receiver down"), "{}", run.stderr);
+    let run = stack.ao(&["notify", "test", "nobody"]);
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert!(
+        run.stderr.contains("no notifier `nobody`"),
+        "{}",
+        run.stderr
+    );
+}
