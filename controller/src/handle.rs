@@ -160,7 +160,7 @@ pub(crate) enum Command {
     /// A reaction's message was typed (true) or could not be (false).
     Typed(String, crate::config::ReactionKey, String, bool),
     /// How the delivery of a queued notification (its key) ended.
-    Notified(String, crate::notify::dispatch::Delivery),
+    Notified(String, crate::notify::dispatch::Delivery, Reply<()>),
 }
 
 /// One issue of a batch spawn: a new session, or why none was made.
@@ -624,9 +624,16 @@ impl ControllerHandle {
     }
 
     /// Reports how the delivery of queued notification `key` ended: the
-    /// actor removes it and records the outcome.
-    pub async fn notified(&self, key: String, delivery: crate::notify::dispatch::Delivery) {
-        let _ = self.tx.send(Command::Notified(key, delivery)).await;
+    /// actor removes it and records the outcome (nothing if it is gone).
+    ///
+    /// # Errors
+    /// The store refused the write: the entry is still queued.
+    pub async fn notified(
+        &self,
+        key: String,
+        delivery: crate::notify::dispatch::Delivery,
+    ) -> Result<(), ControllerError> {
+        self.ask(|r| Command::Notified(key, delivery, r)).await
     }
 
     pub async fn remove_worker(&self, worker: String) -> Result<(), ControllerError> {

@@ -363,7 +363,9 @@ impl Actor {
                 self.merge_done(&id, number, &sha, outcome).await;
             }
             Command::Typed(id, key, text, ok) => self.typed(&id, key, &text, ok).await,
-            Command::Notified(key, delivery) => self.notified(key, delivery).await,
+            Command::Notified(key, delivery, reply) => {
+                let _ = reply.send(self.notified(key, delivery).await);
+            }
         }
     }
 

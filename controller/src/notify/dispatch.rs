@@ -295,7 +295,7 @@ async fn run(
             let key = key.clone();
             if !cooldown.admit(notifier, event, Instant::now(), pace.cooldown) {
                 tracing::info!(notifier, event = event.id, "within the cooldown: dropped");
-                tasks.spawn(async move { handle.notified(key, Delivery::Folded).await });
+                tasks.spawn(record(handle, key, Delivery::Folded, stop.clone()));
                 continue;
             }
             let notifier = snap
@@ -311,7 +311,7 @@ async fn run(
                     Err(reason) => Some(Delivery::Failed { reason, tries: 0 }),
                 };
                 if let Some(delivery) = delivery {
-                    handle.notified(key, delivery).await;
+                    record(handle, key, delivery, stop).await;
                 }
             });
         }
@@ -319,6 +319,28 @@ async fn run(
             () = stop.cancelled() => return,
             changed = snapshots.changed() => if changed.is_err() { return },
         }
+    }
+}
+
+/// Has the actor remove entry `key` and record `delivery`; while the store
+/// refuses, asks again (the receiver is not told twice), until `stop`.
+async fn record(
+    handle: ControllerHandle,
+    key: String,
+    delivery: Delivery,
+    stop: CancellationToken,
+) {
+    let mut wait = Duration::from_secs(1);
+    loop {
+        match handle.notified(key.clone(), delivery.clone()).await {
+            Ok(()) | Err(crate::error::ControllerError::ShuttingDown) => return,
+            Err(e) => tracing::warn!(notification = %key, "cannot record the delivery yet: {e}"),
+        }
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = tokio::time::sleep(wait) => {}
+        }
+        wait = (wait * 2).min(Duration::from_secs(60));
     }
 }
 

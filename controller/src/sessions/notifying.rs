@@ -3,26 +3,28 @@
 //! so.
 
 use super::Actor;
+use crate::error::ControllerError;
 use crate::notify::dispatch::{delivery_event, parse_key, Delivery};
 
 impl Actor {
-    pub(super) async fn notified(&mut self, key: String, delivery: Delivery) {
-        let Some(event) = self.notifications.get(&key).cloned() else {
-            return;
-        };
-        let Some((notifier, _)) = parse_key(&key) else {
-            return;
+    /// Removes entry `key` with the event saying how it ended; an entry
+    /// already gone is left alone.
+    pub(super) async fn notified(
+        &mut self,
+        key: String,
+        delivery: Delivery,
+    ) -> Result<(), ControllerError> {
+        let (Some(event), Some((notifier, _))) =
+            (self.notifications.get(&key).cloned(), parse_key(&key))
+        else {
+            return Ok(());
         };
         let events = delivery_event(notifier, &event, &delivery)
             .into_iter()
             .collect();
-        match self.write(&[], vec![(key.clone(), None)], events).await {
-            Ok(()) => {
-                self.notifications.remove_mut(&key);
-                self.publish();
-            }
-            // Still queued in the store: delivered again after a restart.
-            Err(e) => tracing::warn!(notification = %key, "cannot record the delivery: {e}"),
-        }
+        self.write(&[], vec![(key.clone(), None)], events).await?;
+        self.notifications.remove_mut(&key);
+        self.publish();
+        Ok(())
     }
 }
