@@ -688,6 +688,19 @@ pub async fn remove_worker(target: &Target, id: String) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `ao notify test`: send notifier `id` a test notification and print
+/// what its receiver answered.
+pub async fn test_notifier(target: &Target, id: String) -> anyhow::Result<()> {
+    let mut c = target.client().await?;
+    let r = c
+        .test_notifier(pb::TestNotifierRequest { notifier: id })
+        .await
+        .map_err(|s| target.err(s))?
+        .into_inner();
+    println!("{}", r.answer);
+    Ok(())
+}
+
 pub async fn workers(target: &Target, json: bool) -> anyhow::Result<()> {
     let mut c = target.client().await?;
     let workers = c

@@ -169,6 +169,9 @@ enum Command {
     /// Join tokens for new build machines.
     #[command(subcommand)]
     Token(TokenCommand),
+    /// The notifiers of the applied config.
+    #[command(subcommand)]
+    Notify(NotifyCommand),
     /// Personal admin credentials for the CLI over TCP: issue, list, revoke.
     #[command(subcommand)]
     Admin(AdminCommand),
@@ -315,6 +318,12 @@ enum WorkerCommand {
         /// The agent's event name.
         event: String,
     },
+}
+
+#[derive(Subcommand)]
+enum NotifyCommand {
+    /// Send notifier <ID> a test notification now and print what its receiver answered.
+    Test { id: String },
 }
 
 #[derive(Subcommand)]
@@ -667,6 +676,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Token(TokenCommand::Ls { json }) => {
             commands::list_tokens(&target, json).await.and(ok)
+        }
+        Command::Notify(NotifyCommand::Test { id }) => {
+            commands::test_notifier(&target, id).await.and(ok)
         }
         Command::Token(TokenCommand::Rm { id }) => {
             commands::delete_token(&target, id).await.and(ok)

@@ -23,6 +23,7 @@ use crate::error::ControllerError;
 use crate::handle::ControllerHandle;
 use crate::http::{self, HttpListen, HttpState};
 use crate::leader::{self, Fence, Leadership};
+use crate::notify::dispatch::{self, Dispatcher};
 use crate::prwatch::{Pace, PrWatch};
 use crate::server::{self, ServeError, Services};
 use crate::sessions::{self, ControllerSettings};
@@ -166,6 +167,13 @@ impl Controller {
             tracing::info!(config = %path.display(), ?projects, "config applied");
         }
         let prwatch = PrWatch::start(handle.clone(), Pace::from_env(), tasks, stop.clone());
+        Dispatcher::start(
+            handle.clone(),
+            Arc::new(|id, settings| crate::notify::build(id, settings).map_err(|e| e.to_string())),
+            dispatch::Pace::from_env(),
+            tasks,
+            stop.clone(),
+        );
         if let Some(listen) = config.http {
             serve_http(home, listen, &handle, prwatch, tasks, stop.clone()).await?;
         }

@@ -121,6 +121,17 @@ impl Commit {
         }
     }
 
+    /// Also creates `entries`, keys that must not exist yet (a key holding
+    /// an event's id is never reused).
+    pub(crate) fn create(&mut self, entries: Vec<(String, Vec<u8>)>) {
+        for (key, value) in entries {
+            self.txn = std::mem::take(&mut self.txn)
+                .check(key.clone(), Precondition::Absent)
+                .put(key.clone(), value);
+            self.touched.push((key, true));
+        }
+    }
+
     /// Keeps in `revs` the revision `rev` it committed at, for the keys it
     /// wrote (events are only ever created: they need none).
     pub(crate) fn note_revisions(&self, revs: &mut HashMap<String, u64>, rev: u64) {

@@ -318,6 +318,26 @@ impl pb::controller_server::Controller for ControllerService {
         }))
     }
 
+    async fn test_notifier(
+        &self,
+        req: Request<pb::TestNotifierRequest>,
+    ) -> Result<Response<pb::TestNotifierResponse>, Status> {
+        let id = req.into_inner().notifier;
+        let config = self.handle.snapshot().config.clone();
+        let Some(settings) = config.as_ref().and_then(|c| c.notifiers.get(&id)) else {
+            return Err(Status::not_found(format!(
+                "no notifier `{id}` in the applied config (notifiers.{id})"
+            )));
+        };
+        let failed = |e: String| Status::failed_precondition(format!("notifier `{id}`: {e}"));
+        let notifier = crate::notify::build(&id, settings).map_err(|e| failed(e.to_string()))?;
+        let answer = notifier
+            .send(&crate::notify::dispatch::test_notification(&id))
+            .await
+            .map_err(|e| failed(e.to_string()))?;
+        Ok(Response::new(pb::TestNotifierResponse { answer }))
+    }
+
     async fn restore(
         &self,
         req: Request<pb::RestoreRequest>,

@@ -35,6 +35,8 @@ pub struct Snapshot {
     pub projects: Vec<String>,
     /// The applied config, if any.
     pub config: Option<Arc<Config>>,
+    /// The notifications waiting for delivery.
+    pub notifications: crate::notify::dispatch::Queue,
 }
 
 #[derive(Debug, Clone)]
@@ -157,6 +159,8 @@ pub(crate) enum Command {
     MergeDone(String, u32, String, crate::scm::MergeOutcome),
     /// A reaction's message was typed (true) or could not be (false).
     Typed(String, crate::config::ReactionKey, String, bool),
+    /// How the delivery of a queued notification (its key) ended.
+    Notified(String, crate::notify::dispatch::Delivery, Reply<()>),
 }
 
 /// One issue of a batch spawn: a new session, or why none was made.
@@ -227,6 +231,11 @@ impl ControllerHandle {
 
     pub fn snapshot(&self) -> Arc<Snapshot> {
         self.snapshot.borrow().clone()
+    }
+
+    /// The published snapshots, for a task that follows their changes.
+    pub fn watch(&self) -> watch::Receiver<Arc<Snapshot>> {
+        self.snapshot.clone()
     }
 
     pub fn store(&self) -> &Arc<dyn Store> {
@@ -612,6 +621,19 @@ impl ControllerHandle {
             .tx
             .send(Command::MergeDone(id, number, sha, outcome))
             .await;
+    }
+
+    /// Reports how the delivery of queued notification `key` ended: the
+    /// actor removes it and records the outcome (nothing if it is gone).
+    ///
+    /// # Errors
+    /// The store refused the write: the entry is still queued.
+    pub async fn notified(
+        &self,
+        key: String,
+        delivery: crate::notify::dispatch::Delivery,
+    ) -> Result<(), ControllerError> {
+        self.ask(|r| Command::Notified(key, delivery, r)).await
     }
 
     pub async fn remove_worker(&self, worker: String) -> Result<(), ControllerError> {

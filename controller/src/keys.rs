@@ -20,6 +20,8 @@ pub const CERTS: &str = "/ao/v1/certs/";
 pub const ADMINS: &str = "/ao/v1/admins/";
 /// Revoked certificate serials.
 pub const REVOKED: &str = "/ao/v1/revoked/";
+/// Notifications waiting for delivery: `/ao/v1/notify/<notifier>/<event id>`.
+pub const NOTIFY: &str = "/ao/v1/notify/";
 /// Worker ids held by a joined machine (one per id, until `ao worker rm`).
 const IDENTITIES: &str = "/ao/v1/identities/";
 
@@ -51,6 +53,12 @@ pub fn session(id: &str) -> String {
 /// Zero-padded so that key order is id order.
 pub fn event(id: u64) -> String {
     format!("{EVENTS}{id:020}")
+}
+
+/// The queue entry of event `event` for notifier `notifier`; event ids are never reused, so
+/// neither is this key.
+pub fn notification(notifier: &str, event: u64) -> String {
+    format!("{NOTIFY}{notifier}/{event:020}")
 }
 
 pub fn worker(id: &str) -> String {

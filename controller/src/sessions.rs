@@ -40,12 +40,14 @@ use crate::loads::Loads;
 use crate::model::{
     Activity, EventRecord, NewEvent, Priority, SessionRecord, SessionStatus, SCHEMA_VERSION,
 };
+use crate::notify::{self, dispatch::Queue};
 use crate::pending::{Delivery, Pending};
 use crate::spawning;
 use crate::store::{decode, encode, Store, StoreError};
 use crate::stored::{Loaded, StoredConfig};
 
 mod cleanup;
+mod notifying;
 mod orchestrator;
 mod reacting;
 mod upkeep;
@@ -111,6 +113,8 @@ struct Actor {
     /// projects whose sessions changed since they were last judged.
     project_reactions: HashMap<String, crate::model::ReactionStates>,
     projects_changed: BTreeSet<String>,
+    /// The notifications written and not yet delivered ([`crate::notify::dispatch`]).
+    notifications: Queue,
     /// Its own channel, for tasks that report back (a message typed).
     me: mpsc::WeakSender<Command>,
     /// Its background tasks (periodic commands to itself, the trim of old
@@ -163,6 +167,7 @@ pub async fn start(
         in_flight: HashSet::new(),
         project_reactions: HashMap::new(),
         projects_changed: BTreeSet::new(),
+        notifications: Queue::new_sync(),
         me: tx.downgrade(),
         tickers: tokio::task::JoinSet::new(),
     };
@@ -194,6 +199,7 @@ impl Actor {
         self.loads = Loads::of(self.sessions.values().map(AsRef::as_ref));
         self.outboxes = reacting::with_outbox(self.sessions.values().map(AsRef::as_ref));
         self.project_reactions = loaded.project_reactions;
+        self.notifications = loaded.notifications;
         self.projects_changed
             .extend(self.sessions.values().map(|s| s.project_id.clone()));
         self.revs = loaded.revs;
@@ -357,6 +363,9 @@ impl Actor {
                 self.merge_done(&id, number, &sha, outcome).await;
             }
             Command::Typed(id, key, text, ok) => self.typed(&id, key, &text, ok).await,
+            Command::Notified(key, delivery, reply) => {
+                let _ = reply.send(self.notified(key, delivery).await);
+            }
         }
     }
 
@@ -399,6 +408,7 @@ impl Actor {
             workers: self.worker_views.clone(),
             projects,
             config: self.config.clone(),
+            notifications: self.notifications.clone(),
         }));
     }
 
@@ -428,6 +438,11 @@ impl Actor {
             events,
             Utc::now(),
         );
+        let queued = match &self.config {
+            Some(config) => notify::dispatch::enqueue(config, &commit.records),
+            None => Vec::new(),
+        };
+        commit.create(queued.iter().map(|(k, e)| (k.clone(), encode(e))).collect());
         let rev = match self.store.commit(std::mem::take(&mut commit.txn)).await {
             Ok(rev) => rev,
             Err(StoreError::Conflict { key })
@@ -455,6 +470,9 @@ impl Actor {
         };
         commit.note_revisions(&mut self.revs, rev);
         self.event_seq = commit.event_seq;
+        for (key, event) in queued {
+            self.notifications.insert_mut(key, Arc::new(event));
+        }
         let merged = crate::cleanup::newly_merged(sessions, &self.sessions);
         for s in sessions {
             if s.status.is_ended() {

@@ -9,6 +9,7 @@ use crate::error::ControllerError;
 use crate::handle::SessionMap;
 use crate::keys;
 use crate::model::{SessionRecord, WorkerRecord};
+use crate::notify::dispatch::Queue;
 use crate::store::{decode, Store};
 
 /// Everything the controller keeps in the store, as read at one time.
@@ -21,6 +22,8 @@ pub(crate) struct Loaded {
     pub(crate) event_seq: u64,
     /// Each project's own reaction states (`all-complete`).
     pub(crate) project_reactions: HashMap<String, crate::model::ReactionStates>,
+    /// The notifications waiting for delivery.
+    pub(crate) notifications: Queue,
 }
 
 impl Loaded {
@@ -60,6 +63,11 @@ impl Loaded {
             workers.push(decode::<WorkerRecord>(&v)?);
             revs.insert(v.key.clone(), v.mod_revision);
         }
+        let mut notifications = Queue::new_sync();
+        for v in store.list(keys::NOTIFY).await?.items {
+            revs.insert(v.key.clone(), v.mod_revision);
+            notifications.insert_mut(v.key.clone(), Arc::new(decode(&v)?));
+        }
         let event_seq = match store.get(keys::EVENT_SEQ).await? {
             Some(v) => {
                 revs.insert(v.key.clone(), v.mod_revision);
@@ -75,6 +83,7 @@ impl Loaded {
             workers,
             event_seq,
             project_reactions,
+            notifications,
         })
     }
 }

@@ -11,6 +11,9 @@ pub const AO_STORE: &str = "AO_STORE";
 /// How often the controller looks at pull requests while something is in
 /// flight (`15s` by default; `2s` in tests); eight times that when quiet.
 pub const AO_SCM_POLL: &str = "AO_SCM_POLL";
+/// The first wait before a failed notification is tried again (`1s` by
+/// default); the later waits are 4, 16, 60 and 60 times it.
+pub const AO_NOTIFY_RETRY: &str = "AO_NOTIFY_RETRY";
 /// Tests only: the name of a crash point (`prompt-typed`, `prompt-submitted`)
 /// where the worker's process exits at once, as if killed there.
 pub const AO_FAULT: &str = "AO_FAULT";

@@ -296,6 +296,7 @@ reactions:
     auto: false
     action: notify
     priority: action
+    notify: [slack]
 notifiers:
   slack:
     plugin: slack
@@ -336,7 +337,10 @@ notificationRouting:
             config.reactions["approved-and-green"].priority,
             Some(Priority::Action)
         );
-        assert_eq!(config.notification_routing.urgent, ["slack"]);
+        assert_eq!(
+            config.notification_routing.urgent.as_deref(),
+            Some(&["slack".to_string()][..])
+        );
 
         let written = serde_yaml::to_string(&config).unwrap();
         assert_eq!(parse(&written).unwrap(), config);
@@ -429,6 +433,12 @@ notificationRouting:
                 "unknown notifier `pager`",
             ),
             ("defaults:\n  notifiers: [desktop]\n", "defaults.notifiers", 2, "unknown notifier"),
+            (
+                "reactions:\n  agent-stuck:\n    notify: [pager]\n",
+                "reactions.agent-stuck.notify",
+                3,
+                "unknown notifier `pager`",
+            ),
         ];
         for (text, key, line, fragment) in cases {
             let err = parse(text).expect_err(text);

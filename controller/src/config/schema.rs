@@ -55,14 +55,19 @@ pub struct Defaults {
     pub cleanup_on_merge: Option<bool>,
 }
 
-/// Which notifiers (keys of `notifiers`) receive events of each priority.
+/// Which notifiers (keys of `notifiers`) receive events of each priority. A priority left out
+/// goes to `defaults.notifiers`; one set to `[]` goes nowhere.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields, default)]
 pub struct NotificationRouting {
-    pub urgent: Vec<String>,
-    pub action: Vec<String>,
-    pub warning: Vec<String>,
-    pub info: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub urgent: Option<Vec<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub action: Option<Vec<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub warning: Option<Vec<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub info: Option<Vec<String>>,
 }
 
 /// One repository the orchestrator works on (`projects.<id>`).
@@ -224,6 +229,9 @@ pub struct ReactionConfig {
     /// A number of attempts, or a duration such as `"30m"`.
     pub escalate_after: Option<serde_json::Value>,
     pub threshold: Option<serde_json::Value>,
+    /// The notifiers (keys of `notifiers`) told of this reaction, in place of the routing by
+    /// priority.
+    pub notify: Option<Vec<String>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]

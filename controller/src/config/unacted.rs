@@ -1,6 +1,6 @@
 //! The keys that are accepted but not acted on yet, so that a user can be warned about them.
 
-use super::schema::{Config, NotificationRouting};
+use super::schema::Config;
 
 /// The only runtime that runs sessions yet; another `runtime` is recorded on the session but the
 /// agent still runs in tmux.
@@ -25,12 +25,6 @@ pub fn unimplemented_keys(config: &Config) -> Vec<String> {
         ("readyThresholdMs", config.ready_threshold_ms.is_some()),
         ("defaults.runtime", other_runtime(&config.defaults.runtime)),
         ("defaults.workspace", config.defaults.workspace.is_some()),
-        ("defaults.notifiers", !config.defaults.notifiers.is_empty()),
-        ("notifiers", !config.notifiers.is_empty()),
-        (
-            "notificationRouting",
-            config.notification_routing != NotificationRouting::default(),
-        ),
         ("labels", !config.labels.is_empty()),
     ];
     let mut keys: Vec<String> = top
@@ -70,14 +64,7 @@ mod tests {
         let keys = unimplemented_keys(&parse(FULL).unwrap());
         assert_eq!(
             keys,
-            [
-                "port",
-                "readyThresholdMs",
-                "defaults.notifiers",
-                "notifiers",
-                "notificationRouting",
-                "projects.app.agentConfig",
-            ]
+            ["port", "readyThresholdMs", "projects.app.agentConfig",]
         );
     }
 

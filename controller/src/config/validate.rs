@@ -75,7 +75,9 @@ pub(super) fn validate(config: &Config, locator: &Locator<'_>) -> Result<(), Con
         ("warning", &routing.warning),
         ("info", &routing.info),
     ] {
-        check_notifiers(&["notificationRouting", priority], names)?;
+        if let Some(names) = names {
+            check_notifiers(&["notificationRouting", priority], names)?;
+        }
     }
     for (id, notifier) in &config.notifiers {
         crate::notify::check(id, notifier).map_err(|e| {
@@ -99,6 +101,11 @@ pub(super) fn validate(config: &Config, locator: &Locator<'_>) -> Result<(), Con
             if let Err(e) = check_reaction(name, reaction) {
                 path.extend(e.field);
                 return Err(locator.error(&path, e.message));
+            }
+            if let Some(names) = &reaction.notify {
+                path.push("notify");
+                check_notifiers(&path, names)?;
+                path.pop();
             }
             if let Some(Err(e)) = threshold(reaction) {
                 path.push("threshold");

@@ -4,10 +4,13 @@
 //! business; queueing, retries, cooldown and the `notification.*` events
 //! are the dispatcher's.
 
+pub mod dispatch;
+
 use std::time::Duration;
 
 use async_trait::async_trait;
 
+use crate::config::PluginConfig;
 use crate::model::EventRecord;
 
 mod email;
@@ -44,4 +47,16 @@ pub enum NotifyError {
 pub trait Notifier: Send + Sync {
     /// Delivers `n`; what the receiver answered, in one short line.
     async fn send(&self, n: &Notification) -> Result<String, NotifyError>;
+}
+
+/// Builds notifier `id` from its settings (`notifiers.<id>`).
+///
+/// # Errors
+/// The plugin is unknown or its settings are unusable. No plugin is built
+/// in yet: each is refused as not available.
+pub fn build(id: &str, config: &PluginConfig) -> Result<Box<dyn Notifier>, NotifyError> {
+    Err(NotifyError::Fatal(format!(
+        "notifier `{id}`: plugin `{}` is not available in this build",
+        config.plugin
+    )))
 }

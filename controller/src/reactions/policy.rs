@@ -28,6 +28,8 @@ pub struct Reaction {
     pub escalate_after: Option<EscalateAfter>,
     /// How long the situation must last before it counts (`agent-stuck`).
     pub threshold: Option<Duration>,
+    /// Its own notifiers, in place of the routing by priority.
+    pub notify: Option<Vec<String>>,
 }
 
 /// The built-in reaction to `key`, as the original `ao` ships it.
@@ -76,6 +78,7 @@ fn merge(over: &ReactionConfig, under: ReactionConfig) -> ReactionConfig {
         retries: over.retries.or(under.retries),
         escalate_after: over.escalate_after.clone().or(under.escalate_after),
         threshold: over.threshold.clone().or(under.threshold),
+        notify: over.notify.clone().or(under.notify),
     }
 }
 
@@ -119,6 +122,7 @@ pub fn policy(config: &Config, project_id: &str, key: ReactionKey) -> Reaction {
         retries: merged.retries,
         escalate_after: escalate_after(&merged).and_then(Result::ok),
         threshold: threshold(&merged).and_then(Result::ok),
+        notify: merged.notify,
     }
 }
 
