@@ -10,7 +10,6 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-use crate::config::PluginConfig;
 use crate::model::EventRecord;
 
 mod email;
@@ -47,16 +46,4 @@ pub enum NotifyError {
 pub trait Notifier: Send + Sync {
     /// Delivers `n`; what the receiver answered, in one short line.
     async fn send(&self, n: &Notification) -> Result<String, NotifyError>;
-}
-
-/// Builds notifier `id` from its settings (`notifiers.<id>`).
-///
-/// # Errors
-/// The plugin is unknown or its settings are unusable. No plugin is built
-/// in yet: each is refused as not available.
-pub fn build(id: &str, config: &PluginConfig) -> Result<Box<dyn Notifier>, NotifyError> {
-    Err(NotifyError::Fatal(format!(
-        "notifier `{id}`: plugin `{}` is not available in this build",
-        config.plugin
-    )))
 }

@@ -359,6 +359,10 @@ async fn the_original_docs_blocks_load_unchanged_and_deliver() {
     // Its URL is PagerDuty's own, which a test cannot reach: it loads and
     // builds; the Events v2 bodies it sends are checked above.
     let pagerduty = load(DOCS_PAGERDUTY);
-    assert!(pagerduty.notification_routing.info.is_empty());
+    assert_eq!(
+        pagerduty.notification_routing.info,
+        Some(vec![]),
+        "info: [] sends nothing"
+    );
     build("pagerduty", &pagerduty.notifiers["pagerduty"]).unwrap();
 }
