@@ -36,7 +36,7 @@ pub struct Snapshot {
     /// The applied config, if any.
     pub config: Option<Arc<Config>>,
     /// The notifications waiting for delivery.
-    pub notifications: crate::notify::dispatch::Queue,
+    pub notifications: crate::notify::Queue,
 }
 
 #[derive(Debug, Clone)]
@@ -160,7 +160,7 @@ pub(crate) enum Command {
     /// A reaction's message was typed (true) or could not be (false).
     Typed(String, crate::config::ReactionKey, String, bool),
     /// How the delivery of a queued notification (its key) ended.
-    Notified(String, crate::notify::dispatch::Delivery, Reply<()>),
+    Notified(String, crate::notify::Delivery, Reply<()>),
 }
 
 /// One issue of a batch spawn: a new session, or why none was made.
@@ -631,7 +631,7 @@ impl ControllerHandle {
     pub async fn notified(
         &self,
         key: String,
-        delivery: crate::notify::dispatch::Delivery,
+        delivery: crate::notify::Delivery,
     ) -> Result<(), ControllerError> {
         self.ask(|r| Command::Notified(key, delivery, r)).await
     }

@@ -89,19 +89,7 @@ pub fn enqueue(config: &Config, events: &[EventRecord]) -> Vec<(String, EventRec
         .collect()
 }
 
-/// The queued entries by key, as the actor publishes them.
-pub type Queue = rpds::RedBlackTreeMapSync<String, Arc<EventRecord>>;
-
-/// How one queue entry ended.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Delivery {
-    /// The receiver took it, answering `answer`, at try `tries`.
-    Sent { answer: String, tries: u32 },
-    /// Refused for good, or still failing at the last try.
-    Failed { reason: String, tries: u32 },
-    /// Dropped: the same notifier was told of the same thing within the cooldown.
-    Folded,
-}
+pub use super::{Delivery, Queue};
 
 /// The event that records how the entry of `event` for `notifier` ended
 /// (none for a folded one).

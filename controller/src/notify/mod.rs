@@ -47,3 +47,17 @@ pub trait Notifier: Send + Sync {
     /// Delivers `n`; what the receiver answered, in one short line.
     async fn send(&self, n: &Notification) -> Result<String, NotifyError>;
 }
+
+/// The queued entries by key, as the actor publishes them.
+pub type Queue = rpds::RedBlackTreeMapSync<String, std::sync::Arc<EventRecord>>;
+
+/// How one queue entry ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Delivery {
+    /// The receiver took it, answering `answer`, at try `tries`.
+    Sent { answer: String, tries: u32 },
+    /// Refused for good, or still failing at the last try.
+    Failed { reason: String, tries: u32 },
+    /// Dropped: the same notifier was told of the same thing within the cooldown.
+    Folded,
+}
