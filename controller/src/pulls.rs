@@ -246,6 +246,17 @@ mod tests {
         }
     }
 
+    /// `s` after a look at PR 7 at head `sha` with one required check
+    /// `test` in `state` and `review`.
+    fn look(
+        s: &SessionRecord,
+        sha: &str,
+        state: CheckState,
+        review: ReviewDecision,
+    ) -> (SessionRecord, Vec<NewEvent>) {
+        apply_pr(s, &pr(sha, vec![check("test", state)], review), Utc::now())
+    }
+
     fn kinds(events: &[NewEvent]) -> Vec<&'static str> {
         events.iter().map(|e| e.kind).collect()
     }
@@ -259,15 +270,7 @@ mod tests {
     #[test]
     fn a_new_pr_is_created_and_its_ci_and_reviews_drive_the_status() {
         let now = Utc::now();
-        let (s, events) = apply_pr(
-            &working(),
-            &pr(
-                "a1",
-                vec![check("test", CheckState::Pending)],
-                ReviewDecision::None,
-            ),
-            now,
-        );
+        let (s, events) = look(&working(), "a1", CheckState::Pending, ReviewDecision::None);
         assert_eq!(kinds(&events), ["pr.created"]);
         assert_eq!(
             (s.status, s.pr_number, s.ci_status.as_str()),
@@ -275,15 +278,7 @@ mod tests {
         );
         assert_eq!(events[0].pr_number, Some(7));
 
-        let (s, events) = apply_pr(
-            &s,
-            &pr(
-                "a1",
-                vec![check("test", CheckState::Failed)],
-                ReviewDecision::None,
-            ),
-            now,
-        );
+        let (s, events) = look(&s, "a1", CheckState::Failed, ReviewDecision::None);
         assert_eq!(kinds(&events), ["ci.failed"]);
         assert_eq!(
             events[0].data,
@@ -291,25 +286,14 @@ mod tests {
         );
         assert_eq!(s.status, SessionStatus::CiFailed);
         // The same failure seen again is no new event.
-        let (s, events) = apply_pr(
-            &s,
-            &pr(
-                "a1",
-                vec![check("test", CheckState::Failed)],
-                ReviewDecision::None,
-            ),
-            now,
-        );
+        let (s, events) = look(&s, "a1", CheckState::Failed, ReviewDecision::None);
         assert!(events.is_empty(), "{:?}", kinds(&events));
 
-        let (s, events) = apply_pr(
+        let (s, events) = look(
             &s,
-            &pr(
-                "b2",
-                vec![check("test", CheckState::Passed)],
-                ReviewDecision::ChangesRequested,
-            ),
-            now,
+            "b2",
+            CheckState::Passed,
+            ReviewDecision::ChangesRequested,
         );
         assert_eq!(
             kinds(&events),
@@ -317,15 +301,7 @@ mod tests {
         );
         assert_eq!(s.status, SessionStatus::ChangesRequested);
 
-        let (s, events) = apply_pr(
-            &s,
-            &pr(
-                "b2",
-                vec![check("test", CheckState::Passed)],
-                ReviewDecision::Approved,
-            ),
-            now,
-        );
+        let (s, events) = look(&s, "b2", CheckState::Passed, ReviewDecision::Approved);
         assert_eq!(kinds(&events), ["review.approved", "merge.ready"]);
         assert_eq!(s.status, SessionStatus::Mergeable);
 
