@@ -189,6 +189,25 @@ agents:
       PS1: "$ "
 "#;
 
+/// Commits what is staged in `dir` (also nothing: `--allow-empty`) as a
+/// test identity, with `message`.
+pub fn commit(dir: &Path, message: &str) {
+    git(
+        dir,
+        &[
+            "-c",
+            "user.email=t@t",
+            "-c",
+            "user.name=t",
+            "commit",
+            "-q",
+            "--allow-empty",
+            "-m",
+            message,
+        ],
+    );
+}
+
 pub fn git(dir: &Path, args: &[&str]) -> String {
     let out = Command::new("git")
         .arg("-C")
@@ -225,18 +244,7 @@ impl Stack {
         std::fs::write(repo.join("README.md"), "demo\n").unwrap();
         std::fs::write(repo.join(".env"), "SECRET=1\n").unwrap();
         git(&repo, &["add", "README.md"]);
-        git(
-            &repo,
-            &[
-                "-c",
-                "user.email=t@t",
-                "-c",
-                "user.name=t",
-                "commit",
-                "-qm",
-                "init",
-            ],
-        );
+        commit(&repo, "init");
         let config = dir.path().join("agent-orchestrator.yaml");
         let text = CONFIG.replace("{agents}", &agents_dir().display().to_string());
         std::fs::write(&config, text).unwrap();

@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use ao_tests::{git, json_array, Cli, Stack};
+use ao_tests::{commit, git, json_array, Cli, Stack};
 use serde_json::Value;
 
 /// The repository ignores what the scripted agent and `postCreate` write
@@ -12,18 +12,7 @@ use serde_json::Value;
 fn ignore_tool_files(stack: &Stack) {
     std::fs::write(stack.repo.join(".gitignore"), ".agent-env\n.post-create\n").unwrap();
     git(&stack.repo, &["add", ".gitignore"]);
-    git(
-        &stack.repo,
-        &[
-            "-c",
-            "user.email=t@t",
-            "-c",
-            "user.name=t",
-            "commit",
-            "-qm",
-            "ignore tool files",
-        ],
-    );
+    commit(&stack.repo, "ignore tool files");
 }
 
 fn worktree_of(stack: &Stack, id: &str) -> String {
@@ -157,18 +146,7 @@ fn finished_sessions_lose_their_worktrees_and_keep_their_work() {
 
     // Once committed, the kept one goes too; the cleaned ones are not listed again.
     git(Path::new(&dirty_tree), &["add", "notes.md"]);
-    git(
-        Path::new(&dirty_tree),
-        &[
-            "-c",
-            "user.email=t@t",
-            "-c",
-            "user.name=t",
-            "commit",
-            "-qm",
-            "notes",
-        ],
-    );
+    commit(Path::new(&dirty_tree), "notes");
     let again = json_array(
         &stack
             .ao(&["session", "cleanup", "--json", "-p", "app"])

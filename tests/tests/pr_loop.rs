@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use ao_tests::github::{CheckState, ReviewState};
 use ao_tests::github_stack::{Loop, Setup, REPO, SECRET};
-use ao_tests::{eventually, git, Cli};
+use ao_tests::{commit, eventually, git, Cli};
 
 fn file_on_main(bare: &Path, file: &str) -> Option<String> {
     let out = std::process::Command::new("git")
@@ -273,18 +273,7 @@ fn a_conflict_with_main_says_merge_conflicts_and_tells_the_agent_to_rebase() {
     assert!(out.status.success(), "{out:?}");
     std::fs::write(other.join("feature.txt"), "a different feature\n").unwrap();
     git(&other, &["add", "feature.txt"]);
-    git(
-        &other,
-        &[
-            "-c",
-            "user.email=o@o",
-            "-c",
-            "user.name=o",
-            "commit",
-            "-qm",
-            "theirs",
-        ],
-    );
+    commit(&other, "theirs");
     git(&other, &["push", "-q", "origin", "main"]);
 
     let conflicts = run.event(&id, "merge.conflicts");

@@ -97,20 +97,7 @@ fn measure(prs: usize, webhooks: bool) {
     let id = "app-1".to_string();
     let pr = run.pr_of(&id);
     let worktree = run.worktree(&id);
-    ao_tests::git(
-        &worktree,
-        &[
-            "-c",
-            "user.email=b@b",
-            "-c",
-            "user.name=b",
-            "commit",
-            "-q",
-            "--allow-empty",
-            "-m",
-            "more",
-        ],
-    );
+    ao_tests::commit(&worktree, "more");
     ao_tests::git(&worktree, &["push", "-q", "origin", "HEAD"]);
     let pushed = run.github.pr(REPO, pr).head_sha;
     eventually("the push is seen", Duration::from_secs(60), || {
