@@ -169,7 +169,7 @@ impl pb::controller_server::Controller for ControllerService {
                 .filter(|w| w.state == crate::model::WorkerState::Ready)
                 .count() as u32,
             sessions: snap.sessions.size() as u32,
-            projects: snap.projects.clone(),
+            projects: snap.projects(),
             controller_url: self
                 .cluster
                 .as_ref()
@@ -255,11 +255,12 @@ impl pb::controller_server::Controller for ControllerService {
     ) -> Result<Response<pb::ListSessionsResponse>, Status> {
         let r = req.into_inner();
         let snap = fresh(&self.handle)?;
-        if !r.project_id.is_empty() && !snap.projects.contains(&r.project_id) {
+        let projects = snap.projects();
+        if !r.project_id.is_empty() && !projects.contains(&r.project_id) {
             return Err(Status::not_found(format!(
                 "unknown project `{}` (known: {})",
                 r.project_id,
-                snap.projects.join(", ")
+                projects.join(", ")
             )));
         }
         let mut sessions: Vec<&SessionRecord> = snap

@@ -32,11 +32,20 @@ pub struct Snapshot {
     pub store_error: Option<String>,
     pub sessions: SessionMap,
     pub workers: WorkerMap,
-    pub projects: Vec<String>,
     /// The applied config, if any.
     pub config: Option<Arc<Config>>,
     /// The notifications waiting for delivery.
     pub notifications: crate::notify::Queue,
+}
+
+impl Snapshot {
+    /// The applied config's project ids, in id order.
+    pub fn projects(&self) -> Vec<String> {
+        self.config
+            .as_ref()
+            .map(|c| c.projects.keys().cloned().collect())
+            .unwrap_or_default()
+    }
 }
 
 #[derive(Debug, Clone)]

@@ -397,16 +397,10 @@ impl Actor {
                 }
             }
         }
-        let projects = self
-            .config
-            .as_ref()
-            .map(|c| c.projects.keys().cloned().collect())
-            .unwrap_or_default();
         self.publish.send_replace(Arc::new(Snapshot {
             store_error: self.store_error.clone(),
             sessions: self.sessions.clone(),
             workers: self.worker_views.clone(),
-            projects,
             config: self.config.clone(),
             notifications: self.notifications.clone(),
         }));

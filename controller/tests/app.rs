@@ -50,7 +50,7 @@ async fn serves_its_unix_socket_until_stopped() {
         .into_inner();
     assert!(sessions.sessions.is_empty());
     // In-process callers see the same state through its handle.
-    assert_eq!(controller.handle().snapshot().projects, ["app"]);
+    assert_eq!(controller.handle().snapshot().projects(), ["app"]);
 
     drop(cli);
     stop.cancel();
