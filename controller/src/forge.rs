@@ -27,13 +27,14 @@ impl Forges {
     }
 
     /// Records what holds `repo` back (the rate limit, an error), or that
-    /// nothing does now (`None`).
-    pub fn trouble(&self, repo: &str, what: Option<String>) {
+    /// nothing does now (`None`); whether that changed what was recorded.
+    pub fn trouble(&self, repo: &str, what: Option<String>) -> bool {
         let mut troubles = self.troubles.lock().expect("troubles lock");
-        match what {
+        let before = match what.clone() {
             Some(w) => troubles.insert(repo.to_string(), w),
             None => troubles.remove(repo),
         };
+        before != what
     }
 
     /// Every trouble recorded, in repository order.

@@ -88,7 +88,6 @@ impl PrWatch {
             clients: handle.forges(),
             fresh: HashMap::new(),
             logs: HashMap::new(),
-            said: HashMap::new(),
         };
         tasks.spawn(watcher.run(rx, stop));
         Self { hints }
@@ -116,8 +115,6 @@ struct Watcher {
     fresh: HashMap<RepoRef, Vec<Hint>>,
     /// Log tails of failed checks by (head SHA, check name).
     logs: HashMap<(String, String), String>,
-    /// The last problem said per repository, so it is said once.
-    said: HashMap<String, String>,
 }
 
 /// What a round found: whether to come back soon.
@@ -211,7 +208,7 @@ impl Watcher {
             }
             let found = settings_of
                 .entry(s.project_id.clone())
-                .or_insert_with(|| project_scm(config, &s.project_id, &mut self.said));
+                .or_insert_with(|| project_scm(config, &s.project_id, &self.clients));
             if let Some((repo, settings)) = found {
                 out.entry(repo.clone())
                     .or_insert_with(|| Target {
@@ -259,7 +256,6 @@ impl Watcher {
                 return true;
             }
         };
-        self.said.remove(&repo.to_string());
         self.clients.trouble(&repo.to_string(), None);
         tracing::debug!(%repo, branches = branches.len(), prs = prs.len(), "looked at the PRs");
         let mut busy = false;
@@ -327,13 +323,14 @@ impl Watcher {
         out
     }
 
-    /// Logs `message` about `repo` unless it was the last thing said.
+    /// Logs `message` about `repo` (and shows it in `ao status`) unless it
+    /// is what was said last.
     fn say(&mut self, repo: &RepoRef, message: String) {
-        let key = repo.to_string();
-        self.clients.trouble(&key, Some(message.clone()));
-        if self.said.get(&key) != Some(&message) {
+        if self
+            .clients
+            .trouble(&repo.to_string(), Some(message.clone()))
+        {
             tracing::warn!("{message}");
-            self.said.insert(key, message);
         }
     }
 }
@@ -342,7 +339,7 @@ impl Watcher {
 fn project_scm(
     config: &Config,
     project: &str,
-    said: &mut HashMap<String, String>,
+    forges: &Forges,
 ) -> Option<(RepoRef, GithubSettings)> {
     let p = config.projects.get(project)?;
     let repo = RepoRef::parse(p.repo.as_deref()?)?;
@@ -350,9 +347,8 @@ fn project_scm(
         Ok(settings) => Some((repo, settings)),
         Err(e) => {
             let message = e.to_string();
-            if said.get(project) != Some(&message) {
+            if forges.trouble(&format!("projects.{project}.scm"), Some(message.clone())) {
                 tracing::warn!("{message}");
-                said.insert(project.to_string(), message);
             }
             None
         }
