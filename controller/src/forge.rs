@@ -5,10 +5,11 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::sync::Arc;
 
 use crate::config::{Config, PluginConfig, ProjectConfig};
 use crate::error::ControllerError;
-use crate::scm::github::{token, GithubClients, GithubSettings, SettingsError};
+use crate::scm::github::{token, GithubClients, GithubSettings, GithubTracker, SettingsError};
 use crate::scm::{RepoRef, ScmError, Tracker};
 use crate::spawning::SpawnArgs;
 
@@ -161,6 +162,38 @@ impl Forges {
         Ok(())
     }
 
+    /// The tracker of project `id`, when it has one.
+    ///
+    /// # Errors
+    /// [`ControllerError::InvalidConfig`] when the environment makes its settings invalid;
+    /// [`ControllerError::Host`] when no token is found.
+    pub async fn tracker(
+        &self,
+        id: &str,
+        project: &ProjectConfig,
+    ) -> Result<Option<Arc<dyn Tracker>>, ControllerError> {
+        let Some(settings) = tracker_settings(id, project, &process_env) else {
+            return Ok(None);
+        };
+        let settings = settings.map_err(|e| ControllerError::InvalidConfig(e.to_string()))?;
+        // Checked at load: a github tracker has an `owner/name` repo.
+        let repo = project
+            .repo
+            .as_deref()
+            .and_then(RepoRef::parse)
+            .ok_or_else(|| {
+                ControllerError::InvalidConfig(format!(
+                    "projects.{id}.repo: required with a github tracker"
+                ))
+            })?;
+        let client = self
+            .github
+            .client(&settings)
+            .await
+            .map_err(|e| host_error(id, e))?;
+        Ok(Some(Arc::new(GithubTracker { client, repo })))
+    }
+
     /// Reads what a spawn of `args` needs from outside the controller: its issue from the
     /// project's tracker (when it has one and the spawn names an issue) and the project's
     /// `agentRulesFile`. A project `config` does not hold is left to the actor to refuse.
@@ -178,32 +211,14 @@ impl Forges {
         };
         let id = args.project_id.as_str();
         let issue_id = args.issue_id.as_deref().filter(|i| !i.is_empty());
-        if let (Some(issue_id), Some(settings), None) = (
-            issue_id,
-            tracker_settings(id, project, &process_env),
-            &args.issue,
-        ) {
-            let settings = settings.map_err(|e| ControllerError::InvalidConfig(e.to_string()))?;
-            // Checked at load: a github tracker has an `owner/name` repo.
-            let repo = project
-                .repo
-                .as_deref()
-                .and_then(RepoRef::parse)
-                .ok_or_else(|| {
-                    ControllerError::InvalidConfig(format!(
-                        "projects.{id}.repo: required with a github tracker"
-                    ))
-                })?;
-            let client = self
-                .github
-                .client(&settings)
-                .await
-                .map_err(|e| host_error(id, e))?;
-            let issue = client
-                .issue(&repo, issue_id)
-                .await
-                .map_err(|e| host_error(id, e))?;
-            args.issue = Some(issue);
+        if let (Some(issue_id), None) = (issue_id, &args.issue) {
+            if let Some(tracker) = self.tracker(id, project).await? {
+                let issue = tracker
+                    .issue(issue_id)
+                    .await
+                    .map_err(|e| host_error(id, e))?;
+                args.issue = Some(issue);
+            }
         }
         if let (Some(file), None) = (&project.agent_rules_file, &args.rules_file) {
             let path = Path::new(&project.path).join(file);

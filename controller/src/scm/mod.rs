@@ -337,11 +337,18 @@ pub trait Scm: Send + Sync {
     fn budget(&self) -> Option<RateBudget>;
 }
 
-/// Where issues come from (`tracker`).
+/// Where a project's issues come from (`tracker`): bound to the project's
+/// place in the tracker (a GitHub repository, a Linear workspace).
 #[async_trait]
 pub trait Tracker: Send + Sync {
-    /// Issue `id` of `repo`; [`ScmError::NotFound`] when there is none.
-    async fn issue(&self, repo: &RepoRef, id: &str) -> Result<Issue, ScmError>;
+    /// Issue `id`; [`ScmError::NotFound`] when there is none.
+    async fn issue(&self, id: &str) -> Result<Issue, ScmError>;
+
+    /// Open issues matching `query`, at most `max`, oldest first. The
+    /// query is the tracker's search syntax; every tracker understands
+    /// `label:<name>` (repeatable, all must hold), `state:open|closed` and
+    /// free words. Comments are not read (empty).
+    async fn search(&self, query: &str, max: usize) -> Result<Vec<Issue>, ScmError>;
 }
 
 #[cfg(test)]

@@ -363,9 +363,12 @@ impl Scm for Github {
     }
 }
 
-#[async_trait]
-impl Tracker for Github {
-    async fn issue(&self, repo: &RepoRef, id: &str) -> Result<Issue, ScmError> {
+impl Github {
+    /// Issue `id` (a number, `#` allowed) of `repo` with its last comments.
+    ///
+    /// # Errors
+    /// [`ScmError::NotFound`] when there is none; the host's errors.
+    pub async fn issue(&self, repo: &RepoRef, id: &str) -> Result<Issue, ScmError> {
         let number: u64 = id
             .trim()
             .trim_start_matches('#')
@@ -417,6 +420,112 @@ impl Tracker for Github {
             url: issue.html_url,
             comments,
         })
+    }
+
+    /// Issues of `repo` matching `query` (`label:`, `state:`), oldest
+    /// first, at most `max` (pull requests are not issues here).
+    ///
+    /// # Errors
+    /// [`ScmError::Other`] for a query word the issues list cannot filter
+    /// on; the host's errors.
+    pub async fn issues_matching(
+        &self,
+        repo: &RepoRef,
+        query: &str,
+        max: usize,
+    ) -> Result<Vec<Issue>, ScmError> {
+        let filter = IssueFilter::parse(query)?;
+        let mut found = Vec::new();
+        let mut page = 1u32;
+        while found.len() < max {
+            let mut params = vec![
+                ("state", filter.state.clone()),
+                ("sort", "created".to_string()),
+                ("direction", "asc".to_string()),
+                ("per_page", "100".to_string()),
+                ("page", page.to_string()),
+            ];
+            if !filter.labels.is_empty() {
+                params.push(("labels", filter.labels.join(",")));
+            }
+            let path = format!("/repos/{repo}/issues");
+            let request = self.http.rest(Method::GET, &path).query(&params);
+            let response = self.http.send(request, Resource::Core, Spend::Poll).await?;
+            let what = format!("listing the issues of {repo} matching `{query}`");
+            let listed: Vec<rest::IssueReply> = http::json(response, &what).await?;
+            let last_page = listed.len() < 100;
+            found.extend(
+                listed
+                    .into_iter()
+                    .filter(|i| i.pull_request.is_none())
+                    .map(|i| Issue {
+                        id: i.number.to_string(),
+                        title: i.title,
+                        body: i.body.unwrap_or_default(),
+                        labels: i.labels.into_iter().map(|l| l.name).collect(),
+                        url: i.html_url,
+                        comments: Vec::new(),
+                    }),
+            );
+            if last_page {
+                break;
+            }
+            page += 1;
+        }
+        found.truncate(max);
+        Ok(found)
+    }
+}
+
+/// What a tracker query asks of GitHub's issues list.
+#[derive(Debug, PartialEq, Eq)]
+struct IssueFilter {
+    labels: Vec<String>,
+    /// `open`, `closed` or `all`.
+    state: String,
+}
+
+impl IssueFilter {
+    fn parse(query: &str) -> Result<Self, ScmError> {
+        let mut filter = Self {
+            labels: Vec::new(),
+            state: "open".to_string(),
+        };
+        for word in query.split_whitespace() {
+            match word.split_once(':') {
+                Some(("label", name)) if !name.is_empty() => {
+                    filter.labels.push(name.trim_matches('"').to_string());
+                }
+                Some(("state" | "is", state @ ("open" | "closed" | "all"))) => {
+                    filter.state = state.to_string();
+                }
+                Some(("is", "issue")) => {}
+                _ => {
+                    return Err(ScmError::Other(format!(
+                        "`{word}` in the query `{query}`: a GitHub tracker filters on \
+                         `label:<name>` and `state:open|closed|all` only"
+                    )))
+                }
+            }
+        }
+        Ok(filter)
+    }
+}
+
+/// A project's issues on GitHub: its repository on one client.
+pub struct GithubTracker {
+    pub client: Arc<Github>,
+    pub repo: RepoRef,
+}
+
+#[async_trait]
+impl Tracker for GithubTracker {
+    async fn issue(&self, id: &str) -> Result<Issue, ScmError> {
+        self.client.issue(&self.repo, id).await
+    }
+
+    async fn search(&self, query: &str, max: usize) -> Result<Vec<Issue>, ScmError> {
+        self.client.issues_matching(&self.repo, query, max).await
     }
 }
 

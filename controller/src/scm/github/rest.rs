@@ -64,6 +64,9 @@ pub(crate) struct IssueReply {
     pub labels: Vec<Label>,
     #[serde(default)]
     pub comments: u64,
+    /// Present when the "issue" is a pull request (the issues list has both).
+    #[serde(default)]
+    pub pull_request: Option<serde_json::Value>,
 }
 
 #[derive(Debug, Deserialize)]
