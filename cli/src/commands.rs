@@ -10,17 +10,26 @@ use ao_controller::config;
 use ao_proto::dial::{self, ControllerAddr};
 use ao_proto::home::Home;
 use ao_proto::pb;
-use ao_proto::pb::controller_client::ControllerClient;
-use tonic::transport::Channel;
 
 use crate::render;
 
 /// Where the controller is, and how to reach it: one address, or several
 /// controllers of which only the leader answers; over https, with the
-/// client certificate in `credentials`.
+/// client certificate in `credentials`, or with a credential token (from a
+/// credential file, or `AO_TOKEN`) sent on every call.
 pub struct Target {
     addrs: Vec<ControllerAddr>,
     credentials: std::path::PathBuf,
+    /// A credential file's token and CA, or `--token`'s.
+    token: Option<TokenAccess>,
+}
+
+/// A bearer token and the CA that verifies the controller it goes to.
+struct TokenAccess {
+    token: String,
+    /// From the credential file; empty with `--token` (the CA is then
+    /// read from the `credentials` directory).
+    ca_pem: String,
 }
 
 /// A gRPC error as a sentence, naming the controller when it is unreachable.
@@ -72,18 +81,46 @@ fn owner_of(path: &Path) -> String {
 
 impl Target {
     /// `credentials` defaults to the admin credential that `ao controller
-    /// init` made in this machine's `AO_HOME`.
+    /// init` made in this machine's `AO_HOME`; a file there is the
+    /// credential file of `ao token create --role R`, whose controller is
+    /// used unless `flag` names one. `token` (`--token`, `AO_TOKEN`) is sent
+    /// on every call in place of the certificate.
     pub fn new(
         flag: Option<&str>,
         home: &Home,
         credentials: Option<std::path::PathBuf>,
+        token: Option<String>,
     ) -> anyhow::Result<Self> {
+        let file = match &credentials {
+            Some(path) if path.is_file() => Some(ao_proto::pki::TokenCredential::load(path)?),
+            _ => None,
+        };
+        let flag = flag
+            .filter(|a| !a.is_empty())
+            .or(file.as_ref().map(|f| f.controller.as_str()));
         let addrs = match flag {
             Some(a) if !a.is_empty() => dial::parse_list(a)?,
             _ => vec![ControllerAddr::Unix(home.socket())],
         };
-        let credentials = credentials.unwrap_or_else(|| home.admin_credentials());
-        Ok(Self { addrs, credentials })
+        let token = match (token.filter(|t| !t.is_empty()), file) {
+            (Some(token), _) => Some(TokenAccess {
+                token,
+                ca_pem: String::new(),
+            }),
+            (None, Some(f)) => Some(TokenAccess {
+                token: f.token,
+                ca_pem: f.ca_pem,
+            }),
+            (None, None) => None,
+        };
+        let credentials = credentials
+            .filter(|p| !p.is_file())
+            .unwrap_or_else(|| home.admin_credentials());
+        Ok(Self {
+            addrs,
+            credentials,
+            token,
+        })
     }
 
     /// The client TLS config, when an address needs one.
@@ -91,13 +128,20 @@ impl Target {
         if !self.addrs.iter().any(ControllerAddr::is_tls) {
             return Ok(None);
         }
+        if let Some(t) = self.token.as_ref().filter(|t| !t.ca_pem.is_empty()) {
+            return Ok(Some(ao_proto::pki::anonymous_client_tls(&t.ca_pem)));
+        }
         let creds = ao_proto::pki::Credentials::load(&self.credentials).map_err(|e| {
             anyhow::anyhow!(
-                "{}\nthe CLI needs an admin credential to reach {}: copy ca.crt, tls.crt and tls.key from the controller's AO_HOME/pki/admin (made by `ao controller init`) and pass --credentials DIR (or AO_CREDENTIALS)",
+                "{}\nthe CLI needs a credential to reach {}: a credential file of `ao token create --role R` (--credentials FILE, or AO_CREDENTIALS), or an admin certificate: copy ca.crt, tls.crt and tls.key from the controller's AO_HOME/pki/admin (made by `ao controller init`) and pass --credentials DIR",
                 ao_proto::error_chain(&e),
                 self.addr()
             )
         })?;
+        if self.token.is_some() {
+            // A token speaks for the caller; the directory only vouches for the controller.
+            return Ok(Some(ao_proto::pki::anonymous_client_tls(&creds.ca_pem)));
+        }
         Ok(Some(creds.client_tls()))
     }
 
@@ -119,7 +163,7 @@ impl Target {
     /// # Errors
     /// [`NotRunning`] when nothing answers; a permission error naming the
     /// socket's owner when the local socket is someone else's.
-    pub async fn client(&self) -> anyhow::Result<ControllerClient<Channel>> {
+    pub async fn client(&self) -> anyhow::Result<dial::Client> {
         let tls = self.tls()?;
         let (channel, _) = match dial::connect_any(&self.addrs, tls.as_ref()).await {
             Ok(connected) => connected,
@@ -134,7 +178,8 @@ impl Target {
                 return Err(NotRunning(e).into());
             }
         };
-        Ok(dial::controller_client(channel))
+        let bearer = dial::Bearer::new(self.token.as_ref().map(|t| t.token.as_str()))?;
+        Ok(dial::controller_client(channel, bearer))
     }
 
     /// The local socket, when that is the (only) address.
@@ -536,11 +581,12 @@ pub async fn events(target: &Target, req: pb::EventsRequest, json: bool) -> anyh
 }
 
 /// `ao token create`: prints the join command (stdout) for a new build machine.
-pub async fn create_token(target: &Target, ttl: Duration) -> anyhow::Result<()> {
+pub async fn create_token(target: &Target, ttl: Option<Duration>) -> anyhow::Result<()> {
     let mut c = target.client().await?;
     let r = c
         .create_token(pb::CreateTokenRequest {
-            ttl_seconds: ttl.as_secs(),
+            ttl_seconds: ttl.unwrap_or(Duration::from_secs(3600)).as_secs(),
+            ..Default::default()
         })
         .await
         .map_err(|s| target.err(s))?
@@ -557,6 +603,76 @@ pub async fn create_token(target: &Target, ttl: Duration) -> anyhow::Result<()> 
     Ok(())
 }
 
+/// What `ao token create --role` makes.
+pub struct NewCredential {
+    pub role: String,
+    pub name: Option<String>,
+    pub ttl: Option<Duration>,
+    /// Where the credential file goes (default: `$AO_HOME/credentials/<name>.json`).
+    pub out: Option<PathBuf>,
+}
+
+/// `ao token create --role R`: prints `TOKEN=<secret>` and writes the
+/// credential file the CLI reads with `AO_CREDENTIALS`.
+pub async fn create_credential(
+    target: &Target,
+    home: &Home,
+    new: NewCredential,
+) -> anyhow::Result<()> {
+    let mut c = target.client().await?;
+    let r = c
+        .create_token(pb::CreateTokenRequest {
+            ttl_seconds: new.ttl.map_or(0, |t| t.as_secs().max(1)),
+            role: new.role,
+            name: new.name.unwrap_or_default(),
+        })
+        .await
+        .map_err(|s| target.err(s))?
+        .into_inner();
+    let record = r
+        .credential
+        .context("the controller made a join token, not a credential: it is older than this ao")?;
+    let controller = if r.controller_url.is_empty() {
+        target.addr()
+    } else {
+        r.controller_url.clone()
+    };
+    let file = ao_proto::pki::TokenCredential {
+        token: r.token.clone(),
+        name: record.name.clone(),
+        role: record.role.clone(),
+        controller: controller.clone(),
+        ca_pem: r.ca_pem,
+    };
+    let out = new.out.unwrap_or_else(|| {
+        home.issued_credentials()
+            .join(format!("{}.json", record.name))
+    });
+    if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    }
+    file.save(&out)
+        .with_context(|| format!("cannot write the credential file {}", out.display()))?;
+    println!("TOKEN={}", r.token);
+    let expires = if record.expires_at.is_empty() {
+        "does not expire".to_string()
+    } else {
+        format!("valid until {}", record.expires_at)
+    };
+    eprintln!(
+        "credential {} (id {}, role {}, {expires}) written to {}\n\
+         CLI elsewhere (a CI job): AO_CONTROLLER={controller} AO_CREDENTIALS=<a copy of that file> ao spawn <project> <issue>\n\
+         HTTP: curl -H \"Authorization: Bearer $TOKEN\" -d '{{\"project\":\"…\",\"issue\":\"…\"}}' http://<ao>:4000/webhook/spawn\n\
+         keep both secret; `ao token rm {}` revokes it",
+        record.name,
+        record.id,
+        record.role,
+        out.display(),
+        record.name
+    );
+    Ok(())
+}
+
 /// `ao token ls`.
 pub async fn list_tokens(target: &Target, json: bool) -> anyhow::Result<()> {
     let mut c = target.client().await?;
@@ -564,9 +680,12 @@ pub async fn list_tokens(target: &Target, json: bool) -> anyhow::Result<()> {
         .list_tokens(pb::ListTokensRequest {})
         .await
         .map_err(|s| target.err(s))?
-        .into_inner()
-        .tokens;
-    print_list(&tokens, json, render::tokens_json, render::tokens_table);
+        .into_inner();
+    if json {
+        println!("{}", render::tokens_json(&tokens));
+    } else {
+        print!("{}", render::tokens_table(&tokens));
+    }
     Ok(())
 }
 

@@ -38,9 +38,12 @@ struct Cli {
     /// Where the controller is: https://host:port (several, comma-separated, for HA) or unix:///path/ao.sock; default: the local stack under AO_HOME.
     #[arg(long, global = true, env = "AO_CONTROLLER")]
     controller: Option<String>,
-    /// Directory with ca.crt, tls.crt, tls.key for https controllers (default: $AO_HOME/pki/admin, or $AO_HOME/pki/worker for `ao worker run`).
+    /// A credential file of `ao token create --role R` (its token and controller), or a directory with ca.crt, tls.crt, tls.key for https controllers (default: $AO_HOME/pki/admin, or $AO_HOME/pki/worker for `ao worker run`).
     #[arg(long, global = true, env = "AO_CREDENTIALS")]
     credentials: Option<PathBuf>,
+    /// A credential's token (`ao token create --role R`), sent with every call: the call is made with that role.
+    #[arg(long, global = true, env = "AO_TOKEN", hide_env_values = true)]
+    token: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -328,18 +331,36 @@ enum NotifyCommand {
 
 #[derive(Subcommand)]
 enum TokenCommand {
-    /// Make a single-use join token and print the `ao worker join` command.
+    /// Without --role: a single-use worker join token and the `ao worker join` command. With
+    /// --role: a credential for a person or automation; prints TOKEN=<secret> (for
+    /// `Authorization: Bearer` on the HTTP listener) and writes a credential file for the CLI
+    /// (AO_CREDENTIALS=<file>).
+    #[command(
+        after_help = "Roles: admin (everything), operator (spawn, send, kill, restore, attach, status, events, logs),\n\
+                      spawner (spawn, status), viewer (status, logs, events, attach --read-only).\n\
+                      Example, a GitLab CI job that spawns: ao token create --role spawner --name gitlab-ci"
+    )]
     Create {
-        /// How long it stays valid (30m, 1h, 1d).
-        #[arg(long, default_value = "1h", value_parser = parse_duration)]
-        ttl: std::time::Duration,
+        /// How long it stays valid (30m, 1h, 1d); join tokens: 1h by default, credentials: no expiry.
+        #[arg(long, value_parser = parse_duration)]
+        ttl: Option<std::time::Duration>,
+        /// Make a credential of this role instead of a join token.
+        #[arg(long, value_parser = ["admin", "operator", "spawner", "viewer"])]
+        role: Option<String>,
+        /// The credential's name (default <role>-<id>); `ao token rm <name>` revokes it.
+        #[arg(long, requires = "role")]
+        name: Option<String>,
+        /// Where to write the credential file (default $AO_HOME/credentials/<name>.json).
+        #[arg(long, requires = "role")]
+        out: Option<PathBuf>,
     },
-    /// Tokens not yet used (ids and expiry; secrets are not kept).
+    /// Join tokens not yet used and credentials (ids, roles, expiry; secrets are not kept).
     Ls {
         #[arg(long)]
         json: bool,
     },
-    /// Withdraw an unused token (its id is the part before the dot).
+    /// Withdraw an unused join token (its id is the part before the dot) or revoke a credential
+    /// (by id or name): calls with it are refused at once.
     Rm { id: String },
 }
 
@@ -592,7 +613,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     } else {
         (cli.controller, cli.credentials)
     };
-    let target = commands::Target::new(controller.as_deref(), &home, credentials)?;
+    let target = commands::Target::new(controller.as_deref(), &home, credentials, cli.token)?;
     let ok = Ok(ExitCode::SUCCESS);
     if matches!(
         cli.command,
@@ -671,9 +692,25 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Worker(WorkerCommand::Rm { id }) => {
             commands::remove_worker(&target, id).await.and(ok)
         }
-        Command::Token(TokenCommand::Create { ttl }) => {
-            commands::create_token(&target, ttl).await.and(ok)
+        Command::Token(TokenCommand::Create {
+            ttl,
+            role: Some(role),
+            name,
+            out,
+        }) => {
+            let new = commands::NewCredential {
+                role,
+                name,
+                ttl,
+                out,
+            };
+            commands::create_credential(&target, &home, new)
+                .await
+                .and(ok)
         }
+        Command::Token(TokenCommand::Create {
+            ttl, role: None, ..
+        }) => commands::create_token(&target, ttl).await.and(ok),
         Command::Token(TokenCommand::Ls { json }) => {
             commands::list_tokens(&target, json).await.and(ok)
         }

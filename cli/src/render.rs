@@ -399,35 +399,66 @@ pub fn workers_table(workers: &[pb::Worker]) -> String {
     )
 }
 
-pub fn tokens_json(tokens: &[pb::JoinToken]) -> String {
-    let values: Vec<Value> = tokens
-        .iter()
-        .map(|t| {
-            json!({
-                "id": t.id,
-                "createdAt": t.created_at,
-                "expiresAt": t.expires_at,
-                "expired": t.expired,
-            })
+/// What `ao token ls` shows: join tokens and credentials, one list.
+pub fn tokens_json(tokens: &pb::ListTokensResponse) -> String {
+    let joins = tokens.tokens.iter().map(|t| {
+        json!({
+            "id": t.id,
+            "kind": "join",
+            "createdAt": t.created_at,
+            "expiresAt": t.expires_at,
+            "expired": t.expired,
         })
-        .collect();
+    });
+    let credentials = tokens.credentials.iter().map(|c| {
+        json!({
+            "id": c.id,
+            "kind": "credential",
+            "name": c.name,
+            "role": c.role,
+            "createdAt": c.created_at,
+            "createdBy": c.created_by,
+            "expiresAt": opt(&c.expires_at),
+            "expired": c.expired,
+        })
+    });
+    let values: Vec<Value> = joins.chain(credentials).collect();
     serde_json::to_string_pretty(&values).expect("json")
 }
 
-pub fn tokens_table(tokens: &[pb::JoinToken]) -> String {
-    let rows = tokens
-        .iter()
-        .map(|t| {
-            let state = if t.expired { "expired" } else { "usable" };
-            vec![
-                t.id.clone(),
-                t.created_at.clone(),
-                t.expires_at.clone(),
-                state.to_string(),
-            ]
-        })
-        .collect();
-    table(&["TOKEN", "CREATED", "EXPIRES", "STATE"], rows)
+pub fn tokens_table(tokens: &pb::ListTokensResponse) -> String {
+    let state = |expired: bool| if expired { "expired" } else { "usable" }.to_string();
+    let joins = tokens.tokens.iter().map(|t| {
+        vec![
+            t.id.clone(),
+            "join".into(),
+            "-".into(),
+            "worker".into(),
+            t.created_at.clone(),
+            t.expires_at.clone(),
+            state(t.expired),
+        ]
+    });
+    let credentials = tokens.credentials.iter().map(|c| {
+        let expires = if c.expires_at.is_empty() {
+            "never".to_string()
+        } else {
+            c.expires_at.clone()
+        };
+        vec![
+            c.id.clone(),
+            "credential".into(),
+            c.name.clone(),
+            c.role.clone(),
+            c.created_at.clone(),
+            expires,
+            state(c.expired),
+        ]
+    });
+    table(
+        &["ID", "KIND", "NAME", "ROLE", "CREATED", "EXPIRES", "STATE"],
+        joins.chain(credentials).collect(),
+    )
 }
 
 pub fn admins_json(admins: &[pb::AdminCert]) -> String {

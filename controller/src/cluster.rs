@@ -63,7 +63,7 @@ pub struct Cluster {
 }
 
 /// Equal without telling, by its timing, how much of a guess was right.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
@@ -119,26 +119,8 @@ impl Cluster {
         &self.url
     }
 
-    /// Commits `txn` while this controller leads. A refusal that is about
-    /// leadership, not about the request, comes back as `Unavailable` (the
-    /// caller should try the next controller); any other `Conflict` is the
-    /// request's own.
     async fn commit(&self, txn: Txn) -> Result<(), StoreError> {
-        let txn = match &self.fence {
-            Some(f) => txn.check(f.key.clone(), Precondition::Revision(f.revision)),
-            None => txn,
-        };
-        match self.store.commit(txn).await {
-            Ok(_) => Ok(()),
-            Err(StoreError::Conflict { key })
-                if self.fence.as_ref().is_some_and(|f| f.key == key) =>
-            {
-                Err(StoreError::Unavailable(
-                    "this controller is no longer the leader".into(),
-                ))
-            }
-            Err(e) => Err(e),
-        }
+        crate::leader::commit_fenced(self.store.as_ref(), self.fence.as_ref(), txn).await
     }
 
     /// A new single-use token, `<id>.<secret>`, valid for `ttl`.
@@ -583,7 +565,19 @@ impl Cluster {
         req: &tonic::Request<T>,
         role: Role,
     ) -> Result<PeerIdentity, ClusterError> {
-        let certs = req.peer_certs().ok_or_else(|| {
+        self.authorize_peer(req.peer_certs(), role)
+    }
+
+    /// As [`Self::authorize`], for the certificates a connection presented.
+    ///
+    /// # Errors
+    /// [`ClusterError::Refused`] with the reason.
+    pub fn authorize_peer(
+        &self,
+        certs: Option<Arc<Vec<rustls::pki_types::CertificateDer<'static>>>>,
+        role: Role,
+    ) -> Result<PeerIdentity, ClusterError> {
+        let certs = certs.ok_or_else(|| {
             ClusterError::Refused(format!(
                 "this call needs a client certificate of role {}",
                 role.as_str()

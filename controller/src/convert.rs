@@ -421,6 +421,19 @@ pub fn viewer_output(out: ViewerOutput) -> pb::attach_output::Msg {
     }
 }
 
+/// A credential as `ao token ls` shows it (never its secret or hash).
+pub fn credential_to_pb(c: &crate::access::CredentialRecord, now: DateTime<Utc>) -> pb::Credential {
+    pb::Credential {
+        id: c.id.clone(),
+        name: c.name.clone(),
+        role: c.role.as_str().to_string(),
+        created_at: rfc3339(&c.created_at),
+        expires_at: c.expires_at.as_ref().map(rfc3339).unwrap_or_default(),
+        expired: c.expired(now),
+        created_by: c.created_by.clone(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

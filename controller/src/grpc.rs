@@ -142,6 +142,38 @@ pub struct ControllerService {
 }
 
 impl ControllerService {
+    /// A credential of role `r.role` made by `by`, with what a credential
+    /// file needs to reach this controller over the network (when it listens).
+    async fn create_credential(
+        &self,
+        r: pb::CreateTokenRequest,
+        by: &str,
+    ) -> Result<pb::CreateTokenResponse, Status> {
+        let role = crate::access::Role::parse(&r.role).ok_or_else(|| {
+            Status::invalid_argument(format!(
+                "unknown role `{}`: expected admin, operator, spawner or viewer",
+                r.role
+            ))
+        })?;
+        let ttl = (r.ttl_seconds > 0).then(|| Duration::from_secs(r.ttl_seconds));
+        let name = Some(r.name.as_str()).filter(|n| !n.is_empty());
+        let (token, record) = self
+            .handle
+            .credentials()
+            .create(role, name, ttl, by)
+            .await?;
+        tracing::info!(credential = %record.name, id = %record.id, role = role.as_str(), %by, "credential created");
+        let cluster = self.cluster.as_deref();
+        Ok(pb::CreateTokenResponse {
+            token,
+            expires_at: record.expires_at.as_ref().map(rfc3339).unwrap_or_default(),
+            ca_hash: cluster.map(|c| c.ca_hash().to_string()).unwrap_or_default(),
+            controller_url: cluster.map(|c| c.url().to_string()).unwrap_or_default(),
+            credential: Some(convert::credential_to_pb(&record, chrono::Utc::now())),
+            ca_pem: cluster.map(|c| c.ca_pem().to_string()).unwrap_or_default(),
+        })
+    }
+
     fn cluster(&self) -> Result<&Cluster, Status> {
         self.cluster.as_deref().ok_or_else(|| {
             Status::failed_precondition(
@@ -379,6 +411,7 @@ impl pb::controller_server::Controller for ControllerService {
         req: Request<Streaming<pb::AttachInput>>,
     ) -> Result<Response<Self::AttachStream>, Status> {
         let who = caller_name(&req);
+        let role = req.extensions().get::<crate::access::Caller>().cloned();
         let mut input = req.into_inner();
         let start = first_message(
             &mut input,
@@ -389,6 +422,17 @@ impl pb::controller_server::Controller for ControllerService {
             },
         )
         .await?;
+        // The gate let observers in; typing into the agent is acting on it.
+        if let (Some(caller), false) = (role, start.read_only) {
+            caller
+                .require(crate::access::Permission::Operate)
+                .map_err(|s| {
+                    Status::permission_denied(format!(
+                        "{}; `ao attach --read-only` only watches",
+                        s.message()
+                    ))
+                })?;
+        }
         let keys = input.map_while(Result::ok).filter_map(|m| match m.msg {
             Some(pb::attach_input::Msg::Data(keys)) => Some(ViewerInput::Keys(keys)),
             Some(pb::attach_input::Msg::Resize(r)) => Some(ViewerInput::Resize {
@@ -487,26 +531,54 @@ impl pb::controller_server::Controller for ControllerService {
         _: Request<pb::ListTokensRequest>,
     ) -> Result<Response<pb::ListTokensResponse>, Status> {
         let now = chrono::Utc::now();
-        let tokens = self
-            .cluster()?
-            .tokens()
-            .await?
-            .into_iter()
-            .map(|(id, created, expires)| pb::JoinToken {
-                id,
-                created_at: rfc3339(&created),
-                expires_at: rfc3339(&expires),
-                expired: expires <= now,
-            })
+        let mut tokens = Vec::new();
+        if let Some(cluster) = &self.cluster {
+            for (id, created, expires) in cluster.tokens().await? {
+                tokens.push(pb::JoinToken {
+                    id,
+                    created_at: rfc3339(&created),
+                    expires_at: rfc3339(&expires),
+                    expired: expires <= now,
+                });
+            }
+        }
+        let credentials = self
+            .handle
+            .credentials()
+            .list()
+            .await
+            .map_err(ControllerError::Store)?
+            .iter()
+            .map(|c| convert::credential_to_pb(c, now))
             .collect();
-        Ok(Response::new(pb::ListTokensResponse { tokens }))
+        Ok(Response::new(pb::ListTokensResponse {
+            tokens,
+            credentials,
+        }))
     }
 
     async fn delete_token(
         &self,
         req: Request<pb::DeleteTokenRequest>,
     ) -> Result<Response<pb::DeleteTokenResponse>, Status> {
-        self.cluster()?.delete_token(&req.into_inner().id).await?;
+        let id = req.into_inner().id;
+        let removed = self
+            .handle
+            .credentials()
+            .remove(&id)
+            .await
+            .map_err(ControllerError::Store)?;
+        match (removed, &self.cluster) {
+            (Some(c), _) => {
+                tracing::info!(credential = %c.name, id = %c.id, role = c.role.as_str(), "credential revoked");
+            }
+            (None, Some(cluster)) => cluster.delete_token(&id).await?,
+            (None, None) => {
+                return Err(Status::not_found(format!(
+                    "no credential `{id}` (see `ao token ls`)"
+                )))
+            }
+        }
         Ok(Response::new(pb::DeleteTokenResponse {}))
     }
 
@@ -514,8 +586,13 @@ impl pb::controller_server::Controller for ControllerService {
         &self,
         req: Request<pb::CreateTokenRequest>,
     ) -> Result<Response<pb::CreateTokenResponse>, Status> {
+        let by = caller_name(&req);
+        let r = req.into_inner();
+        if !r.role.is_empty() {
+            return self.create_credential(r, &by).await.map(Response::new);
+        }
         let cluster = self.cluster()?;
-        let ttl = match req.into_inner().ttl_seconds {
+        let ttl = match r.ttl_seconds {
             0 => Duration::from_secs(3600),
             s => Duration::from_secs(s),
         };
@@ -525,6 +602,8 @@ impl pb::controller_server::Controller for ControllerService {
             expires_at: rfc3339(&expires),
             ca_hash: cluster.ca_hash().to_string(),
             controller_url: cluster.url().to_string(),
+            credential: None,
+            ca_pem: String::new(),
         }))
     }
 
@@ -594,25 +673,13 @@ fn caller<T>(req: &Request<T>) -> Option<ao_proto::pki::PeerIdentity> {
         .cloned()
 }
 
-/// Who is calling, as the controller itself can tell (never what the
-/// client says): the certificate's name over TCP; on the Unix socket the
-/// peer process's user, from the kernel (SO_PEERCRED), as `local:<user>`.
+/// Who is calling, as the gate established it (never what the client
+/// says): a certificate's name, `token:<credential>`, or the local socket's
+/// user as `local:<user>`.
 fn caller_name<T>(req: &Request<T>) -> String {
-    if let Some(who) = caller(req) {
-        return who.name;
-    }
-    let uid = req
-        .extensions()
-        .get::<tonic::transport::server::UdsConnectInfo>()
-        .and_then(|info| info.peer_cred)
-        .map(|cred| cred.uid());
-    let Some(uid) = uid else {
-        return "local".into();
-    };
-    match nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid)) {
-        Ok(Some(user)) => format!("local:{}", user.name),
-        _ => format!("local:uid-{uid}"),
-    }
+    req.extensions()
+        .get::<crate::access::Caller>()
+        .map_or_else(|| "local".to_string(), |c| c.name.clone())
 }
 
 #[tonic::async_trait]

@@ -9,10 +9,12 @@ use ao_proto::{input, pb};
 use tokio::sync::{mpsc, oneshot, watch};
 use tonic::Streaming;
 
+use crate::access::Credentials;
 use crate::cleanup::{Cleaning, Outcome, OutcomeKind};
 use crate::config::Config;
 use crate::error::ControllerError;
 use crate::forge::Forges;
+use crate::leader::Fence;
 use crate::liveness::{LastHeard, LinkMeta, Worker};
 use crate::model::{rfc3339, SessionRecord, SessionStatus, WorkerState};
 use crate::store::Store;
@@ -189,6 +191,8 @@ pub struct ControllerHandle {
     next_conn: Arc<std::sync::atomic::AtomicU64>,
     /// Code hosts, reached here rather than in the actor: they may be slow.
     forges: Arc<Forges>,
+    /// Credentials for people and automation (read on each use, not by the actor).
+    credentials: Arc<Credentials>,
 }
 
 /// How long `ao session cleanup` waits for the workers' answers.
@@ -213,14 +217,21 @@ impl ControllerHandle {
         tx: mpsc::Sender<Command>,
         snapshot: watch::Receiver<Arc<Snapshot>>,
         store: Arc<dyn Store>,
+        fence: Option<Fence>,
     ) -> Self {
         Self {
             tx,
             snapshot,
+            credentials: Arc::new(Credentials::new(store.clone(), fence)),
             store,
             next_conn: Arc::new(std::sync::atomic::AtomicU64::new(1)),
             forges: Arc::default(),
         }
+    }
+
+    /// The credentials of people and automation.
+    pub fn credentials(&self) -> Arc<Credentials> {
+        self.credentials.clone()
     }
 
     async fn ask<T>(&self, make: impl FnOnce(Reply<T>) -> Command) -> Result<T, ControllerError> {

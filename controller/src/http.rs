@@ -1,6 +1,9 @@
 //! The controller's HTTP listener: health for load balancers and
-//! supervisors, and the code host's webhooks. Thin handlers over the same
-//! controller as the gRPC API.
+//! supervisors, the code host's webhooks, and spawns from other programs
+//! (`POST /webhook/spawn`). Thin handlers over the same controller as the
+//! gRPC API.
+
+mod spawn;
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -51,6 +54,10 @@ pub fn router(state: HttpState) -> Router {
         .route(
             "/webhooks/github",
             post(github_webhook).layer(DefaultBodyLimit::max(MAX_DELIVERY_BYTES)),
+        )
+        .route(
+            "/webhook/spawn",
+            post(spawn::spawn).layer(DefaultBodyLimit::max(spawn::MAX_SPAWN_BYTES)),
         )
         .with_state(state)
 }

@@ -20,6 +20,8 @@ pub const CERTS: &str = "/ao/v1/certs/";
 pub const ADMINS: &str = "/ao/v1/admins/";
 /// Revoked certificate serials.
 pub const REVOKED: &str = "/ao/v1/revoked/";
+/// Credentials for people and automation, by id; the value holds only a hash of the secret.
+pub const CREDENTIALS: &str = "/ao/v1/credentials/";
 /// Notifications waiting for delivery: `/ao/v1/notify/<notifier>/<event id>`.
 pub const NOTIFY: &str = "/ao/v1/notify/";
 /// Worker ids held by a joined machine (one per id, until `ao worker rm`).
@@ -27,6 +29,10 @@ const IDENTITIES: &str = "/ao/v1/identities/";
 
 pub fn identity(worker: &str) -> String {
     format!("{IDENTITIES}{worker}")
+}
+
+pub fn credential(id: &str) -> String {
+    format!("{CREDENTIALS}{id}")
 }
 
 pub fn token(id: &str) -> String {

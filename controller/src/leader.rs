@@ -23,6 +23,33 @@ pub const LEASE_TTL: Duration = Duration::from_secs(10);
 /// How often a follower looks at the key.
 const FOLLOWER_POLL: Duration = Duration::from_secs(1);
 
+/// Commits `txn` while this controller leads (any controller when there is no `fence`). A
+/// refusal that is about leadership, not about the request, comes back as `Unavailable` (the
+/// caller should try the next controller); any other `Conflict` is the request's own.
+///
+/// # Errors
+/// As [`crate::store::Store::commit`].
+pub async fn commit_fenced(
+    store: &dyn crate::store::Store,
+    fence: Option<&Fence>,
+    txn: crate::store::Txn,
+) -> Result<(), StoreError> {
+    let txn = match fence {
+        Some(f) => txn.check(
+            f.key.clone(),
+            crate::store::Precondition::Revision(f.revision),
+        ),
+        None => txn,
+    };
+    match store.commit(txn).await {
+        Ok(_) => Ok(()),
+        Err(StoreError::Conflict { key }) if fence.is_some_and(|f| f.key == key) => Err(
+            StoreError::Unavailable("this controller is no longer the leader".into()),
+        ),
+        Err(e) => Err(e),
+    }
+}
+
 /// What every write of the leader is guarded by.
 #[derive(Clone, Debug)]
 pub struct Fence {

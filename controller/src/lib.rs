@@ -39,6 +39,7 @@
 //! - [`error`]: what a command to the controller can fail with.
 //! - [`grpc`] and [`server`]: the wire; [`http`]: health and webhooks over HTTP.
 
+pub mod access;
 pub mod app;
 pub mod attach;
 pub mod cleanup;

@@ -10,6 +10,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tonic::service::interceptor::InterceptedService;
 
+use crate::access::{Gate, Guarded};
 use crate::cluster::Cluster;
 use crate::grpc::{ControllerService, JoinService, RequireRole, WorkerLinkService};
 use crate::handle::ControllerHandle;
@@ -48,7 +49,7 @@ pub fn bind_unix(path: &Path) -> Result<UnixListener, ServeError> {
     Ok(listener)
 }
 
-type CliApi = pb::controller_server::ControllerServer<ControllerService>;
+type CliApi = Guarded<pb::controller_server::ControllerServer<ControllerService>>;
 type LinkApi = pb::worker_link_server::WorkerLinkServer<WorkerLinkService>;
 
 /// What every listener serves: the sessions actor, the stop token that a
@@ -63,9 +64,10 @@ pub struct Services {
 }
 
 impl Services {
-    /// The CLI's service and the worker link, with the message limits of
+    /// The CLI's service behind the gate of its listener (`tcp`: the
+    /// cluster's port) and the worker link, with the message limits of
     /// [`ao_proto::limits`].
-    fn apis(&self, cluster: Option<Arc<Cluster>>) -> (CliApi, LinkApi) {
+    fn apis(&self, cluster: Option<Arc<Cluster>>, tcp: bool) -> (CliApi, LinkApi) {
         use ao_proto::limits;
         let controller = ControllerService {
             handle: self.handle.clone(),
@@ -74,9 +76,11 @@ impl Services {
             cluster: cluster.clone(),
             tasks: self.tasks.clone(),
         };
-        let cli = CliApi::new(controller)
+        let cli = pb::controller_server::ControllerServer::new(controller)
             .max_decoding_message_size(limits::MAX_REQUEST_BYTES)
             .max_encoding_message_size(limits::MAX_RESPONSE_BYTES);
+        let gate = Gate::new(self.handle.credentials(), cluster.clone().filter(|_| tcp));
+        let cli = Guarded::new(cli, Arc::new(gate));
         let link = LinkApi::new(WorkerLinkService {
             handle: self.handle.clone(),
             cluster,
@@ -100,7 +104,7 @@ impl Services {
         listener: UnixListener,
         cluster: Option<Arc<Cluster>>,
     ) -> Result<(), ServeError> {
-        let (controller, link) = self.apis(cluster);
+        let (controller, link) = self.apis(cluster, false);
         builder()
             .add_service(controller)
             .add_service(link)
@@ -112,10 +116,11 @@ impl Services {
             .map_err(ServeError::Serve)
     }
 
-    /// Serves the TCP port with mutual TLS only: the CLI's API needs an
-    /// admin certificate, the worker link a worker certificate that is not
-    /// revoked; only `Join` takes callers without one. Plain-text
-    /// connections fail the handshake.
+    /// Serves the TCP port over TLS only: the CLI's API needs an admin
+    /// certificate or a credential token (each call checked against its
+    /// role), the worker link a worker certificate that is not revoked;
+    /// only `Join` takes callers without one. Plain-text connections fail
+    /// the handshake.
     ///
     /// # Errors
     /// [`ServeError::Serve`] when the TLS setup or the transport fails.
@@ -126,7 +131,7 @@ impl Services {
         cluster: Arc<Cluster>,
     ) -> Result<(), ServeError> {
         use ao_proto::pki::Role;
-        let (controller, link) = self.apis(Some(cluster.clone()));
+        let (controller, link) = self.apis(Some(cluster.clone()), true);
         let join = JoinService {
             cluster: cluster.clone(),
         };
@@ -137,7 +142,7 @@ impl Services {
         builder()
             .tls_config(server.server_tls())
             .map_err(ServeError::Serve)?
-            .add_service(InterceptedService::new(controller, role(Role::Admin)))
+            .add_service(controller)
             .add_service(InterceptedService::new(link, role(Role::Worker)))
             .add_service(
                 pb::join_server::JoinServer::new(join)

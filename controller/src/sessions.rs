@@ -185,9 +185,15 @@ pub async fn start(
     actor.publish();
     let trim_to = actor.event_seq.checked_sub(actor.settings.events_kept);
     let fence = actor.fence.clone();
-    upkeep::start(&mut actor.tickers, &tx, store.clone(), fence, trim_to);
+    upkeep::start(
+        &mut actor.tickers,
+        &tx,
+        store.clone(),
+        fence.clone(),
+        trim_to,
+    );
     let task = tokio::spawn(actor.run(rx));
-    Ok((ControllerHandle::new(tx, snapshot, store), task))
+    Ok((ControllerHandle::new(tx, snapshot, store, fence), task))
 }
 
 impl Actor {

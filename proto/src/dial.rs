@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use hyper_util::rt::TokioIo;
 use tokio::net::UnixStream;
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, ClientTlsConfig, Endpoint, Uri};
 
 use crate::limits;
@@ -28,6 +29,10 @@ pub enum DialError {
     BadAddress(String),
     #[error("{addr} needs TLS credentials (a client certificate from the cluster CA)")]
     NoCredentials { addr: String },
+    #[error(
+        "the token holds characters a header cannot carry: copy it again from `ao token create`"
+    )]
+    BadToken,
     #[error("cannot reach the controller at {addr}")]
     Unreachable {
         addr: String,
@@ -113,9 +118,40 @@ impl std::fmt::Display for ControllerAddr {
     }
 }
 
-/// The CLI's client of the controller, with the limits of [`crate::limits`].
-pub fn controller_client(channel: Channel) -> ControllerClient<Channel> {
-    ControllerClient::new(channel)
+/// Puts a credential's token on every call (`authorization: Bearer`), when there is one.
+#[derive(Clone, Default)]
+pub struct Bearer(Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>);
+
+impl Bearer {
+    /// # Errors
+    /// A token that cannot be a header value (not printable ASCII).
+    pub fn new(token: Option<&str>) -> Result<Self, DialError> {
+        match token {
+            None => Ok(Self(None)),
+            Some(t) => format!("Bearer {t}")
+                .parse()
+                .map(|v| Self(Some(v)))
+                .map_err(|_| DialError::BadToken),
+        }
+    }
+}
+
+impl tonic::service::Interceptor for Bearer {
+    fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(value) = &self.0 {
+            req.metadata_mut().insert("authorization", value.clone());
+        }
+        Ok(req)
+    }
+}
+
+/// The CLI's client of the controller.
+pub type Client = ControllerClient<InterceptedService<Channel, Bearer>>;
+
+/// The CLI's client of the controller, with the limits of [`crate::limits`],
+/// sending `bearer` on every call.
+pub fn controller_client(channel: Channel, bearer: Bearer) -> Client {
+    ControllerClient::with_interceptor(channel, bearer)
         .max_encoding_message_size(limits::MAX_REQUEST_BYTES)
         .max_decoding_message_size(limits::MAX_RESPONSE_BYTES)
 }

@@ -143,6 +143,11 @@ impl Home {
         self.pki().join("admins")
     }
 
+    /// Where `ao token create --role` writes credential files unless told otherwise.
+    pub fn issued_credentials(&self) -> PathBuf {
+        self.0.join("credentials")
+    }
+
     /// This machine's worker credential from `ao worker join`.
     pub fn worker_credentials(&self) -> PathBuf {
         self.pki().join("worker")

@@ -30,6 +30,7 @@ mod files;
 mod identity;
 mod pin;
 mod tls;
+mod token_file;
 
 pub use ca::{new_csr, Ca};
 pub use credentials::Credentials;
@@ -37,6 +38,7 @@ pub use error::PkiError;
 pub use identity::{peer_identity, peer_identity_pem, PeerIdentity, Role};
 pub use pin::{ca_hash, fetch_pinned_ca, sha256_hex};
 pub use tls::{anonymous_client_tls, SERVER_NAME};
+pub use token_file::TokenCredential;
 
 /// Tests of the parts together: a CA and credentials on disk, and tonic mTLS with what the CA
 /// issues.

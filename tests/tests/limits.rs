@@ -55,7 +55,7 @@ fn oversized_spawns_and_sends_are_refused_and_the_worker_keeps_its_link() {
     // Just under the API's 4 MiB transport limit: the content limit refuses
     // it before anything is stored, so it never reaches a worker.
     let err = rt.block_on(async {
-        dial::controller_client(channel(&stack).await)
+        dial::controller_client(channel(&stack).await, dial::Bearer::default())
             .spawn(spawn_request("x".repeat(4 * 1024 * 1024 - 4096)))
             .await
             .unwrap_err()
@@ -81,7 +81,7 @@ fn oversized_spawns_and_sends_are_refused_and_the_worker_keeps_its_link() {
     );
     // A message over the input limit, straight to the API and through the CLI.
     let err = rt.block_on(async {
-        dial::controller_client(channel(&stack).await)
+        dial::controller_client(channel(&stack).await, dial::Bearer::default())
             .send(pb::SendRequest {
                 session_id: live.clone(),
                 text: "y".repeat(2 * 1024 * 1024),

@@ -215,7 +215,7 @@ pub fn run() {
         let channel = dial::connect(&ControllerAddr::Unix(socket.clone()), None)
             .await
             .expect("controller");
-        let mut client = ao_proto::dial::controller_client(channel);
+        let mut client = ao_proto::dial::controller_client(channel, ao_proto::dial::Bearer::default());
         let deadline = Instant::now() + Duration::from_secs(30);
         while client
             .info(pb::InfoRequest {})
