@@ -72,7 +72,12 @@ impl Linear {
             .connect_timeout(CONNECT_TIMEOUT)
             .timeout(CALL_TIMEOUT)
             .build()
-            .map_err(|e| ScmError::Other(format!("cannot set up the Linear client: {e}")))?;
+            .map_err(|e| {
+                ScmError::Other(format!(
+                    "cannot set up the Linear client: {}",
+                    ao_proto::error_chain(&e)
+                ))
+            })?;
         Ok(Self {
             client,
             api_url: api_url.to_string(),
@@ -176,16 +181,18 @@ impl Linear {
                 ScmError::Other(format!(
                     "{what}: Linear cannot be reached at {}: {}",
                     self.api_url,
-                    chain(&e)
+                    ao_proto::error_chain(&e)
                 ))
             })?;
         let status = response.status();
         tracing::debug!(%status, "Linear answered");
         let reset = reset_time(response.headers());
-        let body = response
-            .bytes()
-            .await
-            .map_err(|e| ScmError::Other(format!("{what}: reading the reply: {}", chain(&e))))?;
+        let body = response.bytes().await.map_err(|e| {
+            ScmError::Other(format!(
+                "{what}: reading the reply: {}",
+                ao_proto::error_chain(&e)
+            ))
+        })?;
         let reply: Option<Reply<Value>> = serde_json::from_slice(&body).ok();
         let errors = reply.as_ref().map_or(&[][..], |r| &r.errors[..]);
 
@@ -237,18 +244,6 @@ fn reset_time(headers: &HeaderMap) -> Option<SystemTime> {
         .parse()
         .ok()?;
     SystemTime::UNIX_EPOCH.checked_add(Duration::from_millis(millis))
-}
-
-/// An error with its causes, as reqwest's own message hides them.
-fn chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 /// A project's issues on Linear: the workspace of the key, held to the project's team (when it

@@ -1,9 +1,9 @@
 //! A project's `tracker: linear` block, read into typed values, and where the API key comes from.
 
-use reqwest::Url;
 use serde_json::Value;
 
 use crate::config::PluginConfig;
+use crate::scm::github::settings::api_base;
 use crate::scm::github::SettingsError;
 
 /// The environment variable the Linear API key is read from.
@@ -53,7 +53,7 @@ impl LinearSettings {
             Some(_) => Err(error(key, "expected a string".to_string())),
         };
         let api_url = match string("apiUrl")? {
-            Some(url) => endpoint(&url).map_err(|problem| error("apiUrl", problem))?,
+            Some(url) => api_base(&url).map_err(|problem| error("apiUrl", problem))?,
             None => DEFAULT_API_URL.to_string(),
         };
         let team = match string("team")? {
@@ -72,15 +72,6 @@ impl LinearSettings {
 /// A team key as Linear shows it in identifiers (`ENG` of `ENG-12`).
 pub(crate) fn is_team_key(key: &str) -> bool {
     !key.is_empty() && key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
-}
-
-/// `url` checked as an http(s) URL with a host, without its trailing `/`.
-fn endpoint(url: &str) -> Result<String, String> {
-    let parsed = Url::parse(url).map_err(|e| format!("`{url}` is not a URL ({e})"))?;
-    if !matches!(parsed.scheme(), "http" | "https") || parsed.host_str().is_none() {
-        return Err(format!("expected an http(s) URL with a host, got `{url}`"));
-    }
-    Ok(url.trim_end_matches('/').to_string())
 }
 
 #[cfg(test)]
