@@ -4,8 +4,9 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use ao_controller::config;
-use ao_controller::forge::github_apis;
+use ao_controller::forge::{github_apis, linear_apis};
 use ao_controller::scm::github::{resolve_token, Github, GithubSettings};
+use ao_controller::scm::linear::{api_key, Linear, LINEAR_API_KEY};
 use ao_controller::scm::Scm;
 use ao_proto::home::Home;
 
@@ -107,6 +108,24 @@ async fn github(project: &str, settings: &GithubSettings) -> bool {
     )
 }
 
+/// The Linear endpoint `api` with this process's key: the user it acts as.
+async fn linear(project: &str, api: &str) -> bool {
+    let what = format!("linear {api}");
+    let fail = |detail: String| line(Level::Fail, &what, &format!("project {project}: {detail}"));
+    let client = match api_key(&|k| std::env::var(k).ok()).and_then(|key| Linear::new(api, &key)) {
+        Ok(client) => client,
+        Err(e) => return fail(e.to_string()),
+    };
+    match client.viewer().await {
+        Ok(viewer) => line(
+            Level::Ok,
+            &what,
+            &format!("key from {LINEAR_API_KEY}, user {}", viewer.name),
+        ),
+        Err(e) => fail(e.to_string()),
+    }
+}
+
 pub async fn run(home: &Home, target: &Target) -> anyhow::Result<ExitCode> {
     let mut healthy = true;
     for (program, arg, package) in [("tmux", "-V", "tmux"), ("git", "--version", "git")] {
@@ -165,6 +184,14 @@ pub async fn run(home: &Home, target: &Target) -> anyhow::Result<ExitCode> {
                     }
                 }
                 Err(e) => hosts = line(Level::Fail, "github", &e.to_string()),
+            }
+            match linear_apis(&c) {
+                Ok(apis) => {
+                    for (api, (project, _)) in &apis {
+                        hosts &= linear(project, api).await;
+                    }
+                }
+                Err(e) => hosts = line(Level::Fail, "linear", &e.to_string()),
             }
             found && hosts
         }

@@ -195,7 +195,7 @@ enum Command {
         #[arg(long)]
         pr_url: Option<String>,
     },
-    /// Check tmux, git, agent binaries, the config and the controller.
+    /// Check tmux, git, agent binaries, the config (with its GitHub token and Linear key) and the controller.
     Doctor,
     /// Print shell completions, e.g. `ao completion bash > ~/.local/share/bash-completion/completions/ao`.
     Completion { shell: clap_complete::Shell },
@@ -204,6 +204,8 @@ enum Command {
 #[derive(Args)]
 struct SpawnArgs {
     project: String,
+    /// The issue: a number with `tracker: github` (42), an identifier with `tracker: linear`
+    /// (INT-1234).
     issue: Option<String>,
     /// The task prompt (default: one derived from the issue; with a tracker the issue's details
     /// follow it).

@@ -119,10 +119,13 @@ pub(crate) fn session_prompt(
     prompt
 }
 
-/// An issue as a prompt section: title, URL, labels, body and the last comments.
+/// An issue as a prompt section: title, URL, labels, body and the last comments. A number
+/// (GitHub's) is written `#42`, an identifier (Linear's) as it is, `INT-1234`.
 fn issue_section(issue: &Issue) -> String {
+    let numbered = issue.id.chars().all(|c| c.is_ascii_digit());
     let mut out = format!(
-        "## Issue #{}: {}\n\n{}\n",
+        "## Issue {}{}: {}\n\n{}\n",
+        if numbered { "#" } else { "" },
         issue.id,
         plain_text(&issue.title),
         issue.url

@@ -1,6 +1,6 @@
 //! The code hosts the projects name (`scm`, `tracker`), as the handle reaches them before a
-//! command goes to the actor: a GitHub token is checked when a config is applied, and the issue
-//! of a spawn is read from the tracker. These calls wait on the network, so they run in the
+//! command goes to the actor: a GitHub token or Linear key is checked when a config is applied,
+//! and the issue of a spawn is read from the tracker. These calls wait on the network, so they run in the
 //! caller's task and a slow GitHub never stalls the actor's loop.
 
 use std::collections::BTreeMap;
@@ -10,13 +10,16 @@ use std::sync::Arc;
 use crate::config::{Config, PluginConfig, ProjectConfig};
 use crate::error::ControllerError;
 use crate::scm::github::{token, GithubClients, GithubSettings, GithubTracker, SettingsError};
+use crate::scm::linear::{LinearClients, LinearSettings, LinearTracker, LINEAR_API_KEY};
 use crate::scm::{RepoRef, ScmError, Tracker};
 use crate::spawning::SpawnArgs;
 
-/// The GitHub clients of this controller, one per API base, shared by every project on it.
+/// The GitHub and Linear clients of this controller, one per API base, shared by every project
+/// on it.
 #[derive(Default)]
 pub struct Forges {
     github: GithubClients,
+    linear: LinearClients,
     /// What the PR watcher cannot do now, by repository (`ao status` says it).
     troubles: std::sync::Mutex<std::collections::BTreeMap<String, String>>,
 }
@@ -62,15 +65,15 @@ pub(crate) fn scm_settings(
     ))
 }
 
-/// The settings of a project's github `tracker`. A tracker without an `apiUrl` of its own is
-/// on the GitHub of the project's `scm` (so `tracker: github` beside an Enterprise `scm` block
-/// reads issues there).
+/// The settings of a project's github `tracker` (none for another tracker). A tracker without
+/// an `apiUrl` of its own is on the GitHub of the project's `scm` (so `tracker: github` beside
+/// an Enterprise `scm` block reads issues there).
 pub(crate) fn tracker_settings(
     id: &str,
     project: &ProjectConfig,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Option<Result<GithubSettings, SettingsError>> {
-    let tracker = project.tracker.as_ref()?;
+    let tracker = project.tracker.as_ref().filter(|t| t.plugin == "github")?;
     let scm_url = project.scm.as_ref().and_then(|s| s.settings.get(API_URL));
     let tracker = match scm_url {
         Some(url) if !tracker.settings.contains_key(API_URL) => {
@@ -110,14 +113,45 @@ pub fn github_apis(
     Ok(apis)
 }
 
+/// The settings of a project's linear `tracker` (none for another tracker).
+pub(crate) fn linear_settings(
+    id: &str,
+    project: &ProjectConfig,
+) -> Option<Result<LinearSettings, SettingsError>> {
+    let tracker = project.tracker.as_ref().filter(|t| t.plugin == "linear")?;
+    Some(LinearSettings::from_plugin(
+        &format!("projects.{id}.tracker"),
+        tracker,
+    ))
+}
+
+/// Every Linear endpoint `config` uses, each with the first project that uses it.
+///
+/// # Errors
+/// A block whose settings are invalid (checked at load already).
+pub fn linear_apis(
+    config: &Config,
+) -> Result<BTreeMap<String, (String, LinearSettings)>, SettingsError> {
+    let mut apis = BTreeMap::new();
+    for (id, project) in &config.projects {
+        if let Some(settings) = linear_settings(id, project) {
+            let settings = settings?;
+            apis.entry(settings.api_url.clone())
+                .or_insert_with(|| (id.clone(), settings));
+        }
+    }
+    Ok(apis)
+}
+
 fn process_env(key: &str) -> Option<String> {
     std::env::var(key).ok()
 }
 
-/// A host's refusal for `project`, with where the token comes from when it is the token.
-fn host_error(project: &str, error: ScmError) -> ControllerError {
+/// A host's refusal for `project`, with where GitHub's token comes from when it is the token
+/// (Linear's errors name their variable themselves).
+fn host_error(project: &str, plugin: &str, error: ScmError) -> ControllerError {
     let source = match error {
-        ScmError::Auth(message) => ScmError::Auth(format!(
+        ScmError::Auth(message) if plugin == "github" => ScmError::Auth(format!(
             "{message}; the token is read from {}, then {}, then `gh auth token`",
             token::GITHUB_TOKEN,
             token::GH_TOKEN
@@ -131,13 +165,14 @@ fn host_error(project: &str, error: ScmError) -> ControllerError {
 }
 
 impl Forges {
-    /// Checks that every GitHub `config` uses takes this process's token (`GET /user`), so a
-    /// missing or rejected token is an error of the apply, before anything is stored. A GitHub
-    /// that cannot be reached is only logged: it says nothing of the token.
+    /// Checks that every GitHub `config` uses takes this process's token (`GET /user`), and
+    /// every Linear its `LINEAR_API_KEY` (`viewer { id }`), so a missing or rejected key is an
+    /// error of the apply, before anything is stored. A host that cannot be reached is only
+    /// logged: it says nothing of the key.
     ///
     /// # Errors
-    /// [`ControllerError::Host`] naming the project when there is no token or GitHub rejects
-    /// it (401); [`ControllerError::InvalidConfig`] for a bad `GITHUB_API_URL`.
+    /// [`ControllerError::Host`] naming the project when there is no token or key, or the host
+    /// rejects it; [`ControllerError::InvalidConfig`] for a bad `GITHUB_API_URL`.
     pub async fn check_config(&self, config: &Config) -> Result<(), ControllerError> {
         let apis = github_apis(config, &process_env)
             .map_err(|e| ControllerError::InvalidConfig(e.to_string()))?;
@@ -146,12 +181,12 @@ impl Forges {
                 .github
                 .client(settings)
                 .await
-                .map_err(|e| host_error(project, e))?;
+                .map_err(|e| host_error(project, "github", e))?;
             match client.whoami().await {
                 Ok(login) => {
                     tracing::info!(api = %settings.api_url, %login, "GitHub token accepted")
                 }
-                Err(e @ ScmError::Auth(_)) => return Err(host_error(project, e)),
+                Err(e @ ScmError::Auth(_)) => return Err(host_error(project, "github", e)),
                 // An outage or a spent budget says nothing of the token: a restart must not
                 // wait for GitHub.
                 Err(e) => {
@@ -159,19 +194,41 @@ impl Forges {
                 }
             }
         }
+        let linear =
+            linear_apis(config).map_err(|e| ControllerError::InvalidConfig(e.to_string()))?;
+        for (api, (project, _)) in &linear {
+            let client = self
+                .linear
+                .client(api)
+                .map_err(|e| host_error(project, "linear", e))?;
+            match client.viewer().await {
+                Ok(viewer) => tracing::info!(%api, user = %viewer.name, "Linear API key accepted"),
+                Err(e @ ScmError::Auth(_)) => return Err(host_error(project, "linear", e)),
+                Err(e) => tracing::warn!(%api, "{LINEAR_API_KEY} not checked: {e}"),
+            }
+        }
         Ok(())
     }
 
-    /// The tracker of project `id`, when it has one.
+    /// The tracker of project `id`, when it has one: GitHub's or Linear's, as its `plugin` says.
     ///
     /// # Errors
     /// [`ControllerError::InvalidConfig`] when the environment makes its settings invalid;
-    /// [`ControllerError::Host`] when no token is found.
+    /// [`ControllerError::Host`] when no token (or `LINEAR_API_KEY`) is found.
     pub async fn tracker(
         &self,
         id: &str,
         project: &ProjectConfig,
     ) -> Result<Option<Arc<dyn Tracker>>, ControllerError> {
+        if let Some(settings) = linear_settings(id, project) {
+            let settings = settings.map_err(|e| ControllerError::InvalidConfig(e.to_string()))?;
+            let client = self
+                .linear
+                .client(&settings.api_url)
+                .map_err(|e| host_error(id, "linear", e))?;
+            let team = settings.team;
+            return Ok(Some(Arc::new(LinearTracker { client, team })));
+        }
         let Some(settings) = tracker_settings(id, project, &process_env) else {
             return Ok(None);
         };
@@ -190,7 +247,7 @@ impl Forges {
             .github
             .client(&settings)
             .await
-            .map_err(|e| host_error(id, e))?;
+            .map_err(|e| host_error(id, "github", e))?;
         Ok(Some(Arc::new(GithubTracker { client, repo })))
     }
 
@@ -213,10 +270,11 @@ impl Forges {
         let issue_id = args.issue_id.as_deref().filter(|i| !i.is_empty());
         if let (Some(issue_id), None) = (issue_id, &args.issue) {
             if let Some(tracker) = self.tracker(id, project).await? {
+                let plugin = project.tracker.as_ref().map_or("", |t| t.plugin.as_str());
                 let issue = tracker
                     .issue(issue_id)
                     .await
-                    .map_err(|e| host_error(id, e))?;
+                    .map_err(|e| host_error(id, plugin, e))?;
                 args.issue = Some(issue);
             }
         }

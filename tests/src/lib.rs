@@ -5,6 +5,7 @@ pub mod cluster;
 pub mod etcd;
 pub mod github;
 pub mod github_stack;
+pub mod linear;
 pub mod netns;
 
 use std::path::{Path, PathBuf};
@@ -265,10 +266,11 @@ impl Stack {
             .env_remove("AO_CONTROLLER")
             .env_remove("AO_CONFIG_PATH")
             .env_remove("AO_STORE")
-            // GitHub is the fake a test names, with the token it gives, or none.
+            // GitHub and Linear are the fakes a test names, with the keys they give, or none.
             .env_remove("GITHUB_TOKEN")
             .env_remove("GH_TOKEN")
             .env_remove("GITHUB_API_URL")
+            .env_remove("LINEAR_API_KEY")
             // Stacks run side by side: each serves HTTP on a port of its own.
             .env("AO_HTTP", "127.0.0.1:0")
             .stdin(std::process::Stdio::null());

@@ -37,7 +37,12 @@ pub fn unimplemented_keys(config: &Config) -> Vec<String> {
             ("name", project.name.is_some()),
             (
                 "repo",
-                project.repo.is_some() && project.scm.is_none() && project.tracker.is_none(),
+                project.repo.is_some()
+                    && project.scm.is_none()
+                    && project
+                        .tracker
+                        .as_ref()
+                        .is_none_or(|t| t.plugin != "github"),
             ),
             ("runtime", other_runtime(&project.runtime)),
             ("workspace", project.workspace.is_some()),
@@ -87,5 +92,7 @@ mod tests {
         // A repo is read for GitHub only.
         let repo = parse("projects:\n  app:\n    path: /src/app\n    repo: o/r\n");
         assert_eq!(unimplemented_keys(&repo.unwrap()), ["projects.app.repo"]);
+        let linear = parse("projects:\n  app:\n    path: /a\n    repo: o/r\n    tracker: linear\n");
+        assert_eq!(unimplemented_keys(&linear.unwrap()), ["projects.app.repo"]);
     }
 }

@@ -14,7 +14,8 @@ use super::reactions::check_reaction;
 use super::schema::{
     threshold, Config, PluginConfig, ProjectConfig, ReactionConfig, BUILTIN_AGENTS,
 };
-use crate::scm::github::GithubSettings;
+use crate::scm::github::{GithubSettings, SettingsError};
+use crate::scm::linear::LinearSettings;
 use crate::scm::{RepoRef, SCM_PLUGINS, TRACKER_PLUGINS};
 
 /// Checks a config that arrives already parsed (as JSON over the controller's API) with the
@@ -189,8 +190,8 @@ pub(super) fn validate(config: &Config, locator: &Locator<'_>) -> Result<(), Con
 }
 
 /// A project's `scm` and `tracker`: a known plugin with settings it understands, and the
-/// `repo` it needs. The API base from `GITHUB_API_URL` is checked when it is used, with the
-/// environment of the process that uses it.
+/// `repo` GitHub needs (Linear needs none). The API base from `GITHUB_API_URL` is checked when
+/// it is used, with the environment of the process that uses it.
 fn check_hosts(
     id: &str,
     project: &ProjectConfig,
@@ -203,7 +204,7 @@ fn check_hosts(
     ] {
         let Some(plugin) = plugin else { continue };
         check_plugin(&["projects", id, key], plugin, known, locator)?;
-        github = true;
+        github |= plugin.plugin == "github";
     }
     if !github {
         return Ok(());
@@ -232,23 +233,20 @@ fn check_plugin(
     let name = plugin.plugin.as_str();
     if !known.contains(&name) {
         let what = path[path.len() - 1];
-        let problem = if name == "linear" && what == "tracker" {
-            format!(
-                "the `linear` {what} is not supported yet (supported: {})",
-                known.join(", ")
-            )
-        } else {
-            format!(
-                "unknown {what} plugin `{name}`: expected one of {}",
-                known.join(", ")
-            )
-        };
+        let problem = format!(
+            "unknown {what} plugin `{name}`: expected one of {}",
+            known.join(", ")
+        );
         let mut at = path.to_vec();
         at.push("plugin");
         return Err(locator.error(&at, problem));
     }
     let section = path.join(".");
-    GithubSettings::from_plugin(&section, plugin, &|_| None).map_err(|e| {
+    let checked: Result<(), SettingsError> = match name {
+        "linear" => LinearSettings::from_plugin(&section, plugin).map(drop),
+        _ => GithubSettings::from_plugin(&section, plugin, &|_| None).map(drop),
+    };
+    checked.map_err(|e| {
         let field = e.key.strip_prefix(section.as_str()).unwrap_or_default();
         let mut at = path.to_vec();
         at.extend(field.split('.').filter(|k| !k.is_empty()));
@@ -347,10 +345,29 @@ mod tests {
                 "unknown scm plugin `gitlab`: expected one of github",
             ),
             (
-                "projects:\n  app:\n    path: /r\n    repo: o/r\n    tracker:\n      plugin: linear\n",
+                "projects:\n  app:\n    path: /r\n    tracker:\n      plugin: jira\n",
                 "projects.app.tracker.plugin",
+                5,
+                "unknown tracker plugin `jira`: expected one of github, linear",
+            ),
+            (
+                "projects:\n  app:\n    path: /r\n    tracker:\n      plugin: linear\n      \
+                 apiKey: lin_api_x\n",
+                "projects.app.tracker.apiKey",
                 6,
-                "the `linear` tracker is not supported yet (supported: github)",
+                "unknown key, expected one of apiUrl, team",
+            ),
+            (
+                "projects:\n  app:\n    path: /r\n    tracker: {plugin: linear, apiUrl: 9}\n",
+                "projects.app.tracker.apiUrl",
+                4,
+                "expected a string",
+            ),
+            (
+                "projects:\n  app:\n    path: /r\n    scm: github\n    tracker: linear\n",
+                "projects.app.repo",
+                2,
+                "required with a github `scm` or `tracker`",
             ),
             (
                 "projects:\n  app:\n    path: /r\n    repo: o/r\n    scm:\n      plugin: github\n      \
@@ -389,6 +406,26 @@ mod tests {
             assert_eq!(err.line, Some(line), "{err}");
             assert!(err.message.contains(message), "{err}");
         }
+    }
+
+    /// `tracker: linear` as a name or a block, without a `repo`.
+    #[test]
+    fn a_linear_tracker_needs_no_repo() {
+        use crate::config::parse_str;
+        let config = parse_str(
+            "projects:\n  app:\n    path: /r\n    tracker: linear\n  ops:\n    path: /o\n    \
+             tracker:\n      plugin: linear\n      apiUrl: http://127.0.0.1:9/graphql\n      \
+             team: OPS\n",
+            Path::new("/etc/ao.yaml"),
+            &|_| None,
+        )
+        .unwrap();
+        assert_eq!(
+            config.projects["app"].tracker.as_ref().unwrap().plugin,
+            "linear"
+        );
+        let ops = config.projects["ops"].tracker.as_ref().unwrap();
+        assert_eq!(ops.settings["team"], "OPS");
     }
 
     /// A reaction the engine could not act on is refused at its key path and line.

@@ -1,18 +1,20 @@
 //! Where pull requests, checks, reviews and issues live: a narrow seam
-//! ([`Scm`], [`Tracker`]) with GitHub behind it, so GitLab and Linear are
-//! the next plug-ins, not a rewrite. Everything above this module sees
+//! ([`Scm`], [`Tracker`]) with GitHub and Linear behind it, so GitLab is
+//! the next plug-in, not a rewrite. Everything above this module sees
 //! only the domain types here; wire shapes stay in the plug-ins.
 //!
 //! Modules:
 //! - [`github`]: GitHub's REST and GraphQL APIs, and its webhooks.
+//! - [`linear`]: Linear's GraphQL API, as a tracker.
 
 pub mod github;
+pub mod linear;
 
 /// The `scm` plugins a project may name.
 pub const SCM_PLUGINS: &[&str] = &["github"];
 
-/// The `tracker` plugins a project may name (`linear` is known, not supported yet).
-pub const TRACKER_PLUGINS: &[&str] = &["github"];
+/// The `tracker` plugins a project may name.
+pub const TRACKER_PLUGINS: &[&str] = &["github", "linear"];
 
 use std::fmt;
 use std::time::SystemTime;

@@ -153,8 +153,9 @@ impl GithubSettings {
     }
 }
 
-/// `url` checked as an http(s) URL with a host, without its trailing `/`.
-fn api_base(url: &str) -> Result<String, String> {
+/// `url` checked as an http(s) URL with a host, without its trailing `/` (Linear's `apiUrl`
+/// too).
+pub(crate) fn api_base(url: &str) -> Result<String, String> {
     let parsed = Url::parse(url.trim()).map_err(|e| format!("`{url}` is not a URL ({e})"))?;
     if !matches!(parsed.scheme(), "http" | "https") || parsed.host_str().is_none() {
         return Err(format!("expected an http(s) URL with a host, got `{url}`"));

@@ -15,7 +15,7 @@ pub const GITHUB_API_URL: &str = "GITHUB_API_URL";
 /// How long `gh auth token` may take before it counts as no answer.
 const GH_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// A GitHub token. Its `Debug` shows no secret and it has no `Display`,
+/// An API token (GitHub's, or Linear's key). Its `Debug` shows no secret and it has no `Display`,
 /// so it cannot slip into a log line or an error message.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Token(String);
