@@ -172,6 +172,9 @@ enum Command {
     /// The notifiers of the applied config.
     #[command(subcommand)]
     Notify(NotifyCommand),
+    /// The schedules of the applied config (`schedules.<name>`): spawns at cron ticks.
+    #[command(subcommand)]
+    Schedule(ScheduleCommand),
     /// Personal admin credentials for the CLI over TCP: issue, list, revoke.
     #[command(subcommand)]
     Admin(AdminCommand),
@@ -324,6 +327,16 @@ enum WorkerCommand {
 enum NotifyCommand {
     /// Send notifier <ID> a test notification now and print what its receiver answered.
     Test { id: String },
+}
+
+#[derive(Subcommand)]
+enum ScheduleCommand {
+    /// Each schedule with its next run (RFC 3339, UTC) and what its last run spawned, skipped
+    /// and failed.
+    Ls {
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -679,6 +692,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Notify(NotifyCommand::Test { id }) => {
             commands::test_notifier(&target, id).await.and(ok)
+        }
+        Command::Schedule(ScheduleCommand::Ls { json }) => {
+            commands::schedules(&target, json).await.and(ok)
         }
         Command::Token(TokenCommand::Rm { id }) => {
             commands::delete_token(&target, id).await.and(ok)
