@@ -337,6 +337,29 @@ pub trait Scm: Send + Sync {
     fn budget(&self) -> Option<RateBudget>;
 }
 
+/// The words of a tracker query: split at spaces outside double quotes,
+/// quotes removed (`label:"good first"` is one word, `label:good first`).
+pub fn query_words(query: &str) -> Vec<String> {
+    let mut words = Vec::new();
+    let mut word = String::new();
+    let mut quoted = false;
+    for c in query.chars() {
+        match c {
+            '"' => quoted = !quoted,
+            c if c.is_whitespace() && !quoted => {
+                if !word.is_empty() {
+                    words.push(std::mem::take(&mut word));
+                }
+            }
+            c => word.push(c),
+        }
+    }
+    if !word.is_empty() {
+        words.push(word);
+    }
+    words
+}
+
 /// Where a project's issues come from (`tracker`): bound to the project's
 /// place in the tracker (a GitHub repository, a Linear workspace).
 #[async_trait]

@@ -183,6 +183,7 @@ impl FakeGithub {
                 author: "octocat".to_string(),
                 created_at: Utc::now(),
                 comments,
+                open: true,
             };
             s.repos
                 .get_mut(repo)
@@ -191,6 +192,17 @@ impl FakeGithub {
                 .insert(number, issue);
             Ok(())
         })
+    }
+
+    /// Adds `label` to issue `number` (once) and delivers the `issues`
+    /// `labeled` event, as GitHub does when someone labels it.
+    pub fn label_issue(&self, repo: &str, number: u64, label: &str) {
+        self.with("label issue", |s| s.relabel(repo, number, label, true))
+    }
+
+    /// Takes `label` off issue `number` and delivers `issues` `unlabeled`.
+    pub fn unlabel_issue(&self, repo: &str, number: u64, label: &str) {
+        self.with("unlabel issue", |s| s.relabel(repo, number, label, false))
     }
 
     /// Sets check run `name` on commit `sha` (replacing one of that name);

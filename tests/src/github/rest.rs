@@ -52,6 +52,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
             get(list_pulls).post(create_pull),
         )
         .route("/repos/{owner}/{repo}/pulls/{number}/merge", put(merge))
+        .route("/repos/{owner}/{repo}/issues", get(list_issues))
         .route("/repos/{owner}/{repo}/issues/{number}", get(issue))
         .route(
             "/repos/{owner}/{repo}/issues/{number}/comments",
@@ -273,6 +274,9 @@ struct ListQuery {
     per_page: usize,
     #[serde(default = "one")]
     page: usize,
+    /// Issues only: comma-separated, an issue must carry every one.
+    #[serde(default)]
+    labels: String,
 }
 
 fn open() -> String {
@@ -468,13 +472,13 @@ fn comment_json(html_url: &str, c: &Comment) -> Value {
     })
 }
 
-fn issue_json(base: &str, full: &str, issue: &Issue) -> Value {
+pub(super) fn issue_json(base: &str, full: &str, issue: &Issue) -> Value {
     let labels: Vec<Value> = issue.labels.iter().map(|l| json!({ "name": l })).collect();
     json!({
         "number": issue.number,
         "title": issue.title,
         "body": issue.body,
-        "state": "open",
+        "state": if issue.open { "open" } else { "closed" },
         "html_url": format!("{base}/{full}/issues/{}", issue.number),
         "labels": labels,
         "user": user_json(&issue.author),
@@ -514,6 +518,53 @@ async fn issue(
         return Ok(Json(issue_json(&state.base_url, &full, issue)));
     }
     Ok(Json(pr_issue_json(&state.base_url, &full, r.pr(number)?)))
+}
+
+/// `GET .../issues`: issues and PRs (PRs carry `pull_request`), filtered by
+/// `state` and `labels`, sorted by creation (the only sort ao asks for).
+async fn list_issues(
+    State(shared): State<Arc<Shared>>,
+    Path((owner, repo)): Path<(String, String)>,
+    Query(q): Query<ListQuery>,
+) -> Result<Json<Value>, ApiError> {
+    if q.sort != "created" || !matches!(q.state.as_str(), "open" | "closed" | "all") {
+        return Err(ApiError::new(
+            422,
+            format!("the fake sorts by `created` only and knows states open|closed|all (sort={}, state={})", q.sort, q.state),
+        ));
+    }
+    let full = full_name(&owner, &repo);
+    let state = shared.lock();
+    let r = state.repo(&full)?;
+    let wanted: Vec<&str> = q.labels.split(',').filter(|l| !l.is_empty()).collect();
+    let state_ok = |open: bool| q.state == "all" || (q.state == "open") == open;
+    let mut all: Vec<(DateTime<Utc>, Value)> = r
+        .issues
+        .values()
+        .filter(|i| state_ok(i.open))
+        .filter(|i| wanted.iter().all(|w| i.labels.iter().any(|l| l == w)))
+        .map(|i| (i.created_at, issue_json(&state.base_url, &full, i)))
+        .collect();
+    if wanted.is_empty() {
+        all.extend(
+            r.prs
+                .values()
+                .filter(|p| state_ok(p.state == PrState::Open))
+                .map(|p| (p.created_at, pr_issue_json(&state.base_url, &full, p))),
+        );
+    }
+    all.sort_by_key(|(at, _)| *at);
+    if q.direction == "desc" {
+        all.reverse();
+    }
+    let per_page = q.per_page.clamp(1, 100);
+    let shown = all
+        .into_iter()
+        .skip((q.page.max(1) - 1) * per_page)
+        .take(per_page)
+        .map(|(_, v)| v)
+        .collect();
+    Ok(Json(Value::Array(shown)))
 }
 
 #[derive(Debug, Deserialize)]

@@ -320,6 +320,7 @@ pub struct Issue {
     pub author: String,
     pub created_at: DateTime<Utc>,
     pub comments: Vec<Comment>,
+    pub open: bool,
 }
 
 /// One repository: `owner/name` over a bare repo, with branch protection
@@ -754,6 +755,36 @@ impl State {
         pr.closed_at = Some(Utc::now());
         self.touch(repo, number)?;
         self.emit_pr(repo, number, "closed", TOKEN_LOGIN, Value::Null);
+        Ok(())
+    }
+
+    /// Adds (`on`) or removes `label` on issue `number`; a change delivers
+    /// the `issues` `labeled`/`unlabeled` event.
+    pub fn relabel(
+        &mut self,
+        repo: &str,
+        number: u64,
+        label: &str,
+        on: bool,
+    ) -> Result<(), ApiError> {
+        let base = self.base_url.clone();
+        let issue = self
+            .repo_mut(repo)?
+            .issues
+            .get_mut(&number)
+            .ok_or_else(ApiError::not_found)?;
+        let had = issue.labels.iter().any(|l| l == label);
+        if had == on {
+            return Ok(());
+        }
+        if on {
+            issue.labels.push(label.to_string());
+        } else {
+            issue.labels.retain(|l| l != label);
+        }
+        let action = if on { "labeled" } else { "unlabeled" };
+        let payload = webhooks::issues(&base, repo, issue, action, label);
+        self.hooks.emit(repo, "issues", TOKEN_LOGIN, payload);
         Ok(())
     }
 

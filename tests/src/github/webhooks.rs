@@ -19,8 +19,8 @@ use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 
-use super::rest::{pr_json, user_json};
-use super::state::{CheckRun, Comment, Pr, Repo, ReviewState, StatusState, Thread};
+use super::rest::{issue_json, pr_json, user_json};
+use super::state::{CheckRun, Comment, Issue, Pr, Repo, ReviewState, StatusState, Thread};
 
 /// `sha256=<hex>` of the body under the secret, as `X-Hub-Signature-256` carries it.
 pub fn sign(secret: &str, body: &[u8]) -> String {
@@ -183,6 +183,15 @@ pub fn record(log: &Mutex<Vec<Delivery>>, out: &Outgoing, answer: Result<u16, St
         body,
         answer,
     });
+}
+
+/// `issues`: labeled or unlabeled with `label`.
+pub fn issues(base: &str, full: &str, issue: &Issue, action: &str, label: &str) -> Value {
+    json!({
+        "action": action,
+        "issue": issue_json(base, full, issue),
+        "label": { "name": label },
+    })
 }
 
 /// `pull_request`: opened, synchronize (`before`/`after` in `extra`), closed.

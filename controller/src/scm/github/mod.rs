@@ -37,8 +37,8 @@ use self::http::Http;
 use self::rate::{Resource, Spend};
 use self::rest::{ListedPull, LogTail};
 use crate::scm::{
-    Check, CheckState, Issue, IssueComment, LogSource, MergeMethod, MergeOutcome, Mergeable,
-    PrState, PullRequest, RateBudget, RepoRef, Scm, ScmError, Tracker,
+    query_words, Check, CheckState, Issue, IssueComment, LogSource, MergeMethod, MergeOutcome,
+    Mergeable, PrState, PullRequest, RateBudget, RepoRef, Scm, ScmError, Tracker,
 };
 
 pub use self::settings::{GithubSettings, SettingsError, WebhookSecret};
@@ -491,10 +491,10 @@ impl IssueFilter {
             labels: Vec::new(),
             state: "open".to_string(),
         };
-        for word in query.split_whitespace() {
+        for word in query_words(query) {
             match word.split_once(':') {
                 Some(("label", name)) if !name.is_empty() => {
-                    filter.labels.push(name.trim_matches('"').to_string());
+                    filter.labels.push(name.to_string());
                 }
                 Some(("state" | "is", state @ ("open" | "closed" | "all"))) => {
                     filter.state = state.to_string();

@@ -407,3 +407,27 @@ fn detail_is_read_again_when_named_changed_settling_or_old() {
         t0 + 2 * DETAIL_MAX_AGE
     ));
 }
+
+#[test]
+fn tracker_queries_become_issue_list_filters() {
+    let f = IssueFilter::parse("label:ready  label:\"good first\" state:open").unwrap();
+    assert_eq!(f.labels, ["ready", "good first"]);
+    assert_eq!(f.state, "open");
+    assert_eq!(
+        IssueFilter::parse("").unwrap().state,
+        "open",
+        "open unless told"
+    );
+    assert_eq!(
+        IssueFilter::parse("is:closed is:issue").unwrap().state,
+        "closed"
+    );
+    let err = IssueFilter::parse("label:ready crash")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("`crash` in the query `label:ready crash`"),
+        "{err}"
+    );
+    assert!(IssueFilter::parse("state:merged").is_err());
+}
