@@ -334,6 +334,7 @@ enum ScheduleCommand {
     /// Each schedule with its next run (RFC 3339, UTC) and what its last run spawned, skipped
     /// and failed.
     Ls {
+        /// A JSON array of schedules, for scripts.
         #[arg(long)]
         json: bool,
     },
