@@ -820,6 +820,28 @@ pub async fn test_notifier(target: &Target, id: String) -> anyhow::Result<()> {
     Ok(())
 }
 
+pub async fn schedules(target: &Target, json: bool) -> anyhow::Result<()> {
+    let mut c = target.client().await?;
+    let schedules = c
+        .list_schedules(pb::ListSchedulesRequest {})
+        .await
+        .map_err(|s| target.err(s))?
+        .into_inner()
+        .schedules;
+    print_list(
+        &schedules,
+        json,
+        render::schedules_json,
+        render::schedules_table,
+    );
+    if schedules.is_empty() {
+        eprintln!(
+            "no schedule in the applied config (schedules.<name> in agent-orchestrator.yaml)"
+        );
+    }
+    Ok(())
+}
+
 pub async fn workers(target: &Target, json: bool) -> anyhow::Result<()> {
     let mut c = target.client().await?;
     let workers = c

@@ -175,6 +175,9 @@ enum Command {
     /// The notifiers of the applied config.
     #[command(subcommand)]
     Notify(NotifyCommand),
+    /// The schedules of the applied config (`schedules.<name>`): spawns at cron ticks.
+    #[command(subcommand)]
+    Schedule(ScheduleCommand),
     /// Personal admin credentials for the CLI over TCP: issue, list, revoke.
     #[command(subcommand)]
     Admin(AdminCommand),
@@ -329,6 +332,17 @@ enum WorkerCommand {
 enum NotifyCommand {
     /// Send notifier <ID> a test notification now and print what its receiver answered.
     Test { id: String },
+}
+
+#[derive(Subcommand)]
+enum ScheduleCommand {
+    /// Each schedule with its next run (RFC 3339, UTC) and what its last run spawned, skipped
+    /// and failed.
+    Ls {
+        /// A JSON array of schedules, for scripts.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -718,6 +732,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Notify(NotifyCommand::Test { id }) => {
             commands::test_notifier(&target, id).await.and(ok)
+        }
+        Command::Schedule(ScheduleCommand::Ls { json }) => {
+            commands::schedules(&target, json).await.and(ok)
         }
         Command::Token(TokenCommand::Rm { id }) => {
             commands::delete_token(&target, id).await.and(ok)

@@ -399,6 +399,104 @@ pub fn workers_table(workers: &[pb::Worker]) -> String {
     )
 }
 
+pub fn schedules_json(schedules: &[pb::Schedule]) -> String {
+    let started = |list: &[pb::ScheduleIssue]| -> Vec<Value> {
+        let started = list.iter();
+        started
+            .map(|i| json!({"issue": i.issue, "session": i.session}))
+            .collect()
+    };
+    let values: Vec<Value> = schedules
+        .iter()
+        .map(|s| {
+            let last = s.last.as_ref().map(|r| {
+                json!({
+                    "tick": r.tick,
+                    "state": r.state,
+                    "spawned": started(&r.spawned),
+                    "skipped": started(&r.skipped),
+                    "failed": r.failed.iter()
+                        .map(|i| json!({"issue": i.issue, "error": i.error}))
+                        .collect::<Vec<_>>(),
+                    "error": opt(&r.error),
+                })
+            });
+            json!({
+                "name": s.name,
+                "project": s.project,
+                "cron": s.cron,
+                "timezone": timezone(s),
+                "query": s.query,
+                "max": s.max,
+                "nextRun": opt(&s.next_run),
+                "lastRun": last,
+            })
+        })
+        .collect();
+    serde_json::to_string_pretty(&values).expect("json")
+}
+
+fn timezone(s: &pb::Schedule) -> &str {
+    if s.timezone.is_empty() {
+        "UTC"
+    } else {
+        &s.timezone
+    }
+}
+
+/// What a schedule's last run did, in a few words.
+fn last_result(run: &pb::ScheduleRun) -> String {
+    match run.state.as_str() {
+        "ran" => {
+            let ids: Vec<&str> = run.spawned.iter().map(|i| i.session.as_str()).collect();
+            let mut out = format!("{} spawned", run.spawned.len());
+            if !ids.is_empty() {
+                out.push_str(&format!(" ({})", ids.join(", ")));
+            }
+            out.push_str(&format!(", {} skipped", run.skipped.len()));
+            if !run.failed.is_empty() {
+                out.push_str(&format!(", {} failed", run.failed.len()));
+            }
+            out
+        }
+        "failed" => format!("failed: {}", run.error),
+        other => other.to_string(),
+    }
+}
+
+pub fn schedules_table(schedules: &[pb::Schedule]) -> String {
+    let rows = schedules
+        .iter()
+        .map(|s| {
+            let (tick, result) = match &s.last {
+                Some(r) => (r.tick.clone(), last_result(r)),
+                None => ("-".into(), "never ran".into()),
+            };
+            vec![
+                s.name.clone(),
+                s.project.clone(),
+                s.cron.clone(),
+                timezone(s).to_string(),
+                s.next_run.clone(),
+                tick,
+                result,
+            ]
+        })
+        .collect();
+    table(
+        &[
+            "SCHEDULE",
+            "PROJECT",
+            "CRON",
+            "TIMEZONE",
+            "NEXT RUN",
+            "LAST TICK",
+            "LAST RESULT",
+        ],
+        rows,
+    )
+}
+
 /// What `ao token ls` shows: join tokens and credentials, one list.
 pub fn tokens_json(tokens: &pb::ListTokensResponse) -> String {
     let joins = tokens.tokens.iter().map(|t| {
@@ -536,4 +634,40 @@ mod tests {
         let t = table(&["A", "BB"], vec![vec!["long".into(), "x".into()]]);
         assert_eq!(t, "A     BB\nlong  x\n");
     }
+}
+
+#[test]
+fn schedules_show_their_next_run_and_last_result() {
+    let issue = |issue: &str, session: &str| pb::ScheduleIssue {
+        issue: issue.into(),
+        session: session.into(),
+        error: String::new(),
+    };
+    let s = pb::Schedule {
+        name: "morning".into(),
+        project: "app".into(),
+        cron: "0 9 * * 1-5".into(),
+        max: 5,
+        next_run: "2026-01-12T08:00:00Z".into(),
+        last: Some(pb::ScheduleRun {
+            tick: "2026-01-09T08:00:00Z".into(),
+            state: "ran".into(),
+            spawned: vec![issue("1", "app-1"), issue("3", "app-2")],
+            skipped: vec![issue("2", "app-0")],
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let t = schedules_table(std::slice::from_ref(&s));
+    assert!(t.contains("2 spawned (app-1, app-2), 1 skipped"), "{t}");
+    assert!(
+        t.contains("UTC") && t.contains("2026-01-12T08:00:00Z"),
+        "{t}"
+    );
+    let v: Value = serde_json::from_str(&schedules_json(&[s])).unwrap();
+    assert_eq!(v[0]["lastRun"]["spawned"][1]["session"], "app-2");
+    assert_eq!(v[0]["timezone"], "UTC");
+    assert!(v[0]["lastRun"]["error"].is_null());
+    let never = schedules_table(&[pb::Schedule::default()]);
+    assert!(never.contains("never ran"), "{never}");
 }

@@ -25,6 +25,7 @@ use crate::http::{self, HttpListen, HttpState};
 use crate::leader::{self, Fence, Leadership};
 use crate::notify::dispatch::{self, Dispatcher};
 use crate::prwatch::{Pace, PrWatch};
+use crate::schedules::Schedules;
 use crate::server::{self, ServeError, Services};
 use crate::sessions::{self, ControllerSettings};
 use crate::store::etcd::{EtcdStore, EtcdTls};
@@ -167,6 +168,12 @@ impl Controller {
             tracing::info!(config = %path.display(), ?projects, "config applied");
         }
         let prwatch = PrWatch::start(handle.clone(), Pace::from_env(), tasks, stop.clone());
+        let schedules = Schedules::start(
+            handle.clone(),
+            crate::schedules::clock_from_env(),
+            tasks,
+            stop.clone(),
+        );
         Dispatcher::start(
             handle.clone(),
             Arc::new(|id, settings| crate::notify::build(id, settings).map_err(|e| e.to_string())),
@@ -182,6 +189,7 @@ impl Controller {
         let services = Services {
             handle: handle.clone(),
             home: home.to_path_buf(),
+            schedules,
             stop,
             tasks: tasks.clone(),
         };

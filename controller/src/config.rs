@@ -40,8 +40,9 @@ pub use reactions::{
 };
 pub use schema::{
     threshold, AgentConfig, Config, Defaults, NotificationRouting, OrchestratorConfig,
-    PluginConfig, Priority, ProjectConfig, ReactionAction, ReactionConfig, AGENT_STUCK,
-    BUILTIN_AGENTS, DEFAULT_BRANCH_PREFIX, DEFAULT_STUCK_THRESHOLD,
+    PluginConfig, Priority, ProjectConfig, ReactionAction, ReactionConfig, ScheduleConfig,
+    AGENT_STUCK, BUILTIN_AGENTS, DEFAULT_BRANCH_PREFIX, DEFAULT_SCHEDULE_MAX,
+    DEFAULT_STUCK_THRESHOLD,
 };
 pub use unacted::unimplemented_keys;
 pub use validate::validate_parsed;

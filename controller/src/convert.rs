@@ -20,6 +20,7 @@ use crate::model::{
     SCHEMA_VERSION,
 };
 use crate::reconcile::{AgentReport, Evidence, Report, ReportState};
+use crate::schedules::{IssueSession, RunOutcome, ScheduleRun, ScheduleView};
 
 #[derive(Debug, PartialEq, thiserror::Error)]
 pub enum ConvertError {
@@ -398,6 +399,56 @@ pub fn batch_result(outcome: BatchOutcome) -> pb::BatchSpawnResult {
 }
 
 /// A viewer's `start`, from the caller whose identity was checked.
+pub fn schedule_to_pb(v: &ScheduleView) -> pb::Schedule {
+    pb::Schedule {
+        name: v.name.clone(),
+        project: v.config.project.clone(),
+        cron: v.config.cron.clone(),
+        timezone: v.config.timezone.clone().unwrap_or_default(),
+        query: v.config.query.clone(),
+        max: v.config.max(),
+        next_run: v.next_run.map(|t| t.to_string()).unwrap_or_default(),
+        last: v.last.as_ref().map(schedule_run_to_pb),
+    }
+}
+
+fn schedule_run_to_pb(run: &ScheduleRun) -> pb::ScheduleRun {
+    let issue = |i: &IssueSession| pb::ScheduleIssue {
+        issue: i.issue.clone(),
+        session: i.session.clone(),
+        error: String::new(),
+    };
+    let mut out = pb::ScheduleRun {
+        tick: run.tick.to_string(),
+        ..Default::default()
+    };
+    match &run.outcome {
+        RunOutcome::Running => out.state = "running".into(),
+        RunOutcome::Ran {
+            spawned,
+            skipped,
+            failed,
+        } => {
+            out.state = "ran".into();
+            out.spawned = spawned.iter().map(issue).collect();
+            out.skipped = skipped.iter().map(issue).collect();
+            out.failed = failed
+                .iter()
+                .map(|f| pb::ScheduleIssue {
+                    issue: f.issue.clone(),
+                    session: String::new(),
+                    error: f.error.clone(),
+                })
+                .collect();
+        }
+        RunOutcome::Failed { error } => {
+            out.state = "failed".into();
+            out.error = error.clone();
+        }
+    }
+    out
+}
+
 pub fn attach_request(start: pb::AttachStart, who: String) -> AttachRequest {
     AttachRequest {
         session_id: start.session_id,

@@ -133,6 +133,7 @@ type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 pub struct ControllerService {
     pub handle: ControllerHandle,
     pub home: String,
+    pub schedules: crate::schedules::Schedules,
     /// Cancelled by `Shutdown`: the whole process stops.
     pub stop: CancellationToken,
     /// Set when the controller admits workers over TCP.
@@ -369,6 +370,16 @@ impl pb::controller_server::Controller for ControllerService {
             .await
             .map_err(|e| failed(e.to_string()))?;
         Ok(Response::new(pb::TestNotifierResponse { answer }))
+    }
+
+    async fn list_schedules(
+        &self,
+        _: Request<pb::ListSchedulesRequest>,
+    ) -> Result<Response<pb::ListSchedulesResponse>, Status> {
+        let schedules = self.schedules.list();
+        Ok(Response::new(pb::ListSchedulesResponse {
+            schedules: schedules.iter().map(convert::schedule_to_pb).collect(),
+        }))
     }
 
     async fn restore(

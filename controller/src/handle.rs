@@ -16,7 +16,7 @@ use crate::error::ControllerError;
 use crate::forge::Forges;
 use crate::leader::Fence;
 use crate::liveness::{LastHeard, LinkMeta, Worker};
-use crate::model::{rfc3339, SessionRecord, SessionStatus, WorkerState};
+use crate::model::{rfc3339, NewEvent, SessionRecord, SessionStatus, WorkerState};
 use crate::store::Store;
 
 pub use crate::model::SessionMap;
@@ -38,6 +38,8 @@ pub struct Snapshot {
     pub config: Option<Arc<Config>>,
     /// The notifications waiting for delivery.
     pub notifications: crate::notify::Queue,
+    /// Each schedule's record, by name.
+    pub schedules: crate::schedules::ScheduleRecords,
 }
 
 impl Snapshot {
@@ -172,6 +174,15 @@ pub(crate) enum Command {
     Typed(String, crate::config::ReactionKey, String, bool),
     /// How the delivery of a queued notification (its key) ended.
     Notified(String, crate::notify::Delivery, Reply<()>),
+    /// A schedule's record, written if it is still done up to the given tick
+    /// (`None`: it has none), with its event; the reply is whether it was.
+    ScheduleWrite(
+        String,
+        Option<jiff::Timestamp>,
+        Box<crate::schedules::ScheduleRecord>,
+        Option<NewEvent>,
+        Reply<bool>,
+    ),
 }
 
 /// One issue of a batch spawn: a new session, or why none was made.
@@ -654,6 +665,23 @@ impl ControllerHandle {
         delivery: crate::notify::Delivery,
     ) -> Result<(), ControllerError> {
         self.ask(|r| Command::Notified(key, delivery, r)).await
+    }
+
+    /// Writes schedule `name`'s record, with `event`, if the stored one is
+    /// still done up to `expected` (`None`: there is none); whether it was.
+    /// The write holds only while this controller leads.
+    ///
+    /// # Errors
+    /// The store refused the write.
+    pub async fn schedule_write(
+        &self,
+        name: String,
+        expected: Option<jiff::Timestamp>,
+        record: crate::schedules::ScheduleRecord,
+        event: Option<NewEvent>,
+    ) -> Result<bool, ControllerError> {
+        self.ask(|r| Command::ScheduleWrite(name, expected, Box::new(record), event, r))
+            .await
     }
 
     pub async fn remove_worker(&self, worker: String) -> Result<(), ControllerError> {

@@ -24,6 +24,8 @@ pub const REVOKED: &str = "/ao/v1/revoked/";
 pub const CREDENTIALS: &str = "/ao/v1/credentials/";
 /// Notifications waiting for delivery: `/ao/v1/notify/<notifier>/<event id>`.
 pub const NOTIFY: &str = "/ao/v1/notify/";
+/// Each schedule's record (the tick it is done up to, its last run), by name.
+pub const SCHEDULES: &str = "/ao/v1/schedules/";
 /// Worker ids held by a joined machine (one per id, until `ao worker rm`).
 const IDENTITIES: &str = "/ao/v1/identities/";
 
@@ -65,6 +67,10 @@ pub fn event(id: u64) -> String {
 /// neither is this key.
 pub fn notification(notifier: &str, event: u64) -> String {
     format!("{NOTIFY}{notifier}/{event:020}")
+}
+
+pub fn schedule(name: &str) -> String {
+    format!("{SCHEDULES}{name}")
 }
 
 pub fn worker(id: &str) -> String {

@@ -33,6 +33,7 @@
 //! - [`prwatch`]: one poll per repository; PRs handed to the actor, merges called.
 //! - [`pulls`]: a session's pull request, and what a newer look at it changes.
 //! - [`reactions`]: what to do about a session's situation: sends, merges, escalations.
+//! - [`schedules`]: spawns at cron ticks for the issues a tracker query finds.
 //! - [`reconcile`]: a worker's report of a session, as the actor applies it.
 //! - [`sessions`]: the actor that owns all of the above at run time.
 //! - [`handle`]: the cloneable face of that actor, and what it publishes.
@@ -67,6 +68,7 @@ pub mod pulls;
 pub mod reactions;
 pub mod reconcile;
 pub mod scheduler;
+pub mod schedules;
 pub mod scm;
 pub mod server;
 pub mod sessions;

@@ -59,6 +59,8 @@ type LinkApi = pb::worker_link_server::WorkerLinkServer<WorkerLinkService>;
 pub struct Services {
     pub handle: ControllerHandle,
     pub home: PathBuf,
+    /// The schedules as `ao schedule ls` shows them.
+    pub schedules: crate::schedules::Schedules,
     pub stop: CancellationToken,
     pub tasks: TaskTracker,
 }
@@ -72,6 +74,7 @@ impl Services {
         let controller = ControllerService {
             handle: self.handle.clone(),
             home: self.home.display().to_string(),
+            schedules: self.schedules.clone(),
             stop: self.stop.clone(),
             cluster: cluster.clone(),
             tasks: self.tasks.clone(),

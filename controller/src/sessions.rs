@@ -10,7 +10,8 @@
 //!
 //! Here: its state, its commands and the write path. Its link-facing
 //! methods are in `workers`, its background chores in `upkeep`, `ao
-//! start`'s orchestrator session in `orchestrator`; the pure steps it takes
+//! start`'s orchestrator session in `orchestrator`, the records of
+//! schedules in `scheduling`; the pure steps it takes
 //! are beside it ([`crate::commit`], [`crate::spawning`],
 //! [`crate::orchestrator`], [`crate::reconcile`], [`crate::liveness`],
 //! [`crate::pending`]).
@@ -50,6 +51,7 @@ mod cleanup;
 mod notifying;
 mod orchestrator;
 mod reacting;
+mod scheduling;
 mod upkeep;
 mod workers;
 
@@ -115,6 +117,8 @@ struct Actor {
     projects_changed: BTreeSet<String>,
     /// The notifications written and not yet delivered ([`crate::notify::dispatch`]).
     notifications: Queue,
+    /// Each schedule's record ([`crate::schedules`]).
+    schedules: crate::schedules::ScheduleRecords,
     /// Its own channel, for tasks that report back (a message typed).
     me: mpsc::WeakSender<Command>,
     /// Its background tasks (periodic commands to itself, the trim of old
@@ -168,6 +172,7 @@ pub async fn start(
         project_reactions: HashMap::new(),
         projects_changed: BTreeSet::new(),
         notifications: Queue::new_sync(),
+        schedules: Default::default(),
         me: tx.downgrade(),
         tickers: tokio::task::JoinSet::new(),
     };
@@ -206,6 +211,7 @@ impl Actor {
         self.outboxes = reacting::with_outbox(self.sessions.values().map(AsRef::as_ref));
         self.project_reactions = loaded.project_reactions;
         self.notifications = loaded.notifications;
+        self.schedules = Arc::new(loaded.schedules);
         self.projects_changed
             .extend(self.sessions.values().map(|s| s.project_id.clone()));
         self.revs = loaded.revs;
@@ -372,6 +378,10 @@ impl Actor {
             Command::Notified(key, delivery, reply) => {
                 let _ = reply.send(self.notified(key, delivery).await);
             }
+            Command::ScheduleWrite(name, expected, record, event, reply) => {
+                let written = self.schedule_write(name, expected, *record, event).await;
+                let _ = reply.send(written);
+            }
         }
     }
 
@@ -409,6 +419,7 @@ impl Actor {
             workers: self.worker_views.clone(),
             config: self.config.clone(),
             notifications: self.notifications.clone(),
+            schedules: self.schedules.clone(),
         }));
     }
 

@@ -1,7 +1,7 @@
 //! The shapes the controller keeps in the store, and how its state is
 //! read back from there at start and after a store outage.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use crate::config::Config;
@@ -10,6 +10,7 @@ use crate::handle::SessionMap;
 use crate::keys;
 use crate::model::{SessionRecord, WorkerRecord};
 use crate::notify::dispatch::Queue;
+use crate::schedules::ScheduleRecord;
 use crate::store::{decode, Store};
 
 /// Everything the controller keeps in the store, as read at one time.
@@ -24,6 +25,8 @@ pub(crate) struct Loaded {
     pub(crate) project_reactions: HashMap<String, crate::model::ReactionStates>,
     /// The notifications waiting for delivery.
     pub(crate) notifications: Queue,
+    /// Each schedule's record, by name.
+    pub(crate) schedules: BTreeMap<String, ScheduleRecord>,
 }
 
 impl Loaded {
@@ -68,6 +71,12 @@ impl Loaded {
             revs.insert(v.key.clone(), v.mod_revision);
             notifications.insert_mut(v.key.clone(), Arc::new(decode(&v)?));
         }
+        let mut schedules = BTreeMap::new();
+        for v in store.list(keys::SCHEDULES).await?.items {
+            let name = v.key.trim_start_matches(keys::SCHEDULES).to_string();
+            revs.insert(v.key.clone(), v.mod_revision);
+            schedules.insert(name, decode(&v)?);
+        }
         let event_seq = match store.get(keys::EVENT_SEQ).await? {
             Some(v) => {
                 revs.insert(v.key.clone(), v.mod_revision);
@@ -84,6 +93,7 @@ impl Loaded {
             event_seq,
             project_reactions,
             notifications,
+            schedules,
         })
     }
 }

@@ -14,6 +14,9 @@ pub const AO_SCM_POLL: &str = "AO_SCM_POLL";
 /// The first wait before a failed notification is tried again (`1s` by
 /// default); the later waits are 4, 16, 60 and 60 times it.
 pub const AO_NOTIFY_RETRY: &str = "AO_NOTIFY_RETRY";
+/// Tests only: a file holding the current time (RFC 3339) that schedules
+/// read in place of the system clock, again every 100 ms.
+pub const AO_SCHEDULE_CLOCK: &str = "AO_SCHEDULE_CLOCK";
 /// Tests only: the name of a crash point (`prompt-typed`, `prompt-submitted`)
 /// where the worker's process exits at once, as if killed there.
 pub const AO_FAULT: &str = "AO_FAULT";

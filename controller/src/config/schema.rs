@@ -33,6 +33,34 @@ pub struct Config {
     pub agent_rules: Option<String>,
     pub labels: BTreeMap<String, String>,
     pub orchestrator: OrchestratorConfig,
+    pub schedules: BTreeMap<String, ScheduleConfig>,
+}
+
+/// Spawns at set times for the issues a tracker query finds (`schedules.<name>`); see
+/// [`crate::schedules`].
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ScheduleConfig {
+    /// A standard five-field cron pattern (`0 9 * * 1-5`), or `@daily` and its kin.
+    pub cron: String,
+    /// The IANA time zone the pattern is read in (`Europe/Berlin`); UTC when left out.
+    pub timezone: Option<String>,
+    /// The project whose tracker is asked and whose sessions are spawned.
+    pub project: String,
+    /// The tracker's query (`label:ready state:open`).
+    pub query: String,
+    /// The most sessions one tick starts ([`DEFAULT_SCHEDULE_MAX`] when left out).
+    pub max: Option<u32>,
+}
+
+/// How many sessions a tick of a schedule starts at most when it does not say.
+pub const DEFAULT_SCHEDULE_MAX: u32 = 10;
+
+impl ScheduleConfig {
+    /// The most sessions one tick starts.
+    pub fn max(&self) -> u32 {
+        self.max.unwrap_or(DEFAULT_SCHEDULE_MAX)
+    }
 }
 
 /// The orchestrator agent that `ao start` runs in each project's repository.

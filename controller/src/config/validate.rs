@@ -12,7 +12,7 @@ use super::ids::{
 use super::outline::Locator;
 use super::reactions::check_reaction;
 use super::schema::{
-    threshold, Config, PluginConfig, ProjectConfig, ReactionConfig, BUILTIN_AGENTS,
+    threshold, Config, PluginConfig, ProjectConfig, ReactionConfig, ScheduleConfig, BUILTIN_AGENTS,
 };
 use crate::scm::github::{GithubSettings, SettingsError};
 use crate::scm::linear::LinearSettings;
@@ -186,6 +186,57 @@ pub(super) fn validate(config: &Config, locator: &Locator<'_>) -> Result<(), Con
             }
         }
     }
+    for (name, schedule) in &config.schedules {
+        check_schedule(config, name, schedule, locator)?;
+    }
+    Ok(())
+}
+
+/// A `schedules.<name>` entry: a name that can be a store key, a pattern and zone that give
+/// ticks, a project with a tracker, a query, and a `max` of at least one.
+fn check_schedule(
+    config: &Config,
+    name: &str,
+    schedule: &ScheduleConfig,
+    locator: &Locator<'_>,
+) -> Result<(), ConfigError> {
+    let at = |key: &'static str| ["schedules", name, key];
+    if !is_valid_project_id(name) {
+        return Err(locator.error(
+            &["schedules", name],
+            format!("schedule name `{name}` {PROJECT_ID_RULE} (at most {MAX_ID_LEN} characters)"),
+        ));
+    }
+    crate::schedules::Schedule::parse(schedule)
+        .map_err(|e| locator.error(&at(e.field), e.problem))?;
+    let project = &schedule.project;
+    match config.projects.get(project) {
+        None => {
+            return Err(locator.error(
+                &at("project"),
+                format!("unknown project `{project}`: not defined under `projects`"),
+            ))
+        }
+        Some(p) if p.tracker.is_none() => {
+            return Err(locator.error(
+                &at("project"),
+                format!(
+                    "project `{project}` has no `tracker` to run the query on: give it one \
+                     (`tracker: github`)"
+                ),
+            ))
+        }
+        Some(_) => {}
+    }
+    if schedule.query.trim().is_empty() {
+        return Err(locator.error(
+            &at("query"),
+            "must not be empty: the tracker's query, such as `label:ready state:open`",
+        ));
+    }
+    if schedule.max == Some(0) {
+        return Err(locator.error(&at("max"), "must be at least 1"));
+    }
     Ok(())
 }
 
@@ -258,6 +309,7 @@ fn check_plugin(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::load::tests::parse;
     use crate::config::schema::ProjectConfig;
 
     /// A config sent as JSON meets the same rules, named by key alone.
@@ -515,5 +567,70 @@ mod tests {
             assert_eq!(err.line, Some(line), "{err}");
             assert!(err.message.contains(message), "{err}");
         }
+    }
+
+    const PROJECT: &str = "projects:\n  app:\n    path: /r\n    repo: o/r\n    tracker: github\n  bare:\n    path: /s\n";
+
+    #[test]
+    fn schedules_load_with_their_defaults() {
+        let text = format!(
+            "{PROJECT}schedules:\n  morning:\n    cron: \"0 9 * * 1-5\"\n    timezone: Europe/Berlin\n    project: app\n    query: \"label:ready state:open\"\n"
+        );
+        let config = parse(&text).unwrap();
+        let morning = &config.schedules["morning"];
+        assert_eq!(morning.max(), crate::config::DEFAULT_SCHEDULE_MAX);
+        assert_eq!(morning.timezone.as_deref(), Some("Europe/Berlin"));
+    }
+
+    #[test]
+    fn bad_schedules_are_errors_naming_key_and_line() {
+        let entry = |body: &str| format!("{PROJECT}schedules:\n  morning:\n{body}");
+        let ok = "    cron: \"0 9 * * *\"\n    project: app\n    query: label:x\n";
+        let cases = [
+            (
+                entry("    cron: \"0 9 * *\"\n    project: app\n    query: label:x\n"),
+                "schedules.morning.cron",
+                10,
+                "not a cron pattern",
+            ),
+            (
+                entry(&format!("{ok}    timezone: Mars/Olympus\n")),
+                "schedules.morning.timezone",
+                13,
+                "unknown time zone `Mars/Olympus`",
+            ),
+            (
+                entry("    cron: \"0 9 * * *\"\n    project: nope\n    query: label:x\n"),
+                "schedules.morning.project",
+                11,
+                "unknown project `nope`",
+            ),
+            (
+                entry("    cron: \"0 9 * * *\"\n    project: bare\n    query: label:x\n"),
+                "schedules.morning.project",
+                11,
+                "has no `tracker`",
+            ),
+            (
+                entry("    cron: \"0 9 * * *\"\n    project: app\n    query: \" \"\n"),
+                "schedules.morning.query",
+                12,
+                "must not be empty",
+            ),
+            (
+                entry(&format!("{ok}    max: 0\n")),
+                "schedules.morning.max",
+                13,
+                "at least 1",
+            ),
+        ];
+        for (text, key, line, fragment) in cases {
+            let err = parse(&text).expect_err(&text);
+            assert_eq!(err.key.as_deref(), Some(key), "{err}");
+            assert_eq!(err.line, Some(line), "{err}");
+            assert!(err.message.contains(fragment), "{err}");
+        }
+        let missing = parse(&entry("    cron: \"0 9 * * *\"\n    project: app\n")).unwrap_err();
+        assert!(missing.to_string().contains("query"), "{missing}");
     }
 }
