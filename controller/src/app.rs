@@ -30,6 +30,7 @@ use crate::server::{self, ServeError, Services};
 use crate::sessions::{self, ControllerSettings};
 use crate::store::etcd::{EtcdStore, EtcdTls};
 use crate::store::{Store, StoreError, StoreLocation};
+use crate::triggers::Labels;
 
 /// How long open calls (followers, tunnels) may take to end on shutdown.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
@@ -159,6 +160,14 @@ impl Controller {
         };
         let (handle, actor) = sessions::start(store.clone(), home, fence.clone(), settings).await?;
         let actor = AbortOnDropHandle::new(actor);
+        let labels = Labels::start(
+            handle.clone(),
+            store.clone(),
+            fence.clone(),
+            Pace::from_env(),
+            tasks,
+            stop.clone(),
+        );
         let tcp = match &config.listen {
             Some(listen) => Some(bind_tcp(&config.hostname, listen, store, fence).await?),
             None => None,
@@ -182,7 +191,15 @@ impl Controller {
             stop.clone(),
         );
         if let Some(listen) = config.http {
-            serve_http(home, listen, &handle, prwatch, tasks, stop.clone()).await?;
+            serve_http(
+                home,
+                listen,
+                &handle,
+                (prwatch, labels),
+                tasks,
+                stop.clone(),
+            )
+            .await?;
         }
         let socket = home.socket();
         let unix = server::bind_unix(&socket)?;
@@ -240,7 +257,7 @@ async fn serve_http(
     home: &Home,
     listen: HttpListen,
     handle: &ControllerHandle,
-    prwatch: PrWatch,
+    (prwatch, labels): (PrWatch, Arc<Labels>),
     tasks: &TaskTracker,
     stop: CancellationToken,
 ) -> Result<(), AppError> {
@@ -265,6 +282,7 @@ async fn serve_http(
     let router = http::router(HttpState {
         handle: handle.clone(),
         prwatch,
+        labels,
         deliveries: Default::default(),
     });
     let addr_file = home.http_addr();

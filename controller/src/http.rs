@@ -22,6 +22,7 @@ use crate::forge::scm_settings;
 use crate::handle::ControllerHandle;
 use crate::prwatch::PrWatch;
 use crate::scm::github::{webhook, WebhookSecret};
+use crate::triggers::Labels;
 
 /// GitHub's own cap on a delivery's payload.
 const MAX_DELIVERY_BYTES: usize = 25 * 1024 * 1024;
@@ -43,6 +44,8 @@ pub struct HttpState {
     pub handle: ControllerHandle,
     /// Told what each accepted webhook delivery touched.
     pub prwatch: PrWatch,
+    /// Told of issues labelled for a spawn.
+    pub labels: Arc<Labels>,
     /// The latest `X-GitHub-Delivery` ids, oldest first.
     pub deliveries: Arc<Mutex<VecDeque<String>>>,
 }
@@ -138,6 +141,13 @@ async fn github_webhook(
     }
     if !delivery.is_empty() && !first_delivery(&state.deliveries, &delivery) {
         return (StatusCode::OK, Json(json!({ "status": "duplicate" })));
+    }
+    if let Some(labeled) = webhook::labeled(&event, &body) {
+        tracing::debug!(%delivery, repo = %labeled.repo, issue = labeled.issue, label = %labeled.label, "issue labelled");
+        // The spawn waits on the tracker and the store: GitHub is answered first.
+        let labels = state.labels.clone();
+        tokio::spawn(async move { labels.labeled(&labeled).await });
+        return (StatusCode::ACCEPTED, Json(json!({ "status": "accepted" })));
     }
     match webhook::parse(&event, &body) {
         Some(hint) => {

@@ -33,6 +33,13 @@ pub fn identity(worker: &str) -> String {
     format!("{IDENTITIES}{worker}")
 }
 
+/// Issues their label spawned for: `/ao/v1/label-spawns/<project>/<issue>`.
+const LABEL_SPAWNS: &str = "/ao/v1/label-spawns/";
+
+pub fn label_spawn(project: &str, issue: &str) -> String {
+    format!("{LABEL_SPAWNS}{project}/{issue}")
+}
+
 pub fn credential(id: &str) -> String {
     format!("{CREDENTIALS}{id}")
 }

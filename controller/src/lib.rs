@@ -75,3 +75,4 @@ pub mod sessions;
 pub mod spawning;
 pub mod store;
 pub mod stored;
+pub mod triggers;

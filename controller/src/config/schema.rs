@@ -118,6 +118,9 @@ pub struct ProjectConfig {
     pub scm: Option<PluginConfig>,
     /// What a session's branch for an issue starts with (`feat/` by default).
     pub branch_prefix: Option<String>,
+    /// The tracker label that spawns a session for an issue when it is added
+    /// (`agent-task` by default; `""` turns label triggers off).
+    pub spawn_label: Option<String>,
     #[serde(default)]
     pub symlinks: Vec<String>,
     #[serde(default)]

@@ -48,6 +48,11 @@ pub fn unimplemented_keys(config: &Config) -> Vec<String> {
             ("workspace", project.workspace.is_some()),
             ("agentConfig", !project.agent_config.is_empty()),
             ("orchestratorModel", project.orchestrator_model.is_some()),
+            // Labels are read from a tracker.
+            (
+                "spawnLabel",
+                project.spawn_label.is_some() && project.tracker.is_none(),
+            ),
         ];
         keys.extend(
             keys_of_project

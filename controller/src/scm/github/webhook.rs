@@ -88,9 +88,39 @@ pub fn parse(event: &str, body: &[u8]) -> Option<Hint> {
     Some(hint)
 }
 
+/// An `issues` delivery that added a label to an issue (not a PR).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Labeled {
+    pub repo: RepoRef,
+    pub issue: u32,
+    pub label: String,
+}
+
+/// The label an `issues` `labeled` delivery added; `None` for any other delivery.
+pub fn labeled(event: &str, body: &[u8]) -> Option<Labeled> {
+    if event != "issues" {
+        return None;
+    }
+    let delivery: Delivery = serde_json::from_slice(body).ok()?;
+    if delivery.action.as_deref() != Some("labeled") {
+        return None;
+    }
+    let issue = delivery.issue?;
+    if issue.pull_request.is_some() {
+        return None;
+    }
+    Some(Labeled {
+        repo: RepoRef::parse(&delivery.repository.full_name)?,
+        issue: issue.number,
+        label: delivery.label?.name,
+    })
+}
+
 /// The parts of a delivery ao reads, across event types.
 #[derive(Deserialize)]
 struct Delivery {
+    action: Option<String>,
+    label: Option<DeliveredLabel>,
     repository: Repository,
     pull_request: Option<DeliveredPr>,
     check_run: Option<DeliveredRun>,
@@ -102,6 +132,11 @@ struct Delivery {
     #[serde(rename = "ref")]
     git_ref: Option<String>,
     after: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct DeliveredLabel {
+    name: String,
 }
 
 #[derive(Deserialize)]
@@ -269,5 +304,31 @@ mod tests {
             parse("pull_request", br#"{"sender": {"login": "x"}}"#),
             None
         );
+    }
+
+    #[test]
+    fn a_label_added_to_an_issue_is_told_apart() {
+        let body = |action: &str, pr: bool| {
+            let mut issue = json!({"number": 7, "title": "t"});
+            if pr {
+                issue["pull_request"] = json!({"url": "u"});
+            }
+            serde_json::to_vec(&json!({
+                "action": action, "issue": issue, "label": {"name": "agent-task"},
+                "repository": {"full_name": "o/r"},
+            }))
+            .unwrap()
+        };
+        assert_eq!(
+            labeled("issues", &body("labeled", false)),
+            Some(Labeled {
+                repo: RepoRef::parse("o/r").unwrap(),
+                issue: 7,
+                label: "agent-task".into()
+            })
+        );
+        assert_eq!(labeled("issues", &body("unlabeled", false)), None);
+        assert_eq!(labeled("issues", &body("labeled", true)), None, "a PR");
+        assert_eq!(labeled("pull_request", &body("labeled", false)), None);
     }
 }
