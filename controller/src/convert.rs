@@ -128,6 +128,9 @@ pub fn assign(
 ) -> pb::Assign {
     let mut env: BTreeMap<String, String> = agent.map(|a| a.env.clone()).unwrap_or_default();
     env.insert(ao_proto::env::AO_PROJECT_ID.into(), s.project_id.clone());
+    if let Some(token) = &s.access_token {
+        env.insert(ao_proto::env::AO_TOKEN.into(), token.0.clone());
+    }
     pb::Assign {
         spec: Some(pb::SessionSpec {
             session_id: s.id.clone(),

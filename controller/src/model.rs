@@ -199,6 +199,22 @@ pub struct SessionRecord {
     /// What the reactions did about its situations (see [`crate::reactions`]).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub reactions: ReactionStates,
+    /// The credential the agent's `ao` calls are made with (`AO_TOKEN` in
+    /// its environment): the orchestrator's, an `operator`. Kept only in
+    /// the store, never shown.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access_token: Option<Secret>,
+}
+
+/// A secret that `{:?}` does not print.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(…)")
+    }
 }
 
 /// How many activity changes a session keeps.
@@ -263,6 +279,7 @@ impl SessionRecord {
             role: SessionRole::Worker,
             pr_view: None,
             reactions: ReactionStates::new(),
+            access_token: None,
         }
     }
 

@@ -6,6 +6,9 @@ pub const AO_HOME: &str = "AO_HOME";
 pub const AO_CONFIG_PATH: &str = "AO_CONFIG_PATH";
 /// Where the CLI finds the controller (`unix:///…/ao.sock`).
 pub const AO_CONTROLLER: &str = "AO_CONTROLLER";
+/// A credential's token the CLI sends with every call (`--token`); set in the
+/// orchestrator agent's session, whose calls are an `operator`'s.
+pub const AO_TOKEN: &str = "AO_TOKEN";
 /// Where the controller keeps its state (`embedded`, `etcd://host:2379,…`).
 pub const AO_STORE: &str = "AO_STORE";
 /// How often the controller looks at pull requests while something is in

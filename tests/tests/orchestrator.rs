@@ -102,6 +102,14 @@ fn ao_start_runs_one_orchestrator_that_drives_the_stack_and_ao_stop_ends_it() {
         .ok();
     let screen = stack.wait_log("app-orchestrator", "\"id\": \"app-1\"");
     assert!(screen.contains("\"role\": \"orchestrator\""), "{screen}");
+    // As an operator: the sessions, not the credentials.
+    stack
+        .ao(&["send", "app-orchestrator", "sh: ao token ls"])
+        .ok();
+    stack.wait_log(
+        "app-orchestrator",
+        "(token:orchestrator-app-orchestrator, role operator) cannot change",
+    );
 
     // `ao stop app` kills the project's sessions, restorably; the stack runs on.
     stack.ao(&["stop", "app"]).ok();

@@ -69,6 +69,28 @@ impl Credentials {
         Self { store, fence }
     }
 
+    /// A new credential of `role` named `name` with id `id`, not stored:
+    /// its token and record (for a write of the caller's own).
+    pub fn mint(
+        role: Role,
+        name: String,
+        id: String,
+        created_by: &str,
+    ) -> (String, CredentialRecord) {
+        let secret = Alphanumeric.sample_string(&mut rand::rng(), 32);
+        let record = CredentialRecord {
+            schema_version: SCHEMA_VERSION,
+            id: id.clone(),
+            name,
+            role,
+            secret_sha256: pki::sha256_hex(secret.as_bytes()),
+            created_at: Utc::now(),
+            expires_at: None,
+            created_by: created_by.to_string(),
+        };
+        (format!("{PREFIX}{id}_{secret}"), record)
+    }
+
     /// A new credential of `role` for `name` (default `<role>-<id>`),
     /// valid for `ttl` (forever when `None`); the token and the record.
     /// Expired credentials go with this write.
@@ -82,37 +104,22 @@ impl Credentials {
         ttl: Option<Duration>,
         created_by: &str,
     ) -> Result<(String, CredentialRecord), ClusterError> {
-        let (id, secret) = {
-            let mut rng = rand::rng();
-            (
-                Alphanumeric.sample_string(&mut rng, 8).to_ascii_lowercase(),
-                Alphanumeric.sample_string(&mut rng, 32),
-            )
-        };
+        let id = Alphanumeric
+            .sample_string(&mut rand::rng(), 8)
+            .to_ascii_lowercase();
         let name = name.map_or_else(|| format!("{}-{id}", role.as_str()), str::to_string);
         if !valid_worker_id(&name) {
             return Err(ClusterError::Invalid(format!(
                 "`{name}` is not a valid credential name: use letters, digits, `-`, `_` and `.` (at most 63)"
             )));
         }
-        let now = Utc::now();
-        let expires_at = match ttl {
-            Some(ttl) => Some(
-                now + chrono::Duration::from_std(ttl)
-                    .map_err(|_| ClusterError::Invalid("credential lifetime too long".into()))?,
-            ),
-            None => None,
-        };
-        let record = CredentialRecord {
-            schema_version: SCHEMA_VERSION,
-            id: id.clone(),
-            name,
-            role,
-            secret_sha256: pki::sha256_hex(secret.as_bytes()),
-            created_at: now,
-            expires_at,
-            created_by: created_by.to_string(),
-        };
+        let (token, mut record) = Self::mint(role, name, id.clone(), created_by);
+        let now = record.created_at;
+        if let Some(ttl) = ttl {
+            let ttl = chrono::Duration::from_std(ttl)
+                .map_err(|_| ClusterError::Invalid("credential lifetime too long".into()))?;
+            record.expires_at = Some(now + ttl);
+        }
         let key = keys::credential(&id);
         let mut txn = Txn::default()
             .check(key.clone(), Precondition::Absent)
@@ -131,7 +138,7 @@ impl Credentials {
             }
         }
         commit_fenced(self.store.as_ref(), self.fence.as_ref(), txn).await?;
-        Ok((format!("{PREFIX}{id}_{secret}"), record))
+        Ok((token, record))
     }
 
     /// Every credential, expired ones included, oldest first.

@@ -4,10 +4,13 @@
 use chrono::Utc;
 
 use super::Actor;
+use crate::access::{Credentials, Role};
 use crate::error::ControllerError;
 use crate::handle::OrchestratorStart;
-use crate::model::{Activity, SessionRecord};
+use crate::keys;
+use crate::model::{Activity, Secret, SessionRecord};
 use crate::orchestrator;
+use crate::store::encode;
 
 impl Actor {
     /// One orchestrator session per project, never two: the one that runs
@@ -33,8 +36,18 @@ impl Actor {
                 existing: false,
             });
         }
-        let s = orchestrator::new_session(config, &project_id, Utc::now())?;
-        let session = self.create(s, Vec::new()).await?;
+        let mut s = orchestrator::new_session(config, &project_id, Utc::now())?;
+        // Its `ao` calls are an operator's: the sessions, not the config,
+        // workers or credentials. The credential is written with the session.
+        let (token, credential) = Credentials::mint(
+            Role::Operator,
+            format!("orchestrator-{id}"),
+            orchestrator::credential_id(&id),
+            "controller",
+        );
+        s.access_token = Some(Secret(token));
+        let put = (keys::credential(&credential.id), Some(encode(&credential)));
+        let session = self.create(s, vec![put]).await?;
         Ok(OrchestratorStart {
             session,
             existing: false,
