@@ -289,6 +289,20 @@ impl Stack {
         text.replacen(&header, &format!("{header}{indented}"), 1)
     }
 
+    /// A stack with a cluster CA (`ao controller init`) up with its TCP
+    /// port on localhost; the port's `https://` URL.
+    pub fn up_tcp() -> (Self, String) {
+        let stack = Self::new();
+        stack.ao(&["controller", "init"]).ok();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let listen = format!("127.0.0.1:{port}");
+        stack.ao(&["up", "-d", "--listen", &listen]).ok();
+        (stack, format!("https://{listen}"))
+    }
+
     /// `ao up -d`; the stack is ready when it returns.
     pub fn up(&self) -> u32 {
         self.up_with(&[])

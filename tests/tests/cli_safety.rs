@@ -63,18 +63,6 @@ fn control_characters_are_escaped_in_tables_and_exact_in_json() {
 
 /// A stack whose controller also serves mTLS on a free 127.0.0.1 port
 /// (after `ao controller init`); its `https://` URL.
-fn tcp_stack() -> (Stack, String) {
-    let stack = Stack::new();
-    stack.ao(&["controller", "init"]).ok();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port();
-    let listen = format!("127.0.0.1:{port}");
-    stack.ao(&["up", "-d", "--listen", &listen]).ok();
-    (stack, format!("https://{listen}"))
-}
-
 /// `ao token create`'s printed command, split into its arguments.
 fn join_command(stack: &Stack) -> Vec<String> {
     let printed = stack.ao(&["token", "create"]).ok().stdout;
@@ -117,7 +105,7 @@ fn join_with(
 
 #[test]
 fn the_join_token_can_come_from_a_file_or_stdin() {
-    let (stack, url) = tcp_stack();
+    let (stack, url) = Stack::up_tcp();
 
     let by_file = join_command(&stack);
     let file = stack.dir.path().join("token");
@@ -208,7 +196,7 @@ fn a_socket_of_another_user_is_reported_as_permission_denied() {
 
 #[test]
 fn down_refused_by_the_role_check_fails_with_the_refusal() {
-    let (stack, url) = tcp_stack();
+    let (stack, url) = Stack::up_tcp();
     let join = join_command(&stack);
     let token = value_of(&join, "--token");
     let ca_hash = value_of(&join, "--ca-hash");
@@ -335,7 +323,7 @@ fn spawn_of_an_agent_that_exits_at_once_says_so_and_fails_on_an_error_code() {
 
 #[test]
 fn an_admin_credential_is_personal_and_revocable() {
-    let (stack, url) = tcp_stack();
+    let (stack, url) = Stack::up_tcp();
     let out = stack.dir.path().join("ann-credential");
     let out_arg = out.display().to_string();
     let issued = stack
@@ -440,7 +428,7 @@ fn attach_events(stack: &Stack, who: &str) -> (Value, Value) {
 
 #[test]
 fn attach_events_name_the_verified_caller_not_its_user_variable() {
-    let (stack, url) = tcp_stack();
+    let (stack, url) = Stack::up_tcp();
     let id = stack.spawn(&["app", "A-1", "--agent", "shell", "--prompt", "echo started"]);
     stack.wait_log(&id, "started");
 

@@ -230,3 +230,42 @@ fn webhook_spawn_takes_a_spawner_token_and_answers_one_session_per_issue() {
         "refusals are logged"
     );
 }
+
+/// The original docs' GitLab job (`ao spawn my-project $CI_ISSUE_IID` on a
+/// runner): another machine's CLI with only `AO_CONTROLLER` and the
+/// credential file, over the controller's TLS port, with no certificate.
+#[test]
+fn a_ci_job_spawns_over_tls_with_only_the_credential_file() {
+    let (stack, url) = Stack::up_tcp();
+    let (file, _) = credential(&stack, "spawner", "gitlab-ci");
+    let written: Value = serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
+    assert_eq!(written["controller"], url.as_str(), "{written}");
+    assert!(written["caPem"]
+        .as_str()
+        .unwrap()
+        .contains("BEGIN CERTIFICATE"));
+
+    // The runner: a home of its own, nothing of the controller's but the file.
+    let runner = stack.dir.path().join("runner");
+    let as_runner = |args: &[&str], credentials: &Path| -> Run {
+        stack
+            .command(args)
+            .env("AO_HOME", &runner)
+            .env("AO_CONTROLLER", &url)
+            .env("AO_CREDENTIALS", credentials)
+            .output()
+            .unwrap()
+            .into()
+    };
+    let run = as_runner(&["spawn", "app", "77"], &file);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let id = run.session_id();
+    assert_eq!(stack.session(&id)["issueId"], "77");
+    refused(&as_runner(&["events", "--json"], &file), "spawner");
+    // Without it: no certificate, no token, no call.
+    let empty = stack.dir.path().join("empty");
+    std::fs::create_dir_all(&empty).unwrap();
+    let run = as_runner(&["status"], &empty);
+    assert_ne!(run.code, 0);
+    assert!(run.stderr.contains("credential"), "{}", run.stderr);
+}
