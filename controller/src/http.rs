@@ -121,11 +121,7 @@ async fn github_webhook(
         .as_deref()
         .map(webhook_secrets)
         .unwrap_or_default();
-    let signed = !signature.is_empty()
-        && secrets
-            .iter()
-            .any(|secret| webhook::verify(secret, &body, &signature));
-    if !signed {
+    if !signed_by_a_project(&secrets, &body, &signature) {
         let why = if signature.is_empty() {
             "unsigned"
         } else if secrets.is_empty() {
@@ -170,6 +166,11 @@ fn first_delivery(seen: &Mutex<VecDeque<String>>, id: &str) -> bool {
     }
     seen.push_back(id.to_string());
     true
+}
+
+/// Whether `signature` (`X-Hub-Signature-256`) signs `body` with one of `secrets`.
+fn signed_by_a_project(secrets: &[WebhookSecret], body: &[u8], signature: &str) -> bool {
+    !signature.is_empty() && secrets.iter().any(|s| webhook::verify(s, body, signature))
 }
 
 /// The webhook secrets of the projects on GitHub.

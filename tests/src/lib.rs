@@ -303,6 +303,23 @@ impl Stack {
         (stack, format!("https://{listen}"))
     }
 
+    /// The prompt the agent of session `id` was given, from the file its
+    /// environment names (the scripted agents write theirs to `.agent-env`).
+    pub fn prompt_of(&self, id: &str) -> String {
+        let worktree = self.session(id)["worktree"]
+            .as_str()
+            .expect("worktree")
+            .to_string();
+        let env = eventually("the agent wrote its env", Duration::from_secs(10), || {
+            std::fs::read_to_string(format!("{worktree}/.agent-env")).ok()
+        });
+        let file = env
+            .lines()
+            .find_map(|l| l.strip_prefix("AO_PROMPT_FILE="))
+            .expect("AO_PROMPT_FILE");
+        std::fs::read_to_string(file).expect("the prompt file")
+    }
+
     /// `ao up -d`; the stack is ready when it returns.
     pub fn up(&self) -> u32 {
         self.up_with(&[])

@@ -6,7 +6,7 @@
 use std::ffi::OsString;
 
 use ao_tests::github::{FakeGithub, TOKEN_LOGIN};
-use ao_tests::{eventually, git, Cli, Stack};
+use ao_tests::{git, Cli, Stack};
 
 const TOKEN: &str = "ghp_tracker_test_token";
 
@@ -66,24 +66,6 @@ fn token_env() -> [(&'static str, OsString); 1] {
     [("GITHUB_TOKEN", TOKEN.into())]
 }
 
-/// The prompt the agent of session `id` was given, from the file its environment names.
-fn prompt_of(stack: &Stack, id: &str) -> String {
-    let worktree = stack.session(id)["worktree"]
-        .as_str()
-        .expect("worktree")
-        .to_string();
-    let env = eventually(
-        "the agent wrote its env",
-        std::time::Duration::from_secs(10),
-        || std::fs::read_to_string(format!("{worktree}/.agent-env")).ok(),
-    );
-    let file = env
-        .lines()
-        .find_map(|l| l.strip_prefix("AO_PROMPT_FILE="))
-        .expect("AO_PROMPT_FILE");
-    std::fs::read_to_string(file).expect("the prompt file")
-}
-
 #[test]
 fn spawn_for_an_issue_builds_prompt_and_branch_and_refuses_a_missing_issue() {
     let t = tracked();
@@ -93,7 +75,7 @@ fn spawn_for_an_issue_builds_prompt_and_branch_and_refuses_a_missing_issue() {
     let id = t.stack.spawn(&["app", "42"]);
     let session = t.stack.session(&id);
     assert_eq!(session["branch"], "feat/42-fix-the-login-page", "{session}");
-    let prompt = prompt_of(&t.stack, &id);
+    let prompt = t.stack.prompt_of(&id);
     for part in [
         "## Issue #42: Fix the login page!",
         "/o/r/issues/42",

@@ -11,7 +11,7 @@ use ao_controller::scm::github::Token;
 use ao_controller::scm::linear::{Linear, LinearTracker};
 use ao_controller::scm::{ScmError, Tracker};
 use ao_tests::linear::{FakeLinear, Issue};
-use ao_tests::{eventually, Cli, Stack};
+use ao_tests::{Cli, Stack};
 use chrono::{Duration, TimeZone, Utc};
 
 const KEY: &str = "lin_api_tracker_test_key_0123456789";
@@ -53,24 +53,6 @@ fn linear() -> FakeLinear {
     linear
 }
 
-/// The prompt the agent of session `id` was given, from the file its environment names.
-fn prompt_of(stack: &Stack, id: &str) -> String {
-    let worktree = stack.session(id)["worktree"]
-        .as_str()
-        .expect("worktree")
-        .to_string();
-    let env = eventually(
-        "the agent wrote its env",
-        std::time::Duration::from_secs(10),
-        || std::fs::read_to_string(format!("{worktree}/.agent-env")).ok(),
-    );
-    let file = env
-        .lines()
-        .find_map(|l| l.strip_prefix("AO_PROMPT_FILE="))
-        .expect("AO_PROMPT_FILE");
-    std::fs::read_to_string(file).expect("the prompt file")
-}
-
 fn config(stack: &Stack, linear: &FakeLinear) -> String {
     stack.config_with(
         "app",
@@ -99,7 +81,7 @@ fn spawn_for_a_linear_issue_builds_prompt_and_branch_and_refuses_an_unknown_one(
         session["branch"], "feat/INT-1234-fix-the-login-page",
         "{session}"
     );
-    let prompt = prompt_of(&stack, &id);
+    let prompt = stack.prompt_of(&id);
     for part in [
         "## Issue INT-1234: Fix the login page!",
         "/acme/issue/INT-1234",

@@ -12,11 +12,10 @@ use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::{webhook_secrets, HttpState};
+use super::{signed_by_a_project, webhook_secrets, HttpState};
 use crate::access::gate::bearer;
 use crate::access::Permission;
 use crate::handle::BatchOutcome;
-use crate::scm::github::webhook;
 
 /// The most a spawn request may hold: two ids.
 pub const MAX_SPAWN_BYTES: usize = 16 * 1024;
@@ -61,15 +60,9 @@ async fn authorize(state: &HttpState, headers: &HeaderMap, body: &[u8]) -> Resul
                 .get("x-hub-signature-256")
                 .and_then(|v| v.to_str().ok())
                 .unwrap_or("");
-            let secrets = state
-                .handle
-                .snapshot()
-                .config
-                .as_deref()
-                .map(webhook_secrets)
-                .unwrap_or_default();
-            if !signature.is_empty() && secrets.iter().any(|s| webhook::verify(s, body, signature))
-            {
+            let config = state.handle.snapshot().config.clone();
+            let secrets = config.as_deref().map(webhook_secrets).unwrap_or_default();
+            if signed_by_a_project(&secrets, body, signature) {
                 return Ok(());
             }
             let why = if signature.is_empty() {

@@ -339,6 +339,35 @@ pub trait Scm: Send + Sync {
     fn budget(&self) -> Option<RateBudget>;
 }
 
+/// An HTTP client for host `what` (`GitHub`, `Linear`) that sends `headers`
+/// (its credential among them, marked sensitive) with every call, gives up
+/// connecting after 10 s and waiting after `timeout`.
+///
+/// # Errors
+/// When the TLS set-up fails (no system certificate store).
+pub(crate) fn host_client(
+    what: &str,
+    headers: reqwest::header::HeaderMap,
+    timeout: std::time::Duration,
+) -> Result<reqwest::Client, ScmError> {
+    // reqwest is built without a crypto provider so that only ring is
+    // linked; one must be installed before the first client. Another part
+    // of ao may have done it already, which is fine.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::builder()
+        .user_agent(concat!("ao/", env!("CARGO_PKG_VERSION")))
+        .default_headers(headers)
+        .connect_timeout(std::time::Duration::from_secs(10))
+        .timeout(timeout)
+        .build()
+        .map_err(|e| {
+            ScmError::Other(format!(
+                "cannot set up the {what} client: {}",
+                ao_proto::error_chain(&e)
+            ))
+        })
+}
+
 /// The words of a tracker query: split at spaces outside double quotes,
 /// quotes removed (`label:"good first"` is one word, `label:good first`).
 pub fn query_words(query: &str) -> Vec<String> {

@@ -13,8 +13,6 @@ use super::rest::ErrorReply;
 use super::token::Token;
 use crate::scm::{RateBudget, ScmError};
 
-/// How long a connection may take to open.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a whole call may take; job logs are the longest.
 const CALL_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -46,10 +44,6 @@ impl Http {
     /// When the TLS set-up fails (no system certificate store), or the
     /// token cannot be a header.
     pub(crate) fn new(api_url: &str, graphql_url: &str, token: &Token) -> Result<Self, ScmError> {
-        // reqwest is built without a crypto provider so that only ring is
-        // linked; one must be installed before the first client. Another
-        // part of ao may have done it already, which is fine.
-        let _ = rustls::crypto::ring::default_provider().install_default();
         let mut auth =
             HeaderValue::from_str(&format!("Bearer {}", token.expose())).map_err(|_| {
                 ScmError::Auth("the GitHub token holds characters a header cannot".into())
@@ -65,15 +59,7 @@ impl Http {
             "x-github-api-version",
             HeaderValue::from_static("2022-11-28"),
         );
-        let client = reqwest::Client::builder()
-            .user_agent(concat!("ao/", env!("CARGO_PKG_VERSION")))
-            .default_headers(headers)
-            .connect_timeout(CONNECT_TIMEOUT)
-            .timeout(CALL_TIMEOUT)
-            .build()
-            .map_err(|e| {
-                ScmError::Other(format!("cannot set up the GitHub client: {}", chain(&e)))
-            })?;
+        let client = crate::scm::host_client("GitHub", headers, CALL_TIMEOUT)?;
         Ok(Self {
             client,
             api_url: api_url.to_string(),

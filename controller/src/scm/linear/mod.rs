@@ -31,8 +31,6 @@ use crate::scm::{Issue, ScmError, Tracker};
 pub use self::query::Viewer;
 pub use self::settings::{LinearSettings, DEFAULT_API_URL, LINEAR_API_KEY};
 
-/// How long a connection may take to open.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a whole call may take.
 const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long to hold back after a rate-limit refusal that gave no reset time.
@@ -58,26 +56,13 @@ impl Linear {
     /// [`ScmError::Other`] when the HTTP client cannot be set up; [`ScmError::Auth`] for a key
     /// no header can hold.
     pub fn new(api_url: &str, key: &Token) -> Result<Self, ScmError> {
-        // reqwest is built without a crypto provider (see the GitHub client).
-        let _ = rustls::crypto::ring::default_provider().install_default();
         let mut auth = HeaderValue::from_str(key.expose()).map_err(|_| {
             ScmError::Auth(format!("{LINEAR_API_KEY} holds characters a header cannot"))
         })?;
         auth.set_sensitive(true);
         let mut headers = HeaderMap::new();
         headers.insert(AUTHORIZATION, auth);
-        let client = reqwest::Client::builder()
-            .user_agent(concat!("ao/", env!("CARGO_PKG_VERSION")))
-            .default_headers(headers)
-            .connect_timeout(CONNECT_TIMEOUT)
-            .timeout(CALL_TIMEOUT)
-            .build()
-            .map_err(|e| {
-                ScmError::Other(format!(
-                    "cannot set up the Linear client: {}",
-                    ao_proto::error_chain(&e)
-                ))
-            })?;
+        let client = crate::scm::host_client("Linear", headers, CALL_TIMEOUT)?;
         Ok(Self {
             client,
             api_url: api_url.to_string(),
