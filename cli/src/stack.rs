@@ -131,7 +131,7 @@ fn prepare_home(home: &Home) -> anyhow::Result<()> {
 
 /// Holds `AO_HOME/ao.lock` for the life of the process; the kernel drops it
 /// when the process dies, however it dies.
-fn lock_home(home: &Home) -> anyhow::Result<File> {
+fn lock_home(home: &Home) -> anyhow::Result<()> {
     let path = home.lock();
     let mut file = ao_proto::home::private_file()
         .create(true)
@@ -150,7 +150,11 @@ fn lock_home(home: &Home) -> anyhow::Result<File> {
     }
     file.set_len(0)?;
     write!(file, "{}", std::process::id())?;
-    Ok(file)
+    // Held until the process exits, when the kernel lets it go: `ao down`
+    // waits for that, and by then every file of the home (the store's own
+    // lock among them) is closed, whatever task still held it.
+    std::mem::forget(file);
+    Ok(())
 }
 
 fn init_tracing(default: &str) {
@@ -319,7 +323,7 @@ pub async fn up_foreground(
     init_tracing("info");
     require_tmux()?;
     prepare_home(home)?;
-    let _lock = lock_home(home)?;
+    lock_home(home)?;
     let (tasks, stop) = (TaskTracker::new(), CancellationToken::new());
     let controller = start_controller(
         home,
@@ -362,7 +366,7 @@ pub async fn controller_only(
 ) -> anyhow::Result<()> {
     init_tracing("info");
     prepare_home(home)?;
-    let _lock = lock_home(home)?;
+    lock_home(home)?;
     let tasks = TaskTracker::new();
     let controller =
         start_controller(home, store, cluster, &tasks, CancellationToken::new(), None).await?;
