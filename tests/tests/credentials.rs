@@ -86,6 +86,9 @@ fn each_role_makes_its_calls_and_is_refused_the_others() {
     ao_as(&stack, &viewer, &["events", "--json"]).ok();
     ao_as(&stack, &viewer, &["logs", &id]).ok();
     refused(&ao_as(&stack, &viewer, &["spawn", "app", "R-2"]), "viewer");
+    let typing = ao_as(&stack, &viewer, &["attach", &id]);
+    refused(&typing, "viewer");
+    assert!(typing.stderr.contains("--read-only"), "{}", typing.stderr);
     refused(&ao_as(&stack, &viewer, &["session", "kill", &id]), "viewer");
     let config = stack.config.to_str().unwrap();
     refused(&ao_as(&stack, &viewer, &["apply", "-f", config]), "viewer");
