@@ -388,7 +388,18 @@ impl Runtime for TmuxRuntime {
             &cwd,
         ];
         args.extend([command.as_str(), ";", "pipe-pane", "-t", &t, "-o", &pipe]);
-        let out = self.run_tmux(&args, None).await?;
+        let mut out = self.run_tmux(&args, None).await?;
+        // A server whose last session just ended exits: a client that reached
+        // it as it went (a restore right after the agent's exit) is told so.
+        // Nothing was made; the next try starts a new server.
+        for wait_ms in [10, 50, 200, 500] {
+            if out.status.success() || !failure(&out).contains("server exited unexpectedly") {
+                break;
+            }
+            tracing::debug!(session = %spec.id, "tmux server exiting; trying again");
+            tokio::time::sleep(std::time::Duration::from_millis(wait_ms)).await;
+            out = self.run_tmux(&args, None).await?;
+        }
         if out.status.success() {
             return Ok(());
         }
