@@ -115,7 +115,10 @@ impl Exposition {
             if suffix == "_bucket" && !sample.labels.contains_key("le") {
                 return Err(at("a bucket without `le`".into()));
             }
-            if family.kind == "counter" && suffix == "_total" && !(sample.value >= 0.0) {
+            if family.kind == "counter"
+                && suffix == "_total"
+                && (sample.value.is_nan() || sample.value < 0.0)
+            {
                 return Err(at("a negative or NaN counter".into()));
             }
             if !seen.insert((sample.name.clone(), sample.labels.clone())) {
