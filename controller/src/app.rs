@@ -284,6 +284,7 @@ async fn serve_http(
         prwatch,
         labels,
         deliveries: Default::default(),
+        loopback: bound.ip().is_loopback(),
     });
     let addr_file = home.http_addr();
     tasks.spawn(async move {

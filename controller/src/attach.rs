@@ -165,7 +165,9 @@ pub async fn attach(
     // The screen toward the viewer; the detach is recorded with its reason.
     let (out, rx) = mpsc::channel(VIEWER_QUEUE);
     let handle = handle.clone();
+    let viewer = handle.metrics().viewer();
     tasks.spawn(async move {
+        let _counted = viewer;
         let mut next = Some(first);
         let how = loop {
             let msg = match next.take() {

@@ -16,6 +16,7 @@ use crate::error::ControllerError;
 use crate::forge::Forges;
 use crate::leader::Fence;
 use crate::liveness::{LastHeard, LinkMeta, Worker};
+use crate::metrics::Metrics;
 use crate::model::{rfc3339, NewEvent, SessionRecord, SessionStatus, WorkerState};
 use crate::store::Store;
 
@@ -204,6 +205,7 @@ pub struct ControllerHandle {
     forges: Arc<Forges>,
     /// Credentials for people and automation (read on each use, not by the actor).
     credentials: Arc<Credentials>,
+    metrics: Arc<Metrics>,
 }
 
 /// How long `ao session cleanup` waits for the workers' answers.
@@ -229,8 +231,10 @@ impl ControllerHandle {
         snapshot: watch::Receiver<Arc<Snapshot>>,
         store: Arc<dyn Store>,
         fence: Option<Fence>,
+        metrics: Arc<Metrics>,
     ) -> Self {
         Self {
+            metrics,
             tx,
             snapshot,
             credentials: Arc::new(Credentials::new(store.clone(), fence)),
@@ -243,6 +247,11 @@ impl ControllerHandle {
     /// The credentials of people and automation.
     pub fn credentials(&self) -> Arc<Credentials> {
         self.credentials.clone()
+    }
+
+    /// The counts `/metrics` shows beside the snapshot's.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
     }
 
     async fn ask<T>(&self, make: impl FnOnce(Reply<T>) -> Command) -> Result<T, ControllerError> {

@@ -1,8 +1,9 @@
 //! The controller's HTTP listener: health for load balancers and
-//! supervisors, the code host's webhooks, and spawns from other programs
-//! (`POST /webhook/spawn`). Thin handlers over the same controller as the
-//! gRPC API.
+//! supervisors, metrics for Prometheus (`GET /metrics`), the code host's
+//! webhooks, and spawns from other programs (`POST /webhook/spawn`). Thin
+//! handlers over the same controller as the gRPC API.
 
+mod metrics;
 mod spawn;
 
 use std::collections::VecDeque;
@@ -48,12 +49,15 @@ pub struct HttpState {
     pub labels: Arc<Labels>,
     /// The latest `X-GitHub-Delivery` ids, oldest first.
     pub deliveries: Arc<Mutex<VecDeque<String>>>,
+    /// Bound to a loopback address: `/metrics` needs no token.
+    pub loopback: bool,
 }
 
 /// Every route of the listener.
 pub fn router(state: HttpState) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics::metrics))
         .route(
             "/webhooks/github",
             post(github_webhook).layer(DefaultBodyLimit::max(MAX_DELIVERY_BYTES)),

@@ -59,6 +59,11 @@ pub struct Fence {
 }
 
 impl Fence {
+    /// Whether leadership still holds (nothing has deposed it).
+    pub fn leads(&self) -> bool {
+        self.lost.borrow().is_none()
+    }
+
     /// Records that leadership is gone, and why; the process steps down.
     pub fn deposed(&self, why: String) {
         self.lost.send_if_modified(|lost| {

@@ -20,6 +20,7 @@
 //! - [`model`]: stored and shown domain types.
 //! - [`events`]: the `events.jsonl` projection of the event log.
 //! - [`leader`]: leader election and write fencing on etcd.
+//! - [`metrics`]: what `GET /metrics` shows, counted between scrapes or read from the snapshot.
 //! - [`liveness`]: when each worker last spoke, and what its silence means.
 //! - [`forge`]: the code hosts projects name, reached before a command goes to the actor.
 //! - [`defaults`]: a new session's branch and prompt when its spawn gives none.
@@ -38,7 +39,7 @@
 //! - [`sessions`]: the actor that owns all of the above at run time.
 //! - [`handle`]: the cloneable face of that actor, and what it publishes.
 //! - [`error`]: what a command to the controller can fail with.
-//! - [`grpc`] and [`server`]: the wire; [`http`]: health and webhooks over HTTP.
+//! - [`grpc`] and [`server`]: the wire; [`http`]: health, webhooks and metrics over HTTP.
 
 pub mod access;
 pub mod app;
@@ -59,6 +60,7 @@ pub mod keys;
 pub mod leader;
 pub mod liveness;
 pub mod loads;
+pub mod metrics;
 pub mod model;
 pub mod notify;
 pub mod orchestrator;

@@ -106,6 +106,8 @@ struct Actor {
     store_error: Option<String>,
     /// With several controllers: every write holds only while we lead.
     fence: Option<Fence>,
+    /// Told of every committed write (`/metrics`).
+    metrics: Arc<crate::metrics::Metrics>,
     settings: ControllerSettings,
     /// Sessions with a reaction's message waiting to be typed, and the
     /// messages on their way to a worker now.
@@ -146,6 +148,7 @@ pub async fn start(
     })?;
     let (tx, rx) = mpsc::channel(1024);
     let (publish, snapshot) = watch::channel(Arc::new(Snapshot::default()));
+    let metrics = Arc::new(crate::metrics::Metrics::new(fence.clone()));
     let mut actor = Actor {
         store: store.clone(),
         config: None,
@@ -166,6 +169,7 @@ pub async fn start(
         stale_views: HashSet::new(),
         store_error: None,
         fence,
+        metrics: metrics.clone(),
         settings,
         outboxes: BTreeSet::new(),
         in_flight: HashSet::new(),
@@ -198,7 +202,8 @@ pub async fn start(
         trim_to,
     );
     let task = tokio::spawn(actor.run(rx));
-    Ok((ControllerHandle::new(tx, snapshot, store, fence), task))
+    let handle = ControllerHandle::new(tx, snapshot, store, fence, metrics);
+    Ok((handle, task))
 }
 
 impl Actor {
@@ -454,7 +459,10 @@ impl Actor {
             None => Vec::new(),
         };
         commit.create(queued.iter().map(|(k, e)| (k.clone(), encode(e))).collect());
-        let rev = match self.store.commit(std::mem::take(&mut commit.txn)).await {
+        let began = tokio::time::Instant::now();
+        let committed = self.store.commit(std::mem::take(&mut commit.txn)).await;
+        self.metrics.store_write(began.elapsed());
+        let rev = match committed {
             Ok(rev) => rev,
             Err(StoreError::Conflict { key })
                 if self.fence.as_ref().is_some_and(|f| f.key == key) =>
@@ -485,6 +493,12 @@ impl Actor {
             self.notifications.insert_mut(key, Arc::new(event));
         }
         let merged = crate::cleanup::newly_merged(sessions, &self.sessions);
+        self.metrics.committed(
+            sessions
+                .iter()
+                .map(|s| (self.sessions.get(&s.id).map(AsRef::as_ref), *s)),
+            &commit.records,
+        );
         for s in sessions {
             if s.status.is_ended() {
                 self.resent.remove(&s.id);

@@ -7,6 +7,7 @@ pub mod github;
 pub mod github_stack;
 pub mod linear;
 pub mod netns;
+pub mod openmetrics;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

@@ -28,6 +28,8 @@ pub(crate) struct Http {
 struct Budgets {
     core: Budget,
     graphql: Budget,
+    /// Calls sent, per resource (core, graphql), for `/metrics`.
+    sent: [u64; 2],
 }
 
 impl Budgets {
@@ -37,6 +39,18 @@ impl Budgets {
             Resource::Graphql => &mut self.graphql,
         }
     }
+}
+
+/// What one resource of one API base was used for (`/metrics`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiUsage {
+    pub api_url: String,
+    /// `core` (REST) or `graphql`.
+    pub resource: &'static str,
+    /// Calls sent since the controller started.
+    pub requests: u64,
+    /// What GitHub last said is left, if it said.
+    pub remaining: Option<u64>,
 }
 
 impl Http {
@@ -93,12 +107,14 @@ impl Http {
         resource: Resource,
         spend: Spend,
     ) -> Result<Response, ScmError> {
-        self.budgets
-            .lock()
-            .expect("budget lock")
-            .of(resource)
-            .gate(SystemTime::now(), spend)
-            .map_err(|until| ScmError::Throttled { until })?;
+        {
+            let mut budgets = self.budgets.lock().expect("budget lock");
+            budgets
+                .of(resource)
+                .gate(SystemTime::now(), spend)
+                .map_err(|until| ScmError::Throttled { until })?;
+            budgets.sent[resource as usize] += 1;
+        }
         let response = request
             .send()
             .await
@@ -151,6 +167,21 @@ impl Http {
         // A spent budget may hold longer than the refusal does.
         let until = budget.gate(now, Spend::Act).err().unwrap_or(now);
         ScmError::Throttled { until }
+    }
+
+    /// The calls sent and the budget left, per resource.
+    pub(crate) fn usage(&self) -> [ApiUsage; 2] {
+        let budgets = self.budgets.lock().expect("budget lock");
+        let usage = |resource: Resource, name, budget: &Budget| ApiUsage {
+            api_url: self.api_url.clone(),
+            resource: name,
+            requests: budgets.sent[resource as usize],
+            remaining: budget.reported.map(|r| r.remaining),
+        };
+        [
+            usage(Resource::Core, "core", &budgets.core),
+            usage(Resource::Graphql, "graphql", &budgets.graphql),
+        ]
     }
 
     /// The budget a status line shows (see [`rate::tighter`]).

@@ -41,6 +41,7 @@ use crate::scm::{
     Mergeable, PrState, PullRequest, RateBudget, RepoRef, Scm, ScmError, Tracker,
 };
 
+pub use self::http::ApiUsage;
 pub use self::settings::{GithubSettings, SettingsError, WebhookSecret};
 pub use self::token::{resolve_token, MissingToken, Token, TokenSource};
 pub use self::webhook::Hint;
@@ -555,6 +556,14 @@ impl GithubClients {
         Ok(Arc::clone(
             clients.entry(settings.api_url.clone()).or_insert(client),
         ))
+    }
+
+    /// Each API base's calls and budget left, in API base order.
+    pub fn usage(&self) -> Vec<ApiUsage> {
+        let clients: Vec<Arc<Github>> = self.lock().values().cloned().collect();
+        let mut usage: Vec<ApiUsage> = clients.iter().flat_map(|c| c.http.usage()).collect();
+        usage.sort_by(|a, b| (&a.api_url, a.resource).cmp(&(&b.api_url, b.resource)));
+        usage
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Github>>> {

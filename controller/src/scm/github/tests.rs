@@ -263,6 +263,19 @@ async fn an_unchanged_repository_costs_no_query_and_a_spent_budget_stops_sending
     );
     assert_eq!(count(&fake.pulls), 4);
     assert_eq!(github.budget().unwrap().throttled_until, Some(reset));
+
+    // `/metrics` counts what was sent (four lists and the log; the held call
+    // was not) and what is left.
+    let [core, graphql] = github.http.usage();
+    assert_eq!(
+        (core.resource, core.requests, core.remaining),
+        ("core", 5, Some(0))
+    );
+    let queries = u64::from(count(&fake.queries));
+    assert_eq!(
+        (graphql.resource, graphql.requests, graphql.remaining),
+        ("graphql", queries, Some(4000))
+    );
 }
 
 #[tokio::test]
