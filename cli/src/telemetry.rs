@@ -128,7 +128,7 @@ pub fn init(role: Role) -> Telemetry {
     let var = |name: &str| std::env::var(name).ok();
     let provider = match export_wanted(&var) {
         Ok(false) => None,
-        Ok(true) => match exporter() {
+        Ok(true) => match exporter(&var) {
             Ok(exporter) => Some(
                 SdkTracerProvider::builder()
                     .with_batch_exporter(exporter)
@@ -169,12 +169,30 @@ pub fn init(role: Role) -> Telemetry {
     Telemetry(provider)
 }
 
-fn exporter() -> Result<opentelemetry_otlp::SpanExporter, opentelemetry_otlp::ExporterBuildError> {
-    use opentelemetry_otlp::WithExportConfig;
-    opentelemetry_otlp::SpanExporter::builder()
+/// The OTLP/gRPC exporter; the crate reads the endpoint, headers, timeout
+/// and compression from the `OTEL_EXPORTER_OTLP_*` variables.
+fn exporter(
+    var: &dyn Fn(&str) -> Option<String>,
+) -> Result<opentelemetry_otlp::SpanExporter, opentelemetry_otlp::ExporterBuildError> {
+    use opentelemetry_otlp::{WithExportConfig, WithTonicConfig};
+    let builder = opentelemetry_otlp::SpanExporter::builder()
         .with_tonic()
-        .with_protocol(opentelemetry_otlp::Protocol::Grpc)
-        .build()
+        .with_protocol(opentelemetry_otlp::Protocol::Grpc);
+    let https = [
+        env::OTEL_EXPORTER_OTLP_TRACES_ENDPOINT,
+        env::OTEL_EXPORTER_OTLP_ENDPOINT,
+    ]
+    .into_iter()
+    .find_map(|name| var(name).filter(|v| !v.trim().is_empty()))
+    .is_some_and(|endpoint| endpoint.trim().starts_with("https://"));
+    // Left to itself, the exporter's TLS trusts no root at all.
+    let builder = match https {
+        true => {
+            builder.with_tls_config(tonic::transport::ClientTlsConfig::new().with_native_roots())
+        }
+        false => builder,
+    };
+    builder.build()
 }
 
 #[cfg(test)]
