@@ -16,6 +16,7 @@ mod doctor;
 mod lifecycle;
 mod render;
 mod stack;
+mod telemetry;
 
 use ao_proto::units::{parse_duration, parse_size};
 use std::collections::BTreeMap;
@@ -564,7 +565,13 @@ fn print_completion(shell: clap_complete::Shell) -> ExitCode {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    use clap::FromArgMatches;
+    let matches = Cli::command().get_matches();
+    let name = command_name(&matches);
+    let cli = match Cli::from_arg_matches(&matches) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
     // Needs nothing but the clap definitions: no runtime, no home.
     if let Command::Completion { shell } = cli.command {
         return print_completion(shell);
@@ -606,7 +613,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(cli)) {
+    match runtime.block_on(traced(cli, name)) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e}");
@@ -618,6 +625,40 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `ao session kill`: the span name of a CLI command.
+fn command_name(matches: &clap::ArgMatches) -> String {
+    let mut name = String::from("ao");
+    let mut at = matches;
+    while let Some((sub, next)) = at.subcommand() {
+        name.push(' ');
+        name.push_str(sub);
+        at = next;
+    }
+    name
+}
+
+/// Runs `cli` with this process's telemetry: a CLI command is one span (the
+/// root of its trace), which the controller and workers continue.
+async fn traced(cli: Cli, name: String) -> anyhow::Result<ExitCode> {
+    use tracing::Instrument;
+    let role = match &cli.command {
+        Command::Up { detach: false, .. } | Command::Controller(ControllerCommand::Run { .. }) => {
+            telemetry::Role::Controller
+        }
+        Command::Worker(WorkerCommand::Run(_)) => telemetry::Role::Worker,
+        _ => telemetry::Role::Cli,
+    };
+    let telemetry = telemetry::init(role);
+    let result = if role == telemetry::Role::Cli {
+        let span = tracing::info_span!("ao.command", otel.name = %name, otel.kind = "client");
+        run(cli).instrument(span).await
+    } else {
+        run(cli).await
+    };
+    telemetry.shutdown().await;
+    result
 }
 
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {

@@ -157,17 +157,6 @@ fn lock_home(home: &Home) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn init_tracing(default: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env(env::AO_LOG)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    use std::io::IsTerminal;
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(std::io::stderr)
-        .try_init();
-}
-
 /// How long the tasks still running after a stop may take to end.
 const GRACE: Duration = Duration::from_secs(5);
 
@@ -320,7 +309,6 @@ pub async fn up_foreground(
     store: &StoreArgs,
     cluster: &ClusterArgs,
 ) -> anyhow::Result<()> {
-    init_tracing("info");
     require_tmux()?;
     prepare_home(home)?;
     lock_home(home)?;
@@ -364,7 +352,6 @@ pub async fn controller_only(
     store: &StoreArgs,
     cluster: &ClusterArgs,
 ) -> anyhow::Result<()> {
-    init_tracing("info");
     prepare_home(home)?;
     lock_home(home)?;
     let tasks = TaskTracker::new();
@@ -387,7 +374,6 @@ pub async fn worker_only(
     labels: BTreeMap<String, String>,
     capacity: Capacity,
 ) -> anyhow::Result<()> {
-    init_tracing("info");
     require_tmux()?;
     prepare_home(home)?;
     let credentials = target

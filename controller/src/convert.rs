@@ -159,6 +159,8 @@ pub fn assign(
             in_repository: s.role == SessionRole::Orchestrator,
         }),
         epoch: s.epoch,
+        // The sender's: see `Sessions::assignment`.
+        traceparent: String::new(),
     }
 }
 

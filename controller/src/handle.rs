@@ -128,6 +128,10 @@ type Reply<T> = oneshot::Sender<Result<T, ControllerError>>;
 
 /// What the actor is asked to do; only handles send them.
 pub(crate) enum Command {
+    /// A command asked from within a span (a traced call): the actor runs
+    /// it in that span, so that its placement and store commit join the
+    /// caller's trace.
+    InSpan(tracing::Span, Box<Command>),
     Apply(Box<Config>, Reply<Vec<String>>),
     Spawn(SpawnArgs, Reply<SessionRecord>),
     /// The project (`None`: the only one).
@@ -256,8 +260,13 @@ impl ControllerHandle {
 
     async fn ask<T>(&self, make: impl FnOnce(Reply<T>) -> Command) -> Result<T, ControllerError> {
         let (tx, rx) = oneshot::channel();
+        let span = tracing::Span::current();
+        let cmd = match span.is_none() {
+            true => make(tx),
+            false => Command::InSpan(span, Box::new(make(tx))),
+        };
         self.tx
-            .send(make(tx))
+            .send(cmd)
             .await
             .map_err(|_| ControllerError::ShuttingDown)?;
         rx.await.map_err(|_| ControllerError::ShuttingDown)?
@@ -308,6 +317,7 @@ impl ControllerHandle {
     ///
     /// # Errors
     /// Unknown project or agent, an issue the tracker does not have, or the store.
+    #[tracing::instrument(name = "ao.spawn", skip_all, fields(ao.project.id = %args.project_id, ao.session.id))]
     pub async fn spawn(
         &self,
         args: SpawnArgs,
@@ -315,6 +325,7 @@ impl ControllerHandle {
     ) -> Result<SessionRecord, ControllerError> {
         let args = self.prepared(args).await?;
         let s = self.ask(|r| Command::Spawn(args, r)).await?;
+        tracing::Span::current().record("ao.session.id", s.id.as_str());
         if !wait {
             return Ok(s);
         }

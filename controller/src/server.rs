@@ -165,4 +165,28 @@ fn builder() -> tonic::transport::Server {
     tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(std::time::Duration::from_secs(10)))
         .http2_keepalive_timeout(Some(std::time::Duration::from_secs(20)))
+        .trace_fn(call_span)
+}
+
+/// One span per call, a child of the caller's when it sent a
+/// `traceparent`. Not for the worker link's streams: they live as long as
+/// the worker, and what is sent on them carries its own context.
+fn call_span(req: &tonic::codegen::http::Request<()>) -> tracing::Span {
+    let path = req.uri().path().trim_start_matches('/');
+    let Some((service, method)) = path.split_once('/') else {
+        return tracing::Span::none();
+    };
+    if service == "ao.v1.WorkerLink" {
+        return tracing::Span::none();
+    }
+    let span = tracing::info_span!(
+        "ao.rpc",
+        otel.name = path,
+        otel.kind = "server",
+        rpc.system = "grpc",
+        rpc.service = service,
+        rpc.method = method,
+    );
+    ao_proto::trace::follow_headers(&span, req.headers());
+    span
 }

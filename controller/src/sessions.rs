@@ -46,6 +46,7 @@ use crate::pending::{Delivery, Pending};
 use crate::spawning;
 use crate::store::{decode, encode, Store, StoreError};
 use crate::stored::{Loaded, StoredConfig};
+use tracing::Instrument;
 
 mod cleanup;
 mod notifying;
@@ -305,6 +306,9 @@ impl Actor {
 
     async fn handle(&mut self, cmd: Command) {
         match cmd {
+            Command::InSpan(span, cmd) => {
+                Box::pin(self.handle(*cmd)).instrument(span).await;
+            }
             Command::Apply(config, reply) => {
                 let _ = reply.send(self.apply(*config).await);
             }
@@ -627,15 +631,25 @@ impl Actor {
                 limits::MAX_LINK_MESSAGE_BYTES,
             )?;
         }
-        match self.place(&s) {
-            Ok(worker) => s.worker = Some(worker),
+        let placing = tracing::info_span!("ao.place", ao.session.id = %id, ao.worker.id = tracing::field::Empty);
+        match placing.in_scope(|| self.place(&s)) {
+            Ok(worker) => {
+                placing.record("ao.worker.id", worker.as_str());
+                s.worker = Some(worker);
+            }
             Err(reason) => {
                 s.summary = Some(format!("waiting for a worker: {reason}"));
                 self.unplaced.insert(id.clone(), reason);
             }
         }
+        drop(placing);
         let event = NewEvent::session("session.spawned", Priority::Info, &s);
-        match self.write(&[&s], extra, vec![event]).await {
+        let commit = tracing::info_span!("ao.store.commit", ao.session.id = %id);
+        match self
+            .write(&[&s], extra, vec![event])
+            .instrument(commit)
+            .await
+        {
             Err(ControllerError::Store(StoreError::Conflict { key }))
                 if key == keys::session(&id) =>
             {

@@ -118,7 +118,8 @@ impl std::fmt::Display for ControllerAddr {
     }
 }
 
-/// Puts a credential's token on every call (`authorization: Bearer`), when there is one.
+/// Puts a credential's token on every call (`authorization: Bearer`), when
+/// there is one, and the caller's trace context (`traceparent`), when traced.
 #[derive(Clone, Default)]
 pub struct Bearer(Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>);
 
@@ -141,6 +142,7 @@ impl tonic::service::Interceptor for Bearer {
         if let Some(value) = &self.0 {
             req.metadata_mut().insert("authorization", value.clone());
         }
+        crate::trace::inject(req.metadata_mut());
         Ok(req)
     }
 }

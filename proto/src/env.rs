@@ -39,3 +39,21 @@ pub const AO_PROMPT_FILE: &str = "AO_PROMPT_FILE";
 pub const AO_SESSION_TOKEN: &str = "AO_SESSION_TOKEN";
 /// Set in every agent session: the worker that runs it.
 pub const AO_WORKER_ID: &str = "AO_WORKER_ID";
+
+// OpenTelemetry's standard variables that `ao` itself reads (the SDK reads
+// the others); see the OpenTelemetry section of docs/reference.md.
+
+/// `true`: no telemetry at all, whatever else is set.
+pub const OTEL_SDK_DISABLED: &str = "OTEL_SDK_DISABLED";
+/// `otlp` (export, to the default endpoint if none is set) or `none`.
+pub const OTEL_TRACES_EXPORTER: &str = "OTEL_TRACES_EXPORTER";
+/// The OTLP collector (gRPC, e.g. `http://localhost:4317`); set, traces are exported.
+pub const OTEL_EXPORTER_OTLP_ENDPOINT: &str = "OTEL_EXPORTER_OTLP_ENDPOINT";
+/// As [`OTEL_EXPORTER_OTLP_ENDPOINT`], for traces only.
+pub const OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: &str = "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT";
+/// `grpc`, the only protocol `ao` exports with.
+pub const OTEL_EXPORTER_OTLP_PROTOCOL: &str = "OTEL_EXPORTER_OTLP_PROTOCOL";
+/// As [`OTEL_EXPORTER_OTLP_PROTOCOL`], for traces only.
+pub const OTEL_EXPORTER_OTLP_TRACES_PROTOCOL: &str = "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL";
+/// This process's `service.name` (default `ao-cli`, `ao-controller` or `ao-worker`).
+pub const OTEL_SERVICE_NAME: &str = "OTEL_SERVICE_NAME";

@@ -9,6 +9,7 @@
 //! - [`limits`]: message and content sizes at every hop.
 //! - [`names`]: the rules for branch names and ids that reach git and tmux.
 //! - [`pki`]: the cluster CA, certificates and CSRs, CA pinning, tonic TLS configs.
+//! - [`trace`]: W3C trace context in gRPC metadata and on link messages.
 
 pub mod backoff;
 pub mod dial;
@@ -19,6 +20,7 @@ pub mod limits;
 pub mod names;
 pub mod pki;
 pub mod report;
+pub mod trace;
 pub mod units;
 
 /// Generated code of `ao.v1`.

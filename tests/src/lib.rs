@@ -8,6 +8,7 @@ pub mod github_stack;
 pub mod linear;
 pub mod netns;
 pub mod openmetrics;
+pub mod otlp;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -272,6 +273,10 @@ impl Stack {
             .env_remove("GH_TOKEN")
             .env_remove("GITHUB_API_URL")
             .env_remove("LINEAR_API_KEY")
+            // Traces are exported only where a test asks for them.
+            .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
+            .env_remove("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+            .env_remove("OTEL_TRACES_EXPORTER")
             // Stacks run side by side: each serves HTTP on a port of its own.
             .env("AO_HTTP", "127.0.0.1:0")
             .stdin(std::process::Stdio::null());

@@ -11,6 +11,8 @@ use crate::agent::AgentSpec;
 pub struct Assignment {
     pub spec: SessionSpec,
     pub epoch: u64,
+    /// The W3C `traceparent` of the action that sent it, if traced.
+    pub traceparent: Option<String>,
 }
 
 /// One session to set up: where its worktree comes from, the agent and the

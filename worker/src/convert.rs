@@ -85,6 +85,7 @@ impl TryFrom<pb::Assign> for Assignment {
         Ok(Assignment {
             spec: a.spec.ok_or(ConvertError::NoSpec)?.try_into()?,
             epoch: a.epoch,
+            traceparent: non_empty(a.traceparent),
         })
     }
 }
@@ -351,6 +352,7 @@ mod tests {
                 ..Default::default()
             }),
             epoch: 4,
+            ..Default::default()
         }
     }
 

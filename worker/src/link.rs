@@ -437,6 +437,7 @@ mod tests {
                     ..Default::default()
                 }),
                 epoch: 1,
+                ..Default::default()
             })
         };
         for (session, project, rule) in [

@@ -92,6 +92,9 @@ pub(crate) struct LocalSession {
     pub(crate) prompt_typed: u32,
     /// Why the prompt could not be delivered.
     pub(crate) prompt_failed: Option<String>,
+    /// The set-up's W3C `traceparent`, if traced: the prompt's delivery
+    /// joins the trace of the spawn.
+    pub(crate) trace: Option<String>,
 }
 
 impl LocalSession {
@@ -101,6 +104,7 @@ impl LocalSession {
             meta,
             launch,
             resumed,
+            traceparent,
         }: Started,
         home: &Home,
     ) -> Self {
@@ -109,6 +113,7 @@ impl LocalSession {
         let watch = launch.prompt_on_command_line && launch.native == Native::Claude && !resumed;
         let mut l = Self::new(meta, launch, home, None, Instant::now());
         l.watch_prompt = watch;
+        l.trace = traceparent;
         l
     }
 
@@ -198,6 +203,7 @@ impl LocalSession {
             watch_prompt: false,
             prompt_typed: 0,
             prompt_failed: None,
+            trace: None,
         }
     }
 

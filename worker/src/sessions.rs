@@ -40,6 +40,7 @@ use crate::signals::watch::DirWatcher;
 use crate::terminal::TerminalSpec;
 use crate::viewers::{relay_terminal, stream_output, History, Tunnel};
 use crate::workspace;
+use tracing::Instrument;
 
 mod requests;
 
@@ -326,14 +327,23 @@ impl Actor {
         let epoch = a.epoch;
         self.sessions.remove(&id);
         let locks = self.repo_locks.clone();
-        self.tasks.spawn(async move {
+        let span = tracing::info_span!(
+            "ao.session.setup",
+            ao.session.id = %id,
+            ao.project.id = %spec.project_id,
+            ao.worker.id = %settings.id,
+            ao.epoch = epoch,
+        );
+        ao_proto::trace::follow(&span, a.traceparent.as_deref().unwrap_or_default());
+        let setting_up = async move {
             let home = &settings.home;
             let result = setup(home, &settings.id, runtime.as_ref(), &locks, &spec, epoch)
                 .await
                 .map(|started| LocalSession::started(started, home))
                 .map_err(|e| (id, e));
             let _ = tx.send(Command::SetupDone(epoch, Box::new(result))).await;
-        });
+        };
+        self.tasks.spawn(setting_up.instrument(span));
     }
 
     async fn setup_done(&mut self, epoch: u64, result: Result<LocalSession, (String, String)>) {
@@ -720,7 +730,9 @@ impl Actor {
             let keyboard = l.keyboard.clone();
             let tx = self.tx.clone();
             let id = id.to_string();
-            self.tasks.spawn(async move {
+            let span = tracing::info_span!("ao.prompt.deliver", ao.session.id = %id);
+            ao_proto::trace::follow(&span, l.trace.as_deref().unwrap_or_default());
+            let delivering = async move {
                 let runtime = runtime.as_ref();
                 let outcome = if resumed {
                     resume_prompt(runtime, &keyboard, &id, &text, &log, evidence).await
@@ -743,7 +755,8 @@ impl Actor {
                     crash_point("prompt-submitted");
                 }
                 let _ = tx.send(next).await;
-            });
+            };
+            self.tasks.spawn(delivering.instrument(span));
         }
         let (state, evidence) = state_of(l, now);
         let key = reported(l, state, evidence.as_ref(), now);

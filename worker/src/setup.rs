@@ -15,6 +15,7 @@ use crate::native::AgentHomes;
 use crate::runtime::{Runtime, StartSpec};
 use crate::signals::{claude, gemini};
 use crate::workspace::{self, WorkspaceSpec};
+use tracing::Instrument;
 
 /// A session whose agent the runtime has started.
 pub(crate) struct Started {
@@ -22,6 +23,8 @@ pub(crate) struct Started {
     pub(crate) launch: Launch,
     /// The agent continues a conversation: no prompt was given.
     pub(crate) resumed: bool,
+    /// The set-up span's W3C `traceparent`, if traced.
+    pub(crate) traceparent: Option<String>,
 }
 
 /// Prepares the worktree, writes the prompt, resolves the agent and starts
@@ -45,6 +48,7 @@ pub(crate) async fn setup(
         spec.repo_path.clone()
     } else {
         let worktree = home.worktree(&spec.project_id, id);
+        let span = tracing::info_span!("ao.worktree", ao.session.id = %id, vcs.ref.head.name = %spec.branch);
         workspace::prepare(
             &WorkspaceSpec {
                 repo: &spec.repo_path,
@@ -56,6 +60,7 @@ pub(crate) async fn setup(
             },
             locks,
         )
+        .instrument(span)
         .await
         .map_err(|e| ao_proto::error_chain(&e))?;
         worktree
@@ -126,6 +131,8 @@ pub(crate) async fn setup(
         prompt_delivered: false,
     };
     meta.save(home);
+    let span =
+        tracing::info_span!("ao.agent.start", ao.session.id = %id, ao.agent = %spec.agent.name);
     runtime
         .start(&StartSpec {
             id: id.clone(),
@@ -134,6 +141,7 @@ pub(crate) async fn setup(
             env: vars,
             log_path: log_path.clone(),
         })
+        .instrument(span)
         .await
         .map_err(|e| ao_proto::error_chain(&e))?;
     meta.launched = true;
@@ -141,6 +149,7 @@ pub(crate) async fn setup(
         meta,
         launch,
         resumed: native.resume,
+        traceparent: Some(ao_proto::trace::traceparent()).filter(|t| !t.is_empty()),
     })
 }
 

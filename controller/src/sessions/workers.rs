@@ -524,8 +524,8 @@ impl Actor {
         scheduler::place(&candidates, &s.labels).map(str::to_string)
     }
 
-    /// The assignment of `s` as its worker is sent it; `None` once its
-    /// project is no longer configured.
+    /// The assignment of `s` as its worker is sent it, in the trace of the
+    /// action that sends it; `None` once its project is no longer configured.
     pub(super) fn assignment(&self, s: &SessionRecord) -> Option<pb::controller_message::Msg> {
         let config = self.config.as_ref()?;
         let project = config.projects.get(&s.project_id)?;
@@ -535,7 +535,10 @@ impl Actor {
             config.agents.get(&s.agent),
             config.stuck_threshold(&s.project_id),
         );
-        Some(pb::controller_message::Msg::Assign(assign))
+        Some(pb::controller_message::Msg::Assign(pb::Assign {
+            traceparent: ao_proto::trace::traceparent(),
+            ..assign
+        }))
     }
 
     /// Sends the session's current assignment to its worker, if connected.
