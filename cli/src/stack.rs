@@ -300,6 +300,8 @@ fn local_worker_settings(
         max_sessions: capacity.max_sessions,
         memory_reserve: capacity.memory_reserve,
         poll_interval: Duration::from_millis(500),
+        // Set from the link when the worker runs (`WorkerSettings::reaching`).
+        controller: None,
     }
 }
 

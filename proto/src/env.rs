@@ -9,6 +9,9 @@ pub const AO_CONTROLLER: &str = "AO_CONTROLLER";
 /// A credential's token the CLI sends with every call (`--token`); set in the
 /// orchestrator agent's session, whose calls are an `operator`'s.
 pub const AO_TOKEN: &str = "AO_TOKEN";
+/// The CLI's credential: a credential file of `ao token create --role`, or
+/// a directory with an admin certificate (`--credentials`).
+pub const AO_CREDENTIALS: &str = "AO_CREDENTIALS";
 /// Where the controller keeps its state (`embedded`, `etcd://host:2379,…`).
 pub const AO_STORE: &str = "AO_STORE";
 /// How often the controller looks at pull requests while something is in

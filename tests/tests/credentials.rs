@@ -265,6 +265,21 @@ fn a_ci_job_spawns_over_tls_with_only_the_credential_file() {
     let id = run.session_id();
     assert_eq!(stack.session(&id)["issueId"], "77");
     refused(&as_runner(&["events", "--json"], &file), "spawner");
+    // A token beside a certificate directory (as on a worker: the
+    // orchestrator's AO_TOKEN with the worker's credential): the token
+    // speaks, the directory only vouches for the controller.
+    let (_, viewer) = credential(&stack, "viewer", "dash");
+    let admin_dir = stack.home.join("pki/admin");
+    let run: Run = stack
+        .command(&["spawn", "app", "78"])
+        .env("AO_HOME", &runner)
+        .env("AO_CONTROLLER", &url)
+        .env("AO_CREDENTIALS", &admin_dir)
+        .env("AO_TOKEN", &viewer)
+        .output()
+        .unwrap()
+        .into();
+    refused(&run, "viewer");
     // Without it: no certificate, no token, no call.
     let empty = stack.dir.path().join("empty");
     std::fs::create_dir_all(&empty).unwrap();

@@ -77,7 +77,7 @@ pub async fn run(
     tasks: TaskTracker,
     stop: CancellationToken,
 ) -> Result<(), LinkError> {
-    let settings = Arc::new(settings);
+    let settings = Arc::new(settings.reaching(&link));
     let socket = settings.home.tmux_socket();
     let mut runtime = runtime::TmuxRuntime::new(socket.clone());
     // This binary writes the terminal logs, rotating them; tmux runs it

@@ -421,6 +421,7 @@ mod tests {
             max_sessions: 10,
             memory_reserve: 0,
             poll_interval: Duration::from_secs(3600),
+            controller: None,
         });
         let (reports, _rx) = mpsc::channel(16);
         let (worker, _task) =

@@ -60,6 +60,29 @@ pub struct WorkerSettings {
     /// Bytes of memory to keep free: no session is placed here below it.
     pub memory_reserve: u64,
     pub poll_interval: Duration,
+    /// How the `ao` of a session with a credential reaches the controller
+    /// from here: the address(es) this worker dials over TLS and the
+    /// directory with the cluster CA (`None` on the local socket, which
+    /// `AO_HOME` names). Set by [`WorkerSettings::reaching`].
+    pub controller: Option<(String, std::path::PathBuf)>,
+}
+
+impl WorkerSettings {
+    /// These settings for a worker linked by `link`.
+    pub fn reaching(mut self, link: &crate::LinkConfig) -> Self {
+        let tls = link
+            .addrs
+            .iter()
+            .any(ao_proto::dial::ControllerAddr::is_tls);
+        self.controller = match (&link.credentials, tls) {
+            (Some(dir), true) => {
+                let addrs: Vec<String> = link.addrs.iter().map(ToString::to_string).collect();
+                Some((addrs.join(","), dir.clone()))
+            }
+            _ => None,
+        };
+        self
+    }
 }
 
 enum Command {
@@ -337,7 +360,7 @@ impl Actor {
         ao_proto::trace::follow(&span, a.traceparent.as_deref().unwrap_or_default());
         let setting_up = async move {
             let home = &settings.home;
-            let result = setup(home, &settings.id, runtime.as_ref(), &locks, &spec, epoch)
+            let result = setup(&settings, runtime.as_ref(), &locks, &spec, epoch)
                 .await
                 .map(|started| LocalSession::started(started, home))
                 .map_err(|e| (id, e));
@@ -779,4 +802,46 @@ pub(crate) fn errored(session_id: String, epoch: u64, reason: String) -> ToContr
         ReportState::Errored,
         Some(reason),
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ao_proto::dial::ControllerAddr;
+
+    fn settings() -> WorkerSettings {
+        WorkerSettings {
+            id: "w".into(),
+            hostname: "h".into(),
+            home: Home::new("/h"),
+            labels: BTreeMap::new(),
+            max_sessions: 0,
+            memory_reserve: 0,
+            poll_interval: Duration::from_secs(1),
+            controller: None,
+        }
+    }
+
+    /// Sessions with a credential are told how to reach the controller only
+    /// when this worker reaches it over TLS (on the local socket, AO_HOME says it).
+    #[test]
+    fn a_worker_over_tls_tells_its_sessions_where_the_controller_is() {
+        let dir = std::path::PathBuf::from("/h/pki/worker");
+        let tls = crate::LinkConfig {
+            addrs: vec![
+                ControllerAddr::parse("https://10.0.0.1:7070").unwrap(),
+                ControllerAddr::parse("https://10.0.0.2:7070").unwrap(),
+            ],
+            credentials: Some(dir.clone()),
+        };
+        assert_eq!(
+            settings().reaching(&tls).controller,
+            Some(("https://10.0.0.1:7070,https://10.0.0.2:7070".into(), dir))
+        );
+        let local = crate::LinkConfig {
+            addrs: vec![ControllerAddr::parse("unix:///h/ao.sock").unwrap()],
+            credentials: None,
+        };
+        assert_eq!(settings().reaching(&local).controller, None);
+    }
 }

@@ -13,6 +13,7 @@ use crate::delivery::{PromptEvidence, PromptStep};
 use crate::meta::{SessionMeta, META_VERSION};
 use crate::native::AgentHomes;
 use crate::runtime::{Runtime, StartSpec};
+use crate::sessions::WorkerSettings;
 use crate::signals::{claude, gemini};
 use crate::workspace::{self, WorkspaceSpec};
 use tracing::Instrument;
@@ -30,13 +31,13 @@ pub(crate) struct Started {
 /// Prepares the worktree, writes the prompt, resolves the agent and starts
 /// it in the runtime. Errors are the sentence shown to the user.
 pub(crate) async fn setup(
-    home: &Home,
-    worker_id: &str,
+    settings: &WorkerSettings,
     runtime: &dyn Runtime,
     locks: &workspace::RepoLocks,
     spec: &SessionSpec,
     epoch: u64,
 ) -> Result<Started, String> {
+    let (home, worker_id) = (&settings.home, settings.id.as_str());
     let id = &spec.session_id;
     let worktree = if spec.in_repository {
         if !spec.repo_path.is_dir() {
@@ -101,6 +102,13 @@ pub(crate) async fn setup(
     vars.insert(env::AO_SESSION_TOKEN.into(), token.clone());
     vars.insert(env::AO_HOME.into(), home.display().to_string());
     vars.insert("PATH".into(), with_ao_first(&path_var));
+    // A session with a credential (the orchestrator) reaches the controller
+    // the way this worker does: its token over TLS, the CA from this
+    // worker's credential (the token, not the worker's certificate, speaks).
+    if let (Some((addrs, dir)), true) = (&settings.controller, vars.contains_key(env::AO_TOKEN)) {
+        vars.insert(env::AO_CONTROLLER.into(), addrs.clone());
+        vars.insert(env::AO_CREDENTIALS.into(), dir.display().to_string());
+    }
     // An older incarnation of this session (a restore, or a set-up that was
     // overtaken) must not linger beside the new one.
     runtime
