@@ -143,6 +143,10 @@ pub(crate) fn prompt(config: &Config, project_id: &str, project: &ProjectConfig)
             "bring a stopped agent back in its worktree",
         ),
         (
+            format!("ao session cleanup [-p {project_id}] [--dry-run]"),
+            "end finished sessions and remove their worktrees (a branch only once its PR merged)",
+        ),
+        (
             "ao events [--session S] [--type T] [-f]".to_string(),
             "the event log (session.stuck, session.needs_input, …)",
         ),
@@ -248,6 +252,7 @@ mod tests {
             "Tracker: github",
             "`ao batch-spawn app <issue>…`",
             "`ao session restore <session>`",
+            "`ao session cleanup [-p app] [--dry-run]`",
             "ci-failed: action=send-to-agent, auto=true",
             "agent-stuck: threshold=5m",
             "Batch related issues.\nEscalate after 3 stuck.\n\nClean up daily.\n",
