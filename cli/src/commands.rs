@@ -644,16 +644,29 @@ pub async fn create_credential(
         controller: controller.clone(),
         ca_pem: r.ca_pem,
     };
+    // The secret exists once, here: it is printed before anything else can fail.
+    println!("TOKEN={}", r.token);
     let out = new.out.unwrap_or_else(|| {
         home.issued_credentials()
             .join(format!("{}.json", record.name))
     });
+    let kept = || {
+        format!(
+            "the credential {} exists: keep the TOKEN above, or revoke it with `ao token rm {}`",
+            record.name, record.name
+        )
+    };
     if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("cannot create {} ({})", dir.display(), kept()))?;
     }
-    file.save(&out)
-        .with_context(|| format!("cannot write the credential file {}", out.display()))?;
-    println!("TOKEN={}", r.token);
+    file.save(&out).with_context(|| {
+        format!(
+            "cannot write the credential file {} ({})",
+            out.display(),
+            kept()
+        )
+    })?;
     let expires = if record.expires_at.is_empty() {
         "does not expire".to_string()
     } else {

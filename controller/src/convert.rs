@@ -403,7 +403,7 @@ pub fn batch_result(outcome: BatchOutcome) -> pb::BatchSpawnResult {
     }
 }
 
-/// A viewer's `start`, from the caller whose identity was checked.
+/// A schedule as `ao schedule ls` shows it.
 pub fn schedule_to_pb(v: &ScheduleView) -> pb::Schedule {
     pb::Schedule {
         name: v.name.clone(),
@@ -454,6 +454,7 @@ fn schedule_run_to_pb(run: &ScheduleRun) -> pb::ScheduleRun {
     out
 }
 
+/// A viewer's `start`, from the caller whose identity was checked.
 pub fn attach_request(start: pb::AttachStart, who: String) -> AttachRequest {
     AttachRequest {
         session_id: start.session_id,

@@ -125,7 +125,8 @@ async fn github_webhook(
         .as_deref()
         .map(webhook_secrets)
         .unwrap_or_default();
-    if !signed_by_a_project(&secrets, &body, &signature) {
+    let signers = signed_by(&secrets, &body, &signature);
+    if signers.is_empty() {
         let why = if signature.is_empty() {
             "unsigned"
         } else if secrets.is_empty() {
@@ -146,7 +147,7 @@ async fn github_webhook(
         tracing::debug!(%delivery, repo = %labeled.repo, issue = labeled.issue, label = %labeled.label, "issue labelled");
         // The spawn waits on the tracker and the store: GitHub is answered first.
         let labels = state.labels.clone();
-        tokio::spawn(async move { labels.labeled(&labeled).await });
+        tokio::spawn(async move { labels.labeled(&labeled, &signers).await });
         return (StatusCode::ACCEPTED, Json(json!({ "status": "accepted" })));
     }
     match webhook::parse(&event, &body) {
@@ -172,20 +173,48 @@ fn first_delivery(seen: &Mutex<VecDeque<String>>, id: &str) -> bool {
     true
 }
 
-/// Whether `signature` (`X-Hub-Signature-256`) signs `body` with one of `secrets`.
-fn signed_by_a_project(secrets: &[WebhookSecret], body: &[u8], signature: &str) -> bool {
-    !signature.is_empty() && secrets.iter().any(|s| webhook::verify(s, body, signature))
+/// The caller of an `Authorization: Bearer` token, if one was sent: 401
+/// for a token that is not taken, 503 while the store cannot say.
+async fn bearer_caller(
+    state: &HttpState,
+    headers: &HeaderMap,
+) -> Result<Option<crate::access::Caller>, (StatusCode, String)> {
+    use crate::access::TokenRefused;
+    let token = match crate::access::gate::bearer(headers) {
+        Ok(Some(token)) => token,
+        Ok(None) => return Ok(None),
+        Err(e) => return Err((StatusCode::UNAUTHORIZED, e.to_string())),
+    };
+    match state.handle.credentials().verify(token).await {
+        Ok(caller) => Ok(Some(caller)),
+        Err(e @ TokenRefused::Unknown(_)) => Err((StatusCode::UNAUTHORIZED, e.to_string())),
+        Err(TokenRefused::Store(e)) => Err((StatusCode::SERVICE_UNAVAILABLE, e.to_string())),
+    }
 }
 
-/// The webhook secrets of the projects on GitHub.
-fn webhook_secrets(config: &Config) -> Vec<WebhookSecret> {
+/// The projects whose secret signs `body` with `signature` (`X-Hub-Signature-256`):
+/// what the delivery may touch. Empty: not signed.
+fn signed_by(secrets: &[(String, WebhookSecret)], body: &[u8], signature: &str) -> Vec<String> {
+    if signature.is_empty() {
+        return Vec::new();
+    }
+    secrets
+        .iter()
+        .filter(|(_, s)| webhook::verify(s, body, signature))
+        .map(|(project, _)| project.clone())
+        .collect()
+}
+
+/// The webhook secrets of the projects on GitHub, with their project.
+fn webhook_secrets(config: &Config) -> Vec<(String, WebhookSecret)> {
     config
         .projects
         .iter()
         .filter_map(|(id, p)| {
-            scm_settings(id, p, &|k| std::env::var(k).ok())?
+            let secret = scm_settings(id, p, &|k| std::env::var(k).ok())?
                 .ok()?
-                .webhook_secret
+                .webhook_secret?;
+            Some((id.clone(), secret))
         })
         .collect()
 }
@@ -204,5 +233,23 @@ mod tests {
         }
         assert_eq!(seen.lock().unwrap().len(), DELIVERIES_KEPT);
         assert!(first_delivery(&seen, "a"), "the oldest ids are forgotten");
+    }
+
+    /// A delivery signed with one project's secret speaks for that project
+    /// only: another project's spawn or label is not its to trigger.
+    #[test]
+    fn a_signature_names_the_projects_whose_secret_made_it() {
+        use hmac::Mac;
+        let secrets = vec![
+            ("a".to_string(), WebhookSecret::new("secret-a".into())),
+            ("b".to_string(), WebhookSecret::new("secret-b".into())),
+        ];
+        let body = br#"{"project":"b","issue":"1"}"#;
+        let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(b"secret-a").unwrap();
+        mac.update(body);
+        let signature = format!("sha256={}", hex::encode(mac.finalize().into_bytes()));
+        assert_eq!(signed_by(&secrets, body, &signature), ["a"]);
+        assert!(signed_by(&secrets, body, "").is_empty());
+        assert!(signed_by(&secrets, b"other", &signature).is_empty());
     }
 }

@@ -36,6 +36,11 @@ pub fn identity(worker: &str) -> String {
 /// Issues their label spawned for: `/ao/v1/label-spawns/<project>/<issue>`.
 const LABEL_SPAWNS: &str = "/ao/v1/label-spawns/";
 
+/// The prefix of every issue of `project` its label spawned for.
+pub fn label_spawns(project: &str) -> String {
+    format!("{LABEL_SPAWNS}{project}/")
+}
+
 pub fn label_spawn(project: &str, issue: &str) -> String {
     format!("{LABEL_SPAWNS}{project}/{issue}")
 }

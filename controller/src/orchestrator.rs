@@ -9,6 +9,7 @@ use chrono::{DateTime, Utc};
 use crate::config::{Config, ProjectConfig, ReactionConfig, BUILTIN_AGENTS};
 use crate::error::ControllerError;
 use crate::model::{NewSession, SessionRecord, SessionRole};
+use crate::spawning;
 
 /// The id of the credential of orchestrator session `session`: the same
 /// for every start of it, so that a new one replaces the last.
@@ -16,7 +17,6 @@ pub fn credential_id(session: &str) -> String {
     let hash = ao_proto::pki::sha256_hex(session.as_bytes());
     format!("o{}", &hash[..11])
 }
-use crate::spawning;
 
 /// The project `given`, else the only one configured.
 ///

@@ -427,9 +427,12 @@ struct Runner {
 
 impl Runner {
     async fn run(self, stop: CancellationToken) {
-        self.close_cut_short().await;
         let mut snapshots = self.handle.watch();
         loop {
+            // Runs are made one at a time, here: between two, a run still
+            // marked running is one whose end could not be written (now, or
+            // by the controller that claimed it before this one led).
+            self.close_cut_short().await;
             let snap = self.handle.snapshot();
             let now = self.clock.now();
             let mut next: Option<Timestamp> = None;
@@ -464,9 +467,9 @@ impl Runner {
         }
     }
 
-    /// A run still marked running when the runner starts was cut short by
-    /// the controller that claimed it: it is recorded as failed (its tick
-    /// is not run again).
+    /// A run still marked running between two runs was cut short (by a
+    /// controller that stopped, or a write of its end that failed): it is
+    /// recorded as failed (its tick is not run again).
     async fn close_cut_short(&self) {
         let snap = self.handle.snapshot();
         for (name, config, _) in schedules(snap.config.as_deref()) {

@@ -35,7 +35,8 @@ use crate::store::{encode, Precondition, Store, StoreError, Txn};
 /// The label that spawns when a project names none.
 pub const DEFAULT_SPAWN_LABEL: &str = "agent-task";
 
-/// At most this many labelled issues are looked at per project and round.
+/// At most this many labelled issues not spawned for yet are looked at per
+/// project and round.
 const PER_ROUND: usize = 100;
 
 /// The label that spawns for `project`: none without a tracker, or when
@@ -119,11 +120,20 @@ impl Labels {
         }
     }
 
-    /// One look at `id`'s tracker for open issues labelled `label`.
+    /// One look at `id`'s tracker for open issues labelled `label`. The
+    /// tracker answers oldest first: issues spawned for already (still open,
+    /// still labelled) are asked for on top, so that they cannot hide new ones.
     async fn round(&self, id: &str, project: &ProjectConfig, label: &str) {
+        let spawned = match self.store.list(&keys::label_spawns(id)).await {
+            Ok(list) => list.items.len(),
+            Err(e) => return self.say(id, Some(format!("label triggers not checked: {e}"))),
+        };
         let found = match self.handle.forges().tracker(id, project).await {
             Ok(Some(tracker)) => tracker
-                .search(&format!("label:\"{label}\" state:open"), PER_ROUND)
+                .search(
+                    &format!("label:\"{label}\" state:open"),
+                    spawned + PER_ROUND,
+                )
                 .await
                 .map_err(|e| e.to_string()),
             Ok(None) => return,
@@ -155,9 +165,13 @@ impl Labels {
         }
     }
 
-    /// A webhook delivery added a label: spawn for each project on that
-    /// repository whose tracker is GitHub and whose label it is.
-    pub async fn labeled(&self, delivery: &Labeled) {
+    /// A webhook delivery added a label: spawn for each project of
+    /// `signers` (those whose secret signed it) on that repository whose
+    /// tracker is GitHub and whose label it is. A closed issue is left alone.
+    pub async fn labeled(&self, delivery: &Labeled, signers: &[String]) {
+        if !delivery.open {
+            return;
+        }
         let config = self.handle.snapshot().config.clone();
         let repo = delivery.repo.to_string();
         let projects: Vec<String> = config
@@ -166,6 +180,7 @@ impl Labels {
             .filter(|(_, p)| p.repo.as_deref() == Some(repo.as_str()))
             .filter(|(_, p)| p.tracker.as_ref().is_some_and(|t| t.plugin == "github"))
             .filter(|(_, p)| spawn_label(p) == Some(delivery.label.as_str()))
+            .filter(|(id, _)| signers.contains(id))
             .map(|(id, _)| id.clone())
             .collect();
         for project in projects {

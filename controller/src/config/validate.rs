@@ -234,6 +234,11 @@ fn check_schedule(
             "must not be empty: the tracker's query, such as `label:ready state:open`",
         ));
     }
+    let tracker = config.projects[project].tracker.as_ref();
+    if let Some(plugin) = tracker.map(|t| t.plugin.as_str()) {
+        crate::scm::check_query(plugin, &schedule.query)
+            .map_err(|e| locator.error(&at("query"), e.to_string()))?;
+    }
     if schedule.max == Some(0) {
         return Err(locator.error(&at("max"), "must be at least 1"));
     }
@@ -616,6 +621,12 @@ mod tests {
                 "schedules.morning.query",
                 12,
                 "must not be empty",
+            ),
+            (
+                entry("    cron: \"0 9 * * *\"\n    project: app\n    query: \"login bug\"\n"),
+                "schedules.morning.query",
+                12,
+                "`login` in the query `login bug`: a GitHub tracker filters on",
             ),
             (
                 entry(&format!("{ok}    max: 0\n")),

@@ -7,8 +7,7 @@ use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 
-use super::HttpState;
-use crate::access::gate::bearer;
+use super::{bearer_caller, HttpState};
 use crate::access::Permission;
 use crate::metrics::CONTENT_TYPE;
 
@@ -30,17 +29,9 @@ pub async fn metrics(State(state): State<HttpState>, headers: HeaderMap) -> Resp
 
 /// A token of a role that may read sessions.
 async fn authorize(state: &HttpState, headers: &HeaderMap) -> Result<(), (StatusCode, String)> {
-    let token = match bearer(headers) {
-        Ok(Some(token)) => token,
-        Ok(None) => return Err((StatusCode::UNAUTHORIZED, HOW_TO_AUTHENTICATE.into())),
-        Err(e) => return Err((StatusCode::UNAUTHORIZED, e.to_string())),
+    let Some(caller) = bearer_caller(state, headers).await? else {
+        return Err((StatusCode::UNAUTHORIZED, HOW_TO_AUTHENTICATE.into()));
     };
-    let caller = state
-        .handle
-        .credentials()
-        .verify(token)
-        .await
-        .map_err(|e| (StatusCode::UNAUTHORIZED, e.to_string()))?;
     caller
         .require(Permission::Status)
         .map_err(|s| (StatusCode::FORBIDDEN, s.message().to_string()))

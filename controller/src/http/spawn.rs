@@ -12,9 +12,9 @@ use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::{signed_by_a_project, webhook_secrets, HttpState};
-use crate::access::gate::bearer;
+use super::{bearer_caller, signed_by, webhook_secrets, HttpState};
 use crate::access::Permission;
+use crate::error::ControllerError;
 use crate::handle::BatchOutcome;
 
 /// The most a spawn request may hold: two ids.
@@ -44,17 +44,18 @@ fn refuse(code: StatusCode, error: impl Into<String>) -> Answer {
     )
 }
 
-const HOW_TO_AUTHENTICATE: &str = "this endpoint needs a credential: an admin runs `ao token create --role spawner` and you send its TOKEN as `Authorization: Bearer <token>` (or sign the body with a project's webhookSecret in X-Hub-Signature-256)";
+const HOW_TO_AUTHENTICATE: &str = "this endpoint needs a credential: an admin runs `ao token create --role spawner` and you send its TOKEN as `Authorization: Bearer <token>` (or sign the body with the named project's webhookSecret in X-Hub-Signature-256)";
 
-/// Who may spawn: a bearer token's role, or a valid signature.
-async fn authorize(state: &HttpState, headers: &HeaderMap, body: &[u8]) -> Result<(), Answer> {
-    let caller = match bearer(headers) {
-        Ok(Some(token)) => state
-            .handle
-            .credentials()
-            .verify(token)
-            .await
-            .map_err(|e| refuse(StatusCode::UNAUTHORIZED, e.to_string()))?,
+/// Who may spawn in `project` (as the body names it, if it does): a bearer
+/// token's role, or the body signed with that project's own secret.
+async fn authorize(
+    state: &HttpState,
+    headers: &HeaderMap,
+    body: &[u8],
+    project: Option<&str>,
+) -> Result<(), Answer> {
+    let caller = match bearer_caller(state, headers).await {
+        Ok(Some(caller)) => caller,
         Ok(None) => {
             let signature = headers
                 .get("x-hub-signature-256")
@@ -62,17 +63,18 @@ async fn authorize(state: &HttpState, headers: &HeaderMap, body: &[u8]) -> Resul
                 .unwrap_or("");
             let config = state.handle.snapshot().config.clone();
             let secrets = config.as_deref().map(webhook_secrets).unwrap_or_default();
-            if signed_by_a_project(&secrets, body, signature) {
+            let signers = signed_by(&secrets, body, signature);
+            if project.is_some_and(|p| signers.iter().any(|s| s == p)) {
                 return Ok(());
             }
             let why = if signature.is_empty() {
                 HOW_TO_AUTHENTICATE.to_string()
             } else {
-                format!("bad signature; {HOW_TO_AUTHENTICATE}")
+                format!("not signed with the named project's webhookSecret; {HOW_TO_AUTHENTICATE}")
             };
             return Err(refuse(StatusCode::UNAUTHORIZED, why));
         }
-        Err(e) => return Err(refuse(StatusCode::UNAUTHORIZED, e.to_string())),
+        Err((code, why)) => return Err(refuse(code, why)),
     };
     caller
         .require(Permission::Spawn)
@@ -95,7 +97,9 @@ pub async fn spawn(
             )
         }
     };
-    if let Err(refused) = authorize(&state, &headers, &body).await {
+    let named = serde_json::from_slice::<Value>(&body).ok();
+    let named = named.as_ref().and_then(|v| v["project"].as_str());
+    if let Err(refused) = authorize(&state, &headers, &body, named).await {
         tracing::warn!("POST /webhook/spawn refused: {}", refused.1 .0["error"]);
         return refused;
     }
@@ -169,6 +173,12 @@ pub async fn spawn(
             StatusCode::INTERNAL_SERVER_ERROR,
             "the spawn gave no answer",
         ),
+        // Not this controller's to do now: another may, or this one later.
+        Err(
+            e @ (ControllerError::ShuttingDown
+            | ControllerError::Deposed(_)
+            | ControllerError::Store(_)),
+        ) => refuse(StatusCode::SERVICE_UNAVAILABLE, ao_proto::error_chain(&e)),
         Err(e) => refuse(StatusCode::UNPROCESSABLE_ENTITY, ao_proto::error_chain(&e)),
     }
 }

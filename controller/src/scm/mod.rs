@@ -368,6 +368,20 @@ pub(crate) fn host_client(
         })
 }
 
+/// Whether a tracker of plugin `plugin` can run `query`: checked when a
+/// config is loaded, so that a schedule's query fails at `ao apply`, not at
+/// each tick.
+///
+/// # Errors
+/// The word the tracker cannot filter on, in a sentence.
+pub(crate) fn check_query(plugin: &str, query: &str) -> Result<(), ScmError> {
+    match plugin {
+        "github" => github::IssueFilter::parse(query).map(drop),
+        "linear" => linear::query::SearchFilter::parse(query, None).map(drop),
+        _ => Ok(()),
+    }
+}
+
 /// The words of a tracker query: split at spaces outside double quotes,
 /// quotes removed (`label:"good first"` is one word, `label:good first`).
 pub fn query_words(query: &str) -> Vec<String> {
@@ -400,8 +414,9 @@ pub trait Tracker: Send + Sync {
 
     /// Open issues matching `query`, at most `max`, oldest first. The
     /// query is the tracker's search syntax; every tracker understands
-    /// `label:<name>` (repeatable, all must hold), `state:open|closed` and
-    /// free words. Comments are not read (empty).
+    /// `label:<name>` (repeatable, all must hold) and `state:open|closed`
+    /// (Linear also `team:` and words of the title). Comments are not read
+    /// (empty).
     async fn search(&self, query: &str, max: usize) -> Result<Vec<Issue>, ScmError>;
 }
 

@@ -480,14 +480,14 @@ impl Github {
 
 /// What a tracker query asks of GitHub's issues list.
 #[derive(Debug, PartialEq, Eq)]
-struct IssueFilter {
+pub(crate) struct IssueFilter {
     labels: Vec<String>,
     /// `open`, `closed` or `all`.
     state: String,
 }
 
 impl IssueFilter {
-    fn parse(query: &str) -> Result<Self, ScmError> {
+    pub(crate) fn parse(query: &str) -> Result<Self, ScmError> {
         let mut filter = Self {
             labels: Vec::new(),
             state: "open".to_string(),

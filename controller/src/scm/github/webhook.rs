@@ -94,6 +94,8 @@ pub struct Labeled {
     pub repo: RepoRef,
     pub issue: u32,
     pub label: String,
+    /// The issue's state is `open`.
+    pub open: bool,
 }
 
 /// The label an `issues` `labeled` delivery added; `None` for any other delivery.
@@ -113,6 +115,7 @@ pub fn labeled(event: &str, body: &[u8]) -> Option<Labeled> {
         repo: RepoRef::parse(&delivery.repository.full_name)?,
         issue: issue.number,
         label: delivery.label?.name,
+        open: issue.state.as_deref() == Some("open"),
     })
 }
 
@@ -175,6 +178,7 @@ struct Number {
 struct DeliveredIssue {
     number: u32,
     pull_request: Option<serde_json::Value>,
+    state: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -309,7 +313,7 @@ mod tests {
     #[test]
     fn a_label_added_to_an_issue_is_told_apart() {
         let body = |action: &str, pr: bool| {
-            let mut issue = json!({"number": 7, "title": "t"});
+            let mut issue = json!({"number": 7, "title": "t", "state": "open"});
             if pr {
                 issue["pull_request"] = json!({"url": "u"});
             }
@@ -324,7 +328,8 @@ mod tests {
             Some(Labeled {
                 repo: RepoRef::parse("o/r").unwrap(),
                 issue: 7,
-                label: "agent-task".into()
+                label: "agent-task".into(),
+                open: true,
             })
         );
         assert_eq!(labeled("issues", &body("unlabeled", false)), None);

@@ -11,7 +11,7 @@
 //! - [`settings`]: a project's `tracker: linear` block, and the key's variable.
 //! - `query`: the documents, the query → `IssueFilter` mapping, the wire shapes.
 
-mod query;
+pub(crate) mod query;
 pub mod settings;
 
 use std::collections::HashMap;

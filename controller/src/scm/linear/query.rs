@@ -74,10 +74,11 @@ impl SearchFilter {
                  `state:open|closed|all`, `team:<KEY>` and words of the title"
             ))
         };
-        for word in query.split_whitespace() {
+        for word in crate::scm::query_words(query) {
+            let word = word.as_str();
             match word.split_once(':') {
-                Some(("label", name)) if !name.trim_matches('"').is_empty() => {
-                    filter.labels.push(name.trim_matches('"').to_string());
+                Some(("label", name)) if !name.is_empty() => {
+                    filter.labels.push(name.to_string());
                 }
                 Some(("state", state)) => {
                     filter.state = match state {
@@ -89,7 +90,7 @@ impl SearchFilter {
                 }
                 Some(("team", key)) if is_team_key(key) => filter.team = Some(key.to_string()),
                 Some(_) => return Err(refuse(word)),
-                None => filter.words.push(word.trim_matches('"').to_string()),
+                None => filter.words.push(word.to_string()),
             }
         }
         filter.words.retain(|w| !w.is_empty());
@@ -266,17 +267,23 @@ mod tests {
 
     #[test]
     fn a_query_maps_each_part_to_an_issue_filter() {
-        let filter =
-            SearchFilter::parse("label:ready label:\"bug\" team:INT login page", Some("ENG"))
-                .unwrap();
-        assert_eq!(filter.labels, ["ready", "bug"]);
+        let filter = SearchFilter::parse(
+            "label:ready label:\"agent task\" team:INT login page",
+            Some("ENG"),
+        )
+        .unwrap();
+        assert_eq!(
+            filter.labels,
+            ["ready", "agent task"],
+            "a quoted label is one"
+        );
         assert_eq!(filter.team.as_deref(), Some("INT"), "the query's team wins");
         assert_eq!(filter.words, ["login", "page"]);
         assert_eq!(
             filter.to_graphql(),
             json!({"and": [
                 {"labels": {"some": {"name": {"eqIgnoreCase": "ready"}}}},
-                {"labels": {"some": {"name": {"eqIgnoreCase": "bug"}}}},
+                {"labels": {"some": {"name": {"eqIgnoreCase": "agent task"}}}},
                 {"state": {"type": {"nin": ["completed", "canceled"]}}},
                 {"team": {"key": {"eq": "INT"}}},
                 {"title": {"containsIgnoreCase": "login"}},
