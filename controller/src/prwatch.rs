@@ -182,7 +182,16 @@ impl Watcher {
             round.webhooks_everywhere &= target.settings.webhook_secret.is_some();
             // A session with no PR yet waits for one: look again soon.
             round.busy |= target.sessions.iter().any(|s| s.pr_view.is_none());
-            round.busy |= self.look(&repo, &target).await;
+            // One trace per repository and round: its GitHub calls, each PR
+            // judged, a merge.
+            let span = tracing::info_span!(
+                parent: None,
+                "ao.pr.poll",
+                vcs.repository.name = %repo,
+                ao.sessions = target.sessions.len(),
+            );
+            let looked = self.look(&repo, &target);
+            round.busy |= tracing::Instrument::instrument(looked, span).await;
         }
         round
     }
@@ -276,20 +285,31 @@ impl Watcher {
             busy |= pr.state == PrState::Open
                 && (matches!(pr.ci(), CiStatus::Pending | CiStatus::None)
                     || pr.mergeable == Mergeable::Unknown);
-            let logs = self.failed_logs(scm.as_ref(), repo, &pr).await;
-            let Some((number, sha)) = self.handle.pr_seen(s.id.clone(), pr, logs).await else {
-                continue;
-            };
+            // Tied to the session by its attributes.
+            let span = tracing::info_span!(
+                "ao.pr",
+                ao.session.id = %s.id,
+                ao.project.id = %s.project_id,
+                vcs.pr.number = pr.number,
+                vcs.repository.name = %repo,
+            );
             let method = target.settings.merge_method;
-            match scm.merge(repo, number, &sha, method).await {
-                Ok(outcome) => {
-                    self.handle
-                        .merge_done(s.id.clone(), number, sha, outcome)
-                        .await;
+            let judged = async {
+                let logs = self.failed_logs(scm.as_ref(), repo, &pr).await;
+                let Some((number, sha)) = self.handle.pr_seen(s.id.clone(), pr, logs).await else {
+                    return;
+                };
+                match scm.merge(repo, number, &sha, method).await {
+                    Ok(outcome) => {
+                        self.handle
+                            .merge_done(s.id.clone(), number, sha, outcome)
+                            .await;
+                    }
+                    // No outcome: decided again later.
+                    Err(e) => self.say(repo, format!("merging PR #{number} of {repo} failed: {e}")),
                 }
-                // No outcome: decided again later.
-                Err(e) => self.say(repo, format!("merging PR #{number} of {repo} failed: {e}")),
-            }
+            };
+            tracing::Instrument::instrument(judged, span).await;
         }
         busy
     }

@@ -185,3 +185,37 @@ fn without_otel_variables_nothing_is_exported_and_nothing_dialed() {
         Err(e) => panic!("accept on {DEFAULT_OTLP}: {e}"),
     }
 }
+
+/// A notification is a trace of its own, tied to its session by attributes.
+#[test]
+fn a_notification_is_a_trace_of_its_own_naming_its_session() {
+    let receiver = OtlpReceiver::start();
+    let stack = Stack::new();
+    let text = std::fs::read_to_string(&stack.config).unwrap();
+    let pager = "\nnotifiers:\n  pager: {plugin: command, command: 'cat > /dev/null'}\n\
+                 notificationRouting:\n  urgent: [pager]\n  info: []\n";
+    std::fs::write(&stack.config, format!("{text}{pager}")).unwrap();
+    stack.up_with(&[
+        (
+            "OTEL_EXPORTER_OTLP_ENDPOINT",
+            receiver.endpoint.clone().into(),
+        ),
+        ("OTEL_BSP_SCHEDULE_DELAY", "100".into()),
+    ]);
+    // Its agent exits at once: the agent-exited reaction notifies (urgent).
+    let id = stack.spawn(&["app", "N-1", "--agent", "quitter"]);
+    let attribute = format!("ao.session.id={id}");
+    let span = eventually("the notification's span", Duration::from_secs(30), || {
+        receiver
+            .spans()
+            .into_iter()
+            .find(|s| s.name == "ao.notify" && s.attributes.contains(&attribute))
+    });
+    assert_eq!(span.parent_span_id, "", "a root: {span:?}");
+    assert_eq!(span.service, "ao-controller");
+    assert!(
+        span.attributes
+            .contains(&"ao.notifier.id=pager".to_string()),
+        "{span:?}"
+    );
+}

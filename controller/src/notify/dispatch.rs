@@ -293,15 +293,27 @@ async fn run(
                 .ok_or_else(|| format!("no notifier `{notifier}` in the applied config"))
                 .and_then(|settings| build(notifier, settings));
             let (event, waits, stop) = (Arc::clone(event), pace.waits.clone(), stop.clone());
-            tasks.spawn(async move {
-                let delivery = match notifier {
-                    Ok(notifier) => deliver(notifier.as_ref(), &event, &waits, &stop).await,
-                    Err(reason) => Some(Delivery::Failed { reason, tries: 0 }),
-                };
-                if let Some(delivery) = delivery {
-                    record(handle, key, delivery, stop).await;
-                }
-            });
+            // A trace of its own, tied to the session by its attributes.
+            let span = tracing::info_span!(
+                parent: None,
+                "ao.notify",
+                ao.notifier.id = parse_key(&key).map_or("", |(n, _)| n),
+                ao.session.id = event.session_id.as_deref().unwrap_or(""),
+                ao.event.type = %event.kind,
+                ao.event.id = event.id,
+            );
+            tasks.spawn(tracing::Instrument::instrument(
+                async move {
+                    let delivery = match notifier {
+                        Ok(notifier) => deliver(notifier.as_ref(), &event, &waits, &stop).await,
+                        Err(reason) => Some(Delivery::Failed { reason, tries: 0 }),
+                    };
+                    if let Some(delivery) = delivery {
+                        record(handle, key, delivery, stop).await;
+                    }
+                },
+                span,
+            ));
         }
         tokio::select! {
             () = stop.cancelled() => return,

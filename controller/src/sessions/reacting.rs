@@ -135,12 +135,24 @@ impl Actor {
             };
             let me = self.me.clone();
             let (id, key) = (id.to_string(), *key);
-            tokio::spawn(async move {
-                let typed = matches!(sent.await, Ok(Ok(())));
-                if let Some(me) = me.upgrade() {
-                    let _ = me.send(Command::Typed(id, key, text, typed)).await;
-                }
-            });
+            // A trace of its own per message, tied to the session.
+            let span = tracing::info_span!(
+                parent: None,
+                "ao.reaction.send",
+                ao.session.id = %id,
+                ao.project.id = %s.project_id,
+                ao.reaction = %key,
+                vcs.pr.number = s.pr_view.as_ref().map_or(0, |p| p.number),
+            );
+            tokio::spawn(tracing::Instrument::instrument(
+                async move {
+                    let typed = matches!(sent.await, Ok(Ok(())));
+                    if let Some(me) = me.upgrade() {
+                        let _ = me.send(Command::Typed(id, key, text, typed)).await;
+                    }
+                },
+                span,
+            ));
         }
     }
 
