@@ -686,6 +686,81 @@ pub async fn create_credential(
     Ok(())
 }
 
+/// What dashboard credentials are named after (`ao dashboard`'s links and
+/// the logins they give; the controller's `http::dashboard`).
+const DASHBOARD: &str = "dashboard-";
+
+/// `ao dashboard`: a one-time login link of `role`.
+pub async fn dashboard_link(
+    target: &Target,
+    home: &Home,
+    role: String,
+    url: Option<String>,
+    open: bool,
+) -> anyhow::Result<()> {
+    let base = match url {
+        Some(url) => url.trim_end_matches('/').to_string(),
+        None => {
+            let addr = std::fs::read_to_string(home.http_addr()).map_err(|e| {
+                anyhow::anyhow!(
+                    "the local stack serves no HTTP ({}: {e}); start it with `ao up -d` (default 127.0.0.1:4000), or give the dashboard's address with --url",
+                    home.http_addr().display()
+                )
+            })?;
+            format!("http://{}", addr.trim())
+        }
+    };
+    let stamp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_nanos();
+    let mut c = target.client().await?;
+    let r = c
+        .create_token(pb::CreateTokenRequest {
+            ttl_seconds: 300,
+            role: role.clone(),
+            name: format!("{DASHBOARD}link-{stamp:x}"),
+        })
+        .await
+        .map_err(|s| target.err(s))?
+        .into_inner();
+    let link = format!("{base}/login?token={}", r.token);
+    println!("{link}");
+    eprintln!("one-time login link, role {role}, valid for five minutes; `ao dashboard --revoke-all` ends every login");
+    if open {
+        match std::process::Command::new("xdg-open").arg(&link).status() {
+            Ok(status) if status.success() => {}
+            Ok(status) => eprintln!("xdg-open failed ({status}): open the link yourself"),
+            Err(e) => {
+                eprintln!("cannot open a browser here (xdg-open: {e}): open the link yourself")
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `ao dashboard --revoke-all`: every dashboard login and link, revoked.
+pub async fn revoke_dashboard(target: &Target) -> anyhow::Result<()> {
+    let mut c = target.client().await?;
+    let all = c
+        .list_tokens(pb::ListTokensRequest {})
+        .await
+        .map_err(|s| target.err(s))?
+        .into_inner()
+        .credentials;
+    let mut revoked = 0;
+    for credential in all.iter().filter(|c| c.name.starts_with(DASHBOARD)) {
+        c.delete_token(pb::DeleteTokenRequest {
+            id: credential.id.clone(),
+        })
+        .await
+        .map_err(|s| target.err(s))?;
+        revoked += 1;
+    }
+    eprintln!("{revoked} dashboard logins and links revoked");
+    Ok(())
+}
+
 /// `ao token ls`.
 pub async fn list_tokens(target: &Target, json: bool) -> anyhow::Result<()> {
     let mut c = target.client().await?;

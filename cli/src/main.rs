@@ -201,6 +201,22 @@ enum Command {
     },
     /// Check tmux, git, agent binaries, the config (with its GitHub token and Linear key) and the controller.
     Doctor,
+    /// Print a one-time login link to the web dashboard (valid for five minutes, once; the login
+    /// it gives lasts twelve hours), or end every dashboard login with --revoke-all.
+    Dashboard {
+        /// The role of the login: viewer watches; operator also acts on sessions.
+        #[arg(long, default_value = "operator", value_parser = ["admin", "operator", "viewer"])]
+        role: String,
+        /// Open the link in this machine's browser (xdg-open).
+        #[arg(long)]
+        open: bool,
+        /// The dashboard's base URL (default: the local stack's HTTP listener, from $AO_HOME/http.addr).
+        #[arg(long)]
+        url: Option<String>,
+        /// End every dashboard login and unused link now.
+        #[arg(long, conflicts_with_all = ["role", "open", "url"])]
+        revoke_all: bool,
+    },
     /// Print shell completions, e.g. `ao completion bash > ~/.local/share/bash-completion/completions/ao`.
     Completion { shell: clap_complete::Shell },
 }
@@ -795,6 +811,20 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 .and(ok)
         }
         Command::Doctor => doctor::run(&home, &target).await,
+        Command::Dashboard {
+            role,
+            open,
+            url,
+            revoke_all,
+        } => {
+            if revoke_all {
+                commands::revoke_dashboard(&target).await.and(ok)
+            } else {
+                commands::dashboard_link(&target, &home, role, url, open)
+                    .await
+                    .and(ok)
+            }
+        }
         Command::Apply { file } => commands::apply(&target, &file).await.and(ok),
         Command::Spawn(a) => {
             let req = ao_proto::pb::SpawnRequest {

@@ -17,7 +17,7 @@
 mod credentials;
 pub mod gate;
 
-pub use credentials::{CredentialRecord, Credentials, TokenRefused};
+pub use credentials::{caller, CredentialRecord, Credentials, TokenRefused};
 pub use gate::{Gate, Guarded};
 
 /// The role a credential is issued with.

@@ -3,6 +3,7 @@
 //! webhooks, and spawns from other programs (`POST /webhook/spawn`). Thin
 //! handlers over the same controller as the gRPC API.
 
+pub mod dashboard;
 mod metrics;
 mod spawn;
 
@@ -62,6 +63,9 @@ pub fn router(state: HttpState) -> Router {
             "/webhooks/github",
             post(github_webhook).layer(DefaultBodyLimit::max(MAX_DELIVERY_BYTES)),
         )
+        .route("/", get(dashboard::board))
+        .route("/login", get(dashboard::login))
+        .route("/logout", post(dashboard::logout))
         .route(
             "/webhook/spawn",
             post(spawn::spawn).layer(DefaultBodyLimit::max(spawn::MAX_SPAWN_BYTES)),

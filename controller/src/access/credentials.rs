@@ -179,6 +179,35 @@ impl Credentials {
     /// [`TokenRefused::Unknown`] for a token that is malformed, unknown
     /// (never made or revoked), wrong or expired; the store.
     pub async fn verify(&self, token: &str) -> Result<Caller, TokenRefused> {
+        let (record, _) = self.check(token).await?;
+        Ok(caller(&record))
+    }
+
+    /// As [`Self::verify`], and the credential is gone with this use: of
+    /// two callers racing with one token, one gets it (a one-time link).
+    ///
+    /// # Errors
+    /// As [`Self::verify`]; [`TokenRefused::Unknown`] for the loser of a race.
+    pub async fn take(&self, token: &str) -> Result<CredentialRecord, TokenRefused> {
+        let (record, revision) = self.check(token).await?;
+        let key = keys::credential(&record.id);
+        let txn = Txn::default()
+            .check(key.clone(), Precondition::Revision(revision))
+            .delete(key);
+        match commit_fenced(self.store.as_ref(), self.fence.as_ref(), txn).await {
+            Ok(()) => Ok(record),
+            Err(StoreError::Conflict { .. }) => Err(TokenRefused::Unknown(
+                "this one-time token was used already".into(),
+            )),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// The stored record of `token` and its revision, if the token is valid now.
+    async fn check(
+        &self,
+        token: &str,
+    ) -> Result<(CredentialRecord, crate::store::Revision), TokenRefused> {
         let unknown = || {
             TokenRefused::Unknown(
                 "the token is not a valid ao credential (unknown, revoked or mistyped); an admin makes one with `ao token create --role spawner|operator|viewer|admin`".into(),
@@ -212,10 +241,15 @@ impl Credentials {
                 record.role.as_str()
             )));
         }
-        Ok(Caller {
-            name: format!("token:{}", record.name),
-            role: record.role,
-        })
+        Ok((record, stored.mod_revision))
+    }
+}
+
+/// Who a credential's bearer is.
+pub fn caller(record: &CredentialRecord) -> Caller {
+    Caller {
+        name: format!("token:{}", record.name),
+        role: record.role,
     }
 }
 
@@ -274,6 +308,14 @@ mod tests {
             creds.verify("abc.def").await,
             Err(TokenRefused::Unknown(_))
         ));
+
+        let (once, _) = creds
+            .create(Role::Viewer, Some("link"), None, "local:alice")
+            .await
+            .unwrap();
+        assert_eq!(creds.take(&once).await.unwrap().name, "link");
+        let again = creds.take(&once).await.unwrap_err().to_string();
+        assert!(again.contains("not a valid ao credential"), "{again}");
 
         let removed = creds.remove("gitlab-ci").await.unwrap().unwrap();
         assert_eq!(removed.id, record.id);

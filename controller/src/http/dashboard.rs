@@ -1,0 +1,393 @@
+//! The dashboard's door and its board: `ao dashboard` makes a one-time
+//! login link (a credential named `dashboard-link-…`, five minutes); `GET
+//! /login?token=…` spends it for a login (a credential named
+//! `dashboard-…` of the link's role, twelve hours) held in an `HttpOnly`,
+//! `SameSite=Strict` cookie; every page needs that cookie (on loopback
+//! too: every local user can reach loopback). `ao dashboard --revoke-all`
+//! removes every `dashboard-` credential, which ends every login at once.
+//!
+//! The board is server-rendered HTML that reads the same snapshot as
+//! `ao status`, readable without JavaScript; it reloads itself every few
+//! seconds until the live view comes.
+
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use axum::extract::{Query, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{Html, IntoResponse, Redirect, Response};
+use serde::Deserialize;
+
+use super::HttpState;
+use crate::access::{Caller, Permission};
+use crate::model::{Activity, SessionRecord, SessionStatus};
+
+/// What a one-time link's credential is named after.
+pub const LINK_PREFIX: &str = "dashboard-link-";
+/// What every dashboard credential (links, logins) is named after (the
+/// CLI's `ao dashboard --revoke-all` counts on it).
+pub const PREFIX: &str = "dashboard-";
+/// The cookie that holds a login.
+const COOKIE: &str = "ao_login";
+/// How long a login lasts.
+const LOGIN_TTL: Duration = Duration::from_secs(12 * 3600);
+/// How often the board reloads itself.
+const RELOAD_SECS: u32 = 5;
+
+/// Where a session stands for the people watching: who needs them first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Zone {
+    NeedsYou,
+    Working,
+    InReview,
+    ReadyToMerge,
+    Done,
+}
+
+impl Zone {
+    pub const ALL: [Zone; 5] = [
+        Zone::NeedsYou,
+        Zone::Working,
+        Zone::InReview,
+        Zone::ReadyToMerge,
+        Zone::Done,
+    ];
+
+    pub fn title(self) -> &'static str {
+        match self {
+            Self::NeedsYou => "Needs you",
+            Self::Working => "Working",
+            Self::InReview => "In review / CI",
+            Self::ReadyToMerge => "Ready to merge",
+            Self::Done => "Done",
+        }
+    }
+
+    /// The zone of `s`: a question, a block, a stuck or failed agent, or
+    /// changes asked for need a human before anything else.
+    pub fn of(s: &SessionRecord) -> Self {
+        use SessionStatus as S;
+        if s.status.is_ended() {
+            return Self::Done;
+        }
+        if matches!(s.activity, Some(Activity::WaitingInput | Activity::Blocked))
+            || matches!(
+                s.status,
+                S::NeedsInput | S::Stuck | S::ChangesRequested | S::CiFailed
+            )
+        {
+            return Self::NeedsYou;
+        }
+        match s.status {
+            S::Approved | S::Mergeable => Self::ReadyToMerge,
+            S::PrOpen | S::ReviewPending => Self::InReview,
+            _ if s.activity == Some(Activity::Exited) => Self::Done,
+            _ => Self::Working,
+        }
+    }
+}
+
+/// `&`, `<`, `>`, `"` and `'` as HTML entities.
+fn escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// The page shown to someone without a login.
+fn login_needed(why: &str) -> Response {
+    let body = format!(
+        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>ao: log in</title></head>\
+         <body><h1>Log in to ao</h1><p>{}</p><p>Run <code>ao dashboard</code> where <code>ao</code> \
+         reaches the controller and open the link it prints (it works once, for five minutes).</p></body></html>",
+        escape(why)
+    );
+    (StatusCode::UNAUTHORIZED, Html(body)).into_response()
+}
+
+/// The login token in the request's cookie, if any.
+fn login_cookie(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .find_map(|c| c.trim().strip_prefix(&format!("{COOKIE}=")).map(str::trim))
+}
+
+/// The caller of the login cookie, or the page to show instead.
+async fn logged_in(state: &HttpState, headers: &HeaderMap) -> Result<Caller, Response> {
+    let Some(token) = login_cookie(headers) else {
+        return Err(login_needed("You are not logged in."));
+    };
+    let caller = state
+        .handle
+        .credentials()
+        .verify(token)
+        .await
+        .map_err(|e| login_needed(&format!("Your login is not valid any more: {e}")))?;
+    caller
+        .require(Permission::Status)
+        .map_err(|s| (StatusCode::FORBIDDEN, s.message().to_string()).into_response())?;
+    Ok(caller)
+}
+
+#[derive(Deserialize)]
+pub struct LoginQuery {
+    token: String,
+}
+
+/// `GET /login?token=…`: spends a one-time link for a login cookie.
+pub async fn login(State(state): State<HttpState>, Query(q): Query<LoginQuery>) -> Response {
+    let credentials = state.handle.credentials();
+    let link = match credentials.take(&q.token).await {
+        Ok(link) if link.name.starts_with(LINK_PREFIX) => link,
+        Ok(other) => {
+            // Spent by mistake: it was not a link. Say so; it is gone.
+            tracing::warn!(credential = %other.name, "a credential that is not a dashboard link was used to log in, and is now revoked");
+            return login_needed("That token is not a dashboard link; it is revoked now.");
+        }
+        Err(e) => return login_needed(&format!("This link does not work: {e}")),
+    };
+    let name = format!("{PREFIX}{}", link.id);
+    let by = format!("{} (dashboard link {})", link.created_by, link.id);
+    match credentials
+        .create(link.role, Some(&name), Some(LOGIN_TTL), &by)
+        .await
+    {
+        Ok((token, login)) => {
+            tracing::info!(login = %login.name, role = login.role.as_str(), "dashboard login");
+            let cookie = format!(
+                "{COOKIE}={token}; HttpOnly; SameSite=Strict; Path=/; Max-Age={}",
+                LOGIN_TTL.as_secs()
+            );
+            ([(header::SET_COOKIE, cookie)], Redirect::to("/")).into_response()
+        }
+        Err(e) => (StatusCode::SERVICE_UNAVAILABLE, e.to_string()).into_response(),
+    }
+}
+
+/// `POST /logout`: ends this login. Same-origin only.
+pub async fn logout(State(state): State<HttpState>, headers: HeaderMap) -> Response {
+    if !same_origin(&headers) {
+        return (
+            StatusCode::FORBIDDEN,
+            "refused: a state-changing request must come from the dashboard's own pages",
+        )
+            .into_response();
+    }
+    if let Some(token) = login_cookie(&headers) {
+        let credentials = state.handle.credentials();
+        if let Ok(login) = credentials.take(token).await {
+            tracing::info!(login = %login.name, "dashboard logout");
+        }
+    }
+    let clear = format!("{COOKIE}=; HttpOnly; SameSite=Strict; Path=/; Max-Age=0");
+    ([(header::SET_COOKIE, clear)], Redirect::to("/")).into_response()
+}
+
+/// Whether a request comes from a page of this host: its `Origin` (or,
+/// without one, its `Referer`) names the host it was sent to.
+fn same_origin(headers: &HeaderMap) -> bool {
+    let get = |name| headers.get(name).and_then(|v| v.to_str().ok());
+    let Some(host) = get(header::HOST) else {
+        return false;
+    };
+    let from = get(header::ORIGIN).or_else(|| get(header::REFERER));
+    from.and_then(|f| f.split_once("://"))
+        .map(|(_, rest)| rest.split('/').next().unwrap_or(""))
+        .is_some_and(|origin_host| origin_host == host)
+}
+
+/// `GET /`: the board.
+pub async fn board(State(state): State<HttpState>, headers: HeaderMap) -> Response {
+    let caller = match logged_in(&state, &headers).await {
+        Ok(caller) => caller,
+        Err(page) => return page,
+    };
+    let snap = state.handle.snapshot();
+    let mut sessions: Vec<&SessionRecord> = snap.sessions.values().map(AsRef::as_ref).collect();
+    sessions.sort_by_key(|s| std::cmp::Reverse(s.last_activity_at));
+    Html(render_board(&sessions, &caller)).into_response()
+}
+
+/// The board's HTML: one section per zone, most urgent first.
+fn render_board(sessions: &[&SessionRecord], caller: &Caller) -> String {
+    let count = |zone: Zone| sessions.iter().filter(|s| Zone::of(s) == zone).count();
+    let mut page = String::new();
+    let _ = write!(
+        page,
+        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">\
+         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
+         <meta http-equiv=\"refresh\" content=\"{RELOAD_SECS}\">\
+         <meta name=\"color-scheme\" content=\"light dark\">\
+         <title>ao ({} need you, {} working)</title>\
+         <style>body{{font-family:system-ui,sans-serif;margin:1rem}}table{{border-collapse:collapse;width:100%}}\
+         td,th{{text-align:left;padding:.25rem .5rem;border-bottom:1px solid #8884}}\
+         h2{{margin-top:1.5rem}}</style></head><body>\
+         <header><h1>ao</h1><p>Logged in as {} (role {}). \
+         <form method=\"post\" action=\"/logout\" style=\"display:inline\"><button>Log out</button></form></p></header>",
+        count(Zone::NeedsYou),
+        count(Zone::Working),
+        escape(&caller.name),
+        caller.role.as_str()
+    );
+    for zone in Zone::ALL {
+        let rows: Vec<&&SessionRecord> = sessions.iter().filter(|s| Zone::of(s) == zone).collect();
+        let _ = write!(
+            page,
+            "<section id=\"{}\"><h2>{} ({})</h2>",
+            zone_id(zone),
+            zone.title(),
+            rows.len()
+        );
+        if rows.is_empty() {
+            page.push_str("<p>None.</p></section>");
+            continue;
+        }
+        page.push_str(
+            "<table><thead><tr><th>Session</th><th>Project</th><th>Issue</th><th>Status</th>\
+             <th>Activity</th><th>PR</th><th>Worker</th><th>Summary</th></tr></thead><tbody>",
+        );
+        for s in rows {
+            let activity = match (&s.activity, &s.activity_detail) {
+                (Some(a), Some(d)) => format!("{} — {}", a.as_str(), d),
+                (Some(a), None) => a.as_str().to_string(),
+                (None, _) => String::new(),
+            };
+            let pr = match (&s.pr, s.pr_number) {
+                (Some(url), Some(n)) => format!(
+                    "<a href=\"{}\">#{n}</a> {}",
+                    escape(url),
+                    escape(&s.ci_status)
+                ),
+                _ => String::new(),
+            };
+            let _ = write!(
+                page,
+                "<tr data-session=\"{id}\"><td>{id}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td>\
+                 <td>{pr}</td><td>{}</td><td>{}</td></tr>",
+                escape(&s.project_id),
+                escape(s.issue_id.as_deref().unwrap_or("")),
+                s.status.as_str(),
+                escape(&activity),
+                escape(s.worker.as_deref().unwrap_or("")),
+                escape(s.summary.as_deref().unwrap_or("")),
+                id = escape(&s.id),
+            );
+        }
+        page.push_str("</tbody></table></section>");
+    }
+    page.push_str("</body></html>");
+    page
+}
+
+fn zone_id(zone: Zone) -> &'static str {
+    match zone {
+        Zone::NeedsYou => "needs-you",
+        Zone::Working => "working",
+        Zone::InReview => "in-review",
+        Zone::ReadyToMerge => "ready-to-merge",
+        Zone::Done => "done",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::NewSession;
+
+    fn session(status: SessionStatus, activity: Option<Activity>) -> SessionRecord {
+        let mut s = SessionRecord::spawning(
+            NewSession {
+                id: "app-1".into(),
+                project_id: "app".into(),
+                issue_id: None,
+                branch: "feat/1".into(),
+                agent: "bot".into(),
+                runtime: "tmux".into(),
+                prompt: String::new(),
+                labels: Default::default(),
+            },
+            chrono::Utc::now(),
+        );
+        s.status = status;
+        s.activity = activity;
+        s
+    }
+
+    #[test]
+    fn sessions_fall_in_the_zone_of_who_must_act() {
+        use Activity as A;
+        use SessionStatus as S;
+        for (status, activity, zone) in [
+            (S::Working, Some(A::Active), Zone::Working),
+            (S::Idle, Some(A::Ready), Zone::Working),
+            (S::Working, Some(A::WaitingInput), Zone::NeedsYou),
+            (S::Working, Some(A::Blocked), Zone::NeedsYou),
+            (S::Stuck, Some(A::Active), Zone::NeedsYou),
+            (S::ChangesRequested, Some(A::Ready), Zone::NeedsYou),
+            (S::ReviewPending, Some(A::Ready), Zone::InReview),
+            (S::Mergeable, Some(A::Ready), Zone::ReadyToMerge),
+            (S::Merged, Some(A::Exited), Zone::Done),
+            (S::Killed, None, Zone::Done),
+            (S::Working, Some(A::Exited), Zone::Done),
+        ] {
+            assert_eq!(
+                Zone::of(&session(status, activity)),
+                zone,
+                "{status:?} {activity:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn what_sessions_say_is_escaped_and_origins_are_checked() {
+        let mut s = session(SessionStatus::Working, Some(Activity::Active));
+        s.summary = Some("<script>alert('x')</script> & more".into());
+        let caller = Caller {
+            name: "token:dashboard-x".into(),
+            role: crate::access::Role::Viewer,
+        };
+        let page = render_board(&[&s], &caller);
+        assert!(!page.contains("<script>"), "{page}");
+        assert!(page.contains("&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt; &amp; more"));
+        assert!(page.contains("<title>ao (0 need you, 1 working)</title>"));
+
+        let headers = |pairs: &[(&str, &str)]| {
+            let mut h = HeaderMap::new();
+            for (k, v) in pairs {
+                h.insert(
+                    header::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                    v.parse().unwrap(),
+                );
+            }
+            h
+        };
+        let host = ("host", "127.0.0.1:4000");
+        assert!(same_origin(&headers(&[
+            host,
+            ("origin", "http://127.0.0.1:4000")
+        ])));
+        assert!(same_origin(&headers(&[
+            host,
+            ("referer", "http://127.0.0.1:4000/x")
+        ])));
+        assert!(!same_origin(&headers(&[
+            host,
+            ("origin", "http://evil.example")
+        ])));
+        assert!(!same_origin(&headers(&[host])));
+        let cookies = headers(&[("cookie", "a=b; ao_login=ao_x_y ; c=d")]);
+        assert_eq!(login_cookie(&cookies), Some("ao_x_y"));
+    }
+}

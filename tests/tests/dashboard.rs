@@ -1,0 +1,99 @@
+//! The dashboard's door and board through the real stack, with curl as the
+//! browser: a one-time link for a cookie, the board's zones, logins ended
+//! by `ao dashboard --revoke-all`, and no page without a login.
+
+use std::path::Path;
+use std::process::Command;
+
+use ao_tests::{Cli, Stack};
+
+/// `curl` of `url` with the cookie jar `jar`: the status, the headers and the body.
+fn curl(jar: &Path, url: &str, extra: &[&str]) -> (u16, String, String) {
+    let out = Command::new("curl")
+        .args(["-s", "-D", "-", "-b"])
+        .arg(jar)
+        .arg("-c")
+        .arg(jar)
+        .args(extra)
+        .arg(url)
+        .output()
+        .expect("curl runs");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .expect("a status line");
+    (status, head.to_string(), body.to_string())
+}
+
+fn link(stack: &Stack, role: &str) -> String {
+    let run = stack.ao(&["dashboard", "--role", role]).ok();
+    let link = run.stdout.trim().to_string();
+    assert!(link.contains("/login?token=ao_"), "{link}");
+    link
+}
+
+#[test]
+fn a_one_time_link_gives_a_login_and_revoke_all_ends_it() {
+    let stack = Stack::new();
+    stack.up();
+    let waiting = stack.spawn(&["app", "D-1", "--agent", "asker"]);
+    let working = stack.spawn(&["app", "D-2"]);
+    stack.wait_field(&waiting, "activity", "waiting_input");
+    let base = stack.http_url();
+    let jar = stack.dir.path().join("cookies");
+
+    // No login: no board.
+    let (status, _, body) = curl(&jar, &format!("{base}/"), &[]);
+    assert_eq!(status, 401);
+    assert!(body.contains("ao dashboard"), "{body}");
+
+    let link = link(&stack, "viewer");
+    let (status, head, _) = curl(&jar, &link, &[]);
+    assert_eq!(status, 303, "{head}");
+    let cookie = head
+        .lines()
+        .find(|l| l.to_ascii_lowercase().starts_with("set-cookie:"))
+        .expect("a cookie");
+    for part in ["ao_login=ao_", "HttpOnly", "SameSite=Strict", "Path=/"] {
+        assert!(cookie.contains(part), "{cookie}");
+    }
+    // Once only.
+    let (status, _, body) = curl(&stack.dir.path().join("other-jar"), &link, &[]);
+    assert_eq!(status, 401, "{body}");
+
+    let (status, _, board) = curl(&jar, &format!("{base}/"), &[]);
+    assert_eq!(status, 200);
+    let needs_you = board.split("<section id=\"needs-you\">").nth(1).unwrap();
+    let needs_you = needs_you.split("</section>").next().unwrap();
+    assert!(
+        needs_you.contains(&format!("data-session=\"{waiting}\"")),
+        "{board}"
+    );
+    assert!(
+        !needs_you.contains(&format!("data-session=\"{working}\"")),
+        "{board}"
+    );
+    assert!(board.contains("role viewer"), "{board}");
+    assert!(board.contains("<title>ao (1 need you,"), "{board}");
+
+    // A POST from elsewhere is refused; the login stays.
+    let (status, _, _) = curl(
+        &jar,
+        &format!("{base}/logout"),
+        &["-X", "POST", "-H", "Origin: http://evil.example"],
+    );
+    assert_eq!(status, 403);
+    assert_eq!(curl(&jar, &format!("{base}/"), &[]).0, 200);
+
+    // Every login ends at once.
+    stack.ao(&["dashboard", "--revoke-all"]).ok();
+    let (status, _, body) = curl(&jar, &format!("{base}/"), &[]);
+    assert_eq!(status, 401, "{body}");
+    assert!(body.contains("not valid any more"), "{body}");
+    let left: Vec<serde_json::Value> =
+        serde_json::from_str(&stack.ao(&["token", "ls", "--json"]).ok().stdout).unwrap();
+    assert!(left.is_empty(), "{left:?}");
+}
