@@ -556,6 +556,12 @@ pub async fn up_detached(
                     target.addr()
                 );
                 eprintln!("logs: {}   stop: ao down", home.log().display());
+                if let Ok(addr) = std::fs::read_to_string(home.http_addr()) {
+                    eprintln!(
+                        "dashboard: http://{}/ (`ao dashboard` prints a login link)",
+                        addr.trim()
+                    );
+                }
                 return Ok(());
             }
         }

@@ -38,7 +38,12 @@ fn link(stack: &Stack, role: &str) -> String {
 #[test]
 fn a_one_time_link_gives_a_login_and_revoke_all_ends_it() {
     let stack = Stack::new();
-    stack.up();
+    let up = stack.ao(&["up", "-d"]).ok();
+    assert!(
+        up.stderr.contains("dashboard: http://127.0.0.1:"),
+        "{}",
+        up.stderr
+    );
     let waiting = stack.spawn(&["app", "D-1", "--agent", "asker"]);
     let working = stack.spawn(&["app", "D-2"]);
     stack.wait_field(&waiting, "activity", "waiting_input");
