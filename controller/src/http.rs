@@ -64,6 +64,7 @@ pub fn router(state: HttpState) -> Router {
             post(github_webhook).layer(DefaultBodyLimit::max(MAX_DELIVERY_BYTES)),
         )
         .route("/", get(dashboard::board))
+        .route("/board/events", get(dashboard::board_events))
         .route("/login", get(dashboard::login))
         .route("/logout", post(dashboard::logout))
         .route(

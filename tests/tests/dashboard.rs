@@ -28,6 +28,59 @@ fn curl(jar: &Path, url: &str, extra: &[&str]) -> (u16, String, String) {
     (status, head.to_string(), body.to_string())
 }
 
+/// The `board` events of `GET /board/events`, read by `curl -N` as they come.
+struct BoardEvents {
+    curl: std::process::Child,
+    lines: std::sync::mpsc::Receiver<String>,
+}
+
+impl BoardEvents {
+    fn open(jar: &Path, url: &str) -> Self {
+        let mut curl = Command::new("curl")
+            .args(["-s", "-N", "-b"])
+            .arg(jar)
+            .arg(url)
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("curl runs");
+        let out = curl.stdout.take().unwrap();
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+        Self { curl, lines }
+    }
+
+    /// Waits for a board whose zone `zone` lists session `id`.
+    fn wait_for(&self, zone: &str, id: &str) -> String {
+        let row = format!("data-session=\"{id}\"");
+        ao_tests::eventually(
+            &format!("{id} in {zone}"),
+            std::time::Duration::from_secs(20),
+            || {
+                self.lines.try_iter().find(|line| {
+                    line.strip_prefix("data:")
+                        .and_then(|board| board.split(&format!("<section id=\"{zone}\">")).nth(1))
+                        .and_then(|rest| rest.split("</section>").next())
+                        .is_some_and(|section| section.contains(&row))
+                })
+            },
+        )
+    }
+}
+
+impl Drop for BoardEvents {
+    fn drop(&mut self) {
+        let _ = self.curl.kill();
+        let _ = self.curl.wait();
+    }
+}
+
 fn link(stack: &Stack, role: &str) -> String {
     let run = stack.ao(&["dashboard", "--role", role]).ok();
     let link = run.stdout.trim().to_string();
@@ -83,6 +136,16 @@ fn a_one_time_link_gives_a_login_and_revoke_all_ends_it() {
     );
     assert!(board.contains("role viewer"), "{board}");
     assert!(board.contains("<title>ao (1 need you,"), "{board}");
+    assert!(
+        board.contains("new EventSource('/board/events')"),
+        "{board}"
+    );
+
+    // Live: a new session's card comes, and moves when its agent asks.
+    let events = BoardEvents::open(&jar, &format!("{base}/board/events"));
+    let asker = stack.spawn(&["app", "D-3", "--agent", "asker"]);
+    events.wait_for("needs-you", &asker);
+    drop(events);
 
     // A POST from elsewhere is refused; the login stays.
     let (status, _, _) = curl(

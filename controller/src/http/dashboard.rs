@@ -7,8 +7,9 @@
 //! removes every `dashboard-` credential, which ends every login at once.
 //!
 //! The board is server-rendered HTML that reads the same snapshot as
-//! `ao status`, readable without JavaScript; it reloads itself every few
-//! seconds until the live view comes.
+//! `ao status`. With JavaScript it stays live: `GET /board/events` (Server-
+//! Sent Events) sends the board again each time it changes; without, the
+//! page reloads itself every few seconds.
 
 use std::fmt::Write as _;
 use std::time::Duration;
@@ -214,32 +215,100 @@ pub async fn board(State(state): State<HttpState>, headers: HeaderMap) -> Respon
         Ok(caller) => caller,
         Err(page) => return page,
     };
-    let snap = state.handle.snapshot();
-    let mut sessions: Vec<&SessionRecord> = snap.sessions.values().map(AsRef::as_ref).collect();
-    sessions.sort_by_key(|s| std::cmp::Reverse(s.last_activity_at));
-    Html(render_board(&sessions, &caller)).into_response()
+    Html(render_page(&state.handle.snapshot(), &caller)).into_response()
 }
 
-/// The board's HTML: one section per zone, most urgent first.
-fn render_board(sessions: &[&SessionRecord], caller: &Caller) -> String {
+/// `GET /board/events`: the board's zones again at each change, as the
+/// Server-Sent Event `board`, while the login holds.
+pub async fn board_events(State(state): State<HttpState>, headers: HeaderMap) -> Response {
+    use axum::response::sse::{Event, KeepAlive, Sse};
+    use tokio_stream::StreamExt;
+    if let Err(page) = logged_in(&state, &headers).await {
+        return page;
+    }
+    let mut last = String::new();
+    let zones = tokio_stream::wrappers::WatchStream::new(state.handle.watch())
+        .map(|snap| render_zones(&snap))
+        .filter(move |zones| {
+            let changed = *zones != last;
+            last.clone_from(zones);
+            changed
+        });
+    // The login is asked again at each change: a revoked one ends the stream.
+    let events = zones
+        .then(move |zones| {
+            let (state, headers) = (state.clone(), headers.clone());
+            async move { logged_in(&state, &headers).await.ok().map(|_| zones) }
+        })
+        .take_while(Option::is_some)
+        .map(|zones| {
+            Ok::<_, std::convert::Infallible>(
+                Event::default()
+                    .event("board")
+                    .data(zones.unwrap_or_default()),
+            )
+        });
+    Sse::new(events)
+        .keep_alive(KeepAlive::default())
+        .into_response()
+}
+
+/// The sessions of `snap`, most recently active first.
+fn sessions_of(snap: &crate::handle::Snapshot) -> Vec<&SessionRecord> {
+    let mut sessions: Vec<&SessionRecord> = snap.sessions.values().map(AsRef::as_ref).collect();
+    sessions.sort_by_key(|s| std::cmp::Reverse(s.last_activity_at));
+    sessions
+}
+
+/// The page's title: who needs you, who works.
+fn title(sessions: &[&SessionRecord]) -> String {
     let count = |zone: Zone| sessions.iter().filter(|s| Zone::of(s) == zone).count();
+    format!(
+        "ao ({} need you, {} working)",
+        count(Zone::NeedsYou),
+        count(Zone::Working)
+    )
+}
+
+/// The whole board page for `caller`.
+fn render_page(snap: &crate::handle::Snapshot, caller: &Caller) -> String {
+    let sessions = sessions_of(snap);
     let mut page = String::new();
     let _ = write!(
         page,
         "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">\
          <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
-         <meta http-equiv=\"refresh\" content=\"{RELOAD_SECS}\">\
+         <noscript><meta http-equiv=\"refresh\" content=\"{RELOAD_SECS}\"></noscript>\
          <meta name=\"color-scheme\" content=\"light dark\">\
-         <title>ao ({} need you, {} working)</title>\
+         <title>{}</title>\
          <style>body{{font-family:system-ui,sans-serif;margin:1rem}}table{{border-collapse:collapse;width:100%}}\
          td,th{{text-align:left;padding:.25rem .5rem;border-bottom:1px solid #8884}}\
          h2{{margin-top:1.5rem}}</style></head><body>\
          <header><h1>ao</h1><p>Logged in as {} (role {}). \
-         <form method=\"post\" action=\"/logout\" style=\"display:inline\"><button>Log out</button></form></p></header>",
-        count(Zone::NeedsYou),
-        count(Zone::Working),
+         <form method=\"post\" action=\"/logout\" style=\"display:inline\"><button>Log out</button></form></p></header>\
+         <main id=\"board\">{}</main>\
+         <script>const board=document.getElementById('board');\
+         new EventSource('/board/events').addEventListener('board',e=>{{board.innerHTML=e.data;\
+         const t=board.querySelector('[data-title]');if(t)document.title=t.dataset.title;}});</script>\
+         </body></html>",
+        escape(&title(&sessions)),
         escape(&caller.name),
-        caller.role.as_str()
+        caller.role.as_str(),
+        render_sessions(&sessions),
+    );
+    page
+}
+
+/// The board's zones (what the live view replaces), from `snap`.
+fn render_zones(snap: &crate::handle::Snapshot) -> String {
+    render_sessions(&sessions_of(snap))
+}
+
+/// One section per zone, most urgent first, and the title to show.
+fn render_sessions(sessions: &[&SessionRecord]) -> String {
+    let mut page = format!(
+        "<span hidden data-title=\"{}\"></span>",
+        escape(&title(sessions))
     );
     for zone in Zone::ALL {
         let rows: Vec<&&SessionRecord> = sessions.iter().filter(|s| Zone::of(s) == zone).collect();
@@ -287,7 +356,6 @@ fn render_board(sessions: &[&SessionRecord], caller: &Caller) -> String {
         }
         page.push_str("</tbody></table></section>");
     }
-    page.push_str("</body></html>");
     page
 }
 
@@ -354,14 +422,10 @@ mod tests {
     fn what_sessions_say_is_escaped_and_origins_are_checked() {
         let mut s = session(SessionStatus::Working, Some(Activity::Active));
         s.summary = Some("<script>alert('x')</script> & more".into());
-        let caller = Caller {
-            name: "token:dashboard-x".into(),
-            role: crate::access::Role::Viewer,
-        };
-        let page = render_board(&[&s], &caller);
-        assert!(!page.contains("<script>"), "{page}");
-        assert!(page.contains("&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt; &amp; more"));
-        assert!(page.contains("<title>ao (0 need you, 1 working)</title>"));
+        let zones = render_sessions(&[&s]);
+        assert!(!zones.contains("<script>"), "{zones}");
+        assert!(zones.contains("&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt; &amp; more"));
+        assert!(zones.contains("data-title=\"ao (0 need you, 1 working)\""));
 
         let headers = |pairs: &[(&str, &str)]| {
             let mut h = HeaderMap::new();
