@@ -141,6 +141,28 @@ fn a_one_time_link_gives_a_login_and_revoke_all_ends_it() {
         "{board}"
     );
 
+    // The workers and the events, for reading.
+    let (status, _, workers) = curl(&jar, &format!("{base}/workers"), &[]);
+    assert_eq!(status, 200);
+    let worker = &stack.session(&waiting)["worker"];
+    assert!(
+        workers.contains(&format!(
+            "<td>{}</td><td>ready</td>",
+            worker.as_str().unwrap()
+        )),
+        "{workers}"
+    );
+    let (status, _, events) = curl(&jar, &format!("{base}/events?session={waiting}"), &[]);
+    assert_eq!(status, 200);
+    assert!(
+        events.contains("session.spawned") && events.contains("session.needs_input"),
+        "{events}"
+    );
+    assert!(
+        !events.contains(&format!("<td>{working}</td>")),
+        "filtered by session: {events}"
+    );
+
     // Live: a new session's card comes, and moves when its agent asks.
     let events = BoardEvents::open(&jar, &format!("{base}/board/events"));
     let asker = stack.spawn(&["app", "D-3", "--agent", "asker"]);

@@ -270,12 +270,10 @@ fn title(sessions: &[&SessionRecord]) -> String {
     )
 }
 
-/// The whole board page for `caller`.
-fn render_page(snap: &crate::handle::Snapshot, caller: &Caller) -> String {
-    let sessions = sessions_of(snap);
-    let mut page = String::new();
-    let _ = write!(
-        page,
+/// A page of the dashboard for `caller`: its title, its body (inside
+/// `<main>`), and the script that keeps it live, if any.
+fn shell(title: &str, caller: &Caller, main: &str, script: &str) -> String {
+    format!(
         "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">\
          <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
          <noscript><meta http-equiv=\"refresh\" content=\"{RELOAD_SECS}\"></noscript>\
@@ -283,20 +281,159 @@ fn render_page(snap: &crate::handle::Snapshot, caller: &Caller) -> String {
          <title>{}</title>\
          <style>body{{font-family:system-ui,sans-serif;margin:1rem}}table{{border-collapse:collapse;width:100%}}\
          td,th{{text-align:left;padding:.25rem .5rem;border-bottom:1px solid #8884}}\
-         h2{{margin-top:1.5rem}}</style></head><body>\
-         <header><h1>ao</h1><p>Logged in as {} (role {}). \
+         h2{{margin-top:1.5rem}}nav a{{margin-right:1rem}}</style></head><body>\
+         <header><h1>ao</h1><nav><a href=\"/\">Board</a><a href=\"/workers\">Workers</a>\
+         <a href=\"/events\">Events</a></nav><p>Logged in as {} (role {}). \
          <form method=\"post\" action=\"/logout\" style=\"display:inline\"><button>Log out</button></form></p></header>\
-         <main id=\"board\">{}</main>\
-         <script>const board=document.getElementById('board');\
-         new EventSource('/board/events').addEventListener('board',e=>{{board.innerHTML=e.data;\
-         const t=board.querySelector('[data-title]');if(t)document.title=t.dataset.title;}});</script>\
-         </body></html>",
-        escape(&title(&sessions)),
+         <main id=\"board\">{main}</main>{script}</body></html>",
+        escape(title),
         escape(&caller.name),
         caller.role.as_str(),
-        render_sessions(&sessions),
+    )
+}
+
+/// The whole board page for `caller`.
+fn render_page(snap: &crate::handle::Snapshot, caller: &Caller) -> String {
+    let sessions = sessions_of(snap);
+    let live = "<script>const board=document.getElementById('board');\
+         new EventSource('/board/events').addEventListener('board',e=>{board.innerHTML=e.data;\
+         const t=board.querySelector('[data-title]');if(t)document.title=t.dataset.title;});</script>";
+    shell(&title(&sessions), caller, &render_sessions(&sessions), live)
+}
+
+/// A table of `rows` (cells already escaped) under `headings`.
+fn table(headings: &[&str], rows: &[Vec<String>]) -> String {
+    let mut out = String::from("<table><thead><tr>");
+    for h in headings {
+        let _ = write!(out, "<th>{h}</th>");
+    }
+    out.push_str("</tr></thead><tbody>");
+    for row in rows {
+        out.push_str("<tr>");
+        for cell in row {
+            let _ = write!(out, "<td>{cell}</td>");
+        }
+        out.push_str("</tr>");
+    }
+    out.push_str("</tbody></table>");
+    out
+}
+
+/// `GET /workers`: every worker, its state, labels, load and memory.
+pub async fn workers(State(state): State<HttpState>, headers: HeaderMap) -> Response {
+    let caller = match logged_in(&state, &headers).await {
+        Ok(caller) => caller,
+        Err(page) => return page,
+    };
+    let snap = state.handle.snapshot();
+    let rows: Vec<Vec<String>> = snap
+        .workers
+        .values()
+        .map(|w| {
+            let labels: Vec<String> = w.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            let max = if w.max_sessions == 0 {
+                "-".to_string()
+            } else {
+                w.max_sessions.to_string()
+            };
+            vec![
+                escape(&w.id),
+                w.state.as_str().to_string(),
+                escape(&labels.join(", ")),
+                format!("{}/{max}", w.sessions),
+                format!(
+                    "{:.1} GiB",
+                    w.mem_available_bytes as f64 / f64::from(1u32 << 30)
+                ),
+                escape(w.reason.as_deref().unwrap_or("")),
+            ]
+        })
+        .collect();
+    let body = format!(
+        "<h2>Workers ({})</h2>{}",
+        rows.len(),
+        table(
+            &[
+                "Worker",
+                "State",
+                "Labels",
+                "Sessions",
+                "Memory free",
+                "Reason"
+            ],
+            &rows
+        )
     );
-    page
+    Html(shell("ao: workers", &caller, &body, "")).into_response()
+}
+
+#[derive(Deserialize)]
+pub struct EventsQuery {
+    #[serde(default, rename = "type")]
+    kind: String,
+    #[serde(default)]
+    project: String,
+    #[serde(default)]
+    session: String,
+}
+
+/// How many events the events page shows.
+const EVENTS_SHOWN: usize = 200;
+
+/// `GET /events?type=&project=&session=`: the last events, newest first.
+pub async fn events(
+    State(state): State<HttpState>,
+    headers: HeaderMap,
+    Query(q): Query<EventsQuery>,
+) -> Response {
+    let caller = match logged_in(&state, &headers).await {
+        Ok(caller) => caller,
+        Err(page) => return page,
+    };
+    if let Err(s) = caller.require(Permission::Observe) {
+        return (StatusCode::FORBIDDEN, s.message().to_string()).into_response();
+    }
+    let filter = crate::events::EventFilter {
+        kind: q.kind.clone(),
+        project_id: q.project.clone(),
+        session_id: q.session.clone(),
+        tail: EVENTS_SHOWN,
+        ..Default::default()
+    };
+    let mut feed = crate::events::feed(state.handle.store().clone(), filter);
+    let mut found = Vec::new();
+    while let Some(event) = feed.recv().await {
+        match event {
+            Ok(e) => found.push(e),
+            Err(e) => return (StatusCode::SERVICE_UNAVAILABLE, e.to_string()).into_response(),
+        }
+    }
+    let rows: Vec<Vec<String>> = found
+        .iter()
+        .rev()
+        .map(|e| {
+            vec![
+                escape(&e.timestamp),
+                escape(&e.kind),
+                escape(e.session_id.as_deref().unwrap_or("")),
+                escape(e.project_id.as_deref().unwrap_or("")),
+                escape(e.message.as_deref().unwrap_or("")),
+            ]
+        })
+        .collect();
+    let form = format!(
+        "<form method=\"get\" action=\"/events\"><label>Type <input name=\"type\" value=\"{}\"></label> \
+         <label>Project <input name=\"project\" value=\"{}\"></label> \
+         <label>Session <input name=\"session\" value=\"{}\"></label> <button>Filter</button></form>",
+        escape(&q.kind),
+        escape(&q.project),
+        escape(&q.session)
+    );
+    let body = format!(
+        "<h2>Events (the last {EVENTS_SHOWN}, newest first)</h2>{form}{}",
+        table(&["Time", "Type", "Session", "Project", "Message"], &rows)
+    );
+    Html(shell("ao: events", &caller, &body, "")).into_response()
 }
 
 /// The board's zones (what the live view replaces), from `snap`.
