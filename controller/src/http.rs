@@ -66,6 +66,8 @@ pub fn router(state: HttpState) -> Router {
         .route("/", get(dashboard::board))
         .route("/board/events", get(dashboard::board_events))
         .route("/workers", get(dashboard::workers))
+        .route("/sessions/{id}", get(dashboard::session))
+        .route("/sessions/{id}/{action}", post(dashboard::act))
         .route("/events", get(dashboard::events))
         .route("/login", get(dashboard::login))
         .route("/logout", post(dashboard::logout))

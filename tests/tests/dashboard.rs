@@ -108,8 +108,8 @@ fn a_one_time_link_gives_a_login_and_revoke_all_ends_it() {
     assert_eq!(status, 401);
     assert!(body.contains("ao dashboard"), "{body}");
 
-    let link = link(&stack, "viewer");
-    let (status, head, _) = curl(&jar, &link, &[]);
+    let viewer_link = link(&stack, "viewer");
+    let (status, head, _) = curl(&jar, &viewer_link, &[]);
     assert_eq!(status, 303, "{head}");
     let cookie = head
         .lines()
@@ -119,7 +119,7 @@ fn a_one_time_link_gives_a_login_and_revoke_all_ends_it() {
         assert!(cookie.contains(part), "{cookie}");
     }
     // Once only.
-    let (status, _, body) = curl(&stack.dir.path().join("other-jar"), &link, &[]);
+    let (status, _, body) = curl(&stack.dir.path().join("other-jar"), &viewer_link, &[]);
     assert_eq!(status, 401, "{body}");
 
     let (status, _, board) = curl(&jar, &format!("{base}/"), &[]);
@@ -168,6 +168,63 @@ fn a_one_time_link_gives_a_login_and_revoke_all_ends_it() {
     let asker = stack.spawn(&["app", "D-3", "--agent", "asker"]);
     events.wait_for("needs-you", &asker);
     drop(events);
+
+    // A viewer sees a session but no forms, and cannot act.
+    let page = |jar: &Path| curl(jar, &format!("{base}/sessions/{working}"), &[]).2;
+    assert!(page(&jar).contains("<td>Status</td>"), "{}", page(&jar));
+    assert!(!page(&jar).contains("action=\"/sessions/"));
+    let csrf_of = |jar: &Path| {
+        let text = std::fs::read_to_string(jar).unwrap();
+        text.lines()
+            .find_map(|l| {
+                l.split('\t')
+                    .collect::<Vec<_>>()
+                    .windows(2)
+                    .find(|w| w[0] == "ao_csrf")
+                    .map(|w| w[1].to_string())
+            })
+            .expect("the csrf cookie")
+    };
+    let origin = format!("Origin: {base}");
+    let kill = |jar: &Path, csrf: &str| {
+        curl(
+            jar,
+            &format!("{base}/sessions/{working}/kill"),
+            &[
+                "-X",
+                "POST",
+                "-H",
+                &origin,
+                "--data",
+                &format!("csrf={csrf}"),
+            ],
+        )
+        .0
+    };
+    assert_eq!(kill(&jar, &csrf_of(&jar)), 403, "a viewer cannot kill");
+
+    // An operator types into the agent and kills it from the page, with the form's token only.
+    let ops = stack.dir.path().join("ops-cookies");
+    assert_eq!(curl(&ops, &link(&stack, "operator"), &[]).0, 303);
+    assert!(page(&ops).contains(&format!("action=\"/sessions/{working}/send\"")));
+    let csrf = csrf_of(&ops);
+    let (status, _, _) = curl(
+        &ops,
+        &format!("{base}/sessions/{working}/send"),
+        &[
+            "-X",
+            "POST",
+            "-H",
+            &origin,
+            "--data",
+            &format!("csrf={csrf}&message=hello+from+the+page"),
+        ],
+    );
+    assert_eq!(status, 303);
+    stack.wait_log(&working, "hello from the page");
+    assert_eq!(kill(&ops, "not-the-token"), 403, "a forged form");
+    assert_eq!(kill(&ops, &csrf), 303);
+    stack.wait_field(&working, "status", "killed");
 
     // A POST from elsewhere is refused; the login stays.
     let (status, _, _) = curl(

@@ -69,6 +69,11 @@ impl Credentials {
         Self { store, fence }
     }
 
+    /// A new random secret (32 letters and digits).
+    pub fn secret() -> String {
+        Alphanumeric.sample_string(&mut rand::rng(), 32)
+    }
+
     /// A new credential of `role` named `name` with id `id`, not stored:
     /// its token and record (for a write of the caller's own).
     pub fn mint(
@@ -77,7 +82,7 @@ impl Credentials {
         id: String,
         created_by: &str,
     ) -> (String, CredentialRecord) {
-        let secret = Alphanumeric.sample_string(&mut rand::rng(), 32);
+        let secret = Self::secret();
         let record = CredentialRecord {
             schema_version: SCHEMA_VERSION,
             id: id.clone(),

@@ -30,6 +30,8 @@ pub const LINK_PREFIX: &str = "dashboard-link-";
 pub const PREFIX: &str = "dashboard-";
 /// The cookie that holds a login.
 const COOKIE: &str = "ao_login";
+/// The cookie whose value every form sends back in its `csrf` field.
+const CSRF: &str = "ao_csrf";
 /// How long a login lasts.
 const LOGIN_TTL: Duration = Duration::from_secs(12 * 3600);
 /// How often the board reloads itself.
@@ -115,14 +117,19 @@ fn login_needed(why: &str) -> Response {
     (StatusCode::UNAUTHORIZED, Html(body)).into_response()
 }
 
-/// The login token in the request's cookie, if any.
-fn login_cookie(headers: &HeaderMap) -> Option<&str> {
+/// Cookie `name` of the request, if it has one.
+fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers
         .get_all(header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
-        .find_map(|c| c.trim().strip_prefix(&format!("{COOKIE}=")).map(str::trim))
+        .find_map(|c| c.trim().strip_prefix(&format!("{name}=")).map(str::trim))
+}
+
+/// The login token in the request's cookie, if any.
+fn login_cookie(headers: &HeaderMap) -> Option<&str> {
+    cookie(headers, COOKIE)
 }
 
 /// The caller of the login cookie, or the page to show instead.
@@ -171,7 +178,20 @@ pub async fn login(State(state): State<HttpState>, Query(q): Query<LoginQuery>) 
                 "{COOKIE}={token}; HttpOnly; SameSite=Strict; Path=/; Max-Age={}",
                 LOGIN_TTL.as_secs()
             );
-            ([(header::SET_COOKIE, cookie)], Redirect::to("/")).into_response()
+            // Forms send it back in a field: a request made elsewhere cannot read it.
+            let csrf = format!(
+                "{CSRF}={}; SameSite=Strict; Path=/; Max-Age={}",
+                crate::access::Credentials::secret(),
+                LOGIN_TTL.as_secs()
+            );
+            let mut response = Redirect::to("/").into_response();
+            let headers = response.headers_mut();
+            for c in [cookie, csrf] {
+                if let Ok(value) = c.parse() {
+                    headers.append(header::SET_COOKIE, value);
+                }
+            }
+            response
         }
         Err(e) => (StatusCode::SERVICE_UNAVAILABLE, e.to_string()).into_response(),
     }
@@ -367,6 +387,126 @@ pub async fn workers(State(state): State<HttpState>, headers: HeaderMap) -> Resp
     Html(shell("ao: workers", &caller, &body, "")).into_response()
 }
 
+/// `GET /sessions/{id}`: one session, its evidence, PR and events, and
+/// (for a role that may act) forms to send it a message, kill or restore it.
+pub async fn session(
+    State(state): State<HttpState>,
+    headers: HeaderMap,
+    axum::extract::Path(id): axum::extract::Path<String>,
+) -> Response {
+    let caller = match logged_in(&state, &headers).await {
+        Ok(caller) => caller,
+        Err(page) => return page,
+    };
+    let snap = state.handle.snapshot();
+    let Some(s) = snap.sessions.get(&id) else {
+        return (StatusCode::NOT_FOUND, format!("no session `{id}`")).into_response();
+    };
+    let opt = |v: &Option<String>| escape(v.as_deref().unwrap_or(""));
+    let facts: Vec<Vec<String>> = [
+        ("Project", escape(&s.project_id)),
+        ("Issue", opt(&s.issue_id)),
+        ("Status", s.status.as_str().to_string()),
+        (
+            "Activity",
+            s.activity.map(|a| a.as_str()).unwrap_or("").to_string(),
+        ),
+        (
+            "Evidence",
+            s.activity_source
+                .map(|a| a.as_str())
+                .unwrap_or("")
+                .to_string(),
+        ),
+        ("Detail", opt(&s.activity_detail)),
+        ("Branch", escape(&s.branch)),
+        ("Worker", opt(&s.worker)),
+        ("Agent", escape(&s.agent)),
+        (
+            "PR",
+            match (&s.pr, s.pr_number) {
+                (Some(url), Some(n)) => format!("<a href=\"{}\">#{n}</a>", escape(url)),
+                _ => String::new(),
+            },
+        ),
+        ("CI", escape(&s.ci_status)),
+        ("Review", escape(&s.review_decision)),
+        ("Summary", opt(&s.summary)),
+    ]
+    .into_iter()
+    .map(|(k, v)| vec![k.to_string(), v])
+    .collect();
+    let mut body = format!("<h2>{}</h2>{}", escape(&id), table(&["", ""], &facts));
+    if caller.role.allows(Permission::Operate) {
+        let csrf = escape(cookie(&headers, CSRF).unwrap_or(""));
+        let action = |what: &str, label: &str, field: &str| {
+            format!(
+                "<form method=\"post\" action=\"/sessions/{}/{what}\"><input type=\"hidden\" name=\"csrf\" value=\"{csrf}\">{field}<button>{label}</button></form>",
+                escape(&id)
+            )
+        };
+        body.push_str("<h2>Act</h2>");
+        body.push_str(&action(
+            "send",
+            "Send",
+            "<label>Message <input name=\"message\" size=\"60\" required></label> ",
+        ));
+        body.push_str(&action("kill", "Kill", ""));
+        body.push_str(&action("restore", "Restore", ""));
+    }
+    Html(shell(&format!("ao: {id}"), &caller, &body, "")).into_response()
+}
+
+#[derive(Deserialize)]
+pub struct ActForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    message: String,
+}
+
+/// `POST /sessions/{id}/{send|kill|restore}`: what `ao send`, `ao session
+/// kill` and `restore` do, for a role that may act, from the dashboard's
+/// own pages (same origin, the form's `csrf` field equal to its cookie).
+pub async fn act(
+    State(state): State<HttpState>,
+    headers: HeaderMap,
+    axum::extract::Path((id, what)): axum::extract::Path<(String, String)>,
+    axum::Form(form): axum::Form<ActForm>,
+) -> Response {
+    let caller = match logged_in(&state, &headers).await {
+        Ok(caller) => caller,
+        Err(page) => return page,
+    };
+    let token = cookie(&headers, CSRF).unwrap_or("");
+    let csrf_ok = !token.is_empty()
+        && crate::cluster::constant_time_eq(token.as_bytes(), form.csrf.as_bytes());
+    if !same_origin(&headers) || !csrf_ok {
+        return (
+            StatusCode::FORBIDDEN,
+            "refused: a state-changing request must come from the dashboard's own pages",
+        )
+            .into_response();
+    }
+    if let Err(s) = caller.require(Permission::Operate) {
+        return (StatusCode::FORBIDDEN, s.message().to_string()).into_response();
+    }
+    let handle = &state.handle;
+    let done = match what.as_str() {
+        "send" => handle.send(id.clone(), form.message, false).await,
+        "kill" => handle.kill(id.clone()).await.map(drop),
+        "restore" => handle.restore(id.clone()).await.map(drop),
+        _ => return (StatusCode::NOT_FOUND, format!("no action `{what}`")).into_response(),
+    };
+    match done {
+        Ok(()) => {
+            tracing::info!(session = %id, action = %what, by = %caller.name, "dashboard action");
+            Redirect::to(&format!("/sessions/{id}")).into_response()
+        }
+        Err(e) => (StatusCode::UNPROCESSABLE_ENTITY, ao_proto::error_chain(&e)).into_response(),
+    }
+}
+
 #[derive(Deserialize)]
 pub struct EventsQuery {
     #[serde(default, rename = "type")]
@@ -480,7 +620,7 @@ fn render_sessions(sessions: &[&SessionRecord]) -> String {
             };
             let _ = write!(
                 page,
-                "<tr data-session=\"{id}\"><td>{id}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td>\
+                "<tr data-session=\"{id}\"><td><a href=\"/sessions/{id}\">{id}</a></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td>\
                  <td>{pr}</td><td>{}</td><td>{}</td></tr>",
                 escape(&s.project_id),
                 escape(s.issue_id.as_deref().unwrap_or("")),
