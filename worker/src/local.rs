@@ -17,6 +17,7 @@ use crate::link_types::{Activity, Report, ReportState, Source};
 use crate::meta::SessionMeta;
 use crate::native::{AgentHomes, SignalSpec, Signals, ACTIVE_WINDOW};
 use crate::output::Output;
+use crate::pidwatch::ExitWatch;
 use crate::runtime::Runtime;
 use crate::setup::Started;
 
@@ -27,6 +28,15 @@ pub(crate) const QUIET_BEFORE_PROMPT: Duration = Duration::from_millis(1500);
 /// A new detail of the same activity (the next tool of an open turn) is
 /// sent at most this often: each report is a write at the controller.
 pub(crate) const DETAIL_EVERY: Duration = Duration::from_secs(3);
+
+/// A session with no news is looked at least this often (its process
+/// checked in `/proc`, its records re-read when notifications exist).
+pub(crate) const SAFETY_LOOK: Duration = Duration::from_secs(30);
+
+/// A session quiet this long gives its screen model's memory back (about
+/// 320 KiB for a 200×50 pane) until its next output; until then it is
+/// looked at on every tick (its screen, and whether it has gone quiet).
+pub(crate) const PARK_SCREEN_AFTER: Duration = Duration::from_secs(10);
 
 /// The last report sent for a session.
 #[derive(Debug, Clone, PartialEq)]
@@ -95,6 +105,10 @@ pub(crate) struct LocalSession {
     /// The set-up's W3C `traceparent`, if traced: the prompt's delivery
     /// joins the trace of the spawn.
     pub(crate) trace: Option<String>,
+    /// When the tick is to look at it with no news of it.
+    pub(crate) next_look: Instant,
+    /// Tells when the agent's or its pane's process ends, while they run.
+    pub(crate) exit_watch: Option<ExitWatch>,
 }
 
 impl LocalSession {
@@ -204,7 +218,47 @@ impl LocalSession {
             prompt_typed: 0,
             prompt_failed: None,
             trace: None,
+            next_look: Instant::now(),
+            exit_watch: None,
         }
+    }
+
+    /// Has the next tick look at it.
+    pub(crate) fn look_soon(&mut self) {
+        self.next_look = Instant::now();
+    }
+
+    /// When the tick is next to look at it with no news (output, records
+    /// and process ends are `notified`, or not): on every tick while
+    /// something changes by the tick alone (recent output, records to read,
+    /// a prompt to type, a process not watched, a report held back), else
+    /// when the clock changes its activity, or after [`SAFETY_LOOK`] (when
+    /// its records are that old too).
+    pub(crate) fn next_look(&self, now: SystemTime, notified: bool) -> Instant {
+        let tick = Instant::now();
+        if self.exited.is_some() {
+            return tick + SAFETY_LOOK;
+        }
+        let (state, evidence) = state_of(self, now);
+        let held_back = self
+            .reported
+            .as_ref()
+            .is_none_or(|(last, _)| *last != reported(self, state, evidence.as_ref(), now));
+        if !notified
+            || held_back
+            || self.exit_watch.is_none()
+            || self.signals.records_due(tick, SAFETY_LOOK)
+            || self.prompt_pending
+            || self.watch_prompt
+            || self.meta.prompt == PromptStep::Typing
+            || self.last_output.elapsed() < PARK_SCREEN_AFTER
+        {
+            return tick;
+        }
+        let safety = tick + SAFETY_LOOK;
+        self.signals.next_change(now).map_or(safety, |at| {
+            safety.min(tick + at.duration_since(now).unwrap_or_default())
+        })
     }
 
     /// Reads new terminal output (which feeds the screen model).
