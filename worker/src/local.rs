@@ -354,3 +354,75 @@ pub(crate) fn report(
         attach_command: Some(runtime.attach_command(&l.meta.session_id)),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::agent::AgentSpec;
+    use crate::delivery::PromptEvidence;
+    use crate::meta::META_VERSION;
+
+    fn session(home: &Home) -> LocalSession {
+        let meta = SessionMeta {
+            schema_version: META_VERSION,
+            session_id: "app-1".into(),
+            project_id: "app".into(),
+            epoch: 1,
+            agent: AgentSpec {
+                name: "bot".into(),
+                command: None,
+                ready_pattern: None,
+                input_pattern: None,
+            },
+            worktree: home.worktree("app", "app-1"),
+            branch: "b".into(),
+            log_path: home.terminal_log("app-1"),
+            launched: true,
+            prompt: PromptStep::Submitted,
+            prompt_evidence: PromptEvidence::default(),
+            agent_session_id: None,
+            session_token: None,
+            started_at_ms: 1_800_000_000_000,
+            stuck_after_secs: None,
+            env: BTreeMap::new(),
+            prompt_delivered: true,
+        };
+        LocalSession::adopted(meta, Launch::unresolved(None), home, None)
+    }
+
+    /// Marks what `l` says now as sent.
+    fn sent(l: &mut LocalSession, now: SystemTime) {
+        let (state, evidence) = state_of(l, now);
+        l.reported = Some((reported(l, state, evidence.as_ref(), now), Instant::now()));
+    }
+
+    #[tokio::test]
+    async fn a_quiet_session_is_looked_at_only_when_the_clock_changes_it_or_for_safety() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut l = session(&Home::new(dir.path()));
+        let now = SystemTime::now();
+        // Just adopted: output is recent, nothing read or sent yet.
+        assert!(l.next_look(now, true) <= Instant::now());
+        l.last_output = Instant::now()
+            .checked_sub(PARK_SCREEN_AFTER)
+            .expect("the machine has been up longer than that");
+        l.signals.read_records(Instant::now());
+        sent(&mut l, now);
+        // Quiet, but its process is not watched, or nothing is notified.
+        assert!(l.next_look(now, true) <= Instant::now());
+        l.exit_watch = Some(ExitWatch::start(vec![std::process::id()], async {}).unwrap());
+        assert!(l.next_look(now, false) <= Instant::now());
+        assert!(l.next_look(now, true) >= Instant::now() + SAFETY_LOOK - Duration::from_secs(1));
+        // Ready for 290 s: idle in 10 s, before the safety look.
+        l.signals
+            .tracker
+            .process_started(now - Duration::from_secs(290), "bot running");
+        assert!(l.next_look(now, true) <= Instant::now(), "not reported yet");
+        sent(&mut l, now);
+        let look = l.next_look(now, true);
+        assert!(look <= Instant::now() + Duration::from_secs(10));
+        assert!(look >= Instant::now() + Duration::from_secs(9));
+    }
+}
