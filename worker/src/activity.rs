@@ -238,6 +238,18 @@ impl Tracker {
         })
     }
 
+    /// When the activity or [`Self::stuck`] next changes with no new
+    /// signal: a ready agent becomes idle, an active one stuck (with a
+    /// `threshold`). `None` when only a signal can change them.
+    pub fn next_change(&self, now: SystemTime, threshold: Option<Duration>) -> Option<SystemTime> {
+        let e = self.evidence(now)?;
+        match e.activity {
+            Activity::Ready => Some(e.since + IDLE_AFTER),
+            Activity::Active => Some(self.last_sign? + threshold?).filter(|at| *at > now),
+            _ => None,
+        }
+    }
+
     /// Active with no sign of life for `threshold`: the agent may hang.
     pub fn stuck(&self, now: SystemTime, threshold: Duration) -> bool {
         let active = self
@@ -375,6 +387,31 @@ mod tests {
         assert!(tr.stuck(t(700), Duration::from_secs(600)));
         tr.screen_changed(t(650));
         assert!(!tr.stuck(t(700), Duration::from_secs(600)));
+    }
+
+    #[test]
+    fn the_clock_changes_an_activity_at_a_known_time() {
+        let mut tr = Tracker::default();
+        let threshold = Some(Duration::from_secs(600));
+        assert_eq!(tr.next_change(t(0), threshold), None);
+        tr.process_started(t(0), "up");
+        // Ready becomes idle, which changes no more by itself.
+        assert_eq!(tr.next_change(t(1), threshold), Some(t(300)));
+        assert_eq!(activity(&tr, 300), Some((Activity::Idle, Source::Clock)));
+        assert_eq!(tr.next_change(t(300), threshold), None);
+        // Active becomes stuck, with a threshold; each sign of life moves it.
+        tr.observe(obs(
+            400,
+            Kind::PromptSubmitted,
+            Source::Transcript,
+            "prompt",
+        ));
+        assert_eq!(tr.next_change(t(401), None), None);
+        assert_eq!(tr.next_change(t(401), threshold), Some(t(1000)));
+        tr.screen_changed(t(500));
+        assert_eq!(tr.next_change(t(501), threshold), Some(t(1100)));
+        assert!(tr.stuck(t(1100), Duration::from_secs(600)));
+        assert_eq!(tr.next_change(t(1100), threshold), None);
     }
 
     #[test]

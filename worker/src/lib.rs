@@ -44,6 +44,7 @@ mod local;
 mod meta;
 mod native;
 pub mod output;
+mod pidwatch;
 mod procs;
 mod report_socket;
 pub mod runtime;

@@ -17,6 +17,7 @@ use crate::link_types::{Activity, Report, ReportState, Source};
 use crate::meta::SessionMeta;
 use crate::native::{AgentHomes, SignalSpec, Signals, ACTIVE_WINDOW};
 use crate::output::Output;
+use crate::pidwatch::ExitWatch;
 use crate::runtime::Runtime;
 use crate::setup::Started;
 
@@ -27,6 +28,15 @@ pub(crate) const QUIET_BEFORE_PROMPT: Duration = Duration::from_millis(1500);
 /// A new detail of the same activity (the next tool of an open turn) is
 /// sent at most this often: each report is a write at the controller.
 pub(crate) const DETAIL_EVERY: Duration = Duration::from_secs(3);
+
+/// A session with no news is looked at least this often (its process
+/// checked in `/proc`, its records re-read when notifications exist).
+pub(crate) const SAFETY_LOOK: Duration = Duration::from_secs(30);
+
+/// A session quiet this long gives its screen model's memory back (about
+/// 320 KiB for a 200×50 pane) until its next output; until then it is
+/// looked at on every tick (its screen, and whether it has gone quiet).
+pub(crate) const PARK_SCREEN_AFTER: Duration = Duration::from_secs(10);
 
 /// The last report sent for a session.
 #[derive(Debug, Clone, PartialEq)]
@@ -95,6 +105,10 @@ pub(crate) struct LocalSession {
     /// The set-up's W3C `traceparent`, if traced: the prompt's delivery
     /// joins the trace of the spawn.
     pub(crate) trace: Option<String>,
+    /// When the tick is to look at it with no news of it.
+    pub(crate) next_look: Instant,
+    /// Tells when the agent's or its pane's process ends, while they run.
+    pub(crate) exit_watch: Option<ExitWatch>,
 }
 
 impl LocalSession {
@@ -204,7 +218,47 @@ impl LocalSession {
             prompt_typed: 0,
             prompt_failed: None,
             trace: None,
+            next_look: Instant::now(),
+            exit_watch: None,
         }
+    }
+
+    /// Has the next tick look at it.
+    pub(crate) fn look_soon(&mut self) {
+        self.next_look = Instant::now();
+    }
+
+    /// When the tick is next to look at it with no news (output, records
+    /// and process ends are `notified`, or not): on every tick while
+    /// something changes by the tick alone (recent output, records to read,
+    /// a prompt to type, a process not watched, a report held back), else
+    /// when the clock changes its activity, or after [`SAFETY_LOOK`] (when
+    /// its records are that old too).
+    pub(crate) fn next_look(&self, now: SystemTime, notified: bool) -> Instant {
+        let tick = Instant::now();
+        if self.exited.is_some() {
+            return tick + SAFETY_LOOK;
+        }
+        let (state, evidence) = state_of(self, now);
+        let held_back = self
+            .reported
+            .as_ref()
+            .is_none_or(|(last, _)| *last != reported(self, state, evidence.as_ref(), now));
+        if !notified
+            || held_back
+            || self.exit_watch.is_none()
+            || self.signals.records_due(tick, SAFETY_LOOK)
+            || self.prompt_pending
+            || self.watch_prompt
+            || self.meta.prompt == PromptStep::Typing
+            || self.last_output.elapsed() < PARK_SCREEN_AFTER
+        {
+            return tick;
+        }
+        let safety = tick + SAFETY_LOOK;
+        self.signals.next_change(now).map_or(safety, |at| {
+            safety.min(tick + at.duration_since(now).unwrap_or_default())
+        })
     }
 
     /// Reads new terminal output (which feeds the screen model).
@@ -298,5 +352,77 @@ pub(crate) fn report(
         worktree: Some(l.meta.worktree.clone()),
         branch: Some(l.meta.branch.clone()),
         attach_command: Some(runtime.attach_command(&l.meta.session_id)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::agent::AgentSpec;
+    use crate::delivery::PromptEvidence;
+    use crate::meta::META_VERSION;
+
+    fn session(home: &Home) -> LocalSession {
+        let meta = SessionMeta {
+            schema_version: META_VERSION,
+            session_id: "app-1".into(),
+            project_id: "app".into(),
+            epoch: 1,
+            agent: AgentSpec {
+                name: "bot".into(),
+                command: None,
+                ready_pattern: None,
+                input_pattern: None,
+            },
+            worktree: home.worktree("app", "app-1"),
+            branch: "b".into(),
+            log_path: home.terminal_log("app-1"),
+            launched: true,
+            prompt: PromptStep::Submitted,
+            prompt_evidence: PromptEvidence::default(),
+            agent_session_id: None,
+            session_token: None,
+            started_at_ms: 1_800_000_000_000,
+            stuck_after_secs: None,
+            env: BTreeMap::new(),
+            prompt_delivered: true,
+        };
+        LocalSession::adopted(meta, Launch::unresolved(None), home, None)
+    }
+
+    /// Marks what `l` says now as sent.
+    fn sent(l: &mut LocalSession, now: SystemTime) {
+        let (state, evidence) = state_of(l, now);
+        l.reported = Some((reported(l, state, evidence.as_ref(), now), Instant::now()));
+    }
+
+    #[tokio::test]
+    async fn a_quiet_session_is_looked_at_only_when_the_clock_changes_it_or_for_safety() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut l = session(&Home::new(dir.path()));
+        let now = SystemTime::now();
+        // Just adopted: output is recent, nothing read or sent yet.
+        assert!(l.next_look(now, true) <= Instant::now());
+        l.last_output = Instant::now()
+            .checked_sub(PARK_SCREEN_AFTER)
+            .expect("the machine has been up longer than that");
+        l.signals.read_records(Instant::now());
+        sent(&mut l, now);
+        // Quiet, but its process is not watched, or nothing is notified.
+        assert!(l.next_look(now, true) <= Instant::now());
+        l.exit_watch = Some(ExitWatch::start(vec![std::process::id()], async {}).unwrap());
+        assert!(l.next_look(now, false) <= Instant::now());
+        assert!(l.next_look(now, true) >= Instant::now() + SAFETY_LOOK - Duration::from_secs(1));
+        // Ready for 290 s: idle in 10 s, before the safety look.
+        l.signals
+            .tracker
+            .process_started(now - Duration::from_secs(290), "bot running");
+        assert!(l.next_look(now, true) <= Instant::now(), "not reported yet");
+        sent(&mut l, now);
+        let look = l.next_look(now, true);
+        assert!(look <= Instant::now() + Duration::from_secs(10));
+        assert!(look >= Instant::now() + Duration::from_secs(9));
     }
 }

@@ -72,8 +72,8 @@ pub(crate) struct SignalSpec<'a> {
 /// by their screen only).
 pub(crate) const ACTIVE_WINDOW: Duration = Duration::from_secs(2);
 
-/// How often the records are read when no change was notified (a missed
-/// notification, a directory created after the watch).
+/// How often the records are read when the system gives no file
+/// notification.
 pub(crate) const RECHECK: Duration = Duration::from_secs(3);
 
 /// Looks that find the agent gone while its pane's process lives before
@@ -246,12 +246,29 @@ impl Signals {
     }
 
     /// Whether the records are to be read now: something changed in their
-    /// directories, or the safety re-check is due.
-    pub(crate) fn records_due(&self, now: Instant) -> bool {
+    /// directories, or the last read is `recheck` old.
+    pub(crate) fn records_due(&self, now: Instant, recheck: Duration) -> bool {
         self.dirty
             || self
                 .last_read
-                .is_none_or(|t| now.duration_since(t) >= RECHECK)
+                .is_none_or(|t| now.duration_since(t) >= recheck)
+    }
+
+    /// The processes whose end is news while the agent is known to run:
+    /// the pane's own and the agent's. `None` while that is not known (not
+    /// started yet, or just found gone): then [`Self::process`] is to be
+    /// asked on every look.
+    pub(crate) fn running_pids(&self) -> Option<Vec<u32>> {
+        let pane = self.pane_pid?;
+        if self.gone_polls > 0 {
+            return None;
+        }
+        match (&self.program, self.agent_pid) {
+            (None, _) => Some(vec![pane]),
+            (Some(_), Some(agent)) if self.seen_alive && agent != pane => Some(vec![pane, agent]),
+            (Some(_), Some(_)) if self.seen_alive => Some(vec![pane]),
+            _ => None,
+        }
     }
 
     /// A change in one of [`Self::dirs`] was notified.
@@ -388,6 +405,11 @@ impl Signals {
 
     pub(crate) fn evidence(&self, now: SystemTime) -> Option<Evidence> {
         self.tracker.evidence(now)
+    }
+
+    /// When the activity or `stuck` next changes by the clock alone.
+    pub(crate) fn next_change(&self, now: SystemTime) -> Option<SystemTime> {
+        self.tracker.next_change(now, self.stuck_after)
     }
 
     pub(crate) fn stuck(&self, now: SystemTime) -> bool {

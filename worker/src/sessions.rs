@@ -1,7 +1,9 @@
 //! The worker's sessions: one actor owns every local session, reacts to the
-//! controller's assignments, stops and input, and polls the runtime (one
-//! `tmux list-panes` for all sessions per tick, a screen capture only for
-//! sessions whose output changed) to report coalesced status.
+//! controller's assignments, stops and input, and looks at the sessions
+//! with news (output, records, a process's end, all notified) or a
+//! deadline to report coalesced status. A quiet session costs nothing
+//! until then; `tmux list-panes` is asked only about panes whose process
+//! ended or is not known yet.
 //!
 //! Each session's metadata is kept in `$AO_HOME/worker/sessions/<id>.json`,
 //! so a restarted worker re-adopts its live tmux sessions and reports them in
@@ -30,10 +32,13 @@ use crate::link_types::{
     RemoveWorkspace, Report, ReportState, Request, Stop, StreamKind, ToController, Tunnels,
     WorkspaceRemoved,
 };
-use crate::local::{prompt_time, report, reported, state_of, LocalSession, Writer};
+use crate::local::{
+    prompt_time, report, reported, state_of, LocalSession, Writer, PARK_SCREEN_AFTER, SAFETY_LOOK,
+};
 use crate::meta::SessionMeta;
 use crate::native::{Pane, RECHECK};
 use crate::output::{self, Output};
+use crate::pidwatch::ExitWatch;
 use crate::runtime::{PaneState, Runtime};
 use crate::setup::setup;
 use crate::signals::watch::DirWatcher;
@@ -43,10 +48,6 @@ use crate::workspace;
 use tracing::Instrument;
 
 mod requests;
-
-/// A session quiet this long gives its screen model's memory back (about
-/// 320 KiB for a 200×50 pane) until its next output.
-const PARK_SCREEN_AFTER: Duration = Duration::from_secs(10);
 
 /// Polls to wait for the exit status of a pane tmux already calls dead.
 const DEAD_POLLS_FOR_STATUS: u32 = 10;
@@ -95,6 +96,8 @@ enum Command {
     PromptNotTyped(String),
     /// A terminal of `ao attach` closed.
     TerminalClosed(String, u64),
+    /// The agent's or its pane's process ended.
+    ProcessEnded(String),
     AgentReport(ReportRequest, oneshot::Sender<ReportReply>),
 }
 
@@ -149,10 +152,14 @@ struct Actor {
     /// Owns what it starts in the background: setups, stops, input
     /// delivery, output streams and terminals.
     tasks: TaskTracker,
-    /// Notifies changes in the directories of the agents' records; `None`
-    /// when the system has no watch left (the safety re-check reads them).
+    /// Notifies changes in the directories of the agents' records and of
+    /// their terminal logs; `None` when the system has no watch left (then
+    /// every session is looked at on every tick).
     watcher: Option<DirWatcher>,
     watched: HashSet<PathBuf>,
+    /// The system gives pidfds (else processes are read in `/proc` on
+    /// every tick).
+    pidfds: bool,
 }
 
 /// Starts the actor, re-adopting the sessions the runtime still holds.
@@ -166,7 +173,7 @@ pub async fn start(
     let (watcher, changes) = match DirWatcher::new() {
         Ok((w, changes)) => (Some(w), changes),
         Err(e) => {
-            tracing::warn!("no file notification ({e}): records are re-read every {RECHECK:?}");
+            tracing::warn!("no file notification ({e}): sessions are looked at on every tick, records re-read every {RECHECK:?}");
             (None, mpsc::unbounded_channel().1)
         }
     };
@@ -182,6 +189,7 @@ pub async fn start(
         tasks,
         watcher,
         watched: HashSet::new(),
+        pidfds: true,
     };
     actor.adopt().await;
     let task = tokio::spawn(actor.run(rx, changes));
@@ -278,6 +286,12 @@ impl Actor {
                 let _ = reply.send(reports);
             }
             Command::SetupDone(epoch, result) => self.setup_done(epoch, *result).await,
+            Command::ProcessEnded(id) => {
+                if let Some(l) = self.sessions.get_mut(&id) {
+                    l.exit_watch = None;
+                    l.look_soon();
+                }
+            }
             Command::TerminalClosed(id, attach) => {
                 if let Some(l) = self.sessions.get_mut(&id) {
                     if l.writer.as_ref().is_some_and(|w| w.attach == attach) {
@@ -293,6 +307,7 @@ impl Actor {
                 if let Some(l) = self.sessions.get_mut(&id) {
                     l.meta.prompt = PromptStep::Submitted;
                     l.meta.save(&self.settings.home);
+                    l.look_soon();
                 }
             }
             Command::PromptNotTyped(id) => {
@@ -300,6 +315,7 @@ impl Actor {
                     l.meta.prompt = PromptStep::Pending;
                     l.meta.save(&self.settings.home);
                     l.prompt_pending = true;
+                    l.look_soon();
                 }
             }
         }
@@ -314,6 +330,7 @@ impl Actor {
             Request::Resync => {
                 for l in self.sessions.values_mut() {
                     l.reported = None;
+                    l.look_soon();
                 }
             }
             Request::RemoveWorkspace(r) => self.remove_workspace(r),
@@ -333,6 +350,7 @@ impl Actor {
             if l.meta.epoch == a.epoch {
                 // Already ours at this epoch: say where it is again.
                 l.reported = None;
+                l.look_soon();
                 return;
             }
             if l.meta.epoch > a.epoch {
@@ -584,17 +602,27 @@ impl Actor {
         });
     }
 
-    /// Looks at every session. Only a pane whose pid is not known yet or
-    /// whose process ended needs tmux (one `list-panes` for all): watching
-    /// running sessions starts no process.
+    /// Looks at the sessions due (see [`LocalSession::next_look`]). Only a
+    /// pane whose pid is not known yet or whose process ended needs tmux
+    /// (one `list-panes` for all): watching running sessions starts no
+    /// process.
     async fn poll(&mut self) {
-        if self.sessions.is_empty() {
+        let tick = Instant::now();
+        let due: Vec<String> = self
+            .sessions
+            .iter()
+            .filter(|(_, l)| l.next_look <= tick)
+            .map(|(id, _)| id.clone())
+            .collect();
+        if due.is_empty() {
             return;
         }
         let now = SystemTime::now();
         let mut ask = false;
-        for l in self.sessions.values_mut().filter(|l| l.exited.is_none()) {
-            ask |= l.signals.process(now) != Pane::Running;
+        for id in &due {
+            if let Some(l) = self.sessions.get_mut(id).filter(|l| l.exited.is_none()) {
+                ask |= l.signals.process(now) != Pane::Running;
+            }
         }
         let panes = if ask {
             match self.runtime.list().await {
@@ -615,15 +643,15 @@ impl Actor {
             None
         };
         self.sync_watches();
-        let ids: Vec<String> = self.sessions.keys().cloned().collect();
-        for id in ids {
+        for id in due {
             let pane = panes.as_ref().map(|p| p.iter().find(|p| p.id == id));
             self.poll_one(&id, pane).await;
         }
     }
 
     /// Watches the directories of every session's records (those that
-    /// appear later, like Claude's project directory, included).
+    /// appear later, like Claude's project directory, included) and
+    /// terminal log.
     fn sync_watches(&mut self) {
         let Some(watcher) = self.watcher.as_mut() else {
             return;
@@ -631,11 +659,25 @@ impl Actor {
         let wanted: HashSet<PathBuf> = self
             .sessions
             .values()
-            .flat_map(|l| l.signals.dirs().iter().cloned())
+            .flat_map(|l| {
+                let log_dir = l.meta.log_path.parent().map(PathBuf::from);
+                l.signals.dirs().iter().cloned().chain(log_dir)
+            })
             .collect();
+        let mut new = HashSet::new();
         for dir in wanted.difference(&self.watched) {
-            if let Err(e) = watcher.watch(dir) {
-                tracing::debug!("cannot watch {}: {e}", dir.display());
+            match watcher.watch(dir) {
+                Ok(()) => {
+                    new.insert(dir);
+                }
+                Err(e) => tracing::debug!("cannot watch {}: {e}", dir.display()),
+            }
+        }
+        // What was written before the watch sent nothing: read it now.
+        for l in self.sessions.values_mut() {
+            if l.signals.dirs().iter().any(|d| new.contains(d)) {
+                l.signals.touched();
+                l.look_soon();
             }
         }
         for dir in self.watched.difference(&wanted) {
@@ -645,6 +687,7 @@ impl Actor {
             if !appeared.is_empty() {
                 for l in self.sessions.values_mut() {
                     l.signals.touched();
+                    l.look_soon();
                 }
             }
         }
@@ -652,26 +695,74 @@ impl Actor {
     }
 
     /// A file changed in a watched directory: the sessions that read there
-    /// look now.
+    /// look now; new output is looked at on the next tick (a burst of it
+    /// makes one look). A directory made on the way to a wanted one moves
+    /// the watches.
     async fn changed(&mut self, path: PathBuf) {
-        let ids: Vec<String> = self
-            .sessions
-            .iter_mut()
-            .filter(|(_, l)| l.exited.is_none() && l.signals.wants(&path))
-            .map(|(id, l)| {
+        let mut ids = Vec::new();
+        for (id, l) in &mut self.sessions {
+            if path == l.meta.log_path {
+                l.look_soon();
+            } else if l.exited.is_none() && l.signals.wants(&path) {
                 l.signals.touched();
-                id.clone()
-            })
-            .collect();
+                ids.push(id.clone());
+            }
+        }
+        if self.watched.iter().any(|dir| dir.starts_with(&path)) {
+            self.sync_watches();
+        }
         for id in ids {
             self.poll_one(&id, None).await;
         }
     }
 
+    /// [`Self::look`], then when to look again and which processes to
+    /// watch for their end.
+    async fn poll_one(&mut self, id: &str, pane: Option<Option<&PaneState>>) {
+        self.look(id, pane).await;
+        let Some(l) = self.sessions.get_mut(id) else {
+            return;
+        };
+        let pids = l
+            .exited
+            .is_none()
+            .then(|| l.signals.running_pids())
+            .flatten()
+            .filter(|_| self.pidfds);
+        match pids {
+            None => l.exit_watch = None,
+            Some(pids) if l.exit_watch.as_ref().is_some_and(|w| w.pids() == pids) => {}
+            Some(pids) => {
+                let tx = self.tx.clone();
+                let ended = Command::ProcessEnded(id.to_string());
+                l.exit_watch = match ExitWatch::start(pids, async move {
+                    let _ = tx.send(ended).await;
+                }) {
+                    Ok(watch) => Some(watch),
+                    Err(e) => {
+                        if e.raw_os_error() == Some(nix::libc::ENOSYS) {
+                            tracing::warn!(
+                                "no pidfd ({e}): agents' processes are read in /proc on every tick"
+                            );
+                            self.pidfds = false;
+                        }
+                        None
+                    }
+                };
+            }
+        }
+        l.next_look = l.next_look(SystemTime::now(), self.watcher.is_some());
+    }
+
     /// One session: its output, records, screen and process, what is due
     /// (the prompt), and a report if what it says changed. `pane` is what
     /// tmux said of it, when it was asked this time.
-    async fn poll_one(&mut self, id: &str, pane: Option<Option<&PaneState>>) {
+    async fn look(&mut self, id: &str, pane: Option<Option<&PaneState>>) {
+        let recheck = if self.watcher.is_some() {
+            SAFETY_LOOK
+        } else {
+            RECHECK
+        };
         let Some(l) = self.sessions.get_mut(id) else {
             return;
         };
@@ -707,7 +798,7 @@ impl Actor {
         }
         if l.exited.is_none() {
             let tick = Instant::now();
-            if l.signals.records_due(tick) {
+            if l.signals.records_due(tick, recheck) {
                 l.signals.read_records(tick);
             }
             let quiet = l.last_output.elapsed();
