@@ -303,9 +303,15 @@ pub fn failure(agent: &str, lines: &[String]) -> Option<String> {
         return None;
     }
     let last = output.iter().rev().find(|l| !l.chars().all(|c| c == '─'))?;
-    // A spinner's glyphs may be left in front of the line.
-    let error = last.trim_start_matches(|c: char| !c.is_ascii_alphanumeric());
-    (error.starts_with(AIDER_FAILURE) && error.contains(": ")).then(|| error.to_string())
+    // A spinner's glyphs or its whole last frame (`░█ Waiting for …`) may
+    // be left in front of the error on its line.
+    last.match_indices(AIDER_FAILURE).find_map(|(at, _)| {
+        let error = &last[at..];
+        let (name, _) = error.split_once(": ")?;
+        let class = &name[AIDER_FAILURE.len()..];
+        (!class.is_empty() && class.chars().all(|c| c.is_ascii_alphanumeric()))
+            .then(|| error.to_string())
+    })
 }
 
 #[cfg(test)]
@@ -629,5 +635,17 @@ read line"#;
         // A reply that mentions litellm is not its error.
         let talk = lines(&["litellm. is a library", &rule, "> "]);
         assert_eq!(failure("aider", &talk), None);
+        // The spinner's last frame left on the error's line (seen in CI).
+        let spun = lines(&[
+            " \u{2591}\u{2588}   Waiting for ollama_chat/llama3litellm.APIConnectionError: Ollama_chatException - [Errno 111] Connection refused",
+            &rule,
+            "> ",
+        ]);
+        assert_eq!(
+            failure("aider", &spun).as_deref(),
+            Some(
+                "litellm.APIConnectionError: Ollama_chatException - [Errno 111] Connection refused"
+            )
+        );
     }
 }
