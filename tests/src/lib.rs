@@ -137,6 +137,38 @@ impl Cli for Stack {
     }
 }
 
+/// A runtime of `threads` threads named `name` for a local stand-in server,
+/// and the listener it serves on (`127.0.0.1`, a free port).
+pub fn stand_in(name: &str, threads: usize) -> (tokio::runtime::Runtime, tokio::net::TcpListener) {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(threads)
+        .thread_name(name)
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let listener = runtime
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .expect("bind 127.0.0.1:0");
+    (runtime, listener)
+}
+
+/// State shared by the routes and the control methods of a local stand-in
+/// server (GitHub, Linear): a panic in another holder does not hide it from
+/// the test.
+pub struct Locked<T>(std::sync::Mutex<T>);
+
+impl<T> Locked<T> {
+    pub fn new(value: T) -> Self {
+        Self(std::sync::Mutex::new(value))
+    }
+
+    pub fn lock(&self) -> std::sync::MutexGuard<'_, T> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
 /// One stack: `AO_HOME`, a git repo with one commit, and a config whose
 /// project `app` runs the `bot` agent (custom agents `quitter`, `asker`,
 /// `ghost` too).

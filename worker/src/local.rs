@@ -357,38 +357,11 @@ pub(crate) fn report(
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeMap;
 
     use super::*;
-    use crate::agent::AgentSpec;
-    use crate::delivery::PromptEvidence;
-    use crate::meta::META_VERSION;
 
     fn session(home: &Home) -> LocalSession {
-        let meta = SessionMeta {
-            schema_version: META_VERSION,
-            session_id: "app-1".into(),
-            project_id: "app".into(),
-            epoch: 1,
-            agent: AgentSpec {
-                name: "bot".into(),
-                command: None,
-                ready_pattern: None,
-                input_pattern: None,
-            },
-            worktree: home.worktree("app", "app-1"),
-            branch: "b".into(),
-            log_path: home.terminal_log("app-1"),
-            launched: true,
-            prompt: PromptStep::Submitted,
-            prompt_evidence: PromptEvidence::default(),
-            agent_session_id: None,
-            session_token: None,
-            started_at_ms: 1_800_000_000_000,
-            stuck_after_secs: None,
-            env: BTreeMap::new(),
-            prompt_delivered: true,
-        };
+        let meta = SessionMeta::sample(home);
         LocalSession::adopted(meta, Launch::unresolved(None), home, None)
     }
 

@@ -108,6 +108,37 @@ impl SessionMeta {
     }
 }
 
+/// A bot's running session `app-1` of project `app`, for tests.
+#[cfg(test)]
+impl SessionMeta {
+    pub(crate) fn sample(home: &Home) -> Self {
+        Self {
+            schema_version: META_VERSION,
+            session_id: "app-1".into(),
+            project_id: "app".into(),
+            epoch: 1,
+            agent: crate::agent::AgentSpec {
+                name: "bot".into(),
+                command: None,
+                ready_pattern: None,
+                input_pattern: None,
+            },
+            worktree: home.worktree("app", "app-1"),
+            branch: "b".into(),
+            log_path: home.terminal_log("app-1"),
+            launched: true,
+            prompt: PromptStep::Submitted,
+            prompt_evidence: crate::delivery::PromptEvidence::default(),
+            agent_session_id: None,
+            session_token: None,
+            started_at_ms: 1_800_000_000_000,
+            stuck_after_secs: None,
+            env: BTreeMap::new(),
+            prompt_delivered: true,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -145,28 +176,15 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let home = Home::new(dir.path());
         let meta = SessionMeta {
-            schema_version: META_VERSION,
-            session_id: "app-1".into(),
-            project_id: "app".into(),
             epoch: 2,
-            agent: AgentSpec {
-                name: "bot".into(),
-                command: None,
-                ready_pattern: None,
-                input_pattern: None,
-            },
-            worktree: home.worktree("app", "app-1"),
-            branch: "b".into(),
-            log_path: home.terminal_log("app-1"),
             launched: false,
             prompt: PromptStep::Typing,
-            prompt_evidence: PromptEvidence::default(),
             agent_session_id: Some("5f0c2a9e-1111-4222-8333-944445555666".into()),
             session_token: Some("0123abcd".into()),
-            started_at_ms: 1_800_000_000_000,
             stuck_after_secs: Some(600),
             env: BTreeMap::from([("CLAUDE_CONFIG_DIR".into(), "/c".into())]),
             prompt_delivered: false,
+            ..SessionMeta::sample(&home)
         };
         meta.save(&home);
         let read = SessionMeta::read(&home.session_meta("app-1")).unwrap();

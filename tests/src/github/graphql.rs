@@ -64,7 +64,7 @@ pub async fn handle(
     body: Bytes,
 ) -> Result<Json<Value>, ApiError> {
     let req: Request = parse(&body)?;
-    let mut state = shared.lock();
+    let mut state = shared.state.lock();
     let mut data = serde_json::Map::new();
     let mut errors = Vec::new();
     if req.query.contains("rateLimit") {

@@ -32,7 +32,7 @@ mod webhooks;
 
 use std::fmt;
 use std::path::Path;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use chrono::Utc;
 
@@ -47,14 +47,7 @@ use state::{ApiError, Budget, Issue, State};
 /// What the routes share: the token and the state.
 struct Shared {
     token: String,
-    state: Mutex<State>,
-}
-
-impl Shared {
-    /// The state; a panic in another holder does not hide it from the test.
-    fn lock(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(PoisonError::into_inner)
-    }
+    state: crate::Locked<State>,
 }
 
 /// A running fake GitHub. Control methods panic on a set-up mistake (an
@@ -80,20 +73,12 @@ impl FakeGithub {
     pub fn start(token: &str) -> Self {
         // reqwest (for webhook deliveries) needs a rustls provider, even for http.
         let _ = rustls::crypto::ring::default_provider().install_default();
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .thread_name("fake-github")
-            .enable_all()
-            .build()
-            .expect("tokio runtime");
-        let listener = runtime
-            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-            .expect("bind 127.0.0.1:0");
+        let (runtime, listener) = crate::stand_in("fake-github", 2);
         let url = format!("http://{}", listener.local_addr().expect("local addr"));
         let (queue, outgoing) = tokio::sync::mpsc::unbounded_channel();
         let shared = Arc::new(Shared {
             token: token.to_string(),
-            state: Mutex::new(State::new(url.clone(), webhooks::Hooks::new(queue))),
+            state: crate::Locked::new(State::new(url.clone(), webhooks::Hooks::new(queue))),
         });
         let client = reqwest::Client::builder().build().expect("HTTP client");
         let deliveries = Arc::new(Mutex::new(Vec::new()));
@@ -122,7 +107,7 @@ impl FakeGithub {
 
     /// Runs one change against the state; a refusal is a test set-up mistake.
     fn with<T>(&self, what: &str, f: impl FnOnce(&mut State) -> Result<T, ApiError>) -> T {
-        f(&mut self.shared.lock()).unwrap_or_else(|e| panic!("fake GitHub: {what}: {e:?}"))
+        f(&mut self.shared.state.lock()).unwrap_or_else(|e| panic!("fake GitHub: {what}: {e:?}"))
     }
 
     /// Serves `owner/name` from a bare repo; its `HEAD` is the default branch.
@@ -131,7 +116,7 @@ impl FakeGithub {
         let default_branch = git
             .default_branch()
             .unwrap_or_else(|e| panic!("fake GitHub: {}: {e}", bare.display()));
-        self.shared.lock().repos.insert(
+        self.shared.state.lock().repos.insert(
             full_name.to_string(),
             state::Repo {
                 full_name: full_name.to_string(),
@@ -292,7 +277,7 @@ impl FakeGithub {
     /// Someone pushes to PR `number`'s head just as its next merge is asked
     /// for, so that the merge names a head that is no longer there.
     pub fn push_before_next_merge(&self, repo: &str, number: u64) {
-        self.shared.lock().push_before_merge = Some((repo.to_string(), number));
+        self.shared.state.lock().push_before_merge = Some((repo.to_string(), number));
     }
 
     /// Closes PR `number` without merging.
@@ -302,18 +287,18 @@ impl FakeGithub {
 
     /// A fresh window of `limit` requests for `resource`, refilling in an hour.
     pub fn set_budget(&self, resource: Resource, limit: u64) {
-        *self.shared.lock().budget(resource) = Budget::fresh(limit);
+        *self.shared.state.lock().budget(resource) = Budget::fresh(limit);
     }
 
     /// Moves the refill time of `resource`'s window (unix seconds); a time in
     /// the past refills it on the next request.
     pub fn set_budget_reset(&self, resource: Resource, reset: i64) {
-        self.shared.lock().budget(resource).reset = reset;
+        self.shared.state.lock().budget(resource).reset = reset;
     }
 
     /// Both resources back to GitHub's 5000 an hour, unspent.
     pub fn reset_budget(&self) {
-        let mut state = self.shared.lock();
+        let mut state = self.shared.state.lock();
         for resource in [Resource::Core, Resource::Graphql] {
             *state.budget(resource) = Budget::fresh(DEFAULT_LIMIT);
         }
@@ -322,12 +307,12 @@ impl FakeGithub {
     /// The next `requests` API calls hit a secondary rate limit: 403 with
     /// `retry-after: <retry_after>` and budget left.
     pub fn secondary_limit(&self, requests: u32, retry_after: u64) {
-        self.shared.lock().secondary = Some((requests, retry_after));
+        self.shared.state.lock().secondary = Some((requests, retry_after));
     }
 
     /// What the fake was asked so far.
     pub fn stats(&self) -> Stats {
-        self.shared.lock().stats.clone()
+        self.shared.state.lock().stats.clone()
     }
 
     /// PR `number` now, its head read from git.
@@ -355,7 +340,7 @@ impl FakeGithub {
     /// From now on every change is delivered to `url` signed with `secret`,
     /// starting with a `ping`.
     pub fn webhooks(&self, url: &str, secret: &str) {
-        self.shared.lock().hooks.set_target(url, secret);
+        self.shared.state.lock().hooks.set_target(url, secret);
     }
 
     /// Delivers `body` as event `event` to the webhook URL with this
@@ -367,7 +352,13 @@ impl FakeGithub {
         body: &[u8],
         signature: Option<&str>,
     ) -> Result<u16, String> {
-        let url = self.shared.lock().hooks.url().expect("webhooks() first");
+        let url = self
+            .shared
+            .state
+            .lock()
+            .hooks
+            .url()
+            .expect("webhooks() first");
         let out = webhooks::Outgoing {
             url,
             id: webhooks::delivery_id(),

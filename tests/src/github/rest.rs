@@ -83,7 +83,7 @@ async fn gate(State(shared): State<Arc<Shared>>, req: Request, next: Next) -> Re
         .map_or("(unmatched)", MatchedPath::as_str);
     let route = format!("{} {matched}", req.method());
     let path = req.uri().path().to_string();
-    *shared.lock().stats.routes.entry(route).or_default() += 1;
+    *shared.state.lock().stats.routes.entry(route).or_default() += 1;
     // The blob host is another host on GitHub: no token, no budget.
     if path.starts_with("/_blobs/") {
         return next.run(req).await;
@@ -98,7 +98,7 @@ async fn gate(State(shared): State<Arc<Shared>>, req: Request, next: Next) -> Re
     };
     let free = path.ends_with("/rate_limit");
     if !free {
-        let mut state = shared.lock();
+        let mut state = shared.state.lock();
         if let Some((left, retry_after)) = state.secondary.filter(|(left, _)| *left > 0) {
             state.secondary = Some((left - 1, retry_after));
             let budget = *state.budget(resource);
@@ -124,7 +124,7 @@ async fn gate(State(shared): State<Arc<Shared>>, req: Request, next: Next) -> Re
         budget.used += 1;
     }
     let mut resp = next.run(req).await;
-    let mut state = shared.lock();
+    let mut state = shared.state.lock();
     if !free {
         if resp.status() == StatusCode::NOT_MODIFIED {
             // Saturating: a test may have set a fresh budget meanwhile.
@@ -243,7 +243,7 @@ async fn user() -> Json<Value> {
 
 /// `GET /rate_limit`: free, as on GitHub.
 async fn rate_limit(State(shared): State<Arc<Shared>>) -> Json<Value> {
-    let mut state = shared.lock();
+    let mut state = shared.state.lock();
     let mut resources = serde_json::Map::new();
     for resource in [Resource::Core, Resource::Graphql] {
         let budget = state.budget(resource);
@@ -305,7 +305,7 @@ async fn list_pulls(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let full = full_name(&owner, &repo);
-    let mut state = shared.lock();
+    let mut state = shared.state.lock();
     state.refresh(&full)?;
     let r = state.repo(&full)?;
     let mut prs: Vec<&Pr> = r
@@ -399,7 +399,7 @@ async fn create_pull(
 ) -> Result<Response, ApiError> {
     let req: CreateBody = parse(&body)?;
     let full = full_name(&owner, &repo);
-    let mut state = shared.lock();
+    let mut state = shared.state.lock();
     let new = NewPr {
         title: req.title,
         head: req.head,
@@ -444,7 +444,7 @@ async fn merge(
         })?,
     };
     let full = full_name(&owner, &repo);
-    let sha = shared.lock().merge(
+    let sha = shared.state.lock().merge(
         &full,
         number,
         MergeRequest {
@@ -512,7 +512,7 @@ async fn issue(
     Path((owner, repo, number)): Path<(String, String, u64)>,
 ) -> Result<Json<Value>, ApiError> {
     let full = full_name(&owner, &repo);
-    let state = shared.lock();
+    let state = shared.state.lock();
     let r = state.repo(&full)?;
     if let Some(issue) = r.issues.get(&number) {
         return Ok(Json(issue_json(&state.base_url, &full, issue)));
@@ -534,7 +534,7 @@ async fn list_issues(
         ));
     }
     let full = full_name(&owner, &repo);
-    let state = shared.lock();
+    let state = shared.state.lock();
     let r = state.repo(&full)?;
     let wanted: Vec<&str> = q.labels.split(',').filter(|l| !l.is_empty()).collect();
     let state_ok = |open: bool| q.state == "all" || (q.state == "open") == open;
@@ -582,7 +582,7 @@ async fn issue_comments(
     Query(q): Query<PageQuery>,
 ) -> Result<Json<Value>, ApiError> {
     let full = full_name(&owner, &repo);
-    let state = shared.lock();
+    let state = shared.state.lock();
     let r = state.repo(&full)?;
     let (html_url, comments) = match r.issues.get(&number) {
         Some(issue) => (
@@ -609,7 +609,7 @@ async fn job_logs(
     State(shared): State<Arc<Shared>>,
     Path((owner, repo, job_id)): Path<(String, String, u64)>,
 ) -> Result<Response, ApiError> {
-    let state = shared.lock();
+    let state = shared.state.lock();
     state
         .job(&full_name(&owner, &repo), job_id)
         .ok_or_else(ApiError::not_found)?;
@@ -629,7 +629,7 @@ async fn blob_log(
     State(shared): State<Arc<Shared>>,
     Path(job_id): Path<u64>,
 ) -> Result<Response, ApiError> {
-    let state = shared.lock();
+    let state = shared.state.lock();
     let job = state.any_job(job_id).ok_or_else(ApiError::not_found)?;
     let mut text = String::new();
     for (i, line) in job.log.as_deref().unwrap_or_default().lines().enumerate() {

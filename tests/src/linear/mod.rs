@@ -17,7 +17,7 @@
 
 mod document;
 
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::State as Extract;
@@ -82,13 +82,7 @@ struct State {
 struct Shared {
     key: String,
     url: String,
-    state: Mutex<State>,
-}
-
-impl Shared {
-    fn lock(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(PoisonError::into_inner)
-    }
+    state: crate::Locked<State>,
 }
 
 /// A running fake Linear.
@@ -101,20 +95,12 @@ pub struct FakeLinear {
 impl FakeLinear {
     /// Starts a fake on `127.0.0.1:<free port>` that accepts the API key `key`.
     pub fn start(key: &str) -> Self {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .thread_name("fake-linear")
-            .enable_all()
-            .build()
-            .expect("tokio runtime");
-        let listener = runtime
-            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-            .expect("bind 127.0.0.1:0");
+        let (runtime, listener) = crate::stand_in("fake-linear", 1);
         let url = format!("http://{}/graphql", listener.local_addr().expect("addr"));
         let shared = Arc::new(Shared {
             key: key.to_string(),
             url: url.clone(),
-            state: Mutex::new(State {
+            state: crate::Locked::new(State {
                 remaining: REQUESTS_LIMIT,
                 ..State::default()
             }),
@@ -137,19 +123,19 @@ impl FakeLinear {
 
     /// Adds `issue` (replacing one with its identifier).
     pub fn add_issue(&self, issue: Issue) {
-        let mut state = self.shared.lock();
+        let mut state = self.shared.state.lock();
         state.issues.retain(|i| i.identifier != issue.identifier);
         state.issues.push(issue);
     }
 
     /// The next `requests` requests are refused as `RATELIMITED`.
     pub fn refuse_for_rate_limit(&self, requests: u32) {
-        self.shared.lock().refuse = requests;
+        self.shared.state.lock().refuse = requests;
     }
 
     /// The operation names asked so far, in order.
     pub fn operations(&self) -> Vec<String> {
-        self.shared.lock().operations.clone()
+        self.shared.state.lock().operations.clone()
     }
 }
 
@@ -188,7 +174,7 @@ async fn graphql(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let mut state = shared.lock();
+    let mut state = shared.state.lock();
     let key = headers.get("authorization").and_then(|v| v.to_str().ok());
     if key != Some(shared.key.as_str()) {
         let body = json!({"errors": [error(
