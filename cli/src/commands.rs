@@ -701,13 +701,13 @@ pub async fn dashboard_link(
     let base = match url {
         Some(url) => url.trim_end_matches('/').to_string(),
         None => {
-            let addr = std::fs::read_to_string(home.http_addr()).map_err(|e| {
+            let url = std::fs::read_to_string(home.http_url()).map_err(|e| {
                 anyhow::anyhow!(
                     "the local stack serves no HTTP ({}: {e}); start it with `ao up -d` (default 127.0.0.1:4000), or give the dashboard's address with --url",
-                    home.http_addr().display()
+                    home.http_url().display()
                 )
             })?;
-            format!("http://{}", addr.trim())
+            url.trim().to_string()
         }
     };
     let stamp = std::time::SystemTime::now()

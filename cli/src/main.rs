@@ -210,7 +210,7 @@ enum Command {
         /// Open the link in this machine's browser (xdg-open).
         #[arg(long)]
         open: bool,
-        /// The dashboard's base URL (default: the local stack's HTTP listener, from $AO_HOME/http.addr).
+        /// The dashboard's base URL (default: the local stack's HTTP listener, from $AO_HOME/http.url).
         #[arg(long)]
         url: Option<String>,
         /// End every dashboard login and unused link now.
@@ -472,11 +472,18 @@ pub struct ClusterArgs {
     /// Lifetime of worker certificates; workers renew them at two thirds of it.
     #[arg(long, default_value = "24h", value_parser = parse_duration)]
     pub worker_cert_ttl: std::time::Duration,
-    /// Serve HTTP (health at /healthz, GitHub webhooks at /webhooks/github) on this address, or
-    /// `off`. `ao up` serves 127.0.0.1:4000 by default (skipped with a warning if taken);
-    /// `ao controller run` only when given. The bound address is written to $AO_HOME/http.addr.
+    /// Serve HTTP (the dashboard, /metrics, /healthz, webhooks) on this address, or `off`.
+    /// `ao up` serves 127.0.0.1:4000 by default (skipped with a warning if taken); `ao controller
+    /// run` only when given. Off loopback it is HTTPS only, with --http-cert/--http-key or a
+    /// certificate from the cluster CA. The base URL is written to $AO_HOME/http.url.
     #[arg(long, env = "AO_HTTP", value_parser = parse_http)]
     pub http: Option<HttpFlag>,
+    /// The HTTP listener's certificate chain (PEM): HTTPS with it, even on loopback.
+    #[arg(long, requires = "http_key")]
+    pub http_cert: Option<PathBuf>,
+    /// The private key (PEM) of --http-cert.
+    #[arg(long, requires = "http_cert")]
+    pub http_key: Option<PathBuf>,
 }
 
 /// `--http`: an address, or `off`.

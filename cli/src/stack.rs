@@ -11,7 +11,7 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use ao_controller::app::{Controller, ControllerConfig, ListenConfig};
 use ao_controller::config;
-use ao_controller::http::HttpListen;
+use ao_controller::http::{HttpCert, HttpListen, HttpTls};
 use ao_controller::store::etcd::EtcdTls;
 use ao_controller::store::StoreLocation;
 use ao_proto::home::Home;
@@ -230,15 +230,25 @@ fn controller_config(
         pki_dir: pki_dir(home, cluster.pki_dir.as_deref()),
         worker_cert_ttl: cluster.worker_cert_ttl,
     });
+    let tls = match (&cluster.http_cert, &cluster.http_key) {
+        (Some(cert), Some(key)) => {
+            HttpTls::Given(HttpCert::load(cert, key).map_err(anyhow::Error::msg)?)
+        }
+        _ => HttpTls::Auto {
+            pki_dir: pki_dir(home, cluster.pki_dir.as_deref()),
+        },
+    };
     let http = match cluster.http {
         Some(HttpFlag::Off) => None,
         Some(HttpFlag::At(addr)) => Some(HttpListen {
             addr,
             required: true,
+            tls,
         }),
         None => default_http.map(|addr| HttpListen {
             addr,
             required: false,
+            tls,
         }),
     };
     Ok(ControllerConfig {
@@ -501,6 +511,8 @@ pub async fn up_detached(
             ("--etcd-ca", &store.etcd_ca),
             ("--etcd-cert", &store.etcd_cert),
             ("--etcd-key", &store.etcd_key),
+            ("--http-cert", &cluster.http_cert),
+            ("--http-key", &cluster.http_key),
         ] {
             if let Some(v) = value {
                 cmd.arg(flag).arg(v);
@@ -556,10 +568,10 @@ pub async fn up_detached(
                     target.addr()
                 );
                 eprintln!("logs: {}   stop: ao down", home.log().display());
-                if let Ok(addr) = std::fs::read_to_string(home.http_addr()) {
+                if let Ok(url) = std::fs::read_to_string(home.http_url()) {
                     eprintln!(
-                        "dashboard: http://{}/ (`ao dashboard` prints a login link)",
-                        addr.trim()
+                        "dashboard: {}/ (`ao dashboard` prints a login link)",
+                        url.trim()
                     );
                 }
                 return Ok(());

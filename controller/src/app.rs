@@ -21,7 +21,7 @@ use crate::cluster::{Cluster, ClusterError};
 use crate::config::Config;
 use crate::error::ControllerError;
 use crate::handle::ControllerHandle;
-use crate::http::{self, HttpListen, HttpState};
+use crate::http::{self, HttpCert, HttpListen, HttpState, HttpTls};
 use crate::leader::{self, Fence, Leadership};
 use crate::notify::dispatch::{self, Dispatcher};
 use crate::prwatch::{Pace, PrWatch};
@@ -111,6 +111,9 @@ pub enum AppError {
     Serve(#[from] ServeError),
     #[error("--listen needs the cluster CA, and {} has none: run `ao controller init` first", .dir.display())]
     NoCa { dir: PathBuf },
+    /// The HTTP listener's certificate cannot be had.
+    #[error("{0}")]
+    HttpTls(String),
     #[error("--advertise {url}: {reason}")]
     Advertise { url: String, reason: String },
     #[error("cannot listen on {addr}")]
@@ -193,6 +196,7 @@ impl Controller {
         if let Some(listen) = config.http {
             serve_http(
                 home,
+                &config.hostname,
                 listen,
                 &handle,
                 (prwatch, labels),
@@ -250,11 +254,13 @@ impl Controller {
     }
 }
 
-/// Binds the HTTP listener and serves it until `stop`; its address goes
-/// to `AO_HOME/http.addr`. The default port already taken is said and
-/// skipped; a port the user asked for is an error.
+/// Binds the HTTP listener and serves it until `stop` (HTTPS off
+/// loopback); its URL goes to `AO_HOME/http.url`. The default port
+/// already taken is said and skipped; a port the user asked for is an
+/// error.
 async fn serve_http(
     home: &Home,
+    hostname: &str,
     listen: HttpListen,
     handle: &ControllerHandle,
     (prwatch, labels): (PrWatch, Arc<Labels>),
@@ -269,16 +275,24 @@ async fn serve_http(
             tracing::warn!(
                 "not serving HTTP: cannot listen on {addr}: {e} (choose another with --http ADDR)"
             );
-            let _ = std::fs::remove_file(home.http_addr());
+            let _ = std::fs::remove_file(home.http_url());
             return Ok(());
         }
     };
     let bound = listener
         .local_addr()
         .map_err(|source| AppError::Listen { addr, source })?;
-    ao_proto::home::write_private(&home.http_addr(), bound.to_string().as_bytes())
+    let tls = http_tls(hostname, &listen.tls, bound)?;
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    // Every address of the machine: others reach it by the host's name.
+    let url = if bound.ip().is_unspecified() {
+        format!("{scheme}://{hostname}:{}", bound.port())
+    } else {
+        format!("{scheme}://{bound}")
+    };
+    ao_proto::home::write_private(&home.http_url(), url.as_bytes())
         .map_err(|source| AppError::Listen { addr, source })?;
-    tracing::info!(addr = %bound, "serving HTTP");
+    tracing::info!(%url, "serving HTTP");
     let router = http::router(HttpState {
         handle: handle.clone(),
         prwatch,
@@ -286,14 +300,47 @@ async fn serve_http(
         deliveries: Default::default(),
         loopback: bound.ip().is_loopback(),
     });
-    let addr_file = home.http_addr();
+    let url_file = home.http_url();
     tasks.spawn(async move {
-        if let Err(e) = http::serve(listener, router, stop).await {
+        if let Err(e) = http::serve(listener, tls, router, stop).await {
             tracing::error!("HTTP listener failed: {e}");
         }
-        let _ = std::fs::remove_file(addr_file);
+        let _ = std::fs::remove_file(url_file);
     });
     Ok(())
+}
+
+/// The TLS the listener bound at `bound` speaks: the certificate given;
+/// else none on loopback; else one issued from the cluster CA for the host
+/// name and the bound address.
+fn http_tls(
+    hostname: &str,
+    tls: &HttpTls,
+    bound: std::net::SocketAddr,
+) -> Result<Option<rustls::ServerConfig>, AppError> {
+    let cert = match tls {
+        HttpTls::Given(cert) => cert.clone(),
+        HttpTls::Auto { .. } if bound.ip().is_loopback() => return Ok(None),
+        HttpTls::Auto { pki_dir } => {
+            if !Ca::exists(pki_dir) {
+                return Err(AppError::HttpTls(format!(
+                    "--http {bound} is not a loopback address, so it serves HTTPS only, and {} holds no cluster CA to issue its certificate: run `ao controller init`, or give --http-cert and --http-key",
+                    pki_dir.display()
+                )));
+            }
+            let mut names = vec![hostname.to_string()];
+            if !bound.ip().is_unspecified() {
+                names.push(bound.ip().to_string());
+            }
+            let issued =
+                Ca::load(pki_dir)?.issue_server(&names, Duration::from_secs(365 * 86400))?;
+            HttpCert {
+                chain_pem: issued.cert_pem,
+                key_pem: issued.key_pem,
+            }
+        }
+    };
+    cert.server_config().map(Some).map_err(AppError::HttpTls)
 }
 
 async fn open_store(

@@ -6,6 +6,7 @@
 pub mod dashboard;
 mod metrics;
 mod spawn;
+mod tls;
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -25,19 +26,33 @@ use crate::handle::ControllerHandle;
 use crate::prwatch::PrWatch;
 use crate::scm::github::{webhook, WebhookSecret};
 use crate::triggers::Labels;
+pub use tls::HttpCert;
 
 /// GitHub's own cap on a delivery's payload.
 const MAX_DELIVERY_BYTES: usize = 25 * 1024 * 1024;
 /// How many delivery ids are remembered to drop redeliveries.
 const DELIVERIES_KEPT: usize = 4096;
 
-/// Where to serve HTTP, and whether failing to bind is fatal.
-#[derive(Debug, Clone, Copy)]
+/// Where to serve HTTP, whether failing to bind is fatal, and with what
+/// certificate.
+#[derive(Debug, Clone)]
 pub struct HttpListen {
     pub addr: SocketAddr,
     /// Given by the user: a port in use is an error. `ao up`'s default
     /// port in use is a warning (another stack may hold it).
     pub required: bool,
+    pub tls: HttpTls,
+}
+
+/// Whether the listener speaks HTTPS, and with which certificate.
+#[derive(Debug, Clone)]
+pub enum HttpTls {
+    /// Plain HTTP on loopback; off loopback, HTTPS with a certificate
+    /// issued from the cluster CA kept in this directory (none there: the
+    /// controller does not start).
+    Auto { pki_dir: std::path::PathBuf },
+    /// HTTPS with this certificate, wherever the listener is bound.
+    Given(HttpCert),
 }
 
 /// What the handlers share.
@@ -78,15 +93,27 @@ pub fn router(state: HttpState) -> Router {
         .with_state(state)
 }
 
-/// Serves `router` on `listener` until `stop`.
+/// Serves `router` on `listener` until `stop`: HTTPS with `tls`, else
+/// plain HTTP.
 pub async fn serve(
     listener: tokio::net::TcpListener,
+    tls: Option<rustls::ServerConfig>,
     router: Router,
     stop: CancellationToken,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router)
-        .with_graceful_shutdown(async move { stop.cancelled().await })
-        .await
+    let stopped = async move { stop.cancelled().await };
+    match tls {
+        Some(config) => {
+            axum::serve(tls::TlsListener::new(listener, config)?, router)
+                .with_graceful_shutdown(stopped)
+                .await
+        }
+        None => {
+            axum::serve(listener, router)
+                .with_graceful_shutdown(stopped)
+                .await
+        }
+    }
 }
 
 /// 200 while the store answers, 503 with the store's error otherwise.

@@ -51,10 +51,11 @@ impl Home {
         self.0.join("config.yaml")
     }
 
-    /// The address the controller's HTTP listener is bound to, while it
-    /// serves (`ao up --http 127.0.0.1:0` picks a free port).
-    pub fn http_addr(&self) -> PathBuf {
-        self.0.join("http.addr")
+    /// The base URL of the controller's HTTP listener (`http://` on
+    /// loopback, `https://` off it), while it serves (`ao up --http
+    /// 127.0.0.1:0` picks a free port).
+    pub fn http_url(&self) -> PathBuf {
+        self.0.join("http.url")
     }
 
     /// The embedded store.

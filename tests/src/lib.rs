@@ -388,9 +388,10 @@ impl Stack {
 
     /// The base URL of the stack's HTTP listener (`http://127.0.0.1:<port>`).
     pub fn http_url(&self) -> String {
-        let addr = std::fs::read_to_string(self.home.join("http.addr"))
-            .expect("the stack serves HTTP and wrote http.addr");
-        format!("http://{}", addr.trim())
+        std::fs::read_to_string(self.home.join("http.url"))
+            .expect("the stack serves HTTP and wrote http.url")
+            .trim()
+            .to_string()
     }
 
     /// Waits until the session's `field` equals `want`.

@@ -11,13 +11,12 @@ use ao_tests::{eventually, json_array, Cli, Stack};
 use serde_json::Value;
 
 /// `GET url` with `headers`: the status, the content type and the body.
-fn get(url: &str, headers: &[String]) -> (u16, String, String) {
-    let mut curl = Command::new("curl");
-    curl.args(["-sS", "-w", "\n%{http_code} %{content_type}", url]);
-    for h in headers {
-        curl.args(["-H", h]);
-    }
-    let out = curl.output().expect("curl runs");
+fn get(url: &str, args: &[String]) -> (u16, String, String) {
+    let out = Command::new("curl")
+        .args(["-sS", "-w", "\n%{http_code} %{content_type}", url])
+        .args(args)
+        .output()
+        .expect("curl runs");
     assert!(out.status.success(), "{out:?}");
     let text = String::from_utf8(out.stdout).expect("UTF-8");
     // The body ends with its own newline; `-w` adds one more before the status.
@@ -131,11 +130,30 @@ fn metrics_parse_and_match_status_for_sessions_in_several_states() {
 }
 
 #[test]
-fn off_loopback_metrics_need_a_viewer_token() {
+fn off_loopback_the_listener_is_https_only_and_metrics_need_a_viewer_token() {
     let stack = Stack::new();
-    // Every address of the machine: not loopback, so a token is needed.
+    stack.ao(&["controller", "init"]).ok();
+    // Every address of the machine: not loopback, so HTTPS with a
+    // certificate from the cluster CA, and a token for the metrics.
     stack.up_with(&[("AO_HTTP", "0.0.0.0:0".into())]);
-    let url = format!("{}/metrics", stack.http_url());
+    let base = stack.http_url();
+    assert!(base.starts_with("https://"), "{base}");
+    let (_, port) = base.rsplit_once(':').expect("a port");
+    let url = format!("{base}/metrics");
+    let ca = stack.home.join("pki/ca.crt").display().to_string();
+    let tls = |headers: &[String]| {
+        let mut args = vec!["--cacert".to_string(), ca.clone()];
+        for h in headers {
+            args.extend(["-H".to_string(), h.clone()]);
+        }
+        args
+    };
+
+    // Plain text is answered with a sentence, never served.
+    let (code, _, body) = get(&format!("http://127.0.0.1:{port}/metrics"), &[]);
+    assert_eq!(code, 400, "{body}");
+    assert!(body.contains("HTTPS only"), "{body}");
+    assert!(!body.contains("ao_sessions"), "{body}");
     let token = stack
         .ao(&[
             "token",
@@ -152,15 +170,33 @@ fn off_loopback_metrics_need_a_viewer_token() {
         .expect("a TOKEN= line")
         .to_string();
 
-    let (code, _, body) = get(&url, &[]);
+    let (code, _, body) = get(&url, &tls(&[]));
     assert_eq!(code, 401, "{body}");
     assert!(body.contains("ao token create --role viewer"), "{body}");
-    let (code, _, body) = get(&url, &["Authorization: Bearer ao_nope_nope".into()]);
+    let (code, _, body) = get(&url, &tls(&["Authorization: Bearer ao_nope_nope".into()]));
     assert_eq!(code, 401, "{body}");
     assert!(!body.contains("ao_sessions"), "{body}");
 
-    let (code, _, body) = get(&url, &[format!("Authorization: Bearer {token}")]);
+    let (code, _, body) = get(&url, &tls(&[format!("Authorization: Bearer {token}")]));
     assert_eq!(code, 200, "{body}");
     let metrics = Exposition::parse(&body).unwrap_or_else(|e| panic!("{e}\n{body}"));
     assert_eq!(metrics.value("ao_controller_leader", &[]), Some(1.0));
+}
+
+/// Off loopback without a certificate to serve: the stack does not start,
+/// and says why and what to do.
+#[test]
+fn off_loopback_without_a_certificate_the_stack_says_what_to_do() {
+    let stack = Stack::new();
+    let mut up = stack.command(&["up", "-d"]);
+    up.env("AO_HTTP", "0.0.0.0:0");
+    let out = up.output().expect("ao runs");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!out.status.success(), "{text}");
+    assert!(text.contains("serves HTTPS only"), "{text}");
+    assert!(text.contains("ao controller init"), "{text}");
 }
