@@ -4,6 +4,7 @@
 //! controller over https with the admin credential of `ao controller init`.
 
 use std::collections::BTreeMap;
+use std::ffi::OsString;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -159,19 +160,30 @@ impl Cluster {
 
     /// A host that joined with a fresh token and runs `ao worker run <args>`.
     pub fn add_worker(&mut self, name: &str, args: &[&str]) {
+        self.add_worker_with(name, args, &[]);
+    }
+
+    /// [`Self::add_worker`] with more environment for the worker, which
+    /// its agents inherit.
+    pub fn add_worker_with(&mut self, name: &str, args: &[&str], env: &[(&str, OsString)]) {
         self.add_host(name);
         let join = self.join_command();
         self.join(name, &join).ok();
-        self.start_worker(name, args);
+        self.start_worker_with(name, args, env);
         self.wait_worker_state(name, "ready", Duration::from_secs(20));
     }
 
     /// (Re)starts `ao worker run <args>` on worker `name`'s host.
     pub fn start_worker(&mut self, name: &str, args: &[&str]) {
+        self.start_worker_with(name, args, &[]);
+    }
+
+    fn start_worker_with(&mut self, name: &str, args: &[&str], env: &[(&str, OsString)]) {
         let w = self.workers.get_mut(name).expect("known worker");
         let mut cmd = w.host.command(ao_bin());
         cmd.args(["worker", "run"])
             .args(args)
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .env("AO_HOME", &w.home)
             .env_remove("AO_CONTROLLER")
             .env_remove("AO_CREDENTIALS");

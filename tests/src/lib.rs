@@ -129,12 +129,40 @@ pub trait Cli {
             .find(|s| s["id"] == id)
             .unwrap_or_else(|| panic!("no session {id}"))
     }
+
+    /// Waits until the session's terminal log contains `text`.
+    fn wait_log(&self, id: &str, text: &str) -> String {
+        eventually(
+            &format!("{id} shows {text:?}"),
+            Duration::from_secs(20),
+            || {
+                let run = self.ao(&["logs", id]);
+                (run.code == 0 && run.stdout.contains(text)).then_some(run.stdout)
+            },
+        )
+    }
 }
 
 impl Cli for Stack {
     fn ao(&self, args: &[&str]) -> Run {
         self.command(args).output().expect("ao runs").into()
     }
+}
+
+/// `PATH` with the fake agents of `agents/fake/` first, and their homes in
+/// `root`: the environment a stack or worker gives its agents so that
+/// `claude` and `codex` are the tests' own.
+pub fn fake_agents_env(root: &Path) -> Vec<(&'static str, std::ffi::OsString)> {
+    let path = std::env::join_paths(std::iter::once(agents_dir().join("fake")).chain(
+        std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default()),
+    ))
+    .expect("PATH joins");
+    vec![
+        ("PATH", path),
+        ("CLAUDE_CONFIG_DIR", root.join("claude-config").into()),
+        // The fake agents must not find the developer's own homes.
+        ("HOME", root.join("home-dir").into()),
+    ]
 }
 
 /// A runtime of `threads` threads named `name` for a local stand-in server,
@@ -407,18 +435,6 @@ impl Stack {
                 "timed out waiting for {id}.{field} == {want}; last seen {last}\nscreen:\n{screen}"
             );
         })
-    }
-
-    /// Waits until the session's terminal log contains `text`.
-    pub fn wait_log(&self, id: &str, text: &str) -> String {
-        eventually(
-            &format!("{id} shows {text:?}"),
-            Duration::from_secs(20),
-            || {
-                let run = self.ao(&["logs", id]);
-                (run.code == 0 && run.stdout.contains(text)).then_some(run.stdout)
-            },
-        )
     }
 
     /// The events of `$AO_HOME/events.jsonl`; panics on a torn line.

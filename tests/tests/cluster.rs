@@ -8,7 +8,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use ao_tests::cluster::Cluster;
-use ao_tests::{eventually, Cli};
+use ao_tests::{eventually, fake_agents_env, Cli};
 
 /// Joining: a token works once, the CA is pinned, the TCP port speaks only
 /// mTLS, roles are kept apart, certificates renew on their own, and a
@@ -467,4 +467,41 @@ fn a_lost_worker_with_many_sessions_marks_them_all() {
         .count();
     assert_eq!(marked, 70);
     assert_eq!(c.worker_events("worker.lost", "w1"), 1);
+}
+
+/// The orchestrator agent on a worker of another machine: `ao` typed inside
+/// it reaches the controller that started it, over https with the
+/// session's own operator credential (no certificate of its own), and is
+/// refused what an operator may not do.
+#[test]
+fn an_orchestrator_on_a_remote_worker_drives_its_controller() {
+    let mut c = Cluster::new(&[]);
+    let env = fake_agents_env(c.stack.dir.path());
+    c.add_worker_with("w1", &[], &env);
+
+    let started = c.ao(&["start", "app"]).ok();
+    assert_eq!(started.session_id(), "app-orchestrator");
+    let o = c.wait_session("app-orchestrator", "ready on w1", |s| {
+        s["worker"] == "w1" && s["activity"] == "ready"
+    });
+    assert_eq!(o["role"], "orchestrator");
+    let worker = c.spawn(&["app", "I-7"]);
+
+    c.ao(&["send", "app-orchestrator", "sh: ao status --json"])
+        .ok();
+    let screen = c.wait_log("app-orchestrator", &format!("\"id\": \"{worker}\""));
+    assert!(screen.contains("\"role\": \"orchestrator\""), "{screen}");
+    // Its `ao` speaks to the controller's https port, with a token.
+    c.ao(&["send", "app-orchestrator", "sh: env | grep ^AO_ | sort"])
+        .ok();
+    let screen = c.wait_log("app-orchestrator", "AO_CREDENTIALS=");
+    assert!(
+        screen.contains(&format!("AO_CONTROLLER={}", c.url)),
+        "{screen}"
+    );
+    c.ao(&["send", "app-orchestrator", "sh: ao token ls"]).ok();
+    c.wait_log(
+        "app-orchestrator",
+        "(token:orchestrator-app-orchestrator, role operator) cannot change",
+    );
 }

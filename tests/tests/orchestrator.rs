@@ -3,26 +3,16 @@
 //! repository with a prompt made from the config, and `ao` typed inside it
 //! reaches the controller that started it.
 
-use std::ffi::OsString;
 use std::process::Command;
 use std::time::Duration;
 
-use ao_tests::{agents_dir, eventually, Cli, Run, Stack};
+use ao_tests::{eventually, fake_agents_env, Cli, Run, Stack};
 
 /// Runs `ao <args>` with the fake agents first on `PATH` and their homes in
 /// the test's directory: a stack `ao start` brings up inherits them.
 fn ao_with_fakes(stack: &Stack, args: &[&str]) -> Run {
-    let root = stack.dir.path();
-    let path = std::env::join_paths(
-        std::iter::once(agents_dir().join("fake"))
-            .chain(std::env::split_paths(&std::env::var_os("PATH").unwrap())),
-    )
-    .unwrap();
     let mut cmd: Command = stack.command(args);
-    cmd.env("PATH", path)
-        .env("CLAUDE_CONFIG_DIR", root.join("claude-config"))
-        // The fake agents must not find the developer's own homes.
-        .env("HOME", OsString::from(root.join("home-dir")));
+    cmd.envs(fake_agents_env(stack.dir.path()));
     cmd.output().expect("ao runs").into()
 }
 
