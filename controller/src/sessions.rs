@@ -39,7 +39,8 @@ use crate::leader::Fence;
 use crate::liveness::Worker;
 use crate::loads::Loads;
 use crate::model::{
-    Activity, EventRecord, NewEvent, Priority, SessionRecord, SessionStatus, SCHEMA_VERSION,
+    Activity, EventRecord, NewEvent, Priority, SessionRecord, SessionRole, SessionStatus,
+    SCHEMA_VERSION,
 };
 use crate::notify::{self, dispatch::Queue};
 use crate::pending::{Delivery, Pending};
@@ -746,8 +747,10 @@ impl Actor {
         }
         self.unplaced.remove(id);
         self.resent.remove(id);
+        let revoked = orchestrator::revoke_credential(&mut s);
         let event = NewEvent::session("session.killed", Priority::Info, &s);
-        self.write(&[&s], vec![], vec![event]).await?;
+        self.write(&[&s], revoked.into_iter().collect(), vec![event])
+            .await?;
         self.place_waiting().await;
         Ok(s)
     }
@@ -772,9 +775,13 @@ impl Actor {
         s.exit_code = None;
         s.summary = Some("restoring".into());
         let plan = ao_proto::report::restore_plan(&s.agent, s.agent_session_id.as_deref());
+        let credential = match s.role {
+            SessionRole::Orchestrator => vec![orchestrator::issue_credential(&mut s)],
+            SessionRole::Worker => vec![],
+        };
         let event = NewEvent::session("session.restored", Priority::Info, &s)
             .message(format!("{} restored: {plan}", s.id));
-        self.write(&[&s], vec![], vec![event]).await?;
+        self.write(&[&s], credential, vec![event]).await?;
         self.assign(&s);
         Ok(s)
     }

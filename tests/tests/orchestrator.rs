@@ -107,9 +107,24 @@ fn ao_start_runs_one_orchestrator_that_drives_the_stack_and_ao_stop_ends_it() {
         stack.wait_field(id, "status", "killed");
     }
     assert_ne!(stack.session(&capped)["status"], "killed");
-    // Started again, the orchestrator comes back: still one.
+    // Its credential ended with it.
+    let credential = "orchestrator-app-orchestrator";
+    let tokens = stack.ao(&["token", "ls"]).ok().stdout;
+    assert!(!tokens.contains(credential), "{tokens}");
+    // Started again, the orchestrator comes back: still one, with a new
+    // credential that its `ao` uses.
     ao_with_fakes(&stack, &["start", "app"]).ok();
     stack.wait_field("app-orchestrator", "activity", "ready");
+    let tokens = stack.ao(&["token", "ls"]).ok().stdout;
+    assert!(tokens.contains(credential), "{tokens}");
+    stack
+        .ao(&[
+            "send",
+            "app-orchestrator",
+            "sh: ao status --json >/dev/null && echo status-ok-$((40 + 2))",
+        ])
+        .ok();
+    stack.wait_log("app-orchestrator", "status-ok-42");
     let count = |role: &str| {
         stack
             .sessions()

@@ -37,20 +37,34 @@ impl Actor {
             });
         }
         let mut s = orchestrator::new_session(config, &project_id, Utc::now())?;
-        // Its `ao` calls are an operator's: the sessions, not the config,
-        // workers or credentials. The credential is written with the session.
-        let (token, credential) = Credentials::mint(
-            Role::Operator,
-            format!("orchestrator-{id}"),
-            orchestrator::credential_id(&id),
-            "controller",
-        );
-        s.access_token = Some(Secret(token));
-        let put = (keys::credential(&credential.id), Some(encode(&credential)));
+        let put = issue_credential(&mut s);
         let session = self.create(s, vec![put]).await?;
         Ok(OrchestratorStart {
             session,
             existing: false,
         })
     }
+}
+
+/// Gives orchestrator session `s` a new credential: its `ao` calls are an
+/// operator's (the sessions, not the config, workers or credentials). The
+/// returned store write goes in the same transaction as the session; it
+/// replaces the credential of an earlier run, which stops working.
+pub(super) fn issue_credential(s: &mut SessionRecord) -> (String, Option<Vec<u8>>) {
+    let (token, credential) = Credentials::mint(
+        Role::Operator,
+        format!("orchestrator-{}", s.id),
+        orchestrator::credential_id(&s.id),
+        "controller",
+    );
+    s.access_token = Some(Secret(token));
+    (keys::credential(&credential.id), Some(encode(&credential)))
+}
+
+/// Ends the credential of session `s`, if it has one: a killed
+/// orchestrator's token must not outlive it (a restore issues a new one).
+/// The returned store delete goes in the same transaction as the session.
+pub(super) fn revoke_credential(s: &mut SessionRecord) -> Option<(String, Option<Vec<u8>>)> {
+    s.access_token.take()?;
+    Some((keys::credential(&orchestrator::credential_id(&s.id)), None))
 }
