@@ -25,6 +25,8 @@ pub async fn start(
 ) -> anyhow::Result<ExitCode> {
     let local = matches!(target.addrs(), [ControllerAddr::Unix(path)] if *path == home.socket());
     match target.info().await {
+        // `ao up` said where the dashboard is when it started the stack.
+        Ok(_) if local => stack::say_dashboard(home),
         Ok(_) => {}
         Err(e) if local && e.is::<NotRunning>() => {
             stack::up_detached(home, target, store, cluster).await?;

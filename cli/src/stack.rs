@@ -43,6 +43,16 @@ pub fn hostname() -> String {
         .unwrap_or_else(|| "localhost".into())
 }
 
+/// Says where the local stack's dashboard is, if it serves one.
+pub fn say_dashboard(home: &Home) {
+    if let Ok(url) = std::fs::read_to_string(home.http_url()) {
+        eprintln!(
+            "dashboard: {}/ (`ao dashboard` prints a login link)",
+            url.trim()
+        );
+    }
+}
+
 /// The cluster CA (`ca.crt`, `ca.key`), unless `--pki-dir` says otherwise.
 fn pki_dir(home: &Home, flag: Option<&Path>) -> PathBuf {
     flag.map_or_else(|| home.pki(), Path::to_path_buf)
@@ -568,12 +578,7 @@ pub async fn up_detached(
                     target.addr()
                 );
                 eprintln!("logs: {}   stop: ao down", home.log().display());
-                if let Ok(url) = std::fs::read_to_string(home.http_url()) {
-                    eprintln!(
-                        "dashboard: {}/ (`ao dashboard` prints a login link)",
-                        url.trim()
-                    );
-                }
+                say_dashboard(home);
                 return Ok(());
             }
         }

@@ -42,6 +42,11 @@ fn ao_start_runs_one_orchestrator_that_drives_the_stack_and_ao_stop_ends_it() {
     let again = ao_with_fakes(&stack, &["start", "app"]).ok();
     assert_eq!(again.session_id(), "app-orchestrator");
     assert!(again.stderr.contains("already runs"), "{}", again.stderr);
+    // Both say where the dashboard is.
+    for run in [&first, &again] {
+        let said = format!("dashboard: {}/", stack.http_url());
+        assert!(run.stderr.contains(&said), "{}", run.stderr);
+    }
     let orchestrators: Vec<_> = stack
         .sessions()
         .into_iter()
