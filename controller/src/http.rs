@@ -86,6 +86,7 @@ pub fn router(state: HttpState) -> Router {
         .route("/sessions/{id}", get(dashboard::session))
         .route("/sessions/{id}/{action}", post(dashboard::act))
         .route("/events", get(dashboard::events))
+        .route("/events/live", get(dashboard::events_live))
         .route("/login", get(dashboard::login))
         .route("/logout", post(dashboard::logout))
         .route(

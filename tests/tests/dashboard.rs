@@ -28,13 +28,14 @@ fn curl(jar: &Path, url: &str, extra: &[&str]) -> (u16, String, String) {
     (status, head.to_string(), body.to_string())
 }
 
-/// The `board` events of `GET /board/events`, read by `curl -N` as they come.
-struct BoardEvents {
+/// The lines of a Server-Sent Events stream (`/board/events`, `/events/live`),
+/// read by `curl -N` as they come.
+struct SseLines {
     curl: std::process::Child,
     lines: std::sync::mpsc::Receiver<String>,
 }
 
-impl BoardEvents {
+impl SseLines {
     fn open(jar: &Path, url: &str) -> Self {
         let mut curl = Command::new("curl")
             .args(["-s", "-N", "-b"])
@@ -56,25 +57,29 @@ impl BoardEvents {
         Self { curl, lines }
     }
 
+    /// Waits for a `data:` line that `matches`.
+    fn wait_data(&self, what: &str, matches: impl Fn(&str) -> bool) -> String {
+        ao_tests::eventually(what, std::time::Duration::from_secs(20), || {
+            self.lines
+                .try_iter()
+                .find(|line| line.strip_prefix("data:").is_some_and(&matches))
+        })
+    }
+
     /// Waits for a board whose zone `zone` lists session `id`.
     fn wait_for(&self, zone: &str, id: &str) -> String {
         let row = format!("data-session=\"{id}\"");
-        ao_tests::eventually(
-            &format!("{id} in {zone}"),
-            std::time::Duration::from_secs(20),
-            || {
-                self.lines.try_iter().find(|line| {
-                    line.strip_prefix("data:")
-                        .and_then(|board| board.split(&format!("<section id=\"{zone}\">")).nth(1))
-                        .and_then(|rest| rest.split("</section>").next())
-                        .is_some_and(|section| section.contains(&row))
-                })
-            },
-        )
+        self.wait_data(&format!("{id} in {zone}"), |board| {
+            board
+                .split(&format!("<section id=\"{zone}\">"))
+                .nth(1)
+                .and_then(|rest| rest.split("</section>").next())
+                .is_some_and(|section| section.contains(&row))
+        })
     }
 }
 
-impl Drop for BoardEvents {
+impl Drop for SseLines {
     fn drop(&mut self) {
         let _ = self.curl.kill();
         let _ = self.curl.wait();
@@ -139,9 +144,41 @@ fn a_one_time_link_gives_a_login_and_revoke_all_ends_it() {
     assert!(board.contains("role viewer"), "{board}");
     assert!(board.contains("<title>ao (1 need you,"), "{board}");
     assert!(
-        board.contains("new EventSource('/board/events')"),
+        board.contains("new EventSource('/board/events'+location.search)"),
         "{board}"
     );
+    // Each card says what the agent does and how that is known, its branch and age.
+    let card = needs_you
+        .split(&format!("<tr data-session=\"{waiting}\">"))
+        .nth(1)
+        .and_then(|rest| rest.split("</tr>").next())
+        .unwrap();
+    let shown = stack.session(&waiting);
+    for part in [
+        "act-waiting_input".to_string(),
+        format!("({} since ", shown["activitySource"].as_str().unwrap()),
+        format!("<td>{}</td>", shown["branch"].as_str().unwrap()),
+    ] {
+        assert!(card.contains(&part), "{part} in {card}");
+    }
+
+    // Filters by project and worker; the live view keeps the filter.
+    let worker_id = shown["worker"].as_str().unwrap().to_string();
+    let (_, _, mine) = curl(
+        &jar,
+        &format!("{base}/?project=app&worker={worker_id}"),
+        &[],
+    );
+    assert!(
+        mine.contains(&format!("data-session=\"{waiting}\"")),
+        "{mine}"
+    );
+    assert!(mine.contains("<option selected>app</option>"), "{mine}");
+    for other in ["project=elsewhere", "worker=elsewhere"] {
+        let (_, _, none) = curl(&jar, &format!("{base}/?{other}"), &[]);
+        assert!(!none.contains("data-session="), "{other}: {none}");
+        assert!(none.contains("<title>ao (0 need you, 0 working,"), "{none}");
+    }
 
     // The workers and the events, for reading.
     let (status, _, workers) = curl(&jar, &format!("{base}/workers"), &[]);
@@ -165,15 +202,38 @@ fn a_one_time_link_gives_a_login_and_revoke_all_ends_it() {
         "filtered by session: {events}"
     );
 
-    // Live: a new session's card comes, and moves when its agent asks.
-    let events = BoardEvents::open(&jar, &format!("{base}/board/events"));
+    // Live: a new session's card comes, and moves when its agent asks; a
+    // board filtered to another project never shows it.
+    let events = SseLines::open(&jar, &format!("{base}/board/events"));
+    let elsewhere = SseLines::open(&jar, &format!("{base}/board/events?project=elsewhere"));
+    let newest = stack
+        .cli_events()
+        .last()
+        .map_or(0, |e| e["id"].as_u64().unwrap());
+    let tail = SseLines::open(
+        &jar,
+        &format!("{base}/events/live?type=session.spawned&after={newest}"),
+    );
     let asker = stack.spawn(&["app", "D-3", "--agent", "asker"]);
     events.wait_for("needs-you", &asker);
     drop(events);
+    let board = elsewhere.wait_data("a board", |_| true);
+    assert!(!board.contains("data-session="), "{board}");
+    // The events page's live tail: the new spawn's row.
+    let row = tail.wait_data("the spawn's row", |row| row.contains("session.spawned"));
+    assert!(row.contains(&format!(">{asker}</a>")), "{row}");
+    drop(tail);
 
     // A viewer sees a session but no forms, and cannot act.
     let page = |jar: &Path| curl(jar, &format!("{base}/sessions/{working}"), &[]).2;
     assert!(page(&jar).contains("<td>Status</td>"), "{}", page(&jar));
+    // Its events, live.
+    assert!(
+        page(&jar).contains("<td>session.spawned</td>")
+            && page(&jar).contains("new EventSource('/events/live?'+q)"),
+        "{}",
+        page(&jar)
+    );
     assert!(!page(&jar).contains("action=\"/sessions/"));
     let csrf_of = |jar: &Path| {
         let text = std::fs::read_to_string(jar).unwrap();

@@ -21,7 +21,8 @@ use serde::Deserialize;
 
 use super::HttpState;
 use crate::access::{Caller, Permission};
-use crate::model::{Activity, SessionRecord, SessionStatus};
+use crate::config::Config;
+use crate::model::{Activity, EventRecord, SessionRecord, SessionStatus};
 
 /// What a one-time link's credential is named after.
 pub const LINK_PREFIX: &str = "dashboard-link-";
@@ -231,18 +232,42 @@ fn same_origin(headers: &HeaderMap) -> bool {
         .is_some_and(|origin_host| origin_host == host)
 }
 
-/// `GET /`: the board.
-pub async fn board(State(state): State<HttpState>, headers: HeaderMap) -> Response {
+/// Which sessions the board shows: `?project=&worker=`, empty for all.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct BoardQuery {
+    #[serde(default)]
+    project: String,
+    #[serde(default)]
+    worker: String,
+}
+
+impl BoardQuery {
+    fn keeps(&self, s: &SessionRecord) -> bool {
+        (self.project.is_empty() || s.project_id == self.project)
+            && (self.worker.is_empty() || s.worker.as_deref() == Some(self.worker.as_str()))
+    }
+}
+
+/// `GET /?project=&worker=`: the board.
+pub async fn board(
+    State(state): State<HttpState>,
+    headers: HeaderMap,
+    Query(only): Query<BoardQuery>,
+) -> Response {
     let caller = match logged_in(&state, &headers).await {
         Ok(caller) => caller,
         Err(page) => return page,
     };
-    Html(render_page(&state.handle.snapshot(), &caller)).into_response()
+    Html(render_page(&state.handle.snapshot(), &caller, &only)).into_response()
 }
 
-/// `GET /board/events`: the board's zones again at each change, as the
-/// Server-Sent Event `board`, while the login holds.
-pub async fn board_events(State(state): State<HttpState>, headers: HeaderMap) -> Response {
+/// `GET /board/events?project=&worker=`: the board's zones again at each
+/// change, as the Server-Sent Event `board`, while the login holds.
+pub async fn board_events(
+    State(state): State<HttpState>,
+    headers: HeaderMap,
+    Query(only): Query<BoardQuery>,
+) -> Response {
     use axum::response::sse::{Event, KeepAlive, Sse};
     use tokio_stream::StreamExt;
     if let Err(page) = logged_in(&state, &headers).await {
@@ -250,7 +275,7 @@ pub async fn board_events(State(state): State<HttpState>, headers: HeaderMap) ->
     }
     let mut last = String::new();
     let zones = tokio_stream::wrappers::WatchStream::new(state.handle.watch())
-        .map(|snap| render_zones(&snap))
+        .map(move |snap| render_sessions(&sessions_of(&snap, &only), snap.config.as_deref()))
         .filter(move |zones| {
             let changed = *zones != last;
             last.clone_from(zones);
@@ -275,20 +300,28 @@ pub async fn board_events(State(state): State<HttpState>, headers: HeaderMap) ->
         .into_response()
 }
 
-/// The sessions of `snap`, most recently active first.
-fn sessions_of(snap: &crate::handle::Snapshot) -> Vec<&SessionRecord> {
-    let mut sessions: Vec<&SessionRecord> = snap.sessions.values().map(AsRef::as_ref).collect();
+/// The sessions of `snap` that `only` keeps, most recently active first.
+fn sessions_of<'a>(snap: &'a crate::handle::Snapshot, only: &BoardQuery) -> Vec<&'a SessionRecord> {
+    let mut sessions: Vec<&SessionRecord> = snap
+        .sessions
+        .values()
+        .map(AsRef::as_ref)
+        .filter(|s| only.keeps(s))
+        .collect();
     sessions.sort_by_key(|s| std::cmp::Reverse(s.last_activity_at));
     sessions
 }
 
-/// The page's title: who needs you, who works.
+/// The page's title: how many sessions each zone holds, who needs you first.
 fn title(sessions: &[&SessionRecord]) -> String {
     let count = |zone: Zone| sessions.iter().filter(|s| Zone::of(s) == zone).count();
     format!(
-        "ao ({} need you, {} working)",
+        "ao ({} need you, {} working, {} in review, {} ready to merge, {} done)",
         count(Zone::NeedsYou),
-        count(Zone::Working)
+        count(Zone::Working),
+        count(Zone::InReview),
+        count(Zone::ReadyToMerge),
+        count(Zone::Done)
     )
 }
 
@@ -303,7 +336,11 @@ fn shell(title: &str, caller: &Caller, main: &str, script: &str) -> String {
          <title>{}</title>\
          <style>body{{font-family:system-ui,sans-serif;margin:1rem}}table{{border-collapse:collapse;width:100%}}\
          td,th{{text-align:left;padding:.25rem .5rem;border-bottom:1px solid #8884}}\
-         h2{{margin-top:1.5rem}}nav a{{margin-right:1rem}}</style></head><body>\
+         h2{{margin-top:1.5rem}}nav a{{margin-right:1rem}}.quiet{{opacity:.7}}\
+         .badge{{border:1px solid #8888;border-radius:.6rem;padding:0 .4rem;white-space:nowrap}}\
+         .act-waiting_input,.act-blocked,.ci-failing,.review-changes_requested{{background:#d3313133}}\
+         .act-active,.ci-pending{{background:#1e88e533}}.ci-passing,.review-approved{{background:#43a04733}}\
+         </style></head><body>\
          <header><h1>ao</h1><nav><a href=\"/\">Board</a><a href=\"/workers\">Workers</a>\
          <a href=\"/events\">Events</a></nav><p>Logged in as {} (role {}). \
          <form method=\"post\" action=\"/logout\" style=\"display:inline\"><button>Log out</button></form></p></header>\
@@ -314,13 +351,50 @@ fn shell(title: &str, caller: &Caller, main: &str, script: &str) -> String {
     )
 }
 
-/// The whole board page for `caller`.
-fn render_page(snap: &crate::handle::Snapshot, caller: &Caller) -> String {
-    let sessions = sessions_of(snap);
-    let live = "<script>const board=document.getElementById('board');\
-         new EventSource('/board/events').addEventListener('board',e=>{board.innerHTML=e.data;\
-         const t=board.querySelector('[data-title]');if(t)document.title=t.dataset.title;});</script>";
-    shell(&title(&sessions), caller, &render_sessions(&sessions), live)
+/// The whole board page for `caller`, the sessions `only` keeps.
+fn render_page(snap: &crate::handle::Snapshot, caller: &Caller, only: &BoardQuery) -> String {
+    let sessions = sessions_of(snap, only);
+    // The zones are replaced at each change; the filter form stays.
+    let live = "<script>const zones=document.getElementById('zones');\
+         new EventSource('/board/events'+location.search).addEventListener('board',e=>{zones.innerHTML=e.data;\
+         const t=zones.querySelector('[data-title]');if(t)document.title=t.dataset.title;});</script>";
+    let main = format!(
+        "{}<div id=\"zones\">{}</div>",
+        filter_form(snap, only),
+        render_sessions(&sessions, snap.config.as_deref())
+    );
+    shell(&title(&sessions), caller, &main, live)
+}
+
+/// The board's filter: a project and a worker, each `all` by default.
+fn filter_form(snap: &crate::handle::Snapshot, only: &BoardQuery) -> String {
+    let mut projects: Vec<&str> = snap
+        .sessions
+        .values()
+        .map(|s| s.project_id.as_str())
+        .collect();
+    if let Some(config) = &snap.config {
+        projects.extend(config.projects.keys().map(String::as_str));
+    }
+    projects.sort_unstable();
+    projects.dedup();
+    let workers: Vec<&str> = snap.workers.keys().map(String::as_str).collect();
+    let select = |name: &str, label: &str, options: &[&str], chosen: &str| {
+        let mut out = format!(
+            "<label>{label} <select name=\"{name}\" onchange=\"this.form.submit()\"><option value=\"\">all</option>"
+        );
+        for o in options {
+            let selected = if *o == chosen { " selected" } else { "" };
+            let _ = write!(out, "<option{selected}>{}</option>", escape(o));
+        }
+        out.push_str("</select></label> ");
+        out
+    };
+    format!(
+        "<form method=\"get\" action=\"/\" class=\"filter\">{}{}<button>Filter</button></form>",
+        select("project", "Project", &projects, &only.project),
+        select("worker", "Worker", &workers, &only.worker)
+    )
 }
 
 /// A table of `rows` (cells already escaped) under `headings`.
@@ -456,7 +530,22 @@ pub async fn session(
         body.push_str(&action("kill", "Kill", ""));
         body.push_str(&action("restore", "Restore", ""));
     }
-    Html(shell(&format!("ao: {id}"), &caller, &body, "")).into_response()
+    let mine = EventsQuery {
+        kind: String::new(),
+        project: String::new(),
+        session: id.clone(),
+        after: 0,
+    };
+    let history = match recent_events(&state, &mine, SESSION_EVENTS_SHOWN).await {
+        Ok(history) => history,
+        Err(page) => return page,
+    };
+    let _ = write!(
+        body,
+        "<h2>Events (the last {SESSION_EVENTS_SHOWN}, newest first; live)</h2>{}",
+        events_table(&history, &format!("session={}", query_value(&id)))
+    );
+    Html(shell(&format!("ao: {id}"), &caller, &body, EVENTS_LIVE)).into_response()
 }
 
 #[derive(Deserialize)]
@@ -517,12 +606,86 @@ pub struct EventsQuery {
     project: String,
     #[serde(default)]
     session: String,
+    /// For the live tail: only events after this id.
+    #[serde(default)]
+    after: u64,
+}
+
+impl EventsQuery {
+    fn filter(&self, tail: usize, follow: bool) -> crate::events::EventFilter {
+        crate::events::EventFilter {
+            after_id: self.after,
+            kind: self.kind.clone(),
+            project_id: self.project.clone(),
+            session_id: self.session.clone(),
+            tail,
+            follow,
+        }
+    }
 }
 
 /// How many events the events page shows.
 const EVENTS_SHOWN: usize = 200;
+/// How many of its events a session's page shows.
+const SESSION_EVENTS_SHOWN: usize = 50;
 
-/// `GET /events?type=&project=&session=`: the last events, newest first.
+/// The last `tail` events `q` matches, oldest first (the same read as `ao events`).
+async fn recent_events(
+    state: &HttpState,
+    q: &EventsQuery,
+    tail: usize,
+) -> Result<Vec<EventRecord>, Response> {
+    let mut feed = crate::events::feed(state.handle.store().clone(), q.filter(tail, false));
+    let mut found = Vec::new();
+    while let Some(event) = feed.recv().await {
+        match event {
+            Ok(e) => found.push(e),
+            Err(e) => return Err((StatusCode::SERVICE_UNAVAILABLE, e.to_string()).into_response()),
+        }
+    }
+    Ok(found)
+}
+
+/// One event as a row of the events table.
+fn event_row(e: &EventRecord) -> String {
+    let session = e.session_id.as_deref().map_or(String::new(), |id| {
+        format!("<a href=\"/sessions/{0}\">{0}</a>", escape(id))
+    });
+    format!(
+        "<tr><td>{}</td><td>{}</td><td>{session}</td><td>{}</td><td>{}</td></tr>",
+        escape(&e.timestamp),
+        escape(&e.kind),
+        escape(e.project_id.as_deref().unwrap_or("")),
+        escape(e.message.as_deref().unwrap_or(""))
+    )
+}
+
+/// `events` as a table, newest first, that a script keeps live with the
+/// events `live` (a query string of `/events/live`) matches after them.
+fn events_table(events: &[EventRecord], live: &str) -> String {
+    let after = events.last().map_or(0, |e| e.id);
+    let mut out = String::from(
+        "<table><thead><tr><th>Time</th><th>Type</th><th>Session</th><th>Project</th><th>Message</th></tr></thead>",
+    );
+    let _ = write!(
+        out,
+        "<tbody id=\"events\" data-after=\"{after}\" data-live=\"{}\">",
+        escape(live)
+    );
+    for e in events.iter().rev() {
+        out.push_str(&event_row(e));
+    }
+    out.push_str("</tbody></table>");
+    out
+}
+
+/// The script that prepends each new event to the table of [`events_table`].
+const EVENTS_LIVE: &str = "<script>const tb=document.getElementById('events');\
+     const q=new URLSearchParams(tb.dataset.live);q.set('after',tb.dataset.after);\
+     new EventSource('/events/live?'+q).addEventListener('event',e=>tb.insertAdjacentHTML('afterbegin',e.data));</script>";
+
+/// `GET /events?type=&project=&session=`: the last events, newest first,
+/// and (with JavaScript) each new one as it happens.
 pub async fn events(
     State(state): State<HttpState>,
     headers: HeaderMap,
@@ -535,34 +698,10 @@ pub async fn events(
     if let Err(s) = caller.require(Permission::Observe) {
         return (StatusCode::FORBIDDEN, s.message().to_string()).into_response();
     }
-    let filter = crate::events::EventFilter {
-        kind: q.kind.clone(),
-        project_id: q.project.clone(),
-        session_id: q.session.clone(),
-        tail: EVENTS_SHOWN,
-        ..Default::default()
+    let found = match recent_events(&state, &q, EVENTS_SHOWN).await {
+        Ok(found) => found,
+        Err(page) => return page,
     };
-    let mut feed = crate::events::feed(state.handle.store().clone(), filter);
-    let mut found = Vec::new();
-    while let Some(event) = feed.recv().await {
-        match event {
-            Ok(e) => found.push(e),
-            Err(e) => return (StatusCode::SERVICE_UNAVAILABLE, e.to_string()).into_response(),
-        }
-    }
-    let rows: Vec<Vec<String>> = found
-        .iter()
-        .rev()
-        .map(|e| {
-            vec![
-                escape(&e.timestamp),
-                escape(&e.kind),
-                escape(e.session_id.as_deref().unwrap_or("")),
-                escape(e.project_id.as_deref().unwrap_or("")),
-                escape(e.message.as_deref().unwrap_or("")),
-            ]
-        })
-        .collect();
     let form = format!(
         "<form method=\"get\" action=\"/events\"><label>Type <input name=\"type\" value=\"{}\"></label> \
          <label>Project <input name=\"project\" value=\"{}\"></label> \
@@ -571,20 +710,70 @@ pub async fn events(
         escape(&q.project),
         escape(&q.session)
     );
-    let body = format!(
-        "<h2>Events (the last {EVENTS_SHOWN}, newest first)</h2>{form}{}",
-        table(&["Time", "Type", "Session", "Project", "Message"], &rows)
+    let live = format!(
+        "type={}&project={}&session={}",
+        query_value(&q.kind),
+        query_value(&q.project),
+        query_value(&q.session)
     );
-    Html(shell("ao: events", &caller, &body, "")).into_response()
+    let body = format!(
+        "<h2>Events (the last {EVENTS_SHOWN}, newest first; live)</h2>{form}{}",
+        events_table(&found, &live)
+    );
+    Html(shell("ao: events", &caller, &body, EVENTS_LIVE)).into_response()
 }
 
-/// The board's zones (what the live view replaces), from `snap`.
-fn render_zones(snap: &crate::handle::Snapshot) -> String {
-    render_sessions(&sessions_of(snap))
+/// `text` for a URL's query: every byte outside `[A-Za-z0-9._-]` as `%XX`.
+fn query_value(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for b in text.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-') {
+            out.push(char::from(b));
+        } else {
+            let _ = write!(out, "%{b:02X}");
+        }
+    }
+    out
 }
 
-/// One section per zone, most urgent first, and the title to show.
-fn render_sessions(sessions: &[&SessionRecord]) -> String {
+/// `GET /events/live?type=&project=&session=&after=`: each new event that
+/// matches, as the Server-Sent Event `event` holding its table row, while
+/// the login holds.
+pub async fn events_live(
+    State(state): State<HttpState>,
+    headers: HeaderMap,
+    Query(q): Query<EventsQuery>,
+) -> Response {
+    use axum::response::sse::{Event, KeepAlive, Sse};
+    use tokio_stream::StreamExt;
+    match logged_in(&state, &headers).await {
+        Ok(caller) => {
+            if let Err(s) = caller.require(Permission::Observe) {
+                return (StatusCode::FORBIDDEN, s.message().to_string()).into_response();
+            }
+        }
+        Err(page) => return page,
+    }
+    let feed = crate::events::feed(state.handle.store().clone(), q.filter(0, true));
+    let rows = tokio_stream::wrappers::ReceiverStream::new(feed)
+        .map_while(Result::ok)
+        .then(move |e| {
+            let (state, headers) = (state.clone(), headers.clone());
+            async move { logged_in(&state, &headers).await.ok().map(|_| e) }
+        })
+        .map_while(|e| e)
+        .map(|e| {
+            Ok::<_, std::convert::Infallible>(Event::default().event("event").data(event_row(&e)))
+        });
+    Sse::new(rows)
+        .keep_alive(KeepAlive::default())
+        .into_response()
+}
+
+/// One section per zone, most urgent first, and the title to show; issues
+/// are linked where the project's tracker says where they are.
+fn render_sessions(sessions: &[&SessionRecord], config: Option<&Config>) -> String {
+    let now = chrono::Utc::now();
     let mut page = format!(
         "<span hidden data-title=\"{}\"></span>",
         escape(&title(sessions))
@@ -603,32 +792,23 @@ fn render_sessions(sessions: &[&SessionRecord]) -> String {
             continue;
         }
         page.push_str(
-            "<table><thead><tr><th>Session</th><th>Project</th><th>Issue</th><th>Status</th>\
-             <th>Activity</th><th>PR</th><th>Worker</th><th>Summary</th></tr></thead><tbody>",
+            "<table><thead><tr><th>Session</th><th>Project</th><th>Issue</th><th>Branch</th><th>Status</th>\
+             <th>Activity</th><th>PR</th><th>Worker</th><th>Age</th><th>Summary</th></tr></thead><tbody>",
         );
         for s in rows {
-            let activity = match (&s.activity, &s.activity_detail) {
-                (Some(a), Some(d)) => format!("{} — {}", a.as_str(), d),
-                (Some(a), None) => a.as_str().to_string(),
-                (None, _) => String::new(),
-            };
-            let pr = match (&s.pr, s.pr_number) {
-                (Some(url), Some(n)) => format!(
-                    "<a href=\"{}\">#{n}</a> {}",
-                    escape(url),
-                    escape(&s.ci_status)
-                ),
-                _ => String::new(),
-            };
             let _ = write!(
                 page,
                 "<tr data-session=\"{id}\"><td><a href=\"/sessions/{id}\">{id}</a></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td>\
-                 <td>{pr}</td><td>{}</td><td>{}</td></tr>",
+                 <td>{}</td><td>{}</td><td>{}</td><td title=\"{}\">{}</td><td>{}</td></tr>",
                 escape(&s.project_id),
-                escape(s.issue_id.as_deref().unwrap_or("")),
+                issue_cell(s, config),
+                escape(&s.branch),
                 s.status.as_str(),
-                escape(&activity),
+                activity_cell(s),
+                pr_cell(s),
                 escape(s.worker.as_deref().unwrap_or("")),
+                s.created_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                age(now - s.created_at),
                 escape(s.summary.as_deref().unwrap_or("")),
                 id = escape(&s.id),
             );
@@ -636,6 +816,82 @@ fn render_sessions(sessions: &[&SessionRecord]) -> String {
         page.push_str("</tbody></table></section>");
     }
     page
+}
+
+/// The session's issue, linked to its page on GitHub when the project's
+/// tracker is GitHub's (other trackers' ids are shown as they are).
+fn issue_cell(s: &SessionRecord, config: Option<&Config>) -> String {
+    let Some(issue) = s.issue_id.as_deref() else {
+        return String::new();
+    };
+    let project = config.and_then(|c| c.projects.get(&s.project_id));
+    let github_repo = project
+        .filter(|p| p.tracker.as_ref().is_some_and(|t| t.plugin == "github"))
+        .and_then(|p| p.repo.as_deref());
+    let number = issue.trim_start_matches('#');
+    match github_repo {
+        Some(repo) if !number.is_empty() && number.bytes().all(|b| b.is_ascii_digit()) => format!(
+            "<a href=\"https://github.com/{}/issues/{number}\">{}</a>",
+            escape(repo),
+            escape(issue)
+        ),
+        _ => escape(issue),
+    }
+}
+
+/// The activity, its detail, and how it is known (its evidence and since when).
+fn activity_cell(s: &SessionRecord) -> String {
+    let Some(activity) = s.activity else {
+        return "<span class=\"quiet\">no signal</span>".to_string();
+    };
+    let mut cell = format!(
+        "<span class=\"badge act-{0}\">{0}</span>",
+        activity.as_str()
+    );
+    if let Some(detail) = &s.activity_detail {
+        let _ = write!(cell, " {}", escape(detail));
+    }
+    if let Some(source) = s.activity_source {
+        let since = s
+            .activity_since
+            .map(|t| format!(" since {}", t.format("%H:%M:%S")))
+            .unwrap_or_default();
+        let _ = write!(
+            cell,
+            " <small class=\"quiet\">({}{since})</small>",
+            source.as_str()
+        );
+    }
+    cell
+}
+
+/// The PR, linked, with its CI and review badges.
+fn pr_cell(s: &SessionRecord) -> String {
+    let (Some(url), Some(n)) = (&s.pr, s.pr_number) else {
+        return String::new();
+    };
+    let mut cell = format!("<a href=\"{}\">#{n}</a>", escape(url));
+    for (what, value) in [("ci", &s.ci_status), ("review", &s.review_decision)] {
+        if !value.is_empty() && value != "none" {
+            let _ = write!(
+                cell,
+                " <span class=\"badge {what}-{0}\">{what} {0}</span>",
+                escape(value)
+            );
+        }
+    }
+    cell
+}
+
+/// `d` as people say it: `45s`, `12m`, `3h`, `2d`.
+fn age(d: chrono::TimeDelta) -> String {
+    let secs = d.num_seconds().max(0);
+    match secs {
+        0..60 => format!("{secs}s"),
+        60..3600 => format!("{}m", secs / 60),
+        3600..86400 => format!("{}h", secs / 3600),
+        _ => format!("{}d", secs / 86400),
+    }
 }
 
 fn zone_id(zone: Zone) -> &'static str {
@@ -698,13 +954,47 @@ mod tests {
     }
 
     #[test]
+    fn ages_issue_links_and_query_values() {
+        let secs = chrono::TimeDelta::seconds;
+        for (d, want) in [
+            (0, "0s"),
+            (59, "59s"),
+            (60, "1m"),
+            (3599, "59m"),
+            (7200, "2h"),
+            (200_000, "2d"),
+        ] {
+            assert_eq!(age(secs(d)), want);
+        }
+        assert_eq!(age(secs(-5)), "0s", "a clock a little ahead");
+        assert_eq!(query_value("app-1 &x=é"), "app-1%20%26x%3D%C3%A9");
+
+        let config: Config = serde_yaml::from_str(
+            "projects:\n  app:\n    repo: acme/app\n    path: /tmp/app\n    tracker:\n      plugin: github\n",
+        )
+        .unwrap();
+        let mut s = session(SessionStatus::Working, None);
+        s.issue_id = Some("#42".into());
+        assert_eq!(
+            issue_cell(&s, Some(&config)),
+            "<a href=\"https://github.com/acme/app/issues/42\">#42</a>"
+        );
+        s.issue_id = Some("INT-7".into());
+        assert_eq!(issue_cell(&s, Some(&config)), "INT-7");
+        s.issue_id = Some("42".into());
+        assert_eq!(issue_cell(&s, None), "42", "no config, no link");
+    }
+
+    #[test]
     fn what_sessions_say_is_escaped_and_origins_are_checked() {
         let mut s = session(SessionStatus::Working, Some(Activity::Active));
         s.summary = Some("<script>alert('x')</script> & more".into());
-        let zones = render_sessions(&[&s]);
+        let zones = render_sessions(&[&s], None);
         assert!(!zones.contains("<script>"), "{zones}");
         assert!(zones.contains("&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt; &amp; more"));
-        assert!(zones.contains("data-title=\"ao (0 need you, 1 working)\""));
+        assert!(zones.contains(
+            "data-title=\"ao (0 need you, 1 working, 0 in review, 0 ready to merge, 0 done)\""
+        ));
 
         let headers = |pairs: &[(&str, &str)]| {
             let mut h = HeaderMap::new();
