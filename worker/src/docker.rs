@@ -87,6 +87,33 @@ pub async fn connect() -> Result<Docker, RuntimeError> {
         .map_err(unreachable)
 }
 
+/// What `ao doctor` says of the engine: its version and API, and which of
+/// `images` it lacks.
+///
+/// # Errors
+/// The engine cannot be reached.
+pub async fn check(images: &[String]) -> Result<(String, Vec<String>), RuntimeError> {
+    let docker = connect().await?;
+    let version = docker
+        .version()
+        .await
+        .map_err(|e| engine_error("cannot read the engine's version", &e))?;
+    let about = format!(
+        "engine {} (API {})",
+        version.version.unwrap_or_default(),
+        docker.client_version()
+    );
+    let mut missing = Vec::new();
+    for image in images {
+        match docker.inspect_image(image).await {
+            Ok(_) => {}
+            Err(e) if not_found(&e) => missing.push(image.clone()),
+            Err(e) => return Err(engine_error(&format!("cannot look {image} up"), &e)),
+        }
+    }
+    Ok((about, missing))
+}
+
 pub struct DockerRuntime {
     docker: Docker,
     worker: String,
