@@ -5,55 +5,14 @@
 
 use std::os::unix::fs::MetadataExt;
 use std::process::Command;
-use std::sync::OnceLock;
 use std::time::Duration;
 
-use ao_tests::{agents_dir, attach, eventually, Cli, Stack};
+use ao_tests::docker::{add_boxed_project, containers, docker, image, tear_down};
+use ao_tests::{attach, eventually, Cli, Stack};
 use expectrl::{Expect, Regex};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use serde_json::Value;
-
-/// The test image, built (or found cached) once per test binary.
-fn image() -> &'static str {
-    static IMAGE: OnceLock<String> = OnceLock::new();
-    IMAGE.get_or_init(|| {
-        let script = agents_dir().join("../../scripts/images");
-        let out = Command::new(&script)
-            .arg("base")
-            .output()
-            .unwrap_or_else(|e| panic!("{} cannot run: {e}", script.display()));
-        assert!(
-            out.status.success(),
-            "these tests need Docker and the ao-debian image: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).trim().to_string()
-    })
-}
-
-/// `docker <args>`, which must succeed; its standard output.
-fn docker(args: &[&str]) -> String {
-    let out = Command::new("docker")
-        .args(args)
-        .output()
-        .expect("these tests need the docker CLI");
-    assert!(
-        out.status.success(),
-        "docker {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
-
-/// The containers of a stack, running or not, by their `ao.home` label.
-fn containers(stack: &Stack) -> Vec<String> {
-    let filter = format!("label=ao.home={}", stack.home.display());
-    docker(&["ps", "-a", "-q", "--filter", &filter])
-        .lines()
-        .map(str::to_string)
-        .collect()
-}
 
 fn inspect(container: &str) -> Value {
     let text = docker(&["inspect", container]);
@@ -67,9 +26,8 @@ fn container_exists(name: &str) -> bool {
         .is_ok_and(|o| o.status.success())
 }
 
-/// A stack whose project `boxed` runs its agents in containers, with the
-/// scripted agents mounted read-only at the same path; `docker` adds keys
-/// to its `docker` block. Its containers are removed when it is dropped.
+/// A stack whose project `boxed` runs its agents in containers
+/// ([`add_boxed_project`]); its containers are removed when it is dropped.
 struct DockerStack(Stack);
 
 impl DockerStack {
@@ -79,35 +37,7 @@ impl DockerStack {
 
     fn with_image(image: &str, docker: &str) -> Self {
         let stack = Stack::new();
-        let agents = agents_dir().display().to_string();
-        let text = std::fs::read_to_string(&stack.config).unwrap();
-        // Session ids name containers, which all stacks on the engine
-        // share: each stack's are its own.
-        let prefix: String = stack
-            .dir
-            .path()
-            .file_name()
-            .unwrap()
-            .to_string_lossy()
-            .chars()
-            .filter(char::is_ascii_alphanumeric)
-            .collect();
-        let project = format!(
-            "  boxed:\n    path: ./repo\n    agent: bot\n    sessionPrefix: {prefix}\n    \
-             runtime: docker\n    docker:\n      image: {}\n      \
-             mounts: [\"{agents}:{agents}:ro\"]\n{}",
-            image,
-            docker
-                .lines()
-                .map(|l| format!("      {l}\n"))
-                .collect::<String>()
-        );
-        let text = text.replacen("projects:\n", &format!("projects:\n{project}"), 1);
-        let text = text.replace(
-            "agents:\n",
-            "agents:\n  hog:\n    command: \"python3 -c 'b = bytearray(256 << 20); import time; time.sleep(600)'\"\n",
-        );
-        std::fs::write(&stack.config, text).unwrap();
+        add_boxed_project(&stack, image, docker);
         Self(stack)
     }
 }
@@ -122,10 +52,7 @@ impl std::ops::Deref for DockerStack {
 
 impl Drop for DockerStack {
     fn drop(&mut self) {
-        let _ = self.0.ao(&["down"]);
-        for id in containers(&self.0) {
-            let _ = Command::new("docker").args(["rm", "-f", &id]).output();
-        }
+        tear_down(&self.0);
     }
 }
 
