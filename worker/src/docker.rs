@@ -356,12 +356,12 @@ impl DockerRuntime {
                 Err(e) => return Err(engine_error(&format!("cannot inspect {name}"), &e)),
             };
             let state = inspect.state.unwrap_or_default();
-            let running = matches!(
-                state.status,
-                Some(ContainerStateStatusEnum::RUNNING | ContainerStateStatusEnum::CREATED)
-            );
+            // A created container is being started by its relay: alive, and
+            // not to be given a second relay.
+            let created = state.status == Some(ContainerStateStatusEnum::CREATED);
+            let running = created || state.status == Some(ContainerStateStatusEnum::RUNNING);
             let pane_alive = panes.iter().any(|p| p.id == id && !p.dead);
-            if running && !pane_alive {
+            if running && !created && !pane_alive {
                 tracing::info!(session = %id, "re-attaching a terminal to its running container");
                 let cwd = inspect
                     .config
