@@ -151,6 +151,16 @@ fn a_docker_session_runs_in_its_container_with_its_limits_and_is_driven_as_tmux_
     assert_eq!(containers(&stack).len(), 1, "the container was duplicated");
     assert_eq!(inspect(&name)["Id"], restored["Id"]);
     assert_eq!(stack.tmux_sessions(), [id.as_str()]);
+
+    // Its terminal gone with the tmux server, the running container is
+    // found by its labels and given a new one.
+    stack.tmux(&["kill-server"]);
+    eventually("a new terminal", Duration::from_secs(30), || {
+        (stack.tmux_sessions() == [id.as_str()]).then_some(())
+    });
+    stack.ao(&["send", &id, "after tmux ended"]).ok();
+    stack.wait_log(&id, "got: after tmux ended");
+    assert_eq!(inspect(&name)["Id"], restored["Id"]);
 }
 
 #[test]
