@@ -316,8 +316,9 @@ impl DockerRuntime {
         }
     }
 
-    /// The state of every container of this worker, as panes: an ended
-    /// one's exit code, and why when Docker killed it. A running container whose
+    /// The state of every container of this worker, as panes: a running
+    /// one's pid is its relay's, an ended one's exit code is the
+    /// container's, with why when Docker killed it. A running container whose
     /// relay pane is gone (its tmux server ended) gets a new relay.
     ///
     /// # Errors
@@ -360,8 +361,8 @@ impl DockerRuntime {
             // not to be given a second relay.
             let created = state.status == Some(ContainerStateStatusEnum::CREATED);
             let running = created || state.status == Some(ContainerStateStatusEnum::RUNNING);
-            let pane_alive = panes.iter().any(|p| p.id == id && !p.dead);
-            if running && !created && !pane_alive {
+            let relay = panes.iter().find(|p| p.id == id && !p.dead).map(|p| p.pid);
+            if running && !created && relay.is_none() {
                 tracing::info!(session = %id, "re-attaching a terminal to its running container");
                 let cwd = inspect
                     .config
@@ -389,10 +390,11 @@ impl DockerRuntime {
                 exit_status: (!running)
                     .then(|| state.exit_code.and_then(|c| i32::try_from(c).ok()))
                     .flatten(),
-                // No pid: the agent's end is the container's, which Docker
-                // tells with its exit code and whether it was killed out of
-                // memory; a process seen gone first would say less.
-                pid: None,
+                // The relay's: it ends with the container, and its end is
+                // what makes the worker ask Docker how the container ended
+                // (exit code, out of memory). The agent itself is not
+                // watched: a process seen gone first would say less.
+                pid: relay.flatten().filter(|_| running),
                 failure,
             });
         }
