@@ -43,7 +43,8 @@ pub fn docker(args: &[&str]) -> String {
 /// containers of `image`, the scripted agents mounted read-only at the same
 /// path, `keys` added to its `docker` block, and a session prefix of the
 /// stack's own (session ids name containers, which every stack on the
-/// engine shares). Also adds the agent `hog`, which allocates 256 MiB.
+/// engine shares). Also adds the agents `hog`, which allocates 256 MiB,
+/// and `quits`, which ends at once with exit code 7.
 pub fn add_boxed_project(stack: &Stack, image: &str, keys: &str) {
     let agents = agents_dir().display().to_string();
     let prefix: String = stack
@@ -67,7 +68,8 @@ pub fn add_boxed_project(stack: &Stack, image: &str, keys: &str) {
     let text = text.replacen("projects:\n", &format!("projects:\n{project}"), 1);
     let text = text.replace(
         "agents:\n",
-        "agents:\n  hog:\n    command: \"python3 -c 'b = bytearray(256 << 20); import time; time.sleep(600)'\"\n",
+        "agents:\n  hog:\n    command: \"python3 -c 'b = bytearray(256 << 20); import time; time.sleep(600)'\"\n  \
+         quits:\n    command: \"echo bye; exit 7\"\n",
     );
     std::fs::write(&stack.config, text).unwrap();
 }

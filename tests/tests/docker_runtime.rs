@@ -195,18 +195,37 @@ fn attach_and_read_only_viewers_reach_the_containers_terminal_at_their_size() {
 fn an_agent_past_its_memory_limit_is_errored_out_of_memory() {
     let stack = DockerStack::new("memory: 64M");
     stack.up();
-    // `ao spawn` waits for the agent, and says how it ended.
+    // `ao spawn` waits for the agent, and says how it ended if it ended by
+    // then.
     let run = stack.ao(&["spawn", "boxed", "--agent", "hog", "--prompt", "eat"]);
-    assert_eq!(run.code, 1, "{}", run.stdout);
-    assert!(
-        run.stderr.contains("errored: out of memory (limit 64M)"),
-        "{}",
-        run.stderr
-    );
+    if run.code != 0 {
+        assert!(
+            run.stderr.contains("errored: out of memory (limit 64M)"),
+            "{}",
+            run.stderr
+        );
+    }
     let id = run.session_id();
     let s = stack.wait_field(&id, "status", "errored");
     let summary = s["summary"].as_str().unwrap_or_default();
     assert!(summary.contains("out of memory (limit 64M)"), "{s}");
+}
+
+#[test]
+fn an_agent_that_ends_ends_its_session_with_the_containers_exit_code() {
+    let stack = DockerStack::new("");
+    stack.up();
+    let id = stack
+        .ao(&["spawn", "boxed", "--agent", "quits", "--prompt", "go"])
+        .session_id();
+    // As for tmux: an agent that ends with a failing code failed.
+    let s = stack.wait_field(&id, "status", "errored");
+    assert_eq!(s["activity"], "exited");
+    assert_eq!(s["exitCode"], 7);
+    assert_eq!(s["summary"], "agent exited with code 7");
+    stack.wait_log(&id, "bye");
+    // The ended container stays until the session is killed or cleaned up.
+    assert_eq!(containers(&stack).len(), 1);
 }
 
 #[test]
