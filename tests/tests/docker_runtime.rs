@@ -224,8 +224,12 @@ fn an_agent_that_ends_ends_its_session_with_the_containers_exit_code() {
     assert_eq!(s["exitCode"], 7);
     assert_eq!(s["summary"], "agent exited with code 7");
     stack.wait_log(&id, "bye");
-    // The ended container stays until the session is killed or cleaned up.
+    // The ended container stays until the session is cleaned up.
     assert_eq!(containers(&stack).len(), 1);
+    stack.ao(&["session", "cleanup"]).ok();
+    eventually("the container is removed", Duration::from_secs(30), || {
+        containers(&stack).is_empty().then_some(())
+    });
 }
 
 #[test]
