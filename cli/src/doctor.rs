@@ -126,6 +126,42 @@ async fn linear(project: &str, api: &str) -> bool {
     }
 }
 
+/// The Docker engine and the images of the projects that run in it, when
+/// any does (this machine's engine: a worker here runs them).
+async fn docker(config: &config::Config) -> bool {
+    let mut images: Vec<String> = config
+        .projects
+        .iter()
+        .filter(|(_, p)| config.runtime_for(p) == "docker")
+        .filter_map(|(id, p)| config.docker_for(p, &config.agent_for(id)).image)
+        .collect();
+    if images.is_empty() {
+        return true;
+    }
+    images.sort();
+    images.dedup();
+    match ao_worker::docker::check(&images).await {
+        Ok((about, missing)) if missing.is_empty() => line(
+            Level::Ok,
+            "docker",
+            &format!("{about}; images {}", images.join(", ")),
+        ),
+        Ok((about, missing)) => line(
+            Level::Fail,
+            "docker",
+            &format!(
+                "{about}; missing images {}: build or load them (ao pulls none)",
+                missing.join(", ")
+            ),
+        ),
+        Err(e) => line(
+            Level::Fail,
+            "docker",
+            &format!("{e}: projects with `runtime: docker` cannot run here"),
+        ),
+    }
+}
+
 pub async fn run(home: &Home, target: &Target) -> anyhow::Result<ExitCode> {
     let mut healthy = true;
     for (program, arg, package) in [("tmux", "-V", "tmux"), ("git", "--version", "git")] {
@@ -176,7 +212,7 @@ pub async fn run(home: &Home, target: &Target) -> anyhow::Result<ExitCode> {
                     &format!("not acted on yet: {}", unimplemented.join(", ")),
                 );
             }
-            let mut hosts = true;
+            let mut hosts = docker(&c).await;
             match github_apis(&c, &|k| std::env::var(k).ok()) {
                 Ok(apis) => {
                     for (project, settings) in apis.values() {

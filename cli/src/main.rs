@@ -333,6 +333,17 @@ enum WorkerCommand {
     /// (tmux runs this for every session's pane).
     #[command(hide = true)]
     LogWriter { log: PathBuf },
+    /// Relay this terminal to a container's TTY until the container ends,
+    /// and exit with its exit code (the tmux pane of a `runtime: docker`
+    /// session runs this).
+    #[command(hide = true)]
+    DockerAttach {
+        /// The container (`ao-<session>`).
+        container: String,
+        /// Start the container once attached (a new session's).
+        #[arg(long)]
+        start: bool,
+    },
     /// Append what an agent's hook got on standard input to the session's
     /// hook log (the agent runs this for the hooks `ao` installed).
     #[command(hide = true)]
@@ -614,6 +625,26 @@ fn main() -> ExitCode {
             }
         };
     }
+    // Runs for the life of a container's pane, under tmux: its own small
+    // runtime, no home needed.
+    if let Command::Worker(WorkerCommand::DockerAttach { container, start }) = &cli.command {
+        let relayed = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| e.to_string())
+            .and_then(|rt| {
+                rt.block_on(ao_worker::docker::relay(container, *start))
+                    .map_err(|e| e.to_string())
+            });
+        // Exits at once: the relay's read of the terminal does not end by itself.
+        std::process::exit(match relayed {
+            Ok(code) => code,
+            Err(e) => {
+                eprintln!("error: {e}");
+                125
+            }
+        });
+    }
     // Runs inside the agent, which waits for it: no runtime, and never a
     // failure the agent would show; the worker reads the state elsewhere too.
     if let Command::Worker(WorkerCommand::Hook { log, event }) = &cli.command {
@@ -763,10 +794,14 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Worker(WorkerCommand::Drain { id, undo }) => {
             commands::drain(&target, id, undo).await.and(ok)
         }
-        Command::Worker(WorkerCommand::LogWriter { .. } | WorkerCommand::Hook { .. })
+        Command::Worker(
+            WorkerCommand::LogWriter { .. }
+            | WorkerCommand::Hook { .. }
+            | WorkerCommand::DockerAttach { .. },
+        )
         | Command::Completion { .. } => {
             unreachable!(
-                "`ao worker log-writer|hook` and `ao completion` run before the async runtime starts"
+                "`ao worker log-writer|hook|docker-attach` and `ao completion` run before the async runtime starts"
             )
         }
         Command::Worker(WorkerCommand::Rm { id }) => {

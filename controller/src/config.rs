@@ -11,6 +11,7 @@
 //! - `outline`: the key path of each line, so errors point at their line.
 //! - `nesting`: the nesting limit, checked before the YAML parser reads the text.
 //! - `reactions`: the `reactions.<key>` names and what each entry may say ([`ReactionKey`]).
+//! - `runtime`: what `runtime` and `docker.*` may say ([`parse_mount`]).
 //! - `validate`: names and references a config must get right, for a file or [`validate_parsed`].
 //! - `ids`: the rules for project ids and session prefixes.
 //! - `unacted`: [`unimplemented_keys`], accepted for compatibility but not acted on yet.
@@ -24,6 +25,7 @@ mod load;
 mod nesting;
 mod outline;
 mod reactions;
+mod runtime;
 mod schema;
 mod unacted;
 mod validate;
@@ -38,11 +40,12 @@ pub use nesting::MAX_NESTING;
 pub use reactions::{
     check_reaction, escalate_after, EscalateAfter, ReactionConfigError, ReactionKey,
 };
+pub use runtime::parse_mount;
 pub use schema::{
-    threshold, AgentConfig, Config, Defaults, NotificationRouting, OrchestratorConfig,
-    PluginConfig, Priority, ProjectConfig, ReactionAction, ReactionConfig, ScheduleConfig,
-    AGENT_STUCK, BUILTIN_AGENTS, DEFAULT_BRANCH_PREFIX, DEFAULT_SCHEDULE_MAX,
-    DEFAULT_STUCK_THRESHOLD,
+    threshold, AgentConfig, Config, Defaults, DockerConfig, NotificationRouting,
+    OrchestratorConfig, PluginConfig, Priority, ProjectConfig, ReactionAction, ReactionConfig,
+    ScheduleConfig, AGENT_STUCK, BUILTIN_AGENTS, DEFAULT_BRANCH_PREFIX, DEFAULT_RUNTIME,
+    DEFAULT_SCHEDULE_MAX, DEFAULT_STUCK_THRESHOLD, RUNTIMES,
 };
 pub use unacted::unimplemented_keys;
 pub use validate::validate_parsed;

@@ -13,7 +13,7 @@ use chrono::{DateTime, Utc};
 use crate::attach::{AttachRequest, ViewerOutput};
 use crate::cleanup::{Action, Outcome, Removal, WorkerAnswer};
 use crate::cluster::AdminRecord;
-use crate::config::{AgentConfig, ProjectConfig};
+use crate::config::{AgentConfig, DockerConfig, ProjectConfig};
 use crate::handle::{BatchOutcome, SpawnArgs, WorkerView};
 use crate::model::{
     rfc3339, Activity, ActivitySource, EventRecord, SessionRecord, SessionRole, WorkerRecord,
@@ -119,11 +119,12 @@ impl From<pb::AgentReport> for AgentReport {
 }
 
 /// The assignment of session `s` of `project`; `agent` is its entry in
-/// `agents:` (none for a built-in).
+/// `agents:` (none for a built-in), `docker` its container settings.
 pub fn assign(
     s: &SessionRecord,
     project: &ProjectConfig,
     agent: Option<&AgentConfig>,
+    docker: &DockerConfig,
     stuck_after: std::time::Duration,
 ) -> pb::Assign {
     let mut env: BTreeMap<String, String> = agent.map(|a| a.env.clone()).unwrap_or_default();
@@ -157,10 +158,27 @@ pub fn assign(
             agent_session_id: s.agent_session_id.clone().unwrap_or_default(),
             // The orchestrator works in the repository itself.
             in_repository: s.role == SessionRole::Orchestrator,
+            docker: (s.runtime == "docker").then(|| docker_spec(docker)),
+            runtime: s.runtime.clone(),
         }),
         epoch: s.epoch,
         // The sender's: see `Sessions::assignment`.
         traceparent: String::new(),
+    }
+}
+
+/// Container settings on the wire; the config's were checked when it was loaded.
+fn docker_spec(d: &DockerConfig) -> pb::DockerSpec {
+    let memory = d.memory.clone().unwrap_or_default();
+    pb::DockerSpec {
+        image: d.image.clone().unwrap_or_default(),
+        memory_bytes: ao_proto::units::parse_size(&memory).unwrap_or(0),
+        memory,
+        cpus: d.cpus.unwrap_or(0.0),
+        pids_limit: d.pids_limit.unwrap_or(0),
+        network: d.network.clone().unwrap_or_default(),
+        mounts: d.mounts.clone(),
+        env: d.env.clone().into_iter().collect(),
     }
 }
 
@@ -541,9 +559,17 @@ mod tests {
             SessionRecord::example("app-1", Some("w1"), crate::model::SessionStatus::Spawning);
         s.issue_id = None;
         s.epoch = 2;
-        let builtin = assign(&s, &project, None, crate::config::DEFAULT_STUCK_THRESHOLD);
+        let none = DockerConfig::default();
+        let builtin = assign(
+            &s,
+            &project,
+            None,
+            &none,
+            crate::config::DEFAULT_STUCK_THRESHOLD,
+        );
         let spec = builtin.spec.unwrap();
         assert_eq!((spec.issue_id.as_str(), builtin.epoch), ("", 2));
+        assert_eq!((spec.runtime.as_str(), spec.docker), ("tmux", None));
         assert_eq!(
             spec.agent.unwrap(),
             pb::AgentSpec {
@@ -564,11 +590,19 @@ mod tests {
             ready_pattern: Some("^> $".into()),
             input_pattern: None,
             env: [("K".to_string(), "v".to_string())].into(),
+            docker: DockerConfig::default(),
+        };
+        s.runtime = "docker".into();
+        let docker = DockerConfig {
+            image: Some("ao-debian:latest".into()),
+            memory: Some("2G".into()),
+            ..Default::default()
         };
         let spec = assign(
             &s,
             &project,
             Some(&custom),
+            &docker,
             crate::config::DEFAULT_STUCK_THRESHOLD,
         )
         .spec
@@ -583,6 +617,15 @@ mod tests {
             ("./bot.sh", "^> $", "")
         );
         assert_eq!(spec.env.get("K").map(String::as_str), Some("v"));
+        let docker = spec.docker.unwrap();
+        assert_eq!(
+            (
+                docker.image.as_str(),
+                docker.memory_bytes,
+                docker.memory.as_str()
+            ),
+            ("ao-debian:latest", 2 << 30, "2G")
+        );
     }
 
     #[test]

@@ -72,7 +72,7 @@ pub(crate) fn new_session(
             // The worker records the branch the repository is on.
             branch: project.default_branch().to_string(),
             agent,
-            runtime: spawning::runtime(config, project),
+            runtime: config.runtime_for(project),
             prompt: prompt(config, project_id, project),
             labels: project.labels.clone(),
         },

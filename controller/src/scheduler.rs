@@ -37,12 +37,15 @@ pub fn memory_allows(available: u64, reserve: u64) -> bool {
     reserve == 0 || available == 0 || available > reserve
 }
 
-/// Picks a worker for a session that needs `labels`, or says why none fits.
+/// Picks a worker for a session in `runtime` that needs `labels`, or says why none fits. Every
+/// worker runs tmux; another runtime only a worker that reports it in its
+/// [`RUNTIME_LABEL`](ao_proto::RUNTIME_LABEL) (`runtime=docker`).
 ///
 /// # Errors
 /// A sentence for `ao status` when no worker fits.
 pub fn place<'a>(
     candidates: &[Candidate<'a>],
+    runtime: &str,
     labels: &BTreeMap<String, String>,
 ) -> Result<&'a str, String> {
     if candidates.is_empty() {
@@ -58,7 +61,21 @@ pub fn place<'a>(
             candidates.len()
         ));
     }
-    let matching: Vec<_> = ready
+    let label = ao_proto::RUNTIME_LABEL;
+    let runs: Vec<_> = ready
+        .into_iter()
+        .filter(|c| {
+            runtime == crate::config::DEFAULT_RUNTIME
+                || c.labels.get(label).map(String::as_str) == Some(runtime)
+        })
+        .collect();
+    if runs.is_empty() {
+        return Err(format!(
+            "no ready worker runs {runtime} sessions: none reports {label}={runtime} \
+             (is {runtime} running and reachable on the workers?)"
+        ));
+    }
+    let matching: Vec<_> = runs
         .into_iter()
         .filter(|c| labels.iter().all(|(k, v)| c.labels.get(k) == Some(v)))
         .collect();
@@ -152,13 +169,44 @@ mod tests {
                 memory_reserve: 0,
             },
         ];
-        assert_eq!(place(&ws, &none), Ok("b"));
-        assert_eq!(place(&ws, &gpu), Ok("b"));
-        assert!(place(&ws, &labels(&[("os", "mac")]))
+        assert_eq!(place(&ws, "tmux", &none), Ok("b"));
+        assert_eq!(place(&ws, "tmux", &gpu), Ok("b"));
+        assert!(place(&ws, "tmux", &labels(&[("os", "mac")]))
             .unwrap_err()
             .contains("os=mac"));
-        assert!(place(&ws[3..], &gpu).unwrap_err().contains("capacity"));
-        assert!(place(&[], &none).unwrap_err().contains("no worker"));
+        assert!(place(&ws[3..], "tmux", &gpu)
+            .unwrap_err()
+            .contains("capacity"));
+        assert!(place(&[], "tmux", &none).unwrap_err().contains("no worker"));
+    }
+
+    #[test]
+    fn docker_sessions_go_only_to_workers_that_report_docker() {
+        let none = labels(&[]);
+        let docker = labels(&[("runtime", "docker")]);
+        let plain = Candidate {
+            id: "plain",
+            state: WorkerState::Ready,
+            labels: &none,
+            max_sessions: 0,
+            sessions: 0,
+            mem_available: 0,
+            memory_reserve: 0,
+        };
+        let busy = Candidate {
+            id: "docker",
+            labels: &docker,
+            sessions: 5,
+            ..plain.clone()
+        };
+        assert_eq!(
+            place(&[plain.clone(), busy.clone()], "docker", &none),
+            Ok("docker")
+        );
+        assert_eq!(place(&[plain.clone(), busy], "tmux", &none), Ok("plain"));
+        assert!(place(&[plain], "docker", &none)
+            .unwrap_err()
+            .contains("none reports runtime=docker"));
     }
 
     #[test]
@@ -179,11 +227,14 @@ mod tests {
             memory_reserve: 0,
             ..low.clone()
         };
-        assert_eq!(place(&[low.clone(), busy.clone()], &none), Ok("busy"));
-        assert!(place(std::slice::from_ref(&low), &none)
+        assert_eq!(
+            place(&[low.clone(), busy.clone()], "tmux", &none),
+            Ok("busy")
+        );
+        assert!(place(std::slice::from_ref(&low), "tmux", &none)
             .unwrap_err()
             .contains("memory reserve"));
         low.mem_available = 3 << 30;
-        assert_eq!(place(&[low, busy], &none), Ok("low"));
+        assert_eq!(place(&[low, busy], "tmux", &none), Ok("low"));
     }
 }

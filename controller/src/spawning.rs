@@ -71,15 +71,6 @@ pub(crate) fn project<'a>(
         })
 }
 
-/// The runtime sessions of `project` run in: its own, else `defaults`', else tmux.
-pub(crate) fn runtime(config: &Config, project: &ProjectConfig) -> String {
-    project
-        .runtime
-        .clone()
-        .or_else(|| config.defaults.runtime.clone())
-        .unwrap_or_else(|| "tmux".into())
-}
-
 /// The configured projects' ids for a message: `app, web`, or `none`.
 pub(crate) fn known_projects(config: &Config) -> String {
     if config.projects.is_empty() {
@@ -118,7 +109,7 @@ pub(crate) fn new_session(
         return Err(ControllerError::UnknownAgent { name: agent });
     }
     let prefix = project.session_prefix(&args.project_id);
-    let runtime = runtime(config, project);
+    let runtime = config.runtime_for(project);
     let mut labels = project.labels.clone();
     labels.extend(args.labels.clone());
     let mut n = last + 1;
@@ -192,14 +183,14 @@ mod tests {
     #[test]
     fn settings_come_from_the_spawn_then_the_project_then_the_defaults() {
         let config = config(
-            "defaults:\n  runtime: process\nprojects:\n  app:\n    path: /src/app\n    \
+            "defaults:\n  runtime: docker\n  docker: {image: ao-debian:latest}\nprojects:\n  app:\n    path: /src/app\n    \
              labels: {zone: a, gpu: 'no'}\n  web:\n    path: /src/web\n    runtime: tmux\n",
         );
         let mut spawn = args("app");
         spawn.labels.insert("gpu".into(), "yes".into());
         spawn.issue_id = Some("ISS-7".into());
         let (_, s) = new_session(&config, &spawn, 0, |_| false, Utc::now()).unwrap();
-        assert_eq!(s.runtime, "process");
+        assert_eq!(s.runtime, "docker");
         assert_eq!(s.labels["zone"], "a");
         assert_eq!(s.labels["gpu"], "yes");
         assert_eq!(s.issue_id.as_deref(), Some("ISS-7"));

@@ -114,9 +114,11 @@ impl Home {
         self.session_dir(session).join("agent-settings.json")
     }
 
-    /// The worker's Unix socket for `ao report` from its sessions.
+    /// The worker's Unix socket for `ao report` from its sessions, alone in
+    /// its directory: a container bind-mounts the directory, which outlives
+    /// the socket a restarted worker makes anew.
     pub fn report_socket(&self) -> PathBuf {
-        self.0.join("worker").join("report.sock")
+        self.0.join("worker").join("report").join("report.sock")
     }
 
     /// The worker's metadata of every session it runs.

@@ -63,6 +63,10 @@ impl std::fmt::Display for pb::AttachEnd {
     }
 }
 
+/// The worker label that says which runtime besides tmux a worker can run
+/// (`runtime=docker` while its Docker engine answers); placement reads it.
+pub const RUNTIME_LABEL: &str = "runtime";
+
 /// The version every side reports in hellos and `ao doctor`.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 

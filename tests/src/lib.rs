@@ -2,6 +2,7 @@
 //! own store), a real git repository, and scripted agents from `agents/`.
 
 pub mod cluster;
+pub mod docker;
 pub mod etcd;
 pub mod github;
 pub mod github_stack;
@@ -484,6 +485,38 @@ impl Stack {
             .parse()
             .ok()
     }
+}
+
+/// `ao attach <args>` in a real pseudo-terminal of `cols`x`rows`; after it
+/// ends the shell prints its exit code and the terminal's settings.
+pub fn attach(stack: &Stack, args: &[&str], cols: u16, rows: u16) -> expectrl::session::OsSession {
+    // The shell waits for a line before it runs `ao attach`, so that the
+    // size is set first. expectrl's spawn sets 80x24 on the terminal from
+    // this side once the child runs: a size the child set itself (stty)
+    // could be overwritten after the fact, and `ao attach` then asked for
+    // an 80x24 terminal.
+    let script = format!(
+        "read -r go; {} attach {}; echo \"EXIT=$?\"; stty -a",
+        ao_bin().display(),
+        args.join(" ")
+    );
+    let mut cmd = Command::new("sh");
+    cmd.arg("-c")
+        .arg(script)
+        .env("AO_HOME", &stack.home)
+        .env("TERM", "xterm-256color");
+    if let Some(etcd) = &stack.etcd {
+        cmd.env("AO_STORE", etcd.store_url());
+    }
+    use expectrl::Expect;
+    let mut session = expectrl::Session::spawn(cmd).expect("spawn in a pty");
+    session
+        .get_process_mut()
+        .set_window_size(cols, rows)
+        .expect("set the terminal's size");
+    session.send_line("").expect("let the shell go on");
+    session.set_expect_timeout(Some(Duration::from_secs(20)));
+    session
 }
 
 /// A `--json` output that must be an array.

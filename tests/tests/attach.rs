@@ -3,43 +3,12 @@
 use std::process::Command;
 use std::time::Duration;
 
-use ao_tests::{ao_bin, eventually, Cli, Stack};
+use ao_tests::{attach, eventually, Cli, Stack};
 use expectrl::session::OsSession;
-use expectrl::{Expect, Regex, Session};
+use expectrl::{Expect, Regex};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use serde_json::Value;
-
-/// `ao attach` in a pseudo-terminal of `cols`x`rows`; after it ends the
-/// shell prints its exit code and the terminal's settings.
-fn attach(stack: &Stack, args: &[&str], cols: u16, rows: u16) -> OsSession {
-    // The shell waits for a line before it runs `ao attach`, so that the
-    // size is set first. expectrl's spawn sets 80x24 on the terminal from
-    // this side once the child runs: a size the child set itself (stty)
-    // could be overwritten after the fact, and `ao attach` then asked for
-    // an 80x24 terminal.
-    let script = format!(
-        "read -r go; {} attach {}; echo \"EXIT=$?\"; stty -a",
-        ao_bin().display(),
-        args.join(" ")
-    );
-    let mut cmd = Command::new("sh");
-    cmd.arg("-c")
-        .arg(script)
-        .env("AO_HOME", &stack.home)
-        .env("TERM", "xterm-256color");
-    if let Some(etcd) = &stack.etcd {
-        cmd.env("AO_STORE", etcd.store_url());
-    }
-    let mut session = Session::spawn(cmd).expect("spawn in a pty");
-    session
-        .get_process_mut()
-        .set_window_size(cols, rows)
-        .expect("set the terminal's size");
-    session.send_line("").expect("let the shell go on");
-    session.set_expect_timeout(Some(Duration::from_secs(20)));
-    session
-}
 
 /// The width of the agent's terminal (its pane's tty), if known yet.
 fn agent_cols(stack: &Stack, id: &str) -> Option<u16> {

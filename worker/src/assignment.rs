@@ -38,4 +38,31 @@ pub struct SessionSpec {
     /// Run in `repo_path` itself, not in a worktree of its own (the
     /// orchestrator agent): no worktree, no symlinks, no `postCreate`.
     pub in_repository: bool,
+    /// Where the agent runs.
+    pub runtime: RuntimeChoice,
+}
+
+/// The runtime a session's agent runs in.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub enum RuntimeChoice {
+    /// A tmux session on this machine.
+    #[default]
+    Tmux,
+    /// A container of its own, its terminal kept in tmux.
+    Docker(DockerSettings),
+}
+
+/// How a `runtime: docker` session's container is made (`docker.*`).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct DockerSettings {
+    pub image: String,
+    /// The memory limit in bytes, and as configured (`2G`).
+    pub memory: Option<(u64, String)>,
+    pub cpus: Option<f64>,
+    pub pids_limit: Option<i64>,
+    /// `None`: Docker's default, `bridge`.
+    pub network: Option<String>,
+    /// `host-path:container-path[:ro]`, checked by the controller.
+    pub mounts: Vec<String>,
+    pub env: BTreeMap<String, String>,
 }

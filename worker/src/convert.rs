@@ -9,7 +9,7 @@ use ao_proto::pb::session_report::{
 use ao_proto::{names, pb};
 
 use crate::agent::AgentSpec;
-use crate::assignment::{Assignment, SessionSpec};
+use crate::assignment::{Assignment, DockerSettings, RuntimeChoice, SessionSpec};
 use crate::link_types::{
     Activity, AttachStart, InputOutcome, OpenStream, OutputFrom, RemoveWorkspace, Report,
     ReportState, Source, Stop, StreamKind, TerminalEnd, ToController, TunnelDown, TunnelUp,
@@ -24,6 +24,8 @@ pub enum ConvertError {
     BadId(#[from] names::IdError),
     #[error("session {session}: the assignment names no agent")]
     NoAgent { session: String },
+    #[error("session {session}: runtime `{runtime}` is not one this worker runs (tmux, docker)")]
+    UnknownRuntime { session: String, runtime: String },
 }
 
 /// `""` on the wire means none.
@@ -47,6 +49,20 @@ impl From<pb::AgentSpec> for AgentSpec {
     }
 }
 
+impl From<pb::DockerSpec> for DockerSettings {
+    fn from(d: pb::DockerSpec) -> Self {
+        DockerSettings {
+            image: d.image,
+            memory: (d.memory_bytes > 0).then_some((d.memory_bytes, d.memory)),
+            cpus: (d.cpus > 0.0).then_some(d.cpus),
+            pids_limit: (d.pids_limit > 0).then_some(d.pids_limit),
+            network: non_empty(d.network),
+            mounts: d.mounts,
+            env: d.env.into_iter().collect(),
+        }
+    }
+}
+
 impl TryFrom<pb::SessionSpec> for SessionSpec {
     type Error = ConvertError;
 
@@ -58,7 +74,18 @@ impl TryFrom<pb::SessionSpec> for SessionSpec {
         let agent = s.agent.ok_or_else(|| ConvertError::NoAgent {
             session: s.session_id.clone(),
         })?;
+        let runtime = match s.runtime.as_str() {
+            "" | "tmux" => RuntimeChoice::Tmux,
+            "docker" => RuntimeChoice::Docker(s.docker.unwrap_or_default().into()),
+            other => {
+                return Err(ConvertError::UnknownRuntime {
+                    session: s.session_id,
+                    runtime: other.to_string(),
+                })
+            }
+        };
         Ok(SessionSpec {
+            runtime,
             session_id: s.session_id,
             project_id: s.project_id,
             issue_id: non_empty(s.issue_id),

@@ -6,6 +6,8 @@
 //!
 //! Modules:
 //! - [`runtime`]: the `Runtime` trait and tmux.
+//! - [`docker`]: the Docker runtime, a container per session.
+//! - `select`: which runtime holds each session.
 //! - `screen`: a session's screen rebuilt from its output, and agents' dialogs on it.
 //! - [`workspace`]: git worktrees, symlinks, `postCreate`.
 //! - [`agent`]: adapters for built-in and configured agents.
@@ -37,6 +39,7 @@ mod agent_report;
 pub mod assignment;
 pub mod convert;
 mod delivery;
+pub mod docker;
 pub mod hooklog;
 pub mod link;
 pub mod link_types;
@@ -49,6 +52,7 @@ mod procs;
 mod report_socket;
 pub mod runtime;
 mod screen;
+mod select;
 pub mod sessions;
 mod setup;
 mod signals;
@@ -78,16 +82,43 @@ pub async fn run(
     tasks: TaskTracker,
     stop: CancellationToken,
 ) -> Result<(), LinkError> {
-    let settings = Arc::new(settings.reaching(&link));
+    let mut settings = settings.reaching(&link);
     let socket = settings.home.tmux_socket();
-    let mut runtime = runtime::TmuxRuntime::new(socket.clone());
+    let mut tmux = runtime::TmuxRuntime::new(socket.clone());
     // This binary writes the terminal logs, rotating them; tmux runs it
-    // for each pane, so it keeps writing while no worker runs.
-    match std::env::current_exe() {
-        Ok(exe) => runtime = runtime.with_log_writer(exe),
+    // for each pane, so it keeps writing while no worker runs. It also
+    // relays the terminals of containers.
+    let exe = std::env::current_exe();
+    match &exe {
+        Ok(exe) => tmux = tmux.with_log_writer(exe.clone()),
         Err(e) => tracing::warn!("terminal logs will not rotate: cannot find this binary: {e}"),
     }
-    let runtime = Arc::new(runtime);
+    let tmux = Arc::new(tmux);
+    let docker = match (docker::connect().await, exe) {
+        (Ok(engine), Ok(exe)) => {
+            // Placement sends docker sessions only to workers that say so.
+            settings
+                .labels
+                .insert(ao_proto::RUNTIME_LABEL.into(), "docker".into());
+            Some(docker::DockerRuntime::new(
+                engine,
+                settings.id.clone(),
+                settings.home.clone(),
+                tmux.clone(),
+                exe,
+            ))
+        }
+        (Err(e), _) => {
+            tracing::info!("no docker runtime: {e}");
+            None
+        }
+        (_, Err(e)) => {
+            tracing::warn!("no docker runtime: cannot find this binary to relay terminals: {e}");
+            None
+        }
+    };
+    let settings = Arc::new(settings);
+    let runtime = Arc::new(select::RuntimeSelector::new(tmux, docker));
     let (reports_tx, reports_rx) = mpsc::channel(4096);
     let (handle, task) =
         sessions::start(settings.clone(), runtime, reports_tx, tasks.clone()).await;

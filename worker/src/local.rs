@@ -102,6 +102,9 @@ pub(crate) struct LocalSession {
     pub(crate) prompt_typed: u32,
     /// Why the prompt could not be delivered.
     pub(crate) prompt_failed: Option<String>,
+    /// The runtime ended the agent (a container out of memory): its end
+    /// is an error, not an exit.
+    pub(crate) failed: bool,
     /// The set-up's W3C `traceparent`, if traced: the prompt's delivery
     /// joins the trace of the spawn.
     pub(crate) trace: Option<String>,
@@ -217,6 +220,7 @@ impl LocalSession {
             watch_prompt: false,
             prompt_typed: 0,
             prompt_failed: None,
+            failed: false,
             trace: None,
             next_look: Instant::now(),
             exit_watch: None,
@@ -297,7 +301,9 @@ pub(crate) fn prompt_time(l: &LocalSession) -> bool {
 /// it does and how that is known.
 pub(crate) fn state_of(l: &LocalSession, now: SystemTime) -> (ReportState, Option<Evidence>) {
     let evidence = l.signals.evidence(now);
-    let state = if l.exited.is_some() {
+    let state = if l.exited.is_some() && l.failed {
+        ReportState::Errored
+    } else if l.exited.is_some() {
         ReportState::Exited
     } else if l.prompt_failed.is_some() {
         ReportState::Errored

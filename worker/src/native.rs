@@ -31,6 +31,17 @@ pub(crate) struct AgentHomes {
 }
 
 impl AgentHomes {
+    /// Where the agents keep their records and settings, for a container
+    /// to mount (so the worker reads what the agent writes there).
+    pub(crate) fn records(&self) -> Vec<PathBuf> {
+        vec![
+            self.claude_config.clone(),
+            self.claude_json.clone(),
+            self.codex_home.clone(),
+            self.gemini_dir.clone(),
+        ]
+    }
+
     /// The session's own environment first, then the worker's (which the
     /// agent inherits through the runtime).
     pub(crate) fn new(env: &BTreeMap<String, String>) -> Self {

@@ -362,6 +362,7 @@ mod tests {
             command: format!("'{codex}'; exec sh -c 'read line'"),
             env: Default::default(),
             log_path: dir.path().join("t.log"),
+            container: None,
         })
         .await
         .unwrap();

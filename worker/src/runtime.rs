@@ -32,6 +32,10 @@ pub enum RuntimeError {
     },
     #[error("{path}: {cause}")]
     File { path: String, cause: std::io::Error },
+    /// What the Docker engine refused or why it cannot be reached, as a
+    /// sentence for the session's reason.
+    #[error("{0}")]
+    Docker(String),
 }
 
 /// What to start.
@@ -43,6 +47,8 @@ pub struct StartSpec {
     pub command: String,
     pub env: BTreeMap<String, String>,
     pub log_path: PathBuf,
+    /// Set for a session that runs in a container ([`crate::docker`]).
+    pub container: Option<crate::docker::ContainerSpec>,
 }
 
 /// What the runtime knows of one session.
@@ -52,6 +58,10 @@ pub struct PaneState {
     pub dead: bool,
     pub exit_status: Option<i32>,
     pub pid: Option<u32>,
+    /// Why the runtime ended the agent, when it did (a container killed
+    /// for using more memory than its limit): the session then failed
+    /// rather than exited.
+    pub failure: Option<String>,
 }
 
 #[async_trait]
@@ -515,6 +525,7 @@ impl Runtime for TmuxRuntime {
                     dead,
                     exit_status: if dead { exit_status } else { None },
                     pid,
+                    failure: None,
                 })
             })
             .collect())
@@ -549,6 +560,7 @@ mod tests {
             command: "echo hello $GREETING; read line; echo got:$line; exit 4".into(),
             env: BTreeMap::from([("GREETING".into(), "world".into())]),
             log_path: log.clone(),
+            container: None,
         };
         rt.start(&spec).await.unwrap();
         wait_for(|| {
@@ -594,6 +606,7 @@ mod tests {
             command: "sleep 60".into(),
             env: BTreeMap::from([("TOKEN".into(), "secret".into())]),
             log_path: dir.path().join("t.log"),
+            container: None,
         };
         let err = rt.start(&spec).await.unwrap_err().to_string();
         assert!(
@@ -614,6 +627,7 @@ mod tests {
             command: "echo token=$TOKEN; exit 3".into(),
             env: BTreeMap::from([("TOKEN".into(), "secret".into())]),
             log_path: dir.path().join("t.log"),
+            container: None,
         };
         rt.start(&spec).await.unwrap();
         wait_for(|| {

@@ -449,6 +449,7 @@ read line"#;
             command: script.into(),
             env: Default::default(),
             log_path: log.clone(),
+            container: None,
         })
         .await
         .unwrap();

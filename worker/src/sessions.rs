@@ -233,13 +233,14 @@ impl Actor {
                     None,
                     "its tmux session ended while the worker was away".to_string(),
                 )),
-                Some(p) if p.dead => Some((p.exit_status, String::new())),
+                Some(p) if p.dead => Some((p.exit_status, p.failure.clone().unwrap_or_default())),
                 Some(_) => None,
             };
             tracing::info!(session = %meta.session_id, alive = exited.is_none(), "re-adopting session");
             let mut local = LocalSession::adopted(meta, launch, &self.settings.home, None);
             local.signals.set_pane_pid(pane.and_then(|p| p.pid));
             if let Some((code, reason)) = exited {
+                local.failed = pane.is_some_and(|p| p.failure.is_some());
                 local.set_exited(code, reason, SystemTime::now());
             }
             self.sessions.insert(local.meta.session_id.clone(), local);
@@ -773,6 +774,10 @@ impl Actor {
                 l.signals.set_pane_pid(pane.and_then(|p| p.pid));
                 match pane {
                     None => l.set_exited(None, "its tmux session ended outside ao".into(), now),
+                    Some(p) if p.dead && p.failure.is_some() => {
+                        l.failed = true;
+                        l.set_exited(p.exit_status, p.failure.clone().unwrap_or_default(), now);
+                    }
                     Some(p) if p.dead && p.exit_status.is_some() => {
                         l.set_exited(p.exit_status, String::new(), now);
                     }

@@ -8,8 +8,9 @@ use std::time::SystemTime;
 
 use crate::activity::unix_ms;
 use crate::agent::{self, Launch, LaunchContext, Native};
-use crate::assignment::SessionSpec;
+use crate::assignment::{RuntimeChoice, SessionSpec};
 use crate::delivery::{PromptEvidence, PromptStep};
+use crate::docker::ContainerSpec;
 use crate::meta::{SessionMeta, META_VERSION};
 use crate::native::AgentHomes;
 use crate::runtime::{Runtime, StartSpec};
@@ -139,6 +140,18 @@ pub(crate) async fn setup(
         prompt_delivered: false,
     };
     meta.save(home);
+    let container = match &spec.runtime {
+        RuntimeChoice::Tmux => None,
+        RuntimeChoice::Docker(settings) => {
+            let homes = AgentHomes::new(&spec.env);
+            let git_dir = workspace::git_common_dir(&meta.worktree).await;
+            Some(ContainerSpec {
+                settings: settings.clone(),
+                project: spec.project_id.clone(),
+                shared: crate::docker::shared_paths(home, id, git_dir, &homes.records()),
+            })
+        }
+    };
     let span =
         tracing::info_span!("ao.agent.start", ao.session.id = %id, ao.agent = %spec.agent.name);
     runtime
@@ -148,6 +161,7 @@ pub(crate) async fn setup(
             command: launch.command(&native),
             env: vars,
             log_path: log_path.clone(),
+            container,
         })
         .instrument(span)
         .await

@@ -348,6 +348,18 @@ pub async fn current_branch(path: &Path) -> Option<String> {
     git(path, &["rev-parse", "--abbrev-ref", "HEAD"]).await.ok()
 }
 
+/// The repository's git directory that the worktree shares (its objects
+/// and refs live there): an agent in a container needs it to commit.
+pub async fn git_common_dir(path: &Path) -> Option<std::path::PathBuf> {
+    git(
+        path,
+        &["rev-parse", "--path-format=absolute", "--git-common-dir"],
+    )
+    .await
+    .ok()
+    .map(|dir| dir.trim().into())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -94,6 +94,7 @@ proptest! {
                     command: "IFS= read -r line; printf '%s' \"$line\" > out.tmp && mv out.tmp out; sleep 60".into(),
                     env: BTreeMap::new(),
                     log_path: dir.path().join("log"),
+                    container: None,
                 })
                 .await
                 .unwrap();

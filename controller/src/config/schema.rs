@@ -81,6 +81,52 @@ pub struct Defaults {
     pub notifiers: Vec<String>,
     /// Clean a session up (as `ao session cleanup`) once its PR is merged.
     pub cleanup_on_merge: Option<bool>,
+    /// Container settings of every `runtime: docker` session.
+    pub docker: DockerConfig,
+}
+
+/// The runtimes a session can run in (`runtime`).
+pub const RUNTIMES: &[&str] = &["tmux", "docker"];
+
+/// The runtime used when neither the project nor `defaults` names one.
+pub const DEFAULT_RUNTIME: &str = "tmux";
+
+/// How a `runtime: docker` session's container is made (`docker.*`), in `defaults`, a project
+/// or an agent; the more specific one wins key by key, and `mounts` and `env` add up.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct DockerConfig {
+    /// The image the agent runs in; it must hold the agent's command.
+    pub image: Option<String>,
+    /// The container's memory limit (`2G`).
+    pub memory: Option<String>,
+    /// The CPUs the container may use (`1.5`).
+    pub cpus: Option<f64>,
+    /// The most processes the container may hold.
+    pub pids_limit: Option<i64>,
+    /// The Docker network (`bridge` by default; `none` cuts the container off).
+    pub network: Option<String>,
+    /// Extra bind mounts, `host-path:container-path[:ro]`.
+    pub mounts: Vec<String>,
+    /// Extra environment variables of the container.
+    pub env: BTreeMap<String, String>,
+}
+
+impl DockerConfig {
+    /// These settings over `base`: a key set here wins, `mounts` and `env` add up.
+    pub fn over(&self, base: &DockerConfig) -> DockerConfig {
+        let mut env = base.env.clone();
+        env.extend(self.env.clone());
+        DockerConfig {
+            image: self.image.clone().or_else(|| base.image.clone()),
+            memory: self.memory.clone().or_else(|| base.memory.clone()),
+            cpus: self.cpus.or(base.cpus),
+            pids_limit: self.pids_limit.or(base.pids_limit),
+            network: self.network.clone().or_else(|| base.network.clone()),
+            mounts: base.mounts.iter().chain(&self.mounts).cloned().collect(),
+            env,
+        }
+    }
 }
 
 /// Which notifiers (keys of `notifiers`) receive events of each priority. A priority left out
@@ -141,6 +187,9 @@ pub struct ProjectConfig {
     /// Clean a session up (as `ao session cleanup`) once its PR is merged;
     /// `defaults.cleanupOnMerge` when left out.
     pub cleanup_on_merge: Option<bool>,
+    /// Container settings of this project's sessions with `runtime: docker`.
+    #[serde(default)]
+    pub docker: DockerConfig,
 }
 
 impl ProjectConfig {
@@ -224,6 +273,25 @@ impl Config {
             .unwrap_or_else(|| DEFAULT_AGENT.to_owned())
     }
 
+    /// The runtime sessions of `project` run in: its own, else `defaults`', else tmux.
+    pub fn runtime_for(&self, project: &ProjectConfig) -> String {
+        project
+            .runtime
+            .clone()
+            .or_else(|| self.defaults.runtime.clone())
+            .unwrap_or_else(|| DEFAULT_RUNTIME.to_owned())
+    }
+
+    /// The container settings of a session of `project` running `agent`: the agent's over the
+    /// project's over `defaults`'.
+    pub fn docker_for(&self, project: &ProjectConfig, agent: &str) -> DockerConfig {
+        let project = project.docker.over(&self.defaults.docker);
+        match self.agents.get(agent) {
+            Some(a) => a.docker.over(&project),
+            None => project,
+        }
+    }
+
     /// The agent a new session of `project_id` runs: project, then `defaults`, then `claude-code`.
     pub fn agent_for(&self, project_id: &str) -> String {
         self.projects
@@ -246,6 +314,9 @@ pub struct AgentConfig {
     pub input_pattern: Option<String>,
     #[serde(default)]
     pub env: BTreeMap<String, String>,
+    /// Container settings of this agent's sessions with `runtime: docker` (its image, say).
+    #[serde(default)]
+    pub docker: DockerConfig,
 }
 
 /// What to do when a session reaches a state (`reactions.<key>`).

@@ -2,20 +2,11 @@
 
 use super::schema::Config;
 
-/// The only runtime that runs sessions yet; another `runtime` is recorded on the session but the
-/// agent still runs in tmux.
-const IMPLEMENTED_RUNTIME: &str = "tmux";
-
 /// The keys of `config` that are accepted (and validated) for compatibility with the original
 /// `ao` but not acted on yet, as dotted paths such as `reactions` or `projects.app.workspace`.
 /// Only keys the config sets are named, so that a user is warned about what they wrote; a key
 /// leaves this list when the issue that implements it lands.
 pub fn unimplemented_keys(config: &Config) -> Vec<String> {
-    let other_runtime = |runtime: &Option<String>| {
-        runtime
-            .as_deref()
-            .is_some_and(|runtime| runtime != IMPLEMENTED_RUNTIME)
-    };
     let top = [
         ("dataDir", config.data_dir.is_some()),
         ("worktreeDir", config.worktree_dir.is_some()),
@@ -23,7 +14,6 @@ pub fn unimplemented_keys(config: &Config) -> Vec<String> {
         ("terminalPort", config.terminal_port.is_some()),
         ("directTerminalPort", config.direct_terminal_port.is_some()),
         ("readyThresholdMs", config.ready_threshold_ms.is_some()),
-        ("defaults.runtime", other_runtime(&config.defaults.runtime)),
         ("defaults.workspace", config.defaults.workspace.is_some()),
         ("labels", !config.labels.is_empty()),
     ];
@@ -44,7 +34,6 @@ pub fn unimplemented_keys(config: &Config) -> Vec<String> {
                         .as_ref()
                         .is_none_or(|t| t.plugin != "github"),
             ),
-            ("runtime", other_runtime(&project.runtime)),
             ("workspace", project.workspace.is_some()),
             ("agentConfig", !project.agent_config.is_empty()),
             ("orchestratorModel", project.orchestrator_model.is_some()),
@@ -89,10 +78,11 @@ mod tests {
             unimplemented_keys(&parse(text).unwrap()),
             Vec::<String>::new()
         );
-        let docker = parse("projects:\n  app:\n    path: /src/app\n    runtime: docker\n");
+        let docker = "projects:\n  app:\n    path: /src/app\n    runtime: docker\n    \
+                      docker: {image: ao-debian:latest}\n";
         assert_eq!(
-            unimplemented_keys(&docker.unwrap()),
-            ["projects.app.runtime"]
+            unimplemented_keys(&parse(docker).unwrap()),
+            Vec::<String>::new()
         );
         // A repo is read for GitHub only.
         let repo = parse("projects:\n  app:\n    path: /src/app\n    repo: o/r\n");

@@ -11,8 +11,10 @@ use super::ids::{
 };
 use super::outline::Locator;
 use super::reactions::check_reaction;
+use super::runtime::{check_docker, check_runtime};
 use super::schema::{
-    threshold, Config, PluginConfig, ProjectConfig, ReactionConfig, ScheduleConfig, BUILTIN_AGENTS,
+    threshold, Config, DockerConfig, PluginConfig, ProjectConfig, ReactionConfig, ScheduleConfig,
+    BUILTIN_AGENTS,
 };
 use crate::scm::github::{GithubSettings, SettingsError};
 use crate::scm::linear::LinearSettings;
@@ -64,6 +66,38 @@ pub(super) fn validate(config: &Config, locator: &Locator<'_>) -> Result<(), Con
     };
 
     check_agent(&["defaults", "agent"], config.defaults.agent.as_ref())?;
+    let check_runtime_at = |path: &[&str], runtime: Option<&String>| match runtime {
+        Some(runtime) => check_runtime(runtime).map_err(|e| locator.error(path, e)),
+        None => Ok(()),
+    };
+    let check_docker_at = |at: &[&str], docker: &DockerConfig| {
+        check_docker(docker).map_err(|e| {
+            let mut path = at.to_vec();
+            path.push(e.field);
+            locator.error(&path, e.problem)
+        })
+    };
+    check_runtime_at(&["defaults", "runtime"], config.defaults.runtime.as_ref())?;
+    check_docker_at(&["defaults", "docker"], &config.defaults.docker)?;
+    for (name, agent) in &config.agents {
+        check_docker_at(&["agents", name, "docker"], &agent.docker)?;
+    }
+    for (id, project) in &config.projects {
+        check_runtime_at(&["projects", id, "runtime"], project.runtime.as_ref())?;
+        check_docker_at(&["projects", id, "docker"], &project.docker)?;
+        let agent = config.agent_for(id);
+        if config.runtime_for(project) == "docker"
+            && config.docker_for(project, &agent).image.is_none()
+        {
+            return Err(locator.error(
+                &["projects", id, "docker", "image"],
+                format!(
+                    "required with `runtime: docker`: the image the agent runs in, set for \
+                     the project, its agent `{agent}` or `defaults.docker`"
+                ),
+            ));
+        }
+    }
     check_agent(
         &["orchestrator", "agent"],
         config.orchestrator.agent.as_ref(),

@@ -521,7 +521,7 @@ impl Actor {
                 memory_reserve: w.record.memory_reserve_bytes,
             })
             .collect();
-        scheduler::place(&candidates, &s.labels).map(str::to_string)
+        scheduler::place(&candidates, &s.runtime, &s.labels).map(str::to_string)
     }
 
     /// The assignment of `s` as its worker is sent it, in the trace of the
@@ -533,6 +533,7 @@ impl Actor {
             s,
             project,
             config.agents.get(&s.agent),
+            &config.docker_for(project, &s.agent),
             config.stuck_threshold(&s.project_id),
         );
         Some(pb::controller_message::Msg::Assign(pb::Assign {

@@ -3,9 +3,11 @@
 //!
 //! Run: `scripts/bench` (release build). `AO_BENCH_SESSIONS` sets the
 //! large-stack size (default 200). `--cluster`: see [`cluster`];
-//! `--truth`: see [`truth`]; `--github`: see [`github`].
+//! `--truth`: see [`truth`]; `--github`: see [`github`]; `--docker`: see
+//! [`docker`].
 
 mod cluster;
+mod docker;
 mod github;
 mod truth;
 
@@ -272,6 +274,10 @@ fn main() {
     }
     if std::env::args().any(|a| a == "--github") {
         github::run();
+        return;
+    }
+    if std::env::args().any(|a| a == "--docker") {
+        docker::run();
         return;
     }
     if std::env::args().any(|a| a == "--truth") {
