@@ -2,6 +2,7 @@
 //! own store), a real git repository, and scripted agents from `agents/`.
 
 pub mod cluster;
+pub mod containers;
 pub mod etcd;
 pub mod github;
 pub mod github_stack;
