@@ -299,6 +299,7 @@ async fn serve_http(
         labels,
         deliveries: Default::default(),
         loopback: bound.ip().is_loopback(),
+        https: tls.is_some(),
     });
     let url_file = home.http_url();
     tasks.spawn(async move {

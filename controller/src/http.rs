@@ -67,6 +67,8 @@ pub struct HttpState {
     pub deliveries: Arc<Mutex<VecDeque<String>>>,
     /// Bound to a loopback address: `/metrics` needs no token.
     pub loopback: bool,
+    /// Served over HTTPS: login cookies are marked `Secure`.
+    pub https: bool,
 }
 
 /// Every route of the listener.
