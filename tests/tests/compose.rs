@@ -138,8 +138,9 @@ impl Drop for Compose {
     }
 }
 
-/// The ao image of deploy/docker, with the binary under test.
-fn ao_image() -> String {
+/// The images of deploy/docker (ao, with the binary under test, and the
+/// agents' base).
+fn images() -> (String, String) {
     let out = Command::new(repo_root().join("deploy/docker/build"))
         .env("AO_BIN", ao_bin())
         .output()
@@ -149,11 +150,10 @@ fn ao_image() -> String {
         "deploy/docker/build: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .next()
-        .expect("the ao image")
-        .to_string()
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let mut refs = stdout.lines().map(str::to_string);
+    let ao = refs.next().expect("the ao image");
+    (ao, refs.next().expect("the agent base image"))
 }
 
 /// A repository and the scripted agent under `share` (mounted at the same
@@ -182,9 +182,28 @@ fn share(state: &Path) -> (PathBuf, PathBuf) {
     (share, config)
 }
 
+/// The agents' base image: a shell, git, tmux and build tools, as a user.
+#[test]
+fn the_agent_base_image_has_git_tmux_and_a_user() {
+    let (_, agent_base) = images();
+    let out = docker_ok(&[
+        "run",
+        "--rm",
+        &agent_base,
+        "sh",
+        "-c",
+        "id -un; git --version; tmux -V; make --version | head -n1; gcc --version | head -n1",
+    ]);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines[0], "agent", "{out}");
+    for tool in ["git version", "tmux", "GNU Make", "gcc"] {
+        assert!(out.contains(tool), "{tool} in {out}");
+    }
+}
+
 #[test]
 fn the_compose_cluster_survives_a_controller_an_etcd_member_and_a_network_cut() {
-    let (ao_image, base_image) = (ao_image(), base_image());
+    let (ao_image, base_image) = (images().0, base_image());
     let state = tempfile::Builder::new()
         .prefix("ao-compose-")
         .tempdir_in("/tmp")
