@@ -342,7 +342,7 @@ enum WorkerCommand {
         /// Where install put the binary (<prefix>/bin/ao).
         #[arg(long, default_value = "/usr/local")]
         prefix: PathBuf,
-        /// Uninstall on this machine over SSH, user@host (root there).
+        /// Uninstall on another machine, reached over SSH as user@host (root there).
         #[arg(long, value_name = "USER@HOST")]
         ssh: Option<String>,
     },
@@ -470,8 +470,8 @@ struct InstallArgs {
     /// Install the binary as <prefix>/bin/ao.
     #[arg(long, default_value = "/usr/local")]
     prefix: PathBuf,
-    /// Install on this machine over SSH, user@host (root there): copies this binary and runs
-    /// the steps there.
+    /// Install on another machine, reached over SSH as user@host (root there): copies this
+    /// binary there and runs the steps there; the token goes on SSH's standard input.
     #[arg(long, value_name = "USER@HOST")]
     ssh: Option<String>,
 }
