@@ -945,6 +945,25 @@ pub async fn workers(target: &Target, json: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The state the controller shows worker `id` in (`ready`, `disconnected`…).
+///
+/// # Errors
+/// The controller cannot be reached, or does not know the worker.
+pub async fn worker_state(target: &Target, id: &str) -> anyhow::Result<String> {
+    let mut c = target.client().await?;
+    let workers = c
+        .list_workers(pb::ListWorkersRequest {})
+        .await
+        .map_err(|s| target.err(s))?
+        .into_inner()
+        .workers;
+    workers
+        .into_iter()
+        .find(|w| w.id == id)
+        .map(|w| w.state)
+        .with_context(|| format!("the controller does not list worker {id}"))
+}
+
 /// Prints `items` as JSON for scripts (`--json`) or as a table for people.
 fn print_list<T>(
     items: &[T],

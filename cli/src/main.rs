@@ -8,11 +8,13 @@
 //! - [`commands`]: every command that talks to a running controller.
 //! - [`render`]: tables and JSON for people and scripts.
 //! - [`doctor`]: `ao doctor`.
+//! - [`install`]: `ao worker install`/`uninstall`, a worker as a systemd unit.
 //! - [`lifecycle`]: `ao start`/`stop`, a project's stack and orchestrator agent.
 
 mod attach;
 mod commands;
 mod doctor;
+mod install;
 mod lifecycle;
 mod render;
 mod stack;
@@ -320,6 +322,30 @@ enum WorkerCommand {
         #[arg(long)]
         id: Option<String>,
     },
+    /// Make this build machine (or, with --ssh, another) a worker: join the controller given
+    /// with --controller, install this binary under <prefix>/bin and the systemd unit
+    /// ao-worker.service, start it, and wait until the controller has the worker connected.
+    /// Each step is printed. Running it again upgrades the binary and restarts the unit; the
+    /// agents' sessions survive. Prints WORKER=<id>.
+    #[command(
+        after_help = "Example, from the operator's machine (needs root there):\n  \
+                      ao worker install --ssh root@build-3 --controller https://ao.example.com:7070 \\\n    \
+                      --token <from ao token create> --ca-hash sha256:… --label gpu=a100 --max-sessions 8\n\
+                      Upgrade later with the same command without --token. AO_SSH_COMMAND sets the ssh\n\
+                      command (e.g. `ssh -i key -p 2222`). Where systemd does not run (a container), the\n\
+                      unit is written and its ExecStart started in the background."
+    )]
+    Install(InstallArgs),
+    /// Reverse `ao worker install`: stop and remove the unit, the binary and the worker
+    /// certificate (worktrees and logs stay). With --ssh, also `ao worker rm` on the controller.
+    Uninstall {
+        /// Where install put the binary (<prefix>/bin/ao).
+        #[arg(long, default_value = "/usr/local")]
+        prefix: PathBuf,
+        /// Uninstall on another machine, reached over SSH as user@host (root there).
+        #[arg(long, value_name = "USER@HOST")]
+        ssh: Option<String>,
+    },
     /// Stop placing new sessions on a worker; its running sessions stay.
     Drain {
         id: String,
@@ -428,6 +454,37 @@ enum AdminCommand {
     },
     /// Revoke every certificate of a name, or one certificate by its serial: its next call is refused.
     Revoke { name_or_serial: String },
+}
+
+#[derive(Args)]
+struct InstallArgs {
+    /// The single-use join token from `ao token create`, or `-` to read it from stdin; needed
+    /// only on the first install (the machine keeps its certificate).
+    #[arg(long)]
+    token: Option<String>,
+    /// Read the token from this file (its first line) instead of the command line.
+    #[arg(long, conflicts_with = "token")]
+    token_file: Option<PathBuf>,
+    /// sha256:<hex> of the cluster CA certificate, from `ao token create`.
+    #[arg(long)]
+    ca_hash: Option<String>,
+    /// Worker id (default: the host name).
+    #[arg(long)]
+    id: Option<String>,
+    /// A label, k=v (repeatable), given to `ao worker run` in the unit.
+    #[arg(long = "label", value_parser = parse_label)]
+    labels: Vec<(String, String)>,
+    /// Most sessions to run there (0: no limit). With neither --label nor --max-sessions, a
+    /// reinstall keeps those of the installed unit.
+    #[arg(long)]
+    max_sessions: Option<u32>,
+    /// Install the binary as <prefix>/bin/ao.
+    #[arg(long, default_value = "/usr/local")]
+    prefix: PathBuf,
+    /// Install on another machine, reached over SSH as user@host (root there): copies this
+    /// binary there and runs the steps there; the token goes on SSH's standard input.
+    #[arg(long, value_name = "USER@HOST")]
+    ssh: Option<String>,
 }
 
 #[derive(Args)]
@@ -724,7 +781,13 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     } else {
         (cli.controller, cli.credentials)
     };
-    let target = commands::Target::new(controller.as_deref(), &home, credentials, cli.token)?;
+    // Their `--token` is a join token, which clap also hands to the global flag.
+    let joining = matches!(
+        cli.command,
+        Command::Worker(WorkerCommand::Install(_) | WorkerCommand::Join { .. })
+    );
+    let token = if joining { None } else { cli.token };
+    let target = commands::Target::new(controller.as_deref(), &home, credentials, token)?;
     let ok = Ok(ExitCode::SUCCESS);
     if matches!(
         cli.command,
@@ -791,6 +854,31 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 .await
                 .and(ok)
         }
+        Command::Worker(WorkerCommand::Install(a)) => {
+            let token = match (&a.token, &a.token_file) {
+                (None, None) => None,
+                _ => Some(read_token(a.token, a.token_file)?),
+            };
+            let spec = install::InstallSpec {
+                controller: controller.clone(),
+                token,
+                ca_hash: a.ca_hash,
+                id: a.id,
+                labels: a.labels,
+                max_sessions: a.max_sessions,
+                prefix: a.prefix,
+            };
+            match a.ssh {
+                Some(dest) => install::install_over_ssh(&target, &dest, &spec).await,
+                None => install::install(&home, &spec).await,
+            }
+            .and(ok)
+        }
+        Command::Worker(WorkerCommand::Uninstall { prefix, ssh }) => match ssh {
+            Some(dest) => install::uninstall_over_ssh(&target, &dest, &prefix).await,
+            None => install::uninstall(&home, &prefix).await,
+        }
+        .and(ok),
         Command::Worker(WorkerCommand::Drain { id, undo }) => {
             commands::drain(&target, id, undo).await.and(ok)
         }

@@ -352,7 +352,13 @@ async fn open_store(
         StoreLocation::Etcd(endpoints) => {
             // Several controllers may share this etcd: lead before anything else.
             let etcd = EtcdStore::connect(endpoints, tls).await?;
-            let candidate = format!("{} (pid {})", config.socket().display(), std::process::id());
+            // The host too: controllers in containers share the socket path and pid 1.
+            let candidate = format!(
+                "{} on {} (pid {})",
+                config.socket().display(),
+                config.hostname,
+                std::process::id()
+            );
             let leadership = leader::campaign(&etcd, &candidate, |holder| {
                 eprintln!("waiting to lead: the leader is {holder}");
             })

@@ -60,3 +60,6 @@ pub const OTEL_EXPORTER_OTLP_PROTOCOL: &str = "OTEL_EXPORTER_OTLP_PROTOCOL";
 pub const OTEL_EXPORTER_OTLP_TRACES_PROTOCOL: &str = "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL";
 /// This process's `service.name` (default `ao-cli`, `ao-controller` or `ao-worker`).
 pub const OTEL_SERVICE_NAME: &str = "OTEL_SERVICE_NAME";
+/// The ssh command `ao worker install --ssh` runs (default `ssh`), split on
+/// spaces: e.g. `ssh -i key -p 2222 -o StrictHostKeyChecking=accept-new`.
+pub const AO_SSH_COMMAND: &str = "AO_SSH_COMMAND";

@@ -19,6 +19,7 @@ use std::path::{Path, PathBuf};
 /// worktrees/<project>/<session>/   agents' git worktrees
 /// sessions/<id>/{prompt.md,terminal.log}
 /// worker/sessions/<id>.json        what a restarted worker re-adopts
+/// worker/linked  worker/worker.pid  what `ao worker install` waits on and stops
 /// pki/  pki/admin/  pki/admins/  pki/worker/{controller,...}
 /// ```
 ///
@@ -124,6 +125,18 @@ impl Home {
     /// The worker's metadata of every session it runs.
     pub fn session_metas(&self) -> PathBuf {
         self.0.join("worker").join("sessions")
+    }
+
+    /// Written by the worker each time a controller welcomes it (its pid,
+    /// the controller's version, when): `ao worker install` waits on it.
+    pub fn worker_linked(&self) -> PathBuf {
+        self.0.join("worker").join("linked")
+    }
+
+    /// The pid of a worker `ao worker install` started itself, on a machine
+    /// where systemd does not run.
+    pub fn worker_pid(&self) -> PathBuf {
+        self.0.join("worker").join("worker.pid")
     }
 
     /// The worker's metadata of `session`.

@@ -3,6 +3,7 @@
 
 pub mod cluster;
 pub mod docker;
+pub mod containers;
 pub mod etcd;
 pub mod github;
 pub mod github_stack;

@@ -242,6 +242,9 @@ pub async fn run(
                 tokio::select! {
                     msg = inbound.message() => match msg {
                         Ok(Some(pb::ControllerMessage { msg: Some(m) })) => {
+                            if let pb::controller_message::Msg::Welcome(w) = &m {
+                                note_linked(&settings.home.worker_linked(), w);
+                            }
                             if let Some(answer) = dispatch(&handle, m, &tunnels).await {
                                 if tx.send(answer).await.is_err() {
                                     return Err(Down::Retry("link closed".into()));
@@ -290,6 +293,21 @@ pub async fn run(
                 }
             }
         }
+    }
+}
+
+/// Records that a controller welcomed this worker, for `ao worker install`
+/// to wait on: the controller sends Welcome once it counts the worker
+/// connected. A failure to write only loses that signal.
+fn note_linked(path: &Path, welcome: &pb::Welcome) {
+    let text = format!(
+        "pid {}\ncontroller {}\nat {}\n",
+        std::process::id(),
+        welcome.controller_version,
+        chrono::Utc::now().to_rfc3339()
+    );
+    if let Err(e) = ao_proto::home::write_private(path, text.as_bytes()) {
+        tracing::warn!("cannot write {}: {e}", path.display());
     }
 }
 

@@ -13,6 +13,13 @@
 //! open watch is kept honest by HTTP/2 keep-alive pings instead, and ends
 //! with [`StoreError::Unavailable`] when its connection breaks, so that its
 //! owner resumes from the last revision it saw.
+//!
+//! A member that dies without closing its connections (its host or
+//! container gone) would keep receiving a share of the calls until HTTP/2
+//! pings declare it dead. Each member is therefore asked for its status
+//! every second on a connection of its own; one that does not answer is
+//! taken out of the balance until it answers again, and a get or a commit
+//! that got no answer is tried once more, on the members left.
 
 use std::error::Error as _;
 use std::path::PathBuf;
@@ -46,6 +53,9 @@ const MAX_MESSAGE: usize = 64 * 1024 * 1024;
 /// on a connection without streams, hence the interval and no idle pings.
 const KEEP_ALIVE: (Duration, Duration) = (Duration::from_secs(10), Duration::from_secs(5));
 
+/// How often each member is asked whether it answers, and how long it has.
+const HEALTH_CHECK: (Duration, Duration) = (Duration::from_secs(1), Duration::from_secs(1));
+
 /// How a watch's events travel from the etcd stream to its owner.
 const WATCH_BUFFER: usize = 256;
 
@@ -71,6 +81,9 @@ pub struct EtcdStore {
     /// `host:port` of each endpoint, as shown in messages.
     endpoints: Vec<String>,
     timeout: Duration,
+    /// The health check of the members ([`keep_answering`]), for as long
+    /// as the store lives.
+    _health: Option<tokio_util::task::AbortOnDropHandle<()>>,
 }
 
 impl EtcdStore {
@@ -106,17 +119,26 @@ impl EtcdStore {
             options = options.with_tls(tls_options(tls).await?);
         }
         let at = hosts.join(",");
-        let client = tokio::time::timeout(REQUEST_TIMEOUT, Client::connect(&urls, Some(options)))
-            .await
-            .map_err(|_| {
-                StoreError::Unavailable(format!(
-                    "etcd at {at}: no connection within {REQUEST_TIMEOUT:?}"
-                ))
-            })?
-            .map_err(|e| {
-                StoreError::Unavailable(format!("etcd at {at}: {}", describe_error(&e)))
-            })?;
+        let client = tokio::time::timeout(
+            REQUEST_TIMEOUT,
+            Client::connect(&urls, Some(options.clone())),
+        )
+        .await
+        .map_err(|_| {
+            StoreError::Unavailable(format!(
+                "etcd at {at}: no connection within {REQUEST_TIMEOUT:?}"
+            ))
+        })?
+        .map_err(|e| StoreError::Unavailable(format!("etcd at {at}: {}", describe_error(&e))))?;
+        let health = (urls.len() > 1).then(|| {
+            tokio_util::task::AbortOnDropHandle::new(tokio::spawn(keep_answering(
+                client.clone(),
+                urls.clone(),
+                options.clone(),
+            )))
+        });
         let store = Self {
+            _health: health,
             kv: client.kv_client().max_decoding_message_size(MAX_MESSAGE),
             watch: client.watch_client().max_decoding_message_size(MAX_MESSAGE),
             client,
@@ -202,6 +224,26 @@ impl EtcdStore {
             .map_err(|e| self.unavailable(what, &e))
     }
 
+    /// Runs a get or a txn, once more when the first attempt got no answer
+    /// or lost its connection: by then the health check has taken a dead
+    /// member out of the balance, and the second attempt goes to another.
+    /// Both are safe to repeat: a get reads; a txn's puts and deletes write
+    /// the same again, and its preconditions fail if the first attempt
+    /// landed after all (a conflict, never a double write).
+    async fn call_again_once<T, F>(&self, what: &str, call: impl Fn() -> F) -> Result<T, StoreError>
+    where
+        F: std::future::Future<Output = Result<T, etcd_client::Error>>,
+    {
+        let first = match self.timed(what, call()).await {
+            Ok(Ok(answer)) => return Ok(answer),
+            Ok(Err(e)) if !is_lost_connection(&e) => return Err(self.unavailable(what, &e)),
+            Ok(Err(e)) => self.unavailable(what, &e),
+            Err(timed_out) => timed_out,
+        };
+        tracing::warn!("{first}; trying once more");
+        self.call(what, call()).await
+    }
+
     /// Whether history from `revision` on has been compacted away: a read at
     /// that revision says so at once, where a new watch learns it only from
     /// the server's next sync.
@@ -266,7 +308,10 @@ impl EtcdStore {
 impl Store for EtcdStore {
     async fn get(&self, key: &str) -> Result<Option<Versioned>, StoreError> {
         let resp = self
-            .call(&format!("get `{key}`"), self.kv.clone().get(key, None))
+            .call_again_once(&format!("get `{key}`"), || {
+                let mut kv = self.kv.clone();
+                async move { kv.get(key, None).await }
+            })
             .await?;
         Ok(resp.kvs().first().map(versioned))
     }
@@ -313,7 +358,12 @@ impl Store for EtcdStore {
             .when(compares)
             .and_then(writes)
             .or_else(reads);
-        let resp = self.call("commit", self.kv.clone().txn(request)).await?;
+        let resp = self
+            .call_again_once("commit", || {
+                let (mut kv, request) = (self.kv.clone(), request.clone());
+                async move { kv.txn(request).await }
+            })
+            .await?;
         let revision = header_revision(resp.header())?;
         if resp.succeeded() {
             return Ok(revision);
@@ -597,6 +647,52 @@ fn is_future_revision_error(e: &etcd_client::Error) -> bool {
 /// A one-line account of an etcd client error with its root cause ("tcp
 /// connect error (Connection refused)"); tonic's own `Display` of a status is
 /// long and repeats itself.
+/// Whether the call failed because its connection did, not because etcd
+/// refused it.
+fn is_lost_connection(e: &etcd_client::Error) -> bool {
+    match grpc_status(e) {
+        Some(status) => status.code() == tonic::Code::Unavailable,
+        None => matches!(e, etcd_client::Error::TransportError(_)),
+    }
+}
+
+/// Takes members that do not answer a status call within a second out of
+/// `client`'s balance, and puts them back once they answer; the last one
+/// answering stays in, so that calls fail as they would without this.
+async fn keep_answering(client: Client, urls: Vec<String>, options: ConnectOptions) {
+    let mut probes: Vec<Option<Client>> = vec![None; urls.len()];
+    let mut out = vec![false; urls.len()];
+    let mut tick = tokio::time::interval(HEALTH_CHECK.0);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        for (i, url) in urls.iter().enumerate() {
+            let answers = match &probes[i] {
+                Some(probe) => {
+                    tokio::time::timeout(HEALTH_CHECK.1, probe.maintenance_client().status())
+                        .await
+                        .is_ok_and(|r| r.is_ok())
+                }
+                None => {
+                    // A member's own connection, so that its answer is its own.
+                    probes[i] = Client::connect([url], Some(options.clone())).await.ok();
+                    continue;
+                }
+            };
+            let answering = out.iter().filter(|o| !**o).count();
+            if !answers && !out[i] && answering > 1 {
+                if client.remove_endpoint(url).await.is_ok() {
+                    out[i] = true;
+                    tracing::warn!(member = %url, "etcd member does not answer; calls go to the others");
+                }
+            } else if answers && out[i] && client.add_endpoint(url).await.is_ok() {
+                out[i] = false;
+                tracing::info!(member = %url, "etcd member answers again");
+            }
+        }
+    }
+}
+
 fn describe_error(e: &etcd_client::Error) -> String {
     let Some(status) = grpc_status(e) else {
         return e.to_string();
