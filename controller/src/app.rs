@@ -299,6 +299,9 @@ async fn serve_http(
         labels,
         deliveries: Default::default(),
         loopback: bound.ip().is_loopback(),
+        tasks: tasks.clone(),
+        stop: stop.clone(),
+        keyboards: Default::default(),
     });
     let url_file = home.http_url();
     tasks.spawn(async move {

@@ -173,6 +173,15 @@ fn a_one_time_link_gives_a_login_and_revoke_all_ends_it() {
     let page = |jar: &Path| curl(jar, &format!("{base}/sessions/{working}"), &[]).2;
     assert!(page(&jar).contains("<td>Status</td>"), "{}", page(&jar));
     assert!(!page(&jar).contains("action=\"/sessions/"));
+    // Without JavaScript, the screen as the terminal log left it.
+    let shown = page(&jar);
+    let screen = shown
+        .split("<div class=\"term\"")
+        .nth(1)
+        .and_then(|t| t.split("</div></div>").next())
+        .unwrap_or_else(|| panic!("no terminal in {shown}"));
+    assert!(screen.contains("agent ready in"), "{shown}");
+    assert!(!shown.contains("id=\"take\""), "no keyboard for a viewer");
     let csrf_of = |jar: &Path| {
         let text = std::fs::read_to_string(jar).unwrap();
         text.lines()
@@ -202,6 +211,43 @@ fn a_one_time_link_gives_a_login_and_revoke_all_ends_it() {
         .0
     };
     assert_eq!(kill(&jar, &csrf_of(&jar)), 403, "a viewer cannot kill");
+    let (status, _, body) = curl(
+        &jar,
+        &format!("{base}/sessions/{working}/keyboard"),
+        &[
+            "-X",
+            "POST",
+            "-H",
+            &origin,
+            "--data",
+            &format!("csrf={}", csrf_of(&jar)),
+        ],
+    );
+    assert_eq!(status, 403, "a viewer cannot take the keyboard: {body}");
+    // The live terminal opens from the dashboard's own pages only: a page
+    // elsewhere could otherwise open it with the login cookie.
+    let upgrade = |jar: &Path, origin: &str| {
+        curl(
+            jar,
+            &format!("{base}/sessions/{working}/terminal"),
+            &[
+                "-H",
+                "Connection: Upgrade",
+                "-H",
+                "Upgrade: websocket",
+                "-H",
+                "Sec-WebSocket-Version: 13",
+                "-H",
+                "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==",
+                "-H",
+                origin,
+            ],
+        )
+    };
+    let (status, _, body) = upgrade(&jar, "Origin: http://evil.example");
+    assert_eq!(status, 403, "{body}");
+    let (status, _, _) = upgrade(&stack.dir.path().join("no-jar"), &origin);
+    assert_eq!(status, 401);
 
     // An operator types into the agent and kills it from the page, with the form's token only.
     let ops = stack.dir.path().join("ops-cookies");

@@ -91,7 +91,7 @@ impl Zone {
 }
 
 /// `&`, `<`, `>`, `"` and `'` as HTML entities.
-fn escape(text: &str) -> String {
+pub(super) fn escape(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {
         match c {
@@ -133,7 +133,7 @@ fn login_cookie(headers: &HeaderMap) -> Option<&str> {
 }
 
 /// The caller of the login cookie, or the page to show instead.
-async fn logged_in(state: &HttpState, headers: &HeaderMap) -> Result<Caller, Response> {
+pub(super) async fn logged_in(state: &HttpState, headers: &HeaderMap) -> Result<Caller, Response> {
     let Some(token) = login_cookie(headers) else {
         return Err(login_needed("You are not logged in."));
     };
@@ -218,7 +218,7 @@ pub async fn logout(State(state): State<HttpState>, headers: HeaderMap) -> Respo
 
 /// Whether a request comes from a page of this host: its `Origin` (or,
 /// without one, its `Referer`) names the host it was sent to.
-fn same_origin(headers: &HeaderMap) -> bool {
+pub(super) fn same_origin(headers: &HeaderMap) -> bool {
     let get = |name| headers.get(name).and_then(|v| v.to_str().ok());
     let Some(host) = get(header::HOST) else {
         return false;
@@ -437,6 +437,24 @@ pub async fn session(
     .map(|(k, v)| vec![k.to_string(), v])
     .collect();
     let mut body = format!("<h2>{}</h2>{}", escape(&id), table(&["", ""], &facts));
+    let screen = super::terminal::snapshot(&state, &id).await;
+    let take = if caller.role.allows(Permission::Operate) {
+        "<button id=\"take\" hidden>Take the keyboard</button> "
+    } else {
+        ""
+    };
+    let _ = write!(
+        body,
+        "<h2>Terminal</h2><div class=\"term\" id=\"term\" tabindex=\"0\" data-session=\"{}\">{}</div>\
+         <p>{take}<span id=\"term-note\">{}</span></p>",
+        escape(&id),
+        screen.as_deref().unwrap_or(""),
+        if screen.is_some() {
+            "The screen as the terminal log left it; live with JavaScript (read-only)."
+        } else {
+            "No screen: the session's worker did not answer."
+        },
+    );
     if caller.role.allows(Permission::Operate) {
         let csrf = escape(cookie(&headers, CSRF).unwrap_or(""));
         let action = |what: &str, label: &str, field: &str| {
@@ -454,7 +472,12 @@ pub async fn session(
         body.push_str(&action("kill", "Kill", ""));
         body.push_str(&action("restore", "Restore", ""));
     }
-    Html(shell(&format!("ao: {id}"), &caller, &body, "")).into_response()
+    let script = format!(
+        "<style>{}</style><script>{}</script>",
+        super::terminal::CSS,
+        super::terminal::SCRIPT
+    );
+    Html(shell(&format!("ao: {id}"), &caller, &body, &script)).into_response()
 }
 
 #[derive(Deserialize)]
@@ -465,9 +488,10 @@ pub struct ActForm {
     message: String,
 }
 
-/// `POST /sessions/{id}/{send|kill|restore}`: what `ao send`, `ao session
-/// kill` and `restore` do, for a role that may act, from the dashboard's
-/// own pages (same origin, the form's `csrf` field equal to its cookie).
+/// `POST /sessions/{id}/{send|kill|restore|keyboard}`: what `ao send`, `ao
+/// session kill` and `restore` do, or a grant to take the live terminal's
+/// keyboard, for a role that may act, from the dashboard's own pages (same
+/// origin, the form's `csrf` field equal to its cookie).
 pub async fn act(
     State(state): State<HttpState>,
     headers: HeaderMap,
@@ -490,6 +514,11 @@ pub async fn act(
     }
     if let Err(s) = caller.require(Permission::Operate) {
         return (StatusCode::FORBIDDEN, s.message().to_string()).into_response();
+    }
+    if what == "keyboard" {
+        // The page spends it on its terminal's WebSocket.
+        let grant = state.keyboards.grant(&id, &caller.name);
+        return axum::Json(serde_json::json!({ "grant": grant })).into_response();
     }
     let handle = &state.handle;
     let done = match what.as_str() {
