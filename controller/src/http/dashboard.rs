@@ -471,6 +471,18 @@ pub async fn session(
         ));
         body.push_str(&action("kill", "Kill", ""));
         body.push_str(&action("restore", "Restore", ""));
+        if let Some(pr) = &s.pr_view {
+            let blockers = pr.blockers();
+            if blockers.is_empty() {
+                body.push_str(&action("merge", &format!("Merge PR #{}", pr.number), ""));
+            } else {
+                let _ = write!(
+                    body,
+                    "<p id=\"merge-blocked\">Not ready to merge: {}.</p>",
+                    escape(&blockers.join("; "))
+                );
+            }
+        }
     }
     let script = format!(
         "<style>{}</style><script>{}</script>",
@@ -488,8 +500,9 @@ pub struct ActForm {
     message: String,
 }
 
-/// `POST /sessions/{id}/{send|kill|restore|keyboard}`: what `ao send`, `ao
-/// session kill` and `restore` do, or a grant to take the live terminal's
+/// `POST /sessions/{id}/{send|kill|restore|merge|keyboard}`: what `ao
+/// send`, `ao session kill` and `restore` do, the merge of its PR, or a
+/// grant to take the live terminal's
 /// keyboard, for a role that may act, from the dashboard's own pages (same
 /// origin, the form's `csrf` field equal to its cookie).
 pub async fn act(
@@ -520,6 +533,9 @@ pub async fn act(
         let grant = state.keyboards.grant(&id, &caller.name);
         return axum::Json(serde_json::json!({ "grant": grant })).into_response();
     }
+    if what == "merge" {
+        return merge(&state, &caller, &id).await;
+    }
     let handle = &state.handle;
     let done = match what.as_str() {
         "send" => handle.send(id.clone(), form.message, false).await,
@@ -533,6 +549,29 @@ pub async fn act(
             Redirect::to(&format!("/sessions/{id}")).into_response()
         }
         Err(e) => (StatusCode::UNPROCESSABLE_ENTITY, ao_proto::error_chain(&e)).into_response(),
+    }
+}
+
+/// The merge button: the PR watcher's merge when the guards of
+/// `approved-and-green` pass, else 422 with every reason.
+async fn merge(state: &HttpState, caller: &Caller, id: &str) -> Response {
+    use crate::prwatch::MergeRefused;
+    use crate::scm::MergeOutcome;
+    let refused = |why: String| (StatusCode::UNPROCESSABLE_ENTITY, why).into_response();
+    match crate::prwatch::merge_now(&state.handle, id).await {
+        Ok(MergeOutcome::Merged { commit }) => {
+            tracing::info!(session = %id, %commit, by = %caller.name, "dashboard merge");
+            Redirect::to(&format!("/sessions/{id}")).into_response()
+        }
+        Ok(MergeOutcome::HeadMoved) => {
+            refused("not merged: the PR's head moved since it was judged; look again".into())
+        }
+        Ok(MergeOutcome::Refused(why)) => refused(format!("GitHub refused the merge: {why}")),
+        Err(MergeRefused::NoSession(_)) => {
+            (StatusCode::NOT_FOUND, format!("no session `{id}`")).into_response()
+        }
+        Err(e @ MergeRefused::Scm(_)) => (StatusCode::BAD_GATEWAY, e.to_string()).into_response(),
+        Err(e) => refused(e.to_string()),
     }
 }
 
