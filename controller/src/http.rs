@@ -74,6 +74,8 @@ pub struct HttpState {
     pub stop: CancellationToken,
     /// Keyboard grants of the session pages, waiting to be spent.
     pub keyboards: Arc<terminal::Keyboards>,
+    /// Served over HTTPS: login cookies are marked `Secure`.
+    pub https: bool,
 }
 
 /// Every route of the listener.

@@ -134,6 +134,8 @@ fn a_one_time_link_gives_a_login_and_revoke_all_ends_it() {
     for part in ["ao_login=ao_", "HttpOnly", "SameSite=Strict", "Path=/"] {
         assert!(cookie.contains(part), "{cookie}");
     }
+    // Plain HTTP on loopback: a `Secure` cookie would never come back.
+    assert!(!cookie.contains("Secure"), "{cookie}");
     // Once only.
     let (status, _, body) = curl(&stack.dir.path().join("other-jar"), &viewer_link, &[]);
     assert_eq!(status, 401, "{body}");

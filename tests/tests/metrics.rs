@@ -181,6 +181,27 @@ fn off_loopback_the_listener_is_https_only_and_metrics_need_a_viewer_token() {
     assert_eq!(code, 200, "{body}");
     let metrics = Exposition::parse(&body).unwrap_or_else(|e| panic!("{e}\n{body}"));
     assert_eq!(metrics.value("ao_controller_leader", &[]), Some(1.0));
+
+    // A dashboard link is an https one, and its cookies are never sent in
+    // plain text.
+    let link = stack.ao(&["dashboard", "--role", "viewer"]).ok().stdout;
+    let link = link.trim();
+    assert!(
+        link.starts_with(&format!("{base}/login?token=ao_")),
+        "{link}"
+    );
+    let mut args = tls(&[]);
+    args.extend(["-D".into(), "-".into()]);
+    let (code, _, head) = get(link, &args);
+    assert_eq!(code, 303, "{head}");
+    let cookies: Vec<_> = head
+        .lines()
+        .filter(|l| l.to_ascii_lowercase().starts_with("set-cookie:"))
+        .collect();
+    assert_eq!(cookies.len(), 2, "{head}");
+    for cookie in cookies {
+        assert!(cookie.trim_end().ends_with("; Secure"), "{cookie}");
+    }
 }
 
 /// Off loopback without a certificate to serve: the stack does not start,

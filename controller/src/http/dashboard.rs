@@ -174,13 +174,15 @@ pub async fn login(State(state): State<HttpState>, Query(q): Query<LoginQuery>) 
     {
         Ok((token, login)) => {
             tracing::info!(login = %login.name, role = login.role.as_str(), "dashboard login");
+            // Over HTTPS a browser must never send them in plain text.
+            let secure = if state.https { "; Secure" } else { "" };
             let cookie = format!(
-                "{COOKIE}={token}; HttpOnly; SameSite=Strict; Path=/; Max-Age={}",
+                "{COOKIE}={token}; HttpOnly; SameSite=Strict; Path=/; Max-Age={}{secure}",
                 LOGIN_TTL.as_secs()
             );
             // Forms send it back in a field: a request made elsewhere cannot read it.
             let csrf = format!(
-                "{CSRF}={}; SameSite=Strict; Path=/; Max-Age={}",
+                "{CSRF}={}; SameSite=Strict; Path=/; Max-Age={}{secure}",
                 crate::access::Credentials::secret(),
                 LOGIN_TTL.as_secs()
             );
