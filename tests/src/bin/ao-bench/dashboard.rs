@@ -169,8 +169,8 @@ pub fn run() {
     let (closed_cpu, closed_rss) = load(&stack, pid, &ids[..10], None);
     let pages = Pages::open(&jar, &format!("{base}/board/events"));
     // Every page has its first board before the clock starts.
+    let mut got = std::collections::HashSet::new();
     eventually("every page is open", Duration::from_secs(60), || {
-        let mut got = std::collections::HashSet::new();
         while let Ok((n, _)) = pages.seen.try_recv() {
             got.insert(n);
         }
