@@ -302,6 +302,7 @@ async fn serve_http(
         tasks: tasks.clone(),
         stop: stop.clone(),
         keyboards: Default::default(),
+        boards: Default::default(),
         https: tls.is_some(),
     });
     let url_file = home.http_url();

@@ -74,6 +74,8 @@ pub struct HttpState {
     pub stop: CancellationToken,
     /// Keyboard grants of the session pages, waiting to be spent.
     pub keyboards: Arc<terminal::Keyboards>,
+    /// The board's last rendering, shared by the open boards.
+    pub boards: Arc<dashboard::Boards>,
     /// Served over HTTPS: login cookies are marked `Secure`.
     pub https: bool,
 }

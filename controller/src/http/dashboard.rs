@@ -12,6 +12,7 @@
 //! page reloads itself every few seconds.
 
 use std::fmt::Write as _;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::extract::{Query, State};
@@ -21,6 +22,7 @@ use serde::Deserialize;
 
 use super::HttpState;
 use crate::access::{Caller, Permission};
+use crate::handle::Snapshot;
 use crate::model::{Activity, SessionRecord, SessionStatus};
 
 /// What a one-time link's credential is named after.
@@ -248,9 +250,10 @@ pub async fn board_events(State(state): State<HttpState>, headers: HeaderMap) ->
     if let Err(page) = logged_in(&state, &headers).await {
         return page;
     }
-    let mut last = String::new();
+    let mut last: Arc<str> = Arc::from("");
+    let boards = state.boards.clone();
     let zones = tokio_stream::wrappers::WatchStream::new(state.handle.watch())
-        .map(|snap| render_zones(&snap))
+        .map(move |snap| boards.zones(&snap))
         .filter(move |zones| {
             let changed = *zones != last;
             last.clone_from(zones);
@@ -267,7 +270,7 @@ pub async fn board_events(State(state): State<HttpState>, headers: HeaderMap) ->
             Ok::<_, std::convert::Infallible>(
                 Event::default()
                     .event("board")
-                    .data(zones.unwrap_or_default()),
+                    .data(zones.as_deref().unwrap_or_default()),
             )
         });
     Sse::new(events)
@@ -644,6 +647,27 @@ pub async fn events(
         table(&["Time", "Type", "Session", "Project", "Message"], &rows)
     );
     Html(shell("ao: events", &caller, &body, "")).into_response()
+}
+
+/// The board's zones as last rendered, with the snapshot they show: the
+/// open boards share one rendering per change instead of one each.
+#[derive(Default)]
+pub struct Boards(Mutex<Option<(Arc<Snapshot>, Arc<str>)>>);
+
+impl Boards {
+    /// The zones of `snap`, rendered once whoever asks. The lock is held
+    /// while rendering: the other pages wait for that same rendering.
+    fn zones(&self, snap: &Arc<Snapshot>) -> Arc<str> {
+        let mut last = self.0.lock().expect("boards lock");
+        if let Some((shown, zones)) = &*last {
+            if Arc::ptr_eq(shown, snap) {
+                return zones.clone();
+            }
+        }
+        let zones: Arc<str> = render_zones(snap).into();
+        *last = Some((snap.clone(), zones.clone()));
+        zones
+    }
 }
 
 /// The board's zones (what the live view replaces), from `snap`.
