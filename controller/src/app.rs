@@ -299,6 +299,10 @@ async fn serve_http(
         labels,
         deliveries: Default::default(),
         loopback: bound.ip().is_loopback(),
+        tasks: tasks.clone(),
+        stop: stop.clone(),
+        keyboards: Default::default(),
+        boards: Default::default(),
         https: tls.is_some(),
     });
     let url_file = home.http_url();

@@ -6,6 +6,7 @@
 pub mod dashboard;
 mod metrics;
 mod spawn;
+mod terminal;
 mod tls;
 
 use std::collections::VecDeque;
@@ -19,6 +20,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::config::Config;
 use crate::forge::scm_settings;
@@ -67,6 +69,13 @@ pub struct HttpState {
     pub deliveries: Arc<Mutex<VecDeque<String>>>,
     /// Bound to a loopback address: `/metrics` needs no token.
     pub loopback: bool,
+    /// What the live terminals run on, and their stop.
+    pub tasks: TaskTracker,
+    pub stop: CancellationToken,
+    /// Keyboard grants of the session pages, waiting to be spent.
+    pub keyboards: Arc<terminal::Keyboards>,
+    /// The board's last rendering, shared by the open boards.
+    pub boards: Arc<dashboard::Boards>,
     /// Served over HTTPS: login cookies are marked `Secure`.
     pub https: bool,
 }
@@ -84,6 +93,7 @@ pub fn router(state: HttpState) -> Router {
         .route("/board/events", get(dashboard::board_events))
         .route("/workers", get(dashboard::workers))
         .route("/sessions/{id}", get(dashboard::session))
+        .route("/sessions/{id}/terminal", get(terminal::terminal))
         .route("/sessions/{id}/{action}", post(dashboard::act))
         .route("/events", get(dashboard::events))
         .route("/events/live", get(dashboard::events_live))

@@ -24,7 +24,7 @@ use crate::forge::{scm_settings, Forges};
 use crate::handle::ControllerHandle;
 use crate::model::{SessionRecord, SessionRole, SessionStatus};
 use crate::scm::github::{GithubSettings, Hint};
-use crate::scm::{CheckState, CiStatus, Mergeable, PrState, RepoRef, Scm, ScmError};
+use crate::scm::{CheckState, CiStatus, MergeOutcome, Mergeable, PrState, RepoRef, Scm, ScmError};
 
 /// How much of a failed check's log the agent gets.
 pub const LOG_TAIL_BYTES: usize = 3 * 1024;
@@ -299,14 +299,10 @@ impl Watcher {
                 let Some((number, sha)) = self.handle.pr_seen(s.id.clone(), pr, logs).await else {
                     return;
                 };
-                match scm.merge(repo, number, &sha, method).await {
-                    Ok(outcome) => {
-                        self.handle
-                            .merge_done(s.id.clone(), number, sha, outcome)
-                            .await;
-                    }
-                    // No outcome: decided again later.
-                    Err(e) => self.say(repo, format!("merging PR #{number} of {repo} failed: {e}")),
+                let merged = merge(&self.handle, scm.as_ref(), repo, &s.id, number, sha, method);
+                // No outcome: decided again later.
+                if let Err(e) = merged.await {
+                    self.say(repo, format!("merging PR #{number} of {repo} failed: {e}"));
                 }
             };
             tracing::Instrument::instrument(judged, span).await;
@@ -353,6 +349,86 @@ impl Watcher {
             tracing::warn!("{message}");
         }
     }
+}
+
+/// Merges PR `number` of session `id` if its head is still `sha`, and
+/// tells the actor how it went (events, the reaction's state): the one
+/// way a merge happens, decided by the `approved-and-green` reaction or
+/// asked for on the dashboard.
+///
+/// # Errors
+/// The code host did not answer; nothing is recorded.
+async fn merge(
+    handle: &ControllerHandle,
+    scm: &dyn Scm,
+    repo: &RepoRef,
+    id: &str,
+    number: u32,
+    sha: String,
+    method: crate::scm::MergeMethod,
+) -> Result<MergeOutcome, ScmError> {
+    let outcome = scm.merge(repo, number, &sha, method).await?;
+    handle
+        .merge_done(id.to_string(), number, sha, outcome.clone())
+        .await;
+    Ok(outcome)
+}
+
+/// Why a merge asked for by a person was not made.
+#[derive(Debug, thiserror::Error)]
+pub enum MergeRefused {
+    #[error("no session `{0}`")]
+    NoSession(String),
+    #[error("session {0} has no PR")]
+    NoPr(String),
+    /// The guards of `approved-and-green` do not pass.
+    #[error("not ready to merge: {}", .0.join("; "))]
+    NotReady(Vec<String>),
+    #[error("project {0} is not on GitHub")]
+    NotOnGithub(String),
+    #[error("GitHub: {0}")]
+    Scm(#[from] ScmError),
+}
+
+/// Merges session `id`'s PR now, at the head the controller last judged,
+/// when the guards of `approved-and-green` pass: what the dashboard's
+/// merge button does, by the same path as the reaction.
+///
+/// # Errors
+/// Unknown session, no PR, a guard that does not pass (each reason), a
+/// project not on GitHub, or GitHub not answering.
+pub async fn merge_now(handle: &ControllerHandle, id: &str) -> Result<MergeOutcome, MergeRefused> {
+    let snap = handle.snapshot();
+    let s = snap
+        .sessions
+        .get(id)
+        .ok_or_else(|| MergeRefused::NoSession(id.to_string()))?;
+    let pr = s
+        .pr_view
+        .as_ref()
+        .ok_or_else(|| MergeRefused::NoPr(id.to_string()))?;
+    let blockers = pr.blockers();
+    if !blockers.is_empty() {
+        return Err(MergeRefused::NotReady(blockers));
+    }
+    let forges = handle.forges();
+    let (repo, settings) = snap
+        .config
+        .as_deref()
+        .and_then(|config| project_scm(config, &s.project_id, &forges))
+        .ok_or_else(|| MergeRefused::NotOnGithub(s.project_id.clone()))?;
+    let scm = forges.github().client(&settings).await?;
+    let method = settings.merge_method;
+    Ok(merge(
+        handle,
+        scm.as_ref(),
+        &repo,
+        id,
+        pr.number,
+        pr.head_sha.clone(),
+        method,
+    )
+    .await?)
 }
 
 /// The repository and GitHub settings of `project`, if it is on GitHub.

@@ -30,12 +30,42 @@ impl PrView {
     }
 
     /// Open, approved, every required check green and no conflict: what
-    /// `approved-and-green` waits for.
+    /// `approved-and-green` waits for, and the dashboard's merge button.
     pub fn ready_to_merge(&self) -> bool {
-        self.state == PrState::Open
-            && self.review == ReviewDecision::Approved
-            && self.required_green
-            && self.mergeable == Mergeable::Mergeable
+        self.blockers().is_empty()
+    }
+
+    /// Why the PR is not ready to merge, one sentence each; empty when it is.
+    pub fn blockers(&self) -> Vec<String> {
+        let n = self.number;
+        let mut out = Vec::new();
+        match self.state {
+            PrState::Open => {}
+            PrState::Merged => out.push(format!("PR #{n} is merged already")),
+            PrState::Closed => out.push(format!("PR #{n} is closed")),
+        }
+        if self.review != ReviewDecision::Approved {
+            out.push(format!(
+                "PR #{n} is not approved (review: {})",
+                self.review.as_str()
+            ));
+        }
+        if !self.required_green {
+            let failing = if self.failing.is_empty() {
+                format!("CI is {}", self.ci.as_str())
+            } else {
+                format!("failing: {}", self.failing.join(", "))
+            };
+            out.push(format!("the required checks are not all green ({failing})"));
+        }
+        match self.mergeable {
+            Mergeable::Mergeable => {}
+            Mergeable::Conflicting => out.push(format!("PR #{n} conflicts with its base")),
+            Mergeable::Unknown => {
+                out.push("GitHub has not said yet whether it merges cleanly".into())
+            }
+        }
+        out
     }
 
     /// The session status the PR alone means, if it means one.

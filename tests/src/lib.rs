@@ -1,9 +1,10 @@
 //! Test harness: a real `ao` stack in its own `AO_HOME` (own tmux socket,
 //! own store), a real git repository, and scripted agents from `agents/`.
 
+pub mod browser;
 pub mod cluster;
-pub mod docker;
 pub mod containers;
+pub mod docker;
 pub mod etcd;
 pub mod github;
 pub mod github_stack;

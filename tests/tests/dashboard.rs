@@ -5,6 +5,8 @@
 use std::path::Path;
 use std::process::Command;
 
+use ao_tests::github::{CheckState, ReviewState};
+use ao_tests::github_stack::{Loop, Setup, REPO};
 use ao_tests::{Cli, Stack};
 
 /// `curl` of `url` with the cookie jar `jar`: the status, the headers and the body.
@@ -84,6 +86,20 @@ impl Drop for SseLines {
         let _ = self.curl.kill();
         let _ = self.curl.wait();
     }
+}
+
+/// The CSRF token the login in `jar` was given (its `ao_csrf` cookie).
+fn csrf_of(jar: &Path) -> String {
+    let text = std::fs::read_to_string(jar).unwrap();
+    text.lines()
+        .find_map(|l| {
+            l.split('\t')
+                .collect::<Vec<_>>()
+                .windows(2)
+                .find(|w| w[0] == "ao_csrf")
+                .map(|w| w[1].to_string())
+        })
+        .expect("the csrf cookie")
 }
 
 fn link(stack: &Stack, role: &str) -> String {
@@ -235,18 +251,15 @@ fn a_one_time_link_gives_a_login_and_revoke_all_ends_it() {
         page(&jar)
     );
     assert!(!page(&jar).contains("action=\"/sessions/"));
-    let csrf_of = |jar: &Path| {
-        let text = std::fs::read_to_string(jar).unwrap();
-        text.lines()
-            .find_map(|l| {
-                l.split('\t')
-                    .collect::<Vec<_>>()
-                    .windows(2)
-                    .find(|w| w[0] == "ao_csrf")
-                    .map(|w| w[1].to_string())
-            })
-            .expect("the csrf cookie")
-    };
+    // Without JavaScript, the screen as the terminal log left it.
+    let shown = page(&jar);
+    let screen = shown
+        .split("<div class=\"term\"")
+        .nth(1)
+        .and_then(|t| t.split("</div></div>").next())
+        .unwrap_or_else(|| panic!("no terminal in {shown}"));
+    assert!(screen.contains("agent ready in"), "{shown}");
+    assert!(!shown.contains("id=\"take\""), "no keyboard for a viewer");
     let origin = format!("Origin: {base}");
     let kill = |jar: &Path, csrf: &str| {
         curl(
@@ -264,6 +277,43 @@ fn a_one_time_link_gives_a_login_and_revoke_all_ends_it() {
         .0
     };
     assert_eq!(kill(&jar, &csrf_of(&jar)), 403, "a viewer cannot kill");
+    let (status, _, body) = curl(
+        &jar,
+        &format!("{base}/sessions/{working}/keyboard"),
+        &[
+            "-X",
+            "POST",
+            "-H",
+            &origin,
+            "--data",
+            &format!("csrf={}", csrf_of(&jar)),
+        ],
+    );
+    assert_eq!(status, 403, "a viewer cannot take the keyboard: {body}");
+    // The live terminal opens from the dashboard's own pages only: a page
+    // elsewhere could otherwise open it with the login cookie.
+    let upgrade = |jar: &Path, origin: &str| {
+        curl(
+            jar,
+            &format!("{base}/sessions/{working}/terminal"),
+            &[
+                "-H",
+                "Connection: Upgrade",
+                "-H",
+                "Upgrade: websocket",
+                "-H",
+                "Sec-WebSocket-Version: 13",
+                "-H",
+                "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==",
+                "-H",
+                origin,
+            ],
+        )
+    };
+    let (status, _, body) = upgrade(&jar, "Origin: http://evil.example");
+    assert_eq!(status, 403, "{body}");
+    let (status, _, _) = upgrade(&stack.dir.path().join("no-jar"), &origin);
+    assert_eq!(status, 401);
 
     // An operator types into the agent and kills it from the page, with the form's token only.
     let ops = stack.dir.path().join("ops-cookies");
@@ -305,4 +355,60 @@ fn a_one_time_link_gives_a_login_and_revoke_all_ends_it() {
     let left: Vec<serde_json::Value> =
         serde_json::from_str(&stack.ao(&["token", "ls", "--json"]).ok().stdout).unwrap();
     assert!(left.is_empty(), "{left:?}");
+}
+
+/// The merge button is the PR watcher's merge, offered when the guards of
+/// `approved-and-green` pass (no auto-merge configured here); before, a
+/// merge is refused with every reason.
+#[test]
+fn an_operator_merges_a_ready_pr_from_the_session_page_and_not_before() {
+    let run = Loop::start(Setup::default());
+    let id = run.spawn_with_pr();
+    let pr = run.pr_of(&id);
+    let base = run.stack.http_url();
+    let jar = run.stack.dir.path().join("cookies");
+    assert_eq!(curl(&jar, &link(&run.stack, "operator"), &[]).0, 303);
+    let page = || curl(&jar, &format!("{base}/sessions/{id}"), &[]).2;
+    let origin = format!("Origin: {base}");
+    let merge = || {
+        curl(
+            &jar,
+            &format!("{base}/sessions/{id}/merge"),
+            &[
+                "-X",
+                "POST",
+                "-H",
+                &origin,
+                "--data",
+                &format!("csrf={}", csrf_of(&jar)),
+            ],
+        )
+    };
+
+    run.stack.wait_field(&id, "status", "review_pending");
+    let shown = page();
+    assert!(shown.contains("Not ready to merge: "), "{shown}");
+    assert!(!shown.contains(&format!("/sessions/{id}/merge")), "{shown}");
+    let (status, _, why) = merge();
+    assert_eq!(status, 422, "{why}");
+    assert!(why.contains(&format!("PR #{pr} is not approved")), "{why}");
+    assert!(
+        why.contains("the required checks are not all green"),
+        "{why}"
+    );
+    assert_eq!(run.count(&id, "merge.completed"), 0);
+
+    let head = run.github.pr(REPO, pr).head_sha;
+    run.github
+        .set_check(REPO, &head, "test", CheckState::Success, None, true);
+    run.github
+        .review(REPO, pr, "alice", ReviewState::Approved, &[]);
+    run.stack.wait_field(&id, "status", "mergeable");
+    assert!(page().contains(&format!("Merge PR #{pr}")), "{}", page());
+    let (status, head_lines, body) = merge();
+    assert_eq!(status, 303, "{head_lines}{body}");
+    let merged = run.event(&id, "merge.completed");
+    assert_eq!(merged["data"]["sha"], head.as_str(), "{merged}");
+    assert!(run.github.pr(REPO, pr).merge_commit.is_some());
+    run.stack.wait_field(&id, "status", "merged");
 }

@@ -12,6 +12,7 @@
 //! page reloads itself every few seconds.
 
 use std::fmt::Write as _;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::extract::{Query, State};
@@ -22,6 +23,7 @@ use serde::Deserialize;
 use super::HttpState;
 use crate::access::{Caller, Permission};
 use crate::config::Config;
+use crate::handle::Snapshot;
 use crate::model::{Activity, EventRecord, SessionRecord, SessionStatus};
 
 /// What a one-time link's credential is named after.
@@ -92,7 +94,7 @@ impl Zone {
 }
 
 /// `&`, `<`, `>`, `"` and `'` as HTML entities.
-fn escape(text: &str) -> String {
+pub(super) fn escape(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {
         match c {
@@ -134,7 +136,7 @@ fn login_cookie(headers: &HeaderMap) -> Option<&str> {
 }
 
 /// The caller of the login cookie, or the page to show instead.
-async fn logged_in(state: &HttpState, headers: &HeaderMap) -> Result<Caller, Response> {
+pub(super) async fn logged_in(state: &HttpState, headers: &HeaderMap) -> Result<Caller, Response> {
     let Some(token) = login_cookie(headers) else {
         return Err(login_needed("You are not logged in."));
     };
@@ -221,7 +223,7 @@ pub async fn logout(State(state): State<HttpState>, headers: HeaderMap) -> Respo
 
 /// Whether a request comes from a page of this host: its `Origin` (or,
 /// without one, its `Referer`) names the host it was sent to.
-fn same_origin(headers: &HeaderMap) -> bool {
+pub(super) fn same_origin(headers: &HeaderMap) -> bool {
     let get = |name| headers.get(name).and_then(|v| v.to_str().ok());
     let Some(host) = get(header::HOST) else {
         return false;
@@ -273,9 +275,10 @@ pub async fn board_events(
     if let Err(page) = logged_in(&state, &headers).await {
         return page;
     }
-    let mut last = String::new();
+    let mut last: Arc<str> = Arc::from("");
+    let boards = state.boards.clone();
     let zones = tokio_stream::wrappers::WatchStream::new(state.handle.watch())
-        .map(move |snap| render_sessions(&sessions_of(&snap, &only), snap.config.as_deref()))
+        .map(move |snap| boards.zones(&snap, &only))
         .filter(move |zones| {
             let changed = *zones != last;
             last.clone_from(zones);
@@ -292,7 +295,7 @@ pub async fn board_events(
             Ok::<_, std::convert::Infallible>(
                 Event::default()
                     .event("board")
-                    .data(zones.unwrap_or_default()),
+                    .data(zones.as_deref().unwrap_or_default()),
             )
         });
     Sse::new(events)
@@ -513,6 +516,24 @@ pub async fn session(
     .map(|(k, v)| vec![k.to_string(), v])
     .collect();
     let mut body = format!("<h2>{}</h2>{}", escape(&id), table(&["", ""], &facts));
+    let screen = super::terminal::snapshot(&state, &id).await;
+    let take = if caller.role.allows(Permission::Operate) {
+        "<button id=\"take\" hidden>Take the keyboard</button> "
+    } else {
+        ""
+    };
+    let _ = write!(
+        body,
+        "<h2>Terminal</h2><div class=\"term\" id=\"term\" tabindex=\"0\" data-session=\"{}\">{}</div>\
+         <p>{take}<span id=\"term-note\">{}</span></p>",
+        escape(&id),
+        screen.as_deref().unwrap_or(""),
+        if screen.is_some() {
+            "The screen as the terminal log left it; live with JavaScript (read-only)."
+        } else {
+            "No screen: the session's worker did not answer."
+        },
+    );
     if caller.role.allows(Permission::Operate) {
         let csrf = escape(cookie(&headers, CSRF).unwrap_or(""));
         let action = |what: &str, label: &str, field: &str| {
@@ -529,6 +550,18 @@ pub async fn session(
         ));
         body.push_str(&action("kill", "Kill", ""));
         body.push_str(&action("restore", "Restore", ""));
+        if let Some(pr) = &s.pr_view {
+            let blockers = pr.blockers();
+            if blockers.is_empty() {
+                body.push_str(&action("merge", &format!("Merge PR #{}", pr.number), ""));
+            } else {
+                let _ = write!(
+                    body,
+                    "<p id=\"merge-blocked\">Not ready to merge: {}.</p>",
+                    escape(&blockers.join("; "))
+                );
+            }
+        }
     }
     let mine = EventsQuery {
         kind: String::new(),
@@ -545,7 +578,12 @@ pub async fn session(
         "<h2>Events (the last {SESSION_EVENTS_SHOWN}, newest first; live)</h2>{}",
         events_table(&history, &format!("session={}", query_value(&id)))
     );
-    Html(shell(&format!("ao: {id}"), &caller, &body, EVENTS_LIVE)).into_response()
+    let script = format!(
+        "<style>{}</style><script>{}</script>{EVENTS_LIVE}",
+        super::terminal::CSS,
+        super::terminal::SCRIPT
+    );
+    Html(shell(&format!("ao: {id}"), &caller, &body, &script)).into_response()
 }
 
 #[derive(Deserialize)]
@@ -556,9 +594,11 @@ pub struct ActForm {
     message: String,
 }
 
-/// `POST /sessions/{id}/{send|kill|restore}`: what `ao send`, `ao session
-/// kill` and `restore` do, for a role that may act, from the dashboard's
-/// own pages (same origin, the form's `csrf` field equal to its cookie).
+/// `POST /sessions/{id}/{send|kill|restore|merge|keyboard}`: what `ao
+/// send`, `ao session kill` and `restore` do, the merge of its PR, or a
+/// grant to take the live terminal's
+/// keyboard, for a role that may act, from the dashboard's own pages (same
+/// origin, the form's `csrf` field equal to its cookie).
 pub async fn act(
     State(state): State<HttpState>,
     headers: HeaderMap,
@@ -582,6 +622,14 @@ pub async fn act(
     if let Err(s) = caller.require(Permission::Operate) {
         return (StatusCode::FORBIDDEN, s.message().to_string()).into_response();
     }
+    if what == "keyboard" {
+        // The page spends it on its terminal's WebSocket.
+        let grant = state.keyboards.grant(&id, &caller.name);
+        return axum::Json(serde_json::json!({ "grant": grant })).into_response();
+    }
+    if what == "merge" {
+        return merge(&state, &caller, &id).await;
+    }
     let handle = &state.handle;
     let done = match what.as_str() {
         "send" => handle.send(id.clone(), form.message, false).await,
@@ -595,6 +643,29 @@ pub async fn act(
             Redirect::to(&format!("/sessions/{id}")).into_response()
         }
         Err(e) => (StatusCode::UNPROCESSABLE_ENTITY, ao_proto::error_chain(&e)).into_response(),
+    }
+}
+
+/// The merge button: the PR watcher's merge when the guards of
+/// `approved-and-green` pass, else 422 with every reason.
+async fn merge(state: &HttpState, caller: &Caller, id: &str) -> Response {
+    use crate::prwatch::MergeRefused;
+    use crate::scm::MergeOutcome;
+    let refused = |why: String| (StatusCode::UNPROCESSABLE_ENTITY, why).into_response();
+    match crate::prwatch::merge_now(&state.handle, id).await {
+        Ok(MergeOutcome::Merged { commit }) => {
+            tracing::info!(session = %id, %commit, by = %caller.name, "dashboard merge");
+            Redirect::to(&format!("/sessions/{id}")).into_response()
+        }
+        Ok(MergeOutcome::HeadMoved) => {
+            refused("not merged: the PR's head moved since it was judged; look again".into())
+        }
+        Ok(MergeOutcome::Refused(why)) => refused(format!("GitHub refused the merge: {why}")),
+        Err(MergeRefused::NoSession(_)) => {
+            (StatusCode::NOT_FOUND, format!("no session `{id}`")).into_response()
+        }
+        Err(e @ MergeRefused::Scm(_)) => (StatusCode::BAD_GATEWAY, e.to_string()).into_response(),
+        Err(e) => refused(e.to_string()),
     }
 }
 
@@ -680,9 +751,9 @@ fn events_table(events: &[EventRecord], live: &str) -> String {
 }
 
 /// The script that prepends each new event to the table of [`events_table`].
-const EVENTS_LIVE: &str = "<script>const tb=document.getElementById('events');\
+const EVENTS_LIVE: &str = "<script>{const tb=document.getElementById('events');\
      const q=new URLSearchParams(tb.dataset.live);q.set('after',tb.dataset.after);\
-     new EventSource('/events/live?'+q).addEventListener('event',e=>tb.insertAdjacentHTML('afterbegin',e.data));</script>";
+     new EventSource('/events/live?'+q).addEventListener('event',e=>tb.insertAdjacentHTML('afterbegin',e.data));}</script>";
 
 /// `GET /events?type=&project=&session=`: the last events, newest first,
 /// and (with JavaScript) each new one as it happens.
@@ -734,6 +805,35 @@ fn query_value(text: &str) -> String {
         }
     }
     out
+}
+
+/// The unfiltered board's zones as last rendered, with the snapshot they
+/// show: the open boards share one rendering per change instead of one each
+/// (a filtered board renders its own).
+#[derive(Default)]
+pub struct Boards(Mutex<Option<(Arc<Snapshot>, Arc<str>)>>);
+
+impl Boards {
+    /// The zones of `snap` that `only` keeps; the unfiltered ones rendered
+    /// once whoever asks. The lock is held while rendering: the other pages
+    /// wait for that same rendering.
+    fn zones(&self, snap: &Arc<Snapshot>, only: &BoardQuery) -> Arc<str> {
+        let render = || -> Arc<str> {
+            render_sessions(&sessions_of(snap, only), snap.config.as_deref()).into()
+        };
+        if !only.project.is_empty() || !only.worker.is_empty() {
+            return render();
+        }
+        let mut last = self.0.lock().expect("boards lock");
+        if let Some((shown, zones)) = &*last {
+            if Arc::ptr_eq(shown, snap) {
+                return zones.clone();
+            }
+        }
+        let zones = render();
+        *last = Some((snap.clone(), zones.clone()));
+        zones
+    }
 }
 
 /// `GET /events/live?type=&project=&session=&after=`: each new event that

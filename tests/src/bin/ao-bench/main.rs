@@ -4,9 +4,10 @@
 //! Run: `scripts/bench` (release build). `AO_BENCH_SESSIONS` sets the
 //! large-stack size (default 200). `--cluster`: see [`cluster`];
 //! `--truth`: see [`truth`]; `--github`: see [`github`]; `--docker`: see
-//! [`docker`].
+//! [`docker`]; `--dashboard`: see [`dashboard`].
 
 mod cluster;
+mod dashboard;
 mod docker;
 mod github;
 mod truth;
@@ -104,7 +105,7 @@ pub(crate) fn row(what: &str, ao: &str, baseline: &str) {
     println!("| {what} | {ao} | {baseline} |");
 }
 
-fn large_size() -> usize {
+pub(crate) fn large_size() -> usize {
     std::env::var("AO_BENCH_SESSIONS")
         .ok()
         .and_then(|v| v.parse().ok())
@@ -113,7 +114,7 @@ fn large_size() -> usize {
 
 /// Grows the stack to `total` sessions with batch-spawn, 20 at a time, and
 /// waits until every agent is idle. Returns how long the spawning took.
-fn grow_to(stack: &Stack, from: usize, total: usize) -> Duration {
+pub(crate) fn grow_to(stack: &Stack, from: usize, total: usize) -> Duration {
     let issues: Vec<String> = (from..total).map(|i| format!("L-{i}")).collect();
     let t = Instant::now();
     for chunk in issues.chunks(20) {
@@ -278,6 +279,10 @@ fn main() {
     }
     if std::env::args().any(|a| a == "--docker") {
         docker::run();
+        return;
+    }
+    if std::env::args().any(|a| a == "--dashboard") {
+        dashboard::run();
         return;
     }
     if std::env::args().any(|a| a == "--truth") {
