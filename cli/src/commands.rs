@@ -930,14 +930,18 @@ pub async fn schedules(target: &Target, json: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub async fn workers(target: &Target, json: bool) -> anyhow::Result<()> {
+/// Every worker the controller knows.
+async fn list_workers(target: &Target) -> anyhow::Result<Vec<pb::Worker>> {
     let mut c = target.client().await?;
-    let workers = c
-        .list_workers(pb::ListWorkersRequest {})
+    Ok(c.list_workers(pb::ListWorkersRequest {})
         .await
         .map_err(|s| target.err(s))?
         .into_inner()
-        .workers;
+        .workers)
+}
+
+pub async fn workers(target: &Target, json: bool) -> anyhow::Result<()> {
+    let workers = list_workers(target).await?;
     print_list(&workers, json, render::workers_json, render::workers_table);
     if workers.is_empty() {
         eprintln!("no worker has connected yet");
@@ -950,14 +954,8 @@ pub async fn workers(target: &Target, json: bool) -> anyhow::Result<()> {
 /// # Errors
 /// The controller cannot be reached, or does not know the worker.
 pub async fn worker_state(target: &Target, id: &str) -> anyhow::Result<String> {
-    let mut c = target.client().await?;
-    let workers = c
-        .list_workers(pb::ListWorkersRequest {})
-        .await
-        .map_err(|s| target.err(s))?
-        .into_inner()
-        .workers;
-    workers
+    list_workers(target)
+        .await?
         .into_iter()
         .find(|w| w.id == id)
         .map(|w| w.state)
