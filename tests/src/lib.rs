@@ -133,6 +133,17 @@ pub trait Cli {
             .unwrap_or_else(|| panic!("no session {id}"))
     }
 
+    /// Asserts that session `id` lived through what the test did: not
+    /// lost, stuck or ended.
+    fn assert_lives(&self, id: &str) {
+        let s = self.session(id);
+        assert!(
+            !["lost", "stuck", "errored", "exited", "killed"]
+                .contains(&s["status"].as_str().unwrap_or_default()),
+            "{s}"
+        );
+    }
+
     /// Waits until the session's terminal log contains `text`.
     fn wait_log(&self, id: &str, text: &str) -> String {
         eventually(

@@ -277,12 +277,7 @@ fn the_compose_cluster_survives_a_controller_an_etcd_member_and_a_network_cut() 
     docker_ok(&["network", "connect", &network, &cut]);
     c.wait_worker(&worker, "ready");
     for id in [&first, &second] {
-        let s = c.session(id);
-        assert!(
-            !["lost", "stuck", "errored", "exited", "killed"]
-                .contains(&s["status"].as_str().unwrap_or_default()),
-            "{s}"
-        );
+        c.assert_lives(id);
     }
     c.ao(&["send", &first, "back again"]).ok();
     c.wait_log(&first, "got: back again");

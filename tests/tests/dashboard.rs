@@ -88,6 +88,23 @@ impl Drop for SseLines {
     }
 }
 
+/// A form POSTed to `base` + `path` from the dashboard's own page (its
+/// `Origin`), with the fields `data`: the status, headers and body.
+fn post_form(jar: &Path, base: &str, path: &str, data: &str) -> (u16, String, String) {
+    curl(
+        jar,
+        &format!("{base}{path}"),
+        &[
+            "-X",
+            "POST",
+            "-H",
+            &format!("Origin: {base}"),
+            "--data",
+            data,
+        ],
+    )
+}
+
 /// The CSRF token the login in `jar` was given (its `ao_csrf` cookie).
 fn csrf_of(jar: &Path) -> String {
     let text = std::fs::read_to_string(jar).unwrap();
@@ -262,32 +279,20 @@ fn a_one_time_link_gives_a_login_and_revoke_all_ends_it() {
     assert!(!shown.contains("id=\"take\""), "no keyboard for a viewer");
     let origin = format!("Origin: {base}");
     let kill = |jar: &Path, csrf: &str| {
-        curl(
+        post_form(
             jar,
-            &format!("{base}/sessions/{working}/kill"),
-            &[
-                "-X",
-                "POST",
-                "-H",
-                &origin,
-                "--data",
-                &format!("csrf={csrf}"),
-            ],
+            &base,
+            &format!("/sessions/{working}/kill"),
+            &format!("csrf={csrf}"),
         )
         .0
     };
     assert_eq!(kill(&jar, &csrf_of(&jar)), 403, "a viewer cannot kill");
-    let (status, _, body) = curl(
+    let (status, _, body) = post_form(
         &jar,
-        &format!("{base}/sessions/{working}/keyboard"),
-        &[
-            "-X",
-            "POST",
-            "-H",
-            &origin,
-            "--data",
-            &format!("csrf={}", csrf_of(&jar)),
-        ],
+        &base,
+        &format!("/sessions/{working}/keyboard"),
+        &format!("csrf={}", csrf_of(&jar)),
     );
     assert_eq!(status, 403, "a viewer cannot take the keyboard: {body}");
     // The live terminal opens from the dashboard's own pages only: a page
@@ -320,17 +325,11 @@ fn a_one_time_link_gives_a_login_and_revoke_all_ends_it() {
     assert_eq!(curl(&ops, &link(&stack, "operator"), &[]).0, 303);
     assert!(page(&ops).contains(&format!("action=\"/sessions/{working}/send\"")));
     let csrf = csrf_of(&ops);
-    let (status, _, _) = curl(
+    let (status, _, _) = post_form(
         &ops,
-        &format!("{base}/sessions/{working}/send"),
-        &[
-            "-X",
-            "POST",
-            "-H",
-            &origin,
-            "--data",
-            &format!("csrf={csrf}&message=hello+from+the+page"),
-        ],
+        &base,
+        &format!("/sessions/{working}/send"),
+        &format!("csrf={csrf}&message=hello+from+the+page"),
     );
     assert_eq!(status, 303);
     stack.wait_log(&working, "hello from the page");
@@ -369,19 +368,12 @@ fn an_operator_merges_a_ready_pr_from_the_session_page_and_not_before() {
     let jar = run.stack.dir.path().join("cookies");
     assert_eq!(curl(&jar, &link(&run.stack, "operator"), &[]).0, 303);
     let page = || curl(&jar, &format!("{base}/sessions/{id}"), &[]).2;
-    let origin = format!("Origin: {base}");
     let merge = || {
-        curl(
+        post_form(
             &jar,
-            &format!("{base}/sessions/{id}/merge"),
-            &[
-                "-X",
-                "POST",
-                "-H",
-                &origin,
-                "--data",
-                &format!("csrf={}", csrf_of(&jar)),
-            ],
+            &base,
+            &format!("/sessions/{id}/merge"),
+            &format!("csrf={}", csrf_of(&jar)),
         )
     };
 

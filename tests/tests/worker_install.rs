@@ -223,12 +223,7 @@ fn install_over_ssh_upgrades_in_place_and_uninstalls() {
     assert_ne!(worker_pid(&host), pid, "the worker was restarted");
     assert_eq!(worker_state(&stack, &id).as_deref(), Some("ready"));
     // The session lived through it: same status, and the agent still answers.
-    let status = stack.session(&session);
-    assert!(
-        !["lost", "stuck", "errored", "exited", "killed"]
-            .contains(&status["status"].as_str().unwrap()),
-        "{status}"
-    );
+    stack.assert_lives(&session);
     stack.ao(&["send", &session, "still there?"]).ok();
     stack.wait_log(&session, "got: still there?");
 
