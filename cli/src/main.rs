@@ -44,8 +44,10 @@ struct Cli {
     /// A credential file of `ao token create --role R` (its token and controller), or a directory with ca.crt, tls.crt, tls.key for https controllers (default: $AO_HOME/pki/admin, or $AO_HOME/pki/worker for `ao worker run`).
     #[arg(long, global = true, env = "AO_CREDENTIALS")]
     credentials: Option<PathBuf>,
-    /// A credential's token (`ao token create --role R`), sent with every call: the call is made with that role.
-    #[arg(long, global = true, env = "AO_TOKEN", hide_env_values = true)]
+    /// A credential's token (`ao token create --role R`), sent with every call: the call is made with that role. Default: $AO_TOKEN.
+    // Not clap's `env`: clap would also hand $AO_TOKEN to the join commands'
+    // own `--token`, over their `--token-file`, as a join token.
+    #[arg(long, global = true)]
     token: Option<String>,
     #[command(subcommand)]
     command: Command,
@@ -786,7 +788,15 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         cli.command,
         Command::Worker(WorkerCommand::Install(_) | WorkerCommand::Join { .. })
     );
-    let token = if joining { None } else { cli.token };
+    let token = if joining {
+        None
+    } else {
+        cli.token.or_else(|| {
+            std::env::var(ao_proto::env::AO_TOKEN)
+                .ok()
+                .filter(|t| !t.is_empty())
+        })
+    };
     let target = commands::Target::new(controller.as_deref(), &home, credentials, token)?;
     let ok = Ok(ExitCode::SUCCESS);
     if matches!(

@@ -117,6 +117,27 @@ fn each_role_makes_its_calls_and_is_refused_the_others() {
         .unwrap()
         .into();
     assert_eq!(run.code, 0, "{}", run.stderr);
+    // ...and never as a join token: `--token-file` is what a join reads.
+    let missing = stack.dir.path().join("no-such-token");
+    let run: Run = stack
+        .command(&[
+            "worker",
+            "join",
+            "https://127.0.0.1:1",
+            "--token-file",
+            missing.to_str().unwrap(),
+            "--ca-hash",
+            &format!("sha256:{}", "0".repeat(64)),
+        ])
+        .env("AO_TOKEN", &operator_token)
+        .output()
+        .unwrap()
+        .into();
+    assert!(
+        run.stderr.contains("cannot read the token file"),
+        "{}",
+        run.stderr
+    );
 
     // The socket's owner (admin) lists and revokes; the revoked file stops working.
     let listed: Vec<Value> =
