@@ -229,19 +229,25 @@ impl EtcdStore {
     /// member out of the balance, and the second attempt goes to another.
     /// Both are safe to repeat: a get reads; a txn's puts and deletes write
     /// the same again, and its preconditions fail if the first attempt
-    /// landed after all (a conflict, never a double write).
-    async fn call_again_once<T, F>(&self, what: &str, call: impl Fn() -> F) -> Result<T, StoreError>
+    /// landed after all (never a double write). The answer comes with
+    /// whether it is the second attempt's, which [`Store::commit`] needs to
+    /// tell such a failure from a real conflict.
+    async fn call_again_once<T, F>(
+        &self,
+        what: &str,
+        call: impl Fn() -> F,
+    ) -> Result<(T, Attempt), StoreError>
     where
         F: std::future::Future<Output = Result<T, etcd_client::Error>>,
     {
         let first = match self.timed(what, call()).await {
-            Ok(Ok(answer)) => return Ok(answer),
+            Ok(Ok(answer)) => return Ok((answer, Attempt::First)),
             Ok(Err(e)) if !is_lost_connection(&e) => return Err(self.unavailable(what, &e)),
             Ok(Err(e)) => self.unavailable(what, &e),
             Err(timed_out) => timed_out,
         };
         tracing::warn!("{first}; trying once more");
-        self.call(what, call()).await
+        Ok((self.call(what, call()).await?, Attempt::Again))
     }
 
     /// Whether history from `revision` on has been compacted away: a read at
@@ -307,7 +313,7 @@ impl EtcdStore {
 #[async_trait]
 impl Store for EtcdStore {
     async fn get(&self, key: &str) -> Result<Option<Versioned>, StoreError> {
-        let resp = self
+        let (resp, _) = self
             .call_again_once(&format!("get `{key}`"), || {
                 let mut kv = self.kv.clone();
                 async move { kv.get(key, None).await }
@@ -358,7 +364,7 @@ impl Store for EtcdStore {
             .when(compares)
             .and_then(writes)
             .or_else(reads);
-        let resp = self
+        let (resp, attempt) = self
             .call_again_once("commit", || {
                 let (mut kv, request) = (self.kv.clone(), request.clone());
                 async move { kv.txn(request).await }
@@ -367,6 +373,15 @@ impl Store for EtcdStore {
         let revision = header_revision(resp.header())?;
         if resp.succeeded() {
             return Ok(revision);
+        }
+        if attempt == Attempt::Again {
+            // The first attempt may have landed and be what fails the
+            // preconditions now: not a conflict the caller could act on.
+            return Err(StoreError::Unavailable(format!(
+                "etcd at {}: commit: the first attempt got no answer and may have been applied; \
+                 the second found the keys changed",
+                self.at()
+            )));
         }
         let failed = checks
             .iter()
@@ -644,9 +659,6 @@ fn is_future_revision_error(e: &etcd_client::Error) -> bool {
     })
 }
 
-/// A one-line account of an etcd client error with its root cause ("tcp
-/// connect error (Connection refused)"); tonic's own `Display` of a status is
-/// long and repeats itself.
 /// Whether the call failed because its connection did, not because etcd
 /// refused it.
 fn is_lost_connection(e: &etcd_client::Error) -> bool {
@@ -654,6 +666,13 @@ fn is_lost_connection(e: &etcd_client::Error) -> bool {
         Some(status) => status.code() == tonic::Code::Unavailable,
         None => matches!(e, etcd_client::Error::TransportError(_)),
     }
+}
+
+/// Which attempt of [`EtcdStore::call_again_once`] answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Attempt {
+    First,
+    Again,
 }
 
 /// Takes members that do not answer a status call within a second out of
@@ -666,18 +685,33 @@ async fn keep_answering(client: Client, urls: Vec<String>, options: ConnectOptio
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
+        // Every member at once: one that accepts nothing costs the round a
+        // second, not a second each.
+        let mut asked = tokio::task::JoinSet::new();
         for (i, url) in urls.iter().enumerate() {
-            let answers = match &probes[i] {
-                Some(probe) => {
+            let (probe, url, options) = (probes[i].clone(), url.clone(), options.clone());
+            asked.spawn(async move {
+                let Some(probe) = probe else {
+                    // A member's own connection, so that its answer is its own.
+                    return (i, Client::connect([url], Some(options)).await.ok(), None);
+                };
+                let answers =
                     tokio::time::timeout(HEALTH_CHECK.1, probe.maintenance_client().status())
                         .await
-                        .is_ok_and(|r| r.is_ok())
-                }
-                None => {
-                    // A member's own connection, so that its answer is its own.
-                    probes[i] = Client::connect([url], Some(options.clone())).await.ok();
-                    continue;
-                }
+                        .is_ok_and(|r| r.is_ok());
+                (i, Some(probe), Some(answers))
+            });
+        }
+        let mut answered = vec![None; urls.len()];
+        while let Some(joined) = asked.join_next().await {
+            if let Ok((i, probe, answers)) = joined {
+                probes[i] = probe;
+                answered[i] = answers;
+            }
+        }
+        for (i, url) in urls.iter().enumerate() {
+            let Some(answers) = answered[i] else {
+                continue;
             };
             let answering = out.iter().filter(|o| !**o).count();
             if !answers && !out[i] && answering > 1 {
@@ -693,6 +727,9 @@ async fn keep_answering(client: Client, urls: Vec<String>, options: ConnectOptio
     }
 }
 
+/// A one-line account of an etcd client error with its root cause ("tcp
+/// connect error (Connection refused)"); tonic's own `Display` of a status is
+/// long and repeats itself.
 fn describe_error(e: &etcd_client::Error) -> String {
     let Some(status) = grpc_status(e) else {
         return e.to_string();
