@@ -25,27 +25,22 @@ pub fn docker(args: &[&str]) -> Output {
 
 /// `docker <args>` that must succeed; its stdout, trimmed.
 pub fn docker_ok(args: &[&str]) -> String {
-    let out = docker(args);
-    assert!(
-        out.status.success(),
-        "docker {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
+    crate::stdout_ok(
+        Command::new("docker").args(args),
+        &format!("docker {args:?}"),
+    )
 }
 
-/// The Debian base image (`scripts/images base`), built once per change.
-pub fn base_image() -> String {
-    let out = Command::new(repo_root().join("scripts/images"))
-        .arg("base")
-        .output()
-        .expect("scripts/images runs");
-    assert!(
-        out.status.success(),
-        "scripts/images base: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
+/// The Debian base image (`scripts/images base`), built once per change
+/// and asked for once per process.
+pub fn base_image() -> &'static str {
+    static IMAGE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    IMAGE.get_or_init(|| {
+        crate::stdout_ok(
+            Command::new(repo_root().join("scripts/images")).arg("base"),
+            "scripts/images base (Docker and the ao-debian image are needed)",
+        )
+    })
 }
 
 /// A running container, removed with its volumes when dropped.

@@ -1,43 +1,9 @@
-//! What the Docker runtime's tests and benchmark share: the test image,
-//! a project that runs in containers, and the containers of a stack.
+//! What the Docker runtime's tests and benchmark share: a project that runs
+//! in containers (of [`crate::containers::base_image`]), and the containers
+//! of a stack.
 
-use std::process::Command;
-use std::sync::OnceLock;
-
+use crate::containers::{docker, docker_ok};
 use crate::{agents_dir, Stack};
-
-/// The test image (`ao-debian`), built by `scripts/images` from Debian's
-/// packages or found cached; once per process.
-pub fn image() -> &'static str {
-    static IMAGE: OnceLock<String> = OnceLock::new();
-    IMAGE.get_or_init(|| {
-        let script = agents_dir().join("../../scripts/images");
-        let out = Command::new(&script)
-            .arg("base")
-            .output()
-            .unwrap_or_else(|e| panic!("{} cannot run: {e}", script.display()));
-        assert!(
-            out.status.success(),
-            "Docker and the ao-debian image are needed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).trim().to_string()
-    })
-}
-
-/// `docker <args>`, which must succeed; its standard output.
-pub fn docker(args: &[&str]) -> String {
-    let out = Command::new("docker")
-        .args(args)
-        .output()
-        .expect("the docker CLI is needed");
-    assert!(
-        out.status.success(),
-        "docker {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
 
 /// Adds project `boxed` to the stack's config: the `bot` agent in
 /// containers of `image`, the scripted agents mounted read-only at the same
@@ -77,7 +43,7 @@ pub fn add_boxed_project(stack: &Stack, image: &str, keys: &str) {
 /// The stack's containers, running or not, by their `ao.home` label.
 pub fn containers(stack: &Stack) -> Vec<String> {
     let filter = format!("label=ao.home={}", stack.home.display());
-    docker(&["ps", "-a", "-q", "--filter", &filter])
+    docker_ok(&["ps", "-a", "-q", "--filter", &filter])
         .lines()
         .map(str::to_string)
         .collect()
@@ -87,6 +53,6 @@ pub fn containers(stack: &Stack) -> Vec<String> {
 pub fn tear_down(stack: &Stack) {
     let _ = stack.command(&["down"]).output();
     for id in containers(stack) {
-        let _ = Command::new("docker").args(["rm", "-f", &id]).output();
+        let _ = docker(&["rm", "-f", &id]);
     }
 }

@@ -285,19 +285,25 @@ pub fn commit(dir: &Path, message: &str) {
     );
 }
 
-pub fn git(dir: &Path, args: &[&str]) -> String {
-    let out = Command::new("git")
-        .arg("-C")
-        .arg(dir)
-        .args(args)
+/// Runs `command`, which must succeed (`what` names it in the panic); its
+/// standard output, trimmed.
+pub fn stdout_ok(command: &mut Command, what: &str) -> String {
+    let out = command
         .output()
-        .expect("git runs");
+        .unwrap_or_else(|e| panic!("{what} cannot run: {e}"));
     assert!(
         out.status.success(),
-        "git {args:?}: {}",
+        "{what}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+pub fn git(dir: &Path, args: &[&str]) -> String {
+    stdout_ok(
+        Command::new("git").arg("-C").arg(dir).args(args),
+        &format!("git {args:?}"),
+    )
 }
 
 impl Stack {

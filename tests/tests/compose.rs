@@ -212,7 +212,7 @@ fn the_compose_cluster_survives_a_controller_an_etcd_member_and_a_network_cut() 
     let ports = [free_port(), free_port()];
     let env = vec![
         ("AO_IMAGE", ao_image),
-        ("AO_BASE_IMAGE", base_image),
+        ("AO_BASE_IMAGE", base_image.to_string()),
         ("AO_STATE", state.path().display().to_string()),
         ("AO_CONFIG", config.display().to_string()),
         ("AO_SHARE", share_dir.display().to_string()),

@@ -4,10 +4,10 @@
 //! packages) and fail when it is missing.
 
 use std::os::unix::fs::MetadataExt;
-use std::process::Command;
 use std::time::Duration;
 
-use ao_tests::docker::{add_boxed_project, containers, docker, image, tear_down};
+use ao_tests::containers::{base_image, docker, docker_ok};
+use ao_tests::docker::{add_boxed_project, containers, tear_down};
 use ao_tests::{attach, eventually, Cli, Stack};
 use expectrl::{Expect, Regex};
 use nix::sys::signal::{kill, Signal};
@@ -15,15 +15,12 @@ use nix::unistd::Pid;
 use serde_json::Value;
 
 fn inspect(container: &str) -> Value {
-    let text = docker(&["inspect", container]);
+    let text = docker_ok(&["inspect", container]);
     serde_json::from_str::<Value>(&text).expect("docker inspect prints JSON")[0].clone()
 }
 
 fn container_exists(name: &str) -> bool {
-    Command::new("docker")
-        .args(["inspect", name])
-        .output()
-        .is_ok_and(|o| o.status.success())
+    docker(&["inspect", name]).status.success()
 }
 
 /// A stack whose project `boxed` runs its agents in containers
@@ -32,7 +29,7 @@ struct DockerStack(Stack);
 
 impl DockerStack {
     fn new(docker: &str) -> Self {
-        Self::with_image(image(), docker)
+        Self::with_image(base_image(), docker)
     }
 
     fn with_image(image: &str, docker: &str) -> Self {
@@ -101,16 +98,13 @@ fn a_docker_session_runs_in_its_container_with_its_limits_and_is_driven_as_tmux_
     stack.ao(&["send", &id, "and a second line"]).ok();
     stack.wait_log(&id, "got: and a second line");
     // `ao report` from inside the container reaches the worker.
-    let report = Command::new("docker")
-        .args([
-            "exec",
-            &name,
-            "sh",
-            "-c",
-            "ao report working --note from-the-box",
-        ])
-        .output()
-        .unwrap();
+    let report = docker(&[
+        "exec",
+        &name,
+        "sh",
+        "-c",
+        "ao report working --note from-the-box",
+    ]);
     assert!(
         report.status.success(),
         "{}",

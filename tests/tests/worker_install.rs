@@ -87,7 +87,7 @@ fn install_over_ssh_upgrades_in_place_and_uninstalls() {
             &format!("{agents}:{agents}:ro"),
             "-v",
             &format!("{}.pub:/root/.ssh/authorized_keys:ro", key.display()),
-            &image,
+            image,
             "bash",
             "-c",
             "ssh-keygen -A -q && mkdir -p /run/sshd && exec /usr/sbin/sshd -D -e",

@@ -5,7 +5,8 @@
 
 use std::time::Instant;
 
-use ao_tests::docker::{add_boxed_project, docker, image, tear_down};
+use ao_tests::containers::{base_image, docker_ok};
+use ao_tests::docker::{add_boxed_project, tear_down};
 use ao_tests::{Cli, Stack};
 
 use crate::{ms, percentile, row, rss_kib};
@@ -80,7 +81,7 @@ fn shim_kib(container_id: &str) -> u64 {
 
 /// The container's memory as its cgroup (v1) counts it, less page cache.
 fn container_kib(name: &str) -> u64 {
-    let id = docker(&["inspect", "-f", "{{.Id}}", name]);
+    let id = docker_ok(&["inspect", "-f", "{{.Id}}", name]);
     let dir = format!("/sys/fs/cgroup/memory/docker/{id}");
     let read = |f: &str| std::fs::read_to_string(format!("{dir}/{f}")).unwrap_or_default();
     let usage: u64 = read("memory.usage_in_bytes").trim().parse().unwrap_or(0);
@@ -94,7 +95,7 @@ fn container_kib(name: &str) -> u64 {
 
 pub fn run() {
     let stack = Stack::new();
-    add_boxed_project(&stack, image(), "");
+    add_boxed_project(&stack, base_image(), "");
     stack.up();
     println!("| measure ({RUNS} sessions each) | docker | tmux |");
     println!("|---|---|---|");
