@@ -116,6 +116,33 @@ pub async fn arrived(opened: oneshot::Receiver<Tunnel>) -> Result<Tunnel, Attach
         .map_err(|_| AttachError::Unavailable("the worker went away before streaming"))
 }
 
+/// Opens the terminal log `req` asks for: its bytes as they come (empty for
+/// a message without any), `Err` with the worker's words when it fails; the
+/// stream ends with the worker's.
+///
+/// # Errors
+/// Unknown session, its worker not connected, slow or gone.
+pub async fn logs(
+    handle: &ControllerHandle,
+    req: pb::LogsRequest,
+) -> Result<impl Stream<Item = Result<Vec<u8>, String>> + Send + 'static, AttachError> {
+    let Tunnel { inbound, down } = arrived(handle.open_logs(req).await?).await?;
+    Ok(inbound.map_while(move |msg| {
+        // The worker streams as long as `down` lives: as long as the reader reads.
+        let _keep = &down;
+        match msg {
+            Ok(pb::TunnelUp {
+                msg: Some(pb::tunnel_up::Msg::Data(data)),
+            }) => Some(Ok(data)),
+            Ok(pb::TunnelUp {
+                msg: Some(pb::tunnel_up::Msg::Error(e)),
+            }) => Some(Err(e)),
+            Ok(_) => Some(Ok(Vec::new())),
+            Err(_) => None,
+        }
+    }))
+}
+
 /// Opens `req`'s terminal and relays it on `tasks`: `input` toward the
 /// worker until it ends, the screen toward the returned receiver until the
 /// terminal ends or the receiver is dropped (the viewer left).

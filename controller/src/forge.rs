@@ -143,7 +143,7 @@ pub fn linear_apis(
     Ok(apis)
 }
 
-fn process_env(key: &str) -> Option<String> {
+pub(crate) fn process_env(key: &str) -> Option<String> {
     std::env::var(key).ok()
 }
 

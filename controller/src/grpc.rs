@@ -396,22 +396,13 @@ impl pb::controller_server::Controller for ControllerService {
         &self,
         req: Request<pb::LogsRequest>,
     ) -> Result<Response<Self::LogsStream>, Status> {
-        let opened = self.handle.open_logs(req.into_inner()).await?;
-        let Tunnel { inbound, down } = attach::arrived(opened).await?;
-        let stream = inbound.map_while(move |msg| {
-            // The worker streams as long as `down` lives: as long as the viewer reads.
-            let _keep = &down;
-            match msg {
-                Ok(pb::TunnelUp {
-                    msg: Some(pb::tunnel_up::Msg::Data(data)),
-                }) => Some(Ok(pb::LogChunk { data })),
-                Ok(pb::TunnelUp {
-                    msg: Some(pb::tunnel_up::Msg::Error(e)),
-                }) => Some(Err(Status::unavailable(e))),
-                Ok(_) => Some(Ok(pb::LogChunk { data: Vec::new() })),
-                Err(_) => None,
-            }
-        });
+        let stream = attach::logs(&self.handle, req.into_inner())
+            .await?
+            .map(|chunk| {
+                chunk
+                    .map(|data| pb::LogChunk { data })
+                    .map_err(Status::unavailable)
+            });
         Ok(Response::new(Box::pin(stream)))
     }
 

@@ -136,7 +136,11 @@ fn login_cookie(headers: &HeaderMap) -> Option<&str> {
 }
 
 /// The caller of the login cookie, or the page to show instead.
-pub(super) async fn logged_in(state: &HttpState, headers: &HeaderMap) -> Result<Caller, Response> {
+pub(super) async fn logged_in(
+    state: &HttpState,
+    headers: &HeaderMap,
+    needs: Permission,
+) -> Result<Caller, Response> {
     let Some(token) = login_cookie(headers) else {
         return Err(login_needed("You are not logged in."));
     };
@@ -147,7 +151,7 @@ pub(super) async fn logged_in(state: &HttpState, headers: &HeaderMap) -> Result<
         .await
         .map_err(|e| login_needed(&format!("Your login is not valid any more: {e}")))?;
     caller
-        .require(Permission::Status)
+        .require(needs)
         .map_err(|s| (StatusCode::FORBIDDEN, s.message().to_string()).into_response())?;
     Ok(caller)
 }
@@ -205,11 +209,7 @@ pub async fn login(State(state): State<HttpState>, Query(q): Query<LoginQuery>) 
 /// `POST /logout`: ends this login. Same-origin only.
 pub async fn logout(State(state): State<HttpState>, headers: HeaderMap) -> Response {
     if !same_origin(&headers) {
-        return (
-            StatusCode::FORBIDDEN,
-            "refused: a state-changing request must come from the dashboard's own pages",
-        )
-            .into_response();
+        return not_from_our_pages();
     }
     if let Some(token) = login_cookie(&headers) {
         let credentials = state.handle.credentials();
@@ -219,6 +219,16 @@ pub async fn logout(State(state): State<HttpState>, headers: HeaderMap) -> Respo
     }
     let clear = format!("{COOKIE}=; HttpOnly; SameSite=Strict; Path=/; Max-Age=0");
     ([(header::SET_COOKIE, clear)], Redirect::to("/")).into_response()
+}
+
+/// The answer to a state-changing request from elsewhere than the
+/// dashboard's own pages.
+fn not_from_our_pages() -> Response {
+    (
+        StatusCode::FORBIDDEN,
+        "refused: a state-changing request must come from the dashboard's own pages",
+    )
+        .into_response()
 }
 
 /// Whether a request comes from a page of this host: its `Origin` (or,
@@ -256,7 +266,7 @@ pub async fn board(
     headers: HeaderMap,
     Query(only): Query<BoardQuery>,
 ) -> Response {
-    let caller = match logged_in(&state, &headers).await {
+    let caller = match logged_in(&state, &headers, Permission::Status).await {
         Ok(caller) => caller,
         Err(page) => return page,
     };
@@ -272,7 +282,7 @@ pub async fn board_events(
 ) -> Response {
     use axum::response::sse::{Event, KeepAlive, Sse};
     use tokio_stream::StreamExt;
-    if let Err(page) = logged_in(&state, &headers).await {
+    if let Err(page) = logged_in(&state, &headers, Permission::Status).await {
         return page;
     }
     let mut last: Arc<str> = Arc::from("");
@@ -288,7 +298,12 @@ pub async fn board_events(
     let events = zones
         .then(move |zones| {
             let (state, headers) = (state.clone(), headers.clone());
-            async move { logged_in(&state, &headers).await.ok().map(|_| zones) }
+            async move {
+                logged_in(&state, &headers, Permission::Status)
+                    .await
+                    .ok()
+                    .map(|_| zones)
+            }
         })
         .take_while(Option::is_some)
         .map(|zones| {
@@ -420,7 +435,7 @@ fn table(headings: &[&str], rows: &[Vec<String>]) -> String {
 
 /// `GET /workers`: every worker, its state, labels, load and memory.
 pub async fn workers(State(state): State<HttpState>, headers: HeaderMap) -> Response {
-    let caller = match logged_in(&state, &headers).await {
+    let caller = match logged_in(&state, &headers, Permission::Status).await {
         Ok(caller) => caller,
         Err(page) => return page,
     };
@@ -473,7 +488,7 @@ pub async fn session(
     headers: HeaderMap,
     axum::extract::Path(id): axum::extract::Path<String>,
 ) -> Response {
-    let caller = match logged_in(&state, &headers).await {
+    let caller = match logged_in(&state, &headers, Permission::Status).await {
         Ok(caller) => caller,
         Err(page) => return page,
     };
@@ -516,7 +531,21 @@ pub async fn session(
     .map(|(k, v)| vec![k.to_string(), v])
     .collect();
     let mut body = format!("<h2>{}</h2>{}", escape(&id), table(&["", ""], &facts));
-    let screen = super::terminal::snapshot(&state, &id).await;
+    // Both wait on others (the worker, the store): at once.
+    let mine = EventsQuery {
+        kind: String::new(),
+        project: String::new(),
+        session: id.clone(),
+        after: 0,
+    };
+    let (screen, history) = tokio::join!(
+        super::terminal::snapshot(&state, &id),
+        recent_events(&state, &mine, SESSION_EVENTS_SHOWN)
+    );
+    let history = match history {
+        Ok(history) => history,
+        Err(page) => return page,
+    };
     let take = if caller.role.allows(Permission::Operate) {
         "<button id=\"take\" hidden>Take the keyboard</button> "
     } else {
@@ -563,20 +592,10 @@ pub async fn session(
             }
         }
     }
-    let mine = EventsQuery {
-        kind: String::new(),
-        project: String::new(),
-        session: id.clone(),
-        after: 0,
-    };
-    let history = match recent_events(&state, &mine, SESSION_EVENTS_SHOWN).await {
-        Ok(history) => history,
-        Err(page) => return page,
-    };
     let _ = write!(
         body,
         "<h2>Events (the last {SESSION_EVENTS_SHOWN}, newest first; live)</h2>{}",
-        events_table(&history, &format!("session={}", query_value(&id)))
+        events_table(&history, Some(&id))
     );
     let script = format!(
         "<style>{}</style><script>{}</script>{EVENTS_LIVE}",
@@ -605,7 +624,7 @@ pub async fn act(
     axum::extract::Path((id, what)): axum::extract::Path<(String, String)>,
     axum::Form(form): axum::Form<ActForm>,
 ) -> Response {
-    let caller = match logged_in(&state, &headers).await {
+    let caller = match logged_in(&state, &headers, Permission::Operate).await {
         Ok(caller) => caller,
         Err(page) => return page,
     };
@@ -613,14 +632,7 @@ pub async fn act(
     let csrf_ok = !token.is_empty()
         && crate::cluster::constant_time_eq(token.as_bytes(), form.csrf.as_bytes());
     if !same_origin(&headers) || !csrf_ok {
-        return (
-            StatusCode::FORBIDDEN,
-            "refused: a state-changing request must come from the dashboard's own pages",
-        )
-            .into_response();
-    }
-    if let Err(s) = caller.require(Permission::Operate) {
-        return (StatusCode::FORBIDDEN, s.message().to_string()).into_response();
+        return not_from_our_pages();
     }
     if what == "keyboard" {
         // The page spends it on its terminal's WebSocket.
@@ -732,17 +744,17 @@ fn event_row(e: &EventRecord) -> String {
 }
 
 /// `events` as a table, newest first, that a script keeps live with the
-/// events `live` (a query string of `/events/live`) matches after them.
-fn events_table(events: &[EventRecord], live: &str) -> String {
+/// events after them: those of `session`, else those the page's own query
+/// (`?type=&project=&session=`) asks for.
+fn events_table(events: &[EventRecord], session: Option<&str>) -> String {
     let after = events.last().map_or(0, |e| e.id);
     let mut out = String::from(
         "<table><thead><tr><th>Time</th><th>Type</th><th>Session</th><th>Project</th><th>Message</th></tr></thead>",
     );
-    let _ = write!(
-        out,
-        "<tbody id=\"events\" data-after=\"{after}\" data-live=\"{}\">",
-        escape(live)
-    );
+    let session = session.map_or(String::new(), |id| {
+        format!(" data-session=\"{}\"", escape(id))
+    });
+    let _ = write!(out, "<tbody id=\"events\" data-after=\"{after}\"{session}>");
     for e in events.iter().rev() {
         out.push_str(&event_row(e));
     }
@@ -752,7 +764,7 @@ fn events_table(events: &[EventRecord], live: &str) -> String {
 
 /// The script that prepends each new event to the table of [`events_table`].
 const EVENTS_LIVE: &str = "<script>{const tb=document.getElementById('events');\
-     const q=new URLSearchParams(tb.dataset.live);q.set('after',tb.dataset.after);\
+     const q=new URLSearchParams(tb.dataset.session?{session:tb.dataset.session}:location.search);q.set('after',tb.dataset.after);\
      new EventSource('/events/live?'+q).addEventListener('event',e=>tb.insertAdjacentHTML('afterbegin',e.data));}</script>";
 
 /// `GET /events?type=&project=&session=`: the last events, newest first,
@@ -762,13 +774,10 @@ pub async fn events(
     headers: HeaderMap,
     Query(q): Query<EventsQuery>,
 ) -> Response {
-    let caller = match logged_in(&state, &headers).await {
+    let caller = match logged_in(&state, &headers, Permission::Observe).await {
         Ok(caller) => caller,
         Err(page) => return page,
     };
-    if let Err(s) = caller.require(Permission::Observe) {
-        return (StatusCode::FORBIDDEN, s.message().to_string()).into_response();
-    }
     let found = match recent_events(&state, &q, EVENTS_SHOWN).await {
         Ok(found) => found,
         Err(page) => return page,
@@ -781,30 +790,11 @@ pub async fn events(
         escape(&q.project),
         escape(&q.session)
     );
-    let live = format!(
-        "type={}&project={}&session={}",
-        query_value(&q.kind),
-        query_value(&q.project),
-        query_value(&q.session)
-    );
     let body = format!(
         "<h2>Events (the last {EVENTS_SHOWN}, newest first; live)</h2>{form}{}",
-        events_table(&found, &live)
+        events_table(&found, None)
     );
     Html(shell("ao: events", &caller, &body, EVENTS_LIVE)).into_response()
-}
-
-/// `text` for a URL's query: every byte outside `[A-Za-z0-9._-]` as `%XX`.
-fn query_value(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for b in text.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-') {
-            out.push(char::from(b));
-        } else {
-            let _ = write!(out, "%{b:02X}");
-        }
-    }
-    out
 }
 
 /// The unfiltered board's zones as last rendered, with the snapshot they
@@ -846,20 +836,20 @@ pub async fn events_live(
 ) -> Response {
     use axum::response::sse::{Event, KeepAlive, Sse};
     use tokio_stream::StreamExt;
-    match logged_in(&state, &headers).await {
-        Ok(caller) => {
-            if let Err(s) = caller.require(Permission::Observe) {
-                return (StatusCode::FORBIDDEN, s.message().to_string()).into_response();
-            }
-        }
-        Err(page) => return page,
+    if let Err(page) = logged_in(&state, &headers, Permission::Observe).await {
+        return page;
     }
     let feed = crate::events::feed(state.handle.store().clone(), q.filter(0, true));
     let rows = tokio_stream::wrappers::ReceiverStream::new(feed)
         .map_while(Result::ok)
         .then(move |e| {
             let (state, headers) = (state.clone(), headers.clone());
-            async move { logged_in(&state, &headers).await.ok().map(|_| e) }
+            async move {
+                logged_in(&state, &headers, Permission::Observe)
+                    .await
+                    .ok()
+                    .map(|_| e)
+            }
         })
         .map_while(|e| e)
         .map(|e| {
@@ -918,24 +908,26 @@ fn render_sessions(sessions: &[&SessionRecord], config: Option<&Config>) -> Stri
     page
 }
 
-/// The session's issue, linked to its page on GitHub when the project's
-/// tracker is GitHub's (other trackers' ids are shown as they are).
+/// The session's issue, linked to its page on the GitHub of the project's
+/// tracker when it is GitHub's (other trackers' ids are shown as they are).
 fn issue_cell(s: &SessionRecord, config: Option<&Config>) -> String {
     let Some(issue) = s.issue_id.as_deref() else {
         return String::new();
     };
-    let project = config.and_then(|c| c.projects.get(&s.project_id));
-    let github_repo = project
-        .filter(|p| p.tracker.as_ref().is_some_and(|t| t.plugin == "github"))
-        .and_then(|p| p.repo.as_deref());
     let number = issue.trim_start_matches('#');
-    match github_repo {
-        Some(repo) if !number.is_empty() && number.bytes().all(|b| b.is_ascii_digit()) => format!(
-            "<a href=\"https://github.com/{}/issues/{number}\">{}</a>",
-            escape(repo),
-            escape(issue)
-        ),
-        _ => escape(issue),
+    let page = config
+        .and_then(|c| c.projects.get(&s.project_id))
+        .filter(|_| !number.is_empty() && number.bytes().all(|b| b.is_ascii_digit()))
+        .and_then(|project| {
+            let repo = project.repo.as_deref()?;
+            let github =
+                crate::forge::tracker_settings(&s.project_id, project, &crate::forge::process_env)?
+                    .ok()?;
+            Some(format!("{}/{repo}/issues/{number}", github.web_url()))
+        });
+    match page {
+        Some(page) => format!("<a href=\"{}\">{}</a>", escape(&page), escape(issue)),
+        None => escape(issue),
     }
 }
 
@@ -1054,7 +1046,7 @@ mod tests {
     }
 
     #[test]
-    fn ages_issue_links_and_query_values() {
+    fn ages_and_issue_links() {
         let secs = chrono::TimeDelta::seconds;
         for (d, want) in [
             (0, "0s"),
@@ -1067,7 +1059,6 @@ mod tests {
             assert_eq!(age(secs(d)), want);
         }
         assert_eq!(age(secs(-5)), "0s", "a clock a little ahead");
-        assert_eq!(query_value("app-1 &x=é"), "app-1%20%26x%3D%C3%A9");
 
         let config: Config = serde_yaml::from_str(
             "projects:\n  app:\n    repo: acme/app\n    path: /tmp/app\n    tracker:\n      plugin: github\n",
@@ -1083,6 +1074,15 @@ mod tests {
         assert_eq!(issue_cell(&s, Some(&config)), "INT-7");
         s.issue_id = Some("42".into());
         assert_eq!(issue_cell(&s, None), "42", "no config, no link");
+        // GitHub Enterprise: the web pages are at the API's host and port.
+        let config: Config = serde_yaml::from_str(
+            "projects:\n  app:\n    repo: acme/app\n    path: /tmp/app\n    tracker:\n      plugin: github\n      apiUrl: https://ghe.example:8443/api/v3\n",
+        )
+        .unwrap();
+        assert_eq!(
+            issue_cell(&s, Some(&config)),
+            "<a href=\"https://ghe.example:8443/acme/app/issues/42\">42</a>"
+        );
     }
 
     #[test]

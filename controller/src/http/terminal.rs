@@ -27,7 +27,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
@@ -283,27 +283,17 @@ fn row_html(screen: &vt100::Screen, row: u16) -> String {
 pub async fn snapshot(state: &HttpState, id: &str) -> Option<String> {
     use tokio_stream::StreamExt;
     let read = async {
-        let opened = state
-            .handle
-            .open_logs(ao_proto::pb::LogsRequest {
-                session_id: id.to_string(),
-                follow: false,
-                tail_lines: SNAPSHOT_LINES,
-                since_unix: 0,
-            })
-            .await
-            .ok()?;
-        let crate::handle::Tunnel { mut inbound, down } =
-            crate::attach::arrived(opened).await.ok()?;
+        let req = ao_proto::pb::LogsRequest {
+            session_id: id.to_string(),
+            follow: false,
+            tail_lines: SNAPSHOT_LINES,
+            since_unix: 0,
+        };
+        let mut chunks = std::pin::pin!(crate::attach::logs(&state.handle, req).await.ok()?);
         let mut view = TermView::new(COLS, ROWS - 1);
-        while let Some(msg) = inbound.next().await {
-            match msg.ok()?.msg {
-                Some(ao_proto::pb::tunnel_up::Msg::Data(d)) => view.feed(&d),
-                Some(ao_proto::pb::tunnel_up::Msg::Error(_)) => return None,
-                _ => {}
-            }
+        while let Some(chunk) = chunks.next().await {
+            view.feed(&chunk.ok()?);
         }
-        drop(down);
         Some(view.html())
     };
     tokio::time::timeout(SNAPSHOT_WAIT, read)
@@ -348,22 +338,15 @@ impl Keyboards {
     }
 }
 
-#[derive(Deserialize)]
-pub struct SizeQuery {
-    cols: Option<u16>,
-    rows: Option<u16>,
-}
-
 /// `GET /sessions/{id}/terminal`: the WebSocket of the live terminal, for
 /// a login that may watch, from a page of this host.
 pub async fn terminal(
     State(state): State<HttpState>,
     headers: HeaderMap,
     Path(id): Path<String>,
-    Query(size): Query<SizeQuery>,
     upgrade: WebSocketUpgrade,
 ) -> Response {
-    let caller = match logged_in(&state, &headers).await {
+    let caller = match logged_in(&state, &headers, Permission::Observe).await {
         Ok(caller) => caller,
         Err(page) => return page,
     };
@@ -376,23 +359,15 @@ pub async fn terminal(
         )
             .into_response();
     }
-    if let Err(s) = caller.require(Permission::Observe) {
-        return (StatusCode::FORBIDDEN, s.message().to_string()).into_response();
-    }
     if !state.handle.snapshot().sessions.contains_key(&id) {
         return (StatusCode::NOT_FOUND, format!("no session `{id}`")).into_response();
     }
-    let size = (
-        size.cols.unwrap_or(COLS).clamp(20, 500),
-        size.rows.unwrap_or(ROWS).clamp(5, 200),
-    );
     upgrade.on_upgrade(move |socket| async move {
         let viewer = Viewer {
             state,
             headers,
             caller,
             id,
-            size,
             seat: crate::access::Credentials::secret(),
         };
         viewer.relay(socket).await;
@@ -405,7 +380,6 @@ struct Viewer {
     headers: HeaderMap,
     caller: Caller,
     id: String,
-    size: (u16, u16),
     /// The same across this page's reopenings.
     seat: String,
 }
@@ -430,8 +404,8 @@ impl Viewer {
             hint: HINT.into(),
             read_only: !writer,
             force: writer,
-            cols: u32::from(self.size.0),
-            rows: u32::from(self.size.1),
+            cols: u32::from(COLS),
+            rows: u32::from(ROWS),
             term: "xterm-256color".into(),
             seat: self.seat.clone(),
         };
@@ -458,7 +432,7 @@ impl Viewer {
                 return;
             }
         };
-        let (cols, rows) = self.size;
+        let (cols, rows) = (COLS, ROWS);
         let mut view = TermView::new(cols, rows);
         if socket
             .send(text(json!({ "size": [rows, cols] })))
@@ -535,7 +509,7 @@ impl Viewer {
                 "read-only: your keys were not sent (an operator can take the keyboard)".into(),
             );
         }
-        logged_in(&self.state, &self.headers)
+        logged_in(&self.state, &self.headers, Permission::Status)
             .await
             .map(drop)
             .map_err(|_| "your login is not valid any more: keys were not sent".to_string())
@@ -557,7 +531,7 @@ impl Viewer {
         {
             return Err("that keyboard grant is not valid (spent, expired or not yours)".into());
         }
-        let caller = logged_in(&self.state, &self.headers)
+        let caller = logged_in(&self.state, &self.headers, Permission::Status)
             .await
             .map_err(|_| "your login is not valid any more".to_string())?;
         caller

@@ -153,6 +153,19 @@ impl GithubSettings {
     }
 }
 
+impl GithubSettings {
+    /// Where people see this GitHub: `https://github.com` for GitHub's own
+    /// API, else the API's scheme, host and port (Enterprise's
+    /// `https://host/api/v3` is on `https://host`).
+    pub fn web_url(&self) -> String {
+        match Url::parse(&self.api_url) {
+            Ok(u) if u.host_str() == Some("api.github.com") => "https://github.com".to_string(),
+            Ok(u) => u.origin().ascii_serialization(),
+            Err(_) => String::new(),
+        }
+    }
+}
+
 /// `url` checked as an http(s) URL with a host, without its trailing `/` (Linear's `apiUrl`
 /// too).
 pub(crate) fn api_base(url: &str) -> Result<String, String> {
