@@ -17,9 +17,11 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use ao_proto::home::Home;
-use async_trait::async_trait;
 use bollard::container::LogOutput;
-use bollard::models::{ContainerCreateBody, ContainerStateStatusEnum, HostConfig};
+use bollard::models::{
+    ContainerCreateBody, ContainerInspectResponse, ContainerStateStatusEnum,
+    ContainerSummaryStateEnum, HostConfig,
+};
 use bollard::query_parameters::{
     AttachContainerOptions, CreateContainerOptions, ListContainersOptions, LogsOptions,
     RemoveContainerOptions, ResizeContainerTTYOptions, StopContainerOptions,
@@ -66,6 +68,12 @@ pub struct ContainerSpec {
     pub shared: Vec<PathBuf>,
 }
 
+/// Where this process looks for the Docker engine: `DOCKER_HOST`, else
+/// the default socket.
+pub fn engine_address() -> String {
+    std::env::var("DOCKER_HOST").unwrap_or_else(|_| "unix:///var/run/docker.sock".into())
+}
+
 /// Connects to the engine `DOCKER_HOST` names (a `unix://` socket; else
 /// the default socket) and checks that it answers, agreeing on an API
 /// version the engine speaks (Docker 20.10 speaks 1.41, older than
@@ -77,7 +85,7 @@ pub async fn connect() -> Result<Docker, RuntimeError> {
     let unreachable = |e: bollard::errors::Error| {
         RuntimeError::Docker(format!(
             "the Docker engine does not answer at {}: {e}",
-            std::env::var("DOCKER_HOST").unwrap_or_else(|_| "unix:///var/run/docker.sock".into())
+            engine_address()
         ))
     };
     Docker::connect_with_unix_defaults()
@@ -271,18 +279,30 @@ impl DockerRuntime {
         )))
     }
 
-    /// Stops and removes container `name` if it is this worker's: one of
-    /// another `AO_HOME` with the same session id is left alone.
-    async fn remove(&self, name: &str) -> Result<(), RuntimeError> {
-        let home = match self.docker.inspect_container(name, None).await {
-            Ok(c) => c
-                .config
-                .and_then(|c| c.labels)
-                .and_then(|l| l.get(LABEL_HOME).cloned()),
-            Err(e) if not_found(&e) => return Ok(()),
-            Err(e) => return Err(engine_error(&format!("cannot inspect {name}"), &e)),
+    /// Container `name` as the engine describes it; `None` when it is gone.
+    async fn inspect(&self, name: &str) -> Result<Option<ContainerInspectResponse>, RuntimeError> {
+        match self.docker.inspect_container(name, None).await {
+            Ok(i) => Ok(Some(i)),
+            Err(e) if not_found(&e) => Ok(None),
+            Err(e) => Err(engine_error(&format!("cannot inspect {name}"), &e)),
+        }
+    }
+
+    /// Stops and removes container `name` if it is this worker's; one of
+    /// another `AO_HOME` with the same session id is refused or left, as
+    /// `others` says.
+    async fn remove(&self, name: &str, others: Others) -> Result<(), RuntimeError> {
+        let Some(container) = self.inspect(name).await? else {
+            return Ok(());
         };
+        let home = container
+            .config
+            .and_then(|c| c.labels)
+            .and_then(|l| l.get(LABEL_HOME).cloned());
         if home.as_deref() != Some(&self.home.display().to_string()) {
+            if others == Others::Leave {
+                return Ok(());
+            }
             return Err(RuntimeError::Docker(format!(
                 "container {name} is not this worker's (its AO_HOME is {}): remove it, or give \
                  the project another sessionPrefix",
@@ -351,18 +371,20 @@ impl DockerRuntime {
                 continue;
             };
             let name = container_name(&id);
-            let inspect = match self.docker.inspect_container(&name, None).await {
-                Ok(i) => i,
-                Err(e) if not_found(&e) => continue,
-                Err(e) => return Err(engine_error(&format!("cannot inspect {name}"), &e)),
-            };
-            let state = inspect.state.unwrap_or_default();
+            // The listing says whether it runs; only a container to relay
+            // again (its working directory) or one that ended (its exit
+            // code, an out-of-memory kill) is inspected.
+            let status = summary.state;
             // A created container is being started by its relay: alive, and
             // not to be given a second relay.
-            let created = state.status == Some(ContainerStateStatusEnum::CREATED);
-            let running = created || state.status == Some(ContainerStateStatusEnum::RUNNING);
+            let created = status == Some(ContainerSummaryStateEnum::CREATED);
+            let running = created || status == Some(ContainerSummaryStateEnum::RUNNING);
             let relay = panes.iter().find(|p| p.id == id && !p.dead).map(|p| p.pid);
+            let mut ended = None;
             if running && !created && relay.is_none() {
+                let Some(inspect) = self.inspect(&name).await? else {
+                    continue;
+                };
                 tracing::info!(session = %id, "re-attaching a terminal to its running container");
                 let cwd = inspect
                     .config
@@ -373,6 +395,11 @@ impl DockerRuntime {
                 if let Err(e) = self.relay(&id, cwd, false).await {
                     tracing::warn!(session = %id, "cannot relay the container's terminal: {e}");
                 }
+            } else if !running {
+                let Some(inspect) = self.inspect(&name).await? else {
+                    continue;
+                };
+                ended = Some(inspect.state.unwrap_or_default());
             }
             let memory = summary
                 .labels
@@ -380,16 +407,20 @@ impl DockerRuntime {
                 .and_then(|l| l.get(LABEL_MEMORY))
                 .filter(|m| !m.is_empty())
                 .cloned();
-            let failure = state.oom_killed.unwrap_or(false).then(|| match memory {
-                Some(limit) => format!("out of memory (limit {limit})"),
-                None => "out of memory".to_string(),
-            });
+            let failure = ended
+                .as_ref()
+                .and_then(|state| state.oom_killed)
+                .unwrap_or(false)
+                .then(|| match memory {
+                    Some(limit) => format!("out of memory (limit {limit})"),
+                    None => "out of memory".to_string(),
+                });
             states.push(PaneState {
                 id,
                 dead: !running,
-                exit_status: (!running)
-                    .then(|| state.exit_code.and_then(|c| i32::try_from(c).ok()))
-                    .flatten(),
+                exit_status: ended
+                    .and_then(|state| state.exit_code)
+                    .and_then(|c| i32::try_from(c).ok()),
                 // The relay's: it ends with the container, and its end is
                 // what makes the worker ask Docker how the container ended
                 // (exit code, out of memory). The agent itself is not
@@ -400,6 +431,16 @@ impl DockerRuntime {
         }
         Ok(states)
     }
+}
+
+/// What [`DockerRuntime::remove`] does with a container of that name that
+/// is not this worker's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Others {
+    /// Refuses, saying whose it is: a start cannot use the name.
+    Refuse,
+    /// Leaves it: a stop has nothing of its own to remove.
+    Leave,
 }
 
 fn not_found(e: &bollard::errors::Error) -> bool {
@@ -421,13 +462,10 @@ fn engine_error(doing: &str, e: &bollard::errors::Error) -> RuntimeError {
     RuntimeError::Docker(format!("Docker: {doing}: {said}"))
 }
 
-#[async_trait]
-impl Runtime for DockerRuntime {
-    fn name(&self) -> &'static str {
-        "docker"
-    }
-
-    async fn start(&self, spec: &StartSpec) -> Result<(), RuntimeError> {
+impl DockerRuntime {
+    /// Starts session `spec` in a new container of its settings, with a
+    /// tmux pane relaying its terminal.
+    pub async fn start(&self, spec: &StartSpec) -> Result<(), RuntimeError> {
         let Some(c) = &spec.container else {
             return Err(RuntimeError::Docker(format!(
                 "session {} has no container settings",
@@ -452,7 +490,7 @@ impl Runtime for DockerRuntime {
             Err(e) => return Err(engine_error("cannot look the image up", &e)),
         }
         // An older incarnation (a restore) leaves its container.
-        self.remove(&name).await?;
+        self.remove(&name, Others::Refuse).await?;
         let body = self.body(spec, c)?;
         self.docker
             .create_container(
@@ -472,39 +510,16 @@ impl Runtime for DockerRuntime {
         };
         if started.is_err() {
             let _ = self.terminal.stop(&spec.id).await;
-            let _ = self.remove(&name).await;
+            let _ = self.remove(&name, Others::Refuse).await;
         }
         started
     }
 
-    async fn write_input(&self, id: &str, text: &str, enter: bool) -> Result<(), RuntimeError> {
-        self.terminal.write_input(id, text, enter).await
-    }
-
-    async fn write_keys(&self, id: &str, keys: &str) -> Result<(), RuntimeError> {
-        self.terminal.write_keys(id, keys).await
-    }
-
-    async fn capture(&self, id: &str, history: u32) -> Result<String, RuntimeError> {
-        self.terminal.capture(id, history).await
-    }
-
-    async fn cursor_line(&self, id: &str) -> Result<String, RuntimeError> {
-        self.terminal.cursor_line(id).await
-    }
-
-    async fn stop(&self, id: &str) -> Result<(), RuntimeError> {
-        self.remove(&container_name(id)).await?;
+    /// Removes session `id`'s container, if it has one of this worker's
+    /// (a session that never ran in one has none), and its relay pane.
+    pub async fn stop(&self, id: &str) -> Result<(), RuntimeError> {
+        self.remove(&container_name(id), Others::Leave).await?;
         self.terminal.stop(id).await
-    }
-
-    async fn list(&self) -> Result<Vec<PaneState>, RuntimeError> {
-        let panes = self.terminal.list().await?;
-        self.states(&panes).await
-    }
-
-    fn attach_command(&self, id: &str) -> String {
-        self.terminal.attach_command(id)
     }
 }
 
