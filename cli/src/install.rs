@@ -78,15 +78,16 @@ pub async fn install(home: &Home, spec: &InstallSpec) -> anyhow::Result<()> {
         }
         _ => {}
     }
+    let mut started_here = None;
     if systemd_runs() {
         systemctl(&["daemon-reload"])?;
         systemctl(&["enable", UNIT_NAME])?;
         systemctl(&["restart", UNIT_NAME])?;
         step(format!("restarted {UNIT_NAME}"));
     } else {
-        start_without_systemd(home, &unit).await?;
+        started_here = Some(start_without_systemd(home, &unit).await?);
     }
-    wait_linked(home).await?;
+    wait_linked(home, started_here.as_mut()).await?;
     step(format!(
         "worker {id} is connected and ready ({} ms)",
         started.elapsed().as_millis()
@@ -321,40 +322,36 @@ fn zombie(pid: i32) -> bool {
 }
 
 /// Starts the unit's `ExecStart` as systemd would, in the background.
-async fn start_without_systemd(home: &Home, unit: &str) -> anyhow::Result<()> {
-    use std::os::unix::process::CommandExt;
+async fn start_without_systemd(home: &Home, unit: &str) -> anyhow::Result<std::process::Child> {
     stop_started(home).await?;
     let (exec, envs) = exec_of(unit);
     let (program, args) = exec.split_first().context("the unit has no ExecStart")?;
     std::fs::create_dir_all(home.join("worker"))?;
-    let log = ao_proto::home::private_file()
-        .create(true)
-        .append(true)
-        .open(home.log())
-        .with_context(|| format!("cannot open {}", home.log().display()))?;
-    let child = Command::new(program)
-        .args(args)
-        .envs(envs)
-        .stdin(Stdio::null())
-        .stdout(log.try_clone()?)
-        .stderr(log)
-        // Out of this command's process group: it outlives an SSH session.
-        .process_group(0)
-        .spawn()
+    let child = crate::stack::spawn_daemon(home, Command::new(program).args(args).envs(envs))
         .with_context(|| format!("cannot start {program}"))?;
     ao_proto::home::write_private(&home.worker_pid(), format!("{}\n", child.id()).as_bytes())?;
     step(format!(
         "systemd does not run here: started the unit's ExecStart (pid {}); it will not come back after a reboot",
         child.id()
     ));
-    Ok(())
+    Ok(child)
 }
 
-/// Waits until a controller welcomed the worker.
-async fn wait_linked(home: &Home) -> anyhow::Result<()> {
+/// Waits until a controller welcomed the worker; `started`, the worker
+/// this command started (without systemd), must not end meanwhile.
+async fn wait_linked(
+    home: &Home,
+    mut started: Option<&mut std::process::Child>,
+) -> anyhow::Result<()> {
     step("waiting for the controller to welcome the worker");
     let deadline = tokio::time::Instant::now() + READY_WITHIN;
     while !home.worker_linked().exists() {
+        if let Some(status) = started.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+            bail!(
+                "the worker exited ({status}) before the controller welcomed it: see {}",
+                home.log().display()
+            );
+        }
         if tokio::time::Instant::now() > deadline {
             bail!(
                 "the worker did not connect within {} s: see `journalctl -u {UNIT_NAME}` or {}",

@@ -489,6 +489,31 @@ pub async fn join(
 
 /// `ao up -d`: start `ao up` in the background and return once it accepts
 /// commands and its worker is connected.
+/// Starts `cmd` in the background as a process of AO_HOME: no standard
+/// input, its output appended to `$AO_HOME/ao.log`, in a process group of
+/// its own (a Ctrl-C in this terminal, or the end of an SSH session, does
+/// not reach it).
+///
+/// # Errors
+/// The log cannot be opened, or the program cannot be started.
+pub fn spawn_daemon(
+    home: &Home,
+    cmd: &mut std::process::Command,
+) -> anyhow::Result<std::process::Child> {
+    use std::os::unix::process::CommandExt;
+    let log = ao_proto::home::private_file()
+        .create(true)
+        .append(true)
+        .open(home.log())
+        .with_context(|| format!("cannot open {}", home.log().display()))?;
+    Ok(cmd
+        .stdin(std::process::Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .process_group(0)
+        .spawn()?)
+}
+
 pub async fn up_detached(
     home: &Home,
     target: &Target,
@@ -504,14 +529,8 @@ pub async fn up_detached(
     }
     prepare_home(home)?;
     let log_start = std::fs::metadata(home.log()).map_or(0, |m| m.len() as usize);
-    let log = ao_proto::home::private_file()
-        .create(true)
-        .append(true)
-        .open(home.log())
-        .with_context(|| format!("cannot open {}", home.log().display()))?;
     let exe = std::env::current_exe().context("cannot find the ao binary")?;
     let mut child = {
-        use std::os::unix::process::CommandExt;
         let mut cmd = std::process::Command::new(exe);
         cmd.arg("up").env(env::AO_HOME, home.as_os_str());
         if let Some(s) = &store.store {
@@ -550,13 +569,7 @@ pub async fn up_detached(
             .arg(format!("{}s", cluster.worker_grace.as_secs()))
             .arg("--worker-cert-ttl")
             .arg(format!("{}s", cluster.worker_cert_ttl.as_secs()));
-        cmd.stdin(std::process::Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            // Its own process group: a Ctrl-C in this terminal does not reach it.
-            .process_group(0)
-            .spawn()
-            .context("cannot start `ao up` in the background")?
+        spawn_daemon(home, &mut cmd).context("cannot start `ao up` in the background")?
     };
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     loop {
