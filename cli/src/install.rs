@@ -99,9 +99,7 @@ pub async fn install(home: &Home, spec: &InstallSpec) -> anyhow::Result<()> {
 /// Joins unless this machine holds a valid certificate for the controller
 /// asked for (or for any, when none is asked for).
 async fn join_once(home: &Home, spec: &InstallSpec) -> anyhow::Result<()> {
-    let joined = std::fs::read_to_string(home.joined_controller())
-        .ok()
-        .map(|s| s.trim().to_string());
+    let joined = crate::stack::joined_controller(home);
     let valid = ao_proto::pki::Credentials::load(&home.worker_credentials())
         .ok()
         .and_then(|c| c.validity().ok())

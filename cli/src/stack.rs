@@ -65,15 +65,17 @@ pub fn joined_target(
     controller: Option<String>,
     credentials: Option<PathBuf>,
 ) -> (Option<String>, Option<PathBuf>) {
-    let controller = controller.or_else(|| {
-        std::fs::read_to_string(home.joined_controller())
-            .ok()
-            .map(|u| u.trim().to_string())
-    });
     (
-        controller,
+        controller.or_else(|| joined_controller(home)),
         credentials.or_else(|| Some(home.worker_credentials())),
     )
+}
+
+/// The controller `ao worker join` joined this machine to, if it did.
+pub fn joined_controller(home: &Home) -> Option<String> {
+    std::fs::read_to_string(home.joined_controller())
+        .ok()
+        .map(|u| u.trim().to_string())
 }
 
 /// `ao controller init`: the cluster CA and the CLI's admin credential.
